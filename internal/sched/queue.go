@@ -1,0 +1,107 @@
+package sched
+
+import (
+	"cmp"
+	"errors"
+	"slices"
+)
+
+// Job is a request waiting in the queue.
+type Job struct {
+	ID        string
+	Server    string
+	Priority  int   // -99..99, higher first
+	Seq       int64 // arrival order, lower first
+	MemoryMiB int64
+}
+
+// Reason says why a job waits.
+type Reason int
+
+const (
+	// Busy: another job of the same server holds its accelerator.
+	Busy Reason = iota + 1
+	// PoolFull: the pool cannot fit the job now.
+	PoolFull
+)
+
+// Wait is a job that keeps waiting, and why.
+type Wait struct {
+	JobID  string
+	Reason Reason
+	// Position is the 1-based place among jobs waiting for the pool
+	// (PoolFull only).
+	Position int
+}
+
+// Grant is a job that may start, with its plan.
+type Grant struct {
+	JobID string
+	Plan  Plan
+}
+
+// Reject is a job that can never be served, with the reason.
+type Reject struct {
+	JobID string
+	Err   error
+}
+
+// Result is one scheduling pass's decisions.
+type Result struct {
+	Grants  []Grant
+	Waits   []Wait
+	Rejects []Reject
+}
+
+// Order sorts jobs into the order the queue serves them: priority, then
+// arrival.
+func Order(jobs []Job) {
+	slices.SortStableFunc(jobs, func(a, b Job) int {
+		if c := cmp.Compare(b.Priority, a.Priority); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Seq, b.Seq)
+	})
+}
+
+// Schedule runs one pass over queue. busy names the servers whose
+// accelerator is held now. Neither snap nor queue nor busy is changed.
+func Schedule(snap *Snapshot, queue []Job, busy map[string]bool) Result {
+	snap = snap.Clone()
+	jobs := slices.Clone(queue)
+	Order(jobs)
+	held := make(map[string]bool, len(busy))
+	for s, b := range busy {
+		held[s] = b
+	}
+	var res Result
+	blocked := false
+	position := 0
+	for _, j := range jobs {
+		if held[j.Server] {
+			res.Waits = append(res.Waits, Wait{JobID: j.ID, Reason: Busy})
+			continue
+		}
+		// Later jobs of the same server wait behind this one.
+		held[j.Server] = true
+		if blocked {
+			position++
+			res.Waits = append(res.Waits, Wait{JobID: j.ID, Reason: PoolFull, Position: position})
+			continue
+		}
+		p, err := Place(snap, j.MemoryMiB)
+		switch {
+		case err == nil:
+			Apply(snap, p)
+			res.Grants = append(res.Grants, Grant{JobID: j.ID, Plan: p})
+		case errors.Is(err, ErrNoFit):
+			blocked = true
+			position++
+			res.Waits = append(res.Waits, Wait{JobID: j.ID, Reason: PoolFull, Position: position})
+		default:
+			held[j.Server] = false
+			res.Rejects = append(res.Rejects, Reject{JobID: j.ID, Err: err})
+		}
+	}
+	return res
+}
