@@ -1,0 +1,313 @@
+package controlplane
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	hacv1 "github.com/hac-project/hac/gen/hac/v1"
+	"github.com/hac-project/hac/internal/catalog"
+	"github.com/hac-project/hac/internal/sched"
+	"github.com/hac-project/hac/internal/store"
+	"github.com/hac-project/hac/internal/ticket"
+	"github.com/hac-project/hac/internal/version"
+)
+
+// acceleratorService implements hacv1connect.AcceleratorServiceHandler.
+type acceleratorService struct{ s *Server }
+
+const maxCommandDisplay = 4096
+
+func (a acceleratorService) Allocate(ctx context.Context, req *connect.Request[hacv1.AllocateRequest], stream *connect.ServerStream[hacv1.AllocateResponse]) error {
+	p := principalFrom(ctx)
+	srv, err := a.s.resolveServer(ctx, p, req.Msg.Server)
+	if err != nil {
+		return apiError(err)
+	}
+	if len(req.Msg.Command) == 0 || req.Msg.Command[0] == "" {
+		return apiError(fmt.Errorf("%w: the command is empty: give one after --, as in hac run -- python3 train.py", ErrInvalid))
+	}
+	command := strings.Join(req.Msg.Command, " ")
+	if len(command) > maxCommandDisplay {
+		command = command[:maxCommandDisplay]
+	}
+	priority := p.user.Priority
+	if req.Msg.HasPriority {
+		pr := int(req.Msg.Priority)
+		if pr < -99 || pr > 99 {
+			return apiError(fmt.Errorf("%w: priority %d is outside -99..99", ErrInvalid, pr))
+		}
+		if pr > priority && !p.user.Admin {
+			return apiError(fmt.Errorf("%w: priority %d is above your own (%d); only an admin may raise it", ErrPermission, pr, priority))
+		}
+		priority = pr
+	}
+	model, err := a.s.cfg.Catalog.Lookup(srv.Model)
+	if err != nil {
+		return apiError(err)
+	}
+	if req.Msg.ClientPid < 0 {
+		return apiError(fmt.Errorf("%w: negative client pid", ErrInvalid))
+	}
+	j, err := a.s.broker.submit(ctx, srv, model.MemoryMiB, priority, command, req.Msg.ClientPid)
+	if err != nil {
+		return apiError(err)
+	}
+	granted := false
+	defer func() {
+		if !granted {
+			// The client went away or the send failed: withdraw.
+			a.s.broker.end(context.WithoutCancel(ctx), j.ID, store.JobCanceled, sql.NullInt64{}, "withdrawn by the client")
+		}
+	}()
+	var last *hacv1.Waiting
+	for {
+		cur, live := a.s.broker.job(j.ID)
+		switch {
+		case !live:
+			granted = true // nothing to withdraw
+			if err := a.s.broker.endError(j); err != nil {
+				return apiError(err)
+			}
+			return connect.NewError(connect.CodeAborted, fmt.Errorf("the job ended before it started"))
+		case cur.State == store.JobRunning:
+			grant, err := a.grant(ctx, cur)
+			if err != nil {
+				return apiError(err)
+			}
+			if err := stream.Send(&hacv1.AllocateResponse{Event: &hacv1.AllocateResponse_Grant{Grant: grant}}); err != nil {
+				return err
+			}
+			granted = true
+			return nil
+		default:
+			w := a.waiting(cur)
+			if last == nil || w.Reason != last.Reason || w.Position != last.Position || w.QueueLength != last.QueueLength ||
+				w.GetHolder().GetJobId() != last.GetHolder().GetJobId() {
+				if err := stream.Send(&hacv1.AllocateResponse{Event: &hacv1.AllocateResponse_Waiting{Waiting: w}}); err != nil {
+					return err
+				}
+				last = w
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-j.changed:
+		}
+	}
+}
+
+func (a acceleratorService) waiting(j jobState) *hacv1.Waiting {
+	w := &hacv1.Waiting{JobId: strconv.FormatInt(j.ID, 10)}
+	if j.wait.Reason == 0 {
+		return w
+	}
+	switch j.wait.Reason {
+	case sched.Busy:
+		w.Reason = hacv1.Waiting_REASON_BUSY
+		if h, ok := a.s.broker.serverJob(j.ServerID); ok && h.ID != j.ID {
+			w.Holder = &hacv1.Holder{JobId: strconv.FormatInt(h.ID, 10), ClientPid: h.ClientPID, Command: h.Command}
+		}
+	default:
+		w.Reason = hacv1.Waiting_REASON_POOL_FULL
+		w.Position = int32(j.wait.Position)
+		n := 0
+		for _, q := range a.s.broker.queue() {
+			if q.wait.Reason == j.wait.Reason {
+				n++
+			}
+		}
+		w.QueueLength = int32(n)
+	}
+	return w
+}
+
+// grant builds the grant of a running job: one worker per node, each with a
+// ticket signed by that node's key.
+func (a acceleratorService) grant(ctx context.Context, j jobState) (*hacv1.Grant, error) {
+	g := &hacv1.Grant{JobId: strconv.FormatInt(j.ID, 10), Model: j.Model, MemoryMib: j.MemoryMiB,
+		LeaseTtlSeconds: int32(a.s.cfg.LeaseTTL.Seconds())}
+	var order []string
+	byNode := map[string]*hacv1.Worker{}
+	for _, p := range j.Placements {
+		w := byNode[p.Node]
+		if w == nil {
+			w = &hacv1.Worker{Node: p.Node}
+			byNode[p.Node] = w
+			order = append(order, p.Node)
+		}
+		w.GpuUuids = append(w.GpuUuids, p.GPU)
+		w.MemoryMib += p.MemoryMiB
+	}
+	exp := a.s.cfg.Now().Add(a.s.cfg.TicketTTL).Unix()
+	for rank, name := range order {
+		w := byNode[name]
+		key, addr, err := a.s.broker.nodeKey(name)
+		if err != nil {
+			return nil, err
+		}
+		mem := w.MemoryMib
+		if mem > j.MemoryMiB {
+			mem = j.MemoryMiB
+		}
+		w.Address = addr
+		w.Ticket = ticket.Sign(key, ticket.Claims{JobID: j.ID, Node: name, Model: j.Model, MemoryMiB: mem,
+			GPUs: w.GpuUuids, Rank: rank, Nodes: len(order), Expires: exp})
+		g.Workers = append(g.Workers, w)
+	}
+	return g, nil
+}
+
+// ownJob returns a live job the principal may act on.
+func (a acceleratorService) ownJob(ctx context.Context, rawID string) (jobState, error) {
+	id, err := strconv.ParseInt(rawID, 10, 64)
+	if err != nil || id <= 0 {
+		return jobState{}, fmt.Errorf("%w: job id %q is not a positive number", ErrInvalid, rawID)
+	}
+	j, ok := a.s.broker.job(id)
+	if !ok {
+		return jobState{}, fmt.Errorf("%w: job %d is not running", ErrUnknownJob, id)
+	}
+	p := principalFrom(ctx)
+	if (p.kind == store.ServerToken && j.ServerID != p.serverID) || (p.kind == store.UserToken && j.UserID != p.user.ID && !p.user.Admin) {
+		return jobState{}, fmt.Errorf("%w: job %d", ErrUnknownJob, id)
+	}
+	return j, nil
+}
+
+func (a acceleratorService) RenewLease(ctx context.Context, req *connect.Request[hacv1.RenewLeaseRequest]) (*connect.Response[hacv1.RenewLeaseResponse], error) {
+	j, err := a.ownJob(ctx, req.Msg.JobId)
+	if err != nil {
+		return nil, apiError(err)
+	}
+	if err := a.s.broker.renew(j.ID); err != nil {
+		return nil, apiError(err)
+	}
+	return connect.NewResponse(&hacv1.RenewLeaseResponse{LeaseTtlSeconds: int32(a.s.cfg.LeaseTTL.Seconds())}), nil
+}
+
+func (a acceleratorService) Release(ctx context.Context, req *connect.Request[hacv1.ReleaseRequest]) (*connect.Response[hacv1.ReleaseResponse], error) {
+	j, err := a.ownJob(ctx, req.Msg.JobId)
+	if err != nil {
+		if codeOf(err) == connect.CodeNotFound {
+			return connect.NewResponse(&hacv1.ReleaseResponse{}), nil // already released
+		}
+		return nil, apiError(err)
+	}
+	state, code := store.JobCanceled, sql.NullInt64{}
+	if req.Msg.HasExitCode {
+		code = sql.NullInt64{Int64: int64(req.Msg.ExitCode), Valid: true}
+		state = stateForExit(req.Msg.ExitCode)
+	}
+	if _, err := a.s.broker.end(ctx, j.ID, state, code, "released by the client"); err != nil {
+		return nil, apiError(err)
+	}
+	return connect.NewResponse(&hacv1.ReleaseResponse{}), nil
+}
+
+func stateForExit(code int32) string {
+	if code == 0 {
+		return store.JobCompleted
+	}
+	return store.JobFailed
+}
+
+func (a acceleratorService) accelerator(srv store.Server) (*hacv1.Accelerator, error) {
+	m, err := a.s.cfg.Catalog.Lookup(srv.Model)
+	if err != nil {
+		return nil, err
+	}
+	acc := &hacv1.Accelerator{Server: srv.Name, DisplayName: catalog.DisplayName, Token: srv.AcceleratorToken,
+		Model: srv.Model, MemoryMib: m.MemoryMiB}
+	if j, ok := a.s.broker.serverJob(srv.ID); ok && j.State == store.JobRunning {
+		acc.Job = jobProto(j)
+	}
+	return acc, nil
+}
+
+func (a acceleratorService) GetAccelerator(ctx context.Context, req *connect.Request[hacv1.GetAcceleratorRequest]) (*connect.Response[hacv1.GetAcceleratorResponse], error) {
+	srv, err := a.s.resolveServer(ctx, principalFrom(ctx), req.Msg.Server)
+	if err != nil {
+		return nil, apiError(err)
+	}
+	acc, err := a.accelerator(srv)
+	if err != nil {
+		return nil, apiError(err)
+	}
+	return connect.NewResponse(&hacv1.GetAcceleratorResponse{Accelerator: acc, ServerVersion: version.Version}), nil
+}
+
+func (a acceleratorService) SwitchModel(ctx context.Context, req *connect.Request[hacv1.SwitchModelRequest]) (*connect.Response[hacv1.SwitchModelResponse], error) {
+	srv, err := a.s.resolveServer(ctx, principalFrom(ctx), req.Msg.Server)
+	if err != nil {
+		return nil, apiError(err)
+	}
+	if _, err := a.s.cfg.Catalog.Lookup(req.Msg.Model); err != nil {
+		return nil, apiError(err)
+	}
+	if err := a.s.broker.switchModel(ctx, srv.ID, req.Msg.Model); err != nil {
+		return nil, apiError(err)
+	}
+	srv.Model = req.Msg.Model
+	acc, err := a.accelerator(srv)
+	if err != nil {
+		return nil, apiError(err)
+	}
+	return connect.NewResponse(&hacv1.SwitchModelResponse{Accelerator: acc}), nil
+}
+
+func (a acceleratorService) ResetAccelerator(ctx context.Context, req *connect.Request[hacv1.ResetAcceleratorRequest]) (*connect.Response[hacv1.ResetAcceleratorResponse], error) {
+	srv, err := a.s.resolveServer(ctx, principalFrom(ctx), req.Msg.Server)
+	if err != nil {
+		return nil, apiError(err)
+	}
+	j, ok := a.s.broker.serverJob(srv.ID)
+	if !ok || j.State != store.JobRunning {
+		return connect.NewResponse(&hacv1.ResetAcceleratorResponse{}), nil
+	}
+	ended, err := a.s.broker.end(ctx, j.ID, store.JobCanceled, sql.NullInt64{}, "reset with hac smi --reset")
+	if err != nil {
+		return nil, apiError(err)
+	}
+	return connect.NewResponse(&hacv1.ResetAcceleratorResponse{Released: ended}), nil
+}
+
+func (a acceleratorService) ListModels(ctx context.Context, _ *connect.Request[hacv1.ListModelsRequest]) (*connect.Response[hacv1.ListModelsResponse], error) {
+	out := &hacv1.ListModelsResponse{}
+	for _, m := range a.s.cfg.Catalog {
+		out.Models = append(out.Models, &hacv1.Model{Name: m.Name, MemoryMib: m.MemoryMiB})
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (a acceleratorService) GetVersion(context.Context, *connect.Request[hacv1.GetVersionRequest]) (*connect.Response[hacv1.GetVersionResponse], error) {
+	return connect.NewResponse(&hacv1.GetVersionResponse{Version: version.Version}), nil
+}
+
+func jobProto(j jobState) *hacv1.Job {
+	out := &hacv1.Job{Id: strconv.FormatInt(j.ID, 10), Server: j.serverName, User: j.userName, Model: j.Model,
+		State: j.State, Command: j.Command, ClientPid: j.ClientPID, Priority: int32(j.Priority), MemoryMib: j.MemoryMiB,
+		SubmittedAt: ts(j.SubmittedAt), AllocatedAt: ts(j.AllocatedAt), EndedAt: ts(j.EndedAt),
+		UsedMib: j.usedMiB, Pid: j.pid, EndReason: j.EndReason}
+	if j.ExitCode.Valid {
+		out.ExitCode, out.HasExitCode = int32(j.ExitCode.Int64), true
+	}
+	for _, p := range j.Placements {
+		out.Placements = append(out.Placements, &hacv1.Placement{Node: p.Node, GpuUuid: p.GPU, MemoryMib: p.MemoryMiB})
+	}
+	return out
+}
+
+func ts(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}

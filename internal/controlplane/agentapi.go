@@ -1,0 +1,95 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"fmt"
+	"net"
+	"strconv"
+
+	"connectrpc.com/connect"
+
+	hacv1 "github.com/hac-project/hac/gen/hac/v1"
+	"github.com/hac-project/hac/internal/store"
+)
+
+// AgentProtocolVersion is the agent protocol this control plane speaks.
+//
+// History:
+//   - 1 (2026-11-28): RegisterNode, Heartbeat, JobEnded; Exec on the worker.
+const AgentProtocolVersion = 1
+
+// agentService implements hacv1connect.AgentServiceHandler.
+type agentService struct{ s *Server }
+
+func (a agentService) RegisterNode(ctx context.Context, req *connect.Request[hacv1.RegisterNodeRequest]) (*connect.Response[hacv1.RegisterNodeResponse], error) {
+	m := req.Msg
+	if m.ProtocolVersion != AgentProtocolVersion {
+		return nil, apiError(fmt.Errorf("%w: the agent speaks %d, this control plane %d", ErrNodeProtocol, m.ProtocolVersion, AgentProtocolVersion))
+	}
+	if err := validServerName(m.Name); err != nil {
+		return nil, apiError(fmt.Errorf("node name: %w", err))
+	}
+	if _, _, err := net.SplitHostPort(m.Address); err != nil {
+		return nil, apiError(fmt.Errorf("%w: node address %q: want host:port", ErrInvalid, m.Address))
+	}
+	if len(m.Gpus) == 0 || len(m.Gpus) > 64 {
+		return nil, apiError(fmt.Errorf("%w: a node reports 1 to 64 GPUs, not %d", ErrInvalid, len(m.Gpus)))
+	}
+	key := make([]byte, 32)
+	rand.Read(key)
+	n := store.Node{Name: m.Name, Address: m.Address, TicketKey: key, State: "ready", RegisteredAt: a.s.cfg.Now()}
+	seen := map[string]bool{}
+	for _, g := range m.Gpus {
+		if g.Uuid == "" || seen[g.Uuid] || g.MemoryMib <= 0 {
+			return nil, apiError(fmt.Errorf("%w: GPU %d: every GPU needs a unique UUID and a positive memory size", ErrInvalid, g.Index))
+		}
+		seen[g.Uuid] = true
+		n.GPUs = append(n.GPUs, store.GPU{UUID: g.Uuid, Index: int(g.Index), Name: g.Name, MemoryMiB: g.MemoryMib})
+	}
+	if err := a.s.broker.registerNode(ctx, n); err != nil {
+		return nil, apiError(err)
+	}
+	return connect.NewResponse(&hacv1.RegisterNodeResponse{TicketKey: key, ProtocolVersion: AgentProtocolVersion,
+		HeartbeatIntervalMs: int32(a.s.cfg.HeartbeatInterval.Milliseconds())}), nil
+}
+
+func (a agentService) Heartbeat(ctx context.Context, req *connect.Request[hacv1.HeartbeatRequest]) (*connect.Response[hacv1.HeartbeatResponse], error) {
+	running := map[int64][2]int64{}
+	for _, j := range req.Msg.Jobs {
+		id, err := strconv.ParseInt(j.JobId, 10, 64)
+		if err != nil {
+			return nil, apiError(fmt.Errorf("%w: job id %q", ErrInvalid, j.JobId))
+		}
+		running[id] = [2]int64{j.Pid, j.UsedMib}
+	}
+	stop, rereg := a.s.broker.heartbeat(req.Msg.Name, running)
+	out := &hacv1.HeartbeatResponse{Reregister: rereg}
+	for _, id := range stop {
+		out.StopJobs = append(out.StopJobs, strconv.FormatInt(id, 10))
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (a agentService) JobEnded(ctx context.Context, req *connect.Request[hacv1.JobEndedRequest]) (*connect.Response[hacv1.JobEndedResponse], error) {
+	id, err := strconv.ParseInt(req.Msg.JobId, 10, 64)
+	if err != nil {
+		return nil, apiError(fmt.Errorf("%w: job id %q", ErrInvalid, req.Msg.JobId))
+	}
+	j, ok := a.s.broker.job(id)
+	if !ok || !j.onNode(req.Msg.Name) {
+		return connect.NewResponse(&hacv1.JobEndedResponse{}), nil
+	}
+	state, reason := stateForExit(req.Msg.ExitCode), req.Msg.Reason
+	if req.Msg.InfrastructureFault {
+		state = store.JobLost
+	}
+	if reason == "" {
+		reason = "program exited"
+	}
+	if _, err := a.s.broker.end(ctx, id, state, sql.NullInt64{Int64: int64(req.Msg.ExitCode), Valid: true}, reason); err != nil {
+		return nil, apiError(err)
+	}
+	return connect.NewResponse(&hacv1.JobEndedResponse{}), nil
+}

@@ -1,0 +1,129 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+
+	"connectrpc.com/connect"
+
+	"github.com/hac-project/hac/internal/store"
+	"github.com/hac-project/hac/internal/token"
+)
+
+// principal is who a request acts for.
+type principal struct {
+	kind     store.TokenKind
+	user     store.User
+	serverID int64 // server tokens
+}
+
+type principalKey struct{}
+
+func principalFrom(ctx context.Context) principal {
+	p, _ := ctx.Value(principalKey{}).(principal)
+	return p
+}
+
+// authenticate resolves the bearer token of a request.
+func (s *Server) authenticate(ctx context.Context, h http.Header) (principal, error) {
+	raw, ok := strings.CutPrefix(h.Get("Authorization"), "Bearer ")
+	if !ok || raw == "" {
+		return principal{}, ErrUnauthenticated
+	}
+	var p principal
+	err := s.store.View(ctx, func(tx *store.Tx) error {
+		tok, err := tx.TokenByHash(token.Hash(raw))
+		if err != nil {
+			return err
+		}
+		p.kind, p.serverID = tok.Kind, tok.ServerID
+		if tok.Kind == store.NodeToken {
+			return nil
+		}
+		p.user, err = tx.UserByID(tok.UserID)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return principal{}, ErrUnauthenticated
+	}
+	return p, err
+}
+
+// authInterceptor admits requests whose token is of one of the kinds.
+type authInterceptor struct {
+	s     *Server
+	kinds []store.TokenKind
+}
+
+func (a authInterceptor) check(ctx context.Context, h http.Header) (context.Context, error) {
+	p, err := a.s.authenticate(ctx, h)
+	if err != nil {
+		return ctx, apiError(err)
+	}
+	for _, k := range a.kinds {
+		if p.kind == k {
+			return context.WithValue(ctx, principalKey{}, p), nil
+		}
+	}
+	return ctx, apiError(ErrPermission)
+}
+
+func (a authInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		ctx, err := a.check(ctx, req.Header())
+		if err != nil {
+			return nil, err
+		}
+		return next(ctx, req)
+	}
+}
+
+func (a authInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (a authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		ctx, err := a.check(ctx, conn.RequestHeader())
+		if err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
+}
+
+// resolveServer returns the server a request acts on: the server token's
+// own, or the named server of the user (admins may name any user's server as
+// USER/NAME).
+func (s *Server) resolveServer(ctx context.Context, p principal, name string) (store.Server, error) {
+	var srv store.Server
+	err := s.store.View(ctx, func(tx *store.Tx) error {
+		var err error
+		switch {
+		case p.kind == store.ServerToken:
+			srv, err = tx.ServerByID(p.serverID)
+			if err == nil && name != "" && name != srv.Name {
+				return ErrPermission
+			}
+		case name == "":
+			return ErrNoServer
+		default:
+			userID := p.user.ID
+			if owner, sname, ok := strings.Cut(name, "/"); ok && p.user.Admin {
+				u, err := tx.UserByName(owner)
+				if err != nil {
+					return ErrUnknownServer
+				}
+				userID, name = u.ID, sname
+			}
+			srv, err = tx.ServerByName(userID, name)
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			return ErrUnknownServer
+		}
+		return err
+	})
+	return srv, err
+}

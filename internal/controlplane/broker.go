@@ -1,0 +1,506 @@
+package controlplane
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hac-project/hac/internal/sched"
+	"github.com/hac-project/hac/internal/store"
+)
+
+// broker owns the queue and the pool. Every change is written to the store
+// first and applied to memory after the commit, under mu.
+type broker struct {
+	cfg   Config
+	store *store.Store
+	log   *slog.Logger
+
+	mu    sync.Mutex
+	nodes map[string]*nodeState
+	jobs  map[int64]*jobState // queued and running jobs only
+}
+
+type nodeState struct {
+	store.Node
+	lastSeen time.Time
+	lost     bool
+}
+
+// jobState is a live job. Fields change only under broker.mu.
+type jobState struct {
+	store.Job
+	serverName string
+	userName   string
+	lease      time.Time // running jobs: expiry
+	wait       sched.Wait
+	endErr     error // set when the job ended before its grant
+	pid        int64 // the program's pid on its first node
+	usedMiB    int64
+	// changed is signalled (without blocking) whenever the job's state,
+	// wait reason or queue position changes.
+	changed chan struct{}
+}
+
+func (j *jobState) notify() {
+	select {
+	case j.changed <- struct{}{}:
+	default:
+	}
+}
+
+func newBroker(ctx context.Context, cfg Config, st *store.Store) (*broker, error) {
+	b := &broker{cfg: cfg, store: st, log: cfg.Logger, nodes: map[string]*nodeState{}, jobs: map[int64]*jobState{}}
+	now := cfg.Now()
+	err := st.Update(ctx, func(tx *store.Tx) error {
+		nodes, err := tx.Nodes()
+		if err != nil {
+			return err
+		}
+		for _, n := range nodes {
+			b.nodes[n.Name] = &nodeState{Node: n, lastSeen: now, lost: n.State == "lost"}
+		}
+		jobs, err := tx.Jobs(0, []string{store.JobQueued, store.JobRunning}, 1<<30)
+		if err != nil {
+			return err
+		}
+		for _, j := range jobs {
+			if j.State == store.JobQueued {
+				// Its client waited on the old process and is gone.
+				if err := tx.EndJob(j.ID, store.JobCanceled, now, sql.NullInt64{}, "control plane restarted"); err != nil {
+					return err
+				}
+				continue
+			}
+			js, err := b.describe(tx, j)
+			if err != nil {
+				return err
+			}
+			js.lease = now.Add(cfg.LeaseTTL)
+			b.jobs[j.ID] = js
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: load state: %w", err)
+	}
+	return b, nil
+}
+
+// describe fills the names shown with a job.
+func (b *broker) describe(tx *store.Tx, j store.Job) (*jobState, error) {
+	srv, err := tx.ServerByID(j.ServerID)
+	if err != nil {
+		return nil, err
+	}
+	return &jobState{Job: j, serverName: srv.Name, userName: srv.UserName, changed: make(chan struct{}, 1)}, nil
+}
+
+// snapshotLocked builds the scheduler's view: ready nodes, and the memory
+// running jobs hold on them.
+func (b *broker) snapshotLocked() *sched.Snapshot {
+	held := map[string]int64{}
+	for _, j := range b.jobs {
+		if j.State == store.JobRunning {
+			for _, p := range j.Placements {
+				held[p.GPU] += p.MemoryMiB
+			}
+		}
+	}
+	names := make([]string, 0, len(b.nodes))
+	for name, n := range b.nodes {
+		if !n.lost {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	snap := &sched.Snapshot{}
+	for _, name := range names {
+		n := sched.Node{Name: name}
+		for _, g := range b.nodes[name].GPUs {
+			n.GPUs = append(n.GPUs, sched.GPU{UUID: g.UUID, MemoryMiB: g.MemoryMiB, AllocatedMiB: held[g.UUID]})
+		}
+		snap.Nodes = append(snap.Nodes, n)
+	}
+	return snap
+}
+
+// passLocked runs the scheduler over the queue as it will be once the
+// current change commits: with extra added and without gone.
+func (b *broker) passLocked(extra *jobState, gone int64) sched.Result {
+	busy := map[string]bool{}
+	var queue []sched.Job
+	add := func(j *jobState) {
+		switch j.State {
+		case store.JobRunning:
+			busy[j.serverName] = true
+		case store.JobQueued:
+			queue = append(queue, sched.Job{ID: fmt.Sprint(j.ID), Server: j.serverName, Priority: j.Priority, Seq: j.ID, MemoryMiB: j.MemoryMiB})
+		}
+	}
+	for id, j := range b.jobs {
+		if id != gone {
+			add(j)
+		}
+	}
+	if extra != nil {
+		add(extra)
+	}
+	snap := b.snapshotLocked()
+	if gone != 0 {
+		if j := b.jobs[gone]; j != nil && j.State == store.JobRunning {
+			for _, p := range j.Placements {
+				for i := range snap.Nodes {
+					for k := range snap.Nodes[i].GPUs {
+						if snap.Nodes[i].GPUs[k].UUID == p.GPU {
+							snap.Nodes[i].GPUs[k].AllocatedMiB -= p.MemoryMiB
+						}
+					}
+				}
+			}
+		}
+	}
+	return sched.Schedule(snap, queue, busy)
+}
+
+// writeResult records a pass's grants and rejects in tx.
+func (b *broker) writeResult(tx *store.Tx, res sched.Result, now time.Time) error {
+	for _, g := range res.Grants {
+		if err := tx.GrantJob(parseID(g.JobID), now, toStore(g.Plan)); err != nil {
+			return err
+		}
+	}
+	for _, r := range res.Rejects {
+		if err := tx.EndJob(parseID(r.JobID), store.JobCanceled, now, sql.NullInt64{}, r.Err.Error()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyResultLocked makes a committed pass take effect and wakes waiters.
+func (b *broker) applyResultLocked(res sched.Result, now time.Time) {
+	for _, g := range res.Grants {
+		j := b.jobs[parseID(g.JobID)]
+		j.State, j.AllocatedAt, j.Placements = store.JobRunning, now, toStore(g.Plan)
+		j.lease = now.Add(b.cfg.LeaseTTL)
+		j.notify()
+	}
+	for _, w := range res.Waits {
+		j := b.jobs[parseID(w.JobID)]
+		if j.wait != w {
+			j.wait = w
+			j.notify()
+		}
+	}
+	for _, r := range res.Rejects {
+		j := b.jobs[parseID(r.JobID)]
+		delete(b.jobs, j.ID)
+		j.State, j.EndedAt, j.endErr = store.JobCanceled, now, r.Err
+		j.notify()
+	}
+}
+
+func parseID(s string) int64 {
+	var id int64
+	fmt.Sscan(s, &id)
+	return id
+}
+
+func toStore(p sched.Plan) []store.Placement {
+	out := make([]store.Placement, len(p.Placements))
+	for i, pl := range p.Placements {
+		out[i] = store.Placement{Node: pl.Node, GPU: pl.GPU, MemoryMiB: pl.MemoryMiB}
+	}
+	return out
+}
+
+// submit queues a job for srv and runs a pass; the job may come back
+// already granted.
+func (b *broker) submit(ctx context.Context, srv store.Server, memMiB int64, priority int, command string, clientPID int64) (*jobState, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.cfg.Now()
+	j := &jobState{
+		Job: store.Job{ServerID: srv.ID, UserID: srv.UserID, Model: srv.Model, MemoryMiB: memMiB, Priority: priority,
+			Command: command, ClientPID: clientPID, State: store.JobQueued, SubmittedAt: now},
+		serverName: srv.Name, userName: srv.UserName, changed: make(chan struct{}, 1),
+	}
+	var res sched.Result
+	err := b.store.Update(ctx, func(tx *store.Tx) error {
+		id, err := tx.InsertJob(j.Job)
+		if err != nil {
+			return err
+		}
+		j.ID = id
+		res = b.passLocked(j, 0)
+		return b.writeResult(tx, res, now)
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.jobs[j.ID] = j
+	b.applyResultLocked(res, now)
+	return j, nil
+}
+
+// end finishes a live job with a final state and frees what it held. It is
+// a no-op for a job that already ended, and reports whether it ended one.
+func (b *broker) end(ctx context.Context, id int64, state string, exitCode sql.NullInt64, reason string) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.endLocked(ctx, id, state, exitCode, reason)
+}
+
+func (b *broker) endLocked(ctx context.Context, id int64, state string, exitCode sql.NullInt64, reason string) (bool, error) {
+	j := b.jobs[id]
+	if j == nil {
+		return false, nil
+	}
+	now := b.cfg.Now()
+	var res sched.Result
+	err := b.store.Update(ctx, func(tx *store.Tx) error {
+		if err := tx.EndJob(id, state, now, exitCode, reason); err != nil {
+			return err
+		}
+		res = b.passLocked(nil, id)
+		return b.writeResult(tx, res, now)
+	})
+	if err != nil {
+		return false, err
+	}
+	delete(b.jobs, id)
+	j.State, j.EndedAt, j.ExitCode, j.EndReason = state, now, exitCode, reason
+	j.notify()
+	b.applyResultLocked(res, now)
+	b.log.Info("job ended", "job", id, "server", j.serverName, "state", state, "reason", reason)
+	return true, nil
+}
+
+// job returns a copy of a live job's state, or ok=false when it ended.
+func (b *broker) job(id int64) (jobState, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	j, ok := b.jobs[id]
+	if !ok {
+		return jobState{}, false
+	}
+	return *j, true
+}
+
+// serverJob returns the live job of a server that holds (or first waits
+// for) its accelerator.
+func (b *broker) serverJob(serverID int64) (jobState, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var best *jobState
+	for _, j := range b.jobs {
+		if j.ServerID != serverID {
+			continue
+		}
+		if best == nil || (j.State == store.JobRunning && best.State != store.JobRunning) ||
+			(j.State == best.State && j.ID < best.ID) {
+			best = j
+		}
+	}
+	if best == nil {
+		return jobState{}, false
+	}
+	return *best, true
+}
+
+// renew extends a running job's lease.
+func (b *broker) renew(id int64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	j := b.jobs[id]
+	if j == nil || j.State != store.JobRunning {
+		return fmt.Errorf("%w: job %d is not running", ErrUnknownJob, id)
+	}
+	j.lease = b.cfg.Now().Add(b.cfg.LeaseTTL)
+	return nil
+}
+
+// switchModel changes a server's model unless a job holds or awaits its
+// accelerator; the check and the write happen under one lock.
+func (b *broker) switchModel(ctx context.Context, serverID int64, model string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, j := range b.jobs {
+		if j.ServerID == serverID {
+			return ErrInUse
+		}
+	}
+	return b.store.Update(ctx, func(tx *store.Tx) error { return tx.SetServerModel(serverID, model) })
+}
+
+// expire ends running jobs whose lease passed and declares silent nodes
+// lost. It runs once per tick of the control plane's reaper.
+func (b *broker) expire(ctx context.Context) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.cfg.Now()
+	for id, j := range b.jobs {
+		if j.State == store.JobRunning && now.After(j.lease) {
+			if _, err := b.endLocked(ctx, id, store.JobLost, sql.NullInt64{}, "lease expired: the client stopped renewing it"); err != nil {
+				b.log.Error("expire lease", "job", id, "err", err)
+			}
+		}
+	}
+	for name, n := range b.nodes {
+		if n.lost || now.Sub(n.lastSeen) <= b.cfg.NodeLostAfter {
+			continue
+		}
+		if err := b.loseNodeLocked(ctx, name, "node lost: no heartbeat for "+now.Sub(n.lastSeen).Round(time.Second).String()); err != nil {
+			b.log.Error("lose node", "node", name, "err", err)
+		}
+	}
+}
+
+// loseNodeLocked fails the jobs on a node and takes its GPUs out of the
+// pool until it registers again.
+func (b *broker) loseNodeLocked(ctx context.Context, name, reason string) error {
+	for id, j := range b.jobs {
+		if j.State == store.JobRunning && j.onNode(name) {
+			if _, err := b.endLocked(ctx, id, store.JobLost, sql.NullInt64{}, reason); err != nil {
+				return err
+			}
+		}
+	}
+	if err := b.store.Update(ctx, func(tx *store.Tx) error { return tx.SetNodeState(name, "lost") }); err != nil {
+		return err
+	}
+	b.nodes[name].lost = true
+	b.log.Warn("node lost", "node", name, "reason", reason)
+	return nil
+}
+
+func (j *jobState) onNode(name string) bool {
+	for _, p := range j.Placements {
+		if p.Node == name {
+			return true
+		}
+	}
+	return false
+}
+
+// registerNode adds or refreshes a node. Jobs it ran before are gone: the
+// agent restarted.
+func (b *broker) registerNode(ctx context.Context, n store.Node) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for id, j := range b.jobs {
+		if j.State == store.JobRunning && j.onNode(n.Name) {
+			if _, err := b.endLocked(ctx, id, store.JobLost, sql.NullInt64{}, "node restarted"); err != nil {
+				return err
+			}
+		}
+	}
+	now := b.cfg.Now()
+	var res sched.Result
+	err := b.store.Update(ctx, func(tx *store.Tx) error {
+		if err := tx.PutNode(n); err != nil {
+			return err
+		}
+		b.nodes[n.Name] = &nodeState{Node: n, lastSeen: now}
+		res = b.passLocked(nil, 0)
+		return b.writeResult(tx, res, now)
+	})
+	if err != nil {
+		delete(b.nodes, n.Name)
+		return err
+	}
+	b.applyResultLocked(res, now)
+	b.log.Info("node registered", "node", n.Name, "address", n.Address, "gpus", len(n.GPUs))
+	return nil
+}
+
+// heartbeat records a node's liveness and its jobs' usage, and returns the
+// jobs it must stop.
+func (b *broker) heartbeat(name string, running map[int64][2]int64) (stop []int64, reregister bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := b.nodes[name]
+	if n == nil || n.lost {
+		return nil, true
+	}
+	n.lastSeen = b.cfg.Now()
+	for id, pu := range running {
+		j := b.jobs[id]
+		if j == nil || j.State != store.JobRunning || !j.onNode(name) {
+			stop = append(stop, id)
+			continue
+		}
+		if j.Placements[0].Node == name {
+			j.pid = pu[0]
+		}
+		j.usedMiB = pu[1]
+	}
+	return stop, false
+}
+
+// nodeKey returns the key that signs a node's tickets.
+func (b *broker) nodeKey(name string) ([]byte, string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := b.nodes[name]
+	if n == nil {
+		return nil, "", fmt.Errorf("%w: %s", ErrUnknownNode, name)
+	}
+	return n.TicketKey, n.Address, nil
+}
+
+// queue returns queued jobs in service order.
+func (b *broker) queue() []jobState {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []jobState
+	for _, j := range b.jobs {
+		if j.State == store.JobQueued {
+			out = append(out, *j)
+		}
+	}
+	sort.Slice(out, func(a, c int) bool {
+		if out[a].Priority != out[c].Priority {
+			return out[a].Priority > out[c].Priority
+		}
+		return out[a].ID < out[c].ID
+	})
+	return out
+}
+
+// nodesView returns the nodes with the memory jobs hold on each GPU.
+func (b *broker) nodesView() ([]nodeState, map[string]int64, map[string]int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	held, used := map[string]int64{}, map[string]int64{}
+	for _, j := range b.jobs {
+		if j.State != store.JobRunning {
+			continue
+		}
+		for _, p := range j.Placements {
+			held[p.GPU] += p.MemoryMiB
+		}
+		if len(j.Placements) > 0 {
+			used[j.Placements[0].GPU] += j.usedMiB
+		}
+	}
+	var out []nodeState
+	for _, n := range b.nodes {
+		out = append(out, *n)
+	}
+	sort.Slice(out, func(a, c int) bool { return out[a].Name < out[c].Name })
+	return out, held, used
+}
+
+
+// endError returns why a job ended before its grant, if it did.
+func (b *broker) endError(j *jobState) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return j.endErr
+}

@@ -1,0 +1,77 @@
+package controlplane
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hac-project/hac/internal/catalog"
+	"github.com/hac-project/hac/internal/store"
+)
+
+// Config configures a control plane.
+type Config struct {
+	// Listen is the API address, host:port; port 0 picks a free one.
+	Listen string
+	// DataDir holds the database and the first-run credentials.
+	DataDir string
+	// Durability of commits; store.Full by default.
+	Durability store.Durability
+	// LeaseTTL is how long a granted job lives without a renewal.
+	LeaseTTL time.Duration
+	// NodeLostAfter is how long a node may miss heartbeats before it is
+	// declared lost and its jobs fail.
+	NodeLostAfter time.Duration
+	// HeartbeatInterval is what agents are told to use.
+	HeartbeatInterval time.Duration
+	// TicketTTL is how long a worker ticket stays valid after the grant.
+	TicketTTL time.Duration
+	Catalog   catalog.Catalog
+	// DefaultModel is the model of a server registered without one.
+	DefaultModel string
+	Logger       *slog.Logger
+	// Now is the clock; time.Now by default.
+	Now func() time.Time
+}
+
+// DefaultConfig returns the configuration of a plain hac serve.
+func DefaultConfig() Config {
+	return Config{
+		Listen:            "127.0.0.1:7470",
+		DataDir:           "hac-data",
+		Durability:        store.Full,
+		LeaseTTL:          30 * time.Second,
+		NodeLostAfter:     15 * time.Second,
+		HeartbeatInterval: 2 * time.Second,
+		TicketTTL:         60 * time.Second,
+		Catalog:           catalog.Default(),
+		DefaultModel:      "small.16gb",
+		Logger:            slog.Default(),
+		Now:               time.Now,
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.Listen == "":
+		return errors.New("controlplane: --listen is empty: give host:port, such as 127.0.0.1:7470")
+	case c.DataDir == "":
+		return errors.New("controlplane: --data-dir is empty: give a directory for the database")
+	case c.LeaseTTL < time.Second:
+		return fmt.Errorf("controlplane: lease TTL %v is too short: use at least 1s", c.LeaseTTL)
+	case c.HeartbeatInterval <= 0 || c.NodeLostAfter < 2*c.HeartbeatInterval:
+		return fmt.Errorf("controlplane: node-lost timeout %v must be at least twice the heartbeat interval %v", c.NodeLostAfter, c.HeartbeatInterval)
+	case c.TicketTTL <= 0:
+		return errors.New("controlplane: ticket TTL must be positive")
+	case len(c.Catalog) == 0:
+		return errors.New("controlplane: the model catalog is empty")
+	case c.Logger == nil || c.Now == nil:
+		return errors.New("controlplane: Logger and Now must be set (start from DefaultConfig)")
+	}
+	if _, err := c.Catalog.Lookup(c.DefaultModel); err != nil {
+		return fmt.Errorf("controlplane: default model: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,169 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strconv"
+
+	"connectrpc.com/connect"
+
+	hacv1 "github.com/hac-project/hac/gen/hac/v1"
+	"github.com/hac-project/hac/internal/store"
+	"github.com/hac-project/hac/internal/token"
+)
+
+// poolService implements hacv1connect.PoolServiceHandler and
+// hacv1connect.ServerServiceHandler.
+type poolService struct{ s *Server }
+
+func (ps poolService) ListNodes(ctx context.Context, _ *connect.Request[hacv1.ListNodesRequest]) (*connect.Response[hacv1.ListNodesResponse], error) {
+	nodes, held, used := ps.s.broker.nodesView()
+	out := &hacv1.ListNodesResponse{}
+	for _, n := range nodes {
+		state := "ready"
+		if n.lost {
+			state = "lost"
+		}
+		pn := &hacv1.Node{Name: n.Name, Address: n.Address, State: state, LastHeartbeat: ts(n.lastSeen)}
+		for _, g := range n.GPUs {
+			pn.Gpus = append(pn.Gpus, &hacv1.GPU{Index: int32(g.Index), Uuid: g.UUID, Name: g.Name, MemoryMib: g.MemoryMiB,
+				AllocatedMib: held[g.UUID], UsedMib: used[g.UUID]})
+		}
+		out.Nodes = append(out.Nodes, pn)
+	}
+	return connect.NewResponse(out), nil
+}
+
+// visibleUser is the user whose jobs a principal sees: 0 (everyone) for an
+// admin.
+func visibleUser(p principal) int64 {
+	if p.user.Admin {
+		return 0
+	}
+	return p.user.ID
+}
+
+func (ps poolService) ListJobs(ctx context.Context, req *connect.Request[hacv1.ListJobsRequest]) (*connect.Response[hacv1.ListJobsResponse], error) {
+	limit := int(req.Msg.Limit)
+	if limit < 0 || limit > 10000 {
+		return nil, apiError(fmt.Errorf("%w: limit %d is outside 0..10000", ErrInvalid, limit))
+	}
+	if limit == 0 {
+		limit = 100
+	}
+	p := principalFrom(ctx)
+	out := &hacv1.ListJobsResponse{}
+	err := ps.s.store.View(ctx, func(tx *store.Tx) error {
+		jobs, err := tx.Jobs(visibleUser(p), nil, limit)
+		if err != nil {
+			return err
+		}
+		names := map[int64][2]string{}
+		for _, j := range jobs {
+			js := jobState{Job: j}
+			if live, ok := ps.s.broker.job(j.ID); ok {
+				js = live
+			} else {
+				nm, ok := names[j.ServerID]
+				if !ok {
+					srv, err := tx.ServerByID(j.ServerID)
+					if err != nil {
+						return err
+					}
+					nm = [2]string{srv.Name, srv.UserName}
+					names[j.ServerID] = nm
+				}
+				js.serverName, js.userName = nm[0], nm[1]
+			}
+			out.Jobs = append(out.Jobs, jobProto(js))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, apiError(err)
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (ps poolService) ListQueue(ctx context.Context, _ *connect.Request[hacv1.ListQueueRequest]) (*connect.Response[hacv1.ListQueueResponse], error) {
+	p := principalFrom(ctx)
+	out := &hacv1.ListQueueResponse{}
+	for _, j := range ps.s.broker.queue() {
+		if p.user.Admin || j.UserID == p.user.ID {
+			out.Jobs = append(out.Jobs, jobProto(j))
+		}
+	}
+	return connect.NewResponse(out), nil
+}
+
+var serverName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// validServerName checks a server name: lower-case letters, digits and
+// dashes, 1 to 63 characters, starting with a letter or digit.
+func validServerName(name string) error {
+	if !serverName.MatchString(name) {
+		return fmt.Errorf("%w: server name %q: use 1-63 lower-case letters, digits and dashes, starting with a letter or digit", ErrInvalid, name)
+	}
+	return nil
+}
+
+func (ps poolService) RegisterServer(ctx context.Context, req *connect.Request[hacv1.RegisterServerRequest]) (*connect.Response[hacv1.RegisterServerResponse], error) {
+	p := principalFrom(ctx)
+	if err := validServerName(req.Msg.Name); err != nil {
+		return nil, apiError(err)
+	}
+	model := req.Msg.Model
+	if model == "" {
+		model = ps.s.cfg.DefaultModel
+	}
+	if _, err := ps.s.cfg.Catalog.Lookup(model); err != nil {
+		return nil, apiError(err)
+	}
+	srv, tok, err := ps.s.createServer(ctx, p.user, req.Msg.Name, model)
+	if err != nil {
+		return nil, apiError(err)
+	}
+	return connect.NewResponse(&hacv1.RegisterServerResponse{Server: serverProto(srv, ""), Token: tok}), nil
+}
+
+// createServer adds a server for a user and returns it with its new token.
+func (s *Server) createServer(ctx context.Context, u store.User, name, model string) (store.Server, string, error) {
+	now := s.cfg.Now()
+	srv := store.Server{UserID: u.ID, UserName: u.Name, Name: name, Model: model, AcceleratorToken: token.PublicID(), CreatedAt: now}
+	tok := token.New(token.ServerPrefix)
+	err := s.store.Update(ctx, func(tx *store.Tx) error {
+		id, err := tx.CreateServer(srv)
+		if err != nil {
+			return fmt.Errorf("server %q: %w", name, err)
+		}
+		srv.ID = id
+		return tx.AddToken(token.Hash(tok), store.Token{Kind: store.ServerToken, UserID: u.ID, ServerID: id}, now)
+	})
+	return srv, tok, err
+}
+
+func (ps poolService) ListServers(ctx context.Context, _ *connect.Request[hacv1.ListServersRequest]) (*connect.Response[hacv1.ListServersResponse], error) {
+	p := principalFrom(ctx)
+	out := &hacv1.ListServersResponse{}
+	err := ps.s.store.View(ctx, func(tx *store.Tx) error {
+		srvs, err := tx.Servers(visibleUser(p))
+		for _, srv := range srvs {
+			jobID := ""
+			if j, ok := ps.s.broker.serverJob(srv.ID); ok && j.State == store.JobRunning {
+				jobID = strconv.FormatInt(j.ID, 10)
+			}
+			out.Servers = append(out.Servers, serverProto(srv, jobID))
+		}
+		return err
+	})
+	if err != nil {
+		return nil, apiError(err)
+	}
+	return connect.NewResponse(out), nil
+}
+
+func serverProto(s store.Server, jobID string) *hacv1.Server {
+	return &hacv1.Server{Name: s.Name, User: s.UserName, Model: s.Model, AcceleratorToken: s.AcceleratorToken,
+		CreatedAt: ts(s.CreatedAt), JobId: jobID}
+}

@@ -1,0 +1,223 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hac-project/hac/gen/hac/v1/hacv1connect"
+	"github.com/hac-project/hac/internal/store"
+	"github.com/hac-project/hac/internal/token"
+)
+
+// Server is a running control plane.
+type Server struct {
+	cfg    Config
+	store  *store.Store
+	broker *broker
+	ln     net.Listener
+	http   *http.Server
+}
+
+// New opens the store, loads the state and binds the listener; Run serves.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("controlplane: data dir: %w", err)
+	}
+	st, err := store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "hac.db"), cfg.Durability)
+	if err != nil {
+		return nil, err
+	}
+	b, err := newBroker(ctx, cfg, st)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("controlplane: listen on %s: %w (is another hac serve running? choose another --listen)", cfg.Listen, err)
+	}
+	s := &Server{cfg: cfg, store: st, broker: b, ln: ln}
+	s.http = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second, Protocols: protocols()}
+	return s, nil
+}
+
+// protocols serves HTTP/1.1 and unencrypted HTTP/2, which Connect's
+// bidirectional streams need.
+func protocols() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return p
+}
+
+// Addr returns the address the API listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+func (s *Server) handler() http.Handler {
+	mux := http.NewServeMux()
+	users := connect.WithInterceptors(authInterceptor{s: s, kinds: []store.TokenKind{store.UserToken}})
+	anyClient := connect.WithInterceptors(authInterceptor{s: s, kinds: []store.TokenKind{store.UserToken, store.ServerToken}})
+	nodes := connect.WithInterceptors(authInterceptor{s: s, kinds: []store.TokenKind{store.NodeToken}})
+	mux.Handle(hacv1connect.NewAcceleratorServiceHandler(acceleratorService{s}, anyClient))
+	mux.Handle(hacv1connect.NewPoolServiceHandler(poolService{s}, users))
+	mux.Handle(hacv1connect.NewServerServiceHandler(poolService{s}, users))
+	mux.Handle(hacv1connect.NewAgentServiceHandler(agentService{s}, nodes))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.store.View(r.Context(), func(*store.Tx) error { return nil }); err != nil {
+			http.Error(w, "store: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics(), promhttp.HandlerOpts{}))
+	return mux
+}
+
+func (s *Server) metrics() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	gauge := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+	}
+	gauge("hac_queue_length", "Jobs waiting for the pool or their accelerator.", func() float64 { return float64(len(s.broker.queue())) })
+	gauge("hac_nodes_ready", "Nodes that are ready.", func() float64 {
+		nodes, _, _ := s.broker.nodesView()
+		n := 0
+		for _, nd := range nodes {
+			if !nd.lost {
+				n++
+			}
+		}
+		return float64(n)
+	})
+	gauge("hac_gpu_memory_allocated_mib", "GPU memory held by running jobs.", func() float64 {
+		_, held, _ := s.broker.nodesView()
+		var sum int64
+		for _, h := range held {
+			sum += h
+		}
+		return float64(sum)
+	})
+	return reg
+}
+
+// Run serves until ctx ends, then shuts down gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	go s.reap(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- s.http.Serve(s.ln) }()
+	select {
+	case err := <-errc:
+		s.store.Close()
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := s.http.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = s.http.Close()
+	}
+	<-errc
+	s.store.Close()
+	return err
+}
+
+// reap expires leases and nodes once a second until ctx ends.
+func (s *Server) reap(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.broker.expire(ctx)
+		}
+	}
+}
+
+// Credentials are the tokens made on a control plane's first start, kept
+// in DATA_DIR/credentials.json (mode 0600) for the operator.
+type Credentials struct {
+	AdminUser  string `json:"admin_user"`
+	AdminToken string `json:"admin_token"`
+	NodeToken  string `json:"node_token"`
+}
+
+// CredentialsPath is where Bootstrap keeps the first-run credentials.
+func (s *Server) CredentialsPath() string { return filepath.Join(s.cfg.DataDir, "credentials.json") }
+
+// Bootstrap returns the first-run credentials, making the admin user and
+// node token on the very first start.
+func (s *Server) Bootstrap(ctx context.Context, adminName string) (Credentials, error) {
+	var c Credentials
+	raw, err := os.ReadFile(s.CredentialsPath())
+	if err == nil {
+		if err := json.Unmarshal(raw, &c); err != nil {
+			return c, fmt.Errorf("controlplane: %s is damaged (%v): restore it or start with an empty --data-dir", s.CredentialsPath(), err)
+		}
+		return c, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return c, err
+	}
+	c = Credentials{AdminUser: adminName, AdminToken: token.New(token.UserPrefix), NodeToken: token.New(token.NodePrefix)}
+	now := s.cfg.Now()
+	err = s.store.Update(ctx, func(tx *store.Tx) error {
+		id, err := tx.CreateUser(adminName, true, now)
+		if err != nil {
+			return err
+		}
+		if err := tx.AddToken(token.Hash(c.AdminToken), store.Token{Kind: store.UserToken, UserID: id}, now); err != nil {
+			return err
+		}
+		return tx.AddToken(token.Hash(c.NodeToken), store.Token{Kind: store.NodeToken}, now)
+	})
+	if err != nil {
+		return c, fmt.Errorf("controlplane: bootstrap: %w", err)
+	}
+	raw, _ = json.MarshalIndent(c, "", "  ")
+	if err := os.WriteFile(s.CredentialsPath(), raw, 0o600); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// EnsureServer returns the token of the admin's server named name, making
+// the server on first use (hac serve --dev). The token is kept beside the
+// credentials so that restarts reuse it.
+func (s *Server) EnsureServer(ctx context.Context, adminName, name string) (string, error) {
+	path := filepath.Join(s.cfg.DataDir, "server-"+name+".token")
+	if raw, err := os.ReadFile(path); err == nil {
+		return string(raw), nil
+	}
+	var u store.User
+	err := s.store.View(ctx, func(tx *store.Tx) error {
+		var err error
+		u, err = tx.UserByName(adminName)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	_, tok, err := s.createServer(ctx, u, name, s.cfg.DefaultModel)
+	if err != nil {
+		return "", err
+	}
+	return tok, os.WriteFile(path, []byte(tok), 0o600)
+}

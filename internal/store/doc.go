@@ -1,0 +1,9 @@
+// Package store keeps the control plane's durable state in SQL: users,
+// servers, tokens (hashed), nodes and their GPUs, jobs and their placements.
+// SQLite is the default (one file, WAL, migrations embedded); the SQL stays in
+// the subset PostgreSQL shares so that a second dialect needs only its own
+// migrations folder.
+//
+// Times are stored as Unix nanoseconds. Writes go through Update, one
+// transaction per call.
+package store

@@ -1,0 +1,227 @@
+package store
+
+import (
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Node is a registered GPU machine.
+type Node struct {
+	Name         string
+	Address      string
+	TicketKey    []byte
+	State        string
+	RegisteredAt time.Time
+	GPUs         []GPU
+}
+
+// GPU is one device of a node.
+type GPU struct {
+	UUID      string
+	Index     int
+	Name      string
+	MemoryMiB int64
+}
+
+// PutNode adds or replaces a node and its GPUs.
+func (t *Tx) PutNode(n Node) error {
+	if _, err := t.exec(`DELETE FROM nodes WHERE name = ?`, n.Name); err != nil {
+		return err
+	}
+	if _, err := t.exec(`INSERT INTO nodes (name, address, ticket_key, state, registered_at) VALUES (?, ?, ?, ?, ?)`,
+		n.Name, n.Address, n.TicketKey, n.State, nanos(n.RegisteredAt)); err != nil {
+		return fmt.Errorf("store: put node %q: %w", n.Name, err)
+	}
+	for _, g := range n.GPUs {
+		if _, err := t.exec(`INSERT INTO gpus (uuid, node_name, idx, name, memory_mib) VALUES (?, ?, ?, ?, ?)`,
+			g.UUID, n.Name, g.Index, g.Name, g.MemoryMiB); err != nil {
+			return fmt.Errorf("store: node %q gpu %q: %w", n.Name, g.UUID, err)
+		}
+	}
+	return nil
+}
+
+// SetNodeState records a node's state (ready, lost).
+func (t *Tx) SetNodeState(name, state string) error {
+	_, err := t.exec(`UPDATE nodes SET state = ? WHERE name = ?`, state, name)
+	return err
+}
+
+// Nodes returns every node with its GPUs, by name.
+func (t *Tx) Nodes() ([]Node, error) {
+	rows, err := t.tx.QueryContext(t.ctx, `SELECT name, address, ticket_key, state, registered_at FROM nodes ORDER BY name`)
+	if err != nil {
+		return nil, err
+	}
+	var nodes []Node
+	for rows.Next() {
+		var n Node
+		var reg int64
+		if err := rows.Scan(&n.Name, &n.Address, &n.TicketKey, &n.State, &reg); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		n.RegisteredAt = time.Unix(0, reg)
+		nodes = append(nodes, n)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for i := range nodes {
+		g, err := t.tx.QueryContext(t.ctx, `SELECT uuid, idx, name, memory_mib FROM gpus WHERE node_name = ? ORDER BY idx`, nodes[i].Name)
+		if err != nil {
+			return nil, err
+		}
+		for g.Next() {
+			var gpu GPU
+			if err := g.Scan(&gpu.UUID, &gpu.Index, &gpu.Name, &gpu.MemoryMiB); err != nil {
+				g.Close()
+				return nil, err
+			}
+			nodes[i].GPUs = append(nodes[i].GPUs, gpu)
+		}
+		g.Close()
+	}
+	return nodes, nil
+}
+
+// Job states. A job is queued until granted, running while it holds pool
+// resources, and ends in one of the final states.
+//
+//	queued --grant--> running --exit 0--> completed
+//	   |                 |----exit != 0--> failed
+//	   |                 |----reset------> canceled
+//	   |                 '----lease/node--> lost
+//	   '--withdrawn/rejected--> canceled
+const (
+	JobQueued    = "queued"
+	JobRunning   = "running"
+	JobCompleted = "completed"
+	JobFailed    = "failed"
+	JobCanceled  = "canceled"
+	JobLost      = "lost"
+)
+
+// Job is one run of an accelerator program.
+type Job struct {
+	ID          int64
+	ServerID    int64
+	UserID      int64
+	Model       string
+	MemoryMiB   int64
+	Priority    int
+	Command     string
+	ClientPID   int64
+	State       string
+	SubmittedAt time.Time
+	AllocatedAt time.Time
+	EndedAt     time.Time
+	ExitCode    sql.NullInt64
+	EndReason   string
+	Placements  []Placement
+}
+
+// Placement is GPU memory held by a job.
+type Placement struct {
+	Node      string
+	GPU       string
+	MemoryMiB int64
+}
+
+// InsertJob adds a queued job and returns its id.
+func (t *Tx) InsertJob(j Job) (int64, error) {
+	r, err := t.exec(`INSERT INTO jobs (server_id, user_id, model, memory_mib, priority, command, client_pid, state, submitted_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		j.ServerID, j.UserID, j.Model, j.MemoryMiB, j.Priority, j.Command, j.ClientPID, JobQueued, nanos(j.SubmittedAt))
+	if err != nil {
+		return 0, fmt.Errorf("store: insert job: %w", err)
+	}
+	return r.LastInsertId()
+}
+
+// GrantJob marks a job running with its placements.
+func (t *Tx) GrantJob(id int64, at time.Time, ps []Placement) error {
+	if _, err := t.exec(`UPDATE jobs SET state = ?, allocated_at = ? WHERE id = ?`, JobRunning, nanos(at), id); err != nil {
+		return err
+	}
+	for _, p := range ps {
+		if _, err := t.exec(`INSERT INTO placements (job_id, node_name, gpu_uuid, memory_mib) VALUES (?, ?, ?, ?)`,
+			id, p.Node, p.GPU, p.MemoryMiB); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// EndJob records a job's final state.
+func (t *Tx) EndJob(id int64, state string, at time.Time, exitCode sql.NullInt64, reason string) error {
+	_, err := t.exec(`UPDATE jobs SET state = ?, ended_at = ?, exit_code = ?, end_reason = ? WHERE id = ?`,
+		state, nanos(at), exitCode, reason, id)
+	return err
+}
+
+const jobColumns = `id, server_id, user_id, model, memory_mib, priority, command, client_pid, state, submitted_at, allocated_at, ended_at, exit_code, end_reason FROM jobs`
+
+// Jobs returns jobs newest first: those in the given states (all when none),
+// of one user (all when userID is 0), at most limit.
+func (t *Tx) Jobs(userID int64, states []string, limit int) ([]Job, error) {
+	q := `SELECT ` + jobColumns + ` WHERE (? = 0 OR user_id = ?)`
+	args := []any{userID, userID}
+	if len(states) > 0 {
+		q += ` AND state IN (?` + strings.Repeat(", ?", len(states)-1) + `)`
+		for _, s := range states {
+			args = append(args, s)
+		}
+	}
+	q += ` ORDER BY id DESC LIMIT ?`
+	args = append(args, limit)
+	rows, err := t.tx.QueryContext(t.ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	var jobs []Job
+	for rows.Next() {
+		var j Job
+		var submitted int64
+		var allocated, ended sql.NullInt64
+		if err := rows.Scan(&j.ID, &j.ServerID, &j.UserID, &j.Model, &j.MemoryMiB, &j.Priority, &j.Command, &j.ClientPID,
+			&j.State, &submitted, &allocated, &ended, &j.ExitCode, &j.EndReason); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		j.SubmittedAt, j.AllocatedAt, j.EndedAt = time.Unix(0, submitted), fromNanos(allocated), fromNanos(ended)
+		jobs = append(jobs, j)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for i := range jobs {
+		ps, err := t.placements(jobs[i].ID)
+		if err != nil {
+			return nil, err
+		}
+		jobs[i].Placements = ps
+	}
+	return jobs, nil
+}
+
+func (t *Tx) placements(jobID int64) ([]Placement, error) {
+	rows, err := t.tx.QueryContext(t.ctx, `SELECT node_name, gpu_uuid, memory_mib FROM placements WHERE job_id = ? ORDER BY rowid`, jobID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ps []Placement
+	for rows.Next() {
+		var p Placement
+		if err := rows.Scan(&p.Node, &p.GPU, &p.MemoryMiB); err != nil {
+			return nil, err
+		}
+		ps = append(ps, p)
+	}
+	return ps, rows.Err()
+}

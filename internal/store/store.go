@@ -1,0 +1,141 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/pressly/goose/v3"
+	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
+)
+
+//go:embed migrations/sqlite/*.sql
+var migrations embed.FS
+
+var (
+	// ErrNotFound is returned when a row does not exist.
+	ErrNotFound = errors.New("store: not found")
+	// ErrExists is returned when a unique name is already taken.
+	ErrExists = errors.New("store: already exists")
+)
+
+// Store is the control plane's database.
+type Store struct {
+	db *sql.DB
+}
+
+// Durability says how hard a commit is pushed to disk.
+type Durability string
+
+const (
+	// Full syncs every commit to disk (SQLite synchronous=FULL).
+	Full Durability = "FULL"
+	// Normal syncs at WAL checkpoints; a power loss may drop the last
+	// commits, a process crash does not (SQLite synchronous=NORMAL).
+	Normal Durability = "NORMAL"
+)
+
+// OpenSQLite opens (creating if needed) the SQLite database at path and
+// brings its schema up to date.
+func OpenSQLite(ctx context.Context, path string, d Durability) (*Store, error) {
+	if d != Full && d != Normal {
+		return nil, fmt.Errorf("store: durability %q: want FULL or NORMAL", d)
+	}
+	dsn := fmt.Sprintf("file:%s?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(%s)&_txlock=immediate", path, d)
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	// One connection: SQLite has one writer, and a single connection keeps
+	// transactions strictly serial without busy retries.
+	db.SetMaxOpenConns(1)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	sub, err := fs.Sub(migrations, "migrations/sqlite")
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	p, err := goose.NewProvider(goose.DialectSQLite3, db, sub)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: migrations: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: migrate %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Tx is one write transaction.
+type Tx struct {
+	tx  *sql.Tx
+	ctx context.Context
+}
+
+// Update runs fn in one transaction and commits it if fn returns nil.
+func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: begin: %w", err)
+	}
+	if err := fn(&Tx{tx: tx, ctx: ctx}); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	return nil
+}
+
+// View runs fn in a read transaction.
+func (s *Store) View(ctx context.Context, fn func(*Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("store: begin: %w", err)
+	}
+	defer tx.Rollback()
+	return fn(&Tx{tx: tx, ctx: ctx})
+}
+
+func (t *Tx) exec(query string, args ...any) (sql.Result, error) {
+	r, err := t.tx.ExecContext(t.ctx, query, args...)
+	if err != nil && isUniqueViolation(err) {
+		return nil, ErrExists
+	}
+	return r, err
+}
+
+func isUniqueViolation(err error) bool {
+	type coder interface{ Code() int }
+	var c coder
+	// SQLITE_CONSTRAINT_UNIQUE = 2067, SQLITE_CONSTRAINT_PRIMARYKEY = 1555.
+	return errors.As(err, &c) && (c.Code() == 2067 || c.Code() == 1555)
+}
+
+func nanos(t time.Time) int64 { return t.UnixNano() }
+
+func fromNanos(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return time.Unix(0, n.Int64)
+}
+
+func nullTime(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixNano(), Valid: true}
+}

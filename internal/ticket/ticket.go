@@ -1,0 +1,74 @@
+// Package ticket signs and checks the one-time tickets that let hac run
+// connect to a node's agent. The control plane signs a ticket with the node's
+// key when it grants a job; the agent checks it without asking anyone.
+package ticket
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Claims is what a ticket grants.
+type Claims struct {
+	JobID     int64    `json:"job"`
+	Node      string   `json:"node"`
+	Model     string   `json:"model"`
+	MemoryMiB int64    `json:"mem"`
+	GPUs      []string `json:"gpus"`
+	// Rank and Nodes place this node among the job's nodes (0-based rank).
+	Rank    int   `json:"rank"`
+	Nodes   int   `json:"nodes"`
+	Expires int64 `json:"exp"` // Unix seconds
+}
+
+var (
+	// ErrInvalid means the ticket is malformed or its signature is wrong.
+	ErrInvalid = errors.New("ticket: invalid ticket")
+	// ErrExpired means the ticket is too old.
+	ErrExpired = errors.New("ticket: expired ticket")
+)
+
+var enc = base64.RawURLEncoding
+
+// Sign returns the ticket for c signed with key.
+func Sign(key []byte, c Claims) string {
+	body, _ := json.Marshal(c)
+	payload := enc.EncodeToString(body)
+	return payload + "." + enc.EncodeToString(mac(key, payload))
+}
+
+// Verify checks a ticket's signature and expiry and returns its claims.
+func Verify(key []byte, tok string, now time.Time) (Claims, error) {
+	payload, sig, ok := strings.Cut(tok, ".")
+	if !ok {
+		return Claims{}, ErrInvalid
+	}
+	got, err := enc.DecodeString(sig)
+	if err != nil || !hmac.Equal(got, mac(key, payload)) {
+		return Claims{}, ErrInvalid
+	}
+	body, err := enc.DecodeString(payload)
+	if err != nil {
+		return Claims{}, ErrInvalid
+	}
+	var c Claims
+	if err := json.Unmarshal(body, &c); err != nil {
+		return Claims{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if now.Unix() > c.Expires {
+		return Claims{}, ErrExpired
+	}
+	return c, nil
+}
+
+func mac(key []byte, payload string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(payload))
+	return m.Sum(nil)
+}
