@@ -1,0 +1,272 @@
+package runner
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/creack/pty"
+)
+
+// Spec describes one program to run.
+type Spec struct {
+	// Name names the job's cgroup; unique on the node.
+	Name string
+	Argv []string
+	Env  []string
+	Dir  string
+	// TTY runs the program on a pseudo-terminal of Rows x Cols.
+	TTY        bool
+	Rows, Cols uint16
+	// CgroupRoot is the cgroup v2 directory for job cgroups ("" for none).
+	CgroupRoot string
+	// Stdout and Stderr receive the output; with a TTY all of it goes to
+	// Stdout.
+	Stdout, Stderr io.Writer
+}
+
+// Exit is how a program ended.
+type Exit struct {
+	Code   int // the exit code, or 128+signal when killed by a signal
+	Signal syscall.Signal
+}
+
+var (
+	// ErrNotFound means the command is not on the node (exit 127).
+	ErrNotFound = errors.New("command not found")
+	// ErrNotExecutable means the command cannot be run (exit 126).
+	ErrNotExecutable = errors.New("permission denied")
+)
+
+// Job is a started program.
+type Job struct {
+	cmd       *exec.Cmd
+	cg        *cgroup
+	stdin     io.WriteCloser
+	ptmx      *os.File
+	copies    sync.WaitGroup
+	isolation string
+	closers   []io.Closer
+}
+
+// LookPath finds name the way a shell would, with the given PATH value and
+// working directory.
+func LookPath(name, path, dir string) (string, error) {
+	check := func(p string) error {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return ErrNotFound
+		}
+		if fi.IsDir() || fi.Mode()&0o111 == 0 {
+			return ErrNotExecutable
+		}
+		return nil
+	}
+	if strings.Contains(name, "/") {
+		p := name
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		return p, check(p)
+	}
+	err := ErrNotFound
+	for _, d := range filepath.SplitList(path) {
+		if d == "" {
+			d = "."
+		}
+		if !filepath.IsAbs(d) {
+			d = filepath.Join(dir, d)
+		}
+		p := filepath.Join(d, name)
+		switch e := check(p); e {
+		case nil:
+			return p, nil
+		case ErrNotExecutable:
+			err = e
+		}
+	}
+	return "", err
+}
+
+func envValue(env []string, key string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], key+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// Start starts the program. A command that cannot be found or run returns
+// ErrNotFound or ErrNotExecutable.
+func Start(s Spec) (*Job, error) {
+	if len(s.Argv) == 0 || s.Argv[0] == "" {
+		return nil, fmt.Errorf("runner: empty command: %w", ErrNotFound)
+	}
+	path, err := LookPath(s.Argv[0], envValue(s.Env, "PATH"), s.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Argv[0], err)
+	}
+	j := &Job{isolation: "process group"}
+	cmd := &exec.Cmd{Path: path, Args: s.Argv, Env: s.Env, Dir: s.Dir}
+	attr := &syscall.SysProcAttr{Setsid: true}
+	if cg, err := newCgroup(s.CgroupRoot, s.Name); err == nil {
+		j.cg = cg
+		j.isolation = "cgroup v1 freezer"
+		if !cg.v1 {
+			fd, err := syscall.Open(cg.dir, syscall.O_DIRECTORY|syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+			if err != nil {
+				cg.remove()
+				return nil, fmt.Errorf("runner: open cgroup: %w", err)
+			}
+			defer syscall.Close(fd)
+			attr.UseCgroupFD, attr.CgroupFD = true, fd
+			j.isolation = "cgroup v2"
+		}
+	}
+	cmd.SysProcAttr = attr
+	j.cmd = cmd
+	if s.TTY {
+		err = j.startTTY(s)
+	} else {
+		err = j.startPipes(s)
+	}
+	if err != nil {
+		if j.cg != nil {
+			j.cg.remove()
+		}
+		return nil, fmt.Errorf("runner: start %s: %w", s.Argv[0], err)
+	}
+	if j.cg != nil && j.cg.v1 {
+		j.cg.add(cmd.Process.Pid)
+	}
+	return j, nil
+}
+
+func (j *Job) startTTY(s Spec) error {
+	attr := j.cmd.SysProcAttr
+	attr.Setctty = true
+	ptmx, err := pty.StartWithAttrs(j.cmd, &pty.Winsize{Rows: s.Rows, Cols: s.Cols}, attr)
+	if err != nil {
+		return err
+	}
+	j.ptmx, j.stdin = ptmx, ptmx
+	j.copies.Add(1)
+	go func() {
+		defer j.copies.Done()
+		io.Copy(s.Stdout, ptmx) // ends with EIO once the terminal's last holder exits
+	}()
+	return nil
+}
+
+func (j *Job) startPipes(s Spec) error {
+	stdinR, stdinW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	j.cmd.Stdin, j.cmd.Stdout, j.cmd.Stderr = stdinR, outW, errW
+	err = j.cmd.Start()
+	// The child has its copies; ours must close so that EOF arrives.
+	stdinR.Close()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		stdinW.Close()
+		outR.Close()
+		errR.Close()
+		return err
+	}
+	j.stdin = stdinW
+	j.closers = append(j.closers, outR, errR)
+	for _, p := range []struct {
+		r *os.File
+		w io.Writer
+	}{{outR, s.Stdout}, {errR, s.Stderr}} {
+		j.copies.Add(1)
+		go func() {
+			defer j.copies.Done()
+			io.Copy(p.w, p.r)
+		}()
+	}
+	return nil
+}
+
+// Pid returns the program's process id.
+func (j *Job) Pid() int { return j.cmd.Process.Pid }
+
+// Isolation says how the job's process tree is contained.
+func (j *Job) Isolation() string { return j.isolation }
+
+// Stdin is the program's input.
+func (j *Job) Stdin() io.WriteCloser { return j.stdin }
+
+// Resize changes the terminal size (TTY jobs only).
+func (j *Job) Resize(rows, cols uint16) error {
+	if j.ptmx == nil {
+		return nil
+	}
+	return pty.Setsize(j.ptmx, &pty.Winsize{Rows: rows, Cols: cols})
+}
+
+// Signal sends sig to the program's process group.
+func (j *Job) Signal(sig syscall.Signal) error {
+	return syscall.Kill(-j.cmd.Process.Pid, sig)
+}
+
+// Kill kills the whole process tree.
+func (j *Job) Kill() error {
+	if j.cg != nil {
+		return j.cg.kill()
+	}
+	return syscall.Kill(-j.cmd.Process.Pid, syscall.SIGKILL)
+}
+
+// Wait waits for the main process, kills what is left of its tree, drains
+// the output and releases the job's resources.
+func (j *Job) Wait() (Exit, error) {
+	state, err := j.cmd.Process.Wait()
+	if err != nil {
+		return Exit{}, err
+	}
+	killErr := j.Kill()
+	drained := make(chan struct{})
+	go func() { j.copies.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(5 * time.Second):
+		// Something outside the tree holds the output open; stop reading.
+	}
+	if j.ptmx != nil {
+		j.ptmx.Close()
+	} else {
+		j.stdin.Close()
+	}
+	for _, c := range j.closers {
+		c.Close()
+	}
+	if j.cg != nil {
+		if err := j.cg.remove(); err != nil && killErr == nil {
+			killErr = err
+		}
+	}
+	ws := state.Sys().(syscall.WaitStatus)
+	if ws.Signaled() {
+		return Exit{Code: 128 + int(ws.Signal()), Signal: ws.Signal()}, killErr
+	}
+	return Exit{Code: ws.ExitStatus()}, killErr
+}
