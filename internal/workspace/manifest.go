@@ -1,0 +1,136 @@
+package workspace
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+
+	hacv1 "github.com/hac-project/hac/gen/hac/v1"
+)
+
+// IgnoreFiles are read from the root of a workspace, in this order.
+var IgnoreFiles = []string{".gitignore", ".hacignore"}
+
+// Walk builds the manifest of root. Ignored files and directories are left
+// out, as are .git directories and anything that is not a regular file,
+// directory or symlink.
+func Walk(root string) (*hacv1.Manifest, error) {
+	ig := &Ignore{}
+	ig.Add(".git/")
+	for _, name := range IgnoreFiles {
+		if f, err := os.Open(filepath.Join(root, name)); err == nil {
+			ig.rules = append(ig.rules, ParseIgnore(f).rules...)
+			f.Close()
+		}
+	}
+	m := &hacv1.Manifest{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p == root {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, p)
+		rel = filepath.ToSlash(rel)
+		if ig.Match(rel, d.IsDir()) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		e := &hacv1.FileEntry{Path: rel, Mode: uint32(info.Mode().Perm()), MtimeNs: info.ModTime().UnixNano()}
+		switch {
+		case d.IsDir():
+			e.Mode |= uint32(fs.ModeDir)
+		case info.Mode()&fs.ModeSymlink != 0:
+			e.Link, err = os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			e.Mode |= uint32(fs.ModeSymlink)
+		case info.Mode().IsRegular():
+			e.Size = info.Size()
+			e.Sha256, err = HashFile(p)
+			if err != nil {
+				return err
+			}
+		default:
+			return nil // sockets, devices, pipes
+		}
+		m.Files = append(m.Files, e)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("workspace: %w", err)
+	}
+	return m, nil
+}
+
+// HashFile returns the hex SHA-256 of a file's content.
+func HashFile(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// TotalSize is the bytes of content a manifest names.
+func TotalSize(m *hacv1.Manifest) int64 {
+	var n int64
+	for _, f := range m.Files {
+		n += f.Size
+	}
+	return n
+}
+
+// Validate checks every entry of a manifest from the network.
+func Validate(m *hacv1.Manifest) error {
+	seen := make(map[string]bool, len(m.GetFiles()))
+	links := map[string]bool{}
+	for _, f := range m.GetFiles() {
+		if fs.FileMode(f.Mode)&fs.ModeSymlink != 0 {
+			links[f.Path] = true
+		}
+	}
+	for _, f := range m.GetFiles() {
+		if _, err := CleanPath(f.Path); err != nil {
+			return err
+		}
+		for dir := path.Dir(f.Path); dir != "."; dir = path.Dir(dir) {
+			if links[dir] {
+				return fmt.Errorf("%w %q: its folder %q is a symlink", ErrBadPath, f.Path, dir)
+			}
+		}
+		if seen[f.Path] {
+			return fmt.Errorf("%w: %q listed twice", ErrBadPath, f.Path)
+		}
+		seen[f.Path] = true
+		mode := fs.FileMode(f.Mode)
+		switch {
+		case mode.IsDir(), mode&fs.ModeSymlink != 0:
+		case mode.IsRegular():
+			if !validHash(f.Sha256) || f.Size < 0 {
+				return fmt.Errorf("workspace: %q: bad hash or size", f.Path)
+			}
+		default:
+			return fmt.Errorf("workspace: %q: unsupported file type", f.Path)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,180 @@
+package workspace
+
+import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	hacv1 "github.com/hac-project/hac/gen/hac/v1"
+)
+
+func write(t *testing.T, root, rel, content string) {
+	t.Helper()
+	p := filepath.Join(root, rel)
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func paths(m *hacv1.Manifest) []string {
+	var out []string
+	for _, f := range m.Files {
+		out = append(out, f.Path)
+	}
+	return out
+}
+
+func TestWalkHonoursIgnoreFiles(t *testing.T) {
+	root := t.TempDir()
+	write(t, root, "train.py", "print(1)")
+	write(t, root, "data/big.bin", "x")
+	write(t, root, "ckpt/a.pt", "x")
+	write(t, root, "ckpt/keep.pt", "x")
+	write(t, root, "logs/x/y.log", "x")
+	write(t, root, ".git/HEAD", "x")
+	write(t, root, ".gitignore", "data/\n*.log\n")
+	write(t, root, ".hacignore", "# comment\nckpt/*.pt\n!ckpt/keep.pt\n")
+	m, err := Walk(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{".gitignore", ".hacignore", "ckpt", "ckpt/keep.pt", "logs", "logs/x", "train.py"}
+	if got := paths(m); !reflect.DeepEqual(got, want) {
+		t.Fatalf("paths = %v, want %v", got, want)
+	}
+}
+
+func TestGlob(t *testing.T) {
+	for _, tt := range []struct {
+		pattern, name string
+		want          bool
+	}{
+		{"a/**/b", "a/b", true}, {"a/**/b", "a/x/y/b", true}, {"**/b", "x/b", true},
+		{"a/**", "a/x/y", true}, {"a/*", "a/x/y", false}, {"*.py", "x.py", true},
+	} {
+		if got := globMatch(tt.pattern, tt.name); got != tt.want {
+			t.Errorf("globMatch(%q, %q) = %v", tt.pattern, tt.name, got)
+		}
+	}
+}
+
+// TestRoundTrip uploads a tree through a cache, changes it as a program
+// would, and checks that exactly the new and changed files are reported.
+func TestRoundTrip(t *testing.T) {
+	src := t.TempDir()
+	write(t, src, "a.txt", "alpha")
+	write(t, src, "sub/b.txt", "beta")
+	write(t, src, "sub/same.txt", "beta") // same content: one blob
+	os.Symlink("a.txt", filepath.Join(src, "link"))
+	m, err := Walk(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := NewCache(t.TempDir())
+	missing := c.Missing(m)
+	if len(missing) != 2 {
+		t.Fatalf("missing = %v, want 2 blobs", missing)
+	}
+	for _, sum := range missing {
+		for _, f := range m.Files {
+			if f.Sha256 == sum {
+				w, _ := c.Create(sum)
+				data, _ := os.ReadFile(filepath.Join(src, f.Path))
+				w.Write(data)
+				if err := w.Commit(); err != nil {
+					t.Fatal(err)
+				}
+				break
+			}
+		}
+	}
+	if len(c.Missing(m)) != 0 {
+		t.Fatal("a second upload of the same tree would send blobs again")
+	}
+	dest := t.TempDir()
+	if err := c.Materialize(m, dest); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dest, "sub/b.txt")); string(got) != "beta" {
+		t.Fatalf("materialized b.txt = %q", got)
+	}
+	changes, _ := Changes(m, dest)
+	if len(changes) != 0 {
+		t.Fatalf("untouched tree reports changes %v", changes)
+	}
+	write(t, dest, "sub/b.txt", "BETA")
+	write(t, dest, "out/model.pt", "weights")
+	os.Remove(filepath.Join(dest, "a.txt"))
+	changes, _ = Changes(m, dest)
+	var got []string
+	for _, ch := range changes {
+		got = append(got, ch.Path)
+	}
+	if want := []string{"out/model.pt", "sub/b.txt"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("changes = %v, want %v", got, want)
+	}
+}
+
+func TestCacheRejectsWrongContent(t *testing.T) {
+	c, _ := NewCache(t.TempDir())
+	w, _ := c.Create(strings.Repeat("a", 64))
+	w.Write([]byte("not that"))
+	if err := w.Commit(); !errors.Is(err, ErrHashMismatch) {
+		t.Fatalf("Commit = %v", err)
+	}
+}
+
+func TestValidateRejectsEscapes(t *testing.T) {
+	sum := strings.Repeat("0", 64)
+	for _, files := range [][]*hacv1.FileEntry{
+		{{Path: "../x", Sha256: sum}},
+		{{Path: "/etc/passwd", Sha256: sum}},
+		{{Path: "a/../../x", Sha256: sum}},
+		{{Path: "evil", Mode: uint32(fs.ModeSymlink), Link: "/etc"}, {Path: "evil/passwd", Sha256: sum}},
+		{{Path: "x", Sha256: "nothex"}},
+		{{Path: "x", Sha256: sum}, {Path: "x", Sha256: sum}},
+	} {
+		if err := Validate(&hacv1.Manifest{Files: files}); err == nil {
+			t.Errorf("Validate accepted %v", files)
+		}
+	}
+}
+
+func TestSafeJoin(t *testing.T) {
+	root := t.TempDir()
+	os.Symlink("/tmp", filepath.Join(root, "out"))
+	if _, err := SafeJoin(root, "out/x"); err == nil {
+		t.Fatal("SafeJoin wrote through a symlink")
+	}
+	if p, err := SafeJoin(root, "new/x"); err != nil || p != filepath.Join(root, "new/x") {
+		t.Fatalf("SafeJoin = %q, %v", p, err)
+	}
+}
+
+func FuzzCleanPath(f *testing.F) {
+	for _, s := range []string{"a/b", "../a", "a//b", "/a", "a/./b", ".", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		c, err := CleanPath(p)
+		if err != nil {
+			return
+		}
+		if strings.HasPrefix(c, "/") || c == ".." || strings.HasPrefix(c, "../") || bytes.ContainsRune([]byte(c), 0) {
+			t.Fatalf("CleanPath(%q) = %q escapes", p, c)
+		}
+	})
+}
+
+func FuzzIgnore(f *testing.F) {
+	f.Add("data/\n*.log\n!keep\n/a/**/b", "a/x/b")
+	f.Fuzz(func(t *testing.T, patterns, p string) {
+		ParseIgnore(strings.NewReader(patterns)).Match(p, false)
+	})
+}
