@@ -1,0 +1,258 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	hacv1 "github.com/hac-project/hac/gen/hac/v1"
+	"github.com/hac-project/hac/gen/hac/v1/hacv1connect"
+	"github.com/hac-project/hac/internal/apiclient"
+	"github.com/hac-project/hac/internal/controlplane"
+	"github.com/hac-project/hac/internal/gpu"
+	"github.com/hac-project/hac/internal/runner"
+	"github.com/hac-project/hac/internal/workspace"
+)
+
+// Config configures an agent.
+type Config struct {
+	// ControlPlane is the control plane's URL, such as http://10.0.0.1:7470.
+	ControlPlane string
+	// Token is a node token.
+	Token string
+	// Name is the node's name in the pool; the hostname by default.
+	Name string
+	// Listen is the worker API address; port 0 picks a free one.
+	Listen string
+	// Advertise is the host:port clients dial; Listen's when empty.
+	Advertise string
+	GPUs      gpu.Provider
+	// DataDir holds the blob cache and the job folders.
+	DataDir string
+	// CgroupRoot is the cgroup v2 folder for job cgroups;
+	// runner.CgroupV2Root() by default.
+	CgroupRoot string
+	Logger     *slog.Logger
+	// HTTPClient talks to the control plane.
+	HTTPClient *http.Client
+}
+
+// Agent is a running node agent.
+type Agent struct {
+	cfg    Config
+	client hacv1connect.AgentServiceClient
+	cache  *workspace.Cache
+	ln     net.Listener
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	key      []byte
+	interval time.Duration
+	jobs     map[int64]*jobRun
+	used     map[int64]time.Time // job ids whose ticket was used, until expiry
+}
+
+// New checks the configuration, binds the worker listener and opens the
+// cache; Run registers and serves.
+func New(cfg Config) (*Agent, error) {
+	if cfg.ControlPlane == "" || cfg.Token == "" {
+		return nil, errors.New("agent: --server URL and --token NODE_TOKEN are required")
+	}
+	if cfg.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("agent: no --name and no hostname: %w", err)
+		}
+		cfg.Name = h
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = apiclient.H2C()
+	}
+	if cfg.GPUs == nil {
+		return nil, errors.New("agent: no GPU provider")
+	}
+	cache, err := workspace.NewCache(filepath.Join(cfg.DataDir, "blobs"))
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "jobs"), 0o700); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("agent: listen on %s: %w (choose another --listen)", cfg.Listen, err)
+	}
+	if cfg.Advertise == "" {
+		host, _, _ := net.SplitHostPort(cfg.Listen)
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+			ln.Close()
+			return nil, fmt.Errorf("agent: listening on %s: give --advertise HOST:PORT, the address clients dial", cfg.Listen)
+		}
+		cfg.Advertise = ln.Addr().String()
+	}
+	a := &Agent{cfg: cfg, cache: cache, ln: ln, log: cfg.Logger, jobs: map[int64]*jobRun{}, used: map[int64]time.Time{}}
+	a.client = hacv1connect.NewAgentServiceClient(cfg.HTTPClient, cfg.ControlPlane,
+		connect.WithInterceptors(apiclient.Bearer(cfg.Token)))
+	return a, nil
+}
+
+// Addr is the worker API's advertised address.
+func (a *Agent) Addr() string { return a.cfg.Advertise }
+
+// Name is the node's name.
+func (a *Agent) Name() string { return a.cfg.Name }
+
+// register reports the node and its GPUs and keeps the ticket key.
+func (a *Agent) register(ctx context.Context) error {
+	devs, err := a.cfg.GPUs.Devices(ctx)
+	if err != nil {
+		return fmt.Errorf("agent: list GPUs: %w", err)
+	}
+	req := &hacv1.RegisterNodeRequest{ProtocolVersion: controlplane.AgentProtocolVersion, Name: a.cfg.Name, Address: a.cfg.Advertise}
+	for _, d := range devs {
+		req.Gpus = append(req.Gpus, &hacv1.GPU{Index: int32(d.Index), Uuid: d.UUID, Name: d.Name, MemoryMib: d.MemoryMiB})
+	}
+	resp, err := a.client.RegisterNode(ctx, connect.NewRequest(req))
+	if err != nil {
+		return fmt.Errorf("agent: register with %s: %w", a.cfg.ControlPlane, err)
+	}
+	a.mu.Lock()
+	a.key = resp.Msg.TicketKey
+	a.interval = time.Duration(resp.Msg.HeartbeatIntervalMs) * time.Millisecond
+	stale := a.jobs
+	a.jobs = map[int64]*jobRun{}
+	a.mu.Unlock()
+	for _, j := range stale {
+		j.kill("the node re-registered with the control plane")
+	}
+	a.log.Info("node registered", "node", a.cfg.Name, "address", a.cfg.Advertise, "gpus", len(devs))
+	return nil
+}
+
+// Register registers the node once; Run does it too.
+func (a *Agent) Register(ctx context.Context) error { return a.register(ctx) }
+
+// Run kills what an earlier agent left, registers (unless Register already
+// did), serves the worker API and heartbeats until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	a.mu.Lock()
+	registered := a.key != nil
+	a.mu.Unlock()
+	if !registered {
+		if swept := runner.Sweep(a.cgroupRoot()); len(swept) > 0 {
+			a.log.Warn("killed jobs left by an earlier agent", "cgroups", swept)
+		}
+		if err := a.register(ctx); err != nil {
+			return err
+		}
+	}
+	mux := http.NewServeMux()
+	mux.Handle(hacv1connect.NewWorkerServiceHandler(&worker{a: a}))
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Handler: mux, Protocols: p, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(a.ln) }()
+	go a.heartbeat(ctx)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	a.mu.Lock()
+	for _, j := range a.jobs {
+		j.kill("the node agent is stopping")
+	}
+	a.mu.Unlock()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	return nil
+}
+
+func (a *Agent) cgroupRoot() string {
+	if a.cfg.CgroupRoot != "" {
+		return a.cfg.CgroupRoot
+	}
+	if root := runner.CgroupV2Root(); root != "" {
+		return filepath.Join(root, a.cfg.Name)
+	}
+	return ""
+}
+
+// heartbeat reports running jobs and stops the ones the control plane no
+// longer grants, until ctx ends.
+func (a *Agent) heartbeat(ctx context.Context) {
+	for {
+		a.mu.Lock()
+		interval := a.interval
+		req := &hacv1.HeartbeatRequest{Name: a.cfg.Name}
+		for id, j := range a.jobs {
+			req.Jobs = append(req.Jobs, &hacv1.RunningJob{JobId: strconv.FormatInt(id, 10), Pid: int64(j.pid())})
+		}
+		for id, exp := range a.used {
+			if time.Now().After(exp) {
+				delete(a.used, id)
+			}
+		}
+		a.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+		resp, err := a.client.Heartbeat(ctx, connect.NewRequest(req))
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Warn("heartbeat failed", "err", err)
+			}
+			continue
+		}
+		if resp.Msg.Reregister {
+			if err := a.register(ctx); err != nil {
+				a.log.Warn("re-register failed", "err", err)
+			}
+			continue
+		}
+		for _, raw := range resp.Msg.StopJobs {
+			id, _ := strconv.ParseInt(raw, 10, 64)
+			a.mu.Lock()
+			j := a.jobs[id]
+			a.mu.Unlock()
+			if j != nil {
+				j.kill("The HAC AI Accelerator was released by the server (lease expired or reset).")
+			}
+		}
+	}
+}
+
+// reportEnd tells the control plane a job's program ended, retrying for a
+// while if it is unreachable (the lease expires anyway).
+func (a *Agent) reportEnd(id int64, code int, reason string, fault bool) {
+	req := &hacv1.JobEndedRequest{Name: a.cfg.Name, JobId: strconv.FormatInt(id, 10), ExitCode: int32(code), Reason: reason, InfrastructureFault: fault}
+	for attempt := 0; attempt < 10; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := a.client.JobEnded(ctx, connect.NewRequest(req))
+		cancel()
+		if err == nil {
+			return
+		}
+		a.log.Warn("report job end", "job", id, "err", err)
+		time.Sleep(time.Second)
+	}
+}
+

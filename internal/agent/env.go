@@ -1,0 +1,72 @@
+package agent
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/hac-project/hac/internal/ticket"
+)
+
+// nodeOwned are variables the node sets itself; the client's values are
+// dropped.
+var nodeOwned = []string{"PATH", "HOME", "LD_PRELOAD", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
+	"CUDA_MPS_PINNED_DEVICE_MEM_LIMIT", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "PWD", "OLDPWD"}
+
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// jobEnv builds a job's environment: the client's variables (already
+// stripped of secrets by the client) minus what the node owns, then the
+// node's PATH, the job's HOME and the accelerator variables.
+func jobEnv(client []string, c ticket.Claims, home string, tty bool) []string {
+	var env []string
+	for _, kv := range client {
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok || k == "" || strings.HasPrefix(k, "HAC_") || contains(nodeOwned, k) {
+			continue
+		}
+		env = append(env, kv)
+	}
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = defaultPath
+	}
+	env = append(env,
+		"PATH="+path,
+		"HOME="+home,
+		"CUDA_VISIBLE_DEVICES="+strings.Join(c.GPUs, ","),
+		fmt.Sprintf("HAC_ACCELERATOR_MEMORY=%d", c.MemoryMiB),
+		"HAC_ACCELERATOR_MODEL="+c.Model,
+		fmt.Sprintf("HAC_JOB_ID=%d", c.JobID),
+		fmt.Sprintf("HAC_NODE_RANK=%d", c.Rank),
+		fmt.Sprintf("HAC_NUM_NODES=%d", c.Nodes),
+	)
+	if len(c.GPUs) == 1 {
+		// A share of one GPU: MPS enforces the limit where the node runs it.
+		env = append(env, fmt.Sprintf("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=%s=%dM", c.GPUs[0], c.MemoryMiB))
+	}
+	if !tty && !hasKey(env, "PYTHONUNBUFFERED") {
+		// Without a terminal Python buffers its output; training progress
+		// should stream live, as it would locally on a terminal.
+		env = append(env, "PYTHONUNBUFFERED=1")
+	}
+	return env
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func hasKey(env []string, key string) bool {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, key+"=") {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,338 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"connectrpc.com/connect"
+
+	hacv1 "github.com/hac-project/hac/gen/hac/v1"
+	"github.com/hac-project/hac/internal/runner"
+	"github.com/hac-project/hac/internal/ticket"
+	"github.com/hac-project/hac/internal/workspace"
+)
+
+// worker implements hacv1connect.WorkerServiceHandler.
+type worker struct{ a *Agent }
+
+// jobRun is one job on this node.
+type jobRun struct {
+	id  int64
+	mu  sync.Mutex
+	job *runner.Job
+	// reason is why the agent killed the job, if it did.
+	reason string
+}
+
+func (j *jobRun) pid() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.job == nil {
+		return 0
+	}
+	return j.job.Pid()
+}
+
+// kill stops the job's whole tree and remembers why.
+func (j *jobRun) kill(reason string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.reason == "" {
+		j.reason = reason
+	}
+	if j.job != nil {
+		j.job.Kill()
+	}
+}
+
+func (j *jobRun) killReason() string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.reason
+}
+
+// sender serializes sends on the stream; output goroutines share it.
+type sender struct {
+	mu     sync.Mutex
+	stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse]
+}
+
+func (s *sender) send(m *hacv1.ExecResponse) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stream.Send(m)
+}
+
+// output is an io.Writer that sends a program's stdout or stderr.
+type output struct {
+	s      *sender
+	stderr bool
+}
+
+func (o output) Write(p []byte) (int, error) {
+	msg := &hacv1.ExecResponse{}
+	if o.stderr {
+		msg.Msg = &hacv1.ExecResponse_Stderr{Stderr: p}
+	} else {
+		msg.Msg = &hacv1.ExecResponse_Stdout{Stdout: p}
+	}
+	if err := o.s.send(msg); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// userError ends an exchange with a message for the user.
+func userError(s *sender, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Error{Error: msg}})
+	return nil
+}
+
+func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse]) error {
+	a := w.a
+	s := &sender{stream: stream}
+	first, err := stream.Receive()
+	if err != nil {
+		return err
+	}
+	start := first.GetStart()
+	if start == nil {
+		return userError(s, "protocol error: the first message must be Start")
+	}
+	a.mu.Lock()
+	key := a.key
+	a.mu.Unlock()
+	claims, err := ticket.Verify(key, start.Ticket, time.Now())
+	if err != nil || claims.Node != a.cfg.Name {
+		return connect.NewError(connect.CodePermissionDenied, errors.New("the ticket for this node is invalid or expired: run the program again"))
+	}
+	a.mu.Lock()
+	if _, dup := a.used[claims.JobID]; dup {
+		a.mu.Unlock()
+		return connect.NewError(connect.CodePermissionDenied, errors.New("this ticket was already used: run the program again"))
+	}
+	a.used[claims.JobID] = time.Unix(claims.Expires, 0)
+	run := &jobRun{id: claims.JobID}
+	a.jobs[claims.JobID] = run
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.jobs, claims.JobID)
+		a.mu.Unlock()
+	}()
+
+	if len(start.Argv) == 0 || start.Argv[0] == "" {
+		a.reportEnd(claims.JobID, 2, "empty command", false)
+		return userError(s, "the command is empty")
+	}
+	if err := workspace.Validate(start.Manifest); err != nil {
+		a.reportEnd(claims.JobID, 2, "bad workspace", false)
+		return userError(s, "the workspace was refused: %v", err)
+	}
+	jobDir := filepath.Join(a.cfg.DataDir, "jobs", fmt.Sprint(claims.JobID))
+	workDir := filepath.Join(jobDir, "work")
+	defer os.RemoveAll(jobDir)
+	if err := w.receiveWorkspace(stream, s, start.Manifest, workDir); err != nil {
+		a.reportEnd(claims.JobID, 1, "workspace transfer failed", true)
+		return userError(s, "the workspace could not be transferred: %v", err)
+	}
+	os.MkdirAll(filepath.Join(jobDir, "home"), 0o700)
+
+	spec := runner.Spec{
+		Name: fmt.Sprint(claims.JobID), Argv: start.Argv, Dir: workDir,
+		Env:  jobEnv(start.Env, claims, filepath.Join(jobDir, "home"), start.Tty),
+		TTY:  start.Tty, CgroupRoot: a.cgroupRoot(),
+		Stdout: output{s: s}, Stderr: output{s: s, stderr: true},
+	}
+	if start.Window != nil {
+		spec.Rows, spec.Cols = uint16(start.Window.Rows), uint16(start.Window.Cols)
+	}
+	job, err := runner.Start(spec)
+	if err != nil {
+		code := 126
+		if errors.Is(err, runner.ErrNotFound) {
+			code = 127
+		}
+		a.reportEnd(claims.JobID, code, "command not started", false)
+		msg := fmt.Sprintf("hac: %s: %s\n", start.Argv[0], strings.TrimPrefix(errors.Unwrap(err).Error(), "runner: "))
+		if errors.Is(err, runner.ErrNotFound) || errors.Is(err, runner.ErrNotExecutable) {
+			msg = fmt.Sprintf("hac: %s: %s\n", start.Argv[0], map[bool]string{true: "command not found", false: "permission denied"}[code == 127])
+		}
+		s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Stderr{Stderr: []byte(msg)}})
+		s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Exited{Exited: &hacv1.Exited{ExitCode: int32(code)}}})
+		return w.sendChanges(stream, s, start.Manifest, workDir)
+	}
+	run.mu.Lock()
+	run.job = job
+	reason := run.reason
+	run.mu.Unlock()
+	if reason != "" {
+		job.Kill()
+	}
+	s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Started{Started: &hacv1.Started{Pid: int64(job.Pid())}}})
+	a.log.Info("job started", "job", claims.JobID, "pid", job.Pid(), "gpus", claims.GPUs, "isolation", job.Isolation())
+
+	clientGone := make(chan struct{})
+	go w.relayInput(stream, job, run, clientGone)
+	exit, err := job.Wait()
+	if err != nil {
+		a.log.Warn("job cleanup", "job", claims.JobID, "err", err)
+	}
+	reason = run.killReason()
+	a.reportEnd(claims.JobID, exit.Code, reason, false)
+	a.log.Info("job ended", "job", claims.JobID, "exit", exit.Code, "reason", reason)
+	select {
+	case <-clientGone:
+		return nil
+	default:
+	}
+	s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Exited{Exited: &hacv1.Exited{ExitCode: int32(exit.Code), Signal: int32(exit.Signal), Reason: reason}}})
+	return w.sendChanges(stream, s, start.Manifest, workDir)
+}
+
+// receiveWorkspace asks for the blobs the cache lacks, stores them and
+// materializes the tree.
+func (w *worker) receiveWorkspace(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, m *hacv1.Manifest, dest string) error {
+	missing := w.a.cache.Missing(m)
+	if err := s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_NeedBlobs{NeedBlobs: &hacv1.NeedBlobs{Sha256: missing}}}); err != nil {
+		return err
+	}
+	wanted := map[string]bool{}
+	for _, sum := range missing {
+		wanted[sum] = true
+	}
+	var cur *workspace.Writer
+	defer func() {
+		if cur != nil {
+			cur.Abort()
+		}
+	}()
+	for {
+		msg, err := stream.Receive()
+		if err != nil {
+			return err
+		}
+		if msg.GetBlobsDone() {
+			break
+		}
+		b := msg.GetBlob()
+		if b == nil {
+			return errors.New("protocol error: expected blobs")
+		}
+		if cur == nil {
+			if !wanted[b.Sha256] {
+				return fmt.Errorf("blob %s was not asked for", b.Sha256)
+			}
+			if cur, err = w.a.cache.Create(b.Sha256); err != nil {
+				return err
+			}
+		}
+		if _, err := cur.Write(b.Data); err != nil {
+			return err
+		}
+		if b.Last {
+			err := cur.Commit()
+			cur = nil
+			if err != nil {
+				return err
+			}
+			delete(wanted, b.Sha256)
+		}
+	}
+	if len(wanted) > 0 {
+		return fmt.Errorf("%d blobs were not sent", len(wanted))
+	}
+	return w.a.cache.Materialize(m, dest)
+}
+
+// relayInput feeds the client's stdin, signals and window sizes to the job.
+// When the client goes away the job is killed: nothing outlives its client.
+func (w *worker) relayInput(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], job *runner.Job, run *jobRun, gone chan struct{}) {
+	for {
+		msg, err := stream.Receive()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				// The client half-closed: no more input, but it still listens.
+				job.Stdin().Close()
+				return
+			}
+			close(gone)
+			run.kill("the client disconnected")
+			return
+		}
+		switch m := msg.Msg.(type) {
+		case *hacv1.ExecRequest_Stdin:
+			job.Stdin().Write(m.Stdin)
+		case *hacv1.ExecRequest_CloseStdin:
+			job.Stdin().Close()
+		case *hacv1.ExecRequest_Resize:
+			job.Resize(uint16(m.Resize.Rows), uint16(m.Resize.Cols))
+		case *hacv1.ExecRequest_Signal:
+			switch sig := syscall.Signal(m.Signal); sig {
+			case syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH:
+				job.Signal(sig)
+			}
+		case *hacv1.ExecRequest_SyncDone:
+			return
+		}
+	}
+}
+
+const chunkSize = 256 << 10
+
+// sendChanges sends the files the program created or changed, then waits
+// for the client to confirm.
+func (w *worker) sendChanges(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, m *hacv1.Manifest, dir string) error {
+	changes, err := workspace.Changes(m, dir)
+	if err != nil {
+		w.a.log.Warn("list changed files", "err", err)
+	}
+	for _, c := range changes {
+		if err := sendFile(s, dir, c); err != nil {
+			return err
+		}
+	}
+	return s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_ChangesDone{ChangesDone: true}})
+}
+
+func sendFile(s *sender, dir string, c workspace.Change) error {
+	if c.Mode&fs.ModeSymlink != 0 {
+		return s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Changed{Changed: &hacv1.ChangedFile{
+			Path: c.Path, Mode: uint32(c.Mode), Link: c.Link, First: true, Last: true}}})
+	}
+	f, err := os.Open(filepath.Join(dir, filepath.FromSlash(c.Path)))
+	if err != nil {
+		return nil // removed since it was listed
+	}
+	defer f.Close()
+	buf := make([]byte, chunkSize)
+	first := true
+	for {
+		n, err := io.ReadFull(f, buf)
+		last := err != nil
+		if n > 0 || first {
+			msg := &hacv1.ChangedFile{Path: c.Path, Mode: uint32(c.Mode.Perm()), Data: buf[:n], First: first, Last: last}
+			if err := s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Changed{Changed: msg}}); err != nil {
+				return err
+			}
+			first = false
+		}
+		if last {
+			if n == 0 && !first {
+				// The file ended exactly on a chunk boundary: close it.
+				return s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Changed{Changed: &hacv1.ChangedFile{Path: c.Path, Mode: uint32(c.Mode.Perm()), Last: true}}})
+			}
+			return nil
+		}
+	}
+}
