@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -164,10 +163,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 			code = 127
 		}
 		a.reportEnd(claims.JobID, code, "command not started", false)
-		msg := fmt.Sprintf("hac: %s: %s\n", start.Argv[0], strings.TrimPrefix(errors.Unwrap(err).Error(), "runner: "))
-		if errors.Is(err, runner.ErrNotFound) || errors.Is(err, runner.ErrNotExecutable) {
-			msg = fmt.Sprintf("hac: %s: %s\n", start.Argv[0], map[bool]string{true: "command not found", false: "permission denied"}[code == 127])
-		}
+		msg := "hac: " + err.Error() + "\n"
 		s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Stderr{Stderr: []byte(msg)}})
 		s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Exited{Exited: &hacv1.Exited{ExitCode: int32(code)}}})
 		return w.sendChanges(stream, s, start.Manifest, workDir)
