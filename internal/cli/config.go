@@ -1,0 +1,136 @@
+package cli
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Config is what a client needs to reach the control plane.
+type Config struct {
+	Addr   string // control plane URL
+	Token  string
+	Server string // default server for user tokens
+	// Source says where Addr and Token came from, for messages.
+	Source string
+}
+
+// ErrNoConfig is returned when no configuration is found anywhere.
+var ErrNoConfig = errors.New("no hac server configured: run hac serve --dev or set HAC_ADDR/HAC_TOKEN")
+
+// ParseConfig reads "key = value" lines (addr, token, server); blank lines
+// and # comments are skipped.
+func ParseConfig(r io.Reader) (Config, error) {
+	var c Config
+	s := bufio.NewScanner(r)
+	line := 0
+	for s.Scan() {
+		line++
+		text := strings.TrimSpace(s.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(text, "=")
+		if !ok {
+			return c, fmt.Errorf("line %d: want key = value", line)
+		}
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		switch k {
+		case "addr":
+			c.Addr = v
+		case "token":
+			c.Token = v
+		case "server":
+			c.Server = v
+		default:
+			return c, fmt.Errorf("line %d: unknown key %q (known: addr, token, server)", line, k)
+		}
+	}
+	return c, s.Err()
+}
+
+// FormatConfig renders a config file.
+func FormatConfig(c Config) string {
+	var b strings.Builder
+	b.WriteString("# hac client configuration\n")
+	fmt.Fprintf(&b, "addr = %s\ntoken = %s\n", c.Addr, c.Token)
+	if c.Server != "" {
+		fmt.Fprintf(&b, "server = %s\n", c.Server)
+	}
+	return b.String()
+}
+
+// UserConfigPath is $XDG_CONFIG_HOME/hac/config, else ~/.config/hac/config.
+func UserConfigPath(getenv func(string) string) string {
+	if x := getenv("XDG_CONFIG_HOME"); x != "" {
+		return filepath.Join(x, "hac", "config")
+	}
+	home := getenv("HOME")
+	if home == "" {
+		home, _ = os.UserHomeDir()
+	}
+	return filepath.Join(home, ".config", "hac", "config")
+}
+
+// SystemConfigPath is the config a server made by hac is given.
+const SystemConfigPath = "/etc/hac/config"
+
+// resolveConfig finds the configuration, first found wins: flags, then
+// HAC_ADDR/HAC_TOKEN, then the user's file, then /etc/hac/config. The
+// default server is --server, else HAC_SERVER, else the file's.
+func resolveConfig(flagAddr, flagToken, flagServer string, getenv func(string) string) (Config, error) {
+	c := Config{Addr: flagAddr, Token: flagToken, Source: "flags"}
+	if c.Addr == "" && c.Token == "" && (getenv("HAC_ADDR") != "" || getenv("HAC_TOKEN") != "") {
+		c = Config{Addr: getenv("HAC_ADDR"), Token: getenv("HAC_TOKEN"), Source: "HAC_ADDR/HAC_TOKEN"}
+	}
+	var file Config
+	for _, p := range []string{UserConfigPath(getenv), SystemConfigPath} {
+		f, err := os.Open(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return c, fmt.Errorf("config %s: %w", p, err)
+		}
+		file, err = ParseConfig(f)
+		f.Close()
+		if err != nil {
+			return c, fmt.Errorf("config %s: %w", p, err)
+		}
+		file.Source = p
+		break
+	}
+	if c.Addr == "" && c.Token == "" {
+		c = file
+	} else if c.Addr == "" {
+		c.Addr = file.Addr
+	} else if c.Token == "" {
+		c.Token = file.Token
+	}
+	c.Server = file.Server
+	if v := getenv("HAC_SERVER"); v != "" {
+		c.Server = v
+	}
+	if flagServer != "" {
+		c.Server = flagServer
+	}
+	if c.Addr == "" || c.Token == "" {
+		return c, ErrNoConfig
+	}
+	if !strings.Contains(c.Addr, "://") {
+		c.Addr = "http://" + c.Addr
+	}
+	return c, nil
+}
+
+// writeUserConfig writes the user's config file (mode 0600).
+func writeUserConfig(path string, c Config) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(FormatConfig(c)), 0o600)
+}
