@@ -1,0 +1,36 @@
+package cli
+
+import (
+	"net/http"
+
+	"connectrpc.com/connect"
+
+	"github.com/hac-project/hac/gen/hac/v1/hacv1connect"
+	"github.com/hac-project/hac/internal/apiclient"
+)
+
+// client is a connection to the control plane.
+type client struct {
+	cfg     Config
+	http    *http.Client
+	acc     hacv1connect.AcceleratorServiceClient
+	pool    hacv1connect.PoolServiceClient
+	servers hacv1connect.ServerServiceClient
+}
+
+// client resolves the configuration and connects.
+func (a *app) client() (*client, error) {
+	cfg, err := resolveConfig(a.addr, a.token, a.server, a.getenv)
+	if err != nil {
+		return nil, err
+	}
+	h := apiclient.H2C()
+	opts := connect.WithInterceptors(apiclient.Bearer(cfg.Token))
+	return &client{
+		cfg:     cfg,
+		http:    h,
+		acc:     hacv1connect.NewAcceleratorServiceClient(h, cfg.Addr, opts),
+		pool:    hacv1connect.NewPoolServiceClient(h, cfg.Addr, opts),
+		servers: hacv1connect.NewServerServiceClient(h, cfg.Addr, opts),
+	}, nil
+}

@@ -1,0 +1,178 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	hacv1 "github.com/hac-project/hac/gen/hac/v1"
+	"github.com/hac-project/hac/internal/cli/output"
+	"github.com/hac-project/hac/internal/version"
+)
+
+func writeJSON(w io.Writer, v any) error { return output.WriteJSON(w, v) }
+
+// listCmd makes a command that prints one listing with -o table|json.
+func (a *app) listCmd(use, short string, fetch func(*cobra.Command, *client) (output.Table, any, error)) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != "table" && format != "json" {
+				return usageError{fmt.Errorf("-o %q: use table or json", format)}
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			t, data, err := fetch(cmd, c)
+			if err != nil {
+				return err
+			}
+			return output.Write(a.stdout, format, t, data)
+		},
+	}
+	cmd.Flags().StringVarP(&format, "output", "o", "table", "table or json")
+	return cmd
+}
+
+func when(t *timestamppb.Timestamp) string {
+	if t == nil {
+		return "-"
+	}
+	return t.AsTime().Local().Format(time.DateTime)
+}
+
+func (a *app) nodesCmd() *cobra.Command {
+	return a.listCmd("nodes", "List the GPU nodes of the pool", func(cmd *cobra.Command, c *client) (output.Table, any, error) {
+		resp, err := c.pool.ListNodes(cmd.Context(), connect.NewRequest(&hacv1.ListNodesRequest{}))
+		if err != nil {
+			return output.Table{}, nil, err
+		}
+		t := output.Table{Header: []string{"NODE", "STATE", "ADDRESS", "GPUS", "GPU MEMORY", "ALLOCATED", "LAST HEARTBEAT"}}
+		for _, n := range resp.Msg.Nodes {
+			var total, held int64
+			for _, g := range n.Gpus {
+				total += g.MemoryMib
+				held += g.AllocatedMib
+			}
+			t.Rows = append(t.Rows, []string{n.Name, n.State, n.Address, fmt.Sprint(len(n.Gpus)), mib(total), mib(held), when(n.LastHeartbeat)})
+		}
+		return t, resp.Msg, nil
+	})
+}
+
+func jobRow(j *hacv1.Job) []string {
+	exit := "-"
+	if j.HasExitCode {
+		exit = fmt.Sprint(j.ExitCode)
+	}
+	var gpus []string
+	for _, p := range j.Placements {
+		gpus = append(gpus, p.GpuUuid)
+	}
+	return []string{j.Id, j.User + "/" + j.Server, j.Model, j.State, exit, when(j.SubmittedAt), when(j.EndedAt), strings.Join(gpus, ","), j.Command}
+}
+
+func (a *app) jobsCmd() *cobra.Command {
+	var limit int32
+	cmd := a.listCmd("jobs", "List recent jobs, newest first", func(cmd *cobra.Command, c *client) (output.Table, any, error) {
+		resp, err := c.pool.ListJobs(cmd.Context(), connect.NewRequest(&hacv1.ListJobsRequest{Limit: limit}))
+		if err != nil {
+			return output.Table{}, nil, err
+		}
+		t := output.Table{Header: []string{"JOB", "SERVER", "MODEL", "STATE", "EXIT", "SUBMITTED", "ENDED", "GPUS", "COMMAND"}}
+		for _, j := range resp.Msg.Jobs {
+			t.Rows = append(t.Rows, jobRow(j))
+		}
+		return t, resp.Msg, nil
+	})
+	cmd.Flags().Int32Var(&limit, "limit", 20, "how many jobs")
+	return cmd
+}
+
+func (a *app) queueCmd() *cobra.Command {
+	return a.listCmd("queue", "List the jobs waiting for the pool, in service order", func(cmd *cobra.Command, c *client) (output.Table, any, error) {
+		resp, err := c.pool.ListQueue(cmd.Context(), connect.NewRequest(&hacv1.ListQueueRequest{}))
+		if err != nil {
+			return output.Table{}, nil, err
+		}
+		t := output.Table{Header: []string{"POSITION", "JOB", "SERVER", "MODEL", "PRIORITY", "SUBMITTED", "COMMAND"}}
+		for i, j := range resp.Msg.Jobs {
+			t.Rows = append(t.Rows, []string{fmt.Sprint(i + 1), j.Id, j.User + "/" + j.Server, j.Model, fmt.Sprint(j.Priority), when(j.SubmittedAt), j.Command})
+		}
+		return t, resp.Msg, nil
+	})
+}
+
+func (a *app) serverCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "server", Short: "Register and list servers"}
+	var model string
+	register := &cobra.Command{
+		Use:   "register NAME [--model MODEL]",
+		Short: "Register an existing machine as a server and print its token",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			resp, err := c.servers.RegisterServer(cmd.Context(), connect.NewRequest(&hacv1.RegisterServerRequest{Name: args[0], Model: model}))
+			if err != nil {
+				return err
+			}
+			s := resp.Msg.Server
+			fmt.Fprintf(a.stdout, "Server %q registered (model %s).\nIts token, shown only now: %s\n\nOn that machine, write /etc/hac/config:\n%s",
+				s.Name, s.Model, resp.Msg.Token, FormatConfig(Config{Addr: c.cfg.Addr, Token: resp.Msg.Token}))
+			return nil
+		},
+	}
+	register.Flags().StringVar(&model, "model", "", "accelerator model (default small.16gb)")
+	list := a.listCmd("list", "List servers", func(cmd *cobra.Command, c *client) (output.Table, any, error) {
+		resp, err := c.servers.ListServers(cmd.Context(), connect.NewRequest(&hacv1.ListServersRequest{}))
+		if err != nil {
+			return output.Table{}, nil, err
+		}
+		t := output.Table{Header: []string{"NAME", "USER", "MODEL", "ACCELERATOR TOKEN", "JOB", "CREATED"}}
+		for _, s := range resp.Msg.Servers {
+			job := s.JobId
+			if job == "" {
+				job = "-"
+			}
+			t.Rows = append(t.Rows, []string{s.Name, s.User, s.Model, s.AcceleratorToken, job, when(s.CreatedAt)})
+		}
+		return t, resp.Msg, nil
+	})
+	cmd.AddCommand(register, list)
+	return cmd
+}
+
+func (a *app) versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the client and control plane versions",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintf(a.stdout, "Client Version: %s\n", version.Version)
+			c, err := a.client()
+			if err != nil {
+				fmt.Fprintf(a.stdout, "Server Version: unknown (%s)\n", userMessage(err))
+				return nil
+			}
+			resp, err := c.acc.GetVersion(cmd.Context(), connect.NewRequest(&hacv1.GetVersionRequest{}))
+			if err != nil {
+				fmt.Fprintf(a.stdout, "Server Version: unknown (%s)\n", userMessage(err))
+				return nil
+			}
+			fmt.Fprintf(a.stdout, "Server Version: %s\n", resp.Msg.Version)
+			return nil
+		},
+	}
+}

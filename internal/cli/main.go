@@ -1,0 +1,132 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+)
+
+// aliases maps argv[0] names to the subcommand they stand for.
+var aliases = map[string]string{
+	"hac-smi":          "smi",
+	"hac-switch-model": "switch-model",
+}
+
+// exitError ends the process with a code and, unless quiet, a message.
+type exitError struct {
+	code  int
+	err   error
+	quiet bool
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+// exitCode returns an error that makes Main exit with code, printing
+// nothing more.
+func exitCode(code int) error { return &exitError{code: code, quiet: true} }
+
+// app is one invocation: its streams, environment and global flags.
+type app struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	ctx            context.Context
+
+	addr, token, server string
+}
+
+// Main runs the hac command line with args (args[0] is the program name)
+// and returns the exit code.
+func Main(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, ctx: ctx}
+	return a.main(args)
+}
+
+func (a *app) main(args []string) int {
+	rest := args[1:]
+	if sub, ok := aliases[filepath.Base(args[0])]; ok {
+		rest = append([]string{sub}, rest...)
+	}
+	root := a.rootCmd()
+	root.SetArgs(rest)
+	root.SetIn(a.stdin)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	err := root.ExecuteContext(a.ctx)
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if !ee.quiet && ee.err != nil {
+			fmt.Fprintf(a.stderr, "hac: %s\n", userMessage(ee.err))
+		}
+		return ee.code
+	}
+	fmt.Fprintf(a.stderr, "hac: %s\n", userMessage(err))
+	if isUsageError(err) {
+		fmt.Fprintln(a.stderr, "Run 'hac --help' for usage.")
+		return 2
+	}
+	return 1
+}
+
+// usageError marks a mistake in the command line.
+type usageError struct{ error }
+
+func isUsageError(err error) bool {
+	var u usageError
+	if errors.As(err, &u) {
+		return true
+	}
+	msg := err.Error()
+	return strings.HasPrefix(msg, "unknown flag") || strings.HasPrefix(msg, "unknown command") ||
+		strings.HasPrefix(msg, "unknown shorthand flag") || strings.Contains(msg, "flag needs an argument") ||
+		strings.HasPrefix(msg, "invalid argument") || strings.Contains(msg, "accepts ") || strings.Contains(msg, "requires at least")
+}
+
+// userMessage turns an API error into text for the user.
+func userMessage(err error) string {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		switch ce.Code() {
+		case connect.CodeUnavailable:
+			return "cannot reach the hac control plane: " + ce.Message() + " (is hac serve running? check HAC_ADDR or your config)"
+		}
+		return ce.Message()
+	}
+	return err.Error()
+}
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "hac",
+		Short:         "hac: a pool of GPUs attached to your programs while they run",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.CompletionOptions.DisableDefaultCmd = true
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.addr, "addr", "", "control plane URL (default: HAC_ADDR, then the config file)")
+	pf.StringVar(&a.token, "token", "", "API token (default: HAC_TOKEN, then the config file)")
+	pf.StringVar(&a.server, "server", "", "server whose accelerator to use, with a user token (default: HAC_SERVER, then the config file)")
+	root.AddCommand(a.serveCmd(), a.agentCmd(), a.runCmd(), a.smiCmd(), a.switchModelCmd(), a.serverCmd(),
+		a.nodesCmd(), a.jobsCmd(), a.queueCmd(), a.versionCmd())
+	return root
+}

@@ -1,0 +1,397 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	hacv1 "github.com/hac-project/hac/gen/hac/v1"
+	"github.com/hac-project/hac/gen/hac/v1/hacv1connect"
+	"github.com/hac-project/hac/internal/catalog"
+	"github.com/hac-project/hac/internal/workspace"
+)
+
+// Exit codes of hac run besides the program's own.
+const (
+	exitGaveUp   = 75  // EX_TEMPFAIL: --wait ran out
+	exitCanceled = 130 // Ctrl+C while waiting
+)
+
+func (a *app) runCmd() *cobra.Command {
+	var wait time.Duration
+	var priority int
+	cmd := &cobra.Command{
+		Use:   "run [--wait DURATION] -- COMMAND [ARGS...]",
+		Short: "Run a program on the pool's GPUs",
+		Long: `Run a program on GPUs from the pool, sized by the server's accelerator model.
+
+The current directory goes with it (files named in .hacignore or .gitignore
+stay behind), and the files it creates or changes there come back when it
+ends. Output, input, the terminal and signals work as if it ran here; the
+exit code is the program's.`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 || args[0] == "" {
+				return usageError{errors.New("no command given: use hac run -- COMMAND [ARGS...], such as hac run -- python3 train.py")}
+			}
+			if wait < 0 {
+				return usageError{errors.New("--wait must not be negative")}
+			}
+			var prio *int
+			if cmd.Flags().Changed("priority") {
+				prio = &priority
+			}
+			return a.run(cmd.Context(), args, wait, prio)
+		},
+	}
+	cmd.Flags().SetInterspersed(false)
+	cmd.Flags().DurationVar(&wait, "wait", 0, "give up (exit 75) if the accelerator is not ready within this time; 0 waits forever")
+	cmd.Flags().IntVar(&priority, "priority", 0, "queue priority of this run, -99..99 (at most your own unless admin)")
+	return cmd
+}
+
+// say prints one of hac run's status lines on stderr.
+func (a *app) say(level, format string, args ...any) {
+	fmt.Fprintf(a.stderr, "["+level+"] "+format+"\n", args...)
+}
+
+// secretish reports whether an environment variable looks like a secret or
+// belongs to this host only; such variables stay on the server.
+func secretish(key string) bool {
+	switch key {
+	case "HOME", "USER", "LOGNAME", "SHELL", "PATH", "PWD", "OLDPWD", "SHLVL", "_", "HOSTNAME", "MAIL", "DISPLAY",
+		"XAUTHORITY", "DBUS_SESSION_BUS_ADDRESS", "TMPDIR", "SSH_AUTH_SOCK", "SSH_AGENT_PID", "SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY":
+		return true
+	}
+	up := strings.ToUpper(key)
+	for _, s := range []string{"TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY", "PRIVATE_KEY", "ACCESS_KEY"} {
+		if strings.Contains(up, s) {
+			return true
+		}
+	}
+	return strings.HasPrefix(up, "HAC_") || strings.HasPrefix(up, "XDG_") || strings.HasPrefix(up, "TMUX")
+}
+
+func forwardedEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if !secretish(k) {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func (a *app) run(ctx context.Context, argv []string, wait time.Duration, priority *int) error {
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	cwd, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	// Hash the workspace while the control plane finds resources.
+	type walked struct {
+		m   *hacv1.Manifest
+		err error
+	}
+	manifest := make(chan walked, 1)
+	go func() {
+		m, err := workspace.Walk(cwd)
+		manifest <- walked{m, err}
+	}()
+
+	a.say("info", "Requesting resources for %s from the server...", catalog.DisplayName)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	grant, err := a.allocate(ctx, c, argv, wait, priority, sigs)
+	if err != nil {
+		return err
+	}
+	jobID := grant.JobId
+	leaseCtx, stopLease := context.WithCancel(ctx)
+	defer stopLease()
+	go renewLease(leaseCtx, c, jobID, time.Duration(grant.LeaseTtlSeconds)*time.Second)
+	release := func(code *int32) {
+		req := &hacv1.ReleaseRequest{JobId: jobID}
+		if code != nil {
+			req.ExitCode, req.HasExitCode = *code, true
+		}
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		c.acc.Release(rctx, connect.NewRequest(req))
+	}
+
+	a.say("info", "Initializing the worker daemon for %s...", catalog.DisplayName)
+	w := <-manifest
+	if w.err != nil {
+		release(nil)
+		return fmt.Errorf("read the current folder: %w", w.err)
+	}
+	for i, wk := range grant.Workers {
+		a.say("info", "[%d/%d] Connecting to resources on the server (%s)...", i+1, len(grant.Workers), wk.Address)
+	}
+	code, err := a.execute(ctx, c, grant.Workers[0], argv, cwd, w.m, sigs, jobID)
+	stopLease()
+	if err != nil {
+		release(nil)
+		return err
+	}
+	release(&code)
+	return exitCode(int(code))
+}
+
+// allocate waits for a grant, printing SPEC A3/A5/A6 lines as the wait
+// changes.
+func (a *app) allocate(ctx context.Context, c *client, argv []string, wait time.Duration, priority *int, sigs <-chan os.Signal) (*hacv1.Grant, error) {
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req := &hacv1.AllocateRequest{Server: c.cfg.Server, Command: argv, ClientPid: int64(os.Getpid())}
+	if priority != nil {
+		req.Priority, req.HasPriority = int32(*priority), true
+	}
+	stream, err := c.acc.Allocate(actx, connect.NewRequest(req))
+	if err != nil {
+		return nil, err
+	}
+	defer stream.Close()
+	var gaveUp, interrupted bool
+	var mu sync.Mutex
+	if wait > 0 {
+		t := time.AfterFunc(wait, func() { mu.Lock(); gaveUp = true; mu.Unlock(); cancel() })
+		defer t.Stop()
+	}
+	go func() {
+		select {
+		case <-sigs:
+			mu.Lock()
+			interrupted = true
+			mu.Unlock()
+			cancel()
+		case <-actx.Done():
+		}
+	}()
+	var last *hacv1.Waiting
+	for stream.Receive() {
+		switch ev := stream.Msg().Event.(type) {
+		case *hacv1.AllocateResponse_Grant:
+			return ev.Grant, nil
+		case *hacv1.AllocateResponse_Waiting:
+			a.sayWaiting(ev.Waiting, last)
+			last = ev.Waiting
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	switch {
+	case gaveUp:
+		return nil, &exitError{code: exitGaveUp, err: fmt.Errorf("gave up waiting for %s after %v (--wait)", catalog.DisplayName, wait)}
+	case interrupted:
+		return nil, exitCode(exitCanceled)
+	case stream.Err() != nil:
+		return nil, stream.Err()
+	}
+	return nil, errors.New("the control plane ended the request without a grant: try again")
+}
+
+func (a *app) sayWaiting(w, last *hacv1.Waiting) {
+	name := catalog.DisplayName
+	switch w.Reason {
+	case hacv1.Waiting_REASON_BUSY:
+		if last != nil && last.Reason == w.Reason && last.GetHolder().GetJobId() == w.GetHolder().GetJobId() {
+			return
+		}
+		h := w.GetHolder()
+		a.say("warning", "%s is already in use by another process:", name)
+		a.say("warning", "  (pid: %d) %s", h.GetClientPid(), h.GetCommand())
+		a.say("warning", "Two or more processes cannot use %s at the same time. The program will resume automatically after the process %d terminates...", name, h.GetClientPid())
+	case hacv1.Waiting_REASON_POOL_FULL:
+		if last == nil || last.Reason != w.Reason {
+			a.say("warning", "Not enough resources are currently available for %s. All resources in the system are being used by other users. The program will resume automatically when resources become available...", name)
+		}
+		a.say("info", "Queue position: %d of %d.", w.Position, w.QueueLength)
+	}
+}
+
+// renewLease keeps the job's lease alive until ctx ends.
+func renewLease(ctx context.Context, c *client, jobID string, ttl time.Duration) {
+	every := ttl / 3
+	if every < 100*time.Millisecond {
+		every = 100 * time.Millisecond
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			rctx, cancel := context.WithTimeout(ctx, every)
+			c.acc.RenewLease(rctx, connect.NewRequest(&hacv1.RenewLeaseRequest{JobId: jobID}))
+			cancel()
+		}
+	}
+}
+
+// execute runs the program on one worker: upload, stdio, signals, exit
+// code, changed files.
+func (a *app) execute(ctx context.Context, c *client, wk *hacv1.Worker, argv []string, cwd string, m *hacv1.Manifest, sigs <-chan os.Signal, jobID string) (int32, error) {
+	wc := hacv1connect.NewWorkerServiceClient(c.http, "http://"+wk.Address)
+	ectx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream := wc.Exec(ectx)
+	in, isFile := a.stdin.(*os.File)
+	tty := isFile && term.IsTerminal(int(in.Fd())) && term.IsTerminal(int(os.Stdout.Fd()))
+	start := &hacv1.Start{Ticket: wk.Ticket, Argv: argv, Env: forwardedEnv(), Tty: tty, Manifest: m}
+	if tty {
+		if cols, rows, err := term.GetSize(int(os.Stdout.Fd())); err == nil {
+			start.Window = &hacv1.WindowSize{Rows: uint32(rows), Cols: uint32(cols)}
+		}
+	}
+	var sendMu sync.Mutex
+	send := func(r *hacv1.ExecRequest) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return stream.Send(r)
+	}
+	lost := func(err error) error {
+		return fmt.Errorf("lost the connection to %s on %s: %v", catalog.DisplayName, wk.Node, userMessage(err))
+	}
+	if err := send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Start{Start: start}}); err != nil {
+		return 0, lost(err)
+	}
+	msg, err := stream.Receive()
+	if err != nil {
+		return 0, lost(err)
+	}
+	if e := msg.GetError(); e != "" {
+		return 0, errors.New(e)
+	}
+	need := msg.GetNeedBlobs()
+	if need == nil {
+		return 0, errors.New("protocol error: the node did not ask for the workspace")
+	}
+	a.say("info", "Establishing links to the resources...")
+	if err := a.upload(cwd, m, need.Sha256, send); err != nil {
+		return 0, lost(err)
+	}
+
+	var restore func()
+	defer func() {
+		if restore != nil {
+			restore()
+		}
+	}()
+	sync := newSyncBack(cwd, m, jobID)
+	var code int32
+	exited := false
+	for {
+		msg, err := stream.Receive()
+		if err != nil {
+			if exited {
+				return code, nil // changes were not all confirmed; the program is done
+			}
+			return 0, lost(err)
+		}
+		switch r := msg.Msg.(type) {
+		case *hacv1.ExecResponse_Started:
+			a.say("info", "%s is ready to use.", catalog.DisplayName)
+			if tty {
+				if st, err := term.MakeRaw(int(in.Fd())); err == nil {
+					restore = func() { term.Restore(int(in.Fd()), st) }
+				}
+				go watchWindow(ectx, send)
+			}
+			go pumpStdin(ectx, a.stdin, send)
+			go forwardSignals(ectx, sigs, send)
+		case *hacv1.ExecResponse_Stdout:
+			os.Stdout.Write(r.Stdout)
+		case *hacv1.ExecResponse_Stderr:
+			a.stderr.Write(r.Stderr)
+		case *hacv1.ExecResponse_Exited:
+			if restore != nil {
+				restore()
+				restore = nil
+			}
+			code, exited = r.Exited.ExitCode, true
+			if r.Exited.Reason != "" && r.Exited.Reason != "the client disconnected" {
+				a.say("error", "%s", r.Exited.Reason)
+			}
+		case *hacv1.ExecResponse_Changed:
+			if err := sync.receive(r.Changed); err != nil {
+				a.say("warning", "%v", err)
+			}
+		case *hacv1.ExecResponse_ChangesDone:
+			for _, w := range sync.finish() {
+				a.say("warning", "%s", w)
+			}
+			send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_SyncDone{SyncDone: true}})
+			stream.CloseRequest()
+			return code, nil
+		case *hacv1.ExecResponse_Error:
+			return 0, errors.New(r.Error)
+		}
+	}
+}
+
+func pumpStdin(ctx context.Context, r io.Reader, send func(*hacv1.ExecRequest) error) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Stdin{Stdin: append([]byte(nil), buf[:n]...)}}) != nil {
+				return
+			}
+		}
+		if err != nil {
+			send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_CloseStdin{CloseStdin: true}})
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+func forwardSignals(ctx context.Context, sigs <-chan os.Signal, send func(*hacv1.ExecRequest) error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case s := <-sigs:
+			if sig, ok := s.(syscall.Signal); ok {
+				send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Signal{Signal: int32(sig)}})
+			}
+		}
+	}
+}
+
+func watchWindow(ctx context.Context, send func(*hacv1.ExecRequest) error) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGWINCH)
+	defer signal.Stop(ch)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+			if cols, rows, err := term.GetSize(int(os.Stdout.Fd())); err == nil {
+				send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Resize{Resize: &hacv1.WindowSize{Rows: uint32(rows), Cols: uint32(cols)}}})
+			}
+		}
+	}
+}

@@ -1,0 +1,196 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hac-project/hac/internal/agent"
+	"github.com/hac-project/hac/internal/controlplane"
+	"github.com/hac-project/hac/internal/gpu"
+	"github.com/hac-project/hac/internal/store"
+)
+
+func defaultDataDir(getenv func(string) string, sub string) string {
+	if os.Geteuid() == 0 && sub == "" {
+		return "/var/lib/hac"
+	}
+	base := getenv("XDG_DATA_HOME")
+	if base == "" {
+		home, _ := os.UserHomeDir()
+		base = filepath.Join(home, ".local", "share")
+	}
+	return filepath.Join(base, "hac", sub)
+}
+
+func (a *app) serveCmd() *cobra.Command {
+	cfg := controlplane.DefaultConfig()
+	var dev, fastCommit bool
+	var gpus, agentListen, dataDir string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the control plane (--dev: everything on this machine)",
+		Args:  cobra.NoArgs,
+		Long: `Run the control plane: the API, the scheduler and the leases.
+
+With --dev it also runs a node agent in the same process (this machine's
+NVIDIA GPUs, or 8 simulated 80 GiB GPUs), makes an admin user and a server
+named "dev", and writes the client config, so that hac run works at once.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.DataDir = dataDir
+			if cfg.DataDir == "" {
+				sub := ""
+				if dev {
+					sub = "dev"
+				}
+				cfg.DataDir = defaultDataDir(a.getenv, sub)
+			}
+			if fastCommit {
+				cfg.Durability = store.Normal
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			return a.serve(cmd.Context(), cfg, dev, gpus, agentListen)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "API address host:port (port 0 picks a free one)")
+	f.StringVar(&dataDir, "data-dir", "", "database and credentials folder (default /var/lib/hac for root, else ~/.local/share/hac; --dev: .../hac/dev)")
+	f.BoolVar(&dev, "dev", false, "run everything on this machine: control plane, an agent, a default user and server")
+	f.StringVar(&gpus, "gpus", "auto", "--dev: the embedded agent's GPUs: auto, nvidia-smi or fake:COUNTxSIZE (fake:8x80GiB)")
+	f.StringVar(&agentListen, "agent-listen", "127.0.0.1:7471", "--dev: the embedded agent's worker address")
+	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "how long a job lives after its client stops renewing the lease")
+	f.DurationVar(&cfg.NodeLostAfter, "node-lost-after", cfg.NodeLostAfter, "how long a silent node keeps its jobs")
+	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat", cfg.HeartbeatInterval, "agent heartbeat interval")
+	f.BoolVar(&fastCommit, "fast-commit", false, "sync the database at checkpoints only (a power loss may drop the last seconds)")
+	return cmd
+}
+
+func (a *app) serve(ctx context.Context, cfg controlplane.Config, dev bool, gpus, agentListen string) error {
+	var provider gpu.Provider
+	if dev {
+		var err error
+		if provider, err = gpu.Parse(gpus, "dev"); err != nil {
+			return usageError{err}
+		}
+	}
+	srv, err := controlplane.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	// The address file lets scripts and tests find a port-0 listener.
+	os.WriteFile(filepath.Join(cfg.DataDir, "serve.addr"), []byte(srv.Addr()), 0o600)
+	admin := "admin"
+	if dev {
+		admin = "dev"
+	}
+	creds, err := srv.Bootstrap(ctx, admin)
+	if err != nil {
+		return err
+	}
+	addr := "http://" + srv.Addr()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Run(ctx) }()
+	if !dev {
+		fmt.Fprintf(a.stderr, "hac control plane listening on %s\n", addr)
+		fmt.Fprintf(a.stderr, "Admin and node tokens are in %s\n", srv.CredentialsPath())
+		fmt.Fprintf(a.stderr, "Join a GPU node:  hac agent --server %s --token $(jq -r .node_token %s)\n", addr, srv.CredentialsPath())
+		return <-errc
+	}
+	if _, err := srv.EnsureServer(ctx, creds.AdminUser, "dev"); err != nil {
+		return err
+	}
+	if _, _, err := net.SplitHostPort(agentListen); err != nil {
+		return usageError{fmt.Errorf("--agent-listen %q: want host:port", agentListen)}
+	}
+	ag, err := agent.New(agent.Config{ControlPlane: addr, Token: creds.NodeToken, Name: "dev-node", Listen: agentListen,
+		GPUs: provider, DataDir: filepath.Join(cfg.DataDir, "agent"), Logger: cfg.Logger})
+	if err != nil {
+		return err
+	}
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	err = ag.Register(rctx)
+	rcancel()
+	if err != nil {
+		return err
+	}
+	go func() { errc <- ag.Run(ctx) }()
+	conf := Config{Addr: addr, Token: creds.AdminToken, Server: "dev"}
+	path := UserConfigPath(a.getenv)
+	if err := writeUserConfig(path, conf); err != nil {
+		return fmt.Errorf("write client config %s: %w", path, err)
+	}
+	devs, _ := provider.Devices(ctx)
+	fmt.Fprintf(a.stdout, `hac is running on this machine (dev mode).
+  control plane  %s   (data in %s)
+  GPU node       dev-node at %s with %s
+  user "dev" with server "dev" (model %s)
+
+Client config written to %s. In another terminal, try:
+  hac smi
+  hac run -- python3 examples/sample/train.py
+
+From another account or machine, set:
+  export HAC_ADDR=%s
+  export HAC_TOKEN=%s
+  export HAC_SERVER=dev
+
+Stop with Ctrl+C.
+`, addr, cfg.DataDir, ag.Addr(), describeGPUs(devs), cfg.DefaultModel, path, addr, creds.AdminToken)
+	return <-errc
+}
+
+func describeGPUs(devs []gpu.Device) string {
+	if len(devs) == 0 {
+		return "no GPUs"
+	}
+	return fmt.Sprintf("%d x %s (%d MiB)", len(devs), devs[0].Name, devs[0].MemoryMiB)
+}
+
+func (a *app) agentCmd() *cobra.Command {
+	cfg := agent.Config{}
+	var gpus string
+	cmd := &cobra.Command{
+		Use:   "agent --server URL --token NODE_TOKEN",
+		Short: "Run a GPU node agent that joins the pool",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.ControlPlane == "" || cfg.Token == "" {
+				return usageError{fmt.Errorf("--server URL and --token NODE_TOKEN are required")}
+			}
+			if cfg.Name == "" {
+				cfg.Name, _ = os.Hostname()
+			}
+			p, err := gpu.Parse(gpus, cfg.Name)
+			if err != nil {
+				return usageError{err}
+			}
+			cfg.GPUs = p
+			if cfg.DataDir == "" {
+				cfg.DataDir = defaultDataDir(a.getenv, "agent")
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(a.stderr, nil))
+			ag, err := agent.New(cfg)
+			if err != nil {
+				return err
+			}
+			return ag.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.ControlPlane, "server", "", "control plane URL, such as http://10.0.0.1:7470")
+	f.StringVar(&cfg.Token, "token", "", "node token (credentials.json of hac serve)")
+	f.StringVar(&cfg.Name, "name", "", "node name (default: the hostname)")
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7471", "worker address clients connect to")
+	f.StringVar(&cfg.Advertise, "advertise", "", "host:port clients dial (default: --listen)")
+	f.StringVar(&gpus, "gpus", "auto", "GPUs: auto (nvidia-smi, else 8 simulated), nvidia-smi, or fake:COUNTxSIZE such as fake:8x80GiB")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "blob cache and job folders")
+	return cmd
+}
