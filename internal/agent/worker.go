@@ -248,6 +248,7 @@ func (w *worker) receiveWorkspace(stream *connect.BidiStream[hacv1.ExecRequest, 
 	if len(wanted) > 0 {
 		return fmt.Errorf("%d blobs were not sent", len(wanted))
 	}
+	w.a.log.Info("workspace ready", "files", len(m.Files), "blobs_received", len(missing), "bytes", workspace.TotalSize(m))
 	return w.a.cache.Materialize(m, dest)
 }
 

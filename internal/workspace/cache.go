@@ -110,6 +110,9 @@ func (c *Cache) Materialize(m *hacv1.Manifest, dest string) error {
 	if err := Validate(m); err != nil {
 		return err
 	}
+	if err := os.MkdirAll(dest, 0o755); err != nil {
+		return err
+	}
 	files := append([]*hacv1.FileEntry(nil), m.Files...)
 	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
 	var dirs, links []*hacv1.FileEntry

@@ -1,0 +1,194 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const readyLines = `[info] Requesting resources for HAC AI Accelerator from the server...
+[info] Initializing the worker daemon for HAC AI Accelerator...
+[info] [1/1] Connecting to resources on the server (ADDR)...
+[info] Establishing links to the resources...
+[info] HAC AI Accelerator is ready to use.
+`
+
+var addrRe = regexp.MustCompile(`\(127\.0\.0\.1:[0-9]+\)`)
+
+// TestRunStdioExitCodeAndEnv covers SPEC A3: the exact status lines, stdout
+// and stderr kept apart, stdin, the exit code, and the job's environment.
+func TestRunStdioExitCodeAndEnv(t *testing.T) {
+	c := newCluster(t, "fake:2x80GiB")
+	tok := c.register("web1", "small.16gb")
+	dir := workdir(t, nil)
+	r := runHac(t, c.serverEnv(tok), dir, strings.NewReader("from stdin\n"), "run", "--", "sh", "-c",
+		`read line; echo "got $line"; echo "to stderr" >&2; echo "gpus=$CUDA_VISIBLE_DEVICES mem=$HAC_ACCELERATOR_MEMORY model=$HAC_ACCELERATOR_MODEL token=${HAC_TOKEN:-none}"; exit 7`)
+	if r.code != 7 {
+		t.Fatalf("exit code %d, want 7: %+v", r.code, r)
+	}
+	if !strings.HasPrefix(r.stdout, "got from stdin\n") {
+		t.Errorf("stdout %q", r.stdout)
+	}
+	if !regexp.MustCompile(`gpus=GPU-fake-node1-[01] mem=16384 model=small.16gb token=none`).MatchString(r.stdout) {
+		t.Errorf("job environment: %q", r.stdout)
+	}
+	if got := addrRe.ReplaceAllString(r.stderr, "(ADDR)"); got != readyLines+"to stderr\n" {
+		t.Errorf("stderr:\n%s\nwant:\n%sto stderr", got, readyLines)
+	}
+	if j := c.jobs()[0]; j.State != "failed" || j.ExitCode != 7 {
+		t.Errorf("job record %+v, want failed with exit 7", j)
+	}
+}
+
+func TestRunCommandErrors(t *testing.T) {
+	c := newCluster(t, "fake:1x80GiB")
+	tok := c.register("web1", "")
+	env := c.serverEnv(tok)
+	r := runHac(t, env, workdir(t, nil), nil, "run", "--", "no-such-program-hac")
+	if r.code != 127 || !strings.Contains(r.stderr, "hac: no-such-program-hac: command not found") {
+		t.Errorf("not found: %+v", r)
+	}
+	r = runHac(t, env, workdir(t, map[string]string{"x.sh": "#!/bin/sh\n"}), nil, "run", "--", "./x.sh")
+	if r.code != 126 {
+		t.Errorf("not executable: %+v", r)
+	}
+	r = runHac(t, env, "", nil, "run")
+	if r.code != 2 || !strings.Contains(r.stderr, "no command given") {
+		t.Errorf("empty command: %+v", r)
+	}
+	r = runHac(t, env, "", nil, "run", "--bogus", "--", "true")
+	if r.code != 2 || !strings.Contains(r.stderr, "unknown flag: --bogus") {
+		t.Errorf("unknown flag: %+v", r)
+	}
+	// The pool is free again after all of that.
+	if r := runHac(t, env, workdir(t, nil), nil, "run", "--", "true"); r.code != 0 {
+		t.Errorf("run after errors: %+v", r)
+	}
+}
+
+// TestWorkspaceRoundTrip covers SPEC A7: the folder goes up (minus ignored
+// files), new and changed files come back, a second run sends no content,
+// and a file edited locally during the run is not overwritten.
+func TestWorkspaceRoundTrip(t *testing.T) {
+	c := newCluster(t, "fake:1x80GiB")
+	tok := c.register("web1", "")
+	env := c.serverEnv(tok)
+	dir := workdir(t, map[string]string{
+		"train.py":       "print('hi')\n",
+		"data/input.txt": "12345\n",
+		"secret.key":     "do not send\n",
+		".hacignore":     "*.key\n",
+	})
+	if r := runHac(t, env, dir, nil, "run", "--", "true"); r.code != 0 {
+		t.Fatalf("first run: %+v", r)
+	}
+	agentLog := c.agents[0].stderr.String
+	before := strings.Count(agentLog(), "blobs_received=0 ")
+	r := runHac(t, env, dir, nil, "run", "--", "sh", "-c",
+		`cat data/input.txt; test -e secret.key && echo LEAKED; mkdir -p out; echo trained > out/model.pt; echo changed >> data/input.txt`)
+	if r.code != 0 || !strings.Contains(r.stdout, "12345") || strings.Contains(r.stdout, "LEAKED") {
+		t.Fatalf("first run: %+v", r)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "out/model.pt")); string(got) != "trained\n" {
+		t.Errorf("created file came back as %q", got)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "data/input.txt")); string(got) != "12345\nchanged\n" {
+		t.Errorf("changed file came back as %q", got)
+	}
+	// The unchanged tree's second upload sent no content.
+	if got := strings.Count(agentLog(), "blobs_received=0 "); got != before+1 {
+		t.Errorf("second upload of an unchanged tree received blobs (%d uploads without blobs, want %d)", got, before+1)
+	}
+
+	// A local edit during the run wins; the program's version lands beside it.
+	p := start(t, env, dir, nil, "run", "--", "sh", "-c", `echo remote > train.py; echo ready; while [ ! -e edited ]; do sleep 0.05; done`)
+	eventually(t, 30*time.Second, "the program to start", func() bool { return strings.Contains(p.stdout.String(), "ready") })
+	os.WriteFile(filepath.Join(dir, "train.py"), []byte("print('local edit')\n"), 0o644)
+	// Tell the program through its stdin-free channel: a second run cannot
+	// start (the accelerator is busy), so the program polls a file that
+	// only the node sees; write it there.
+	eventually(t, 10*time.Second, "the job folder", func() bool {
+		m, _ := filepath.Glob(filepath.Join(c.dir, "node1", "jobs", "*", "work"))
+		if len(m) == 1 {
+			os.WriteFile(filepath.Join(m[0], "edited"), nil, 0o644)
+		}
+		return len(m) == 1
+	})
+	if code := p.exitCode(); code != 0 {
+		t.Fatalf("third run exit %d", code)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "train.py")); string(got) != "print('local edit')\n" {
+		t.Errorf("local edit overwritten: %q", got)
+	}
+	matches, _ := filepath.Glob(filepath.Join(dir, "train.py.hac-job*"))
+	if len(matches) != 1 {
+		t.Errorf("program's version not kept beside: %v; stderr %s", matches, p.stderr.String())
+	}
+}
+
+// startRun starts hac run in the background and waits for the program to
+// print "ready"; it returns the process and the job id.
+func startRun(t *testing.T, c *cluster, env []string, script string) (*proc, string) {
+	t.Helper()
+	p := start(t, env, workdir(t, nil), nil, "run", "--", "sh", "-c", script)
+	eventually(t, 30*time.Second, "the program to start", func() bool { return strings.Contains(p.stdout.String(), "ready") })
+	return p, c.jobs()[0].ID
+}
+
+// TestSignalsAndOrphans covers SPEC A4: SIGINT is forwarded (exit 130) and
+// a child that escaped with setsid dies with the job.
+func TestSignalsAndOrphans(t *testing.T) {
+	c := newCluster(t, "fake:1x80GiB")
+	tok := c.register("web1", "")
+	p, _ := startRun(t, c, c.serverEnv(tok),
+		`setsid sh -c 'sleep 300' & echo "orphan=$!"; trap 'exit 130' INT; echo ready; while :; do sleep 0.1; done`)
+	m := regexp.MustCompile(`orphan=([0-9]+)`).FindStringSubmatch(p.stdout.String())
+	if m == nil {
+		t.Fatalf("no orphan pid in %q", p.stdout.String())
+	}
+	orphan, _ := strconv.Atoi(m[1])
+	p.cmd.Process.Signal(syscall.SIGINT)
+	if code := p.exitCode(); code != 130 {
+		t.Fatalf("exit code after SIGINT = %d, want 130", code)
+	}
+	if processAlive(orphan) {
+		syscall.Kill(orphan, syscall.SIGKILL)
+		t.Fatalf("setsid child %d outlived its job", orphan)
+	}
+	eventually(t, 10*time.Second, "the accelerator to be free", func() bool {
+		return strings.Contains(c.hac(c.serverEnv(tok), "", "smi").stdout, "|  -             |  -             |")
+	})
+}
+
+// TestKilledClientReleases covers SPEC A4's kill -9 of hac run, and lease
+// expiry when the client stops answering (SIGSTOP keeps its connections
+// open but silent).
+func TestKilledClientReleases(t *testing.T) {
+	c := newCluster(t, "fake:1x80GiB")
+	tok := c.register("web1", "")
+	env := c.serverEnv(tok)
+
+	p, id := startRun(t, c, env, `echo "pid=$$"; echo ready; sleep 300`)
+	pid, _ := strconv.Atoi(regexp.MustCompile(`pid=([0-9]+)`).FindStringSubmatch(p.stdout.String())[1])
+	p.cmd.Process.Kill()
+	eventually(t, 20*time.Second, "the job to end after kill -9", func() bool { return c.job(id).State != "running" })
+	eventually(t, 10*time.Second, "the program to die", func() bool { return !processAlive(pid) })
+
+	p, id = startRun(t, c, env, `echo "pid=$$"; echo ready; sleep 300`)
+	pid, _ = strconv.Atoi(regexp.MustCompile(`pid=([0-9]+)`).FindStringSubmatch(p.stdout.String())[1])
+	p.cmd.Process.Signal(syscall.SIGSTOP)
+	defer p.cmd.Process.Signal(syscall.SIGCONT)
+	eventually(t, 20*time.Second, "the lease to expire", func() bool {
+		j := c.job(id)
+		return j.State == "lost" && strings.Contains(j.EndReason, "lease expired")
+	})
+	eventually(t, 10*time.Second, "the program to die after lease expiry", func() bool { return !processAlive(pid) })
+	if r := runHac(t, env, workdir(t, nil), nil, "run", "--wait", "20s", "--", "true"); r.code != 0 {
+		t.Fatalf("the accelerator was not free after expiry: %+v", r)
+	}
+}
