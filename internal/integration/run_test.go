@@ -106,19 +106,9 @@ func TestWorkspaceRoundTrip(t *testing.T) {
 	}
 
 	// A local edit during the run wins; the program's version lands beside it.
-	p := start(t, env, dir, nil, "run", "--", "sh", "-c", `echo remote > train.py; echo ready; while [ ! -e edited ]; do sleep 0.05; done`)
-	eventually(t, 30*time.Second, "the program to start", func() bool { return strings.Contains(p.stdout.String(), "ready") })
+	p, id := startRunIn(t, c, env, dir, `echo remote > train.py; `+holdScript)
 	os.WriteFile(filepath.Join(dir, "train.py"), []byte("print('local edit')\n"), 0o644)
-	// Tell the program through its stdin-free channel: a second run cannot
-	// start (the accelerator is busy), so the program polls a file that
-	// only the node sees; write it there.
-	eventually(t, 10*time.Second, "the job folder", func() bool {
-		m, _ := filepath.Glob(filepath.Join(c.dir, "node1", "jobs", "*", "work"))
-		if len(m) == 1 {
-			os.WriteFile(filepath.Join(m[0], "edited"), nil, 0o644)
-		}
-		return len(m) == 1
-	})
+	stopHolder(t, c, "node1", id)
 	if code := p.exitCode(); code != 0 {
 		t.Fatalf("third run exit %d", code)
 	}
@@ -135,7 +125,13 @@ func TestWorkspaceRoundTrip(t *testing.T) {
 // print "ready"; it returns the process and the job id.
 func startRun(t *testing.T, c *cluster, env []string, script string) (*proc, string) {
 	t.Helper()
-	p := start(t, env, workdir(t, nil), nil, "run", "--", "sh", "-c", script)
+	return startRunIn(t, c, env, workdir(t, nil), script)
+}
+
+// startRunIn is startRun in a given folder.
+func startRunIn(t *testing.T, c *cluster, env []string, dir, script string) (*proc, string) {
+	t.Helper()
+	p := start(t, env, dir, nil, "run", "--", "sh", "-c", script)
 	eventually(t, 30*time.Second, "the program to start", func() bool { return strings.Contains(p.stdout.String(), "ready") })
 	return p, c.jobs()[0].ID
 }
