@@ -228,11 +228,11 @@ func (c *cluster) serverEnv(tok string) []string {
 }
 
 type jobJSON struct {
-	ID        string `json:"id"`
-	Server    string `json:"server"`
-	State     string `json:"state"`
-	ExitCode  int    `json:"exitCode"`
-	EndReason string `json:"endReason"`
+	ID         string `json:"id"`
+	Server     string `json:"server"`
+	State      string `json:"state"`
+	ExitCode   int    `json:"exitCode"`
+	EndReason  string `json:"endReason"`
 	Placements []struct {
 		GpuUUID   string `json:"gpuUuid"`
 		MemoryMib string `json:"memoryMib"`
