@@ -25,6 +25,7 @@ type Node struct {
 // Snapshot is the pool as the scheduler sees it.
 type Snapshot struct {
 	Nodes []Node
+	idx   *index // built by Place, kept by Apply; see index.go
 }
 
 // Clone returns a deep copy, so that a caller's snapshot is never changed.
@@ -86,16 +87,18 @@ func Place(snap *Snapshot, memMiB int64) (Plan, error) {
 	if memMiB <= 0 {
 		return Plan{}, ErrBadRequest
 	}
-	if memMiB > snap.Capacity() {
+	x := snap.index()
+	if memMiB > x.capacity {
 		return Plan{}, ErrNeverFits
 	}
-	if p, ok := placeShare(snap, memMiB); ok {
+	if p, ok := placeShareIndexed(snap, memMiB); ok {
 		return p, nil
 	}
-	if !wantsWhole(snap, memMiB) {
+	// Whole GPUs serve the request only if some GPU is no larger than it.
+	if x.minGPU > memMiB {
 		return Plan{}, ErrNoFit
 	}
-	if p, ok := placeWholeOneNode(snap, memMiB); ok {
+	if p, ok := placeWholeOneNodeIndexed(snap, memMiB); ok {
 		return p, nil
 	}
 	if p, ok := placeWholeManyNodes(snap, memMiB); ok {
@@ -106,55 +109,12 @@ func Place(snap *Snapshot, memMiB int64) (Plan, error) {
 
 // Apply records a plan's placements in snap.
 func Apply(snap *Snapshot, p Plan) {
+	x := snap.index()
 	for _, pl := range p.Placements {
-		for i := range snap.Nodes {
-			n := &snap.Nodes[i]
-			if n.Name != pl.Node {
-				continue
-			}
-			for j := range n.GPUs {
-				if n.GPUs[j].UUID == pl.GPU {
-					n.GPUs[j].AllocatedMiB += pl.MemoryMiB
-				}
-			}
+		if r, ok := x.byUUID[pl.GPU]; ok && snap.Nodes[r.node].Name == pl.Node {
+			snap.allocate(r, pl.MemoryMiB)
 		}
 	}
-}
-
-// wantsWhole reports whether some GPU of the pool is no larger than the
-// request, so that whole GPUs may serve it.
-func wantsWhole(snap *Snapshot, memMiB int64) bool {
-	for _, n := range snap.Nodes {
-		for _, g := range n.GPUs {
-			if g.MemoryMiB <= memMiB {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// placeShare puts a request smaller than a GPU on the GPU it fits best:
-// least memory left over, then the GPU already most used, then name order.
-func placeShare(snap *Snapshot, memMiB int64) (Plan, bool) {
-	var best *GPU
-	var bestNode string
-	for _, n := range snap.Nodes {
-		for j := range n.GPUs {
-			g := &n.GPUs[j]
-			if g.MemoryMiB <= memMiB || g.Free() < memMiB {
-				continue
-			}
-			if best == nil || g.Free() < best.Free() ||
-				(g.Free() == best.Free() && g.AllocatedMiB > best.AllocatedMiB) {
-				best, bestNode = g, n.Name
-			}
-		}
-	}
-	if best == nil {
-		return Plan{}, false
-	}
-	return Plan{Placements: []Placement{{Node: bestNode, GPU: best.UUID, MemoryMiB: memMiB}}}, true
 }
 
 // freeWhole returns the node's idle GPUs, largest first.
@@ -180,29 +140,6 @@ func takeWhole(p *Plan, n Node, need int64) int64 {
 		need -= g.MemoryMiB
 	}
 	return need
-}
-
-// placeWholeOneNode serves the request from idle GPUs of one node: the node
-// that needs the fewest GPUs, then wastes the least memory.
-func placeWholeOneNode(snap *Snapshot, memMiB int64) (Plan, bool) {
-	var best Plan
-	var bestWaste int64
-	found := false
-	for _, n := range snap.Nodes {
-		var p Plan
-		if left := takeWhole(&p, n, memMiB); left > 0 {
-			continue
-		}
-		waste := -memMiB
-		for _, pl := range p.Placements {
-			waste += pl.MemoryMiB
-		}
-		if !found || len(p.Placements) < len(best.Placements) ||
-			(len(p.Placements) == len(best.Placements) && waste < bestWaste) {
-			best, bestWaste, found = p, waste, true
-		}
-	}
-	return best, found
 }
 
 // placeWholeManyNodes spreads the request over the fewest nodes, taking the

@@ -65,9 +65,10 @@ func Order(jobs []Job) {
 }
 
 // Schedule runs one pass over queue. busy names the servers whose
-// accelerator is held now. Neither snap nor queue nor busy is changed.
+// accelerator is held now. Neither queue nor busy is changed; snap is
+// changed during the pass and restored before Schedule returns, so that its
+// index stays warm for the next pass (it is not safe for concurrent use).
 func Schedule(snap *Snapshot, queue []Job, busy map[string]bool) Result {
-	snap = snap.Clone()
 	jobs := slices.Clone(queue)
 	Order(jobs)
 	held := make(map[string]bool, len(busy))
@@ -75,6 +76,11 @@ func Schedule(snap *Snapshot, queue []Job, busy map[string]bool) Result {
 		held[s] = b
 	}
 	var res Result
+	defer func() {
+		for _, g := range res.Grants {
+			Apply(snap, negate(g.Plan))
+		}
+	}()
 	blocked := false
 	position := 0
 	for _, j := range jobs {
@@ -104,4 +110,14 @@ func Schedule(snap *Snapshot, queue []Job, busy map[string]bool) Result {
 		}
 	}
 	return res
+}
+
+// negate returns the plan that undoes p when applied.
+func negate(p Plan) Plan {
+	n := Plan{Placements: make([]Placement, len(p.Placements))}
+	for i, pl := range p.Placements {
+		pl.MemoryMiB = -pl.MemoryMiB
+		n.Placements[i] = pl
+	}
+	return n
 }

@@ -86,7 +86,7 @@ func TestPlace(t *testing.T) {
 			if !reflect.DeepEqual(got.Placements, tt.want) {
 				t.Errorf("Place = %v, want %v", got.Placements, tt.want)
 			}
-			if !reflect.DeepEqual(before, tt.snap) {
+			if !reflect.DeepEqual(before.Nodes, tt.snap.Nodes) {
 				t.Errorf("Place changed its snapshot")
 			}
 		})
@@ -102,7 +102,11 @@ func TestScheduleOrderAndBlocking(t *testing.T) {
 		{ID: "d", Server: "s1", Seq: 4, MemoryMiB: 16 * gib},  // same server as a
 		{ID: "e", Server: "s4", Seq: 5, MemoryMiB: 999 * gib}, // never fits
 	}
+	before := snap.Clone()
 	res := Schedule(snap, queue, nil)
+	if !reflect.DeepEqual(before.Nodes, snap.Nodes) {
+		t.Fatal("Schedule left its snapshot changed")
+	}
 	want := Result{
 		Grants: []Grant{{JobID: "c", Plan: Plan{Placements: []Placement{pl("n0", "n0-g0", 80), pl("n0", "n0-g1", 80)}}}},
 		Waits: []Wait{

@@ -1,0 +1,123 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+
+	"connectrpc.com/connect"
+
+	hacv1 "github.com/hac-project/hac/gen/hac/v1"
+	"github.com/hac-project/hac/gen/hac/v1/hacv1connect"
+	"github.com/hac-project/hac/internal/apiclient"
+	"github.com/hac-project/hac/internal/store"
+)
+
+// testPlane starts a control plane on loopback with one node of gpus GPUs
+// and n servers; it returns the API URL and the servers' tokens.
+func testPlane(t testing.TB, d store.Durability, gpus, n int) (string, []string, *Server) {
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	cfg.Durability = d
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := s.Bootstrap(ctx, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	url := "http://" + s.Addr()
+	agent := hacv1connect.NewAgentServiceClient(apiclient.H2C(), url, connect.WithInterceptors(apiclient.Bearer(creds.NodeToken)))
+	req := &hacv1.RegisterNodeRequest{ProtocolVersion: AgentProtocolVersion, Name: "node1", Address: "127.0.0.1:1"}
+	for i := 0; i < gpus; i++ {
+		req.Gpus = append(req.Gpus, &hacv1.GPU{Index: int32(i), Uuid: fmt.Sprintf("GPU-%d", i), MemoryMib: 80 * 1024})
+	}
+	if _, err := agent.RegisterNode(ctx, connect.NewRequest(req)); err != nil {
+		t.Fatal(err)
+	}
+	var u store.User
+	if err := s.store.View(ctx, func(tx *store.Tx) error { u, err = tx.UserByName("admin"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	var toks []string
+	for i := 0; i < n; i++ {
+		_, tok, err := s.createServer(ctx, u, fmt.Sprintf("s%d", i), "small.16gb")
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, tok)
+	}
+	return url, toks, s
+}
+
+// cycle allocates and releases once for a server token.
+func cycle(ctx context.Context, acc hacv1connect.AcceleratorServiceClient) error {
+	stream, err := acc.Allocate(ctx, connect.NewRequest(&hacv1.AllocateRequest{Command: []string{"true"}}))
+	if err != nil {
+		return err
+	}
+	var grant *hacv1.Grant
+	for stream.Receive() {
+		if g := stream.Msg().GetGrant(); g != nil {
+			grant = g
+			break
+		}
+	}
+	stream.Close()
+	if grant == nil {
+		return fmt.Errorf("no grant: %v", stream.Err())
+	}
+	_, err = acc.Release(ctx, connect.NewRequest(&hacv1.ReleaseRequest{JobId: grant.JobId, HasExitCode: true}))
+	return err
+}
+
+// BenchmarkAllocationCycle measures concurrent request -> grant -> release
+// cycles through the real API on loopback: 64 servers, one 8-GPU node,
+// small.16gb (a share of a GPU, so that every server can hold one at once).
+// The baseline is the same number of GetVersion calls: the API's floor.
+func BenchmarkAllocationCycle(b *testing.B) {
+	for _, d := range []store.Durability{store.Full, store.Normal} {
+		b.Run("durability="+string(d), func(b *testing.B) {
+			url, toks, _ := testPlane(b, d, 8, 64)
+			var next atomic.Int64
+			b.SetParallelism(32) // 32 x GOMAXPROCS concurrent clients
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				tok := toks[next.Add(1)%int64(len(toks))]
+				acc := hacv1connect.NewAcceleratorServiceClient(apiclient.H2C(), url, connect.WithInterceptors(apiclient.Bearer(tok)))
+				for pb.Next() {
+					if err := cycle(context.Background(), acc); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "cycles/s")
+		})
+	}
+	b.Run("baseline=GetVersion", func(b *testing.B) {
+		url, toks, _ := testPlane(b, store.Full, 8, 1)
+		b.SetParallelism(32)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			acc := hacv1connect.NewAcceleratorServiceClient(apiclient.H2C(), url, connect.WithInterceptors(apiclient.Bearer(toks[0])))
+			for pb.Next() {
+				if _, err := acc.GetVersion(context.Background(), connect.NewRequest(&hacv1.GetVersionRequest{})); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+	})
+}
