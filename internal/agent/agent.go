@@ -255,4 +255,3 @@ func (a *Agent) reportEnd(id int64, code int, reason string, fault bool) {
 		time.Sleep(time.Second)
 	}
 }
-

@@ -149,8 +149,8 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 
 	spec := runner.Spec{
 		Name: fmt.Sprint(claims.JobID), Argv: start.Argv, Dir: workDir,
-		Env:  jobEnv(start.Env, claims, filepath.Join(jobDir, "home"), start.Tty),
-		TTY:  start.Tty, CgroupRoot: a.cgroupRoot(),
+		Env: jobEnv(start.Env, claims, filepath.Join(jobDir, "home"), start.Tty),
+		TTY: start.Tty, CgroupRoot: a.cgroupRoot(),
 		Stdout: output{s: s}, Stderr: output{s: s, stderr: true},
 	}
 	if start.Window != nil {

@@ -497,7 +497,6 @@ func (b *broker) nodesView() ([]nodeState, map[string]int64, map[string]int64) {
 	return out, held, used
 }
 
-
 // endError returns why a job ended before its grant, if it did.
 func (b *broker) endError(j *jobState) error {
 	b.mu.Lock()

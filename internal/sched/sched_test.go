@@ -96,8 +96,8 @@ func TestPlace(t *testing.T) {
 func TestScheduleOrderAndBlocking(t *testing.T) {
 	snap := pool([]int64{80, 80})
 	queue := []Job{
-		{ID: "a", Server: "s1", Seq: 1, MemoryMiB: 96 * gib},  // takes both GPUs
-		{ID: "b", Server: "s2", Seq: 2, MemoryMiB: 16 * gib},  // blocked behind c
+		{ID: "a", Server: "s1", Seq: 1, MemoryMiB: 96 * gib}, // takes both GPUs
+		{ID: "b", Server: "s2", Seq: 2, MemoryMiB: 16 * gib}, // blocked behind c
 		{ID: "c", Server: "s3", Seq: 3, Priority: 5, MemoryMiB: 160 * gib},
 		{ID: "d", Server: "s1", Seq: 4, MemoryMiB: 16 * gib},  // same server as a
 		{ID: "e", Server: "s4", Seq: 5, MemoryMiB: 999 * gib}, // never fits
