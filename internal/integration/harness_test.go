@@ -26,7 +26,11 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	hacBin = filepath.Join(dir, "hac")
-	build := exec.Command("go", "build", "-race", "-o", hacBin, "github.com/hac-project/hac/cmd/hac")
+	args := []string{"build", "-o", hacBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "github.com/hac-project/hac/cmd/hac")...)
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build hac:", err)
@@ -57,7 +61,7 @@ func (l *lockedBuffer) String() string {
 
 // eventually polls cond until it holds or the deadline passes. It waits on
 // observable state of other processes, never on a fixed sleep.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
@@ -86,7 +90,7 @@ func (p *proc) exitCode() int {
 }
 
 // start runs hac in the background; the test's cleanup kills it.
-func start(t *testing.T, env []string, dir string, stdin io.Reader, args ...string) *proc {
+func start(t testing.TB, env []string, dir string, stdin io.Reader, args ...string) *proc {
 	t.Helper()
 	p := &proc{cmd: exec.Command(hacBin, args...), done: make(chan struct{})}
 	p.cmd.Env, p.cmd.Dir, p.cmd.Stdin = env, dir, stdin
@@ -118,7 +122,7 @@ type result struct {
 
 // cluster is a control plane with agents, and a client environment.
 type cluster struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	addr  string
 	creds struct {
@@ -131,7 +135,7 @@ type cluster struct {
 }
 
 // newCluster starts hac serve with short leases and one agent per GPU spec.
-func newCluster(t *testing.T, gpus ...string) *cluster {
+func newCluster(t testing.TB, gpus ...string) *cluster {
 	t.Helper()
 	c := &cluster{t: t, dir: t.TempDir()}
 	c.home = filepath.Join(c.dir, "home")
@@ -189,7 +193,7 @@ func (c *cluster) hac(env []string, dir string, args ...string) result {
 	return runHac(c.t, env, dir, nil, args...)
 }
 
-func runHac(t *testing.T, env []string, dir string, stdin io.Reader, args ...string) result {
+func runHac(t testing.TB, env []string, dir string, stdin io.Reader, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(hacBin, args...)
 	cmd.Env, cmd.Dir, cmd.Stdin = env, dir, stdin
@@ -272,7 +276,7 @@ func processAlive(pid int) bool {
 }
 
 // workdir makes a client working folder with files.
-func workdir(t *testing.T, files map[string]string) string {
+func workdir(t testing.TB, files map[string]string) string {
 	dir := t.TempDir()
 	for name, content := range files {
 		p := filepath.Join(dir, name)
@@ -286,7 +290,7 @@ func workdir(t *testing.T, files map[string]string) string {
 
 // writeIn creates a file in a running job's work folder on a node, the way
 // tests tell a program to go on without a second client.
-func writeIn(t *testing.T, c *cluster, node, jobID, name string) {
+func writeIn(t testing.TB, c *cluster, node, jobID, name string) {
 	t.Helper()
 	p := filepath.Join(c.dir, node, "jobs", jobID, "work", name)
 	if err := os.WriteFile(p, nil, 0o644); err != nil {

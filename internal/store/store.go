@@ -25,7 +25,8 @@ var (
 
 // Store is the control plane's database.
 type Store struct {
-	db *sql.DB
+	db  *sql.DB // the one writer
+	rdb *sql.DB // readers: WAL lets them run beside the writer
 }
 
 // Durability says how hard a commit is pushed to disk.
@@ -45,8 +46,8 @@ func OpenSQLite(ctx context.Context, path string, d Durability) (*Store, error) 
 	if d != Full && d != Normal {
 		return nil, fmt.Errorf("store: durability %q: want FULL or NORMAL", d)
 	}
-	dsn := fmt.Sprintf("file:%s?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(%s)&_txlock=immediate", path, d)
-	db, err := sql.Open("sqlite", dsn)
+	dsn := fmt.Sprintf("file:%s?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(%s)", path, d)
+	db, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
@@ -71,11 +72,20 @@ func OpenSQLite(ctx context.Context, path string, d Durability) (*Store, error) 
 		db.Close()
 		return nil, fmt.Errorf("store: migrate %s: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	rdb, err := sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	rdb.SetMaxOpenConns(4)
+	return &Store{db: db, rdb: rdb}, nil
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.rdb.Close()
+	return s.db.Close()
+}
 
 // Tx is one write transaction.
 type Tx struct {
@@ -101,7 +111,7 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 
 // View runs fn in a read transaction.
 func (s *Store) View(ctx context.Context, fn func(*Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)
 	}
