@@ -241,7 +241,8 @@ func (a *Agent) heartbeat(ctx context.Context) {
 }
 
 // reportEnd tells the control plane a job's program ended, retrying for a
-// while if it is unreachable (the lease expires anyway).
+// while if it is unreachable (the lease expires anyway). Callers run it in
+// its own goroutine, so that the client hears of the exit at once.
 func (a *Agent) reportEnd(id int64, code int, reason string, fault bool) {
 	req := &hacv1.JobEndedRequest{Name: a.cfg.Name, JobId: strconv.FormatInt(id, 10), ExitCode: int32(code), Reason: reason, InfrastructureFault: fault}
 	for attempt := 0; attempt < 10; attempt++ {

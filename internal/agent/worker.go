@@ -131,18 +131,18 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 	}()
 
 	if len(start.Argv) == 0 || start.Argv[0] == "" {
-		a.reportEnd(claims.JobID, 2, "empty command", false)
+		go a.reportEnd(claims.JobID, 2, "empty command", false)
 		return userError(s, "the command is empty")
 	}
 	if err := workspace.Validate(start.Manifest); err != nil {
-		a.reportEnd(claims.JobID, 2, "bad workspace", false)
+		go a.reportEnd(claims.JobID, 2, "bad workspace", false)
 		return userError(s, "the workspace was refused: %v", err)
 	}
 	jobDir := filepath.Join(a.cfg.DataDir, "jobs", fmt.Sprint(claims.JobID))
 	workDir := filepath.Join(jobDir, "work")
 	defer os.RemoveAll(jobDir)
 	if err := w.receiveWorkspace(stream, s, start.Manifest, workDir); err != nil {
-		a.reportEnd(claims.JobID, 1, "workspace transfer failed", true)
+		go a.reportEnd(claims.JobID, 1, "workspace transfer failed", true)
 		return userError(s, "the workspace could not be transferred: %v", err)
 	}
 	os.MkdirAll(filepath.Join(jobDir, "home"), 0o700)
@@ -162,7 +162,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 		if errors.Is(err, runner.ErrNotFound) {
 			code = 127
 		}
-		a.reportEnd(claims.JobID, code, "command not started", false)
+		go a.reportEnd(claims.JobID, code, "command not started", false)
 		msg := "hac: " + err.Error() + "\n"
 		s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Stderr{Stderr: []byte(msg)}})
 		s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Exited{Exited: &hacv1.Exited{ExitCode: int32(code)}}})
@@ -185,7 +185,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 		a.log.Warn("job cleanup", "job", claims.JobID, "err", err)
 	}
 	reason = run.killReason()
-	a.reportEnd(claims.JobID, exit.Code, reason, false)
+	go a.reportEnd(claims.JobID, exit.Code, reason, false)
 	a.log.Info("job ended", "job", claims.JobID, "exit", exit.Code, "reason", reason)
 	select {
 	case <-clientGone:
