@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -173,37 +174,36 @@ func TestBadInput(t *testing.T) {
 }
 
 // TestTTY covers SPEC A3's terminal: the program sees a TTY of the
-// client's size.
+// client's size, window resizes follow, and a large upload shows a progress
+// bar.
 func TestTTY(t *testing.T) {
 	c := newCluster(t, "fake:1x80GiB")
 	tok := c.register("web1", "")
-	cmd := exec.Command(hacBin, "run", "--", "sh", "-c", "tty >/dev/null && echo is-a-tty; stty size")
-	cmd.Env, cmd.Dir = c.serverEnv(tok), workdir(t, nil)
+	dir := workdir(t, map[string]string{"big.bin": strings.Repeat("x", 20<<20)})
+	cmd := exec.Command(hacBin, "run", "--", "sh", "-c", "tty >/dev/null && echo is-a-tty; while :; do stty size; read x || break; [ \"$x\" = q ] && break; done")
+	cmd.Env, cmd.Dir = c.serverEnv(tok), dir
 	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 31, Cols: 97})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ptmx.Close()
-	var out strings.Builder
-	done := make(chan struct{})
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := ptmx.Read(buf)
-			out.Write(buf[:n])
-			if err != nil {
-				close(done)
-				return
-			}
-		}
-	}()
+	var out lockedBuffer
+	go io.Copy(&out, ptmx)
+	eventually(t, 60*time.Second, "the first size", func() bool { return strings.Contains(out.String(), "31 97") })
+	pty.Setsize(ptmx, &pty.Winsize{Rows: 40, Cols: 120})
+	eventually(t, 20*time.Second, "the new size", func() bool {
+		ptmx.Write([]byte("\r"))
+		time.Sleep(50 * time.Millisecond) // let the answer arrive before asking again
+		return strings.Contains(out.String(), "40 120")
+	})
+	ptmx.Write([]byte("q\r"))
 	cmd.Wait()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
+	got := out.String()
+	if code := cmd.ProcessState.ExitCode(); code != 0 || !strings.Contains(got, "is-a-tty") {
+		t.Fatalf("exit %d, output %q", code, got)
 	}
-	if code := cmd.ProcessState.ExitCode(); code != 0 || !strings.Contains(out.String(), "is-a-tty") || !strings.Contains(out.String(), "31 97") {
-		t.Fatalf("exit %d, output %q", code, out.String())
+	if !strings.Contains(got, "Uploading the workspace") {
+		t.Errorf("no progress bar for a 20 MiB upload: %q", got)
 	}
 }
 

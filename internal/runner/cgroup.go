@@ -15,7 +15,7 @@ import (
 // cgroup is one job's control group.
 type cgroup struct {
 	dir string
-	v1  bool // a v1 freezer cgroup: processes are moved in after start
+	v1  bool // a v1 freezer cgroup: the program moves itself in before exec
 }
 
 // CgroupV2Root returns the cgroup v2 directory where job cgroups go: the
@@ -55,11 +55,6 @@ func newCgroup(root, name string) (*cgroup, error) {
 		return &cgroup{dir: dir, v1: true}, nil
 	}
 	return nil, errors.New("runner: no writable cgroup (v2 or v1 freezer)")
-}
-
-// add moves a process into a v1 cgroup.
-func (c *cgroup) add(pid int) error {
-	return os.WriteFile(filepath.Join(c.dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644)
 }
 
 // pids lists the processes in the cgroup.

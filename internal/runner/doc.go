@@ -5,7 +5,8 @@
 // pseudo-terminal when the client has one, else pipes. Stopping a job kills
 // the whole cgroup (cgroup.kill, or freezing it and killing every member),
 // so children that called setsid or daemonized die too. Without a writable
-// cgroup v2 the runner falls back to a v1 freezer cgroup, then to the process
+// cgroup v2 the runner falls back to a v1 freezer cgroup (which the program
+// enters through a /bin/sh trampoline before exec), then to the process
 // group, and says so in Job.Isolation.
 //
 // A job ends when its main process exits; the rest of its tree is killed

@@ -131,6 +131,13 @@ func Start(s Spec) (*Job, error) {
 			j.isolation = "cgroup v2"
 		}
 	}
+	if j.cg != nil && j.cg.v1 {
+		// A v1 cgroup cannot be entered at clone: the program enters it
+		// itself through a shell trampoline before exec, so that nothing it
+		// forks can start outside.
+		cmd.Path = "/bin/sh"
+		cmd.Args = append([]string{"sh", "-c", `echo $$ > "$0" && exec "$@"`, filepath.Join(j.cg.dir, "cgroup.procs"), path}, s.Argv[1:]...)
+	}
 	cmd.SysProcAttr = attr
 	j.cmd = cmd
 	if s.TTY {
@@ -143,9 +150,6 @@ func Start(s Spec) (*Job, error) {
 			j.cg.remove()
 		}
 		return nil, fmt.Errorf("runner: start %s: %w", s.Argv[0], err)
-	}
-	if j.cg != nil && j.cg.v1 {
-		j.cg.add(cmd.Process.Pid)
 	}
 	return j, nil
 }

@@ -80,13 +80,32 @@ func TestKillsDaemonizedChildren(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for cgroups")
 	}
+	testKillsDaemonized(t, "", "cgroup v2")
+}
+
+// TestKillsDaemonizedChildrenFreezer is the same on the v1 freezer
+// fallback, for hosts without a writable cgroup v2.
+func TestKillsDaemonizedChildrenFreezer(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for cgroups")
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/freezer"); err != nil {
+		t.Skip("no v1 freezer hierarchy on this host")
+	}
+	testKillsDaemonized(t, "/proc/no-cgroup-v2-here", "cgroup v1 freezer")
+}
+
+func testKillsDaemonized(t *testing.T, root, isolation string) {
 	s, out, _ := spec(t, "orphan", "sh", "-c", "setsid sh -c 'sleep 300 & echo $!; wait' & sleep 0.5")
+	if root != "" {
+		s.CgroupRoot = root
+	}
 	j, err := Start(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(j.Isolation(), "cgroup") {
-		t.Fatalf("isolation = %s, want a cgroup", j.Isolation())
+	if j.Isolation() != isolation {
+		t.Fatalf("isolation = %s, want %s", j.Isolation(), isolation)
 	}
 	if _, err := j.Wait(); err != nil {
 		t.Fatal(err)
