@@ -16,6 +16,7 @@ type client struct {
 	acc     hacv1connect.AcceleratorServiceClient
 	pool    hacv1connect.PoolServiceClient
 	servers hacv1connect.ServerServiceClient
+	keys    hacv1connect.KeyPairServiceClient
 }
 
 // client resolves the configuration and connects.
@@ -32,5 +33,6 @@ func (a *app) client() (*client, error) {
 		acc:     hacv1connect.NewAcceleratorServiceClient(h, cfg.Addr, opts),
 		pool:    hacv1connect.NewPoolServiceClient(h, cfg.Addr, opts),
 		servers: hacv1connect.NewServerServiceClient(h, cfg.Addr, opts),
+		keys:    hacv1connect.NewKeyPairServiceClient(h, cfg.Addr, opts),
 	}, nil
 }

@@ -21,6 +21,7 @@ var (
 	ErrInvalid         = errors.New("invalid request")
 	ErrNodeProtocol    = errors.New("agent protocol version not supported: upgrade hac on this node")
 	ErrUnknownNode     = errors.New("unknown node: register first")
+	ErrUnknownKeyPair  = errors.New("no such key pair")
 )
 
 // codeOf maps errors to API codes: the one table at the boundary.
@@ -35,6 +36,7 @@ func codeOf(err error) connect.Code {
 		{ErrUnknownServer, connect.CodeNotFound},
 		{ErrUnknownJob, connect.CodeNotFound},
 		{ErrUnknownNode, connect.CodeNotFound},
+		{ErrUnknownKeyPair, connect.CodeNotFound},
 		{ErrInUse, connect.CodeFailedPrecondition},
 		{ErrInvalid, connect.CodeInvalidArgument},
 		{ErrNodeProtocol, connect.CodeFailedPrecondition},
