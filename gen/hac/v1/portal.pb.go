@@ -479,11 +479,1328 @@ func (*DeleteKeyPairResponse) Descriptor() ([]byte, []int) {
 	return file_hac_v1_portal_proto_rawDescGZIP(), []int{8}
 }
 
+// ServerDetail is a server as S3 shows it.
+type ServerDetail struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// state is creating, running, stopped, error or deleting; registered for
+	// a machine hac does not run.
+	State            string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	StateReason      string `protobuf:"bytes,3,opt,name=state_reason,json=stateReason,proto3" json:"state_reason,omitempty"`
+	Zone             string `protobuf:"bytes,4,opt,name=zone,proto3" json:"zone,omitempty"`
+	Tier             string `protobuf:"bytes,5,opt,name=tier,proto3" json:"tier,omitempty"`
+	Type             string `protobuf:"bytes,6,opt,name=type,proto3" json:"type,omitempty"`
+	Cpus             int32  `protobuf:"varint,7,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	MemoryMib        int64  `protobuf:"varint,8,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	RootDiskGb       int32  `protobuf:"varint,9,opt,name=root_disk_gb,json=rootDiskGb,proto3" json:"root_disk_gb,omitempty"`
+	Image            string `protobuf:"bytes,10,opt,name=image,proto3" json:"image,omitempty"`
+	KeyPair          string `protobuf:"bytes,11,opt,name=key_pair,json=keyPair,proto3" json:"key_pair,omitempty"`
+	PrivateAddress   string `protobuf:"bytes,12,opt,name=private_address,json=privateAddress,proto3" json:"private_address,omitempty"`
+	PublicAddress    string `protobuf:"bytes,13,opt,name=public_address,json=publicAddress,proto3" json:"public_address,omitempty"`
+	Model            string `protobuf:"bytes,14,opt,name=model,proto3" json:"model,omitempty"`
+	ReferenceModel   string `protobuf:"bytes,15,opt,name=reference_model,json=referenceModel,proto3" json:"reference_model,omitempty"`
+	AcceleratorToken string `protobuf:"bytes,16,opt,name=accelerator_token,json=acceleratorToken,proto3" json:"accelerator_token,omitempty"`
+	// job is the program holding the accelerator now, if any.
+	Job           *Job                   `protobuf:"bytes,17,opt,name=job,proto3" json:"job,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServerDetail) Reset() {
+	*x = ServerDetail{}
+	mi := &file_hac_v1_portal_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerDetail) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerDetail) ProtoMessage() {}
+
+func (x *ServerDetail) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerDetail.ProtoReflect.Descriptor instead.
+func (*ServerDetail) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ServerDetail) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ServerDetail) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ServerDetail) GetStateReason() string {
+	if x != nil {
+		return x.StateReason
+	}
+	return ""
+}
+
+func (x *ServerDetail) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+func (x *ServerDetail) GetTier() string {
+	if x != nil {
+		return x.Tier
+	}
+	return ""
+}
+
+func (x *ServerDetail) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ServerDetail) GetCpus() int32 {
+	if x != nil {
+		return x.Cpus
+	}
+	return 0
+}
+
+func (x *ServerDetail) GetMemoryMib() int64 {
+	if x != nil {
+		return x.MemoryMib
+	}
+	return 0
+}
+
+func (x *ServerDetail) GetRootDiskGb() int32 {
+	if x != nil {
+		return x.RootDiskGb
+	}
+	return 0
+}
+
+func (x *ServerDetail) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *ServerDetail) GetKeyPair() string {
+	if x != nil {
+		return x.KeyPair
+	}
+	return ""
+}
+
+func (x *ServerDetail) GetPrivateAddress() string {
+	if x != nil {
+		return x.PrivateAddress
+	}
+	return ""
+}
+
+func (x *ServerDetail) GetPublicAddress() string {
+	if x != nil {
+		return x.PublicAddress
+	}
+	return ""
+}
+
+func (x *ServerDetail) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ServerDetail) GetReferenceModel() string {
+	if x != nil {
+		return x.ReferenceModel
+	}
+	return ""
+}
+
+func (x *ServerDetail) GetAcceleratorToken() string {
+	if x != nil {
+		return x.AcceleratorToken
+	}
+	return ""
+}
+
+func (x *ServerDetail) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *ServerDetail) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+type CreateServerRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Name           string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	KeyPair        string                 `protobuf:"bytes,2,opt,name=key_pair,json=keyPair,proto3" json:"key_pair,omitempty"`
+	Model          string                 `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	Zone           string                 `protobuf:"bytes,4,opt,name=zone,proto3" json:"zone,omitempty"`
+	Tier           string                 `protobuf:"bytes,5,opt,name=tier,proto3" json:"tier,omitempty"`
+	Type           string                 `protobuf:"bytes,6,opt,name=type,proto3" json:"type,omitempty"`
+	Image          string                 `protobuf:"bytes,7,opt,name=image,proto3" json:"image,omitempty"`
+	ReferenceModel string                 `protobuf:"bytes,8,opt,name=reference_model,json=referenceModel,proto3" json:"reference_model,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CreateServerRequest) Reset() {
+	*x = CreateServerRequest{}
+	mi := &file_hac_v1_portal_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateServerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateServerRequest) ProtoMessage() {}
+
+func (x *CreateServerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateServerRequest.ProtoReflect.Descriptor instead.
+func (*CreateServerRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CreateServerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateServerRequest) GetKeyPair() string {
+	if x != nil {
+		return x.KeyPair
+	}
+	return ""
+}
+
+func (x *CreateServerRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *CreateServerRequest) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+func (x *CreateServerRequest) GetTier() string {
+	if x != nil {
+		return x.Tier
+	}
+	return ""
+}
+
+func (x *CreateServerRequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *CreateServerRequest) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *CreateServerRequest) GetReferenceModel() string {
+	if x != nil {
+		return x.ReferenceModel
+	}
+	return ""
+}
+
+type CreateServerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Server        *ServerDetail          `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateServerResponse) Reset() {
+	*x = CreateServerResponse{}
+	mi := &file_hac_v1_portal_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateServerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateServerResponse) ProtoMessage() {}
+
+func (x *CreateServerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateServerResponse.ProtoReflect.Descriptor instead.
+func (*CreateServerResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CreateServerResponse) GetServer() *ServerDetail {
+	if x != nil {
+		return x.Server
+	}
+	return nil
+}
+
+type GetServerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetServerRequest) Reset() {
+	*x = GetServerRequest{}
+	mi := &file_hac_v1_portal_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetServerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetServerRequest) ProtoMessage() {}
+
+func (x *GetServerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetServerRequest.ProtoReflect.Descriptor instead.
+func (*GetServerRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GetServerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetServerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Server        *ServerDetail          `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetServerResponse) Reset() {
+	*x = GetServerResponse{}
+	mi := &file_hac_v1_portal_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetServerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetServerResponse) ProtoMessage() {}
+
+func (x *GetServerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetServerResponse.ProtoReflect.Descriptor instead.
+func (*GetServerResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetServerResponse) GetServer() *ServerDetail {
+	if x != nil {
+		return x.Server
+	}
+	return nil
+}
+
+type DeleteServerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteServerRequest) Reset() {
+	*x = DeleteServerRequest{}
+	mi := &file_hac_v1_portal_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteServerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteServerRequest) ProtoMessage() {}
+
+func (x *DeleteServerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteServerRequest.ProtoReflect.Descriptor instead.
+func (*DeleteServerRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DeleteServerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteServerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteServerResponse) Reset() {
+	*x = DeleteServerResponse{}
+	mi := &file_hac_v1_portal_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteServerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteServerResponse) ProtoMessage() {}
+
+func (x *DeleteServerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteServerResponse.ProtoReflect.Descriptor instead.
+func (*DeleteServerResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{15}
+}
+
+type SetServerModelRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Model         string                 `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetServerModelRequest) Reset() {
+	*x = SetServerModelRequest{}
+	mi := &file_hac_v1_portal_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetServerModelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetServerModelRequest) ProtoMessage() {}
+
+func (x *SetServerModelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetServerModelRequest.ProtoReflect.Descriptor instead.
+func (*SetServerModelRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SetServerModelRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetServerModelRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+type SetServerModelResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Server        *ServerDetail          `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetServerModelResponse) Reset() {
+	*x = SetServerModelResponse{}
+	mi := &file_hac_v1_portal_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetServerModelResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetServerModelResponse) ProtoMessage() {}
+
+func (x *SetServerModelResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetServerModelResponse.ProtoReflect.Descriptor instead.
+func (*SetServerModelResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SetServerModelResponse) GetServer() *ServerDetail {
+	if x != nil {
+		return x.Server
+	}
+	return nil
+}
+
+type PortForward struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Server string                 `protobuf:"bytes,2,opt,name=server,proto3" json:"server,omitempty"`
+	// protocol is tcp or udp.
+	Protocol      string `protobuf:"bytes,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	PublicAddress string `protobuf:"bytes,4,opt,name=public_address,json=publicAddress,proto3" json:"public_address,omitempty"`
+	PublicPort    int32  `protobuf:"varint,5,opt,name=public_port,json=publicPort,proto3" json:"public_port,omitempty"`
+	PrivatePort   int32  `protobuf:"varint,6,opt,name=private_port,json=privatePort,proto3" json:"private_port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortForward) Reset() {
+	*x = PortForward{}
+	mi := &file_hac_v1_portal_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortForward) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortForward) ProtoMessage() {}
+
+func (x *PortForward) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortForward.ProtoReflect.Descriptor instead.
+func (*PortForward) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PortForward) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PortForward) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *PortForward) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *PortForward) GetPublicAddress() string {
+	if x != nil {
+		return x.PublicAddress
+	}
+	return ""
+}
+
+func (x *PortForward) GetPublicPort() int32 {
+	if x != nil {
+		return x.PublicPort
+	}
+	return 0
+}
+
+func (x *PortForward) GetPrivatePort() int32 {
+	if x != nil {
+		return x.PrivatePort
+	}
+	return 0
+}
+
+type AddPortForwardRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Server   string                 `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	Protocol string                 `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// public_port 0 picks a free one.
+	PublicPort    int32 `protobuf:"varint,3,opt,name=public_port,json=publicPort,proto3" json:"public_port,omitempty"`
+	PrivatePort   int32 `protobuf:"varint,4,opt,name=private_port,json=privatePort,proto3" json:"private_port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddPortForwardRequest) Reset() {
+	*x = AddPortForwardRequest{}
+	mi := &file_hac_v1_portal_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddPortForwardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddPortForwardRequest) ProtoMessage() {}
+
+func (x *AddPortForwardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddPortForwardRequest.ProtoReflect.Descriptor instead.
+func (*AddPortForwardRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *AddPortForwardRequest) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *AddPortForwardRequest) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *AddPortForwardRequest) GetPublicPort() int32 {
+	if x != nil {
+		return x.PublicPort
+	}
+	return 0
+}
+
+func (x *AddPortForwardRequest) GetPrivatePort() int32 {
+	if x != nil {
+		return x.PrivatePort
+	}
+	return 0
+}
+
+type AddPortForwardResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PortForward   *PortForward           `protobuf:"bytes,1,opt,name=port_forward,json=portForward,proto3" json:"port_forward,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddPortForwardResponse) Reset() {
+	*x = AddPortForwardResponse{}
+	mi := &file_hac_v1_portal_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddPortForwardResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddPortForwardResponse) ProtoMessage() {}
+
+func (x *AddPortForwardResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddPortForwardResponse.ProtoReflect.Descriptor instead.
+func (*AddPortForwardResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *AddPortForwardResponse) GetPortForward() *PortForward {
+	if x != nil {
+		return x.PortForward
+	}
+	return nil
+}
+
+type ListPortForwardsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// server filters by server name; empty lists all of the user's.
+	Server        string `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPortForwardsRequest) Reset() {
+	*x = ListPortForwardsRequest{}
+	mi := &file_hac_v1_portal_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPortForwardsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPortForwardsRequest) ProtoMessage() {}
+
+func (x *ListPortForwardsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPortForwardsRequest.ProtoReflect.Descriptor instead.
+func (*ListPortForwardsRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListPortForwardsRequest) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+type ListPortForwardsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PortForwards  []*PortForward         `protobuf:"bytes,1,rep,name=port_forwards,json=portForwards,proto3" json:"port_forwards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPortForwardsResponse) Reset() {
+	*x = ListPortForwardsResponse{}
+	mi := &file_hac_v1_portal_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPortForwardsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPortForwardsResponse) ProtoMessage() {}
+
+func (x *ListPortForwardsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPortForwardsResponse.ProtoReflect.Descriptor instead.
+func (*ListPortForwardsResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListPortForwardsResponse) GetPortForwards() []*PortForward {
+	if x != nil {
+		return x.PortForwards
+	}
+	return nil
+}
+
+type DeletePortForwardRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePortForwardRequest) Reset() {
+	*x = DeletePortForwardRequest{}
+	mi := &file_hac_v1_portal_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePortForwardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePortForwardRequest) ProtoMessage() {}
+
+func (x *DeletePortForwardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePortForwardRequest.ProtoReflect.Descriptor instead.
+func (*DeletePortForwardRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DeletePortForwardRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DeletePortForwardResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePortForwardResponse) Reset() {
+	*x = DeletePortForwardResponse{}
+	mi := &file_hac_v1_portal_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePortForwardResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePortForwardResponse) ProtoMessage() {}
+
+func (x *DeletePortForwardResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePortForwardResponse.ProtoReflect.Descriptor instead.
+func (*DeletePortForwardResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{24}
+}
+
+type FirewallRule struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Server   string                 `protobuf:"bytes,2,opt,name=server,proto3" json:"server,omitempty"`
+	Protocol string                 `protobuf:"bytes,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// port is the public port the rule opens.
+	Port          int32  `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
+	Source        string `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FirewallRule) Reset() {
+	*x = FirewallRule{}
+	mi := &file_hac_v1_portal_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FirewallRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FirewallRule) ProtoMessage() {}
+
+func (x *FirewallRule) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FirewallRule.ProtoReflect.Descriptor instead.
+func (*FirewallRule) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *FirewallRule) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *FirewallRule) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *FirewallRule) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *FirewallRule) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *FirewallRule) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+type AddFirewallRuleRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Server   string                 `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	Protocol string                 `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Port     int32                  `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	// source is a CIDR; empty means 0.0.0.0/0.
+	Source        string `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddFirewallRuleRequest) Reset() {
+	*x = AddFirewallRuleRequest{}
+	mi := &file_hac_v1_portal_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddFirewallRuleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddFirewallRuleRequest) ProtoMessage() {}
+
+func (x *AddFirewallRuleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddFirewallRuleRequest.ProtoReflect.Descriptor instead.
+func (*AddFirewallRuleRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *AddFirewallRuleRequest) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *AddFirewallRuleRequest) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *AddFirewallRuleRequest) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *AddFirewallRuleRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+type AddFirewallRuleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rule          *FirewallRule          `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddFirewallRuleResponse) Reset() {
+	*x = AddFirewallRuleResponse{}
+	mi := &file_hac_v1_portal_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddFirewallRuleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddFirewallRuleResponse) ProtoMessage() {}
+
+func (x *AddFirewallRuleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddFirewallRuleResponse.ProtoReflect.Descriptor instead.
+func (*AddFirewallRuleResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *AddFirewallRuleResponse) GetRule() *FirewallRule {
+	if x != nil {
+		return x.Rule
+	}
+	return nil
+}
+
+type ListFirewallRulesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Server        string                 `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFirewallRulesRequest) Reset() {
+	*x = ListFirewallRulesRequest{}
+	mi := &file_hac_v1_portal_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFirewallRulesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFirewallRulesRequest) ProtoMessage() {}
+
+func (x *ListFirewallRulesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFirewallRulesRequest.ProtoReflect.Descriptor instead.
+func (*ListFirewallRulesRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ListFirewallRulesRequest) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+type ListFirewallRulesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rules         []*FirewallRule        `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFirewallRulesResponse) Reset() {
+	*x = ListFirewallRulesResponse{}
+	mi := &file_hac_v1_portal_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFirewallRulesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFirewallRulesResponse) ProtoMessage() {}
+
+func (x *ListFirewallRulesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFirewallRulesResponse.ProtoReflect.Descriptor instead.
+func (*ListFirewallRulesResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ListFirewallRulesResponse) GetRules() []*FirewallRule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+type DeleteFirewallRuleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFirewallRuleRequest) Reset() {
+	*x = DeleteFirewallRuleRequest{}
+	mi := &file_hac_v1_portal_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFirewallRuleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFirewallRuleRequest) ProtoMessage() {}
+
+func (x *DeleteFirewallRuleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFirewallRuleRequest.ProtoReflect.Descriptor instead.
+func (*DeleteFirewallRuleRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *DeleteFirewallRuleRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DeleteFirewallRuleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFirewallRuleResponse) Reset() {
+	*x = DeleteFirewallRuleResponse{}
+	mi := &file_hac_v1_portal_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFirewallRuleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFirewallRuleResponse) ProtoMessage() {}
+
+func (x *DeleteFirewallRuleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFirewallRuleResponse.ProtoReflect.Descriptor instead.
+func (*DeleteFirewallRuleResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{31}
+}
+
 var File_hac_v1_portal_proto protoreflect.FileDescriptor
 
 const file_hac_v1_portal_proto_rawDesc = "" +
 	"\n" +
-	"\x13hac/v1/portal.proto\x12\x06hac.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x01\n" +
+	"\x13hac/v1/portal.proto\x12\x06hac.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13hac/v1/common.proto\"\xad\x01\n" +
 	"\aKeyPair\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12 \n" +
@@ -511,12 +1828,112 @@ const file_hac_v1_portal_proto_rawDesc = "" +
 	"\tkey_pairs\x18\x01 \x03(\v2\x0f.hac.v1.KeyPairR\bkeyPairs\"*\n" +
 	"\x14DeleteKeyPairRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x17\n" +
-	"\x15DeleteKeyPairResponse2\xc5\x02\n" +
+	"\x15DeleteKeyPairResponse\"\xb3\x04\n" +
+	"\fServerDetail\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12!\n" +
+	"\fstate_reason\x18\x03 \x01(\tR\vstateReason\x12\x12\n" +
+	"\x04zone\x18\x04 \x01(\tR\x04zone\x12\x12\n" +
+	"\x04tier\x18\x05 \x01(\tR\x04tier\x12\x12\n" +
+	"\x04type\x18\x06 \x01(\tR\x04type\x12\x12\n" +
+	"\x04cpus\x18\a \x01(\x05R\x04cpus\x12\x1d\n" +
+	"\n" +
+	"memory_mib\x18\b \x01(\x03R\tmemoryMib\x12 \n" +
+	"\froot_disk_gb\x18\t \x01(\x05R\n" +
+	"rootDiskGb\x12\x14\n" +
+	"\x05image\x18\n" +
+	" \x01(\tR\x05image\x12\x19\n" +
+	"\bkey_pair\x18\v \x01(\tR\akeyPair\x12'\n" +
+	"\x0fprivate_address\x18\f \x01(\tR\x0eprivateAddress\x12%\n" +
+	"\x0epublic_address\x18\r \x01(\tR\rpublicAddress\x12\x14\n" +
+	"\x05model\x18\x0e \x01(\tR\x05model\x12'\n" +
+	"\x0freference_model\x18\x0f \x01(\tR\x0ereferenceModel\x12+\n" +
+	"\x11accelerator_token\x18\x10 \x01(\tR\x10acceleratorToken\x12\x1d\n" +
+	"\x03job\x18\x11 \x01(\v2\v.hac.v1.JobR\x03job\x129\n" +
+	"\n" +
+	"created_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xd5\x01\n" +
+	"\x13CreateServerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
+	"\bkey_pair\x18\x02 \x01(\tR\akeyPair\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12\x12\n" +
+	"\x04zone\x18\x04 \x01(\tR\x04zone\x12\x12\n" +
+	"\x04tier\x18\x05 \x01(\tR\x04tier\x12\x12\n" +
+	"\x04type\x18\x06 \x01(\tR\x04type\x12\x14\n" +
+	"\x05image\x18\a \x01(\tR\x05image\x12'\n" +
+	"\x0freference_model\x18\b \x01(\tR\x0ereferenceModel\"D\n" +
+	"\x14CreateServerResponse\x12,\n" +
+	"\x06server\x18\x01 \x01(\v2\x14.hac.v1.ServerDetailR\x06server\"&\n" +
+	"\x10GetServerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"A\n" +
+	"\x11GetServerResponse\x12,\n" +
+	"\x06server\x18\x01 \x01(\v2\x14.hac.v1.ServerDetailR\x06server\")\n" +
+	"\x13DeleteServerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
+	"\x14DeleteServerResponse\"A\n" +
+	"\x15SetServerModelRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\"F\n" +
+	"\x16SetServerModelResponse\x12,\n" +
+	"\x06server\x18\x01 \x01(\v2\x14.hac.v1.ServerDetailR\x06server\"\xbc\x01\n" +
+	"\vPortForward\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06server\x18\x02 \x01(\tR\x06server\x12\x1a\n" +
+	"\bprotocol\x18\x03 \x01(\tR\bprotocol\x12%\n" +
+	"\x0epublic_address\x18\x04 \x01(\tR\rpublicAddress\x12\x1f\n" +
+	"\vpublic_port\x18\x05 \x01(\x05R\n" +
+	"publicPort\x12!\n" +
+	"\fprivate_port\x18\x06 \x01(\x05R\vprivatePort\"\x8f\x01\n" +
+	"\x15AddPortForwardRequest\x12\x16\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\x12\x1a\n" +
+	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x1f\n" +
+	"\vpublic_port\x18\x03 \x01(\x05R\n" +
+	"publicPort\x12!\n" +
+	"\fprivate_port\x18\x04 \x01(\x05R\vprivatePort\"P\n" +
+	"\x16AddPortForwardResponse\x126\n" +
+	"\fport_forward\x18\x01 \x01(\v2\x13.hac.v1.PortForwardR\vportForward\"1\n" +
+	"\x17ListPortForwardsRequest\x12\x16\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\"T\n" +
+	"\x18ListPortForwardsResponse\x128\n" +
+	"\rport_forwards\x18\x01 \x03(\v2\x13.hac.v1.PortForwardR\fportForwards\"*\n" +
+	"\x18DeletePortForwardRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x1b\n" +
+	"\x19DeletePortForwardResponse\"~\n" +
+	"\fFirewallRule\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06server\x18\x02 \x01(\tR\x06server\x12\x1a\n" +
+	"\bprotocol\x18\x03 \x01(\tR\bprotocol\x12\x12\n" +
+	"\x04port\x18\x04 \x01(\x05R\x04port\x12\x16\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\"x\n" +
+	"\x16AddFirewallRuleRequest\x12\x16\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\x12\x1a\n" +
+	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\x05R\x04port\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\"C\n" +
+	"\x17AddFirewallRuleResponse\x12(\n" +
+	"\x04rule\x18\x01 \x01(\v2\x14.hac.v1.FirewallRuleR\x04rule\"2\n" +
+	"\x18ListFirewallRulesRequest\x12\x16\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\"G\n" +
+	"\x19ListFirewallRulesResponse\x12*\n" +
+	"\x05rules\x18\x01 \x03(\v2\x14.hac.v1.FirewallRuleR\x05rules\"+\n" +
+	"\x19DeleteFirewallRuleRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x1c\n" +
+	"\x1aDeleteFirewallRuleResponse2\xc5\x02\n" +
 	"\x0eKeyPairService\x12L\n" +
 	"\rCreateKeyPair\x12\x1c.hac.v1.CreateKeyPairRequest\x1a\x1d.hac.v1.CreateKeyPairResponse\x12L\n" +
 	"\rImportKeyPair\x12\x1c.hac.v1.ImportKeyPairRequest\x1a\x1d.hac.v1.ImportKeyPairResponse\x12I\n" +
 	"\fListKeyPairs\x12\x1b.hac.v1.ListKeyPairsRequest\x1a\x1c.hac.v1.ListKeyPairsResponse\x12L\n" +
-	"\rDeleteKeyPair\x12\x1c.hac.v1.DeleteKeyPairRequest\x1a\x1d.hac.v1.DeleteKeyPairResponseB-Z+github.com/hac-project/hac/gen/hac/v1;hacv1b\x06proto3"
+	"\rDeleteKeyPair\x12\x1c.hac.v1.DeleteKeyPairRequest\x1a\x1d.hac.v1.DeleteKeyPairResponse2\xc5\x06\n" +
+	"\rPortalService\x12I\n" +
+	"\fCreateServer\x12\x1b.hac.v1.CreateServerRequest\x1a\x1c.hac.v1.CreateServerResponse\x12@\n" +
+	"\tGetServer\x12\x18.hac.v1.GetServerRequest\x1a\x19.hac.v1.GetServerResponse\x12I\n" +
+	"\fDeleteServer\x12\x1b.hac.v1.DeleteServerRequest\x1a\x1c.hac.v1.DeleteServerResponse\x12O\n" +
+	"\x0eSetServerModel\x12\x1d.hac.v1.SetServerModelRequest\x1a\x1e.hac.v1.SetServerModelResponse\x12O\n" +
+	"\x0eAddPortForward\x12\x1d.hac.v1.AddPortForwardRequest\x1a\x1e.hac.v1.AddPortForwardResponse\x12U\n" +
+	"\x10ListPortForwards\x12\x1f.hac.v1.ListPortForwardsRequest\x1a .hac.v1.ListPortForwardsResponse\x12X\n" +
+	"\x11DeletePortForward\x12 .hac.v1.DeletePortForwardRequest\x1a!.hac.v1.DeletePortForwardResponse\x12R\n" +
+	"\x0fAddFirewallRule\x12\x1e.hac.v1.AddFirewallRuleRequest\x1a\x1f.hac.v1.AddFirewallRuleResponse\x12X\n" +
+	"\x11ListFirewallRules\x12 .hac.v1.ListFirewallRulesRequest\x1a!.hac.v1.ListFirewallRulesResponse\x12[\n" +
+	"\x12DeleteFirewallRule\x12!.hac.v1.DeleteFirewallRuleRequest\x1a\".hac.v1.DeleteFirewallRuleResponseB-Z+github.com/hac-project/hac/gen/hac/v1;hacv1b\x06proto3"
 
 var (
 	file_hac_v1_portal_proto_rawDescOnce sync.Once
@@ -530,37 +1947,90 @@ func file_hac_v1_portal_proto_rawDescGZIP() []byte {
 	return file_hac_v1_portal_proto_rawDescData
 }
 
-var file_hac_v1_portal_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_hac_v1_portal_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_hac_v1_portal_proto_goTypes = []any{
-	(*KeyPair)(nil),               // 0: hac.v1.KeyPair
-	(*CreateKeyPairRequest)(nil),  // 1: hac.v1.CreateKeyPairRequest
-	(*CreateKeyPairResponse)(nil), // 2: hac.v1.CreateKeyPairResponse
-	(*ImportKeyPairRequest)(nil),  // 3: hac.v1.ImportKeyPairRequest
-	(*ImportKeyPairResponse)(nil), // 4: hac.v1.ImportKeyPairResponse
-	(*ListKeyPairsRequest)(nil),   // 5: hac.v1.ListKeyPairsRequest
-	(*ListKeyPairsResponse)(nil),  // 6: hac.v1.ListKeyPairsResponse
-	(*DeleteKeyPairRequest)(nil),  // 7: hac.v1.DeleteKeyPairRequest
-	(*DeleteKeyPairResponse)(nil), // 8: hac.v1.DeleteKeyPairResponse
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*KeyPair)(nil),                    // 0: hac.v1.KeyPair
+	(*CreateKeyPairRequest)(nil),       // 1: hac.v1.CreateKeyPairRequest
+	(*CreateKeyPairResponse)(nil),      // 2: hac.v1.CreateKeyPairResponse
+	(*ImportKeyPairRequest)(nil),       // 3: hac.v1.ImportKeyPairRequest
+	(*ImportKeyPairResponse)(nil),      // 4: hac.v1.ImportKeyPairResponse
+	(*ListKeyPairsRequest)(nil),        // 5: hac.v1.ListKeyPairsRequest
+	(*ListKeyPairsResponse)(nil),       // 6: hac.v1.ListKeyPairsResponse
+	(*DeleteKeyPairRequest)(nil),       // 7: hac.v1.DeleteKeyPairRequest
+	(*DeleteKeyPairResponse)(nil),      // 8: hac.v1.DeleteKeyPairResponse
+	(*ServerDetail)(nil),               // 9: hac.v1.ServerDetail
+	(*CreateServerRequest)(nil),        // 10: hac.v1.CreateServerRequest
+	(*CreateServerResponse)(nil),       // 11: hac.v1.CreateServerResponse
+	(*GetServerRequest)(nil),           // 12: hac.v1.GetServerRequest
+	(*GetServerResponse)(nil),          // 13: hac.v1.GetServerResponse
+	(*DeleteServerRequest)(nil),        // 14: hac.v1.DeleteServerRequest
+	(*DeleteServerResponse)(nil),       // 15: hac.v1.DeleteServerResponse
+	(*SetServerModelRequest)(nil),      // 16: hac.v1.SetServerModelRequest
+	(*SetServerModelResponse)(nil),     // 17: hac.v1.SetServerModelResponse
+	(*PortForward)(nil),                // 18: hac.v1.PortForward
+	(*AddPortForwardRequest)(nil),      // 19: hac.v1.AddPortForwardRequest
+	(*AddPortForwardResponse)(nil),     // 20: hac.v1.AddPortForwardResponse
+	(*ListPortForwardsRequest)(nil),    // 21: hac.v1.ListPortForwardsRequest
+	(*ListPortForwardsResponse)(nil),   // 22: hac.v1.ListPortForwardsResponse
+	(*DeletePortForwardRequest)(nil),   // 23: hac.v1.DeletePortForwardRequest
+	(*DeletePortForwardResponse)(nil),  // 24: hac.v1.DeletePortForwardResponse
+	(*FirewallRule)(nil),               // 25: hac.v1.FirewallRule
+	(*AddFirewallRuleRequest)(nil),     // 26: hac.v1.AddFirewallRuleRequest
+	(*AddFirewallRuleResponse)(nil),    // 27: hac.v1.AddFirewallRuleResponse
+	(*ListFirewallRulesRequest)(nil),   // 28: hac.v1.ListFirewallRulesRequest
+	(*ListFirewallRulesResponse)(nil),  // 29: hac.v1.ListFirewallRulesResponse
+	(*DeleteFirewallRuleRequest)(nil),  // 30: hac.v1.DeleteFirewallRuleRequest
+	(*DeleteFirewallRuleResponse)(nil), // 31: hac.v1.DeleteFirewallRuleResponse
+	(*timestamppb.Timestamp)(nil),      // 32: google.protobuf.Timestamp
+	(*Job)(nil),                        // 33: hac.v1.Job
 }
 var file_hac_v1_portal_proto_depIdxs = []int32{
-	9, // 0: hac.v1.KeyPair.created_at:type_name -> google.protobuf.Timestamp
-	0, // 1: hac.v1.CreateKeyPairResponse.key_pair:type_name -> hac.v1.KeyPair
-	0, // 2: hac.v1.ImportKeyPairResponse.key_pair:type_name -> hac.v1.KeyPair
-	0, // 3: hac.v1.ListKeyPairsResponse.key_pairs:type_name -> hac.v1.KeyPair
-	1, // 4: hac.v1.KeyPairService.CreateKeyPair:input_type -> hac.v1.CreateKeyPairRequest
-	3, // 5: hac.v1.KeyPairService.ImportKeyPair:input_type -> hac.v1.ImportKeyPairRequest
-	5, // 6: hac.v1.KeyPairService.ListKeyPairs:input_type -> hac.v1.ListKeyPairsRequest
-	7, // 7: hac.v1.KeyPairService.DeleteKeyPair:input_type -> hac.v1.DeleteKeyPairRequest
-	2, // 8: hac.v1.KeyPairService.CreateKeyPair:output_type -> hac.v1.CreateKeyPairResponse
-	4, // 9: hac.v1.KeyPairService.ImportKeyPair:output_type -> hac.v1.ImportKeyPairResponse
-	6, // 10: hac.v1.KeyPairService.ListKeyPairs:output_type -> hac.v1.ListKeyPairsResponse
-	8, // 11: hac.v1.KeyPairService.DeleteKeyPair:output_type -> hac.v1.DeleteKeyPairResponse
-	8, // [8:12] is the sub-list for method output_type
-	4, // [4:8] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	32, // 0: hac.v1.KeyPair.created_at:type_name -> google.protobuf.Timestamp
+	0,  // 1: hac.v1.CreateKeyPairResponse.key_pair:type_name -> hac.v1.KeyPair
+	0,  // 2: hac.v1.ImportKeyPairResponse.key_pair:type_name -> hac.v1.KeyPair
+	0,  // 3: hac.v1.ListKeyPairsResponse.key_pairs:type_name -> hac.v1.KeyPair
+	33, // 4: hac.v1.ServerDetail.job:type_name -> hac.v1.Job
+	32, // 5: hac.v1.ServerDetail.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 6: hac.v1.CreateServerResponse.server:type_name -> hac.v1.ServerDetail
+	9,  // 7: hac.v1.GetServerResponse.server:type_name -> hac.v1.ServerDetail
+	9,  // 8: hac.v1.SetServerModelResponse.server:type_name -> hac.v1.ServerDetail
+	18, // 9: hac.v1.AddPortForwardResponse.port_forward:type_name -> hac.v1.PortForward
+	18, // 10: hac.v1.ListPortForwardsResponse.port_forwards:type_name -> hac.v1.PortForward
+	25, // 11: hac.v1.AddFirewallRuleResponse.rule:type_name -> hac.v1.FirewallRule
+	25, // 12: hac.v1.ListFirewallRulesResponse.rules:type_name -> hac.v1.FirewallRule
+	1,  // 13: hac.v1.KeyPairService.CreateKeyPair:input_type -> hac.v1.CreateKeyPairRequest
+	3,  // 14: hac.v1.KeyPairService.ImportKeyPair:input_type -> hac.v1.ImportKeyPairRequest
+	5,  // 15: hac.v1.KeyPairService.ListKeyPairs:input_type -> hac.v1.ListKeyPairsRequest
+	7,  // 16: hac.v1.KeyPairService.DeleteKeyPair:input_type -> hac.v1.DeleteKeyPairRequest
+	10, // 17: hac.v1.PortalService.CreateServer:input_type -> hac.v1.CreateServerRequest
+	12, // 18: hac.v1.PortalService.GetServer:input_type -> hac.v1.GetServerRequest
+	14, // 19: hac.v1.PortalService.DeleteServer:input_type -> hac.v1.DeleteServerRequest
+	16, // 20: hac.v1.PortalService.SetServerModel:input_type -> hac.v1.SetServerModelRequest
+	19, // 21: hac.v1.PortalService.AddPortForward:input_type -> hac.v1.AddPortForwardRequest
+	21, // 22: hac.v1.PortalService.ListPortForwards:input_type -> hac.v1.ListPortForwardsRequest
+	23, // 23: hac.v1.PortalService.DeletePortForward:input_type -> hac.v1.DeletePortForwardRequest
+	26, // 24: hac.v1.PortalService.AddFirewallRule:input_type -> hac.v1.AddFirewallRuleRequest
+	28, // 25: hac.v1.PortalService.ListFirewallRules:input_type -> hac.v1.ListFirewallRulesRequest
+	30, // 26: hac.v1.PortalService.DeleteFirewallRule:input_type -> hac.v1.DeleteFirewallRuleRequest
+	2,  // 27: hac.v1.KeyPairService.CreateKeyPair:output_type -> hac.v1.CreateKeyPairResponse
+	4,  // 28: hac.v1.KeyPairService.ImportKeyPair:output_type -> hac.v1.ImportKeyPairResponse
+	6,  // 29: hac.v1.KeyPairService.ListKeyPairs:output_type -> hac.v1.ListKeyPairsResponse
+	8,  // 30: hac.v1.KeyPairService.DeleteKeyPair:output_type -> hac.v1.DeleteKeyPairResponse
+	11, // 31: hac.v1.PortalService.CreateServer:output_type -> hac.v1.CreateServerResponse
+	13, // 32: hac.v1.PortalService.GetServer:output_type -> hac.v1.GetServerResponse
+	15, // 33: hac.v1.PortalService.DeleteServer:output_type -> hac.v1.DeleteServerResponse
+	17, // 34: hac.v1.PortalService.SetServerModel:output_type -> hac.v1.SetServerModelResponse
+	20, // 35: hac.v1.PortalService.AddPortForward:output_type -> hac.v1.AddPortForwardResponse
+	22, // 36: hac.v1.PortalService.ListPortForwards:output_type -> hac.v1.ListPortForwardsResponse
+	24, // 37: hac.v1.PortalService.DeletePortForward:output_type -> hac.v1.DeletePortForwardResponse
+	27, // 38: hac.v1.PortalService.AddFirewallRule:output_type -> hac.v1.AddFirewallRuleResponse
+	29, // 39: hac.v1.PortalService.ListFirewallRules:output_type -> hac.v1.ListFirewallRulesResponse
+	31, // 40: hac.v1.PortalService.DeleteFirewallRule:output_type -> hac.v1.DeleteFirewallRuleResponse
+	27, // [27:41] is the sub-list for method output_type
+	13, // [13:27] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_hac_v1_portal_proto_init() }
@@ -568,15 +2038,16 @@ func file_hac_v1_portal_proto_init() {
 	if File_hac_v1_portal_proto != nil {
 		return
 	}
+	file_hac_v1_common_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hac_v1_portal_proto_rawDesc), len(file_hac_v1_portal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   32,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_hac_v1_portal_proto_goTypes,
 		DependencyIndexes: file_hac_v1_portal_proto_depIdxs,

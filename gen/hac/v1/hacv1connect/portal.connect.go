@@ -23,6 +23,8 @@ const _ = connect.IsAtLeastVersion1_13_0
 const (
 	// KeyPairServiceName is the fully-qualified name of the KeyPairService service.
 	KeyPairServiceName = "hac.v1.KeyPairService"
+	// PortalServiceName is the fully-qualified name of the PortalService service.
+	PortalServiceName = "hac.v1.PortalService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -45,6 +47,35 @@ const (
 	// KeyPairServiceDeleteKeyPairProcedure is the fully-qualified name of the KeyPairService's
 	// DeleteKeyPair RPC.
 	KeyPairServiceDeleteKeyPairProcedure = "/hac.v1.KeyPairService/DeleteKeyPair"
+	// PortalServiceCreateServerProcedure is the fully-qualified name of the PortalService's
+	// CreateServer RPC.
+	PortalServiceCreateServerProcedure = "/hac.v1.PortalService/CreateServer"
+	// PortalServiceGetServerProcedure is the fully-qualified name of the PortalService's GetServer RPC.
+	PortalServiceGetServerProcedure = "/hac.v1.PortalService/GetServer"
+	// PortalServiceDeleteServerProcedure is the fully-qualified name of the PortalService's
+	// DeleteServer RPC.
+	PortalServiceDeleteServerProcedure = "/hac.v1.PortalService/DeleteServer"
+	// PortalServiceSetServerModelProcedure is the fully-qualified name of the PortalService's
+	// SetServerModel RPC.
+	PortalServiceSetServerModelProcedure = "/hac.v1.PortalService/SetServerModel"
+	// PortalServiceAddPortForwardProcedure is the fully-qualified name of the PortalService's
+	// AddPortForward RPC.
+	PortalServiceAddPortForwardProcedure = "/hac.v1.PortalService/AddPortForward"
+	// PortalServiceListPortForwardsProcedure is the fully-qualified name of the PortalService's
+	// ListPortForwards RPC.
+	PortalServiceListPortForwardsProcedure = "/hac.v1.PortalService/ListPortForwards"
+	// PortalServiceDeletePortForwardProcedure is the fully-qualified name of the PortalService's
+	// DeletePortForward RPC.
+	PortalServiceDeletePortForwardProcedure = "/hac.v1.PortalService/DeletePortForward"
+	// PortalServiceAddFirewallRuleProcedure is the fully-qualified name of the PortalService's
+	// AddFirewallRule RPC.
+	PortalServiceAddFirewallRuleProcedure = "/hac.v1.PortalService/AddFirewallRule"
+	// PortalServiceListFirewallRulesProcedure is the fully-qualified name of the PortalService's
+	// ListFirewallRules RPC.
+	PortalServiceListFirewallRulesProcedure = "/hac.v1.PortalService/ListFirewallRules"
+	// PortalServiceDeleteFirewallRuleProcedure is the fully-qualified name of the PortalService's
+	// DeleteFirewallRule RPC.
+	PortalServiceDeleteFirewallRuleProcedure = "/hac.v1.PortalService/DeleteFirewallRule"
 )
 
 // KeyPairServiceClient is a client for the hac.v1.KeyPairService service.
@@ -199,4 +230,316 @@ func (UnimplementedKeyPairServiceHandler) ListKeyPairs(context.Context, *connect
 
 func (UnimplementedKeyPairServiceHandler) DeleteKeyPair(context.Context, *connect.Request[v1.DeleteKeyPairRequest]) (*connect.Response[v1.DeleteKeyPairResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.KeyPairService.DeleteKeyPair is not implemented"))
+}
+
+// PortalServiceClient is a client for the hac.v1.PortalService service.
+type PortalServiceClient interface {
+	// CreateServer starts making a server; it is returned in state creating.
+	CreateServer(context.Context, *connect.Request[v1.CreateServerRequest]) (*connect.Response[v1.CreateServerResponse], error)
+	GetServer(context.Context, *connect.Request[v1.GetServerRequest]) (*connect.Response[v1.GetServerResponse], error)
+	// DeleteServer stops and removes a server and everything attached to it.
+	DeleteServer(context.Context, *connect.Request[v1.DeleteServerRequest]) (*connect.Response[v1.DeleteServerResponse], error)
+	// SetServerModel changes the accelerator model (S4); refused while a
+	// program holds the accelerator.
+	SetServerModel(context.Context, *connect.Request[v1.SetServerModelRequest]) (*connect.Response[v1.SetServerModelResponse], error)
+	AddPortForward(context.Context, *connect.Request[v1.AddPortForwardRequest]) (*connect.Response[v1.AddPortForwardResponse], error)
+	ListPortForwards(context.Context, *connect.Request[v1.ListPortForwardsRequest]) (*connect.Response[v1.ListPortForwardsResponse], error)
+	DeletePortForward(context.Context, *connect.Request[v1.DeletePortForwardRequest]) (*connect.Response[v1.DeletePortForwardResponse], error)
+	AddFirewallRule(context.Context, *connect.Request[v1.AddFirewallRuleRequest]) (*connect.Response[v1.AddFirewallRuleResponse], error)
+	ListFirewallRules(context.Context, *connect.Request[v1.ListFirewallRulesRequest]) (*connect.Response[v1.ListFirewallRulesResponse], error)
+	DeleteFirewallRule(context.Context, *connect.Request[v1.DeleteFirewallRuleRequest]) (*connect.Response[v1.DeleteFirewallRuleResponse], error)
+}
+
+// NewPortalServiceClient constructs a client for the hac.v1.PortalService service. By default, it
+// uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses, and sends
+// uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the connect.WithGRPC() or
+// connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewPortalServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) PortalServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	portalServiceMethods := v1.File_hac_v1_portal_proto.Services().ByName("PortalService").Methods()
+	return &portalServiceClient{
+		createServer: connect.NewClient[v1.CreateServerRequest, v1.CreateServerResponse](
+			httpClient,
+			baseURL+PortalServiceCreateServerProcedure,
+			connect.WithSchema(portalServiceMethods.ByName("CreateServer")),
+			connect.WithClientOptions(opts...),
+		),
+		getServer: connect.NewClient[v1.GetServerRequest, v1.GetServerResponse](
+			httpClient,
+			baseURL+PortalServiceGetServerProcedure,
+			connect.WithSchema(portalServiceMethods.ByName("GetServer")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteServer: connect.NewClient[v1.DeleteServerRequest, v1.DeleteServerResponse](
+			httpClient,
+			baseURL+PortalServiceDeleteServerProcedure,
+			connect.WithSchema(portalServiceMethods.ByName("DeleteServer")),
+			connect.WithClientOptions(opts...),
+		),
+		setServerModel: connect.NewClient[v1.SetServerModelRequest, v1.SetServerModelResponse](
+			httpClient,
+			baseURL+PortalServiceSetServerModelProcedure,
+			connect.WithSchema(portalServiceMethods.ByName("SetServerModel")),
+			connect.WithClientOptions(opts...),
+		),
+		addPortForward: connect.NewClient[v1.AddPortForwardRequest, v1.AddPortForwardResponse](
+			httpClient,
+			baseURL+PortalServiceAddPortForwardProcedure,
+			connect.WithSchema(portalServiceMethods.ByName("AddPortForward")),
+			connect.WithClientOptions(opts...),
+		),
+		listPortForwards: connect.NewClient[v1.ListPortForwardsRequest, v1.ListPortForwardsResponse](
+			httpClient,
+			baseURL+PortalServiceListPortForwardsProcedure,
+			connect.WithSchema(portalServiceMethods.ByName("ListPortForwards")),
+			connect.WithClientOptions(opts...),
+		),
+		deletePortForward: connect.NewClient[v1.DeletePortForwardRequest, v1.DeletePortForwardResponse](
+			httpClient,
+			baseURL+PortalServiceDeletePortForwardProcedure,
+			connect.WithSchema(portalServiceMethods.ByName("DeletePortForward")),
+			connect.WithClientOptions(opts...),
+		),
+		addFirewallRule: connect.NewClient[v1.AddFirewallRuleRequest, v1.AddFirewallRuleResponse](
+			httpClient,
+			baseURL+PortalServiceAddFirewallRuleProcedure,
+			connect.WithSchema(portalServiceMethods.ByName("AddFirewallRule")),
+			connect.WithClientOptions(opts...),
+		),
+		listFirewallRules: connect.NewClient[v1.ListFirewallRulesRequest, v1.ListFirewallRulesResponse](
+			httpClient,
+			baseURL+PortalServiceListFirewallRulesProcedure,
+			connect.WithSchema(portalServiceMethods.ByName("ListFirewallRules")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteFirewallRule: connect.NewClient[v1.DeleteFirewallRuleRequest, v1.DeleteFirewallRuleResponse](
+			httpClient,
+			baseURL+PortalServiceDeleteFirewallRuleProcedure,
+			connect.WithSchema(portalServiceMethods.ByName("DeleteFirewallRule")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// portalServiceClient implements PortalServiceClient.
+type portalServiceClient struct {
+	createServer       *connect.Client[v1.CreateServerRequest, v1.CreateServerResponse]
+	getServer          *connect.Client[v1.GetServerRequest, v1.GetServerResponse]
+	deleteServer       *connect.Client[v1.DeleteServerRequest, v1.DeleteServerResponse]
+	setServerModel     *connect.Client[v1.SetServerModelRequest, v1.SetServerModelResponse]
+	addPortForward     *connect.Client[v1.AddPortForwardRequest, v1.AddPortForwardResponse]
+	listPortForwards   *connect.Client[v1.ListPortForwardsRequest, v1.ListPortForwardsResponse]
+	deletePortForward  *connect.Client[v1.DeletePortForwardRequest, v1.DeletePortForwardResponse]
+	addFirewallRule    *connect.Client[v1.AddFirewallRuleRequest, v1.AddFirewallRuleResponse]
+	listFirewallRules  *connect.Client[v1.ListFirewallRulesRequest, v1.ListFirewallRulesResponse]
+	deleteFirewallRule *connect.Client[v1.DeleteFirewallRuleRequest, v1.DeleteFirewallRuleResponse]
+}
+
+// CreateServer calls hac.v1.PortalService.CreateServer.
+func (c *portalServiceClient) CreateServer(ctx context.Context, req *connect.Request[v1.CreateServerRequest]) (*connect.Response[v1.CreateServerResponse], error) {
+	return c.createServer.CallUnary(ctx, req)
+}
+
+// GetServer calls hac.v1.PortalService.GetServer.
+func (c *portalServiceClient) GetServer(ctx context.Context, req *connect.Request[v1.GetServerRequest]) (*connect.Response[v1.GetServerResponse], error) {
+	return c.getServer.CallUnary(ctx, req)
+}
+
+// DeleteServer calls hac.v1.PortalService.DeleteServer.
+func (c *portalServiceClient) DeleteServer(ctx context.Context, req *connect.Request[v1.DeleteServerRequest]) (*connect.Response[v1.DeleteServerResponse], error) {
+	return c.deleteServer.CallUnary(ctx, req)
+}
+
+// SetServerModel calls hac.v1.PortalService.SetServerModel.
+func (c *portalServiceClient) SetServerModel(ctx context.Context, req *connect.Request[v1.SetServerModelRequest]) (*connect.Response[v1.SetServerModelResponse], error) {
+	return c.setServerModel.CallUnary(ctx, req)
+}
+
+// AddPortForward calls hac.v1.PortalService.AddPortForward.
+func (c *portalServiceClient) AddPortForward(ctx context.Context, req *connect.Request[v1.AddPortForwardRequest]) (*connect.Response[v1.AddPortForwardResponse], error) {
+	return c.addPortForward.CallUnary(ctx, req)
+}
+
+// ListPortForwards calls hac.v1.PortalService.ListPortForwards.
+func (c *portalServiceClient) ListPortForwards(ctx context.Context, req *connect.Request[v1.ListPortForwardsRequest]) (*connect.Response[v1.ListPortForwardsResponse], error) {
+	return c.listPortForwards.CallUnary(ctx, req)
+}
+
+// DeletePortForward calls hac.v1.PortalService.DeletePortForward.
+func (c *portalServiceClient) DeletePortForward(ctx context.Context, req *connect.Request[v1.DeletePortForwardRequest]) (*connect.Response[v1.DeletePortForwardResponse], error) {
+	return c.deletePortForward.CallUnary(ctx, req)
+}
+
+// AddFirewallRule calls hac.v1.PortalService.AddFirewallRule.
+func (c *portalServiceClient) AddFirewallRule(ctx context.Context, req *connect.Request[v1.AddFirewallRuleRequest]) (*connect.Response[v1.AddFirewallRuleResponse], error) {
+	return c.addFirewallRule.CallUnary(ctx, req)
+}
+
+// ListFirewallRules calls hac.v1.PortalService.ListFirewallRules.
+func (c *portalServiceClient) ListFirewallRules(ctx context.Context, req *connect.Request[v1.ListFirewallRulesRequest]) (*connect.Response[v1.ListFirewallRulesResponse], error) {
+	return c.listFirewallRules.CallUnary(ctx, req)
+}
+
+// DeleteFirewallRule calls hac.v1.PortalService.DeleteFirewallRule.
+func (c *portalServiceClient) DeleteFirewallRule(ctx context.Context, req *connect.Request[v1.DeleteFirewallRuleRequest]) (*connect.Response[v1.DeleteFirewallRuleResponse], error) {
+	return c.deleteFirewallRule.CallUnary(ctx, req)
+}
+
+// PortalServiceHandler is an implementation of the hac.v1.PortalService service.
+type PortalServiceHandler interface {
+	// CreateServer starts making a server; it is returned in state creating.
+	CreateServer(context.Context, *connect.Request[v1.CreateServerRequest]) (*connect.Response[v1.CreateServerResponse], error)
+	GetServer(context.Context, *connect.Request[v1.GetServerRequest]) (*connect.Response[v1.GetServerResponse], error)
+	// DeleteServer stops and removes a server and everything attached to it.
+	DeleteServer(context.Context, *connect.Request[v1.DeleteServerRequest]) (*connect.Response[v1.DeleteServerResponse], error)
+	// SetServerModel changes the accelerator model (S4); refused while a
+	// program holds the accelerator.
+	SetServerModel(context.Context, *connect.Request[v1.SetServerModelRequest]) (*connect.Response[v1.SetServerModelResponse], error)
+	AddPortForward(context.Context, *connect.Request[v1.AddPortForwardRequest]) (*connect.Response[v1.AddPortForwardResponse], error)
+	ListPortForwards(context.Context, *connect.Request[v1.ListPortForwardsRequest]) (*connect.Response[v1.ListPortForwardsResponse], error)
+	DeletePortForward(context.Context, *connect.Request[v1.DeletePortForwardRequest]) (*connect.Response[v1.DeletePortForwardResponse], error)
+	AddFirewallRule(context.Context, *connect.Request[v1.AddFirewallRuleRequest]) (*connect.Response[v1.AddFirewallRuleResponse], error)
+	ListFirewallRules(context.Context, *connect.Request[v1.ListFirewallRulesRequest]) (*connect.Response[v1.ListFirewallRulesResponse], error)
+	DeleteFirewallRule(context.Context, *connect.Request[v1.DeleteFirewallRuleRequest]) (*connect.Response[v1.DeleteFirewallRuleResponse], error)
+}
+
+// NewPortalServiceHandler builds an HTTP handler from the service implementation. It returns the
+// path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewPortalServiceHandler(svc PortalServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	portalServiceMethods := v1.File_hac_v1_portal_proto.Services().ByName("PortalService").Methods()
+	portalServiceCreateServerHandler := connect.NewUnaryHandler(
+		PortalServiceCreateServerProcedure,
+		svc.CreateServer,
+		connect.WithSchema(portalServiceMethods.ByName("CreateServer")),
+		connect.WithHandlerOptions(opts...),
+	)
+	portalServiceGetServerHandler := connect.NewUnaryHandler(
+		PortalServiceGetServerProcedure,
+		svc.GetServer,
+		connect.WithSchema(portalServiceMethods.ByName("GetServer")),
+		connect.WithHandlerOptions(opts...),
+	)
+	portalServiceDeleteServerHandler := connect.NewUnaryHandler(
+		PortalServiceDeleteServerProcedure,
+		svc.DeleteServer,
+		connect.WithSchema(portalServiceMethods.ByName("DeleteServer")),
+		connect.WithHandlerOptions(opts...),
+	)
+	portalServiceSetServerModelHandler := connect.NewUnaryHandler(
+		PortalServiceSetServerModelProcedure,
+		svc.SetServerModel,
+		connect.WithSchema(portalServiceMethods.ByName("SetServerModel")),
+		connect.WithHandlerOptions(opts...),
+	)
+	portalServiceAddPortForwardHandler := connect.NewUnaryHandler(
+		PortalServiceAddPortForwardProcedure,
+		svc.AddPortForward,
+		connect.WithSchema(portalServiceMethods.ByName("AddPortForward")),
+		connect.WithHandlerOptions(opts...),
+	)
+	portalServiceListPortForwardsHandler := connect.NewUnaryHandler(
+		PortalServiceListPortForwardsProcedure,
+		svc.ListPortForwards,
+		connect.WithSchema(portalServiceMethods.ByName("ListPortForwards")),
+		connect.WithHandlerOptions(opts...),
+	)
+	portalServiceDeletePortForwardHandler := connect.NewUnaryHandler(
+		PortalServiceDeletePortForwardProcedure,
+		svc.DeletePortForward,
+		connect.WithSchema(portalServiceMethods.ByName("DeletePortForward")),
+		connect.WithHandlerOptions(opts...),
+	)
+	portalServiceAddFirewallRuleHandler := connect.NewUnaryHandler(
+		PortalServiceAddFirewallRuleProcedure,
+		svc.AddFirewallRule,
+		connect.WithSchema(portalServiceMethods.ByName("AddFirewallRule")),
+		connect.WithHandlerOptions(opts...),
+	)
+	portalServiceListFirewallRulesHandler := connect.NewUnaryHandler(
+		PortalServiceListFirewallRulesProcedure,
+		svc.ListFirewallRules,
+		connect.WithSchema(portalServiceMethods.ByName("ListFirewallRules")),
+		connect.WithHandlerOptions(opts...),
+	)
+	portalServiceDeleteFirewallRuleHandler := connect.NewUnaryHandler(
+		PortalServiceDeleteFirewallRuleProcedure,
+		svc.DeleteFirewallRule,
+		connect.WithSchema(portalServiceMethods.ByName("DeleteFirewallRule")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/hac.v1.PortalService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case PortalServiceCreateServerProcedure:
+			portalServiceCreateServerHandler.ServeHTTP(w, r)
+		case PortalServiceGetServerProcedure:
+			portalServiceGetServerHandler.ServeHTTP(w, r)
+		case PortalServiceDeleteServerProcedure:
+			portalServiceDeleteServerHandler.ServeHTTP(w, r)
+		case PortalServiceSetServerModelProcedure:
+			portalServiceSetServerModelHandler.ServeHTTP(w, r)
+		case PortalServiceAddPortForwardProcedure:
+			portalServiceAddPortForwardHandler.ServeHTTP(w, r)
+		case PortalServiceListPortForwardsProcedure:
+			portalServiceListPortForwardsHandler.ServeHTTP(w, r)
+		case PortalServiceDeletePortForwardProcedure:
+			portalServiceDeletePortForwardHandler.ServeHTTP(w, r)
+		case PortalServiceAddFirewallRuleProcedure:
+			portalServiceAddFirewallRuleHandler.ServeHTTP(w, r)
+		case PortalServiceListFirewallRulesProcedure:
+			portalServiceListFirewallRulesHandler.ServeHTTP(w, r)
+		case PortalServiceDeleteFirewallRuleProcedure:
+			portalServiceDeleteFirewallRuleHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedPortalServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedPortalServiceHandler struct{}
+
+func (UnimplementedPortalServiceHandler) CreateServer(context.Context, *connect.Request[v1.CreateServerRequest]) (*connect.Response[v1.CreateServerResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.PortalService.CreateServer is not implemented"))
+}
+
+func (UnimplementedPortalServiceHandler) GetServer(context.Context, *connect.Request[v1.GetServerRequest]) (*connect.Response[v1.GetServerResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.PortalService.GetServer is not implemented"))
+}
+
+func (UnimplementedPortalServiceHandler) DeleteServer(context.Context, *connect.Request[v1.DeleteServerRequest]) (*connect.Response[v1.DeleteServerResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.PortalService.DeleteServer is not implemented"))
+}
+
+func (UnimplementedPortalServiceHandler) SetServerModel(context.Context, *connect.Request[v1.SetServerModelRequest]) (*connect.Response[v1.SetServerModelResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.PortalService.SetServerModel is not implemented"))
+}
+
+func (UnimplementedPortalServiceHandler) AddPortForward(context.Context, *connect.Request[v1.AddPortForwardRequest]) (*connect.Response[v1.AddPortForwardResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.PortalService.AddPortForward is not implemented"))
+}
+
+func (UnimplementedPortalServiceHandler) ListPortForwards(context.Context, *connect.Request[v1.ListPortForwardsRequest]) (*connect.Response[v1.ListPortForwardsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.PortalService.ListPortForwards is not implemented"))
+}
+
+func (UnimplementedPortalServiceHandler) DeletePortForward(context.Context, *connect.Request[v1.DeletePortForwardRequest]) (*connect.Response[v1.DeletePortForwardResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.PortalService.DeletePortForward is not implemented"))
+}
+
+func (UnimplementedPortalServiceHandler) AddFirewallRule(context.Context, *connect.Request[v1.AddFirewallRuleRequest]) (*connect.Response[v1.AddFirewallRuleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.PortalService.AddFirewallRule is not implemented"))
+}
+
+func (UnimplementedPortalServiceHandler) ListFirewallRules(context.Context, *connect.Request[v1.ListFirewallRulesRequest]) (*connect.Response[v1.ListFirewallRulesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.PortalService.ListFirewallRules is not implemented"))
+}
+
+func (UnimplementedPortalServiceHandler) DeleteFirewallRule(context.Context, *connect.Request[v1.DeleteFirewallRuleRequest]) (*connect.Response[v1.DeleteFirewallRuleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.PortalService.DeleteFirewallRule is not implemented"))
 }

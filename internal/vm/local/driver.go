@@ -1,0 +1,367 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/hac-project/hac/internal/vm"
+)
+
+// Config configures the local driver.
+type Config struct {
+	DataDir string
+	// Bridge is the host bridge servers attach to.
+	Bridge string
+	// Subnet holds the servers' private addresses; its first address is the
+	// gateway, on the bridge.
+	Subnet string
+	// PublicAddress is where forwarded ports listen (127.0.0.1 in dev).
+	PublicAddress string
+	// HacBinary is copied into every server as /usr/local/bin/hac.
+	HacBinary string
+	// Runc is the runc binary.
+	Runc string
+}
+
+// DefaultConfig returns a configuration for a single machine.
+func DefaultConfig(dataDir string) Config {
+	exe, _ := os.Executable()
+	return Config{DataDir: dataDir, Bridge: "hacbr0", Subnet: "10.77.0.0/24", PublicAddress: "127.0.0.1", HacBinary: exe, Runc: "runc"}
+}
+
+// Driver is the local server driver.
+type Driver struct {
+	cfg     Config
+	subnet  *net.IPNet
+	gateway net.IP
+	mu      sync.Mutex // one change at a time
+}
+
+var _ vm.Driver = (*Driver)(nil)
+
+// New checks the configuration and that runc and nft are present.
+func New(cfg Config) (*Driver, error) {
+	_, subnet, err := net.ParseCIDR(cfg.Subnet)
+	if err != nil || subnet.IP.To4() == nil {
+		return nil, fmt.Errorf("vm/local: subnet %q: want an IPv4 CIDR such as 10.77.0.0/24", cfg.Subnet)
+	}
+	if ones, _ := subnet.Mask.Size(); ones > 28 {
+		return nil, fmt.Errorf("vm/local: subnet %s is too small", cfg.Subnet)
+	}
+	if net.ParseIP(cfg.PublicAddress).To4() == nil {
+		return nil, fmt.Errorf("vm/local: public address %q: want an IPv4 address", cfg.PublicAddress)
+	}
+	for _, tool := range []string{cfg.Runc, "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("vm/local: %s not found: install runc and nftables (scripts/install-deps)", tool)
+		}
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("vm/local: the local server driver needs root (namespaces, mounts, nftables)")
+	}
+	gw := make(net.IP, 4)
+	copy(gw, subnet.IP.To4())
+	gw[3]++
+	return &Driver{cfg: cfg, subnet: subnet, gateway: gw}, nil
+}
+
+// Gateway is the host's address on the servers' bridge: where servers reach
+// the control plane and the node agents.
+func (d *Driver) Gateway() string { return d.gateway.String() }
+
+// Subnet is the servers' private network.
+func (d *Driver) Subnet() *net.IPNet { return d.subnet }
+
+// PublicAddress is where forwarded ports listen.
+func (d *Driver) PublicAddress() string { return d.cfg.PublicAddress }
+
+func (d *Driver) dir(id string) string    { return filepath.Join(d.cfg.DataDir, "servers", id) }
+func (d *Driver) bundle(id string) string { return filepath.Join(d.dir(id), "bundle") }
+func containerID(id string) string        { return "hac-" + id }
+
+func (d *Driver) runc(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, d.cfg.Runc, append([]string{"--root", filepath.Join(d.cfg.DataDir, "runc")}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return out, fmt.Errorf("runc %s: %v: %s", args[0], err, strings.TrimSpace(stderr.String()))
+	}
+	return out, nil
+}
+
+// Create builds the server's root (overlay over the image), its files, its
+// network and its bundle, and starts it. On failure it leaves nothing.
+func (d *Driver) Create(ctx context.Context, s vm.Spec) error {
+	if err := validID(s.ID); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	err := d.createLocked(ctx, s)
+	d.mu.Unlock()
+	if err != nil {
+		d.Delete(context.WithoutCancel(ctx), s.ID)
+	}
+	return err
+}
+
+func (d *Driver) createLocked(ctx context.Context, s vm.Spec) error {
+	lower, err := d.ensureImage(s.Image)
+	if err != nil {
+		return err
+	}
+	dir := d.dir(s.ID)
+	rootfs := filepath.Join(d.bundle(s.ID), "rootfs")
+	for _, p := range []string{filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "bin"), rootfs} {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := d.mountRoot(s.ID, lower); err != nil {
+		return err
+	}
+	if err := d.writeFiles(s, rootfs); err != nil {
+		return err
+	}
+	if err := d.installHac(filepath.Join(dir, "bin")); err != nil {
+		return err
+	}
+	cfg := ociSpec(s.ID, s.Hostname, "/run/netns/"+netnsName(s.ID), filepath.Join(dir, "bin"), max(s.CPUs, 1), max(s.MemoryMiB, 256))
+	raw, _ := json.MarshalIndent(cfg, "", " ")
+	if err := os.WriteFile(filepath.Join(d.bundle(s.ID), "config.json"), raw, 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "address"), []byte(s.Address), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "image"), []byte(s.Image), 0o644); err != nil {
+		return err
+	}
+	return d.startLocked(ctx, s.ID)
+}
+
+func validID(id string) error {
+	if id == "" || len(id) > 10 || strings.Trim(id, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
+		return fmt.Errorf("vm/local: server id %q: use 1-10 of [a-z0-9-]", id)
+	}
+	return nil
+}
+
+func (d *Driver) mountRoot(id, lower string) error {
+	rootfs := filepath.Join(d.bundle(id), "rootfs")
+	if mounted(rootfs) {
+		return nil
+	}
+	dir := d.dir(id)
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, filepath.Join(dir, "upper"), filepath.Join(dir, "work"))
+	if err := syscall.Mount("overlay", rootfs, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("vm/local: mount the root of %s: %w", id, err)
+	}
+	return nil
+}
+
+// mounted reports whether p is a mount point.
+func mounted(p string) bool {
+	raw, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == p {
+			return true
+		}
+	}
+	return false
+}
+
+// writeFiles writes the host key, the authorized keys and the spec's files
+// into the server's root.
+func (d *Driver) writeFiles(s vm.Spec, rootfs string) error {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	block, err := ssh.MarshalPrivateKey(key, "")
+	if err != nil {
+		return err
+	}
+	files := []vm.File{
+		{Path: "/etc/ssh/ssh_host_ed25519_key", Mode: 0o600, Data: pem.EncodeToMemory(block)},
+		{Path: "/etc/ssh/authorized_keys/ubuntu", Mode: 0o644, Data: []byte(strings.Join(s.AuthorizedKeys, "\n") + "\n")},
+		{Path: "/etc/hostname", Mode: 0o644, Data: []byte(s.Hostname + "\n")},
+		{Path: "/etc/hosts", Mode: 0o644, Data: []byte(fmt.Sprintf("127.0.0.1 localhost\n%s %s\n%s hac-gateway\n", s.Address, s.Hostname, d.gateway))},
+	}
+	for _, f := range append(files, s.Files...) {
+		if !filepath.IsAbs(f.Path) || strings.Contains(f.Path, "..") {
+			return fmt.Errorf("vm/local: file path %q must be absolute and clean", f.Path)
+		}
+		p := filepath.Join(rootfs, f.Path)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(p, f.Data, f.Mode); err != nil {
+			return err
+		}
+		if err := os.Chown(p, f.UID, f.GID); err != nil {
+			return err
+		}
+		// Folders made for a user's file belong to that user.
+		if f.UID != 0 {
+			for dir := filepath.Dir(p); strings.HasPrefix(dir, filepath.Join(rootfs, "home")+"/"); dir = filepath.Dir(dir) {
+				os.Chown(dir, f.UID, f.GID)
+			}
+		}
+	}
+	return nil
+}
+
+// installHac copies the hac binary into the server's /usr/local/bin with
+// its alias names.
+func (d *Driver) installHac(bin string) error {
+	src, err := os.ReadFile(d.cfg.HacBinary)
+	if err != nil {
+		return fmt.Errorf("vm/local: read the hac binary: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(bin, "hac"), src, 0o755); err != nil {
+		return err
+	}
+	for _, alias := range []string{"hac-smi", "hac-switch-model"} {
+		os.Remove(filepath.Join(bin, alias))
+		if err := os.Symlink("hac", filepath.Join(bin, alias)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Start starts a created server.
+func (d *Driver) Start(ctx context.Context, id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.startLocked(ctx, id)
+}
+
+func (d *Driver) startLocked(ctx context.Context, id string) error {
+	if st, _ := d.statusLocked(ctx, id); st == vm.Running {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(d.bundle(id), "config.json")); err != nil {
+		return fmt.Errorf("%w: %s", vm.ErrNotFound, id)
+	}
+	addr, err := os.ReadFile(filepath.Join(d.dir(id), "address"))
+	if err != nil {
+		return err
+	}
+	image, err := os.ReadFile(filepath.Join(d.dir(id), "image"))
+	if err != nil {
+		return err
+	}
+	lower, err := d.ensureImage(string(image))
+	if err != nil {
+		return err
+	}
+	if err := d.mountRoot(id, lower); err != nil {
+		return err
+	}
+	d.teardownNetwork(id)
+	if err := d.setupNetwork(id, string(addr)); err != nil {
+		return err
+	}
+	d.runc(ctx, "delete", "--force", containerID(id))
+	log, err := os.OpenFile(filepath.Join(d.dir(id), "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	cmd := exec.CommandContext(ctx, d.cfg.Runc, "--root", filepath.Join(d.cfg.DataDir, "runc"), "run", "--detach",
+		"--bundle", d.bundle(id), containerID(id))
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, log, log
+	if err := cmd.Run(); err != nil {
+		tail, _ := os.ReadFile(filepath.Join(d.dir(id), "console.log"))
+		return fmt.Errorf("vm/local: start %s: %v: %s", id, err, lastLine(tail))
+	}
+	return nil
+}
+
+func lastLine(b []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
+}
+
+// Stop stops a server; its disk stays.
+func (d *Driver) Stop(ctx context.Context, id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.runc(ctx, "kill", containerID(id), "KILL")
+	d.runc(ctx, "delete", "--force", containerID(id))
+	d.teardownNetwork(id)
+	return nil
+}
+
+// Delete removes the container, its namespace, its mounts and its files.
+func (d *Driver) Delete(ctx context.Context, id string) error {
+	if err := validID(id); err != nil {
+		return err
+	}
+	d.Stop(ctx, id)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rootfs := filepath.Join(d.bundle(id), "rootfs")
+	if mounted(rootfs) {
+		if err := syscall.Unmount(rootfs, syscall.MNT_DETACH); err != nil {
+			return fmt.Errorf("vm/local: unmount %s: %w", rootfs, err)
+		}
+	}
+	return os.RemoveAll(d.dir(id))
+}
+
+// Status says whether a server runs.
+func (d *Driver) Status(ctx context.Context, id string) (vm.State, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.statusLocked(ctx, id)
+}
+
+func (d *Driver) statusLocked(ctx context.Context, id string) (vm.State, error) {
+	out, err := d.runc(ctx, "state", containerID(id))
+	if err == nil {
+		var st struct{ Status string }
+		if json.Unmarshal(out, &st) == nil && st.Status == "running" {
+			return vm.Running, nil
+		}
+	}
+	if _, err := os.Stat(filepath.Join(d.bundle(id), "config.json")); err == nil {
+		return vm.Stopped, nil
+	}
+	return vm.Missing, nil
+}
+
+// List returns the servers the driver has on disk.
+func (d *Driver) List(ctx context.Context) ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(d.cfg.DataDir, "servers"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	var ids []string
+	for _, e := range entries {
+		if e.IsDir() {
+			ids = append(ids, e.Name())
+		}
+	}
+	return ids, err
+}

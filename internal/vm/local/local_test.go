@@ -1,0 +1,136 @@
+package local
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/hac-project/hac/internal/keypair"
+	"github.com/hac-project/hac/internal/vm"
+)
+
+func testDriver(t *testing.T, bridge, subnet string) *Driver {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the local driver needs root")
+	}
+	for _, tool := range []string{"runc", "nft", "ssh"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (scripts/install-deps)", tool)
+		}
+	}
+	if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
+		t.Skip("openssh-server not installed (scripts/install-deps)")
+	}
+	cfg := DefaultConfig(t.TempDir())
+	cfg.Bridge, cfg.Subnet = bridge, subnet
+	exe, _ := os.Executable()
+	cfg.HacBinary = exe
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		d.RemoveRules(context.Background())
+		exec.Command("ip", "link", "del", bridge).Run()
+	})
+	return d
+}
+
+// sshTo runs a command over SSH as ubuntu through a public port.
+func sshTo(key string, port int, command ...string) (string, error) {
+	args := []string{"-i", key, "-p", strconv.Itoa(port), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+		"-o", "BatchMode=yes", "-o", "ConnectTimeout=2", "-o", "LogLevel=ERROR", "ubuntu@127.0.0.1"}
+	out, err := exec.Command("ssh", append(args, command...)...).CombinedOutput()
+	return string(out), err
+}
+
+// TestServerLifecycle makes a server, reaches its sshd through a forward
+// once (and only once) a firewall rule allows it, and deletes it without a
+// trace.
+func TestServerLifecycle(t *testing.T) {
+	d := testDriver(t, "hactest0", "10.78.0.0/24")
+	ctx := context.Background()
+	g, err := keypair.Generate("ed25519", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(t.TempDir(), "k.pem")
+	os.WriteFile(key, g.PrivatePEM, 0o600)
+	spec := vm.Spec{ID: "t1", Hostname: "web1", CPUs: 1, MemoryMiB: 512, Image: "host", Address: "10.78.0.2",
+		AuthorizedKeys: []string{g.AuthorizedKey},
+		Files:          []vm.File{{Path: "/home/ubuntu/sample/hello.txt", Mode: 0o644, UID: 1000, GID: 1000, Data: []byte("hi\n")}}}
+	if err := d.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Delete(ctx, "t1") })
+	if st, err := d.Status(ctx, "t1"); err != nil || st != vm.Running {
+		t.Fatalf("status %v %v", st, err)
+	}
+	fwd := vm.Forward{Protocol: "tcp", PublicPort: 10022, Address: "10.78.0.2", PrivatePort: 22}
+	if err := d.ApplyRules(ctx, []vm.Forward{fwd}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := sshTo(key, 10022, "hostname"); err == nil {
+		t.Fatalf("ssh got through without a firewall rule: %s", out)
+	}
+	fwd.Allow = []string{"10.99.0.0/16"}
+	d.ApplyRules(ctx, []vm.Forward{fwd})
+	if out, err := sshTo(key, 10022, "hostname"); err == nil {
+		t.Fatalf("ssh got through from a source the rule does not allow: %s", out)
+	}
+	fwd.Allow = []string{"0.0.0.0/0"}
+	d.ApplyRules(ctx, []vm.Forward{fwd})
+	var out string
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err = sshTo(key, 10022, "hostname; id -un; cat sample/hello.txt; ls -ld sample | cut -d' ' -f3")
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond) // sshd is starting
+	}
+	if err != nil || out != "web1\nubuntu\nhi\nubuntu\n" {
+		t.Fatalf("ssh: %v %q", err, out)
+	}
+	if err := d.Delete(ctx, "t1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := netns.GetFromName(netnsName("t1")); err == nil {
+		t.Error("the network namespace is left")
+	}
+	if _, err := os.Stat(d.dir("t1")); err == nil {
+		t.Error("the server's folder is left")
+	}
+	if raw, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(raw), d.dir("t1")) {
+		t.Error("a mount is left")
+	}
+	if st, _ := d.Status(ctx, "t1"); st != vm.Missing {
+		t.Errorf("status after delete: %s", st)
+	}
+}
+
+func TestRulesetGolden(t *testing.T) {
+	got := ruleset("127.0.0.1", "10.77.0.0/24", []vm.Forward{
+		{Protocol: "tcp", PublicPort: 10022, Address: "10.77.0.2", PrivatePort: 22, Allow: []string{"0.0.0.0/0"}},
+	})
+	for _, want := range []string{
+		"ip daddr 127.0.0.1 tcp dport 10022 dnat to 10.77.0.2:22",
+		"ct state new ct status dnat meta l4proto tcp ct original ip daddr 127.0.0.1 ct original proto-dst 10022 jump allow_tcp_10022",
+		"chain allow_tcp_10022 {\n\t\tip saddr 0.0.0.0/0 accept\n\t\tdrop\n\t}",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("ruleset lacks %q:\n%s", want, got)
+		}
+	}
+	if err := ValidateForward(vm.Forward{Protocol: "tcp", PublicPort: 1, Address: "10.0.0.1", PrivatePort: 22, Allow: []string{"10.0.0.1/8"}}); err == nil {
+		t.Error("accepted an unmasked CIDR")
+	}
+}

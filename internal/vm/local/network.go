@@ -1,0 +1,148 @@
+package local
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// netnsName is the named network namespace of a server.
+func netnsName(id string) string { return "hac-" + id }
+
+// vethName is the host end of a server's veth pair (at most 15 bytes).
+func vethName(id string) string {
+	n := "hacv-" + id
+	if len(n) > 15 {
+		n = n[:15]
+	}
+	return n
+}
+
+// ensureBridge makes the bridge with the gateway address, once.
+func (d *Driver) ensureBridge() error {
+	link, err := netlink.LinkByName(d.cfg.Bridge)
+	if err != nil {
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: d.cfg.Bridge}}
+		if err := netlink.LinkAdd(br); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("vm/local: create bridge %s: %w", d.cfg.Bridge, err)
+		}
+		if link, err = netlink.LinkByName(d.cfg.Bridge); err != nil {
+			return err
+		}
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: d.gateway, Mask: d.subnet.Mask}}
+	if err := netlink.AddrReplace(link, addr); err != nil {
+		return fmt.Errorf("vm/local: address the bridge: %w", err)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return err
+	}
+	// Connections to the public loopback address are DNATed to the bridge;
+	// the kernel routes them only with route_localnet.
+	for _, dev := range []string{"all", d.cfg.Bridge} {
+		os.WriteFile("/proc/sys/net/ipv4/conf/"+dev+"/route_localnet", []byte("1"), 0o644)
+	}
+	os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
+	return nil
+}
+
+// setupNetwork makes a server's namespace with eth0 at addr on the bridge.
+func (d *Driver) setupNetwork(id, addr string) error {
+	if err := d.ensureBridge(); err != nil {
+		return err
+	}
+	ip := net.ParseIP(addr).To4()
+	if ip == nil || !d.subnet.Contains(ip) {
+		return fmt.Errorf("vm/local: address %q is not in %s", addr, d.subnet)
+	}
+	ns, err := newNamedNetns(netnsName(id))
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	br, err := netlink.LinkByName(d.cfg.Bridge)
+	if err != nil {
+		return err
+	}
+	host, peer := vethName(id), "hacp-"+id
+	if len(peer) > 15 {
+		peer = peer[:15]
+	}
+	netlink.LinkDel(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: host}})
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: host, MasterIndex: br.Attrs().Index}, PeerName: peer}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return fmt.Errorf("vm/local: veth for %s: %w", id, err)
+	}
+	hostLink, err := netlink.LinkByName(host)
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkSetUp(hostLink); err != nil {
+		return err
+	}
+	peerLink, err := netlink.LinkByName(peer)
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkSetNsFd(peerLink, int(ns)); err != nil {
+		return fmt.Errorf("vm/local: move veth into %s: %w", netnsName(id), err)
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	inner, err := h.LinkByName(peer)
+	if err != nil {
+		return err
+	}
+	if err := h.LinkSetName(inner, "eth0"); err != nil {
+		return err
+	}
+	if err := h.AddrAdd(inner, &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: d.subnet.Mask}}); err != nil {
+		return err
+	}
+	if err := h.LinkSetUp(inner); err != nil {
+		return err
+	}
+	if lo, err := h.LinkByName("lo"); err == nil {
+		h.LinkSetUp(lo)
+	}
+	return h.RouteAdd(&netlink.Route{LinkIndex: inner.Attrs().Index, Gw: d.gateway})
+}
+
+// newNamedNetns creates /run/netns/NAME without moving the caller into it:
+// a goroutine locked to its own thread creates it, and never unlocks, so
+// that the thread, left inside the new namespace, exits with it.
+func newNamedNetns(name string) (netns.NsHandle, error) {
+	if h, err := netns.GetFromName(name); err == nil {
+		return h, nil
+	}
+	type result struct {
+		h   netns.NsHandle
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		h, err := netns.NewNamed(name)
+		ch <- result{h, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		return 0, fmt.Errorf("vm/local: create netns %s: %w", name, r.err)
+	}
+	return r.h, nil
+}
+
+// teardownNetwork removes a server's namespace and veth; missing parts are
+// fine.
+func (d *Driver) teardownNetwork(id string) {
+	netlink.LinkDel(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: vethName(id)}})
+	netns.DeleteNamed(netnsName(id))
+}

@@ -1,0 +1,102 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"sort"
+	"strings"
+
+	"github.com/hac-project/hac/internal/vm"
+)
+
+// nftTable is the one nftables table the driver owns.
+const nftTable = "hac"
+
+// ruleset renders the whole "ip hac" table for the forwards:
+//
+//   - nat prerouting and output: DNAT public:port to the server (output
+//     covers connections made on this machine, such as to 127.0.0.1);
+//   - nat postrouting: masquerade loopback sources going to the servers;
+//   - filter forward and output: a new forwarded connection goes on only if
+//     one of its port's firewall rules allows its source (default deny).
+func ruleset(public string, subnet string, forwards []vm.Forward) string {
+	fs := append([]vm.Forward(nil), forwards...)
+	sort.Slice(fs, func(i, j int) bool {
+		if fs[i].Protocol != fs[j].Protocol {
+			return fs[i].Protocol < fs[j].Protocol
+		}
+		return fs[i].PublicPort < fs[j].PublicPort
+	})
+	var dnat, check, allow strings.Builder
+	for _, f := range fs {
+		fmt.Fprintf(&dnat, "\t\tip daddr %s %s dport %d dnat to %s:%d\n", public, f.Protocol, f.PublicPort, f.Address, f.PrivatePort)
+		chain := fmt.Sprintf("allow_%s_%d", f.Protocol, f.PublicPort)
+		fmt.Fprintf(&check, "\t\tct state new ct status dnat meta l4proto %s ct original ip daddr %s ct original proto-dst %d jump %s\n",
+			f.Protocol, public, f.PublicPort, chain)
+		fmt.Fprintf(&allow, "\tchain %s {\n", chain)
+		for _, src := range f.Allow {
+			fmt.Fprintf(&allow, "\t\tip saddr %s accept\n", src)
+		}
+		allow.WriteString("\t\tdrop\n\t}\n")
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "add table ip %s\ndelete table ip %s\ntable ip %s {\n", nftTable, nftTable, nftTable)
+	fmt.Fprintf(&b, "\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n%s\t}\n", dnat.String())
+	fmt.Fprintf(&b, "\tchain output {\n\t\ttype nat hook output priority -100; policy accept;\n%s\t}\n", dnat.String())
+	fmt.Fprintf(&b, "\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\tip saddr 127.0.0.0/8 ip daddr %s masquerade\n\t}\n", subnet)
+	fmt.Fprintf(&b, "\tchain filter_forward {\n\t\ttype filter hook forward priority filter; policy accept;\n%s\t}\n", check.String())
+	fmt.Fprintf(&b, "\tchain filter_output {\n\t\ttype filter hook output priority filter; policy accept;\n%s\t}\n", check.String())
+	b.WriteString(allow.String())
+	b.WriteString("}\n")
+	return b.String()
+}
+
+// ValidateForward checks a forward's fields before they reach nft.
+func ValidateForward(f vm.Forward) error {
+	if f.Protocol != "tcp" && f.Protocol != "udp" {
+		return fmt.Errorf("vm/local: protocol %q: use tcp or udp", f.Protocol)
+	}
+	if f.PublicPort < 1 || f.PublicPort > 65535 || f.PrivatePort < 1 || f.PrivatePort > 65535 {
+		return fmt.Errorf("vm/local: ports must be 1-65535")
+	}
+	if a, err := netip.ParseAddr(f.Address); err != nil || !a.Is4() {
+		return fmt.Errorf("vm/local: server address %q", f.Address)
+	}
+	for _, src := range f.Allow {
+		if p, err := netip.ParsePrefix(src); err != nil || !p.Addr().Is4() || p.Masked() != p {
+			return fmt.Errorf("vm/local: source %q: want an IPv4 CIDR such as 203.0.113.0/24", src)
+		}
+	}
+	return nil
+}
+
+// ApplyRules replaces the table with the rules for forwards, atomically.
+func (d *Driver) ApplyRules(ctx context.Context, forwards []vm.Forward) error {
+	for _, f := range forwards {
+		if err := ValidateForward(f); err != nil {
+			return err
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.ensureBridge(); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(ruleset(d.cfg.PublicAddress, d.subnet.String(), forwards))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("vm/local: nft: %v: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+// RemoveRules deletes the driver's table (when the driver is shut down for
+// good).
+func (d *Driver) RemoveRules(ctx context.Context) error {
+	return exec.CommandContext(ctx, "nft", "delete", "table", "ip", nftTable).Run()
+}
