@@ -17,6 +17,7 @@ type client struct {
 	pool    hacv1connect.PoolServiceClient
 	servers hacv1connect.ServerServiceClient
 	keys    hacv1connect.KeyPairServiceClient
+	portal  hacv1connect.PortalServiceClient
 }
 
 // client resolves the configuration and connects.
@@ -34,5 +35,6 @@ func (a *app) client() (*client, error) {
 		pool:    hacv1connect.NewPoolServiceClient(h, cfg.Addr, opts),
 		servers: hacv1connect.NewServerServiceClient(h, cfg.Addr, opts),
 		keys:    hacv1connect.NewKeyPairServiceClient(h, cfg.Addr, opts),
+		portal:  hacv1connect.NewPortalServiceClient(h, cfg.Addr, opts),
 	}, nil
 }

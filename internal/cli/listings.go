@@ -113,7 +113,7 @@ func (a *app) queueCmd() *cobra.Command {
 }
 
 func (a *app) serverCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "server", Short: "Register and list servers"}
+	cmd := &cobra.Command{Use: "server", Short: "Create, register, show, list and delete servers"}
 	var model string
 	register := &cobra.Command{
 		Use:   "register NAME [--model MODEL]",
@@ -140,18 +140,21 @@ func (a *app) serverCmd() *cobra.Command {
 		if err != nil {
 			return output.Table{}, nil, err
 		}
-		t := output.Table{Header: []string{"NAME", "USER", "MODEL", "ACCELERATOR TOKEN", "JOB", "CREATED"}}
+		t := output.Table{Header: []string{"NAME", "USER", "STATE", "ADDRESS", "MODEL", "ACCELERATOR TOKEN", "JOB", "CREATED"}}
 		for _, s := range resp.Msg.Servers {
-			job := s.JobId
-			if job == "" {
-				job = "-"
-			}
-			t.Rows = append(t.Rows, []string{s.Name, s.User, s.Model, s.AcceleratorToken, job, when(s.CreatedAt)})
+			t.Rows = append(t.Rows, []string{s.Name, s.User, s.State, dash(s.PrivateAddress), s.Model, s.AcceleratorToken, dash(s.JobId), when(s.CreatedAt)})
 		}
 		return t, resp.Msg, nil
 	})
-	cmd.AddCommand(register, list)
+	cmd.AddCommand(register, list, a.serverCreateCmd(), a.serverShowCmd(), a.serverDeleteCmd(), a.serverSetModelCmd())
 	return cmd
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func (a *app) versionCmd() *cobra.Command {

@@ -15,6 +15,7 @@ import (
 	"github.com/hac-project/hac/internal/controlplane"
 	"github.com/hac-project/hac/internal/gpu"
 	"github.com/hac-project/hac/internal/store"
+	"github.com/hac-project/hac/internal/vm/local"
 )
 
 func defaultDataDir(getenv func(string) string, sub string) string {
@@ -32,7 +33,8 @@ func defaultDataDir(getenv func(string) string, sub string) string {
 func (a *app) serveCmd() *cobra.Command {
 	cfg := controlplane.DefaultConfig()
 	var dev, fastCommit bool
-	var gpus, agentListen, dataDir string
+	var gpus, agentListen, dataDir, servers, publicPorts string
+	netCfg := local.DefaultConfig("")
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the control plane (--dev: everything on this machine)",
@@ -55,6 +57,27 @@ named "dev", and writes the client config, so that hac run works at once.`,
 				cfg.Durability = store.Normal
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			if _, err := fmt.Sscanf(publicPorts, "%d-%d", &cfg.PublicPorts[0], &cfg.PublicPorts[1]); err != nil {
+				return usageError{fmt.Errorf("--public-ports %q: want LOW-HIGH such as 10000-19999", publicPorts)}
+			}
+			switch servers {
+			case "none":
+			case "local":
+				netCfg.DataDir = filepath.Join(cfg.DataDir, "vm")
+				drv, err := local.New(netCfg)
+				if err != nil {
+					return err
+				}
+				if err := drv.ApplyRules(cmd.Context(), nil); err != nil {
+					return err // also makes the bridge, which the listeners need
+				}
+				cfg.Servers = drv
+				if dev && !cmd.Flags().Changed("agent-listen") {
+					agentListen = net.JoinHostPort(drv.Gateway(), "7471")
+				}
+			default:
+				return usageError{fmt.Errorf("--servers %q: use none or local", servers)}
+			}
 			return a.serve(cmd.Context(), cfg, dev, gpus, agentListen)
 		},
 	}
@@ -68,6 +91,11 @@ named "dev", and writes the client config, so that hac run works at once.`,
 	f.DurationVar(&cfg.NodeLostAfter, "node-lost-after", cfg.NodeLostAfter, "how long a silent node keeps its jobs")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat", cfg.HeartbeatInterval, "agent heartbeat interval")
 	f.BoolVar(&fastCommit, "fast-commit", false, "sync the database at checkpoints only (a power loss may drop the last seconds)")
+	f.StringVar(&servers, "servers", "none", "server driver: none, or local (runc containers with SSH on this machine; needs root)")
+	f.StringVar(&netCfg.Bridge, "server-bridge", netCfg.Bridge, "--servers local: the bridge servers attach to")
+	f.StringVar(&netCfg.Subnet, "server-subnet", netCfg.Subnet, "--servers local: the servers' private network; its first address is the gateway")
+	f.StringVar(&netCfg.PublicAddress, "public-address", netCfg.PublicAddress, "the address port forwards listen on")
+	f.StringVar(&publicPorts, "public-ports", "10000-19999", "the range of public ports forwards may use")
 	return cmd
 }
 

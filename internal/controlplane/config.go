@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/hac-project/hac/internal/catalog"
 	"github.com/hac-project/hac/internal/store"
+	"github.com/hac-project/hac/internal/vm"
 )
 
 // Config configures a control plane.
@@ -30,7 +32,11 @@ type Config struct {
 	Catalog   catalog.Catalog
 	// DefaultModel is the model of a server registered without one.
 	DefaultModel string
-	Logger       *slog.Logger
+	// Servers runs users' servers (SPEC S2); nil disables server creation.
+	Servers ServerDriver
+	// PublicPorts is the range port forwards may use on the public address.
+	PublicPorts [2]int
+	Logger      *slog.Logger
 	// Now is the clock; time.Now by default.
 	Now func() time.Time
 }
@@ -47,6 +53,7 @@ func DefaultConfig() Config {
 		TicketTTL:         60 * time.Second,
 		Catalog:           catalog.Default(),
 		DefaultModel:      "small.16gb",
+		PublicPorts:       [2]int{10000, 19999},
 		Logger:            slog.Default(),
 		Now:               time.Now,
 	}
@@ -67,6 +74,8 @@ func (c Config) Validate() error {
 		return errors.New("controlplane: ticket TTL must be positive")
 	case len(c.Catalog) == 0:
 		return errors.New("controlplane: the model catalog is empty")
+	case c.PublicPorts[0] < 1 || c.PublicPorts[1] > 65535 || c.PublicPorts[0] > c.PublicPorts[1]:
+		return fmt.Errorf("controlplane: public port range %d-%d: want 1 <= low <= high <= 65535", c.PublicPorts[0], c.PublicPorts[1])
 	case c.Logger == nil || c.Now == nil:
 		return errors.New("controlplane: Logger and Now must be set (start from DefaultConfig)")
 	}
@@ -74,4 +83,14 @@ func (c Config) Validate() error {
 		return fmt.Errorf("controlplane: default model: %w", err)
 	}
 	return nil
+}
+
+// ServerDriver is a server driver with the network facts the control plane
+// needs: the subnet it hands out addresses from, the gateway where servers
+// reach the API, and the public address of port forwards.
+type ServerDriver interface {
+	vm.Driver
+	Gateway() string
+	Subnet() *net.IPNet
+	PublicAddress() string
 }

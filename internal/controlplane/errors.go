@@ -22,6 +22,7 @@ var (
 	ErrNodeProtocol    = errors.New("agent protocol version not supported: upgrade hac on this node")
 	ErrUnknownNode     = errors.New("unknown node: register first")
 	ErrUnknownKeyPair  = errors.New("no such key pair")
+	ErrKeyPairInUse    = errors.New("delete the servers that use it first")
 )
 
 // codeOf maps errors to API codes: the one table at the boundary.
@@ -37,6 +38,8 @@ func codeOf(err error) connect.Code {
 		{ErrUnknownJob, connect.CodeNotFound},
 		{ErrUnknownNode, connect.CodeNotFound},
 		{ErrUnknownKeyPair, connect.CodeNotFound},
+		{ErrKeyPairInUse, connect.CodeFailedPrecondition},
+		{ErrNoDriver, connect.CodeFailedPrecondition},
 		{ErrInUse, connect.CodeFailedPrecondition},
 		{ErrInvalid, connect.CodeInvalidArgument},
 		{ErrNodeProtocol, connect.CodeFailedPrecondition},

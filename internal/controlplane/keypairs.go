@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 
 	"connectrpc.com/connect"
 
@@ -94,7 +95,18 @@ func (ks keyPairService) ListKeyPairs(ctx context.Context, _ *connect.Request[ha
 
 func (ks keyPairService) DeleteKeyPair(ctx context.Context, req *connect.Request[hacv1.DeleteKeyPairRequest]) (*connect.Response[hacv1.DeleteKeyPairResponse], error) {
 	err := ks.s.store.Update(ctx, func(tx *store.Tx) error {
-		return tx.DeleteKeyPair(principalFrom(ctx).user.ID, req.Msg.Name)
+		k, err := tx.KeyPairByName(principalFrom(ctx).user.ID, req.Msg.Name)
+		if err != nil {
+			return err
+		}
+		users, err := tx.ServersUsingKeyPair(k.ID)
+		if err != nil {
+			return err
+		}
+		if len(users) > 0 {
+			return fmt.Errorf("key pair %q is used by server %s: %w", k.Name, strings.Join(users, ", "), ErrKeyPairInUse)
+		}
+		return tx.DeleteKeyPair(k.UserID, k.Name)
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		err = fmt.Errorf("%w: no key pair named %q", ErrUnknownKeyPair, req.Msg.Name)

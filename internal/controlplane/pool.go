@@ -165,5 +165,5 @@ func (ps poolService) ListServers(ctx context.Context, _ *connect.Request[hacv1.
 
 func serverProto(s store.Server, jobID string) *hacv1.Server {
 	return &hacv1.Server{Name: s.Name, User: s.UserName, Model: s.Model, AcceleratorToken: s.AcceleratorToken,
-		CreatedAt: ts(s.CreatedAt), JobId: jobID}
+		CreatedAt: ts(s.CreatedAt), JobId: jobID, State: s.State, PrivateAddress: s.PrivateIP}
 }

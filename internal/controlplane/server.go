@@ -26,7 +26,11 @@ type Server struct {
 	store  *store.Store
 	broker *broker
 	ln     net.Listener
-	http   *http.Server
+	// serverLn is where servers reach the API: on the server driver's
+	// gateway, when there is a driver.
+	serverLn net.Listener
+	http     *http.Server
+	portal   portal
 }
 
 // New opens the store, loads the state and binds the listener; Run serves.
@@ -52,8 +56,25 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("controlplane: listen on %s: %w (is another hac serve running? choose another --listen)", cfg.Listen, err)
 	}
 	s := &Server{cfg: cfg, store: st, broker: b, ln: ln}
+	if cfg.Servers != nil {
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		s.serverLn, err = net.Listen("tcp", net.JoinHostPort(cfg.Servers.Gateway(), port))
+		if err != nil {
+			ln.Close()
+			st.Close()
+			return nil, fmt.Errorf("controlplane: listen for servers on the gateway %s: %w", cfg.Servers.Gateway(), err)
+		}
+	}
 	s.http = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second, Protocols: protocols()}
 	return s, nil
+}
+
+// ServerURL is the API's URL as servers made by the driver reach it.
+func (s *Server) ServerURL() string {
+	if s.serverLn == nil {
+		return "http://" + s.Addr()
+	}
+	return "http://" + s.serverLn.Addr().String()
 }
 
 // protocols serves HTTP/1.1 and unencrypted HTTP/2, which Connect's
@@ -77,6 +98,7 @@ func (s *Server) handler() http.Handler {
 	mux.Handle(hacv1connect.NewPoolServiceHandler(poolService{s}, users))
 	mux.Handle(hacv1connect.NewServerServiceHandler(poolService{s}, users))
 	mux.Handle(hacv1connect.NewKeyPairServiceHandler(keyPairService{s}, users))
+	mux.Handle(hacv1connect.NewPortalServiceHandler(portalService{s}, users))
 	mux.Handle(hacv1connect.NewAgentServiceHandler(agentService{s}, nodes))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.store.View(r.Context(), func(*store.Tx) error { return nil }); err != nil {
@@ -116,17 +138,25 @@ func (s *Server) metrics() *prometheus.Registry {
 	return reg
 }
 
-// Run serves until ctx ends, then shuts down gracefully.
+// Run reconciles the servers, then serves until ctx ends, then shuts down
+// gracefully.
 func (s *Server) Run(ctx context.Context) error {
+	if err := s.reconcileServers(ctx); err != nil {
+		s.cfg.Logger.Error("reconcile servers", "err", err)
+	}
 	go s.reap(ctx)
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- s.http.Serve(s.ln) }()
+	if s.serverLn != nil {
+		go func() { errc <- s.http.Serve(s.serverLn) }()
+	}
 	select {
 	case err := <-errc:
 		s.store.Close()
 		return err
 	case <-ctx.Done():
 	}
+	s.portal.work.Wait()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := s.http.Shutdown(sctx)
@@ -134,6 +164,9 @@ func (s *Server) Run(ctx context.Context) error {
 		err = s.http.Close()
 	}
 	<-errc
+	if s.serverLn != nil {
+		<-errc
+	}
 	s.store.Close()
 	return err
 }

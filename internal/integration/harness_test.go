@@ -132,6 +132,11 @@ type cluster struct {
 	serve  *proc
 	agents []*proc
 	home   string
+	// serveArgs are added to hac serve's; agentListen replaces the
+	// agents' loopback address.
+	serveArgs   []string
+	agentListen string
+	agentPath   string
 }
 
 // newCluster starts hac serve with short leases and one agent per GPU spec.
@@ -150,8 +155,9 @@ func newCluster(t testing.TB, gpus ...string) *cluster {
 func (c *cluster) startServe() {
 	data := filepath.Join(c.dir, "cp")
 	os.Remove(filepath.Join(data, "serve.addr"))
-	c.serve = start(c.t, c.baseEnv(), c.dir, nil, "serve", "--listen", "127.0.0.1:0", "--data-dir", data,
-		"--lease-ttl", "3s", "--heartbeat", "200ms", "--node-lost-after", "2s")
+	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", data,
+		"--lease-ttl", "3s", "--heartbeat", "200ms", "--node-lost-after", "2s"}, c.serveArgs...)
+	c.serve = start(c.t, c.baseEnv(), c.dir, nil, args...)
 	eventually(c.t, 30*time.Second, "hac serve to start", func() bool {
 		raw, err := os.ReadFile(filepath.Join(data, "serve.addr"))
 		if err != nil {
@@ -164,8 +170,16 @@ func (c *cluster) startServe() {
 }
 
 func (c *cluster) addAgent(name, gpus string) *proc {
-	p := start(c.t, c.baseEnv(), c.dir, nil, "agent", "--server", c.addr, "--token", c.creds.NodeToken, "--name", name,
-		"--gpus", gpus, "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(c.dir, name))
+	listen := "127.0.0.1:0"
+	if c.agentListen != "" {
+		listen = c.agentListen
+	}
+	env := c.baseEnv()
+	if c.agentPath != "" {
+		env[0] = "PATH=" + c.agentPath
+	}
+	p := start(c.t, env, c.dir, nil, "agent", "--server", c.addr, "--token", c.creds.NodeToken, "--name", name,
+		"--gpus", gpus, "--listen", listen, "--data-dir", filepath.Join(c.dir, name))
 	c.agents = append(c.agents, p)
 	eventually(c.t, 30*time.Second, "node "+name+" to register", func() bool {
 		r := c.hac(nil, "", "nodes")

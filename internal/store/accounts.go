@@ -15,7 +15,8 @@ type User struct {
 	Priority int
 }
 
-// Server is a user's CPU server and its accelerator.
+// Server is a user's CPU server and its accelerator: a machine registered
+// with hac (kind registered) or one a server driver runs (kind vm).
 type Server struct {
 	ID               int64
 	UserID           int64
@@ -24,7 +25,32 @@ type Server struct {
 	Model            string
 	AcceleratorToken string
 	CreatedAt        time.Time
+
+	Kind           string // registered or vm
+	State          string // registered; vm: creating, running, stopped, error, deleting, deleted
+	StateReason    string
+	Zone           string
+	Tier           string
+	Type           string
+	Image          string
+	KeyPairID      int64
+	KeyPairName    string
+	PrivateIP      string
+	ReferenceModel string
 }
+
+// Server kinds and the states of vm servers.
+const (
+	KindRegistered = "registered"
+	KindVM         = "vm"
+
+	ServerCreating = "creating"
+	ServerRunning  = "running"
+	ServerStopped  = "stopped"
+	ServerError    = "error"
+	ServerDeleting = "deleting"
+	ServerDeleted  = "deleted"
+)
 
 // TokenKind says what a token acts for.
 type TokenKind string
@@ -104,20 +130,32 @@ func nullID(id int64) sql.NullInt64 { return sql.NullInt64{Int64: id, Valid: id 
 
 // CreateServer adds a server and returns its id.
 func (t *Tx) CreateServer(s Server) (int64, error) {
-	r, err := t.exec(`INSERT INTO servers (user_id, name, model, accelerator_token, created_at) VALUES (?, ?, ?, ?, ?)`,
-		s.UserID, s.Name, s.Model, s.AcceleratorToken, nanos(s.CreatedAt))
+	if s.Kind == "" {
+		s.Kind, s.State = KindRegistered, KindRegistered
+	}
+	var ip sql.NullString
+	if s.PrivateIP != "" {
+		ip = sql.NullString{String: s.PrivateIP, Valid: true}
+	}
+	r, err := t.exec(`INSERT INTO servers (user_id, name, model, accelerator_token, created_at, kind, state, state_reason, zone, tier,
+		server_type, image, keypair_id, private_ip, reference_model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		s.UserID, s.Name, s.Model, s.AcceleratorToken, nanos(s.CreatedAt), s.Kind, s.State, s.StateReason, s.Zone, s.Tier,
+		s.Type, s.Image, nullID(s.KeyPairID), ip, s.ReferenceModel)
 	if err != nil {
 		return 0, fmt.Errorf("store: create server %q: %w", s.Name, err)
 	}
 	return r.LastInsertId()
 }
 
-const serverColumns = `s.id, s.user_id, u.name, s.name, s.model, s.accelerator_token, s.created_at FROM servers s JOIN users u ON u.id = s.user_id`
+const serverColumns = `s.id, s.user_id, u.name, s.name, s.model, s.accelerator_token, s.created_at, s.kind, s.state, s.state_reason,
+	s.zone, s.tier, s.server_type, s.image, COALESCE(s.keypair_id, 0), COALESCE(k.name, ''), COALESCE(s.private_ip, ''), s.reference_model
+	FROM servers s JOIN users u ON u.id = s.user_id LEFT JOIN keypairs k ON k.id = s.keypair_id`
 
 func scanServer(row interface{ Scan(...any) error }) (Server, error) {
 	var s Server
 	var created int64
-	err := row.Scan(&s.ID, &s.UserID, &s.UserName, &s.Name, &s.Model, &s.AcceleratorToken, &created)
+	err := row.Scan(&s.ID, &s.UserID, &s.UserName, &s.Name, &s.Model, &s.AcceleratorToken, &created, &s.Kind, &s.State, &s.StateReason,
+		&s.Zone, &s.Tier, &s.Type, &s.Image, &s.KeyPairID, &s.KeyPairName, &s.PrivateIP, &s.ReferenceModel)
 	s.CreatedAt = time.Unix(0, created)
 	return s, err
 }
@@ -140,9 +178,10 @@ func (t *Tx) ServerByName(userID int64, name string) (Server, error) {
 	return s, err
 }
 
-// Servers lists a user's servers, or every server when userID is 0.
+// Servers lists a user's servers, or every server when userID is 0;
+// deleted servers are left out.
 func (t *Tx) Servers(userID int64) ([]Server, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT `+serverColumns+` WHERE ? = 0 OR s.user_id = ? ORDER BY u.name, s.name`, userID, userID)
+	rows, err := t.tx.QueryContext(t.ctx, `SELECT `+serverColumns+` WHERE (? = 0 OR s.user_id = ?) AND s.state != 'deleted' ORDER BY u.name, s.name`, userID, userID)
 	if err != nil {
 		return nil, err
 	}
@@ -156,6 +195,55 @@ func (t *Tx) Servers(userID int64) ([]Server, error) {
 		out = append(out, s)
 	}
 	return out, rows.Err()
+}
+
+// SetServerState records a vm server's state and why.
+func (t *Tx) SetServerState(id int64, state, reason string) error {
+	_, err := t.exec(`UPDATE servers SET state = ?, state_reason = ? WHERE id = ?`, state, reason, id)
+	return err
+}
+
+// MarkServerDeleted ends a server for good: its name is freed for reuse,
+// its address returned, and its row kept for the jobs that cite it.
+func (t *Tx) MarkServerDeleted(id int64) error {
+	_, err := t.exec(`UPDATE servers SET state = 'deleted', state_reason = '', name = name || '~deleted~' || id, private_ip = NULL, keypair_id = NULL WHERE id = ?`, id)
+	return err
+}
+
+// UsedPrivateIPs returns the addresses servers hold.
+func (t *Tx) UsedPrivateIPs() (map[string]bool, error) {
+	rows, err := t.tx.QueryContext(t.ctx, `SELECT private_ip FROM servers WHERE private_ip IS NOT NULL`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	used := map[string]bool{}
+	for rows.Next() {
+		var ip string
+		if err := rows.Scan(&ip); err != nil {
+			return nil, err
+		}
+		used[ip] = true
+	}
+	return used, rows.Err()
+}
+
+// ServersUsingKeyPair counts the live servers made with a key pair.
+func (t *Tx) ServersUsingKeyPair(keyPairID int64) ([]string, error) {
+	rows, err := t.tx.QueryContext(t.ctx, `SELECT name FROM servers WHERE keypair_id = ? AND state != 'deleted' ORDER BY name`, keyPairID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		names = append(names, n)
+	}
+	return names, rows.Err()
 }
 
 // SetServerModel changes a server's accelerator model.

@@ -579,8 +579,12 @@ type Server struct {
 	AcceleratorToken string                 `protobuf:"bytes,4,opt,name=accelerator_token,json=acceleratorToken,proto3" json:"accelerator_token,omitempty"`
 	CreatedAt        *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	JobId            string                 `protobuf:"bytes,6,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// state is registered for a machine registered with hac, else the state
+	// of a server hac runs (creating, running, error, deleting ...).
+	State          string `protobuf:"bytes,7,opt,name=state,proto3" json:"state,omitempty"`
+	PrivateAddress string `protobuf:"bytes,8,opt,name=private_address,json=privateAddress,proto3" json:"private_address,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Server) Reset() {
@@ -655,6 +659,20 @@ func (x *Server) GetJobId() string {
 	return ""
 }
 
+func (x *Server) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Server) GetPrivateAddress() string {
+	if x != nil {
+		return x.PrivateAddress
+	}
+	return ""
+}
+
 var File_hac_v1_common_proto protoreflect.FileDescriptor
 
 const file_hac_v1_common_proto_rawDesc = "" +
@@ -715,7 +733,7 @@ const file_hac_v1_common_proto_rawDesc = "" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
 	"\x05state\x18\x03 \x01(\tR\x05state\x12\x1f\n" +
 	"\x04gpus\x18\x04 \x03(\v2\v.hac.v1.GPUR\x04gpus\x12A\n" +
-	"\x0elast_heartbeat\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\"\xc5\x01\n" +
+	"\x0elast_heartbeat\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\"\x84\x02\n" +
 	"\x06Server\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12\x14\n" +
@@ -723,7 +741,9 @@ const file_hac_v1_common_proto_rawDesc = "" +
 	"\x11accelerator_token\x18\x04 \x01(\tR\x10acceleratorToken\x129\n" +
 	"\n" +
 	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x15\n" +
-	"\x06job_id\x18\x06 \x01(\tR\x05jobIdB-Z+github.com/hac-project/hac/gen/hac/v1;hacv1b\x06proto3"
+	"\x06job_id\x18\x06 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05state\x18\a \x01(\tR\x05state\x12'\n" +
+	"\x0fprivate_address\x18\b \x01(\tR\x0eprivateAddressB-Z+github.com/hac-project/hac/gen/hac/v1;hacv1b\x06proto3"
 
 var (
 	file_hac_v1_common_proto_rawDescOnce sync.Once

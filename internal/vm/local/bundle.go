@@ -40,8 +40,8 @@ func ociSpec(id, hostname, netnsPath, binDir string, cpus int, memMiB int64) *sp
 		Linux: &specs.Linux{
 			CgroupsPath: "/hac-servers/" + id,
 			Resources: &specs.LinuxResources{
-				CPU:    &specs.LinuxCPU{Quota: &quota, Period: &period},
-				Memory: &specs.LinuxMemory{Limit: &mem},
+				CPU:     &specs.LinuxCPU{Quota: &quota, Period: &period},
+				Memory:  &specs.LinuxMemory{Limit: &mem},
 				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
 			},
 			Namespaces: []specs.LinuxNamespace{

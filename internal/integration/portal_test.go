@@ -1,0 +1,196 @@
+package integration
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// portalCluster is a cluster whose control plane runs servers with the
+// local driver on its own bridge and subnet, with an agent on the gateway
+// so that servers reach it.
+func portalCluster(t *testing.T) *cluster {
+	if os.Geteuid() != 0 {
+		t.Skip("the local server driver needs root")
+	}
+	for _, tool := range []string{"runc", "nft", "ssh", "scp", "/usr/sbin/sshd"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (scripts/install-deps)", tool)
+		}
+	}
+	c := &cluster{t: t, dir: t.TempDir()}
+	c.home = filepath.Join(c.dir, "home")
+	os.MkdirAll(c.home, 0o755)
+	c.serveArgs = []string{"--servers", "local", "--server-bridge", "hacit0", "--server-subnet", "10.79.0.0/24", "--public-ports", "20000-20099"}
+	// Runs after hac serve stops: remove what a failed test left.
+	t.Cleanup(func() {
+		runc := []string{"--root", filepath.Join(c.dir, "cp", "vm", "runc")}
+		ids, _ := exec.Command("runc", append(runc, "list", "-q")...).Output()
+		for _, id := range strings.Fields(string(ids)) {
+			exec.Command("runc", append(runc, "delete", "--force", id)...).Run()
+		}
+		mounts, _ := filepath.Glob(filepath.Join(c.dir, "cp", "vm", "servers", "*", "bundle", "rootfs"))
+		for _, m := range mounts {
+			exec.Command("umount", "-l", m).Run()
+		}
+		if ns, _ := exec.Command("ip", "netns", "list").Output(); len(ns) > 0 {
+			for _, f := range strings.Fields(string(ns)) {
+				if strings.HasPrefix(f, "hac-s") {
+					exec.Command("ip", "netns", "del", f).Run()
+				}
+			}
+		}
+		exec.Command("nft", "delete", "table", "ip", "hac").Run()
+		exec.Command("ip", "link", "del", "hacit0").Run()
+	})
+	c.startServe()
+	c.agentListen = "10.79.0.1:0"
+	// The node runs programs with the system's Python, as a GPU node would.
+	c.agentPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	c.addAgent("node1", "fake:2x80GiB")
+	return c
+}
+
+func ssh(key string, port string, command string) (string, error) {
+	out, err := exec.Command("ssh", "-i", key, "-p", port, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+		"-o", "BatchMode=yes", "-o", "ConnectTimeout=2", "-o", "LogLevel=ERROR", "ubuntu@127.0.0.1", command).CombinedOutput()
+	return string(out), err
+}
+
+// TestSeedWalkthrough does what the seed manual walks a user through
+// (SPEC S1-S8, issue 3 point 7): key pair, server, running, forward, SSH
+// refused until a firewall rule opens it, login as ubuntu, scp, hac run
+// from inside the server to the pool, delete, nothing left on the host.
+func TestSeedWalkthrough(t *testing.T) {
+	c := portalCluster(t)
+	dir := t.TempDir()
+	if r := c.hac(nil, dir, "keypair", "create", "keypair1"); r.code != 0 {
+		t.Fatalf("keypair: %+v", r)
+	}
+	key := filepath.Join(dir, "keypair1.pem")
+	r := c.hac(nil, "", "server", "create", "web1", "--keypair", "keypair1", "--model", "small.16gb")
+	if r.code != 0 || !strings.Contains(r.stdout, `Server "web1" is running.`) {
+		t.Fatalf("server create: %+v", r)
+	}
+	if r := c.hac(nil, "", "server", "list"); !strings.Contains(r.stdout, "running") || !strings.Contains(r.stdout, "10.79.0.2") {
+		t.Fatalf("server list: %+v", r)
+	}
+	if r := c.hac(nil, "", "server", "show", "web1"); !strings.Contains(r.stdout, "Key pair:           keypair1") || !strings.Contains(r.stdout, "standard.2x4 (2 vCPU, 4096 MiB, 100 GB root disk)") {
+		t.Fatalf("server show: %+v", r)
+	}
+	if r := c.hac(nil, "", "port-forward", "add", "web1", "--private-port", "22", "--public-port", "20022"); r.code != 0 {
+		t.Fatalf("port-forward: %+v", r)
+	}
+	if out, err := ssh(key, "20022", "hostname"); err == nil {
+		t.Fatalf("ssh got through before any firewall rule: %s", out)
+	}
+	if r := c.hac(nil, "", "firewall", "add", "web1", "--port", "20022", "--source", "10.0.0.0/8"); r.code != 0 {
+		t.Fatalf("firewall: %+v", r)
+	}
+	if out, err := ssh(key, "20022", "hostname"); err == nil {
+		t.Fatalf("ssh got through from 127.0.0.1 with only 10.0.0.0/8 allowed: %s", out)
+	}
+	if r := c.hac(nil, "", "firewall", "add", "web1", "--port", "20022"); r.code != 0 {
+		t.Fatalf("firewall: %+v", r)
+	}
+	var out string
+	var err error
+	eventually(t, 30*time.Second, "sshd to answer", func() bool {
+		out, err = ssh(key, "20022", "hostname")
+		return err == nil
+	})
+	if out != "web1\n" {
+		t.Fatalf("hostname = %q", out)
+	}
+	// scp a file in, read it back.
+	local := filepath.Join(dir, "notes.txt")
+	os.WriteFile(local, []byte("scp works\n"), 0o644)
+	if o, err := exec.Command("scp", "-i", key, "-P", "20022", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+		"-o", "BatchMode=yes", "-o", "LogLevel=ERROR", local, "ubuntu@127.0.0.1:notes.txt").CombinedOutput(); err != nil {
+		t.Fatalf("scp: %v %s", err, o)
+	}
+	if out, err := ssh(key, "20022", "cat notes.txt; id -un; ls sample"); err != nil || out != "scp works\nubuntu\ntrain.py\n" {
+		t.Fatalf("after scp: %v %q", err, out)
+	}
+	// The configured hac client reaches the pool from inside the server.
+	out, err = ssh(key, "20022", "cd sample && hac smi && hac run -- sh -c 'echo from the pool: $CUDA_VISIBLE_DEVICES $HAC_ACCELERATOR_MODEL; echo made > out.txt' && cat out.txt")
+	if err != nil || !strings.Contains(out, "HAC-SMI") || !strings.Contains(out, "from the pool: GPU-fake-node1-") || !strings.HasSuffix(out, "made\n") {
+		t.Fatalf("hac inside the server: %v\n%s", err, out)
+	}
+	if exec.Command("/usr/bin/python3", "-c", "import torch").Run() == nil {
+		out, err = ssh(key, "20022", "cd sample && hac run -- python3 train.py --samples 640")
+		if err != nil || !strings.Contains(out, "loss: ") || !strings.Contains(out, "[    0/  640]") {
+			t.Fatalf("sample training from the server: %v\n%s", err, out)
+		}
+	}
+	// A server token may not use the portal.
+	if out, err := ssh(key, "20022", "hac keypair list"); err == nil || !strings.Contains(out, "may not") {
+		t.Fatalf("server token used the portal: %v %s", err, out)
+	}
+	badInput(t, c, dir)
+
+	if r := c.hac(nil, "", "server", "delete", "web1"); r.code != 0 {
+		t.Fatalf("delete: %+v", r)
+	}
+	eventually(t, 30*time.Second, "the server to go", func() bool {
+		return !strings.Contains(c.hac(nil, "", "server", "list").stdout, "web1")
+	})
+	if o, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(o), "hac-s") {
+		t.Errorf("network namespace left: %s", o)
+	}
+	if o, _ := exec.Command("nft", "list", "table", "ip", "hac").Output(); strings.Contains(string(o), "20022") {
+		t.Errorf("nftables rules left:\n%s", o)
+	}
+	if raw, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(raw), c.dir) {
+		t.Errorf("mounts left under %s", c.dir)
+	}
+	if o, _ := exec.Command("ps", "-eo", "args").Output(); strings.Contains(string(o), "sshd -D -e") {
+		t.Errorf("sshd still running:\n%s", o)
+	}
+	if r := c.hac(nil, "", "keypair", "delete", "keypair1"); r.code != 0 {
+		t.Errorf("keypair delete after the server is gone: %+v", r)
+	}
+}
+
+// badInput checks the portal's refusals (issue 3 point 6) while web1 runs.
+func badInput(t *testing.T, c *cluster, dir string) {
+	t.Helper()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"server", "create", "web1", "--keypair", "keypair1", "--wait", "0"}, "already exists"},
+		{[]string{"server", "create", "web2", "--wait", "0"}, "needs a key pair"},
+		{[]string{"server", "create", "web2", "--keypair", "nope", "--wait", "0"}, "no key pair named"},
+		{[]string{"server", "create", "web2", "--keypair", "keypair1", "--model", "huge.1tb", "--wait", "0"}, "unknown accelerator model"},
+		{[]string{"server", "create", "web2", "--keypair", "keypair1", "--type", "giant", "--wait", "0"}, "unknown server type"},
+		{[]string{"port-forward", "add", "web1", "--private-port", "22", "--public-port", "20022"}, "already forwarded"},
+		{[]string{"port-forward", "add", "web1", "--private-port", "22", "--public-port", "80"}, "outside the allowed range"},
+		{[]string{"port-forward", "add", "web1", "--private-port", "70000"}, "outside 1-65535"},
+		{[]string{"port-forward", "add", "nope", "--private-port", "22"}, "no such server"},
+		{[]string{"firewall", "add", "web1", "--port", "20022", "--source", "10.0.0.1/8"}, "did you mean 10.0.0.0/8"},
+		{[]string{"firewall", "add", "web1", "--port", "20022", "--source", "banana"}, "not an IPv4 CIDR"},
+		{[]string{"firewall", "delete", "999"}, "no firewall rule with id 999"},
+		{[]string{"keypair", "delete", "keypair1"}, "is used by server web1"},
+		{[]string{"server", "set-model", "web1", "huge.1tb"}, "unknown accelerator model"},
+	} {
+		r := c.hac(nil, dir, tc.args...)
+		if r.code == 0 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("hac %s: exit %d, stderr %q; want %q", strings.Join(tc.args, " "), r.code, r.stderr, tc.want)
+		}
+	}
+	var list struct {
+		PortForwards []json.RawMessage `json:"portForwards"`
+	}
+	json.Unmarshal([]byte(c.hac(nil, "", "port-forward", "list", "-o", "json").stdout), &list)
+	if len(list.PortForwards) != 1 {
+		t.Errorf("refused input changed the forwards: %d", len(list.PortForwards))
+	}
+	if r := c.hac(nil, "", "server", "set-model", "web1", "xlarge.96gb"); r.code != 0 {
+		t.Errorf("set-model: %+v", r)
+	}
+}
