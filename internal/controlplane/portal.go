@@ -13,8 +13,8 @@ import (
 
 	"connectrpc.com/connect"
 
-	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 	"github.com/hac-project/hac/examples/sample"
+	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 	"github.com/hac-project/hac/internal/catalog"
 	"github.com/hac-project/hac/internal/store"
 	"github.com/hac-project/hac/internal/token"
@@ -230,7 +230,9 @@ func (p portalService) teardown(srv store.Server) {
 	}
 	if err := p.s.cfg.Servers.Delete(ctx, serverID(srv.ID)); err != nil {
 		p.s.cfg.Logger.Error("delete server", "server", srv.Name, "err", err)
-		p.s.store.Update(ctx, func(tx *store.Tx) error { return tx.SetServerState(srv.ID, store.ServerError, "delete failed: "+err.Error()) })
+		p.s.store.Update(ctx, func(tx *store.Tx) error {
+			return tx.SetServerState(srv.ID, store.ServerError, "delete failed: "+err.Error())
+		})
 		return
 	}
 	if err := p.s.store.Update(ctx, func(tx *store.Tx) error { return tx.MarkServerDeleted(srv.ID) }); err != nil {
