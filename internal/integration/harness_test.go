@@ -152,10 +152,20 @@ func newCluster(t testing.TB, gpus ...string) *cluster {
 	return c
 }
 
-func (c *cluster) startServe() {
+func (c *cluster) startServe() { c.startServeOn("127.0.0.1:0") }
+
+// restartServe stops hac serve and starts it again on the same address
+// and data.
+func (c *cluster) restartServe() {
+	c.serve.cmd.Process.Signal(syscall.SIGTERM)
+	<-c.serve.done
+	c.startServeOn(strings.TrimPrefix(c.addr, "http://"))
+}
+
+func (c *cluster) startServeOn(listen string) {
 	data := filepath.Join(c.dir, "cp")
 	os.Remove(filepath.Join(data, "serve.addr"))
-	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", data,
+	args := append([]string{"serve", "--listen", listen, "--data-dir", data,
 		"--lease-ttl", "3s", "--heartbeat", "200ms", "--node-lost-after", "2s"}, c.serveArgs...)
 	c.serve = start(c.t, c.baseEnv(), c.dir, nil, args...)
 	eventually(c.t, 30*time.Second, "hac serve to start", func() bool {

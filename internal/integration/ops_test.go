@@ -3,12 +3,9 @@ package integration
 import (
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -45,17 +42,7 @@ func TestControlPlaneRestart(t *testing.T) {
 	c := newCluster(t, "fake:1x80GiB")
 	env := c.serverEnv(c.register("web1", ""))
 	p, id := startRun(t, c, env, holdScript)
-	listen := strings.TrimPrefix(c.addr, "http://")
-	c.serve.cmd.Process.Signal(syscall.SIGTERM)
-	<-c.serve.done
-	data := filepath.Join(c.dir, "cp")
-	os.Remove(filepath.Join(data, "serve.addr"))
-	c.serve = start(t, c.baseEnv(), c.dir, nil, "serve", "--listen", listen, "--data-dir", data,
-		"--lease-ttl", "3s", "--heartbeat", "200ms", "--node-lost-after", "2s")
-	eventually(t, 30*time.Second, "hac serve to restart", func() bool {
-		_, err := os.Stat(filepath.Join(data, "serve.addr"))
-		return err == nil
-	})
+	c.restartServe()
 	// Longer than a lease: renewals must reach the new process.
 	time.Sleep(4 * time.Second) // the behaviour under test is what happens over time
 	if j := c.job(id); j.State != "running" {

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -193,4 +194,52 @@ func badInput(t *testing.T, c *cluster, dir string) {
 	if r := c.hac(nil, "", "server", "set-model", "web1", "xlarge.96gb"); r.code != 0 {
 		t.Errorf("set-model: %+v", r)
 	}
+}
+
+// TestServersReconcile covers issue 3 point 4: after hac serve restarts,
+// servers and rules are made to match the store again: a server stopped
+// behind hac's back runs again, a flushed rules table is rebuilt, and a
+// server the store does not know is removed.
+func TestServersReconcile(t *testing.T) {
+	c := portalCluster(t)
+	dir := t.TempDir()
+	c.hac(nil, dir, "keypair", "create", "k")
+	key := filepath.Join(dir, "k.pem")
+	for _, args := range [][]string{
+		{"server", "create", "web1", "--keypair", "k"},
+		{"port-forward", "add", "web1", "--private-port", "22", "--public-port", "20042"},
+		{"firewall", "add", "web1", "--port", "20042"},
+	} {
+		if r := c.hac(nil, "", args...); r.code != 0 {
+			t.Fatalf("hac %v: %+v", args, r)
+		}
+	}
+	eventually(t, 30*time.Second, "sshd to answer", func() bool { _, err := ssh(key, "20042", "true"); return err == nil })
+
+	vmDir := filepath.Join(c.dir, "cp", "vm")
+	runc := []string{"--root", filepath.Join(vmDir, "runc")}
+	c.serve.cmd.Process.Signal(syscall.SIGTERM)
+	<-c.serve.done
+	if o, err := exec.Command("runc", append(runc, "delete", "--force", "hac-s1")...).CombinedOutput(); err != nil {
+		t.Fatalf("stop the server behind hac's back: %v %s", err, o)
+	}
+	exec.Command("nft", "delete", "table", "ip", "hac").Run()
+	os.MkdirAll(filepath.Join(vmDir, "servers", "s99"), 0o755)
+	if _, err := ssh(key, "20042", "true"); err == nil {
+		t.Fatal("ssh answered with the server stopped")
+	}
+	c.startServeOn(strings.TrimPrefix(c.addr, "http://"))
+	eventually(t, 30*time.Second, "the server to run again", func() bool { _, err := ssh(key, "20042", "true"); return err == nil })
+	if _, err := os.Stat(filepath.Join(vmDir, "servers", "s99")); err == nil {
+		t.Error("the unknown server s99 was not removed")
+	}
+	if out, err := ssh(key, "20042", "hac smi | grep -c small.16gb"); err != nil || out != "1\n" {
+		t.Errorf("hac smi in the restarted server: %v %q", err, out)
+	}
+	if r := c.hac(nil, "", "server", "delete", "web1"); r.code != 0 {
+		t.Fatalf("delete: %+v", r)
+	}
+	eventually(t, 30*time.Second, "the server to go", func() bool {
+		return !strings.Contains(c.hac(nil, "", "server", "list").stdout, "web1")
+	})
 }
