@@ -18,6 +18,7 @@ type client struct {
 	servers hacv1connect.ServerServiceClient
 	keys    hacv1connect.KeyPairServiceClient
 	portal  hacv1connect.PortalServiceClient
+	users   hacv1connect.UserServiceClient
 }
 
 // client resolves the configuration and connects.
@@ -36,5 +37,6 @@ func (a *app) client() (*client, error) {
 		servers: hacv1connect.NewServerServiceClient(h, cfg.Addr, opts),
 		keys:    hacv1connect.NewKeyPairServiceClient(h, cfg.Addr, opts),
 		portal:  hacv1connect.NewPortalServiceClient(h, cfg.Addr, opts),
+		users:   hacv1connect.NewUserServiceClient(h, cfg.Addr, opts),
 	}, nil
 }

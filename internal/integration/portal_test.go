@@ -243,3 +243,76 @@ func TestServersReconcile(t *testing.T) {
 		return !strings.Contains(c.hac(nil, "", "server", "list").stdout, "web1")
 	})
 }
+
+// TestTenancy covers issue 3 point 5 (SPEC P5): users see and change only
+// their own key pairs, servers and rules, and private keys are never
+// stored.
+func TestTenancy(t *testing.T) {
+	c := portalCluster(t)
+	tokenOf := func(name string) []string {
+		r := c.hac(nil, "", "user", "create", name)
+		f := strings.Fields(r.stdout)
+		if r.code != 0 || len(f) == 0 || !strings.HasPrefix(f[len(f)-1], "hacu_") {
+			t.Fatalf("user create %s: %+v", name, r)
+		}
+		return append(c.baseEnv(), "HAC_ADDR="+c.addr, "HAC_TOKEN="+f[len(f)-1])
+	}
+	alice, bob := tokenOf("alice"), tokenOf("bob")
+	dir := t.TempDir()
+	as := func(env []string, args ...string) result { return runHac(t, env, dir, nil, args...) }
+	for _, args := range [][]string{
+		{"keypair", "create", "ka"},
+		{"server", "create", "web1", "--keypair", "ka"},
+		{"port-forward", "add", "web1", "--private-port", "22", "--public-port", "20050"},
+		{"firewall", "add", "web1", "--port", "20050"},
+	} {
+		if r := as(alice, args...); r.code != 0 {
+			t.Fatalf("alice: hac %v: %+v", args, r)
+		}
+	}
+	if r := as(bob, "user", "create", "mallory"); r.code != 1 || !strings.Contains(r.stderr, "only an admin") {
+		t.Errorf("bob created a user: %+v", r)
+	}
+	for _, args := range [][]string{{"keypair", "list"}, {"server", "list"}, {"port-forward", "list"}, {"firewall", "list"}} {
+		if r := as(bob, args...); strings.Contains(r.stdout, "web1") || strings.Contains(r.stdout, "ka ") {
+			t.Errorf("bob sees alice's: hac %v:\n%s", args, r.stdout)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"server", "show", "web1"}, "no such server"},
+		{[]string{"server", "delete", "web1"}, "no such server"},
+		{[]string{"server", "set-model", "web1", "xlarge.96gb"}, "no such server"},
+		{[]string{"port-forward", "add", "web1", "--private-port", "22"}, "no such server"},
+		{[]string{"port-forward", "delete", "1"}, "no port forward with id 1"},
+		{[]string{"firewall", "delete", "1"}, "no firewall rule with id 1"},
+		{[]string{"server", "create", "web2", "--keypair", "ka", "--wait", "0"}, "no key pair named"},
+		{[]string{"keypair", "delete", "ka"}, "no key pair named"},
+	} {
+		if r := as(bob, tc.args...); r.code == 0 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("bob: hac %v: exit %d %q, want %q", tc.args, r.code, r.stderr, tc.want)
+		}
+	}
+	// The admin sees every server.
+	if r := c.hac(nil, "", "server", "list"); !strings.Contains(r.stdout, "web1") || !strings.Contains(r.stdout, "alice") {
+		t.Errorf("admin's server list:\n%s", r.stdout)
+	}
+	// No byte of the private key reached the control plane's database.
+	pem, _ := os.ReadFile(filepath.Join(dir, "ka.pem"))
+	body := strings.Split(string(pem), "\n")[2]
+	files, _ := filepath.Glob(filepath.Join(c.dir, "cp", "hac.db*"))
+	for _, f := range files {
+		raw, _ := os.ReadFile(f)
+		if strings.Contains(string(raw), body) {
+			t.Errorf("%s holds the private key", f)
+		}
+	}
+	if r := as(alice, "server", "delete", "web1"); r.code != 0 {
+		t.Fatalf("delete: %+v", r)
+	}
+	eventually(t, 30*time.Second, "the server to go", func() bool {
+		return !strings.Contains(as(alice, "server", "list").stdout, "web1")
+	})
+}

@@ -455,6 +455,110 @@ func (x *ListServersResponse) GetServers() []*Server {
 	return nil
 }
 
+type CreateUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Admin         bool                   `protobuf:"varint,2,opt,name=admin,proto3" json:"admin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateUserRequest) Reset() {
+	*x = CreateUserRequest{}
+	mi := &file_hac_v1_pool_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateUserRequest) ProtoMessage() {}
+
+func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_pool_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateUserRequest.ProtoReflect.Descriptor instead.
+func (*CreateUserRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CreateUserRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateUserRequest) GetAdmin() bool {
+	if x != nil {
+		return x.Admin
+	}
+	return false
+}
+
+type CreateUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Token         string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateUserResponse) Reset() {
+	*x = CreateUserResponse{}
+	mi := &file_hac_v1_pool_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateUserResponse) ProtoMessage() {}
+
+func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_pool_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateUserResponse.ProtoReflect.Descriptor instead.
+func (*CreateUserResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CreateUserResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateUserResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
 var File_hac_v1_pool_proto protoreflect.FileDescriptor
 
 const file_hac_v1_pool_proto_rawDesc = "" +
@@ -478,14 +582,23 @@ const file_hac_v1_pool_proto_rawDesc = "" +
 	"\x05token\x18\x02 \x01(\tR\x05token\"\x14\n" +
 	"\x12ListServersRequest\"?\n" +
 	"\x13ListServersResponse\x12(\n" +
-	"\aservers\x18\x01 \x03(\v2\x0e.hac.v1.ServerR\aservers2\xd0\x01\n" +
+	"\aservers\x18\x01 \x03(\v2\x0e.hac.v1.ServerR\aservers\"=\n" +
+	"\x11CreateUserRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05admin\x18\x02 \x01(\bR\x05admin\">\n" +
+	"\x12CreateUserResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token2\xd0\x01\n" +
 	"\vPoolService\x12@\n" +
 	"\tListNodes\x12\x18.hac.v1.ListNodesRequest\x1a\x19.hac.v1.ListNodesResponse\x12=\n" +
 	"\bListJobs\x12\x17.hac.v1.ListJobsRequest\x1a\x18.hac.v1.ListJobsResponse\x12@\n" +
 	"\tListQueue\x12\x18.hac.v1.ListQueueRequest\x1a\x19.hac.v1.ListQueueResponse2\xa8\x01\n" +
 	"\rServerService\x12O\n" +
 	"\x0eRegisterServer\x12\x1d.hac.v1.RegisterServerRequest\x1a\x1e.hac.v1.RegisterServerResponse\x12F\n" +
-	"\vListServers\x12\x1a.hac.v1.ListServersRequest\x1a\x1b.hac.v1.ListServersResponseB-Z+github.com/hac-project/hac/gen/hac/v1;hacv1b\x06proto3"
+	"\vListServers\x12\x1a.hac.v1.ListServersRequest\x1a\x1b.hac.v1.ListServersResponse2R\n" +
+	"\vUserService\x12C\n" +
+	"\n" +
+	"CreateUser\x12\x19.hac.v1.CreateUserRequest\x1a\x1a.hac.v1.CreateUserResponseB-Z+github.com/hac-project/hac/gen/hac/v1;hacv1b\x06proto3"
 
 var (
 	file_hac_v1_pool_proto_rawDescOnce sync.Once
@@ -499,7 +612,7 @@ func file_hac_v1_pool_proto_rawDescGZIP() []byte {
 	return file_hac_v1_pool_proto_rawDescData
 }
 
-var file_hac_v1_pool_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_hac_v1_pool_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_hac_v1_pool_proto_goTypes = []any{
 	(*ListNodesRequest)(nil),       // 0: hac.v1.ListNodesRequest
 	(*ListNodesResponse)(nil),      // 1: hac.v1.ListNodesResponse
@@ -511,28 +624,32 @@ var file_hac_v1_pool_proto_goTypes = []any{
 	(*RegisterServerResponse)(nil), // 7: hac.v1.RegisterServerResponse
 	(*ListServersRequest)(nil),     // 8: hac.v1.ListServersRequest
 	(*ListServersResponse)(nil),    // 9: hac.v1.ListServersResponse
-	(*Node)(nil),                   // 10: hac.v1.Node
-	(*Job)(nil),                    // 11: hac.v1.Job
-	(*Server)(nil),                 // 12: hac.v1.Server
+	(*CreateUserRequest)(nil),      // 10: hac.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),     // 11: hac.v1.CreateUserResponse
+	(*Node)(nil),                   // 12: hac.v1.Node
+	(*Job)(nil),                    // 13: hac.v1.Job
+	(*Server)(nil),                 // 14: hac.v1.Server
 }
 var file_hac_v1_pool_proto_depIdxs = []int32{
-	10, // 0: hac.v1.ListNodesResponse.nodes:type_name -> hac.v1.Node
-	11, // 1: hac.v1.ListJobsResponse.jobs:type_name -> hac.v1.Job
-	11, // 2: hac.v1.ListQueueResponse.jobs:type_name -> hac.v1.Job
-	12, // 3: hac.v1.RegisterServerResponse.server:type_name -> hac.v1.Server
-	12, // 4: hac.v1.ListServersResponse.servers:type_name -> hac.v1.Server
+	12, // 0: hac.v1.ListNodesResponse.nodes:type_name -> hac.v1.Node
+	13, // 1: hac.v1.ListJobsResponse.jobs:type_name -> hac.v1.Job
+	13, // 2: hac.v1.ListQueueResponse.jobs:type_name -> hac.v1.Job
+	14, // 3: hac.v1.RegisterServerResponse.server:type_name -> hac.v1.Server
+	14, // 4: hac.v1.ListServersResponse.servers:type_name -> hac.v1.Server
 	0,  // 5: hac.v1.PoolService.ListNodes:input_type -> hac.v1.ListNodesRequest
 	2,  // 6: hac.v1.PoolService.ListJobs:input_type -> hac.v1.ListJobsRequest
 	4,  // 7: hac.v1.PoolService.ListQueue:input_type -> hac.v1.ListQueueRequest
 	6,  // 8: hac.v1.ServerService.RegisterServer:input_type -> hac.v1.RegisterServerRequest
 	8,  // 9: hac.v1.ServerService.ListServers:input_type -> hac.v1.ListServersRequest
-	1,  // 10: hac.v1.PoolService.ListNodes:output_type -> hac.v1.ListNodesResponse
-	3,  // 11: hac.v1.PoolService.ListJobs:output_type -> hac.v1.ListJobsResponse
-	5,  // 12: hac.v1.PoolService.ListQueue:output_type -> hac.v1.ListQueueResponse
-	7,  // 13: hac.v1.ServerService.RegisterServer:output_type -> hac.v1.RegisterServerResponse
-	9,  // 14: hac.v1.ServerService.ListServers:output_type -> hac.v1.ListServersResponse
-	10, // [10:15] is the sub-list for method output_type
-	5,  // [5:10] is the sub-list for method input_type
+	10, // 10: hac.v1.UserService.CreateUser:input_type -> hac.v1.CreateUserRequest
+	1,  // 11: hac.v1.PoolService.ListNodes:output_type -> hac.v1.ListNodesResponse
+	3,  // 12: hac.v1.PoolService.ListJobs:output_type -> hac.v1.ListJobsResponse
+	5,  // 13: hac.v1.PoolService.ListQueue:output_type -> hac.v1.ListQueueResponse
+	7,  // 14: hac.v1.ServerService.RegisterServer:output_type -> hac.v1.RegisterServerResponse
+	9,  // 15: hac.v1.ServerService.ListServers:output_type -> hac.v1.ListServersResponse
+	11, // 16: hac.v1.UserService.CreateUser:output_type -> hac.v1.CreateUserResponse
+	11, // [11:17] is the sub-list for method output_type
+	5,  // [5:11] is the sub-list for method input_type
 	5,  // [5:5] is the sub-list for extension type_name
 	5,  // [5:5] is the sub-list for extension extendee
 	0,  // [0:5] is the sub-list for field type_name
@@ -550,9 +667,9 @@ func file_hac_v1_pool_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hac_v1_pool_proto_rawDesc), len(file_hac_v1_pool_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_hac_v1_pool_proto_goTypes,
 		DependencyIndexes: file_hac_v1_pool_proto_depIdxs,
