@@ -16,7 +16,7 @@ import (
 	"github.com/hac-project/hac/internal/vm"
 )
 
-func testDriver(t *testing.T, bridge, subnet string) *Driver {
+func testDriver(t testing.TB, bridge, subnet string) *Driver {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("the local driver needs root")
