@@ -93,4 +93,9 @@ type ServerDriver interface {
 	Gateway() string
 	Subnet() *net.IPNet
 	PublicAddress() string
+	// Images names the images servers can be made from, with descriptions.
+	Images() map[string]string
+	DefaultImage() string
+	// Close stops long work in progress (image builds) at shutdown.
+	Close()
 }

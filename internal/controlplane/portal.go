@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -88,10 +89,16 @@ func (p portalService) CreateServer(ctx context.Context, req *connect.Request[ha
 	}
 	srv := store.Server{UserID: principalFrom(ctx).user.ID, UserName: principalFrom(ctx).user.Name, Name: m.Name, Kind: store.KindVM,
 		State: store.ServerCreating, Model: or(m.Model, p.s.cfg.DefaultModel), Zone: or(m.Zone, catalog.DefaultZone),
-		Tier: or(m.Tier, catalog.DefaultTier), Type: or(m.Type, catalog.DefaultServerType), Image: or(m.Image, "host"),
+		Tier: or(m.Tier, catalog.DefaultTier), Type: or(m.Type, catalog.DefaultServerType), Image: or(m.Image, drv.DefaultImage()),
 		AcceleratorToken: token.PublicID(), CreatedAt: p.s.cfg.Now(), ReferenceModel: m.ReferenceModel}
 	stype, err := catalog.LookupServerType(srv.Type)
-	checks := []error{validServerName(m.Name), err, catalog.OneOf("zone", srv.Zone, catalog.Zones), catalog.OneOf("tier", srv.Tier, catalog.Tiers)}
+	var images []string
+	for name := range drv.Images() {
+		images = append(images, name)
+	}
+	sort.Strings(images)
+	checks := []error{validServerName(m.Name), err, catalog.OneOf("zone", srv.Zone, catalog.Zones), catalog.OneOf("tier", srv.Tier, catalog.Tiers),
+		catalog.OneOf("image", srv.Image, images)}
 	if _, err := p.s.cfg.Catalog.Lookup(srv.Model); err != nil {
 		return nil, apiError(err)
 	}

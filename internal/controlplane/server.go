@@ -157,6 +157,9 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	case <-ctx.Done():
 	}
+	if s.cfg.Servers != nil {
+		s.cfg.Servers.Close()
+	}
 	s.portal.work.Wait()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -34,7 +35,14 @@ func portalCluster(t *testing.T) *cluster {
 		for _, id := range strings.Fields(string(ids)) {
 			exec.Command("runc", append(runc, "delete", "--force", id)...).Run()
 		}
-		mounts, _ := filepath.Glob(filepath.Join(c.dir, "cp", "vm", "servers", "*", "bundle", "rootfs"))
+		raw, _ := os.ReadFile("/proc/self/mountinfo")
+		var mounts []string
+		for _, line := range strings.Split(string(raw), "\n") {
+			if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], c.dir+"/") {
+				mounts = append(mounts, f[4])
+			}
+		}
+		sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
 		for _, m := range mounts {
 			exec.Command("umount", "-l", m).Run()
 		}
@@ -73,7 +81,7 @@ func TestSeedWalkthrough(t *testing.T) {
 		t.Fatalf("keypair: %+v", r)
 	}
 	key := filepath.Join(dir, "keypair1.pem")
-	r := c.hac(nil, "", "server", "create", "web1", "--keypair", "keypair1", "--model", "small.16gb")
+	r := c.hac(nil, "", "server", "create", "web1", "--keypair", "keypair1", "--model", "small.16gb", "--image", "host")
 	if r.code != 0 || !strings.Contains(r.stdout, `Server "web1" is running.`) {
 		t.Fatalf("server create: %+v", r)
 	}
@@ -169,6 +177,7 @@ func badInput(t *testing.T, c *cluster, dir string) {
 		{[]string{"server", "create", "web2", "--keypair", "nope", "--wait", "0"}, "no key pair named"},
 		{[]string{"server", "create", "web2", "--keypair", "keypair1", "--model", "huge.1tb", "--wait", "0"}, "unknown accelerator model"},
 		{[]string{"server", "create", "web2", "--keypair", "keypair1", "--type", "giant", "--wait", "0"}, "unknown server type"},
+		{[]string{"server", "create", "web2", "--keypair", "keypair1", "--image", "windows", "--wait", "0"}, "unknown image"},
 		{[]string{"port-forward", "add", "web1", "--private-port", "22", "--public-port", "20022"}, "already forwarded"},
 		{[]string{"port-forward", "add", "web1", "--private-port", "22", "--public-port", "80"}, "outside the allowed range"},
 		{[]string{"port-forward", "add", "web1", "--private-port", "70000"}, "outside 1-65535"},
@@ -206,7 +215,7 @@ func TestServersReconcile(t *testing.T) {
 	c.hac(nil, dir, "keypair", "create", "k")
 	key := filepath.Join(dir, "k.pem")
 	for _, args := range [][]string{
-		{"server", "create", "web1", "--keypair", "k"},
+		{"server", "create", "web1", "--keypair", "k", "--image", "host"},
 		{"port-forward", "add", "web1", "--private-port", "22", "--public-port", "20042"},
 		{"firewall", "add", "web1", "--port", "20042"},
 	} {
@@ -262,7 +271,7 @@ func TestTenancy(t *testing.T) {
 	as := func(env []string, args ...string) result { return runHac(t, env, dir, nil, args...) }
 	for _, args := range [][]string{
 		{"keypair", "create", "ka"},
-		{"server", "create", "web1", "--keypair", "ka"},
+		{"server", "create", "web1", "--keypair", "ka", "--image", "host"},
 		{"port-forward", "add", "web1", "--private-port", "22", "--public-port", "20050"},
 		{"firewall", "add", "web1", "--port", "20050"},
 	} {
@@ -314,5 +323,39 @@ func TestTenancy(t *testing.T) {
 	}
 	eventually(t, 30*time.Second, "the server to go", func() bool {
 		return !strings.Contains(as(alice, "server", "list").stdout, "web1")
+	})
+}
+
+// TestDebianImage covers issue 3 point 3: the default image, built with
+// debootstrap from Debian's repository on first use, gives a server with
+// OpenSSH, Python, PyTorch and the hac client.
+func TestDebianImage(t *testing.T) {
+	if _, err := exec.LookPath("debootstrap"); err != nil {
+		t.Skip("debootstrap not installed (scripts/install-deps)")
+	}
+	c := portalCluster(t)
+	dir := t.TempDir()
+	c.hac(nil, dir, "keypair", "create", "k")
+	key := filepath.Join(dir, "k.pem")
+	t0 := time.Now()
+	create := start(t, c.userEnv(""), "", nil, "server", "create", "deb1", "--keypair", "k", "--wait", "15m")
+	if code := create.exitCode(); code != 0 {
+		t.Fatalf("create with the default image: exit %d\n%s%s", code, create.stdout.String(), create.stderr.String())
+	}
+	t.Logf("debian-12: built and running in %v", time.Since(t0).Round(time.Second))
+	c.hac(nil, "", "port-forward", "add", "deb1", "--private-port", "22", "--public-port", "20060")
+	c.hac(nil, "", "firewall", "add", "deb1", "--port", "20060")
+	var out string
+	var err error
+	eventually(t, 30*time.Second, "sshd to answer", func() bool { out, err = ssh(key, "20060", "true"); return err == nil })
+	out, err = ssh(key, "20060", `. /etc/os-release; echo $VERSION_CODENAME; python3 -c 'import torch; print("torch", torch.__version__)'; hac version | head -1; ls sample`)
+	if err != nil || !strings.HasPrefix(out, "bookworm\ntorch ") || !strings.Contains(out, "Client Version: ") || !strings.HasSuffix(out, "train.py\n") {
+		t.Fatalf("inside debian-12: %v\n%s", err, out)
+	}
+	if r := c.hac(nil, "", "server", "delete", "deb1"); r.code != 0 {
+		t.Fatalf("delete: %+v", r)
+	}
+	eventually(t, 30*time.Second, "the server to go", func() bool {
+		return !strings.Contains(c.hac(nil, "", "server", "list").stdout, "deb1")
 	})
 }

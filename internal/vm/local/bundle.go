@@ -12,12 +12,12 @@ var capabilities = []string{
 }
 
 // ociSpec is the runtime configuration of one server.
-func ociSpec(id, hostname, netnsPath, binDir string, cpus int, memMiB int64) *specs.Spec {
+func ociSpec(id, hostname, image, netnsPath, binDir string, cpus int, memMiB int64) *specs.Spec {
 	period := uint64(100000)
 	quota := int64(cpus) * int64(period)
 	mem := memMiB << 20
 	caps := &specs.LinuxCapabilities{Bounding: capabilities, Effective: capabilities, Permitted: capabilities}
-	return &specs.Spec{
+	spec := &specs.Spec{
 		Version:  specs.Version,
 		Hostname: hostname,
 		Root:     &specs.Root{Path: "rootfs"},
@@ -34,8 +34,6 @@ func ociSpec(id, hostname, netnsPath, binDir string, cpus int, memMiB int64) *sp
 			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
 			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
 			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
-			{Destination: "/usr", Type: "bind", Source: "/usr", Options: []string{"rbind", "ro"}},
-			{Destination: "/usr/local/bin", Type: "bind", Source: binDir, Options: []string{"bind", "ro"}},
 		},
 		Linux: &specs.Linux{
 			CgroupsPath: "/hac-servers/" + id,
@@ -53,4 +51,9 @@ func ociSpec(id, hostname, netnsPath, binDir string, cpus int, memMiB int64) *sp
 			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
 		},
 	}
+	if sharesHostUsr(image) {
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/usr", Type: "bind", Source: "/usr", Options: []string{"rbind", "ro"}})
+	}
+	spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/usr/local/bin", Type: "bind", Source: binDir, Options: []string{"bind", "ro"}})
+	return spec
 }

@@ -36,12 +36,15 @@ type Config struct {
 	HacBinary string
 	// Runc is the runc binary.
 	Runc string
+	// Mirror is the Debian mirror images are built from.
+	Mirror string
 }
 
 // DefaultConfig returns a configuration for a single machine.
 func DefaultConfig(dataDir string) Config {
 	exe, _ := os.Executable()
-	return Config{DataDir: dataDir, Bridge: "hacbr0", Subnet: "10.77.0.0/24", PublicAddress: "127.0.0.1", HacBinary: exe, Runc: "runc"}
+	return Config{DataDir: dataDir, Bridge: "hacbr0", Subnet: "10.77.0.0/24", PublicAddress: "127.0.0.1", HacBinary: exe, Runc: "runc",
+		Mirror: "http://deb.debian.org/debian"}
 }
 
 // Driver is the local server driver.
@@ -50,6 +53,10 @@ type Driver struct {
 	subnet  *net.IPNet
 	gateway net.IP
 	mu      sync.Mutex // one change at a time
+	imageMu sync.Mutex // one image build at a time, beside other changes
+	// ctx ends with Close, stopping image builds.
+	ctx   context.Context
+	close context.CancelFunc
 }
 
 var _ vm.Driver = (*Driver)(nil)
@@ -77,8 +84,18 @@ func New(cfg Config) (*Driver, error) {
 	gw := make(net.IP, 4)
 	copy(gw, subnet.IP.To4())
 	gw[3]++
-	return &Driver{cfg: cfg, subnet: subnet, gateway: gw}, nil
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Driver{cfg: cfg, subnet: subnet, gateway: gw, ctx: ctx, close: cancel}, nil
 }
+
+// Close stops image builds in progress. Servers keep running.
+func (d *Driver) Close() { d.close() }
+
+// Images lists the images servers can be made from, with a description.
+func (d *Driver) Images() map[string]string { return Images }
+
+// DefaultImage is the image of a server created without one.
+func (d *Driver) DefaultImage() string { return DefaultImage }
 
 // Gateway is the host's address on the servers' bridge: where servers reach
 // the control plane and the node agents.
@@ -111,6 +128,9 @@ func (d *Driver) Create(ctx context.Context, s vm.Spec) error {
 	if err := validID(s.ID); err != nil {
 		return err
 	}
+	if _, err := d.BuildImage(s.Image); err != nil {
+		return err
+	}
 	d.mu.Lock()
 	err := d.createLocked(ctx, s)
 	d.mu.Unlock()
@@ -141,7 +161,7 @@ func (d *Driver) createLocked(ctx context.Context, s vm.Spec) error {
 	if err := d.installHac(filepath.Join(dir, "bin")); err != nil {
 		return err
 	}
-	cfg := ociSpec(s.ID, s.Hostname, "/run/netns/"+netnsName(s.ID), filepath.Join(dir, "bin"), max(s.CPUs, 1), max(s.MemoryMiB, 256))
+	cfg := ociSpec(s.ID, s.Hostname, s.Image, "/run/netns/"+netnsName(s.ID), filepath.Join(dir, "bin"), max(s.CPUs, 1), max(s.MemoryMiB, 256))
 	raw, _ := json.MarshalIndent(cfg, "", " ")
 	if err := os.WriteFile(filepath.Join(d.bundle(s.ID), "config.json"), raw, 0o644); err != nil {
 		return err

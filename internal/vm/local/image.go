@@ -3,13 +3,27 @@ package local
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
 )
 
 // Images are the server images the local driver can build.
 var Images = map[string]string{
-	"host": "the host's /usr, read-only, under a minimal root (Python, PyTorch and OpenSSH as installed on this machine); fast, for tests and single-machine setups",
+	"debian-12": "Debian 12 (bookworm) from Debian's repository with OpenSSH, Python 3 and PyTorch; built with debootstrap on first use (a few minutes), then cached",
+	"host":      "the host's /usr, read-only, under a minimal root (Python, PyTorch and OpenSSH as installed on this machine); fast, for tests and single-machine setups",
 }
+
+// DefaultImage is the image of a server created without --image.
+const DefaultImage = "debian-12"
+
+// debianPackages go into the debian-12 image beside the minimal base.
+var debianPackages = []string{"openssh-server", "python3", "python3-torch", "procps", "iproute2", "ca-certificates", "less"}
+
+// sharesHostUsr reports whether an image mounts the host's /usr.
+func sharesHostUsr(image string) bool { return image == "host" }
 
 // hostImageFiles is the minimal root of the "host" image: everything but
 // /usr, which is the host's, mounted read-only.
@@ -52,14 +66,23 @@ export LANG=C.UTF-8
 // ensureImage builds an image's root once and returns its path.
 func (d *Driver) ensureImage(name string) (string, error) {
 	if _, ok := Images[name]; !ok {
-		return "", fmt.Errorf("vm/local: no image %q", name)
+		return "", fmt.Errorf("vm/local: no image %q (images: debian-12, host)", name)
 	}
 	root := filepath.Join(d.cfg.DataDir, "images", name, "rootfs")
 	if _, err := os.Stat(filepath.Join(root, ".complete")); err == nil {
 		return root, nil
 	}
 	tmp := root + ".building"
+	unmountUnder(tmp)
 	os.RemoveAll(tmp)
+	if name == "debian-12" {
+		err := d.debootstrap(tmp)
+		unmountUnder(tmp) // debootstrap mounts /proc and /sys inside
+		if err != nil {
+			os.RemoveAll(tmp)
+			return "", err
+		}
+	}
 	for _, dir := range []string{"usr", "etc/ssh/authorized_keys", "etc/hac", "home/ubuntu", "root", "tmp", "proc", "sys", "dev", "run/sshd", "var/empty", "var/tmp"} {
 		if err := os.MkdirAll(filepath.Join(tmp, dir), 0o755); err != nil {
 			return "", err
@@ -69,9 +92,17 @@ func (d *Driver) ensureImage(name string) (string, error) {
 	os.Chmod(filepath.Join(tmp, "var/tmp"), 0o1777)
 	os.Chmod(filepath.Join(tmp, "root"), 0o700)
 	os.Chown(filepath.Join(tmp, "home/ubuntu"), 1000, 1000)
-	for _, l := range []string{"bin", "sbin", "lib", "lib64"} {
-		if err := os.Symlink("usr/"+l, filepath.Join(tmp, l)); err != nil {
-			return "", err
+	if sharesHostUsr(name) {
+		for _, l := range []string{"bin", "sbin", "lib", "lib64"} {
+			if err := os.Symlink("usr/"+l, filepath.Join(tmp, l)); err != nil {
+				return "", err
+			}
+		}
+	} else {
+		// Host keys are made per server; the image's would be shared.
+		keys, _ := filepath.Glob(filepath.Join(tmp, "etc/ssh/ssh_host_*"))
+		for _, k := range keys {
+			os.Remove(k)
 		}
 	}
 	for p, content := range hostImageFiles {
@@ -91,4 +122,46 @@ func (d *Driver) ensureImage(name string) (string, error) {
 		return "", err
 	}
 	return root, os.Rename(tmp, root)
+}
+
+// debootstrap installs Debian 12 with debianPackages into dir.
+func (d *Driver) debootstrap(dir string) error {
+	if _, err := exec.LookPath("debootstrap"); err != nil {
+		return fmt.Errorf("vm/local: the debian-12 image needs debootstrap: apt-get install debootstrap (or use --image host)")
+	}
+	cmd := exec.CommandContext(d.ctx, "debootstrap", "--variant=minbase", "--include="+strings.Join(debianPackages, ","), "bookworm", dir, d.cfg.Mirror)
+	// Stopping the driver stops the whole build, dpkg and all.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		return fmt.Errorf("vm/local: debootstrap: %v: %s", err, lines[len(lines)-1])
+	}
+	return nil
+}
+
+// BuildImage builds an image now (hac image build) and returns its root.
+func (d *Driver) BuildImage(name string) (string, error) {
+	d.imageMu.Lock()
+	defer d.imageMu.Unlock()
+	return d.ensureImage(name)
+}
+
+// unmountUnder detaches every mount at or below dir, deepest first.
+func unmountUnder(dir string) {
+	raw, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			points = append(points, f[4])
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(points)))
+	for _, p := range points {
+		syscall.Unmount(p, syscall.MNT_DETACH)
+	}
 }
