@@ -95,6 +95,7 @@ named "dev", and writes the client config, so that hac run works at once.`,
 	f.StringVar(&netCfg.Bridge, "server-bridge", netCfg.Bridge, "--servers local: the bridge servers attach to")
 	f.StringVar(&netCfg.Subnet, "server-subnet", netCfg.Subnet, "--servers local: the servers' private network; its first address is the gateway")
 	f.StringVar(&netCfg.PublicAddress, "public-address", netCfg.PublicAddress, "the address port forwards listen on")
+	f.StringVar(&netCfg.Table, "server-table", netCfg.Table, "--servers local: the nftables table (family ip) hac owns for forwards and firewall")
 	f.StringVar(&publicPorts, "public-ports", "10000-19999", "the range of public ports forwards may use")
 	return cmd
 }

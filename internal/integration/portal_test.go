@@ -27,7 +27,7 @@ func portalCluster(t *testing.T) *cluster {
 	c := &cluster{t: t, dir: t.TempDir()}
 	c.home = filepath.Join(c.dir, "home")
 	os.MkdirAll(c.home, 0o755)
-	c.serveArgs = []string{"--servers", "local", "--server-bridge", "hacit0", "--server-subnet", "10.79.0.0/24", "--public-ports", "20000-20099"}
+	c.serveArgs = []string{"--servers", "local", "--server-bridge", "hacit0", "--server-subnet", "10.79.0.0/24", "--public-ports", "20000-20099", "--server-table", "hacit"}
 	// Runs after hac serve stops: remove what a failed test left.
 	t.Cleanup(func() {
 		runc := []string{"--root", filepath.Join(c.dir, "cp", "vm", "runc")}
@@ -53,7 +53,7 @@ func portalCluster(t *testing.T) *cluster {
 				}
 			}
 		}
-		exec.Command("nft", "delete", "table", "ip", "hac").Run()
+		exec.Command("nft", "delete", "table", "ip", "hacit").Run()
 		exec.Command("ip", "link", "del", "hacit0").Run()
 	})
 	c.startServe()
@@ -151,7 +151,7 @@ func TestSeedWalkthrough(t *testing.T) {
 	if o, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(o), "hac-s") {
 		t.Errorf("network namespace left: %s", o)
 	}
-	if o, _ := exec.Command("nft", "list", "table", "ip", "hac").Output(); strings.Contains(string(o), "20022") {
+	if o, _ := exec.Command("nft", "list", "table", "ip", "hacit").Output(); strings.Contains(string(o), "20022") {
 		t.Errorf("nftables rules left:\n%s", o)
 	}
 	if raw, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(raw), c.dir) {
@@ -232,7 +232,7 @@ func TestServersReconcile(t *testing.T) {
 	if o, err := exec.Command("runc", append(runc, "delete", "--force", "hac-s1")...).CombinedOutput(); err != nil {
 		t.Fatalf("stop the server behind hac's back: %v %s", err, o)
 	}
-	exec.Command("nft", "delete", "table", "ip", "hac").Run()
+	exec.Command("nft", "delete", "table", "ip", "hacit").Run()
 	os.MkdirAll(filepath.Join(vmDir, "servers", "s99"), 0o755)
 	if _, err := ssh(key, "20042", "true"); err == nil {
 		t.Fatal("ssh answered with the server stopped")

@@ -6,8 +6,9 @@
 //
 // Port forwarding is nftables DNAT from the public address to the server;
 // the firewall drops forwarded connections unless a rule allows their
-// protocol, public port and source. The driver owns the nftables table
-// "ip hac" and nothing else, and rewrites it atomically with nft -f.
+// protocol, public port and source. The driver owns one nftables table
+// ("ip hac" by default) and nothing else, and rewrites it atomically with
+// nft -f.
 //
 // Layout under DataDir:
 //

@@ -38,13 +38,15 @@ type Config struct {
 	Runc string
 	// Mirror is the Debian mirror images are built from.
 	Mirror string
+	// Table is the nftables table (family ip) the driver owns.
+	Table string
 }
 
 // DefaultConfig returns a configuration for a single machine.
 func DefaultConfig(dataDir string) Config {
 	exe, _ := os.Executable()
 	return Config{DataDir: dataDir, Bridge: "hacbr0", Subnet: "10.77.0.0/24", PublicAddress: "127.0.0.1", HacBinary: exe, Runc: "runc",
-		Mirror: "http://deb.debian.org/debian"}
+		Mirror: "http://deb.debian.org/debian", Table: "hac"}
 }
 
 // Driver is the local server driver.
@@ -69,6 +71,9 @@ func New(cfg Config) (*Driver, error) {
 	}
 	if ones, _ := subnet.Mask.Size(); ones > 28 {
 		return nil, fmt.Errorf("vm/local: subnet %s is too small", cfg.Subnet)
+	}
+	if cfg.Table == "" || strings.Trim(cfg.Table, "abcdefghijklmnopqrstuvwxyz0123456789_") != "" {
+		return nil, fmt.Errorf("vm/local: nftables table %q: use lower-case letters, digits and _", cfg.Table)
 	}
 	if net.ParseIP(cfg.PublicAddress).To4() == nil {
 		return nil, fmt.Errorf("vm/local: public address %q: want an IPv4 address", cfg.PublicAddress)

@@ -30,7 +30,7 @@ func testDriver(t testing.TB, bridge, subnet string) *Driver {
 		t.Skip("openssh-server not installed (scripts/install-deps)")
 	}
 	cfg := DefaultConfig(t.TempDir())
-	cfg.Bridge, cfg.Subnet = bridge, subnet
+	cfg.Bridge, cfg.Subnet, cfg.Table = bridge, subnet, bridge
 	exe, _ := os.Executable()
 	cfg.HacBinary = exe
 	d, err := New(cfg)
@@ -118,7 +118,7 @@ func TestServerLifecycle(t *testing.T) {
 }
 
 func TestRulesetGolden(t *testing.T) {
-	got := ruleset("127.0.0.1", "10.77.0.0/24", []vm.Forward{
+	got := ruleset("hac", "127.0.0.1", "10.77.0.0/24", []vm.Forward{
 		{Protocol: "tcp", PublicPort: 10022, Address: "10.77.0.2", PrivatePort: 22, Allow: []string{"0.0.0.0/0"}},
 	})
 	for _, want := range []string{

@@ -12,17 +12,14 @@ import (
 	"github.com/hac-project/hac/internal/vm"
 )
 
-// nftTable is the one nftables table the driver owns.
-const nftTable = "hac"
-
-// ruleset renders the whole "ip hac" table for the forwards:
+// ruleset renders the whole table (ip hac by default) for the forwards:
 //
 //   - nat prerouting and output: DNAT public:port to the server (output
 //     covers connections made on this machine, such as to 127.0.0.1);
 //   - nat postrouting: masquerade loopback sources going to the servers;
 //   - filter forward and output: a new forwarded connection goes on only if
 //     one of its port's firewall rules allows its source (default deny).
-func ruleset(public string, subnet string, forwards []vm.Forward) string {
+func ruleset(table, public, subnet string, forwards []vm.Forward) string {
 	fs := append([]vm.Forward(nil), forwards...)
 	sort.Slice(fs, func(i, j int) bool {
 		if fs[i].Protocol != fs[j].Protocol {
@@ -43,7 +40,7 @@ func ruleset(public string, subnet string, forwards []vm.Forward) string {
 		allow.WriteString("\t\tdrop\n\t}\n")
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "add table ip %s\ndelete table ip %s\ntable ip %s {\n", nftTable, nftTable, nftTable)
+	fmt.Fprintf(&b, "add table ip %s\ndelete table ip %s\ntable ip %s {\n", table, table, table)
 	fmt.Fprintf(&b, "\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n%s\t}\n", dnat.String())
 	fmt.Fprintf(&b, "\tchain output {\n\t\ttype nat hook output priority -100; policy accept;\n%s\t}\n", dnat.String())
 	fmt.Fprintf(&b, "\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\tip saddr 127.0.0.0/8 ip daddr %s masquerade\n\t}\n", subnet)
@@ -86,7 +83,7 @@ func (d *Driver) ApplyRules(ctx context.Context, forwards []vm.Forward) error {
 		return err
 	}
 	cmd := exec.CommandContext(ctx, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(ruleset(d.cfg.PublicAddress, d.subnet.String(), forwards))
+	cmd.Stdin = strings.NewReader(ruleset(d.cfg.Table, d.cfg.PublicAddress, d.subnet.String(), forwards))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
@@ -98,5 +95,5 @@ func (d *Driver) ApplyRules(ctx context.Context, forwards []vm.Forward) error {
 // RemoveRules deletes the driver's table (when the driver is shut down for
 // good).
 func (d *Driver) RemoveRules(ctx context.Context) error {
-	return exec.CommandContext(ctx, "nft", "delete", "table", "ip", nftTable).Run()
+	return exec.CommandContext(ctx, "nft", "delete", "table", "ip", d.cfg.Table).Run()
 }
