@@ -23,6 +23,9 @@ type broker struct {
 	mu    sync.Mutex
 	nodes map[string]*nodeState
 	jobs  map[int64]*jobState // queued and running jobs only
+	// snap is the scheduler's view, kept current by grants and ends so that
+	// its index stays warm; nil when nodes changed and it must be rebuilt.
+	snap *sched.Snapshot
 }
 
 type nodeState struct {
@@ -100,9 +103,12 @@ func (b *broker) describe(tx *store.Tx, j store.Job) (*jobState, error) {
 	return &jobState{Job: j, serverName: srv.Name, userName: srv.UserName, changed: make(chan struct{}, 1)}, nil
 }
 
-// snapshotLocked builds the scheduler's view: ready nodes, and the memory
-// running jobs hold on them.
+// snapshotLocked returns the scheduler's view: ready nodes, and the memory
+// running jobs hold on them, built anew after nodes change.
 func (b *broker) snapshotLocked() *sched.Snapshot {
+	if b.snap != nil {
+		return b.snap
+	}
 	held := map[string]int64{}
 	for _, j := range b.jobs {
 		if j.State == store.JobRunning {
@@ -126,7 +132,17 @@ func (b *broker) snapshotLocked() *sched.Snapshot {
 		}
 		snap.Nodes = append(snap.Nodes, n)
 	}
+	b.snap = snap
 	return snap
+}
+
+// plan is a job's placements as the scheduler knows them.
+func (j *jobState) plan() sched.Plan {
+	var p sched.Plan
+	for _, pl := range j.Placements {
+		p.Placements = append(p.Placements, sched.Placement{Node: pl.Node, GPU: pl.GPU, MemoryMiB: pl.MemoryMiB})
+	}
+	return p
 }
 
 // passLocked runs the scheduler over the queue as it will be once the
@@ -151,18 +167,10 @@ func (b *broker) passLocked(extra *jobState, gone int64) sched.Result {
 		add(extra)
 	}
 	snap := b.snapshotLocked()
-	if gone != 0 {
-		if j := b.jobs[gone]; j != nil && j.State == store.JobRunning {
-			for _, p := range j.Placements {
-				for i := range snap.Nodes {
-					for k := range snap.Nodes[i].GPUs {
-						if snap.Nodes[i].GPUs[k].UUID == p.GPU {
-							snap.Nodes[i].GPUs[k].AllocatedMiB -= p.MemoryMiB
-						}
-					}
-				}
-			}
-		}
+	if j := b.jobs[gone]; j != nil && j.State == store.JobRunning {
+		// Schedule as if it were gone; the commit makes that true.
+		sched.Release(snap, j.plan())
+		defer sched.Apply(snap, j.plan())
 	}
 	return sched.Schedule(snap, queue, busy)
 }
@@ -186,6 +194,9 @@ func (b *broker) writeResult(tx *store.Tx, res sched.Result, now time.Time) erro
 func (b *broker) applyResultLocked(res sched.Result, now time.Time) {
 	for _, g := range res.Grants {
 		j := b.jobs[parseID(g.JobID)]
+		if b.snap != nil {
+			sched.Apply(b.snap, g.Plan)
+		}
 		j.State, j.AllocatedAt, j.Placements = store.JobRunning, now, toStore(g.Plan)
 		j.lease = now.Add(b.cfg.LeaseTTL)
 		j.notify()
@@ -274,6 +285,9 @@ func (b *broker) endLocked(ctx context.Context, id int64, state string, exitCode
 		return false, err
 	}
 	delete(b.jobs, id)
+	if j.State == store.JobRunning && b.snap != nil {
+		sched.Release(b.snap, j.plan())
+	}
 	j.State, j.EndedAt, j.ExitCode, j.EndReason = state, now, exitCode, reason
 	j.notify()
 	b.applyResultLocked(res, now)
@@ -375,6 +389,7 @@ func (b *broker) loseNodeLocked(ctx context.Context, name, reason string) error 
 		return err
 	}
 	b.nodes[name].lost = true
+	b.snap = nil
 	b.log.Warn("node lost", "node", name, "reason", reason)
 	return nil
 }
@@ -407,11 +422,13 @@ func (b *broker) registerNode(ctx context.Context, n store.Node) error {
 			return err
 		}
 		b.nodes[n.Name] = &nodeState{Node: n, lastSeen: now}
+		b.snap = nil
 		res = b.passLocked(nil, 0)
 		return b.writeResult(tx, res, now)
 	})
 	if err != nil {
 		delete(b.nodes, n.Name)
+		b.snap = nil
 		return err
 	}
 	b.applyResultLocked(res, now)

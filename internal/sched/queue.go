@@ -78,7 +78,7 @@ func Schedule(snap *Snapshot, queue []Job, busy map[string]bool) Result {
 	var res Result
 	defer func() {
 		for _, g := range res.Grants {
-			Apply(snap, negate(g.Plan))
+			Release(snap, g.Plan)
 		}
 	}()
 	blocked := false
@@ -111,6 +111,9 @@ func Schedule(snap *Snapshot, queue []Job, busy map[string]bool) Result {
 	}
 	return res
 }
+
+// Release returns a plan's placements to snap: the inverse of Apply.
+func Release(snap *Snapshot, p Plan) { Apply(snap, negate(p)) }
 
 // negate returns the plan that undoes p when applied.
 func negate(p Plan) Plan {
