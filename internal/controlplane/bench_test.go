@@ -21,6 +21,11 @@ import (
 // testPlane starts a control plane on loopback with one node of gpus GPUs
 // and n servers; it returns the API URL and the servers' tokens.
 func testPlane(t testing.TB, d store.Durability, gpus, n int) (string, []string, *Server) {
+	return testPool(t, d, 1, gpus, n)
+}
+
+// testPool is testPlane with nodes nodes.
+func testPool(t testing.TB, d store.Durability, nodes, gpus, n int) (string, []string, *Server) {
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
@@ -40,12 +45,14 @@ func testPlane(t testing.TB, d store.Durability, gpus, n int) (string, []string,
 	t.Cleanup(func() { cancel(); <-done })
 	url := "http://" + s.Addr()
 	agent := hacv1connect.NewAgentServiceClient(apiclient.H2C(), url, connect.WithInterceptors(apiclient.Bearer(creds.NodeToken)))
-	req := &hacv1.RegisterNodeRequest{ProtocolVersion: AgentProtocolVersion, Name: "node1", Address: "127.0.0.1:1"}
-	for i := 0; i < gpus; i++ {
-		req.Gpus = append(req.Gpus, &hacv1.GPU{Index: int32(i), Uuid: fmt.Sprintf("GPU-%d", i), MemoryMib: 80 * 1024})
-	}
-	if _, err := agent.RegisterNode(ctx, connect.NewRequest(req)); err != nil {
-		t.Fatal(err)
+	for nd := 1; nd <= nodes; nd++ {
+		req := &hacv1.RegisterNodeRequest{ProtocolVersion: AgentProtocolVersion, Name: fmt.Sprintf("node%d", nd), Address: "127.0.0.1:1"}
+		for i := 0; i < gpus; i++ {
+			req.Gpus = append(req.Gpus, &hacv1.GPU{Index: int32(i), Uuid: fmt.Sprintf("GPU-%d-%d", nd, i), MemoryMib: 80 * 1024})
+		}
+		if _, err := agent.RegisterNode(ctx, connect.NewRequest(req)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var u store.User
 	if err := s.store.View(ctx, func(tx *store.Tx) error { u, err = tx.UserByName("admin"); return err }); err != nil {
@@ -84,13 +91,18 @@ func cycle(ctx context.Context, acc hacv1connect.AcceleratorServiceClient) error
 }
 
 // BenchmarkAllocationCycle measures concurrent request -> grant -> release
-// cycles through the real API on loopback: 64 servers, one 8-GPU node,
-// small.16gb (a share of a GPU, so that every server can hold one at once).
+// cycles through the real API on loopback: 64 servers, one 8-GPU node (and
+// 1,000 such nodes, where the broker's warm snapshot matters), small.16gb
+// (a share of a GPU, so that every server can hold one at once).
 // The baseline is the same number of GetVersion calls: the API's floor.
 func BenchmarkAllocationCycle(b *testing.B) {
-	for _, d := range []store.Durability{store.Full, store.Normal} {
-		b.Run("durability="+string(d), func(b *testing.B) {
-			url, toks, _ := testPlane(b, d, 8, 64)
+	for _, tc := range []struct {
+		name  string
+		d     store.Durability
+		nodes int
+	}{{"durability=FULL", store.Full, 1}, {"durability=NORMAL", store.Normal, 1}, {"durability=FULL/nodes=1000", store.Full, 1000}} {
+		b.Run(tc.name, func(b *testing.B) {
+			url, toks, _ := testPool(b, tc.d, tc.nodes, 8, 64)
 			var next atomic.Int64
 			b.SetParallelism(32) // 32 x GOMAXPROCS concurrent clients
 			b.ResetTimer()
