@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -90,6 +91,11 @@ func TestSeedWalkthrough(t *testing.T) {
 	}
 	if r := c.hac(nil, "", "server", "show", "web1"); !strings.Contains(r.stdout, "Key pair:           keypair1") || !strings.Contains(r.stdout, "standard.2x4 (2 vCPU, 4096 MiB, 100 GB root disk)") {
 		t.Fatalf("server show: %+v", r)
+	}
+	// The type's limits (standard.2x4) are on the server's cgroup.
+	mem, cpu := cgroupLimits("hac-servers/s1")
+	if mem != 4096<<20 || cpu != 200000 {
+		t.Errorf("server limits: memory %d bytes, CPU quota %d us per 100 ms; want 4 GiB and 2 CPUs", mem, cpu)
 	}
 	if r := c.hac(nil, "", "port-forward", "add", "web1", "--private-port", "22", "--public-port", "20022"); r.code != 0 {
 		t.Fatalf("port-forward: %+v", r)
@@ -358,4 +364,25 @@ func TestDebianImage(t *testing.T) {
 	eventually(t, 30*time.Second, "the server to go", func() bool {
 		return !strings.Contains(c.hac(nil, "", "server", "list").stdout, "deb1")
 	})
+}
+
+// cgroupLimits reads a cgroup's memory limit (bytes) and CPU quota (us per
+// 100 ms period), on cgroup v1 or v2 hosts.
+func cgroupLimits(path string) (mem, cpu int64) {
+	read := func(p string) string {
+		raw, _ := os.ReadFile(p)
+		return strings.TrimSpace(string(raw))
+	}
+	num := func(s string) int64 {
+		n, _ := strconv.ParseInt(s, 10, 64)
+		return n
+	}
+	if v := read(filepath.Join("/sys/fs/cgroup/memory", path, "memory.limit_in_bytes")); v != "" {
+		return num(v), num(read(filepath.Join("/sys/fs/cgroup/cpu", path, "cpu.cfs_quota_us")))
+	}
+	mem = num(read(filepath.Join("/sys/fs/cgroup", path, "memory.max")))
+	if f := strings.Fields(read(filepath.Join("/sys/fs/cgroup", path, "cpu.max"))); len(f) == 2 {
+		cpu = num(f[0])
+	}
+	return mem, cpu
 }
