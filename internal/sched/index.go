@@ -30,7 +30,7 @@ type idleGPUs struct {
 
 func (s *Snapshot) gpu(r gpuRef) *GPU { return &s.Nodes[r.node].GPUs[r.gpu] }
 
-// shareLess orders GPUs for best fit.
+// shareCmp orders GPUs for best fit.
 func (s *Snapshot) shareCmp(a, b gpuRef) int {
 	ga, gb := s.gpu(a), s.gpu(b)
 	if c := cmp.Compare(ga.Free(), gb.Free()); c != 0 {
@@ -87,7 +87,7 @@ func (s *Snapshot) reindexNode(i int) {
 	s.idx.idle[i] = ig
 }
 
-// idleTotal is the memory of a node's idle GPUs.
+// total is the memory of a node's idle GPUs.
 func (ig idleGPUs) total() int64 {
 	if len(ig.prefix) == 0 {
 		return 0
@@ -112,10 +112,10 @@ func (s *Snapshot) allocate(r gpuRef, delta int64) {
 	s.reindexNode(int(r.node))
 }
 
-// placeShareIndexed is placeShare over the index: the first GPU in best-fit
+// placeShare puts a request smaller than a GPU on the first GPU in best-fit
 // order with room, skipping idle GPUs no larger than the request (those
 // serve it whole).
-func placeShareIndexed(s *Snapshot, memMiB int64) (Plan, bool) {
+func placeShare(s *Snapshot, memMiB int64) (Plan, bool) {
 	x := s.index()
 	i := sort.Search(len(x.shares), func(i int) bool { return s.gpu(x.shares[i]).Free() >= memMiB })
 	for ; i < len(x.shares); i++ {
@@ -127,10 +127,10 @@ func placeShareIndexed(s *Snapshot, memMiB int64) (Plan, bool) {
 	return Plan{}, false
 }
 
-// placeWholeOneNodeIndexed picks the node that needs the fewest idle GPUs,
+// placeWholeOneNode picks the node that needs the fewest idle GPUs,
 // then wastes the least, then comes first. In a pool of one GPU size the
 // first node that reaches the least possible count is the answer.
-func placeWholeOneNodeIndexed(s *Snapshot, memMiB int64) (Plan, bool) {
+func placeWholeOneNode(s *Snapshot, memMiB int64) (Plan, bool) {
 	x := s.index()
 	best, bestCount, bestWaste := -1, 0, int64(0)
 	fewest := int((memMiB + x.maxGPU - 1) / x.maxGPU)

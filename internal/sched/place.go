@@ -91,14 +91,14 @@ func Place(snap *Snapshot, memMiB int64) (Plan, error) {
 	if memMiB > x.capacity {
 		return Plan{}, ErrNeverFits
 	}
-	if p, ok := placeShareIndexed(snap, memMiB); ok {
+	if p, ok := placeShare(snap, memMiB); ok {
 		return p, nil
 	}
 	// Whole GPUs serve the request only if some GPU is no larger than it.
 	if x.minGPU > memMiB {
 		return Plan{}, ErrNoFit
 	}
-	if p, ok := placeWholeOneNodeIndexed(snap, memMiB); ok {
+	if p, ok := placeWholeOneNode(snap, memMiB); ok {
 		return p, nil
 	}
 	if p, ok := placeWholeManyNodes(snap, memMiB); ok {
