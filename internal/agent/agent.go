@@ -39,6 +39,9 @@ type Config struct {
 	GPUs      gpu.Provider
 	// DataDir holds the blob cache and the job folders.
 	DataDir string
+	// SyncInterval is how often a running program's changed files go back
+	// to its client; 0 sends them at the end only.
+	SyncInterval time.Duration
 	// CgroupRoot is the cgroup v2 folder for job cgroups;
 	// runner.CgroupV2Root() by default.
 	CgroupRoot string

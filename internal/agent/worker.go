@@ -166,7 +166,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 		msg := "hac: " + err.Error() + "\n"
 		s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Stderr{Stderr: []byte(msg)}})
 		s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Exited{Exited: &hacv1.Exited{ExitCode: int32(code)}}})
-		return w.sendChanges(stream, s, start.Manifest, workDir)
+		return newSyncer(s, workDir, start.Manifest, a.log.Warn).finish()
 	}
 	run.mu.Lock()
 	run.job = job
@@ -180,7 +180,13 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 
 	clientGone := make(chan struct{})
 	go w.relayInput(stream, job, run, clientGone)
+	// Files come back while the program runs too, so checkpoints survive.
+	files := newSyncer(s, workDir, start.Manifest, a.log.Warn)
+	stopSync, syncDone := make(chan struct{}), make(chan struct{})
+	go func() { files.every(a.cfg.SyncInterval, stopSync); close(syncDone) }()
 	exit, err := job.Wait()
+	close(stopSync)
+	<-syncDone
 	if err != nil {
 		a.log.Warn("job cleanup", "job", claims.JobID, "err", err)
 	}
@@ -193,7 +199,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 	default:
 	}
 	s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Exited{Exited: &hacv1.Exited{ExitCode: int32(exit.Code), Signal: int32(exit.Signal), Reason: reason}}})
-	return w.sendChanges(stream, s, start.Manifest, workDir)
+	return files.finish()
 }
 
 // receiveWorkspace asks for the blobs the cache lacks, stores them and
@@ -287,21 +293,81 @@ func (w *worker) relayInput(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.
 
 const chunkSize = 256 << 10
 
-// sendChanges sends the files the program created or changed, then waits
-// for the client to confirm.
-func (w *worker) sendChanges(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, m *hacv1.Manifest, dir string) error {
-	changes, err := workspace.Changes(m, dir)
-	if err != nil {
-		w.a.log.Warn("list changed files", "err", err)
-	}
-	for _, c := range changes {
-		if err := sendFile(s, dir, c); err != nil {
-			return err
-		}
-	}
-	return s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_ChangesDone{ChangesDone: true}})
+// syncer sends the files the program created or changed, and remembers
+// what it sent, so that each sync sends only what changed since the last.
+type syncer struct {
+	mu   sync.Mutex
+	s    *sender
+	dir  string
+	base map[string]*hacv1.FileEntry // path -> what the client has
+	log  func(msg string, args ...any)
 }
 
+func newSyncer(s *sender, dir string, m *hacv1.Manifest, log func(string, ...any)) *syncer {
+	y := &syncer{s: s, dir: dir, base: map[string]*hacv1.FileEntry{}, log: log}
+	for _, f := range m.GetFiles() {
+		y.base[f.Path] = f
+	}
+	return y
+}
+
+// sync sends what changed since the last sync.
+func (y *syncer) sync() error {
+	y.mu.Lock()
+	defer y.mu.Unlock()
+	m := &hacv1.Manifest{}
+	for _, f := range y.base {
+		m.Files = append(m.Files, f)
+	}
+	changes, err := workspace.Changes(m, y.dir)
+	if err != nil {
+		y.log("list changed files", "err", err)
+	}
+	for _, c := range changes {
+		// Stat first: a change during the send shows as a newer mtime and
+		// goes again next time.
+		fi, err := os.Lstat(filepath.Join(y.dir, filepath.FromSlash(c.Path)))
+		if err != nil {
+			continue
+		}
+		if err := sendFile(y.s, y.dir, c); err != nil {
+			return err
+		}
+		y.base[c.Path] = &hacv1.FileEntry{Path: c.Path, Mode: uint32(fi.Mode()), Size: fi.Size(), MtimeNs: fi.ModTime().UnixNano(), Link: c.Link}
+	}
+	return nil
+}
+
+// every syncs each interval until stop closes, then returns.
+func (y *syncer) every(interval time.Duration, stop <-chan struct{}) {
+	if interval <= 0 {
+		<-stop
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			if err := y.sync(); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// finish sends the last changes and says so.
+func (y *syncer) finish() error {
+	if err := y.sync(); err != nil {
+		return err
+	}
+	return y.s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_ChangesDone{ChangesDone: true}})
+}
+
+// sendFile sends one file in chunks, one message per chunk; the last
+// message (empty when the file ends on a chunk boundary) has Last set.
 func sendFile(s *sender, dir string, c workspace.Change) error {
 	if c.Mode&fs.ModeSymlink != 0 {
 		return s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Changed{Changed: &hacv1.ChangedFile{
@@ -313,22 +379,14 @@ func sendFile(s *sender, dir string, c workspace.Change) error {
 	}
 	defer f.Close()
 	buf := make([]byte, chunkSize)
-	first := true
-	for {
+	for first := true; ; first = false {
 		n, err := io.ReadFull(f, buf)
 		last := err != nil
-		if n > 0 || first {
-			msg := &hacv1.ChangedFile{Path: c.Path, Mode: uint32(c.Mode.Perm()), Data: buf[:n], First: first, Last: last}
-			if err := s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Changed{Changed: msg}}); err != nil {
-				return err
-			}
-			first = false
+		msg := &hacv1.ChangedFile{Path: c.Path, Mode: uint32(c.Mode.Perm()), Data: buf[:n], First: first, Last: last}
+		if err := s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Changed{Changed: msg}}); err != nil {
+			return err
 		}
 		if last {
-			if n == 0 && !first {
-				// The file ended exactly on a chunk boundary: close it.
-				return s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Changed{Changed: &hacv1.ChangedFile{Path: c.Path, Mode: uint32(c.Mode.Perm()), Last: true}}})
-			}
 			return nil
 		}
 	}

@@ -83,16 +83,17 @@ func sendBlob(path, sum string, buf []byte, send func(*hacv1.ExecRequest) error,
 // it as NAME.hac-job<ID>.
 type syncBack struct {
 	root     string
-	before   map[string]*hacv1.FileEntry
+	before   map[string]*hacv1.FileEntry // what each path held when hac last wrote or read it
 	jobID    string
 	cur      *os.File
 	curPath  string
 	curFinal string
+	warned   map[string]bool
 	warnings []string
 }
 
 func newSyncBack(root string, m *hacv1.Manifest, jobID string) *syncBack {
-	s := &syncBack{root: root, before: map[string]*hacv1.FileEntry{}, jobID: jobID}
+	s := &syncBack{root: root, before: map[string]*hacv1.FileEntry{}, jobID: jobID, warned: map[string]bool{}}
 	for _, f := range m.Files {
 		s.before[f.Path] = f
 	}
@@ -117,7 +118,10 @@ func (s *syncBack) target(rel string) (string, error) {
 		return p, nil // unchanged here since the upload
 	}
 	alt := p + ".hac-job" + s.jobID
-	s.warnings = append(s.warnings, fmt.Sprintf("%s changed here while the program ran (or was not uploaded); the program's version is in %s", rel, filepath.Base(alt)))
+	if !s.warned[rel] {
+		s.warned[rel] = true
+		s.warnings = append(s.warnings, fmt.Sprintf("%s changed here while the program ran (or was not uploaded); the program's version is in %s", rel, filepath.Base(alt)))
+	}
 	return alt, nil
 }
 
@@ -165,7 +169,15 @@ func (s *syncBack) receive(c *hacv1.ChangedFile) error {
 		os.Remove(f.Name())
 		return err
 	}
-	return os.Rename(f.Name(), s.curFinal)
+	if err := os.Rename(f.Name(), s.curFinal); err != nil {
+		return err
+	}
+	// A later version of the same file (the program runs on) may replace
+	// what hac wrote, but not what the user changed since.
+	if fi, err := os.Lstat(s.curFinal); err == nil && s.curFinal == filepath.Join(s.root, filepath.FromSlash(c.Path)) {
+		s.before[c.Path] = &hacv1.FileEntry{Path: c.Path, Size: fi.Size(), MtimeNs: fi.ModTime().UnixNano()}
+	}
+	return nil
 }
 
 func (s *syncBack) abort() {

@@ -140,7 +140,7 @@ func (a *app) serve(ctx context.Context, cfg controlplane.Config, dev bool, gpus
 		return usageError{fmt.Errorf("--agent-listen %q: want host:port", agentListen)}
 	}
 	ag, err := agent.New(agent.Config{ControlPlane: addr, Token: creds.NodeToken, Name: "dev-node", Listen: agentListen,
-		GPUs: provider, DataDir: filepath.Join(cfg.DataDir, "agent"), Logger: cfg.Logger})
+		GPUs: provider, DataDir: filepath.Join(cfg.DataDir, "agent"), Logger: cfg.Logger, SyncInterval: 30 * time.Second})
 	if err != nil {
 		return err
 	}
@@ -221,5 +221,6 @@ func (a *app) agentCmd() *cobra.Command {
 	f.StringVar(&cfg.Advertise, "advertise", "", "host:port clients dial (default: --listen)")
 	f.StringVar(&gpus, "gpus", "auto", "GPUs: auto (nvidia-smi, else 8 simulated), nvidia-smi, or fake:COUNTxSIZE such as fake:8x80GiB")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "blob cache and job folders")
+	f.DurationVar(&cfg.SyncInterval, "sync-interval", 30*time.Second, "how often a running program's changed files go back to its client (0: at the end only)")
 	return cmd
 }

@@ -106,7 +106,7 @@ func TestWorkspaceRoundTrip(t *testing.T) {
 	}
 
 	// A local edit during the run wins; the program's version lands beside it.
-	p, id := startRunIn(t, c, env, dir, `echo remote > train.py; `+holdScript)
+	p, id := startRunIn(t, c, env, dir, holdScript+`; echo remote > train.py`)
 	os.WriteFile(filepath.Join(dir, "train.py"), []byte("print('local edit')\n"), 0o644)
 	stopHolder(t, c, "node1", id)
 	if code := p.exitCode(); code != 0 {
@@ -186,5 +186,33 @@ func TestKilledClientReleases(t *testing.T) {
 	eventually(t, 10*time.Second, "the program to die after lease expiry", func() bool { return !processAlive(pid) })
 	if r := runHac(t, env, workdir(t, nil), nil, "run", "--wait", "20s", "--", "true"); r.code != 0 {
 		t.Fatalf("the accelerator was not free after expiry: %+v", r)
+	}
+}
+
+// TestCheckpointsComeBackWhileRunning covers SPEC A7's periodic sync: a
+// file the program writes reaches the client while it still runs, and its
+// final version replaces it at the end.
+func TestCheckpointsComeBackWhileRunning(t *testing.T) {
+	c := newCluster(t, "fake:1x80GiB")
+	env := c.serverEnv(c.register("web1", ""))
+	dir := workdir(t, nil)
+	p, id := startRunIn(t, c, env, dir, `mkdir -p ckpt; echo epoch1 > ckpt/model.txt; `+holdScript+`; echo epoch2 > ckpt/model.txt`)
+	local := filepath.Join(dir, "ckpt", "model.txt")
+	eventually(t, 20*time.Second, "the checkpoint to come back while the program runs", func() bool {
+		got, _ := os.ReadFile(local)
+		return string(got) == "epoch1\n"
+	})
+	if j := c.job(id); j.State != "running" {
+		t.Fatalf("the job is %s, not running", j.State)
+	}
+	stopHolder(t, c, "node1", id)
+	if code := p.exitCode(); code != 0 {
+		t.Fatalf("exit %d: %s", code, p.stderr.String())
+	}
+	if got, _ := os.ReadFile(local); string(got) != "epoch2\n" {
+		t.Fatalf("final checkpoint %q, want epoch2", got)
+	}
+	if strings.Contains(p.stderr.String(), "changed here") {
+		t.Errorf("hac's own mid-run copy was taken for a local edit: %s", p.stderr.String())
 	}
 }
