@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -211,7 +212,7 @@ func (b *broker) applyResultLocked(res sched.Result, now time.Time) {
 	for _, r := range res.Rejects {
 		j := b.jobs[parseID(r.JobID)]
 		delete(b.jobs, j.ID)
-		j.State, j.EndedAt, j.endErr = store.JobCanceled, now, r.Err
+		j.State, j.EndedAt, j.endErr = store.JobCanceled, now, rejectError(j, r.Err)
 		j.notify()
 	}
 }
@@ -519,4 +520,13 @@ func (b *broker) endError(j *jobState) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return j.endErr
+}
+
+// rejectError says in the user's words why a job can never run.
+func rejectError(j *jobState, err error) error {
+	if errors.Is(err, sched.ErrNeverFits) {
+		return fmt.Errorf("%w: the model %s needs %d MiB of accelerator memory, more than the whole pool has now; choose a smaller model with hac switch-model, or ask the operator to add GPU nodes",
+			ErrTooLarge, j.Model, j.MemoryMiB)
+	}
+	return err
 }

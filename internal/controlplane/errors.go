@@ -23,6 +23,7 @@ var (
 	ErrUnknownNode     = errors.New("unknown node: register first")
 	ErrUnknownKeyPair  = errors.New("no such key pair")
 	ErrKeyPairInUse    = errors.New("delete the servers that use it first")
+	ErrTooLarge        = errors.New("this accelerator model does not fit the pool")
 )
 
 // codeOf maps errors to API codes: the one table at the boundary.
@@ -45,6 +46,7 @@ func codeOf(err error) connect.Code {
 		{ErrNodeProtocol, connect.CodeFailedPrecondition},
 		{catalog.ErrUnknownModel, connect.CodeInvalidArgument},
 		{sched.ErrNeverFits, connect.CodeResourceExhausted},
+		{ErrTooLarge, connect.CodeResourceExhausted},
 		{sched.ErrBadRequest, connect.CodeInvalidArgument},
 		{store.ErrExists, connect.CodeAlreadyExists},
 		{store.ErrNotFound, connect.CodeNotFound},

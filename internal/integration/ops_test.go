@@ -71,7 +71,7 @@ func TestNodeLoss(t *testing.T) {
 	eventually(t, 20*time.Second, "the node to be declared lost", func() bool {
 		return regexp.MustCompile(`(?m)^node1\s+lost`).MatchString(c.hac(nil, "", "nodes").stdout)
 	})
-	if r := runHac(t, env, workdir(t, nil), nil, "run", "--wait", "1s", "--", "true"); r.code != 1 || !strings.Contains(r.stderr, "larger than the whole pool") {
+	if r := runHac(t, env, workdir(t, nil), nil, "run", "--wait", "1s", "--", "true"); r.code != 1 || !strings.Contains(r.stderr, "more than the whole pool has now") {
 		t.Fatalf("run with no node: %+v", r)
 	}
 	if !processAlive(pid) {

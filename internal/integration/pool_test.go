@@ -60,7 +60,7 @@ func TestPoolFullQueues(t *testing.T) {
 	b := c.serverEnv(c.register("b", "xlarge.96gb"))
 
 	r := runHac(t, big, "", nil, "run", "--", "true")
-	if r.code != 1 || !strings.Contains(r.stderr, "larger than the whole pool") {
+	if r.code != 1 || !strings.Contains(r.stderr, "more than the whole pool has now") {
 		t.Fatalf("model larger than the pool: %+v", r)
 	}
 
