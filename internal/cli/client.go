@@ -19,6 +19,7 @@ type client struct {
 	keys    hacv1connect.KeyPairServiceClient
 	portal  hacv1connect.PortalServiceClient
 	users   hacv1connect.UserServiceClient
+	catalog hacv1connect.CatalogServiceClient
 }
 
 // client resolves the configuration and connects.
@@ -38,5 +39,6 @@ func (a *app) client() (*client, error) {
 		keys:    hacv1connect.NewKeyPairServiceClient(h, cfg.Addr, opts),
 		portal:  hacv1connect.NewPortalServiceClient(h, cfg.Addr, opts),
 		users:   hacv1connect.NewUserServiceClient(h, cfg.Addr, opts),
+		catalog: hacv1connect.NewCatalogServiceClient(h, cfg.Addr, opts),
 	}, nil
 }

@@ -60,7 +60,7 @@ func (a *app) serverCreateCmd() *cobra.Command {
 	f.StringVar(&req.Zone, "zone", "", "zone (default dx-m1)")
 	f.StringVar(&req.Tier, "tier", "", "tier (default standard)")
 	f.StringVar(&req.Image, "image", "", "OS image (default host)")
-	f.StringVar(&req.ReferenceModel, "reference-model", "", "reference model to install (not available yet)")
+	f.StringVar(&req.ReferenceModel, "reference-model", "", "reference model whose code goes into ~/NAME (see hac reference-model list)")
 	f.DurationVar(&wait, "wait", 15*time.Minute, "wait this long for the server to run (the first server from an image also waits for the image to be built); 0 returns at once")
 	return cmd
 }

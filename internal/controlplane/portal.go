@@ -14,7 +14,7 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/hac-project/hac/examples/sample"
+	"github.com/hac-project/hac/examples"
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 	"github.com/hac-project/hac/internal/catalog"
 	"github.com/hac-project/hac/internal/store"
@@ -106,7 +106,8 @@ func (p portalService) CreateServer(ctx context.Context, req *connect.Request[ha
 		checks = append(checks, errors.New("a server needs a key pair: create one with hac keypair create NAME, then pass --keypair NAME"))
 	}
 	if m.ReferenceModel != "" {
-		checks = append(checks, errors.New("reference models are not available yet (SPEC S10): leave --reference-model empty"))
+		_, err := examples.LookupReference(m.ReferenceModel)
+		checks = append(checks, err)
 	}
 	for _, e := range checks {
 		if e != nil {
@@ -164,12 +165,19 @@ func freeAddress(subnet *net.IPNet, gateway string, used map[string]bool) (strin
 // spec is what the driver needs to make srv.
 func (p portalService) spec(srv store.Server, key store.KeyPair, tok string, t catalog.ServerType) vm.Spec {
 	config := fmt.Sprintf("# hac client configuration of server %s\naddr = %s\ntoken = %s\n", srv.Name, p.s.ServerURL(), tok)
-	return vm.Spec{ID: serverID(srv.ID), Hostname: srv.Name, CPUs: t.CPUs, MemoryMiB: t.MemoryMiB, Image: srv.Image,
+	spec := vm.Spec{ID: serverID(srv.ID), Hostname: srv.Name, CPUs: t.CPUs, MemoryMiB: t.MemoryMiB, Image: srv.Image,
 		Address: srv.PrivateIP, AuthorizedKeys: []string{key.AuthorizedKey},
 		Files: []vm.File{
 			{Path: "/etc/hac/config", Mode: 0o640, UID: 0, GID: 1000, Data: []byte(config)},
-			{Path: "/home/ubuntu/sample/train.py", Mode: 0o644, UID: 1000, GID: 1000, Data: sample.TrainPy},
+			{Path: "/home/ubuntu/sample/train.py", Mode: 0o644, UID: 1000, GID: 1000, Data: examples.SampleTrainPy},
 		}}
+	// The chosen reference model's code, ready to train, in ~/NAME (S8).
+	if ref, err := examples.LookupReference(srv.ReferenceModel); err == nil {
+		for _, name := range sortedKeys(ref.Files) {
+			spec.Files = append(spec.Files, vm.File{Path: "/home/ubuntu/" + ref.Name + "/" + name, Mode: 0o644, UID: 1000, GID: 1000, Data: ref.Files[name]})
+		}
+	}
+	return spec
 }
 
 // provision makes the server in the background and records the outcome.

@@ -100,6 +100,7 @@ func (s *Server) handler() http.Handler {
 	mux.Handle(hacv1connect.NewKeyPairServiceHandler(keyPairService{s}, users))
 	mux.Handle(hacv1connect.NewPortalServiceHandler(portalService{s}, users))
 	mux.Handle(hacv1connect.NewUserServiceHandler(userService{s}, users))
+	mux.Handle(hacv1connect.NewCatalogServiceHandler(catalogService{}, anyClient))
 	mux.Handle(hacv1connect.NewAgentServiceHandler(agentService{s}, nodes))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.store.View(r.Context(), func(*store.Tx) error { return nil }); err != nil {

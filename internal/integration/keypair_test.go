@@ -82,3 +82,30 @@ func TestKeyPairs(t *testing.T) {
 		t.Errorf("delete twice: %+v", r)
 	}
 }
+
+// TestReferenceModels covers SPEC S10 from the command line, with a user
+// token and with a server's own token.
+func TestReferenceModels(t *testing.T) {
+	c := newCluster(t)
+	r := c.hac(nil, "", "reference-model", "list")
+	if r.code != 0 || !strings.Contains(r.stdout, "fashion-mlp") || !strings.Contains(r.stdout, "transformer-char") {
+		t.Fatalf("list: %+v", r)
+	}
+	dir := t.TempDir()
+	env := c.serverEnv(c.register("web1", ""))
+	r = runHac(t, env, dir, nil, "reference-model", "get", "transformer-char")
+	if r.code != 0 || !strings.Contains(r.stdout, "hac run -- python3 train.py") {
+		t.Fatalf("get: %+v", r)
+	}
+	for _, f := range []string{"train.py", "corpus.txt"} {
+		if _, err := os.Stat(filepath.Join(dir, "transformer-char", f)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	if r := runHac(t, env, dir, nil, "reference-model", "get", "transformer-char"); r.code != 1 || !strings.Contains(r.stderr, "already exists") {
+		t.Errorf("second get: %+v", r)
+	}
+	if r := c.hac(nil, dir, "reference-model", "get", "gpt-5"); r.code != 1 || !strings.Contains(r.stderr, "unknown reference model") {
+		t.Errorf("unknown: %+v", r)
+	}
+}

@@ -184,6 +184,7 @@ func badInput(t *testing.T, c *cluster, dir string) {
 		{[]string{"server", "create", "web2", "--keypair", "keypair1", "--model", "huge.1tb", "--wait", "0"}, "unknown accelerator model"},
 		{[]string{"server", "create", "web2", "--keypair", "keypair1", "--type", "giant", "--wait", "0"}, "unknown server type"},
 		{[]string{"server", "create", "web2", "--keypair", "keypair1", "--image", "windows", "--wait", "0"}, "unknown image"},
+		{[]string{"server", "create", "web2", "--keypair", "keypair1", "--reference-model", "gpt-5", "--wait", "0"}, "unknown reference model"},
 		{[]string{"port-forward", "add", "web1", "--private-port", "22", "--public-port", "20022"}, "already forwarded"},
 		{[]string{"port-forward", "add", "web1", "--private-port", "22", "--public-port", "80"}, "outside the allowed range"},
 		{[]string{"port-forward", "add", "web1", "--private-port", "70000"}, "outside 1-65535"},
@@ -221,7 +222,7 @@ func TestServersReconcile(t *testing.T) {
 	c.hac(nil, dir, "keypair", "create", "k")
 	key := filepath.Join(dir, "k.pem")
 	for _, args := range [][]string{
-		{"server", "create", "web1", "--keypair", "k", "--image", "host"},
+		{"server", "create", "web1", "--keypair", "k", "--image", "host", "--reference-model", "transformer-char"},
 		{"port-forward", "add", "web1", "--private-port", "22", "--public-port", "20042"},
 		{"firewall", "add", "web1", "--port", "20042"},
 	} {
@@ -230,6 +231,9 @@ func TestServersReconcile(t *testing.T) {
 		}
 	}
 	eventually(t, 30*time.Second, "sshd to answer", func() bool { _, err := ssh(key, "20042", "true"); return err == nil })
+	if out, err := ssh(key, "20042", "ls transformer-char"); err != nil || out != "corpus.txt\ntrain.py\n" {
+		t.Errorf("the reference model's code in the server: %v %q", err, out)
+	}
 
 	vmDir := filepath.Join(c.dir, "cp", "vm")
 	runc := []string{"--root", filepath.Join(vmDir, "runc")}

@@ -1796,6 +1796,297 @@ func (*DeleteFirewallRuleResponse) Descriptor() ([]byte, []int) {
 	return file_hac_v1_portal_proto_rawDescGZIP(), []int{31}
 }
 
+// ReferenceModel is a ready-to-train model (SPEC S10).
+type ReferenceModel struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// command trains it, run from its folder.
+	Command       string           `protobuf:"bytes,3,opt,name=command,proto3" json:"command,omitempty"`
+	Files         []*ReferenceFile `protobuf:"bytes,4,rep,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReferenceModel) Reset() {
+	*x = ReferenceModel{}
+	mi := &file_hac_v1_portal_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReferenceModel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReferenceModel) ProtoMessage() {}
+
+func (x *ReferenceModel) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReferenceModel.ProtoReflect.Descriptor instead.
+func (*ReferenceModel) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ReferenceModel) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ReferenceModel) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *ReferenceModel) GetCommand() string {
+	if x != nil {
+		return x.Command
+	}
+	return ""
+}
+
+func (x *ReferenceModel) GetFiles() []*ReferenceFile {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+type ReferenceFile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReferenceFile) Reset() {
+	*x = ReferenceFile{}
+	mi := &file_hac_v1_portal_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReferenceFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReferenceFile) ProtoMessage() {}
+
+func (x *ReferenceFile) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReferenceFile.ProtoReflect.Descriptor instead.
+func (*ReferenceFile) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ReferenceFile) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ReferenceFile) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type ListReferenceModelsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReferenceModelsRequest) Reset() {
+	*x = ListReferenceModelsRequest{}
+	mi := &file_hac_v1_portal_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReferenceModelsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReferenceModelsRequest) ProtoMessage() {}
+
+func (x *ListReferenceModelsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReferenceModelsRequest.ProtoReflect.Descriptor instead.
+func (*ListReferenceModelsRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{34}
+}
+
+// ListReferenceModelsResponse lists the models without their files.
+type ListReferenceModelsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Models        []*ReferenceModel      `protobuf:"bytes,1,rep,name=models,proto3" json:"models,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReferenceModelsResponse) Reset() {
+	*x = ListReferenceModelsResponse{}
+	mi := &file_hac_v1_portal_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReferenceModelsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReferenceModelsResponse) ProtoMessage() {}
+
+func (x *ListReferenceModelsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReferenceModelsResponse.ProtoReflect.Descriptor instead.
+func (*ListReferenceModelsResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ListReferenceModelsResponse) GetModels() []*ReferenceModel {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+type GetReferenceModelRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetReferenceModelRequest) Reset() {
+	*x = GetReferenceModelRequest{}
+	mi := &file_hac_v1_portal_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetReferenceModelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetReferenceModelRequest) ProtoMessage() {}
+
+func (x *GetReferenceModelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetReferenceModelRequest.ProtoReflect.Descriptor instead.
+func (*GetReferenceModelRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *GetReferenceModelRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetReferenceModelResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Model         *ReferenceModel        `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetReferenceModelResponse) Reset() {
+	*x = GetReferenceModelResponse{}
+	mi := &file_hac_v1_portal_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetReferenceModelResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetReferenceModelResponse) ProtoMessage() {}
+
+func (x *GetReferenceModelResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetReferenceModelResponse.ProtoReflect.Descriptor instead.
+func (*GetReferenceModelResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *GetReferenceModelResponse) GetModel() *ReferenceModel {
+	if x != nil {
+		return x.Model
+	}
+	return nil
+}
+
 var File_hac_v1_portal_proto protoreflect.FileDescriptor
 
 const file_hac_v1_portal_proto_rawDesc = "" +
@@ -1917,7 +2208,22 @@ const file_hac_v1_portal_proto_rawDesc = "" +
 	"\x05rules\x18\x01 \x03(\v2\x14.hac.v1.FirewallRuleR\x05rules\"+\n" +
 	"\x19DeleteFirewallRuleRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x1c\n" +
-	"\x1aDeleteFirewallRuleResponse2\xc5\x02\n" +
+	"\x1aDeleteFirewallRuleResponse\"\x8d\x01\n" +
+	"\x0eReferenceModel\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x18\n" +
+	"\acommand\x18\x03 \x01(\tR\acommand\x12+\n" +
+	"\x05files\x18\x04 \x03(\v2\x15.hac.v1.ReferenceFileR\x05files\"7\n" +
+	"\rReferenceFile\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\x1c\n" +
+	"\x1aListReferenceModelsRequest\"M\n" +
+	"\x1bListReferenceModelsResponse\x12.\n" +
+	"\x06models\x18\x01 \x03(\v2\x16.hac.v1.ReferenceModelR\x06models\".\n" +
+	"\x18GetReferenceModelRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"I\n" +
+	"\x19GetReferenceModelResponse\x12,\n" +
+	"\x05model\x18\x01 \x01(\v2\x16.hac.v1.ReferenceModelR\x05model2\xc5\x02\n" +
 	"\x0eKeyPairService\x12L\n" +
 	"\rCreateKeyPair\x12\x1c.hac.v1.CreateKeyPairRequest\x1a\x1d.hac.v1.CreateKeyPairResponse\x12L\n" +
 	"\rImportKeyPair\x12\x1c.hac.v1.ImportKeyPairRequest\x1a\x1d.hac.v1.ImportKeyPairResponse\x12I\n" +
@@ -1933,7 +2239,10 @@ const file_hac_v1_portal_proto_rawDesc = "" +
 	"\x11DeletePortForward\x12 .hac.v1.DeletePortForwardRequest\x1a!.hac.v1.DeletePortForwardResponse\x12R\n" +
 	"\x0fAddFirewallRule\x12\x1e.hac.v1.AddFirewallRuleRequest\x1a\x1f.hac.v1.AddFirewallRuleResponse\x12X\n" +
 	"\x11ListFirewallRules\x12 .hac.v1.ListFirewallRulesRequest\x1a!.hac.v1.ListFirewallRulesResponse\x12[\n" +
-	"\x12DeleteFirewallRule\x12!.hac.v1.DeleteFirewallRuleRequest\x1a\".hac.v1.DeleteFirewallRuleResponseB-Z+github.com/hac-project/hac/gen/hac/v1;hacv1b\x06proto3"
+	"\x12DeleteFirewallRule\x12!.hac.v1.DeleteFirewallRuleRequest\x1a\".hac.v1.DeleteFirewallRuleResponse2\xca\x01\n" +
+	"\x0eCatalogService\x12^\n" +
+	"\x13ListReferenceModels\x12\".hac.v1.ListReferenceModelsRequest\x1a#.hac.v1.ListReferenceModelsResponse\x12X\n" +
+	"\x11GetReferenceModel\x12 .hac.v1.GetReferenceModelRequest\x1a!.hac.v1.GetReferenceModelResponseB-Z+github.com/hac-project/hac/gen/hac/v1;hacv1b\x06proto3"
 
 var (
 	file_hac_v1_portal_proto_rawDescOnce sync.Once
@@ -1947,50 +2256,56 @@ func file_hac_v1_portal_proto_rawDescGZIP() []byte {
 	return file_hac_v1_portal_proto_rawDescData
 }
 
-var file_hac_v1_portal_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_hac_v1_portal_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_hac_v1_portal_proto_goTypes = []any{
-	(*KeyPair)(nil),                    // 0: hac.v1.KeyPair
-	(*CreateKeyPairRequest)(nil),       // 1: hac.v1.CreateKeyPairRequest
-	(*CreateKeyPairResponse)(nil),      // 2: hac.v1.CreateKeyPairResponse
-	(*ImportKeyPairRequest)(nil),       // 3: hac.v1.ImportKeyPairRequest
-	(*ImportKeyPairResponse)(nil),      // 4: hac.v1.ImportKeyPairResponse
-	(*ListKeyPairsRequest)(nil),        // 5: hac.v1.ListKeyPairsRequest
-	(*ListKeyPairsResponse)(nil),       // 6: hac.v1.ListKeyPairsResponse
-	(*DeleteKeyPairRequest)(nil),       // 7: hac.v1.DeleteKeyPairRequest
-	(*DeleteKeyPairResponse)(nil),      // 8: hac.v1.DeleteKeyPairResponse
-	(*ServerDetail)(nil),               // 9: hac.v1.ServerDetail
-	(*CreateServerRequest)(nil),        // 10: hac.v1.CreateServerRequest
-	(*CreateServerResponse)(nil),       // 11: hac.v1.CreateServerResponse
-	(*GetServerRequest)(nil),           // 12: hac.v1.GetServerRequest
-	(*GetServerResponse)(nil),          // 13: hac.v1.GetServerResponse
-	(*DeleteServerRequest)(nil),        // 14: hac.v1.DeleteServerRequest
-	(*DeleteServerResponse)(nil),       // 15: hac.v1.DeleteServerResponse
-	(*SetServerModelRequest)(nil),      // 16: hac.v1.SetServerModelRequest
-	(*SetServerModelResponse)(nil),     // 17: hac.v1.SetServerModelResponse
-	(*PortForward)(nil),                // 18: hac.v1.PortForward
-	(*AddPortForwardRequest)(nil),      // 19: hac.v1.AddPortForwardRequest
-	(*AddPortForwardResponse)(nil),     // 20: hac.v1.AddPortForwardResponse
-	(*ListPortForwardsRequest)(nil),    // 21: hac.v1.ListPortForwardsRequest
-	(*ListPortForwardsResponse)(nil),   // 22: hac.v1.ListPortForwardsResponse
-	(*DeletePortForwardRequest)(nil),   // 23: hac.v1.DeletePortForwardRequest
-	(*DeletePortForwardResponse)(nil),  // 24: hac.v1.DeletePortForwardResponse
-	(*FirewallRule)(nil),               // 25: hac.v1.FirewallRule
-	(*AddFirewallRuleRequest)(nil),     // 26: hac.v1.AddFirewallRuleRequest
-	(*AddFirewallRuleResponse)(nil),    // 27: hac.v1.AddFirewallRuleResponse
-	(*ListFirewallRulesRequest)(nil),   // 28: hac.v1.ListFirewallRulesRequest
-	(*ListFirewallRulesResponse)(nil),  // 29: hac.v1.ListFirewallRulesResponse
-	(*DeleteFirewallRuleRequest)(nil),  // 30: hac.v1.DeleteFirewallRuleRequest
-	(*DeleteFirewallRuleResponse)(nil), // 31: hac.v1.DeleteFirewallRuleResponse
-	(*timestamppb.Timestamp)(nil),      // 32: google.protobuf.Timestamp
-	(*Job)(nil),                        // 33: hac.v1.Job
+	(*KeyPair)(nil),                     // 0: hac.v1.KeyPair
+	(*CreateKeyPairRequest)(nil),        // 1: hac.v1.CreateKeyPairRequest
+	(*CreateKeyPairResponse)(nil),       // 2: hac.v1.CreateKeyPairResponse
+	(*ImportKeyPairRequest)(nil),        // 3: hac.v1.ImportKeyPairRequest
+	(*ImportKeyPairResponse)(nil),       // 4: hac.v1.ImportKeyPairResponse
+	(*ListKeyPairsRequest)(nil),         // 5: hac.v1.ListKeyPairsRequest
+	(*ListKeyPairsResponse)(nil),        // 6: hac.v1.ListKeyPairsResponse
+	(*DeleteKeyPairRequest)(nil),        // 7: hac.v1.DeleteKeyPairRequest
+	(*DeleteKeyPairResponse)(nil),       // 8: hac.v1.DeleteKeyPairResponse
+	(*ServerDetail)(nil),                // 9: hac.v1.ServerDetail
+	(*CreateServerRequest)(nil),         // 10: hac.v1.CreateServerRequest
+	(*CreateServerResponse)(nil),        // 11: hac.v1.CreateServerResponse
+	(*GetServerRequest)(nil),            // 12: hac.v1.GetServerRequest
+	(*GetServerResponse)(nil),           // 13: hac.v1.GetServerResponse
+	(*DeleteServerRequest)(nil),         // 14: hac.v1.DeleteServerRequest
+	(*DeleteServerResponse)(nil),        // 15: hac.v1.DeleteServerResponse
+	(*SetServerModelRequest)(nil),       // 16: hac.v1.SetServerModelRequest
+	(*SetServerModelResponse)(nil),      // 17: hac.v1.SetServerModelResponse
+	(*PortForward)(nil),                 // 18: hac.v1.PortForward
+	(*AddPortForwardRequest)(nil),       // 19: hac.v1.AddPortForwardRequest
+	(*AddPortForwardResponse)(nil),      // 20: hac.v1.AddPortForwardResponse
+	(*ListPortForwardsRequest)(nil),     // 21: hac.v1.ListPortForwardsRequest
+	(*ListPortForwardsResponse)(nil),    // 22: hac.v1.ListPortForwardsResponse
+	(*DeletePortForwardRequest)(nil),    // 23: hac.v1.DeletePortForwardRequest
+	(*DeletePortForwardResponse)(nil),   // 24: hac.v1.DeletePortForwardResponse
+	(*FirewallRule)(nil),                // 25: hac.v1.FirewallRule
+	(*AddFirewallRuleRequest)(nil),      // 26: hac.v1.AddFirewallRuleRequest
+	(*AddFirewallRuleResponse)(nil),     // 27: hac.v1.AddFirewallRuleResponse
+	(*ListFirewallRulesRequest)(nil),    // 28: hac.v1.ListFirewallRulesRequest
+	(*ListFirewallRulesResponse)(nil),   // 29: hac.v1.ListFirewallRulesResponse
+	(*DeleteFirewallRuleRequest)(nil),   // 30: hac.v1.DeleteFirewallRuleRequest
+	(*DeleteFirewallRuleResponse)(nil),  // 31: hac.v1.DeleteFirewallRuleResponse
+	(*ReferenceModel)(nil),              // 32: hac.v1.ReferenceModel
+	(*ReferenceFile)(nil),               // 33: hac.v1.ReferenceFile
+	(*ListReferenceModelsRequest)(nil),  // 34: hac.v1.ListReferenceModelsRequest
+	(*ListReferenceModelsResponse)(nil), // 35: hac.v1.ListReferenceModelsResponse
+	(*GetReferenceModelRequest)(nil),    // 36: hac.v1.GetReferenceModelRequest
+	(*GetReferenceModelResponse)(nil),   // 37: hac.v1.GetReferenceModelResponse
+	(*timestamppb.Timestamp)(nil),       // 38: google.protobuf.Timestamp
+	(*Job)(nil),                         // 39: hac.v1.Job
 }
 var file_hac_v1_portal_proto_depIdxs = []int32{
-	32, // 0: hac.v1.KeyPair.created_at:type_name -> google.protobuf.Timestamp
+	38, // 0: hac.v1.KeyPair.created_at:type_name -> google.protobuf.Timestamp
 	0,  // 1: hac.v1.CreateKeyPairResponse.key_pair:type_name -> hac.v1.KeyPair
 	0,  // 2: hac.v1.ImportKeyPairResponse.key_pair:type_name -> hac.v1.KeyPair
 	0,  // 3: hac.v1.ListKeyPairsResponse.key_pairs:type_name -> hac.v1.KeyPair
-	33, // 4: hac.v1.ServerDetail.job:type_name -> hac.v1.Job
-	32, // 5: hac.v1.ServerDetail.created_at:type_name -> google.protobuf.Timestamp
+	39, // 4: hac.v1.ServerDetail.job:type_name -> hac.v1.Job
+	38, // 5: hac.v1.ServerDetail.created_at:type_name -> google.protobuf.Timestamp
 	9,  // 6: hac.v1.CreateServerResponse.server:type_name -> hac.v1.ServerDetail
 	9,  // 7: hac.v1.GetServerResponse.server:type_name -> hac.v1.ServerDetail
 	9,  // 8: hac.v1.SetServerModelResponse.server:type_name -> hac.v1.ServerDetail
@@ -1998,39 +2313,46 @@ var file_hac_v1_portal_proto_depIdxs = []int32{
 	18, // 10: hac.v1.ListPortForwardsResponse.port_forwards:type_name -> hac.v1.PortForward
 	25, // 11: hac.v1.AddFirewallRuleResponse.rule:type_name -> hac.v1.FirewallRule
 	25, // 12: hac.v1.ListFirewallRulesResponse.rules:type_name -> hac.v1.FirewallRule
-	1,  // 13: hac.v1.KeyPairService.CreateKeyPair:input_type -> hac.v1.CreateKeyPairRequest
-	3,  // 14: hac.v1.KeyPairService.ImportKeyPair:input_type -> hac.v1.ImportKeyPairRequest
-	5,  // 15: hac.v1.KeyPairService.ListKeyPairs:input_type -> hac.v1.ListKeyPairsRequest
-	7,  // 16: hac.v1.KeyPairService.DeleteKeyPair:input_type -> hac.v1.DeleteKeyPairRequest
-	10, // 17: hac.v1.PortalService.CreateServer:input_type -> hac.v1.CreateServerRequest
-	12, // 18: hac.v1.PortalService.GetServer:input_type -> hac.v1.GetServerRequest
-	14, // 19: hac.v1.PortalService.DeleteServer:input_type -> hac.v1.DeleteServerRequest
-	16, // 20: hac.v1.PortalService.SetServerModel:input_type -> hac.v1.SetServerModelRequest
-	19, // 21: hac.v1.PortalService.AddPortForward:input_type -> hac.v1.AddPortForwardRequest
-	21, // 22: hac.v1.PortalService.ListPortForwards:input_type -> hac.v1.ListPortForwardsRequest
-	23, // 23: hac.v1.PortalService.DeletePortForward:input_type -> hac.v1.DeletePortForwardRequest
-	26, // 24: hac.v1.PortalService.AddFirewallRule:input_type -> hac.v1.AddFirewallRuleRequest
-	28, // 25: hac.v1.PortalService.ListFirewallRules:input_type -> hac.v1.ListFirewallRulesRequest
-	30, // 26: hac.v1.PortalService.DeleteFirewallRule:input_type -> hac.v1.DeleteFirewallRuleRequest
-	2,  // 27: hac.v1.KeyPairService.CreateKeyPair:output_type -> hac.v1.CreateKeyPairResponse
-	4,  // 28: hac.v1.KeyPairService.ImportKeyPair:output_type -> hac.v1.ImportKeyPairResponse
-	6,  // 29: hac.v1.KeyPairService.ListKeyPairs:output_type -> hac.v1.ListKeyPairsResponse
-	8,  // 30: hac.v1.KeyPairService.DeleteKeyPair:output_type -> hac.v1.DeleteKeyPairResponse
-	11, // 31: hac.v1.PortalService.CreateServer:output_type -> hac.v1.CreateServerResponse
-	13, // 32: hac.v1.PortalService.GetServer:output_type -> hac.v1.GetServerResponse
-	15, // 33: hac.v1.PortalService.DeleteServer:output_type -> hac.v1.DeleteServerResponse
-	17, // 34: hac.v1.PortalService.SetServerModel:output_type -> hac.v1.SetServerModelResponse
-	20, // 35: hac.v1.PortalService.AddPortForward:output_type -> hac.v1.AddPortForwardResponse
-	22, // 36: hac.v1.PortalService.ListPortForwards:output_type -> hac.v1.ListPortForwardsResponse
-	24, // 37: hac.v1.PortalService.DeletePortForward:output_type -> hac.v1.DeletePortForwardResponse
-	27, // 38: hac.v1.PortalService.AddFirewallRule:output_type -> hac.v1.AddFirewallRuleResponse
-	29, // 39: hac.v1.PortalService.ListFirewallRules:output_type -> hac.v1.ListFirewallRulesResponse
-	31, // 40: hac.v1.PortalService.DeleteFirewallRule:output_type -> hac.v1.DeleteFirewallRuleResponse
-	27, // [27:41] is the sub-list for method output_type
-	13, // [13:27] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	33, // 13: hac.v1.ReferenceModel.files:type_name -> hac.v1.ReferenceFile
+	32, // 14: hac.v1.ListReferenceModelsResponse.models:type_name -> hac.v1.ReferenceModel
+	32, // 15: hac.v1.GetReferenceModelResponse.model:type_name -> hac.v1.ReferenceModel
+	1,  // 16: hac.v1.KeyPairService.CreateKeyPair:input_type -> hac.v1.CreateKeyPairRequest
+	3,  // 17: hac.v1.KeyPairService.ImportKeyPair:input_type -> hac.v1.ImportKeyPairRequest
+	5,  // 18: hac.v1.KeyPairService.ListKeyPairs:input_type -> hac.v1.ListKeyPairsRequest
+	7,  // 19: hac.v1.KeyPairService.DeleteKeyPair:input_type -> hac.v1.DeleteKeyPairRequest
+	10, // 20: hac.v1.PortalService.CreateServer:input_type -> hac.v1.CreateServerRequest
+	12, // 21: hac.v1.PortalService.GetServer:input_type -> hac.v1.GetServerRequest
+	14, // 22: hac.v1.PortalService.DeleteServer:input_type -> hac.v1.DeleteServerRequest
+	16, // 23: hac.v1.PortalService.SetServerModel:input_type -> hac.v1.SetServerModelRequest
+	19, // 24: hac.v1.PortalService.AddPortForward:input_type -> hac.v1.AddPortForwardRequest
+	21, // 25: hac.v1.PortalService.ListPortForwards:input_type -> hac.v1.ListPortForwardsRequest
+	23, // 26: hac.v1.PortalService.DeletePortForward:input_type -> hac.v1.DeletePortForwardRequest
+	26, // 27: hac.v1.PortalService.AddFirewallRule:input_type -> hac.v1.AddFirewallRuleRequest
+	28, // 28: hac.v1.PortalService.ListFirewallRules:input_type -> hac.v1.ListFirewallRulesRequest
+	30, // 29: hac.v1.PortalService.DeleteFirewallRule:input_type -> hac.v1.DeleteFirewallRuleRequest
+	34, // 30: hac.v1.CatalogService.ListReferenceModels:input_type -> hac.v1.ListReferenceModelsRequest
+	36, // 31: hac.v1.CatalogService.GetReferenceModel:input_type -> hac.v1.GetReferenceModelRequest
+	2,  // 32: hac.v1.KeyPairService.CreateKeyPair:output_type -> hac.v1.CreateKeyPairResponse
+	4,  // 33: hac.v1.KeyPairService.ImportKeyPair:output_type -> hac.v1.ImportKeyPairResponse
+	6,  // 34: hac.v1.KeyPairService.ListKeyPairs:output_type -> hac.v1.ListKeyPairsResponse
+	8,  // 35: hac.v1.KeyPairService.DeleteKeyPair:output_type -> hac.v1.DeleteKeyPairResponse
+	11, // 36: hac.v1.PortalService.CreateServer:output_type -> hac.v1.CreateServerResponse
+	13, // 37: hac.v1.PortalService.GetServer:output_type -> hac.v1.GetServerResponse
+	15, // 38: hac.v1.PortalService.DeleteServer:output_type -> hac.v1.DeleteServerResponse
+	17, // 39: hac.v1.PortalService.SetServerModel:output_type -> hac.v1.SetServerModelResponse
+	20, // 40: hac.v1.PortalService.AddPortForward:output_type -> hac.v1.AddPortForwardResponse
+	22, // 41: hac.v1.PortalService.ListPortForwards:output_type -> hac.v1.ListPortForwardsResponse
+	24, // 42: hac.v1.PortalService.DeletePortForward:output_type -> hac.v1.DeletePortForwardResponse
+	27, // 43: hac.v1.PortalService.AddFirewallRule:output_type -> hac.v1.AddFirewallRuleResponse
+	29, // 44: hac.v1.PortalService.ListFirewallRules:output_type -> hac.v1.ListFirewallRulesResponse
+	31, // 45: hac.v1.PortalService.DeleteFirewallRule:output_type -> hac.v1.DeleteFirewallRuleResponse
+	35, // 46: hac.v1.CatalogService.ListReferenceModels:output_type -> hac.v1.ListReferenceModelsResponse
+	37, // 47: hac.v1.CatalogService.GetReferenceModel:output_type -> hac.v1.GetReferenceModelResponse
+	32, // [32:48] is the sub-list for method output_type
+	16, // [16:32] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_hac_v1_portal_proto_init() }
@@ -2045,9 +2367,9 @@ func file_hac_v1_portal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hac_v1_portal_proto_rawDesc), len(file_hac_v1_portal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   38,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_hac_v1_portal_proto_goTypes,
 		DependencyIndexes: file_hac_v1_portal_proto_depIdxs,

@@ -25,6 +25,8 @@ const (
 	KeyPairServiceName = "hac.v1.KeyPairService"
 	// PortalServiceName is the fully-qualified name of the PortalService service.
 	PortalServiceName = "hac.v1.PortalService"
+	// CatalogServiceName is the fully-qualified name of the CatalogService service.
+	CatalogServiceName = "hac.v1.CatalogService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -76,6 +78,12 @@ const (
 	// PortalServiceDeleteFirewallRuleProcedure is the fully-qualified name of the PortalService's
 	// DeleteFirewallRule RPC.
 	PortalServiceDeleteFirewallRuleProcedure = "/hac.v1.PortalService/DeleteFirewallRule"
+	// CatalogServiceListReferenceModelsProcedure is the fully-qualified name of the CatalogService's
+	// ListReferenceModels RPC.
+	CatalogServiceListReferenceModelsProcedure = "/hac.v1.CatalogService/ListReferenceModels"
+	// CatalogServiceGetReferenceModelProcedure is the fully-qualified name of the CatalogService's
+	// GetReferenceModel RPC.
+	CatalogServiceGetReferenceModelProcedure = "/hac.v1.CatalogService/GetReferenceModel"
 )
 
 // KeyPairServiceClient is a client for the hac.v1.KeyPairService service.
@@ -542,4 +550,100 @@ func (UnimplementedPortalServiceHandler) ListFirewallRules(context.Context, *con
 
 func (UnimplementedPortalServiceHandler) DeleteFirewallRule(context.Context, *connect.Request[v1.DeleteFirewallRuleRequest]) (*connect.Response[v1.DeleteFirewallRuleResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.PortalService.DeleteFirewallRule is not implemented"))
+}
+
+// CatalogServiceClient is a client for the hac.v1.CatalogService service.
+type CatalogServiceClient interface {
+	ListReferenceModels(context.Context, *connect.Request[v1.ListReferenceModelsRequest]) (*connect.Response[v1.ListReferenceModelsResponse], error)
+	GetReferenceModel(context.Context, *connect.Request[v1.GetReferenceModelRequest]) (*connect.Response[v1.GetReferenceModelResponse], error)
+}
+
+// NewCatalogServiceClient constructs a client for the hac.v1.CatalogService service. By default, it
+// uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses, and sends
+// uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the connect.WithGRPC() or
+// connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewCatalogServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) CatalogServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	catalogServiceMethods := v1.File_hac_v1_portal_proto.Services().ByName("CatalogService").Methods()
+	return &catalogServiceClient{
+		listReferenceModels: connect.NewClient[v1.ListReferenceModelsRequest, v1.ListReferenceModelsResponse](
+			httpClient,
+			baseURL+CatalogServiceListReferenceModelsProcedure,
+			connect.WithSchema(catalogServiceMethods.ByName("ListReferenceModels")),
+			connect.WithClientOptions(opts...),
+		),
+		getReferenceModel: connect.NewClient[v1.GetReferenceModelRequest, v1.GetReferenceModelResponse](
+			httpClient,
+			baseURL+CatalogServiceGetReferenceModelProcedure,
+			connect.WithSchema(catalogServiceMethods.ByName("GetReferenceModel")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// catalogServiceClient implements CatalogServiceClient.
+type catalogServiceClient struct {
+	listReferenceModels *connect.Client[v1.ListReferenceModelsRequest, v1.ListReferenceModelsResponse]
+	getReferenceModel   *connect.Client[v1.GetReferenceModelRequest, v1.GetReferenceModelResponse]
+}
+
+// ListReferenceModels calls hac.v1.CatalogService.ListReferenceModels.
+func (c *catalogServiceClient) ListReferenceModels(ctx context.Context, req *connect.Request[v1.ListReferenceModelsRequest]) (*connect.Response[v1.ListReferenceModelsResponse], error) {
+	return c.listReferenceModels.CallUnary(ctx, req)
+}
+
+// GetReferenceModel calls hac.v1.CatalogService.GetReferenceModel.
+func (c *catalogServiceClient) GetReferenceModel(ctx context.Context, req *connect.Request[v1.GetReferenceModelRequest]) (*connect.Response[v1.GetReferenceModelResponse], error) {
+	return c.getReferenceModel.CallUnary(ctx, req)
+}
+
+// CatalogServiceHandler is an implementation of the hac.v1.CatalogService service.
+type CatalogServiceHandler interface {
+	ListReferenceModels(context.Context, *connect.Request[v1.ListReferenceModelsRequest]) (*connect.Response[v1.ListReferenceModelsResponse], error)
+	GetReferenceModel(context.Context, *connect.Request[v1.GetReferenceModelRequest]) (*connect.Response[v1.GetReferenceModelResponse], error)
+}
+
+// NewCatalogServiceHandler builds an HTTP handler from the service implementation. It returns the
+// path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewCatalogServiceHandler(svc CatalogServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	catalogServiceMethods := v1.File_hac_v1_portal_proto.Services().ByName("CatalogService").Methods()
+	catalogServiceListReferenceModelsHandler := connect.NewUnaryHandler(
+		CatalogServiceListReferenceModelsProcedure,
+		svc.ListReferenceModels,
+		connect.WithSchema(catalogServiceMethods.ByName("ListReferenceModels")),
+		connect.WithHandlerOptions(opts...),
+	)
+	catalogServiceGetReferenceModelHandler := connect.NewUnaryHandler(
+		CatalogServiceGetReferenceModelProcedure,
+		svc.GetReferenceModel,
+		connect.WithSchema(catalogServiceMethods.ByName("GetReferenceModel")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/hac.v1.CatalogService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case CatalogServiceListReferenceModelsProcedure:
+			catalogServiceListReferenceModelsHandler.ServeHTTP(w, r)
+		case CatalogServiceGetReferenceModelProcedure:
+			catalogServiceGetReferenceModelHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedCatalogServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedCatalogServiceHandler struct{}
+
+func (UnimplementedCatalogServiceHandler) ListReferenceModels(context.Context, *connect.Request[v1.ListReferenceModelsRequest]) (*connect.Response[v1.ListReferenceModelsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.CatalogService.ListReferenceModels is not implemented"))
+}
+
+func (UnimplementedCatalogServiceHandler) GetReferenceModel(context.Context, *connect.Request[v1.GetReferenceModelRequest]) (*connect.Response[v1.GetReferenceModelResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.CatalogService.GetReferenceModel is not implemented"))
 }
