@@ -7,8 +7,8 @@ import (
 
 	"connectrpc.com/connect"
 
-	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 	"github.com/hac-project/hac/examples"
+	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 )
 
 // catalogService implements hacv1connect.CatalogServiceHandler.
