@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 
 	"connectrpc.com/connect"
@@ -91,29 +90,10 @@ func (p portalService) CreateServer(ctx context.Context, req *connect.Request[ha
 		State: store.ServerCreating, Model: or(m.Model, p.s.cfg.DefaultModel), Zone: or(m.Zone, catalog.DefaultZone),
 		Tier: or(m.Tier, catalog.DefaultTier), Type: or(m.Type, catalog.DefaultServerType), Image: or(m.Image, drv.DefaultImage()),
 		AcceleratorToken: token.PublicID(), CreatedAt: p.s.cfg.Now(), ReferenceModel: m.ReferenceModel}
-	stype, err := catalog.LookupServerType(srv.Type)
-	var images []string
-	for name := range drv.Images() {
-		images = append(images, name)
-	}
-	sort.Strings(images)
-	checks := []error{validServerName(m.Name), err, catalog.OneOf("zone", srv.Zone, catalog.Zones), catalog.OneOf("tier", srv.Tier, catalog.Tiers),
-		catalog.OneOf("image", srv.Image, images)}
-	if _, err := p.s.cfg.Catalog.Lookup(srv.Model); err != nil {
+	if err := p.checkCreate(srv, m.KeyPair, drv); err != nil {
 		return nil, apiError(err)
 	}
-	if m.KeyPair == "" {
-		checks = append(checks, errors.New("a server needs a key pair: create one with hac keypair create NAME, then pass --keypair NAME"))
-	}
-	if m.ReferenceModel != "" {
-		_, err := examples.LookupReference(m.ReferenceModel)
-		checks = append(checks, err)
-	}
-	for _, e := range checks {
-		if e != nil {
-			return nil, apiError(fmt.Errorf("%w: %v", ErrInvalid, strings.TrimPrefix(e.Error(), ErrInvalid.Error()+": ")))
-		}
-	}
+	stype, _ := catalog.LookupServerType(srv.Type)
 	tok := token.New(token.ServerPrefix)
 	var key store.KeyPair
 	err = p.s.store.Update(ctx, func(tx *store.Tx) error {
@@ -144,6 +124,36 @@ func (p portalService) CreateServer(ctx context.Context, req *connect.Request[ha
 		p.provision(srv, spec)
 	}()
 	return connect.NewResponse(&hacv1.CreateServerResponse{Server: p.detail(srv)}), nil
+}
+
+// checkCreate returns the first reason a request cannot make srv.
+func (p portalService) checkCreate(srv store.Server, keyPair string, drv ServerDriver) error {
+	if err := validServerName(srv.Name); err != nil {
+		return err
+	}
+	if _, err := p.s.cfg.Catalog.Lookup(srv.Model); err != nil {
+		return err
+	}
+	var images []string
+	for name := range drv.Images() {
+		images = append(images, name)
+	}
+	sort.Strings(images)
+	_, typeErr := catalog.LookupServerType(srv.Type)
+	_, refErr := examples.LookupReference(srv.ReferenceModel)
+	if srv.ReferenceModel == "" {
+		refErr = nil
+	}
+	if keyPair == "" {
+		return fmt.Errorf("%w: a server needs a key pair: create one with hac keypair create NAME, then pass --keypair NAME", ErrInvalid)
+	}
+	for _, err := range []error{typeErr, catalog.OneOf("zone", srv.Zone, catalog.Zones), catalog.OneOf("tier", srv.Tier, catalog.Tiers),
+		catalog.OneOf("image", srv.Image, images), refErr} {
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+	}
+	return nil
 }
 
 // freeAddress returns the lowest address of subnet that is neither the
