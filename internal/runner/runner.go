@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -54,6 +55,9 @@ type Job struct {
 	copies    sync.WaitGroup
 	isolation string
 	closers   []io.Closer
+	// reaped is set once Wait has reaped the program: its pid, and its
+	// process group's, may then belong to someone else.
+	reaped atomic.Bool
 }
 
 // LookPath finds name the way a shell would, with the given PATH value and
@@ -227,13 +231,24 @@ func (j *Job) Resize(rows, cols uint16) error {
 	return pty.Setsize(j.ptmx, &pty.Winsize{Rows: rows, Cols: cols})
 }
 
-// Signal sends sig to the program's process group.
+// Signal sends sig to the program's process group; after the program was
+// reaped it does nothing.
 func (j *Job) Signal(sig syscall.Signal) error {
+	if j.reaped.Load() {
+		return nil
+	}
 	return syscall.Kill(-j.cmd.Process.Pid, sig)
 }
 
-// Kill kills the whole process tree.
+// Kill kills the whole process tree; after Wait it does nothing.
 func (j *Job) Kill() error {
+	if j.reaped.Load() {
+		return nil
+	}
+	return j.killTree()
+}
+
+func (j *Job) killTree() error {
 	if j.cg != nil {
 		return j.cg.kill()
 	}
@@ -247,7 +262,10 @@ func (j *Job) Wait() (Exit, error) {
 	if err != nil {
 		return Exit{}, err
 	}
-	killErr := j.Kill()
+	// Kill what is left of the tree. Without a cgroup that is the process
+	// group, whose id stays reserved while any member lives.
+	killErr := j.killTree()
+	j.reaped.Store(true)
 	drained := make(chan struct{})
 	go func() { j.copies.Wait(); close(drained) }()
 	select {
