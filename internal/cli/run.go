@@ -223,7 +223,11 @@ func (a *app) sayWaiting(w, last *hacv1.Waiting) {
 		if last == nil || last.Reason != w.Reason {
 			a.say("warning", "Not enough resources are currently available for %s. All resources in the system are being used by other users. The program will resume automatically when resources become available...", name)
 		}
-		a.say("info", "Queue position: %d of %d.", w.Position, w.QueueLength)
+		eta := ""
+		if w.EstimatedStart != nil {
+			eta = " Estimated start: " + aboutIn(time.Until(w.EstimatedStart.AsTime())) + " (from recent run times)."
+		}
+		a.say("info", "Queue position: %d of %d.%s", w.Position, w.QueueLength, eta)
 	}
 }
 
@@ -393,5 +397,19 @@ func watchWindow(ctx context.Context, send func(*hacv1.ExecRequest) error) {
 				send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Resize{Resize: &hacv1.WindowSize{Rows: uint32(rows), Cols: uint32(cols)}}})
 			}
 		}
+	}
+}
+
+// aboutIn says a wait in words: "in about 4 minutes", "any moment now".
+func aboutIn(d time.Duration) string {
+	switch {
+	case d < 30*time.Second:
+		return "any moment now"
+	case d < 90*time.Second:
+		return "in about a minute"
+	case d < 90*time.Minute:
+		return fmt.Sprintf("in about %d minutes", int(d.Round(time.Minute).Minutes()))
+	default:
+		return fmt.Sprintf("in about %d hours", int(d.Round(time.Hour).Hours()))
 	}
 }

@@ -89,7 +89,7 @@ func (a acceleratorService) Allocate(ctx context.Context, req *connect.Request[h
 		default:
 			w := a.waiting(cur)
 			if last == nil || w.Reason != last.Reason || w.Position != last.Position || w.QueueLength != last.QueueLength ||
-				w.GetHolder().GetJobId() != last.GetHolder().GetJobId() {
+				w.GetHolder().GetJobId() != last.GetHolder().GetJobId() || minute(w.EstimatedStart) != minute(last.EstimatedStart) {
 				if err := stream.Send(&hacv1.AllocateResponse{Event: &hacv1.AllocateResponse_Waiting{Waiting: w}}); err != nil {
 					return err
 				}
@@ -100,6 +100,7 @@ func (a acceleratorService) Allocate(ctx context.Context, req *connect.Request[h
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-j.changed:
+		case <-time.After(15 * time.Second): // the estimate moves with time
 		}
 	}
 }
@@ -118,6 +119,9 @@ func (a acceleratorService) waiting(j jobState) *hacv1.Waiting {
 	default:
 		w.Reason = hacv1.Waiting_REASON_POOL_FULL
 		w.Position = int32(j.wait.Position)
+		if at, ok := a.s.broker.estimateStart(j.wait.Position); ok {
+			w.EstimatedStart = timestamppb.New(at)
+		}
 		n := 0
 		for _, q := range a.s.broker.queue() {
 			if q.wait.Reason == j.wait.Reason {
@@ -310,4 +314,13 @@ func ts(t time.Time) *timestamppb.Timestamp {
 		return nil
 	}
 	return timestamppb.New(t)
+}
+
+// minute is a timestamp to the minute, for telling whether an estimate
+// moved enough to tell the client again (0 when unset).
+func minute(t *timestamppb.Timestamp) int64 {
+	if t == nil {
+		return 0
+	}
+	return t.AsTime().Unix() / 60
 }

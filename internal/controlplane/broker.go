@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -27,7 +28,13 @@ type broker struct {
 	// snap is the scheduler's view, kept current by grants and ends so that
 	// its index stays warm; nil when nodes changed and it must be rebuilt.
 	snap *sched.Snapshot
+	// runTimes are how long recent jobs held the pool, newest last, for
+	// start-time estimates.
+	runTimes []time.Duration
 }
+
+// maxRunTimes is how many recent run times estimates go by.
+const maxRunTimes = 200
 
 type nodeState struct {
 	store.Node
@@ -286,8 +293,14 @@ func (b *broker) endLocked(ctx context.Context, id int64, state string, exitCode
 		return false, err
 	}
 	delete(b.jobs, id)
-	if j.State == store.JobRunning && b.snap != nil {
-		sched.Release(b.snap, j.plan())
+	if j.State == store.JobRunning {
+		if b.snap != nil {
+			sched.Release(b.snap, j.plan())
+		}
+		b.runTimes = append(b.runTimes, now.Sub(j.AllocatedAt))
+		if len(b.runTimes) > maxRunTimes {
+			b.runTimes = b.runTimes[1:]
+		}
 	}
 	j.State, j.EndedAt, j.ExitCode, j.EndReason = state, now, exitCode, reason
 	j.notify()
@@ -529,4 +542,39 @@ func rejectError(j *jobState, err error) error {
 			ErrTooLarge, j.Model, j.MemoryMiB)
 	}
 	return err
+}
+
+// estimateStart guesses when the job at queue position pos (1-based) may
+// start: each running job is expected to hold the pool for the median of
+// recent run times (at least until now), and one ending job is taken to
+// make room for one waiting job. It returns false without history.
+func (b *broker) estimateStart(pos int) (time.Time, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.runTimes) < 3 || pos < 1 {
+		return time.Time{}, false
+	}
+	sorted := slices.Clone(b.runTimes)
+	slices.Sort(sorted)
+	typical := sorted[len(sorted)/2]
+	now := b.cfg.Now()
+	var ends []time.Time
+	for _, j := range b.jobs {
+		if j.State == store.JobRunning {
+			end := j.AllocatedAt.Add(typical)
+			if end.Before(now) {
+				end = now
+			}
+			ends = append(ends, end)
+		}
+	}
+	if len(ends) == 0 {
+		return now, true
+	}
+	slices.SortFunc(ends, func(a, c time.Time) int { return a.Compare(c) })
+	if pos <= len(ends) {
+		return ends[pos-1], true
+	}
+	// Beyond the running jobs: each further place waits another typical run.
+	return ends[len(ends)-1].Add(time.Duration(pos-len(ends)) * typical), true
 }

@@ -64,6 +64,12 @@ func TestPoolFullQueues(t *testing.T) {
 		t.Fatalf("model larger than the pool: %+v", r)
 	}
 
+	// A little history, so that the queue can estimate start times.
+	for i := 0; i < 3; i++ {
+		if r := runHac(t, a, workdir(t, nil), nil, "run", "--", "true"); r.code != 0 {
+			t.Fatalf("history run: %+v", r)
+		}
+	}
 	h, hid := startRun(t, c, holder, holdScript)
 	r = runHac(t, a, workdir(t, nil), nil, "run", "--wait", "1s", "--", "true")
 	if r.code != 75 || !strings.Contains(r.stderr, poolFullWarning) || !strings.Contains(r.stderr, "Queue position: 1 of 1.") {
@@ -71,6 +77,9 @@ func TestPoolFullQueues(t *testing.T) {
 	}
 	qa := start(t, a, workdir(t, nil), nil, "run", "--", "echo", "a ran")
 	eventually(t, 20*time.Second, "a to queue", func() bool { return strings.Contains(qa.stderr.String(), "Queue position: 1 of 1.") })
+	if !strings.Contains(qa.stderr.String(), "Queue position: 1 of 1. Estimated start: any moment now (from recent run times).") {
+		t.Errorf("no start estimate: %s", qa.stderr.String())
+	}
 	qb := start(t, b, workdir(t, nil), nil, "run", "--", "echo", "b ran")
 	eventually(t, 20*time.Second, "b to queue second", func() bool { return strings.Contains(qb.stderr.String(), "Queue position: 2 of 2.") })
 	q := c.hac(nil, "", "queue")

@@ -9,6 +9,7 @@ package hacv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -239,10 +240,13 @@ type Waiting struct {
 	// holder is the running job when reason is BUSY.
 	Holder *Holder `protobuf:"bytes,3,opt,name=holder,proto3" json:"holder,omitempty"`
 	// position is the 1-based queue position when reason is POOL_FULL.
-	Position      int32 `protobuf:"varint,4,opt,name=position,proto3" json:"position,omitempty"`
-	QueueLength   int32 `protobuf:"varint,5,opt,name=queue_length,json=queueLength,proto3" json:"queue_length,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Position    int32 `protobuf:"varint,4,opt,name=position,proto3" json:"position,omitempty"`
+	QueueLength int32 `protobuf:"varint,5,opt,name=queue_length,json=queueLength,proto3" json:"queue_length,omitempty"`
+	// estimated_start is when the job may start, from recent run times;
+	// unset when there is no history to go by.
+	EstimatedStart *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=estimated_start,json=estimatedStart,proto3" json:"estimated_start,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Waiting) Reset() {
@@ -308,6 +312,13 @@ func (x *Waiting) GetQueueLength() int32 {
 		return x.QueueLength
 	}
 	return 0
+}
+
+func (x *Waiting) GetEstimatedStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EstimatedStart
+	}
+	return nil
 }
 
 type Holder struct {
@@ -1153,7 +1164,7 @@ var File_hac_v1_accelerator_proto protoreflect.FileDescriptor
 
 const file_hac_v1_accelerator_proto_rawDesc = "" +
 	"\n" +
-	"\x18hac/v1/accelerator.proto\x12\x06hac.v1\x1a\x13hac/v1/common.proto\"\xa1\x01\n" +
+	"\x18hac/v1/accelerator.proto\x12\x06hac.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13hac/v1/common.proto\"\xa1\x01\n" +
 	"\x0fAllocateRequest\x12\x16\n" +
 	"\x06server\x18\x01 \x01(\tR\x06server\x12\x18\n" +
 	"\acommand\x18\x02 \x03(\tR\acommand\x12\x1d\n" +
@@ -1164,13 +1175,14 @@ const file_hac_v1_accelerator_proto_rawDesc = "" +
 	"\x10AllocateResponse\x12+\n" +
 	"\awaiting\x18\x01 \x01(\v2\x0f.hac.v1.WaitingH\x00R\awaiting\x12%\n" +
 	"\x05grant\x18\x02 \x01(\v2\r.hac.v1.GrantH\x00R\x05grantB\a\n" +
-	"\x05event\"\x80\x02\n" +
+	"\x05event\"\xc5\x02\n" +
 	"\aWaiting\x12.\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x16.hac.v1.Waiting.ReasonR\x06reason\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12&\n" +
 	"\x06holder\x18\x03 \x01(\v2\x0e.hac.v1.HolderR\x06holder\x12\x1a\n" +
 	"\bposition\x18\x04 \x01(\x05R\bposition\x12!\n" +
-	"\fqueue_length\x18\x05 \x01(\x05R\vqueueLength\"G\n" +
+	"\fqueue_length\x18\x05 \x01(\x05R\vqueueLength\x12C\n" +
+	"\x0festimated_start\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0eestimatedStart\"G\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vREASON_BUSY\x10\x01\x12\x14\n" +
@@ -1272,39 +1284,41 @@ var file_hac_v1_accelerator_proto_goTypes = []any{
 	(*ListModelsResponse)(nil),       // 18: hac.v1.ListModelsResponse
 	(*GetVersionRequest)(nil),        // 19: hac.v1.GetVersionRequest
 	(*GetVersionResponse)(nil),       // 20: hac.v1.GetVersionResponse
-	(*Accelerator)(nil),              // 21: hac.v1.Accelerator
-	(*Model)(nil),                    // 22: hac.v1.Model
+	(*timestamppb.Timestamp)(nil),    // 21: google.protobuf.Timestamp
+	(*Accelerator)(nil),              // 22: hac.v1.Accelerator
+	(*Model)(nil),                    // 23: hac.v1.Model
 }
 var file_hac_v1_accelerator_proto_depIdxs = []int32{
 	3,  // 0: hac.v1.AllocateResponse.waiting:type_name -> hac.v1.Waiting
 	5,  // 1: hac.v1.AllocateResponse.grant:type_name -> hac.v1.Grant
 	0,  // 2: hac.v1.Waiting.reason:type_name -> hac.v1.Waiting.Reason
 	4,  // 3: hac.v1.Waiting.holder:type_name -> hac.v1.Holder
-	6,  // 4: hac.v1.Grant.workers:type_name -> hac.v1.Worker
-	21, // 5: hac.v1.GetAcceleratorResponse.accelerator:type_name -> hac.v1.Accelerator
-	21, // 6: hac.v1.SwitchModelResponse.accelerator:type_name -> hac.v1.Accelerator
-	22, // 7: hac.v1.ListModelsResponse.models:type_name -> hac.v1.Model
-	1,  // 8: hac.v1.AcceleratorService.Allocate:input_type -> hac.v1.AllocateRequest
-	7,  // 9: hac.v1.AcceleratorService.RenewLease:input_type -> hac.v1.RenewLeaseRequest
-	9,  // 10: hac.v1.AcceleratorService.Release:input_type -> hac.v1.ReleaseRequest
-	11, // 11: hac.v1.AcceleratorService.GetAccelerator:input_type -> hac.v1.GetAcceleratorRequest
-	13, // 12: hac.v1.AcceleratorService.SwitchModel:input_type -> hac.v1.SwitchModelRequest
-	15, // 13: hac.v1.AcceleratorService.ResetAccelerator:input_type -> hac.v1.ResetAcceleratorRequest
-	17, // 14: hac.v1.AcceleratorService.ListModels:input_type -> hac.v1.ListModelsRequest
-	19, // 15: hac.v1.AcceleratorService.GetVersion:input_type -> hac.v1.GetVersionRequest
-	2,  // 16: hac.v1.AcceleratorService.Allocate:output_type -> hac.v1.AllocateResponse
-	8,  // 17: hac.v1.AcceleratorService.RenewLease:output_type -> hac.v1.RenewLeaseResponse
-	10, // 18: hac.v1.AcceleratorService.Release:output_type -> hac.v1.ReleaseResponse
-	12, // 19: hac.v1.AcceleratorService.GetAccelerator:output_type -> hac.v1.GetAcceleratorResponse
-	14, // 20: hac.v1.AcceleratorService.SwitchModel:output_type -> hac.v1.SwitchModelResponse
-	16, // 21: hac.v1.AcceleratorService.ResetAccelerator:output_type -> hac.v1.ResetAcceleratorResponse
-	18, // 22: hac.v1.AcceleratorService.ListModels:output_type -> hac.v1.ListModelsResponse
-	20, // 23: hac.v1.AcceleratorService.GetVersion:output_type -> hac.v1.GetVersionResponse
-	16, // [16:24] is the sub-list for method output_type
-	8,  // [8:16] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	21, // 4: hac.v1.Waiting.estimated_start:type_name -> google.protobuf.Timestamp
+	6,  // 5: hac.v1.Grant.workers:type_name -> hac.v1.Worker
+	22, // 6: hac.v1.GetAcceleratorResponse.accelerator:type_name -> hac.v1.Accelerator
+	22, // 7: hac.v1.SwitchModelResponse.accelerator:type_name -> hac.v1.Accelerator
+	23, // 8: hac.v1.ListModelsResponse.models:type_name -> hac.v1.Model
+	1,  // 9: hac.v1.AcceleratorService.Allocate:input_type -> hac.v1.AllocateRequest
+	7,  // 10: hac.v1.AcceleratorService.RenewLease:input_type -> hac.v1.RenewLeaseRequest
+	9,  // 11: hac.v1.AcceleratorService.Release:input_type -> hac.v1.ReleaseRequest
+	11, // 12: hac.v1.AcceleratorService.GetAccelerator:input_type -> hac.v1.GetAcceleratorRequest
+	13, // 13: hac.v1.AcceleratorService.SwitchModel:input_type -> hac.v1.SwitchModelRequest
+	15, // 14: hac.v1.AcceleratorService.ResetAccelerator:input_type -> hac.v1.ResetAcceleratorRequest
+	17, // 15: hac.v1.AcceleratorService.ListModels:input_type -> hac.v1.ListModelsRequest
+	19, // 16: hac.v1.AcceleratorService.GetVersion:input_type -> hac.v1.GetVersionRequest
+	2,  // 17: hac.v1.AcceleratorService.Allocate:output_type -> hac.v1.AllocateResponse
+	8,  // 18: hac.v1.AcceleratorService.RenewLease:output_type -> hac.v1.RenewLeaseResponse
+	10, // 19: hac.v1.AcceleratorService.Release:output_type -> hac.v1.ReleaseResponse
+	12, // 20: hac.v1.AcceleratorService.GetAccelerator:output_type -> hac.v1.GetAcceleratorResponse
+	14, // 21: hac.v1.AcceleratorService.SwitchModel:output_type -> hac.v1.SwitchModelResponse
+	16, // 22: hac.v1.AcceleratorService.ResetAccelerator:output_type -> hac.v1.ResetAcceleratorResponse
+	18, // 23: hac.v1.AcceleratorService.ListModels:output_type -> hac.v1.ListModelsResponse
+	20, // 24: hac.v1.AcceleratorService.GetVersion:output_type -> hac.v1.GetVersionResponse
+	17, // [17:25] is the sub-list for method output_type
+	9,  // [9:17] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_hac_v1_accelerator_proto_init() }
