@@ -99,7 +99,7 @@ func (a *app) jobsCmd() *cobra.Command {
 }
 
 func (a *app) queueCmd() *cobra.Command {
-	return a.listCmd("queue", "List the jobs waiting for the pool, in service order", func(cmd *cobra.Command, c *client) (output.Table, any, error) {
+	queue := a.listCmd("queue", "List the jobs waiting for the pool, in service order", func(cmd *cobra.Command, c *client) (output.Table, any, error) {
 		resp, err := c.pool.ListQueue(cmd.Context(), connect.NewRequest(&hacv1.ListQueueRequest{}))
 		if err != nil {
 			return output.Table{}, nil, err
@@ -110,6 +110,23 @@ func (a *app) queueCmd() *cobra.Command {
 		}
 		return t, resp.Msg, nil
 	})
+	queue.AddCommand(&cobra.Command{
+		Use:   "cancel JOB",
+		Short: "Withdraw a queued job (yours, or any as an admin); its hac run stops waiting",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			if _, err := c.pool.CancelJob(cmd.Context(), connect.NewRequest(&hacv1.CancelJobRequest{JobId: args[0]})); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "Job %s canceled.\n", args[0])
+			return nil
+		},
+	})
+	return queue
 }
 
 func (a *app) serverCmd() *cobra.Command {
@@ -146,7 +163,8 @@ func (a *app) serverCmd() *cobra.Command {
 		}
 		return t, resp.Msg, nil
 	})
-	cmd.AddCommand(register, list, a.serverCreateCmd(), a.serverShowCmd(), a.serverDeleteCmd(), a.serverSetModelCmd())
+	cmd.AddCommand(register, list, a.serverCreateCmd(), a.serverShowCmd(), a.serverDeleteCmd(), a.serverSetModelCmd(),
+		a.serverPowerCmd("stop"), a.serverPowerCmd("start"))
 	return cmd
 }
 

@@ -261,3 +261,38 @@ func (a *app) deleteByIDCmd(use, short string, del func(*cobra.Command, *client,
 		},
 	}
 }
+
+// serverPowerCmd is hac server stop|start NAME.
+func (a *app) serverPowerCmd(verb string) *cobra.Command {
+	short := "Stop a server (its disk stays; a running program is ended)"
+	if verb == "start" {
+		short = "Start a stopped server"
+	}
+	return &cobra.Command{
+		Use:   verb + " NAME",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var s *hacv1.ServerDetail
+			if verb == "start" {
+				resp, err := c.portal.StartServer(cmd.Context(), connect.NewRequest(&hacv1.StartServerRequest{Name: args[0]}))
+				if err != nil {
+					return err
+				}
+				s = resp.Msg.Server
+			} else {
+				resp, err := c.portal.StopServer(cmd.Context(), connect.NewRequest(&hacv1.StopServerRequest{Name: args[0]}))
+				if err != nil {
+					return err
+				}
+				s = resp.Msg.Server
+			}
+			fmt.Fprintf(a.stdout, "Server %q is %s.\n", s.Name, s.State)
+			return nil
+		},
+	}
+}

@@ -578,3 +578,15 @@ func (b *broker) estimateStart(pos int) (time.Time, bool) {
 	// Beyond the running jobs: each further place waits another typical run.
 	return ends[len(ends)-1].Add(time.Duration(pos-len(ends)) * typical), true
 }
+
+// cancelQueued withdraws a job that still waits, telling its client why.
+func (b *broker) cancelQueued(ctx context.Context, id int64, reason string) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	j := b.jobs[id]
+	if j == nil || j.State != store.JobQueued {
+		return false, nil
+	}
+	j.endErr = fmt.Errorf("%w: job %d was %s", ErrCanceled, id, reason)
+	return b.endLocked(ctx, id, store.JobCanceled, sql.NullInt64{}, reason)
+}

@@ -24,6 +24,7 @@ var (
 	ErrUnknownKeyPair  = errors.New("no such key pair")
 	ErrKeyPairInUse    = errors.New("delete the servers that use it first")
 	ErrTooLarge        = errors.New("this accelerator model does not fit the pool")
+	ErrCanceled        = errors.New("the request was canceled")
 )
 
 // codeOf maps errors to API codes: the one table at the boundary.
@@ -47,6 +48,7 @@ func codeOf(err error) connect.Code {
 		{catalog.ErrUnknownModel, connect.CodeInvalidArgument},
 		{sched.ErrNeverFits, connect.CodeResourceExhausted},
 		{ErrTooLarge, connect.CodeResourceExhausted},
+		{ErrCanceled, connect.CodeCanceled},
 		{sched.ErrBadRequest, connect.CodeInvalidArgument},
 		{store.ErrExists, connect.CodeAlreadyExists},
 		{store.ErrNotFound, connect.CodeNotFound},

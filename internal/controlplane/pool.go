@@ -167,3 +167,22 @@ func serverProto(s store.Server, jobID string) *hacv1.Server {
 	return &hacv1.Server{Name: s.Name, User: s.UserName, Model: s.Model, AcceleratorToken: s.AcceleratorToken,
 		CreatedAt: ts(s.CreatedAt), JobId: jobID, State: s.State, PrivateAddress: s.PrivateIP}
 }
+
+func (ps poolService) CancelJob(ctx context.Context, req *connect.Request[hacv1.CancelJobRequest]) (*connect.Response[hacv1.CancelJobResponse], error) {
+	id, err := strconv.ParseInt(req.Msg.JobId, 10, 64)
+	if err != nil || id <= 0 {
+		return nil, apiError(fmt.Errorf("%w: job id %q is not a positive number (see hac queue)", ErrInvalid, req.Msg.JobId))
+	}
+	p := principalFrom(ctx)
+	j, ok := ps.s.broker.job(id)
+	if !ok || (j.UserID != p.user.ID && !p.user.Admin) {
+		return nil, apiError(fmt.Errorf("%w: job %d is not waiting in the queue", ErrUnknownJob, id))
+	}
+	if j.State != store.JobQueued {
+		return nil, apiError(fmt.Errorf("%w: job %d is running, not queued: stop its program, or release it with hac smi --reset", ErrInvalid, id))
+	}
+	if _, err := ps.s.broker.cancelQueued(ctx, id, "canceled by "+p.user.Name); err != nil {
+		return nil, apiError(err)
+	}
+	return connect.NewResponse(&hacv1.CancelJobResponse{}), nil
+}

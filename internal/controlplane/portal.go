@@ -279,3 +279,55 @@ func (p portalService) SetServerModel(ctx context.Context, req *connect.Request[
 	srv.Model = req.Msg.Model
 	return connect.NewResponse(&hacv1.SetServerModelResponse{Server: p.detail(srv)}), nil
 }
+
+func (p portalService) StopServer(ctx context.Context, req *connect.Request[hacv1.StopServerRequest]) (*connect.Response[hacv1.StopServerResponse], error) {
+	srv, err := p.setRunning(ctx, req.Msg.Name, false)
+	if err != nil {
+		return nil, apiError(err)
+	}
+	return connect.NewResponse(&hacv1.StopServerResponse{Server: p.detail(srv)}), nil
+}
+
+func (p portalService) StartServer(ctx context.Context, req *connect.Request[hacv1.StartServerRequest]) (*connect.Response[hacv1.StartServerResponse], error) {
+	srv, err := p.setRunning(ctx, req.Msg.Name, true)
+	if err != nil {
+		return nil, apiError(err)
+	}
+	return connect.NewResponse(&hacv1.StartServerResponse{Server: p.detail(srv)}), nil
+}
+
+// setRunning starts or stops a server hac runs. Stopping ends the program
+// that holds its accelerator, as a power-off would.
+func (p portalService) setRunning(ctx context.Context, name string, run bool) (store.Server, error) {
+	drv, err := p.driver()
+	if err != nil {
+		return store.Server{}, err
+	}
+	srv, err := p.vmServer(ctx, name)
+	if err != nil {
+		return srv, err
+	}
+	want, from := store.ServerRunning, store.ServerStopped
+	if !run {
+		want, from = store.ServerStopped, store.ServerRunning
+	}
+	if srv.State == want {
+		return srv, nil
+	}
+	if srv.State != from {
+		return srv, fmt.Errorf("%w: server %q is %s", ErrInvalid, name, srv.State)
+	}
+	if run {
+		err = drv.Start(ctx, serverID(srv.ID))
+	} else {
+		if j, ok := p.s.broker.serverJob(srv.ID); ok {
+			p.s.broker.end(ctx, j.ID, store.JobCanceled, sql.NullInt64{}, "the server was stopped")
+		}
+		err = drv.Stop(ctx, serverID(srv.ID))
+	}
+	if err != nil {
+		return srv, err
+	}
+	srv.State, srv.StateReason = want, ""
+	return srv, p.s.store.Update(ctx, func(tx *store.Tx) error { return tx.SetServerState(srv.ID, want, "") })
+}

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"regexp"
 	"strings"
 	"testing"
@@ -143,4 +144,32 @@ func TestExclusiveGPUs(t *testing.T) {
 	if len(j.Placements) != 1 || j.Placements[0].MemoryMib != "16384" {
 		t.Fatalf("small model placement %+v, want a 16384 MiB share of one GPU", j.Placements)
 	}
+}
+
+// TestQueueCancel covers P3's cancel: a queued job withdrawn with
+// hac queue cancel ends its waiting hac run with a clear message.
+func TestQueueCancel(t *testing.T) {
+	c := newCluster(t, "fake:1x80GiB")
+	holder := c.serverEnv(c.register("holder", "large.64gb"))
+	waiter := c.serverEnv(c.register("waiter", "large.64gb"))
+	h, hid := startRun(t, c, holder, holdScript)
+	w := start(t, waiter, workdir(t, nil), nil, "run", "--", "echo", "never")
+	eventually(t, 20*time.Second, "the second job to queue", func() bool { return strings.Contains(w.stderr.String(), "Queue position: 1 of 1.") })
+	var q struct {
+		Jobs []struct{ ID string } `json:"jobs"`
+	}
+	if err := json.Unmarshal([]byte(c.hac(nil, "", "queue", "-o", "json").stdout), &q); err != nil || len(q.Jobs) != 1 {
+		t.Fatalf("queue: %v %+v", err, q)
+	}
+	if r := c.hac(nil, "", "queue", "cancel", hid); r.code != 1 || !strings.Contains(r.stderr, "is running, not queued") {
+		t.Errorf("cancel a running job: %+v", r)
+	}
+	if r := c.hac(nil, "", "queue", "cancel", q.Jobs[0].ID); r.code != 0 {
+		t.Fatalf("cancel: %+v", r)
+	}
+	if code := w.exitCode(); code != 1 || !strings.Contains(w.stderr.String(), "was canceled by admin") || strings.Contains(w.stdout.String(), "never") {
+		t.Fatalf("the canceled run: exit %d, %s", code, w.stderr.String())
+	}
+	stopHolder(t, c, "node1", hid)
+	h.exitCode()
 }

@@ -255,6 +255,17 @@ func TestServersReconcile(t *testing.T) {
 	if out, err := ssh(key, "20042", "hac smi | grep -c small.16gb"); err != nil || out != "1\n" {
 		t.Errorf("hac smi in the restarted server: %v %q", err, out)
 	}
+	// Stop and start by hand.
+	if r := c.hac(nil, "", "server", "stop", "web1"); r.code != 0 || !strings.Contains(r.stdout, "is stopped") {
+		t.Fatalf("stop: %+v", r)
+	}
+	if _, err := ssh(key, "20042", "true"); err == nil {
+		t.Error("ssh answered a stopped server")
+	}
+	if r := c.hac(nil, "", "server", "start", "web1"); r.code != 0 || !strings.Contains(r.stdout, "is running") {
+		t.Fatalf("start: %+v", r)
+	}
+	eventually(t, 30*time.Second, "the started server to answer", func() bool { _, err := ssh(key, "20042", "true"); return err == nil })
 	if r := c.hac(nil, "", "server", "delete", "web1"); r.code != 0 {
 		t.Fatalf("delete: %+v", r)
 	}

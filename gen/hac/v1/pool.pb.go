@@ -190,6 +190,86 @@ func (x *ListJobsResponse) GetJobs() []*Job {
 	return nil
 }
 
+type CancelJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelJobRequest) Reset() {
+	*x = CancelJobRequest{}
+	mi := &file_hac_v1_pool_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelJobRequest) ProtoMessage() {}
+
+func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_pool_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
+func (*CancelJobRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CancelJobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type CancelJobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelJobResponse) Reset() {
+	*x = CancelJobResponse{}
+	mi := &file_hac_v1_pool_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelJobResponse) ProtoMessage() {}
+
+func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_pool_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
+func (*CancelJobResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{5}
+}
+
 type ListQueueRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -198,7 +278,7 @@ type ListQueueRequest struct {
 
 func (x *ListQueueRequest) Reset() {
 	*x = ListQueueRequest{}
-	mi := &file_hac_v1_pool_proto_msgTypes[4]
+	mi := &file_hac_v1_pool_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -210,7 +290,7 @@ func (x *ListQueueRequest) String() string {
 func (*ListQueueRequest) ProtoMessage() {}
 
 func (x *ListQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[4]
+	mi := &file_hac_v1_pool_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -223,7 +303,7 @@ func (x *ListQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueueRequest.ProtoReflect.Descriptor instead.
 func (*ListQueueRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{4}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{6}
 }
 
 type ListQueueResponse struct {
@@ -235,7 +315,7 @@ type ListQueueResponse struct {
 
 func (x *ListQueueResponse) Reset() {
 	*x = ListQueueResponse{}
-	mi := &file_hac_v1_pool_proto_msgTypes[5]
+	mi := &file_hac_v1_pool_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -247,7 +327,7 @@ func (x *ListQueueResponse) String() string {
 func (*ListQueueResponse) ProtoMessage() {}
 
 func (x *ListQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[5]
+	mi := &file_hac_v1_pool_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -260,7 +340,7 @@ func (x *ListQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueueResponse.ProtoReflect.Descriptor instead.
 func (*ListQueueResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{5}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListQueueResponse) GetJobs() []*Job {
@@ -280,7 +360,7 @@ type RegisterServerRequest struct {
 
 func (x *RegisterServerRequest) Reset() {
 	*x = RegisterServerRequest{}
-	mi := &file_hac_v1_pool_proto_msgTypes[6]
+	mi := &file_hac_v1_pool_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -292,7 +372,7 @@ func (x *RegisterServerRequest) String() string {
 func (*RegisterServerRequest) ProtoMessage() {}
 
 func (x *RegisterServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[6]
+	mi := &file_hac_v1_pool_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -305,7 +385,7 @@ func (x *RegisterServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterServerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterServerRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{6}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RegisterServerRequest) GetName() string {
@@ -333,7 +413,7 @@ type RegisterServerResponse struct {
 
 func (x *RegisterServerResponse) Reset() {
 	*x = RegisterServerResponse{}
-	mi := &file_hac_v1_pool_proto_msgTypes[7]
+	mi := &file_hac_v1_pool_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +425,7 @@ func (x *RegisterServerResponse) String() string {
 func (*RegisterServerResponse) ProtoMessage() {}
 
 func (x *RegisterServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[7]
+	mi := &file_hac_v1_pool_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +438,7 @@ func (x *RegisterServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterServerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterServerResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{7}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RegisterServerResponse) GetServer() *Server {
@@ -383,7 +463,7 @@ type ListServersRequest struct {
 
 func (x *ListServersRequest) Reset() {
 	*x = ListServersRequest{}
-	mi := &file_hac_v1_pool_proto_msgTypes[8]
+	mi := &file_hac_v1_pool_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -395,7 +475,7 @@ func (x *ListServersRequest) String() string {
 func (*ListServersRequest) ProtoMessage() {}
 
 func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[8]
+	mi := &file_hac_v1_pool_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -408,7 +488,7 @@ func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServersRequest.ProtoReflect.Descriptor instead.
 func (*ListServersRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{8}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{10}
 }
 
 type ListServersResponse struct {
@@ -420,7 +500,7 @@ type ListServersResponse struct {
 
 func (x *ListServersResponse) Reset() {
 	*x = ListServersResponse{}
-	mi := &file_hac_v1_pool_proto_msgTypes[9]
+	mi := &file_hac_v1_pool_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -432,7 +512,7 @@ func (x *ListServersResponse) String() string {
 func (*ListServersResponse) ProtoMessage() {}
 
 func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[9]
+	mi := &file_hac_v1_pool_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -445,7 +525,7 @@ func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServersResponse.ProtoReflect.Descriptor instead.
 func (*ListServersResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{9}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListServersResponse) GetServers() []*Server {
@@ -465,7 +545,7 @@ type CreateUserRequest struct {
 
 func (x *CreateUserRequest) Reset() {
 	*x = CreateUserRequest{}
-	mi := &file_hac_v1_pool_proto_msgTypes[10]
+	mi := &file_hac_v1_pool_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -477,7 +557,7 @@ func (x *CreateUserRequest) String() string {
 func (*CreateUserRequest) ProtoMessage() {}
 
 func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[10]
+	mi := &file_hac_v1_pool_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -490,7 +570,7 @@ func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserRequest.ProtoReflect.Descriptor instead.
 func (*CreateUserRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{10}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateUserRequest) GetName() string {
@@ -517,7 +597,7 @@ type CreateUserResponse struct {
 
 func (x *CreateUserResponse) Reset() {
 	*x = CreateUserResponse{}
-	mi := &file_hac_v1_pool_proto_msgTypes[11]
+	mi := &file_hac_v1_pool_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +609,7 @@ func (x *CreateUserResponse) String() string {
 func (*CreateUserResponse) ProtoMessage() {}
 
 func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[11]
+	mi := &file_hac_v1_pool_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +622,7 @@ func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserResponse.ProtoReflect.Descriptor instead.
 func (*CreateUserResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{11}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateUserResponse) GetName() string {
@@ -570,7 +650,10 @@ const file_hac_v1_pool_proto_rawDesc = "" +
 	"\x0fListJobsRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\"3\n" +
 	"\x10ListJobsResponse\x12\x1f\n" +
-	"\x04jobs\x18\x01 \x03(\v2\v.hac.v1.JobR\x04jobs\"\x12\n" +
+	"\x04jobs\x18\x01 \x03(\v2\v.hac.v1.JobR\x04jobs\")\n" +
+	"\x10CancelJobRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x13\n" +
+	"\x11CancelJobResponse\"\x12\n" +
 	"\x10ListQueueRequest\"4\n" +
 	"\x11ListQueueResponse\x12\x1f\n" +
 	"\x04jobs\x18\x01 \x03(\v2\v.hac.v1.JobR\x04jobs\"A\n" +
@@ -588,11 +671,12 @@ const file_hac_v1_pool_proto_rawDesc = "" +
 	"\x05admin\x18\x02 \x01(\bR\x05admin\">\n" +
 	"\x12CreateUserResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05token\x18\x02 \x01(\tR\x05token2\xd0\x01\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token2\x92\x02\n" +
 	"\vPoolService\x12@\n" +
 	"\tListNodes\x12\x18.hac.v1.ListNodesRequest\x1a\x19.hac.v1.ListNodesResponse\x12=\n" +
 	"\bListJobs\x12\x17.hac.v1.ListJobsRequest\x1a\x18.hac.v1.ListJobsResponse\x12@\n" +
-	"\tListQueue\x12\x18.hac.v1.ListQueueRequest\x1a\x19.hac.v1.ListQueueResponse2\xa8\x01\n" +
+	"\tListQueue\x12\x18.hac.v1.ListQueueRequest\x1a\x19.hac.v1.ListQueueResponse\x12@\n" +
+	"\tCancelJob\x12\x18.hac.v1.CancelJobRequest\x1a\x19.hac.v1.CancelJobResponse2\xa8\x01\n" +
 	"\rServerService\x12O\n" +
 	"\x0eRegisterServer\x12\x1d.hac.v1.RegisterServerRequest\x1a\x1e.hac.v1.RegisterServerResponse\x12F\n" +
 	"\vListServers\x12\x1a.hac.v1.ListServersRequest\x1a\x1b.hac.v1.ListServersResponse2R\n" +
@@ -612,44 +696,48 @@ func file_hac_v1_pool_proto_rawDescGZIP() []byte {
 	return file_hac_v1_pool_proto_rawDescData
 }
 
-var file_hac_v1_pool_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_hac_v1_pool_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_hac_v1_pool_proto_goTypes = []any{
 	(*ListNodesRequest)(nil),       // 0: hac.v1.ListNodesRequest
 	(*ListNodesResponse)(nil),      // 1: hac.v1.ListNodesResponse
 	(*ListJobsRequest)(nil),        // 2: hac.v1.ListJobsRequest
 	(*ListJobsResponse)(nil),       // 3: hac.v1.ListJobsResponse
-	(*ListQueueRequest)(nil),       // 4: hac.v1.ListQueueRequest
-	(*ListQueueResponse)(nil),      // 5: hac.v1.ListQueueResponse
-	(*RegisterServerRequest)(nil),  // 6: hac.v1.RegisterServerRequest
-	(*RegisterServerResponse)(nil), // 7: hac.v1.RegisterServerResponse
-	(*ListServersRequest)(nil),     // 8: hac.v1.ListServersRequest
-	(*ListServersResponse)(nil),    // 9: hac.v1.ListServersResponse
-	(*CreateUserRequest)(nil),      // 10: hac.v1.CreateUserRequest
-	(*CreateUserResponse)(nil),     // 11: hac.v1.CreateUserResponse
-	(*Node)(nil),                   // 12: hac.v1.Node
-	(*Job)(nil),                    // 13: hac.v1.Job
-	(*Server)(nil),                 // 14: hac.v1.Server
+	(*CancelJobRequest)(nil),       // 4: hac.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),      // 5: hac.v1.CancelJobResponse
+	(*ListQueueRequest)(nil),       // 6: hac.v1.ListQueueRequest
+	(*ListQueueResponse)(nil),      // 7: hac.v1.ListQueueResponse
+	(*RegisterServerRequest)(nil),  // 8: hac.v1.RegisterServerRequest
+	(*RegisterServerResponse)(nil), // 9: hac.v1.RegisterServerResponse
+	(*ListServersRequest)(nil),     // 10: hac.v1.ListServersRequest
+	(*ListServersResponse)(nil),    // 11: hac.v1.ListServersResponse
+	(*CreateUserRequest)(nil),      // 12: hac.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),     // 13: hac.v1.CreateUserResponse
+	(*Node)(nil),                   // 14: hac.v1.Node
+	(*Job)(nil),                    // 15: hac.v1.Job
+	(*Server)(nil),                 // 16: hac.v1.Server
 }
 var file_hac_v1_pool_proto_depIdxs = []int32{
-	12, // 0: hac.v1.ListNodesResponse.nodes:type_name -> hac.v1.Node
-	13, // 1: hac.v1.ListJobsResponse.jobs:type_name -> hac.v1.Job
-	13, // 2: hac.v1.ListQueueResponse.jobs:type_name -> hac.v1.Job
-	14, // 3: hac.v1.RegisterServerResponse.server:type_name -> hac.v1.Server
-	14, // 4: hac.v1.ListServersResponse.servers:type_name -> hac.v1.Server
+	14, // 0: hac.v1.ListNodesResponse.nodes:type_name -> hac.v1.Node
+	15, // 1: hac.v1.ListJobsResponse.jobs:type_name -> hac.v1.Job
+	15, // 2: hac.v1.ListQueueResponse.jobs:type_name -> hac.v1.Job
+	16, // 3: hac.v1.RegisterServerResponse.server:type_name -> hac.v1.Server
+	16, // 4: hac.v1.ListServersResponse.servers:type_name -> hac.v1.Server
 	0,  // 5: hac.v1.PoolService.ListNodes:input_type -> hac.v1.ListNodesRequest
 	2,  // 6: hac.v1.PoolService.ListJobs:input_type -> hac.v1.ListJobsRequest
-	4,  // 7: hac.v1.PoolService.ListQueue:input_type -> hac.v1.ListQueueRequest
-	6,  // 8: hac.v1.ServerService.RegisterServer:input_type -> hac.v1.RegisterServerRequest
-	8,  // 9: hac.v1.ServerService.ListServers:input_type -> hac.v1.ListServersRequest
-	10, // 10: hac.v1.UserService.CreateUser:input_type -> hac.v1.CreateUserRequest
-	1,  // 11: hac.v1.PoolService.ListNodes:output_type -> hac.v1.ListNodesResponse
-	3,  // 12: hac.v1.PoolService.ListJobs:output_type -> hac.v1.ListJobsResponse
-	5,  // 13: hac.v1.PoolService.ListQueue:output_type -> hac.v1.ListQueueResponse
-	7,  // 14: hac.v1.ServerService.RegisterServer:output_type -> hac.v1.RegisterServerResponse
-	9,  // 15: hac.v1.ServerService.ListServers:output_type -> hac.v1.ListServersResponse
-	11, // 16: hac.v1.UserService.CreateUser:output_type -> hac.v1.CreateUserResponse
-	11, // [11:17] is the sub-list for method output_type
-	5,  // [5:11] is the sub-list for method input_type
+	6,  // 7: hac.v1.PoolService.ListQueue:input_type -> hac.v1.ListQueueRequest
+	4,  // 8: hac.v1.PoolService.CancelJob:input_type -> hac.v1.CancelJobRequest
+	8,  // 9: hac.v1.ServerService.RegisterServer:input_type -> hac.v1.RegisterServerRequest
+	10, // 10: hac.v1.ServerService.ListServers:input_type -> hac.v1.ListServersRequest
+	12, // 11: hac.v1.UserService.CreateUser:input_type -> hac.v1.CreateUserRequest
+	1,  // 12: hac.v1.PoolService.ListNodes:output_type -> hac.v1.ListNodesResponse
+	3,  // 13: hac.v1.PoolService.ListJobs:output_type -> hac.v1.ListJobsResponse
+	7,  // 14: hac.v1.PoolService.ListQueue:output_type -> hac.v1.ListQueueResponse
+	5,  // 15: hac.v1.PoolService.CancelJob:output_type -> hac.v1.CancelJobResponse
+	9,  // 16: hac.v1.ServerService.RegisterServer:output_type -> hac.v1.RegisterServerResponse
+	11, // 17: hac.v1.ServerService.ListServers:output_type -> hac.v1.ListServersResponse
+	13, // 18: hac.v1.UserService.CreateUser:output_type -> hac.v1.CreateUserResponse
+	12, // [12:19] is the sub-list for method output_type
+	5,  // [5:12] is the sub-list for method input_type
 	5,  // [5:5] is the sub-list for extension type_name
 	5,  // [5:5] is the sub-list for extension extendee
 	0,  // [0:5] is the sub-list for field type_name
@@ -667,7 +755,7 @@ func file_hac_v1_pool_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hac_v1_pool_proto_rawDesc), len(file_hac_v1_pool_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -975,6 +975,182 @@ func (*DeleteServerResponse) Descriptor() ([]byte, []int) {
 	return file_hac_v1_portal_proto_rawDescGZIP(), []int{15}
 }
 
+type StopServerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopServerRequest) Reset() {
+	*x = StopServerRequest{}
+	mi := &file_hac_v1_portal_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopServerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopServerRequest) ProtoMessage() {}
+
+func (x *StopServerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopServerRequest.ProtoReflect.Descriptor instead.
+func (*StopServerRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *StopServerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type StopServerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Server        *ServerDetail          `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopServerResponse) Reset() {
+	*x = StopServerResponse{}
+	mi := &file_hac_v1_portal_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopServerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopServerResponse) ProtoMessage() {}
+
+func (x *StopServerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopServerResponse.ProtoReflect.Descriptor instead.
+func (*StopServerResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *StopServerResponse) GetServer() *ServerDetail {
+	if x != nil {
+		return x.Server
+	}
+	return nil
+}
+
+type StartServerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartServerRequest) Reset() {
+	*x = StartServerRequest{}
+	mi := &file_hac_v1_portal_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartServerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartServerRequest) ProtoMessage() {}
+
+func (x *StartServerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartServerRequest.ProtoReflect.Descriptor instead.
+func (*StartServerRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *StartServerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type StartServerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Server        *ServerDetail          `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartServerResponse) Reset() {
+	*x = StartServerResponse{}
+	mi := &file_hac_v1_portal_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartServerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartServerResponse) ProtoMessage() {}
+
+func (x *StartServerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_portal_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartServerResponse.ProtoReflect.Descriptor instead.
+func (*StartServerResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *StartServerResponse) GetServer() *ServerDetail {
+	if x != nil {
+		return x.Server
+	}
+	return nil
+}
+
 type SetServerModelRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -985,7 +1161,7 @@ type SetServerModelRequest struct {
 
 func (x *SetServerModelRequest) Reset() {
 	*x = SetServerModelRequest{}
-	mi := &file_hac_v1_portal_proto_msgTypes[16]
+	mi := &file_hac_v1_portal_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -997,7 +1173,7 @@ func (x *SetServerModelRequest) String() string {
 func (*SetServerModelRequest) ProtoMessage() {}
 
 func (x *SetServerModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[16]
+	mi := &file_hac_v1_portal_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1010,7 +1186,7 @@ func (x *SetServerModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetServerModelRequest.ProtoReflect.Descriptor instead.
 func (*SetServerModelRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{16}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SetServerModelRequest) GetName() string {
@@ -1036,7 +1212,7 @@ type SetServerModelResponse struct {
 
 func (x *SetServerModelResponse) Reset() {
 	*x = SetServerModelResponse{}
-	mi := &file_hac_v1_portal_proto_msgTypes[17]
+	mi := &file_hac_v1_portal_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1048,7 +1224,7 @@ func (x *SetServerModelResponse) String() string {
 func (*SetServerModelResponse) ProtoMessage() {}
 
 func (x *SetServerModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[17]
+	mi := &file_hac_v1_portal_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1061,7 +1237,7 @@ func (x *SetServerModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetServerModelResponse.ProtoReflect.Descriptor instead.
 func (*SetServerModelResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{17}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SetServerModelResponse) GetServer() *ServerDetail {
@@ -1086,7 +1262,7 @@ type PortForward struct {
 
 func (x *PortForward) Reset() {
 	*x = PortForward{}
-	mi := &file_hac_v1_portal_proto_msgTypes[18]
+	mi := &file_hac_v1_portal_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1274,7 @@ func (x *PortForward) String() string {
 func (*PortForward) ProtoMessage() {}
 
 func (x *PortForward) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[18]
+	mi := &file_hac_v1_portal_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1287,7 @@ func (x *PortForward) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortForward.ProtoReflect.Descriptor instead.
 func (*PortForward) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{18}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PortForward) GetId() string {
@@ -1169,7 +1345,7 @@ type AddPortForwardRequest struct {
 
 func (x *AddPortForwardRequest) Reset() {
 	*x = AddPortForwardRequest{}
-	mi := &file_hac_v1_portal_proto_msgTypes[19]
+	mi := &file_hac_v1_portal_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1181,7 +1357,7 @@ func (x *AddPortForwardRequest) String() string {
 func (*AddPortForwardRequest) ProtoMessage() {}
 
 func (x *AddPortForwardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[19]
+	mi := &file_hac_v1_portal_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1194,7 +1370,7 @@ func (x *AddPortForwardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddPortForwardRequest.ProtoReflect.Descriptor instead.
 func (*AddPortForwardRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{19}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AddPortForwardRequest) GetServer() string {
@@ -1234,7 +1410,7 @@ type AddPortForwardResponse struct {
 
 func (x *AddPortForwardResponse) Reset() {
 	*x = AddPortForwardResponse{}
-	mi := &file_hac_v1_portal_proto_msgTypes[20]
+	mi := &file_hac_v1_portal_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1246,7 +1422,7 @@ func (x *AddPortForwardResponse) String() string {
 func (*AddPortForwardResponse) ProtoMessage() {}
 
 func (x *AddPortForwardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[20]
+	mi := &file_hac_v1_portal_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1259,7 +1435,7 @@ func (x *AddPortForwardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddPortForwardResponse.ProtoReflect.Descriptor instead.
 func (*AddPortForwardResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{20}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AddPortForwardResponse) GetPortForward() *PortForward {
@@ -1279,7 +1455,7 @@ type ListPortForwardsRequest struct {
 
 func (x *ListPortForwardsRequest) Reset() {
 	*x = ListPortForwardsRequest{}
-	mi := &file_hac_v1_portal_proto_msgTypes[21]
+	mi := &file_hac_v1_portal_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1467,7 @@ func (x *ListPortForwardsRequest) String() string {
 func (*ListPortForwardsRequest) ProtoMessage() {}
 
 func (x *ListPortForwardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[21]
+	mi := &file_hac_v1_portal_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1480,7 @@ func (x *ListPortForwardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPortForwardsRequest.ProtoReflect.Descriptor instead.
 func (*ListPortForwardsRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{21}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListPortForwardsRequest) GetServer() string {
@@ -1323,7 +1499,7 @@ type ListPortForwardsResponse struct {
 
 func (x *ListPortForwardsResponse) Reset() {
 	*x = ListPortForwardsResponse{}
-	mi := &file_hac_v1_portal_proto_msgTypes[22]
+	mi := &file_hac_v1_portal_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1511,7 @@ func (x *ListPortForwardsResponse) String() string {
 func (*ListPortForwardsResponse) ProtoMessage() {}
 
 func (x *ListPortForwardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[22]
+	mi := &file_hac_v1_portal_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1524,7 @@ func (x *ListPortForwardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPortForwardsResponse.ProtoReflect.Descriptor instead.
 func (*ListPortForwardsResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{22}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListPortForwardsResponse) GetPortForwards() []*PortForward {
@@ -1367,7 +1543,7 @@ type DeletePortForwardRequest struct {
 
 func (x *DeletePortForwardRequest) Reset() {
 	*x = DeletePortForwardRequest{}
-	mi := &file_hac_v1_portal_proto_msgTypes[23]
+	mi := &file_hac_v1_portal_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1379,7 +1555,7 @@ func (x *DeletePortForwardRequest) String() string {
 func (*DeletePortForwardRequest) ProtoMessage() {}
 
 func (x *DeletePortForwardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[23]
+	mi := &file_hac_v1_portal_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1392,7 +1568,7 @@ func (x *DeletePortForwardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePortForwardRequest.ProtoReflect.Descriptor instead.
 func (*DeletePortForwardRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{23}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DeletePortForwardRequest) GetId() string {
@@ -1410,7 +1586,7 @@ type DeletePortForwardResponse struct {
 
 func (x *DeletePortForwardResponse) Reset() {
 	*x = DeletePortForwardResponse{}
-	mi := &file_hac_v1_portal_proto_msgTypes[24]
+	mi := &file_hac_v1_portal_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1598,7 @@ func (x *DeletePortForwardResponse) String() string {
 func (*DeletePortForwardResponse) ProtoMessage() {}
 
 func (x *DeletePortForwardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[24]
+	mi := &file_hac_v1_portal_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1611,7 @@ func (x *DeletePortForwardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePortForwardResponse.ProtoReflect.Descriptor instead.
 func (*DeletePortForwardResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{24}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{28}
 }
 
 type FirewallRule struct {
@@ -1452,7 +1628,7 @@ type FirewallRule struct {
 
 func (x *FirewallRule) Reset() {
 	*x = FirewallRule{}
-	mi := &file_hac_v1_portal_proto_msgTypes[25]
+	mi := &file_hac_v1_portal_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1640,7 @@ func (x *FirewallRule) String() string {
 func (*FirewallRule) ProtoMessage() {}
 
 func (x *FirewallRule) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[25]
+	mi := &file_hac_v1_portal_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1653,7 @@ func (x *FirewallRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FirewallRule.ProtoReflect.Descriptor instead.
 func (*FirewallRule) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{25}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *FirewallRule) GetId() string {
@@ -1528,7 +1704,7 @@ type AddFirewallRuleRequest struct {
 
 func (x *AddFirewallRuleRequest) Reset() {
 	*x = AddFirewallRuleRequest{}
-	mi := &file_hac_v1_portal_proto_msgTypes[26]
+	mi := &file_hac_v1_portal_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1716,7 @@ func (x *AddFirewallRuleRequest) String() string {
 func (*AddFirewallRuleRequest) ProtoMessage() {}
 
 func (x *AddFirewallRuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[26]
+	mi := &file_hac_v1_portal_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +1729,7 @@ func (x *AddFirewallRuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddFirewallRuleRequest.ProtoReflect.Descriptor instead.
 func (*AddFirewallRuleRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{26}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AddFirewallRuleRequest) GetServer() string {
@@ -1593,7 +1769,7 @@ type AddFirewallRuleResponse struct {
 
 func (x *AddFirewallRuleResponse) Reset() {
 	*x = AddFirewallRuleResponse{}
-	mi := &file_hac_v1_portal_proto_msgTypes[27]
+	mi := &file_hac_v1_portal_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1605,7 +1781,7 @@ func (x *AddFirewallRuleResponse) String() string {
 func (*AddFirewallRuleResponse) ProtoMessage() {}
 
 func (x *AddFirewallRuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[27]
+	mi := &file_hac_v1_portal_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1618,7 +1794,7 @@ func (x *AddFirewallRuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddFirewallRuleResponse.ProtoReflect.Descriptor instead.
 func (*AddFirewallRuleResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{27}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AddFirewallRuleResponse) GetRule() *FirewallRule {
@@ -1637,7 +1813,7 @@ type ListFirewallRulesRequest struct {
 
 func (x *ListFirewallRulesRequest) Reset() {
 	*x = ListFirewallRulesRequest{}
-	mi := &file_hac_v1_portal_proto_msgTypes[28]
+	mi := &file_hac_v1_portal_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1825,7 @@ func (x *ListFirewallRulesRequest) String() string {
 func (*ListFirewallRulesRequest) ProtoMessage() {}
 
 func (x *ListFirewallRulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[28]
+	mi := &file_hac_v1_portal_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1838,7 @@ func (x *ListFirewallRulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFirewallRulesRequest.ProtoReflect.Descriptor instead.
 func (*ListFirewallRulesRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{28}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListFirewallRulesRequest) GetServer() string {
@@ -1681,7 +1857,7 @@ type ListFirewallRulesResponse struct {
 
 func (x *ListFirewallRulesResponse) Reset() {
 	*x = ListFirewallRulesResponse{}
-	mi := &file_hac_v1_portal_proto_msgTypes[29]
+	mi := &file_hac_v1_portal_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1693,7 +1869,7 @@ func (x *ListFirewallRulesResponse) String() string {
 func (*ListFirewallRulesResponse) ProtoMessage() {}
 
 func (x *ListFirewallRulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[29]
+	mi := &file_hac_v1_portal_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1706,7 +1882,7 @@ func (x *ListFirewallRulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFirewallRulesResponse.ProtoReflect.Descriptor instead.
 func (*ListFirewallRulesResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{29}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListFirewallRulesResponse) GetRules() []*FirewallRule {
@@ -1725,7 +1901,7 @@ type DeleteFirewallRuleRequest struct {
 
 func (x *DeleteFirewallRuleRequest) Reset() {
 	*x = DeleteFirewallRuleRequest{}
-	mi := &file_hac_v1_portal_proto_msgTypes[30]
+	mi := &file_hac_v1_portal_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1737,7 +1913,7 @@ func (x *DeleteFirewallRuleRequest) String() string {
 func (*DeleteFirewallRuleRequest) ProtoMessage() {}
 
 func (x *DeleteFirewallRuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[30]
+	mi := &file_hac_v1_portal_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1750,7 +1926,7 @@ func (x *DeleteFirewallRuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFirewallRuleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteFirewallRuleRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{30}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DeleteFirewallRuleRequest) GetId() string {
@@ -1768,7 +1944,7 @@ type DeleteFirewallRuleResponse struct {
 
 func (x *DeleteFirewallRuleResponse) Reset() {
 	*x = DeleteFirewallRuleResponse{}
-	mi := &file_hac_v1_portal_proto_msgTypes[31]
+	mi := &file_hac_v1_portal_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1780,7 +1956,7 @@ func (x *DeleteFirewallRuleResponse) String() string {
 func (*DeleteFirewallRuleResponse) ProtoMessage() {}
 
 func (x *DeleteFirewallRuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[31]
+	mi := &file_hac_v1_portal_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1793,7 +1969,7 @@ func (x *DeleteFirewallRuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFirewallRuleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteFirewallRuleResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{31}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{35}
 }
 
 // ReferenceModel is a ready-to-train model (SPEC S10).
@@ -1810,7 +1986,7 @@ type ReferenceModel struct {
 
 func (x *ReferenceModel) Reset() {
 	*x = ReferenceModel{}
-	mi := &file_hac_v1_portal_proto_msgTypes[32]
+	mi := &file_hac_v1_portal_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +1998,7 @@ func (x *ReferenceModel) String() string {
 func (*ReferenceModel) ProtoMessage() {}
 
 func (x *ReferenceModel) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[32]
+	mi := &file_hac_v1_portal_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +2011,7 @@ func (x *ReferenceModel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReferenceModel.ProtoReflect.Descriptor instead.
 func (*ReferenceModel) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{32}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReferenceModel) GetName() string {
@@ -1876,7 +2052,7 @@ type ReferenceFile struct {
 
 func (x *ReferenceFile) Reset() {
 	*x = ReferenceFile{}
-	mi := &file_hac_v1_portal_proto_msgTypes[33]
+	mi := &file_hac_v1_portal_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +2064,7 @@ func (x *ReferenceFile) String() string {
 func (*ReferenceFile) ProtoMessage() {}
 
 func (x *ReferenceFile) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[33]
+	mi := &file_hac_v1_portal_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +2077,7 @@ func (x *ReferenceFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReferenceFile.ProtoReflect.Descriptor instead.
 func (*ReferenceFile) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{33}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReferenceFile) GetPath() string {
@@ -1926,7 +2102,7 @@ type ListReferenceModelsRequest struct {
 
 func (x *ListReferenceModelsRequest) Reset() {
 	*x = ListReferenceModelsRequest{}
-	mi := &file_hac_v1_portal_proto_msgTypes[34]
+	mi := &file_hac_v1_portal_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1938,7 +2114,7 @@ func (x *ListReferenceModelsRequest) String() string {
 func (*ListReferenceModelsRequest) ProtoMessage() {}
 
 func (x *ListReferenceModelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[34]
+	mi := &file_hac_v1_portal_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1951,7 +2127,7 @@ func (x *ListReferenceModelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReferenceModelsRequest.ProtoReflect.Descriptor instead.
 func (*ListReferenceModelsRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{34}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{38}
 }
 
 // ListReferenceModelsResponse lists the models without their files.
@@ -1964,7 +2140,7 @@ type ListReferenceModelsResponse struct {
 
 func (x *ListReferenceModelsResponse) Reset() {
 	*x = ListReferenceModelsResponse{}
-	mi := &file_hac_v1_portal_proto_msgTypes[35]
+	mi := &file_hac_v1_portal_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1976,7 +2152,7 @@ func (x *ListReferenceModelsResponse) String() string {
 func (*ListReferenceModelsResponse) ProtoMessage() {}
 
 func (x *ListReferenceModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[35]
+	mi := &file_hac_v1_portal_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1989,7 +2165,7 @@ func (x *ListReferenceModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReferenceModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListReferenceModelsResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{35}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListReferenceModelsResponse) GetModels() []*ReferenceModel {
@@ -2008,7 +2184,7 @@ type GetReferenceModelRequest struct {
 
 func (x *GetReferenceModelRequest) Reset() {
 	*x = GetReferenceModelRequest{}
-	mi := &file_hac_v1_portal_proto_msgTypes[36]
+	mi := &file_hac_v1_portal_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2020,7 +2196,7 @@ func (x *GetReferenceModelRequest) String() string {
 func (*GetReferenceModelRequest) ProtoMessage() {}
 
 func (x *GetReferenceModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[36]
+	mi := &file_hac_v1_portal_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2033,7 +2209,7 @@ func (x *GetReferenceModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReferenceModelRequest.ProtoReflect.Descriptor instead.
 func (*GetReferenceModelRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{36}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetReferenceModelRequest) GetName() string {
@@ -2052,7 +2228,7 @@ type GetReferenceModelResponse struct {
 
 func (x *GetReferenceModelResponse) Reset() {
 	*x = GetReferenceModelResponse{}
-	mi := &file_hac_v1_portal_proto_msgTypes[37]
+	mi := &file_hac_v1_portal_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2064,7 +2240,7 @@ func (x *GetReferenceModelResponse) String() string {
 func (*GetReferenceModelResponse) ProtoMessage() {}
 
 func (x *GetReferenceModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_portal_proto_msgTypes[37]
+	mi := &file_hac_v1_portal_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2077,7 +2253,7 @@ func (x *GetReferenceModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReferenceModelResponse.ProtoReflect.Descriptor instead.
 func (*GetReferenceModelResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_portal_proto_rawDescGZIP(), []int{37}
+	return file_hac_v1_portal_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetReferenceModelResponse) GetModel() *ReferenceModel {
@@ -2160,7 +2336,15 @@ const file_hac_v1_portal_proto_rawDesc = "" +
 	"\x06server\x18\x01 \x01(\v2\x14.hac.v1.ServerDetailR\x06server\")\n" +
 	"\x13DeleteServerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
-	"\x14DeleteServerResponse\"A\n" +
+	"\x14DeleteServerResponse\"'\n" +
+	"\x11StopServerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"B\n" +
+	"\x12StopServerResponse\x12,\n" +
+	"\x06server\x18\x01 \x01(\v2\x14.hac.v1.ServerDetailR\x06server\"(\n" +
+	"\x12StartServerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"C\n" +
+	"\x13StartServerResponse\x12,\n" +
+	"\x06server\x18\x01 \x01(\v2\x14.hac.v1.ServerDetailR\x06server\"A\n" +
 	"\x15SetServerModelRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\"F\n" +
@@ -2228,12 +2412,15 @@ const file_hac_v1_portal_proto_rawDesc = "" +
 	"\rCreateKeyPair\x12\x1c.hac.v1.CreateKeyPairRequest\x1a\x1d.hac.v1.CreateKeyPairResponse\x12L\n" +
 	"\rImportKeyPair\x12\x1c.hac.v1.ImportKeyPairRequest\x1a\x1d.hac.v1.ImportKeyPairResponse\x12I\n" +
 	"\fListKeyPairs\x12\x1b.hac.v1.ListKeyPairsRequest\x1a\x1c.hac.v1.ListKeyPairsResponse\x12L\n" +
-	"\rDeleteKeyPair\x12\x1c.hac.v1.DeleteKeyPairRequest\x1a\x1d.hac.v1.DeleteKeyPairResponse2\xc5\x06\n" +
+	"\rDeleteKeyPair\x12\x1c.hac.v1.DeleteKeyPairRequest\x1a\x1d.hac.v1.DeleteKeyPairResponse2\xd2\a\n" +
 	"\rPortalService\x12I\n" +
 	"\fCreateServer\x12\x1b.hac.v1.CreateServerRequest\x1a\x1c.hac.v1.CreateServerResponse\x12@\n" +
 	"\tGetServer\x12\x18.hac.v1.GetServerRequest\x1a\x19.hac.v1.GetServerResponse\x12I\n" +
 	"\fDeleteServer\x12\x1b.hac.v1.DeleteServerRequest\x1a\x1c.hac.v1.DeleteServerResponse\x12O\n" +
-	"\x0eSetServerModel\x12\x1d.hac.v1.SetServerModelRequest\x1a\x1e.hac.v1.SetServerModelResponse\x12O\n" +
+	"\x0eSetServerModel\x12\x1d.hac.v1.SetServerModelRequest\x1a\x1e.hac.v1.SetServerModelResponse\x12C\n" +
+	"\n" +
+	"StopServer\x12\x19.hac.v1.StopServerRequest\x1a\x1a.hac.v1.StopServerResponse\x12F\n" +
+	"\vStartServer\x12\x1a.hac.v1.StartServerRequest\x1a\x1b.hac.v1.StartServerResponse\x12O\n" +
 	"\x0eAddPortForward\x12\x1d.hac.v1.AddPortForwardRequest\x1a\x1e.hac.v1.AddPortForwardResponse\x12U\n" +
 	"\x10ListPortForwards\x12\x1f.hac.v1.ListPortForwardsRequest\x1a .hac.v1.ListPortForwardsResponse\x12X\n" +
 	"\x11DeletePortForward\x12 .hac.v1.DeletePortForwardRequest\x1a!.hac.v1.DeletePortForwardResponse\x12R\n" +
@@ -2256,7 +2443,7 @@ func file_hac_v1_portal_proto_rawDescGZIP() []byte {
 	return file_hac_v1_portal_proto_rawDescData
 }
 
-var file_hac_v1_portal_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_hac_v1_portal_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_hac_v1_portal_proto_goTypes = []any{
 	(*KeyPair)(nil),                     // 0: hac.v1.KeyPair
 	(*CreateKeyPairRequest)(nil),        // 1: hac.v1.CreateKeyPairRequest
@@ -2274,85 +2461,95 @@ var file_hac_v1_portal_proto_goTypes = []any{
 	(*GetServerResponse)(nil),           // 13: hac.v1.GetServerResponse
 	(*DeleteServerRequest)(nil),         // 14: hac.v1.DeleteServerRequest
 	(*DeleteServerResponse)(nil),        // 15: hac.v1.DeleteServerResponse
-	(*SetServerModelRequest)(nil),       // 16: hac.v1.SetServerModelRequest
-	(*SetServerModelResponse)(nil),      // 17: hac.v1.SetServerModelResponse
-	(*PortForward)(nil),                 // 18: hac.v1.PortForward
-	(*AddPortForwardRequest)(nil),       // 19: hac.v1.AddPortForwardRequest
-	(*AddPortForwardResponse)(nil),      // 20: hac.v1.AddPortForwardResponse
-	(*ListPortForwardsRequest)(nil),     // 21: hac.v1.ListPortForwardsRequest
-	(*ListPortForwardsResponse)(nil),    // 22: hac.v1.ListPortForwardsResponse
-	(*DeletePortForwardRequest)(nil),    // 23: hac.v1.DeletePortForwardRequest
-	(*DeletePortForwardResponse)(nil),   // 24: hac.v1.DeletePortForwardResponse
-	(*FirewallRule)(nil),                // 25: hac.v1.FirewallRule
-	(*AddFirewallRuleRequest)(nil),      // 26: hac.v1.AddFirewallRuleRequest
-	(*AddFirewallRuleResponse)(nil),     // 27: hac.v1.AddFirewallRuleResponse
-	(*ListFirewallRulesRequest)(nil),    // 28: hac.v1.ListFirewallRulesRequest
-	(*ListFirewallRulesResponse)(nil),   // 29: hac.v1.ListFirewallRulesResponse
-	(*DeleteFirewallRuleRequest)(nil),   // 30: hac.v1.DeleteFirewallRuleRequest
-	(*DeleteFirewallRuleResponse)(nil),  // 31: hac.v1.DeleteFirewallRuleResponse
-	(*ReferenceModel)(nil),              // 32: hac.v1.ReferenceModel
-	(*ReferenceFile)(nil),               // 33: hac.v1.ReferenceFile
-	(*ListReferenceModelsRequest)(nil),  // 34: hac.v1.ListReferenceModelsRequest
-	(*ListReferenceModelsResponse)(nil), // 35: hac.v1.ListReferenceModelsResponse
-	(*GetReferenceModelRequest)(nil),    // 36: hac.v1.GetReferenceModelRequest
-	(*GetReferenceModelResponse)(nil),   // 37: hac.v1.GetReferenceModelResponse
-	(*timestamppb.Timestamp)(nil),       // 38: google.protobuf.Timestamp
-	(*Job)(nil),                         // 39: hac.v1.Job
+	(*StopServerRequest)(nil),           // 16: hac.v1.StopServerRequest
+	(*StopServerResponse)(nil),          // 17: hac.v1.StopServerResponse
+	(*StartServerRequest)(nil),          // 18: hac.v1.StartServerRequest
+	(*StartServerResponse)(nil),         // 19: hac.v1.StartServerResponse
+	(*SetServerModelRequest)(nil),       // 20: hac.v1.SetServerModelRequest
+	(*SetServerModelResponse)(nil),      // 21: hac.v1.SetServerModelResponse
+	(*PortForward)(nil),                 // 22: hac.v1.PortForward
+	(*AddPortForwardRequest)(nil),       // 23: hac.v1.AddPortForwardRequest
+	(*AddPortForwardResponse)(nil),      // 24: hac.v1.AddPortForwardResponse
+	(*ListPortForwardsRequest)(nil),     // 25: hac.v1.ListPortForwardsRequest
+	(*ListPortForwardsResponse)(nil),    // 26: hac.v1.ListPortForwardsResponse
+	(*DeletePortForwardRequest)(nil),    // 27: hac.v1.DeletePortForwardRequest
+	(*DeletePortForwardResponse)(nil),   // 28: hac.v1.DeletePortForwardResponse
+	(*FirewallRule)(nil),                // 29: hac.v1.FirewallRule
+	(*AddFirewallRuleRequest)(nil),      // 30: hac.v1.AddFirewallRuleRequest
+	(*AddFirewallRuleResponse)(nil),     // 31: hac.v1.AddFirewallRuleResponse
+	(*ListFirewallRulesRequest)(nil),    // 32: hac.v1.ListFirewallRulesRequest
+	(*ListFirewallRulesResponse)(nil),   // 33: hac.v1.ListFirewallRulesResponse
+	(*DeleteFirewallRuleRequest)(nil),   // 34: hac.v1.DeleteFirewallRuleRequest
+	(*DeleteFirewallRuleResponse)(nil),  // 35: hac.v1.DeleteFirewallRuleResponse
+	(*ReferenceModel)(nil),              // 36: hac.v1.ReferenceModel
+	(*ReferenceFile)(nil),               // 37: hac.v1.ReferenceFile
+	(*ListReferenceModelsRequest)(nil),  // 38: hac.v1.ListReferenceModelsRequest
+	(*ListReferenceModelsResponse)(nil), // 39: hac.v1.ListReferenceModelsResponse
+	(*GetReferenceModelRequest)(nil),    // 40: hac.v1.GetReferenceModelRequest
+	(*GetReferenceModelResponse)(nil),   // 41: hac.v1.GetReferenceModelResponse
+	(*timestamppb.Timestamp)(nil),       // 42: google.protobuf.Timestamp
+	(*Job)(nil),                         // 43: hac.v1.Job
 }
 var file_hac_v1_portal_proto_depIdxs = []int32{
-	38, // 0: hac.v1.KeyPair.created_at:type_name -> google.protobuf.Timestamp
+	42, // 0: hac.v1.KeyPair.created_at:type_name -> google.protobuf.Timestamp
 	0,  // 1: hac.v1.CreateKeyPairResponse.key_pair:type_name -> hac.v1.KeyPair
 	0,  // 2: hac.v1.ImportKeyPairResponse.key_pair:type_name -> hac.v1.KeyPair
 	0,  // 3: hac.v1.ListKeyPairsResponse.key_pairs:type_name -> hac.v1.KeyPair
-	39, // 4: hac.v1.ServerDetail.job:type_name -> hac.v1.Job
-	38, // 5: hac.v1.ServerDetail.created_at:type_name -> google.protobuf.Timestamp
+	43, // 4: hac.v1.ServerDetail.job:type_name -> hac.v1.Job
+	42, // 5: hac.v1.ServerDetail.created_at:type_name -> google.protobuf.Timestamp
 	9,  // 6: hac.v1.CreateServerResponse.server:type_name -> hac.v1.ServerDetail
 	9,  // 7: hac.v1.GetServerResponse.server:type_name -> hac.v1.ServerDetail
-	9,  // 8: hac.v1.SetServerModelResponse.server:type_name -> hac.v1.ServerDetail
-	18, // 9: hac.v1.AddPortForwardResponse.port_forward:type_name -> hac.v1.PortForward
-	18, // 10: hac.v1.ListPortForwardsResponse.port_forwards:type_name -> hac.v1.PortForward
-	25, // 11: hac.v1.AddFirewallRuleResponse.rule:type_name -> hac.v1.FirewallRule
-	25, // 12: hac.v1.ListFirewallRulesResponse.rules:type_name -> hac.v1.FirewallRule
-	33, // 13: hac.v1.ReferenceModel.files:type_name -> hac.v1.ReferenceFile
-	32, // 14: hac.v1.ListReferenceModelsResponse.models:type_name -> hac.v1.ReferenceModel
-	32, // 15: hac.v1.GetReferenceModelResponse.model:type_name -> hac.v1.ReferenceModel
-	1,  // 16: hac.v1.KeyPairService.CreateKeyPair:input_type -> hac.v1.CreateKeyPairRequest
-	3,  // 17: hac.v1.KeyPairService.ImportKeyPair:input_type -> hac.v1.ImportKeyPairRequest
-	5,  // 18: hac.v1.KeyPairService.ListKeyPairs:input_type -> hac.v1.ListKeyPairsRequest
-	7,  // 19: hac.v1.KeyPairService.DeleteKeyPair:input_type -> hac.v1.DeleteKeyPairRequest
-	10, // 20: hac.v1.PortalService.CreateServer:input_type -> hac.v1.CreateServerRequest
-	12, // 21: hac.v1.PortalService.GetServer:input_type -> hac.v1.GetServerRequest
-	14, // 22: hac.v1.PortalService.DeleteServer:input_type -> hac.v1.DeleteServerRequest
-	16, // 23: hac.v1.PortalService.SetServerModel:input_type -> hac.v1.SetServerModelRequest
-	19, // 24: hac.v1.PortalService.AddPortForward:input_type -> hac.v1.AddPortForwardRequest
-	21, // 25: hac.v1.PortalService.ListPortForwards:input_type -> hac.v1.ListPortForwardsRequest
-	23, // 26: hac.v1.PortalService.DeletePortForward:input_type -> hac.v1.DeletePortForwardRequest
-	26, // 27: hac.v1.PortalService.AddFirewallRule:input_type -> hac.v1.AddFirewallRuleRequest
-	28, // 28: hac.v1.PortalService.ListFirewallRules:input_type -> hac.v1.ListFirewallRulesRequest
-	30, // 29: hac.v1.PortalService.DeleteFirewallRule:input_type -> hac.v1.DeleteFirewallRuleRequest
-	34, // 30: hac.v1.CatalogService.ListReferenceModels:input_type -> hac.v1.ListReferenceModelsRequest
-	36, // 31: hac.v1.CatalogService.GetReferenceModel:input_type -> hac.v1.GetReferenceModelRequest
-	2,  // 32: hac.v1.KeyPairService.CreateKeyPair:output_type -> hac.v1.CreateKeyPairResponse
-	4,  // 33: hac.v1.KeyPairService.ImportKeyPair:output_type -> hac.v1.ImportKeyPairResponse
-	6,  // 34: hac.v1.KeyPairService.ListKeyPairs:output_type -> hac.v1.ListKeyPairsResponse
-	8,  // 35: hac.v1.KeyPairService.DeleteKeyPair:output_type -> hac.v1.DeleteKeyPairResponse
-	11, // 36: hac.v1.PortalService.CreateServer:output_type -> hac.v1.CreateServerResponse
-	13, // 37: hac.v1.PortalService.GetServer:output_type -> hac.v1.GetServerResponse
-	15, // 38: hac.v1.PortalService.DeleteServer:output_type -> hac.v1.DeleteServerResponse
-	17, // 39: hac.v1.PortalService.SetServerModel:output_type -> hac.v1.SetServerModelResponse
-	20, // 40: hac.v1.PortalService.AddPortForward:output_type -> hac.v1.AddPortForwardResponse
-	22, // 41: hac.v1.PortalService.ListPortForwards:output_type -> hac.v1.ListPortForwardsResponse
-	24, // 42: hac.v1.PortalService.DeletePortForward:output_type -> hac.v1.DeletePortForwardResponse
-	27, // 43: hac.v1.PortalService.AddFirewallRule:output_type -> hac.v1.AddFirewallRuleResponse
-	29, // 44: hac.v1.PortalService.ListFirewallRules:output_type -> hac.v1.ListFirewallRulesResponse
-	31, // 45: hac.v1.PortalService.DeleteFirewallRule:output_type -> hac.v1.DeleteFirewallRuleResponse
-	35, // 46: hac.v1.CatalogService.ListReferenceModels:output_type -> hac.v1.ListReferenceModelsResponse
-	37, // 47: hac.v1.CatalogService.GetReferenceModel:output_type -> hac.v1.GetReferenceModelResponse
-	32, // [32:48] is the sub-list for method output_type
-	16, // [16:32] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	9,  // 8: hac.v1.StopServerResponse.server:type_name -> hac.v1.ServerDetail
+	9,  // 9: hac.v1.StartServerResponse.server:type_name -> hac.v1.ServerDetail
+	9,  // 10: hac.v1.SetServerModelResponse.server:type_name -> hac.v1.ServerDetail
+	22, // 11: hac.v1.AddPortForwardResponse.port_forward:type_name -> hac.v1.PortForward
+	22, // 12: hac.v1.ListPortForwardsResponse.port_forwards:type_name -> hac.v1.PortForward
+	29, // 13: hac.v1.AddFirewallRuleResponse.rule:type_name -> hac.v1.FirewallRule
+	29, // 14: hac.v1.ListFirewallRulesResponse.rules:type_name -> hac.v1.FirewallRule
+	37, // 15: hac.v1.ReferenceModel.files:type_name -> hac.v1.ReferenceFile
+	36, // 16: hac.v1.ListReferenceModelsResponse.models:type_name -> hac.v1.ReferenceModel
+	36, // 17: hac.v1.GetReferenceModelResponse.model:type_name -> hac.v1.ReferenceModel
+	1,  // 18: hac.v1.KeyPairService.CreateKeyPair:input_type -> hac.v1.CreateKeyPairRequest
+	3,  // 19: hac.v1.KeyPairService.ImportKeyPair:input_type -> hac.v1.ImportKeyPairRequest
+	5,  // 20: hac.v1.KeyPairService.ListKeyPairs:input_type -> hac.v1.ListKeyPairsRequest
+	7,  // 21: hac.v1.KeyPairService.DeleteKeyPair:input_type -> hac.v1.DeleteKeyPairRequest
+	10, // 22: hac.v1.PortalService.CreateServer:input_type -> hac.v1.CreateServerRequest
+	12, // 23: hac.v1.PortalService.GetServer:input_type -> hac.v1.GetServerRequest
+	14, // 24: hac.v1.PortalService.DeleteServer:input_type -> hac.v1.DeleteServerRequest
+	20, // 25: hac.v1.PortalService.SetServerModel:input_type -> hac.v1.SetServerModelRequest
+	16, // 26: hac.v1.PortalService.StopServer:input_type -> hac.v1.StopServerRequest
+	18, // 27: hac.v1.PortalService.StartServer:input_type -> hac.v1.StartServerRequest
+	23, // 28: hac.v1.PortalService.AddPortForward:input_type -> hac.v1.AddPortForwardRequest
+	25, // 29: hac.v1.PortalService.ListPortForwards:input_type -> hac.v1.ListPortForwardsRequest
+	27, // 30: hac.v1.PortalService.DeletePortForward:input_type -> hac.v1.DeletePortForwardRequest
+	30, // 31: hac.v1.PortalService.AddFirewallRule:input_type -> hac.v1.AddFirewallRuleRequest
+	32, // 32: hac.v1.PortalService.ListFirewallRules:input_type -> hac.v1.ListFirewallRulesRequest
+	34, // 33: hac.v1.PortalService.DeleteFirewallRule:input_type -> hac.v1.DeleteFirewallRuleRequest
+	38, // 34: hac.v1.CatalogService.ListReferenceModels:input_type -> hac.v1.ListReferenceModelsRequest
+	40, // 35: hac.v1.CatalogService.GetReferenceModel:input_type -> hac.v1.GetReferenceModelRequest
+	2,  // 36: hac.v1.KeyPairService.CreateKeyPair:output_type -> hac.v1.CreateKeyPairResponse
+	4,  // 37: hac.v1.KeyPairService.ImportKeyPair:output_type -> hac.v1.ImportKeyPairResponse
+	6,  // 38: hac.v1.KeyPairService.ListKeyPairs:output_type -> hac.v1.ListKeyPairsResponse
+	8,  // 39: hac.v1.KeyPairService.DeleteKeyPair:output_type -> hac.v1.DeleteKeyPairResponse
+	11, // 40: hac.v1.PortalService.CreateServer:output_type -> hac.v1.CreateServerResponse
+	13, // 41: hac.v1.PortalService.GetServer:output_type -> hac.v1.GetServerResponse
+	15, // 42: hac.v1.PortalService.DeleteServer:output_type -> hac.v1.DeleteServerResponse
+	21, // 43: hac.v1.PortalService.SetServerModel:output_type -> hac.v1.SetServerModelResponse
+	17, // 44: hac.v1.PortalService.StopServer:output_type -> hac.v1.StopServerResponse
+	19, // 45: hac.v1.PortalService.StartServer:output_type -> hac.v1.StartServerResponse
+	24, // 46: hac.v1.PortalService.AddPortForward:output_type -> hac.v1.AddPortForwardResponse
+	26, // 47: hac.v1.PortalService.ListPortForwards:output_type -> hac.v1.ListPortForwardsResponse
+	28, // 48: hac.v1.PortalService.DeletePortForward:output_type -> hac.v1.DeletePortForwardResponse
+	31, // 49: hac.v1.PortalService.AddFirewallRule:output_type -> hac.v1.AddFirewallRuleResponse
+	33, // 50: hac.v1.PortalService.ListFirewallRules:output_type -> hac.v1.ListFirewallRulesResponse
+	35, // 51: hac.v1.PortalService.DeleteFirewallRule:output_type -> hac.v1.DeleteFirewallRuleResponse
+	39, // 52: hac.v1.CatalogService.ListReferenceModels:output_type -> hac.v1.ListReferenceModelsResponse
+	41, // 53: hac.v1.CatalogService.GetReferenceModel:output_type -> hac.v1.GetReferenceModelResponse
+	36, // [36:54] is the sub-list for method output_type
+	18, // [18:36] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_hac_v1_portal_proto_init() }
@@ -2367,7 +2564,7 @@ func file_hac_v1_portal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hac_v1_portal_proto_rawDesc), len(file_hac_v1_portal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   38,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

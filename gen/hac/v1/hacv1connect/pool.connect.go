@@ -43,6 +43,8 @@ const (
 	PoolServiceListJobsProcedure = "/hac.v1.PoolService/ListJobs"
 	// PoolServiceListQueueProcedure is the fully-qualified name of the PoolService's ListQueue RPC.
 	PoolServiceListQueueProcedure = "/hac.v1.PoolService/ListQueue"
+	// PoolServiceCancelJobProcedure is the fully-qualified name of the PoolService's CancelJob RPC.
+	PoolServiceCancelJobProcedure = "/hac.v1.PoolService/CancelJob"
 	// ServerServiceRegisterServerProcedure is the fully-qualified name of the ServerService's
 	// RegisterServer RPC.
 	ServerServiceRegisterServerProcedure = "/hac.v1.ServerService/RegisterServer"
@@ -58,6 +60,9 @@ type PoolServiceClient interface {
 	ListNodes(context.Context, *connect.Request[v1.ListNodesRequest]) (*connect.Response[v1.ListNodesResponse], error)
 	ListJobs(context.Context, *connect.Request[v1.ListJobsRequest]) (*connect.Response[v1.ListJobsResponse], error)
 	ListQueue(context.Context, *connect.Request[v1.ListQueueRequest]) (*connect.Response[v1.ListQueueResponse], error)
+	// CancelJob withdraws a queued job (its owner or an admin); the waiting
+	// hac run is told so and exits.
+	CancelJob(context.Context, *connect.Request[v1.CancelJobRequest]) (*connect.Response[v1.CancelJobResponse], error)
 }
 
 // NewPoolServiceClient constructs a client for the hac.v1.PoolService service. By default, it uses
@@ -89,6 +94,12 @@ func NewPoolServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(poolServiceMethods.ByName("ListQueue")),
 			connect.WithClientOptions(opts...),
 		),
+		cancelJob: connect.NewClient[v1.CancelJobRequest, v1.CancelJobResponse](
+			httpClient,
+			baseURL+PoolServiceCancelJobProcedure,
+			connect.WithSchema(poolServiceMethods.ByName("CancelJob")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -97,6 +108,7 @@ type poolServiceClient struct {
 	listNodes *connect.Client[v1.ListNodesRequest, v1.ListNodesResponse]
 	listJobs  *connect.Client[v1.ListJobsRequest, v1.ListJobsResponse]
 	listQueue *connect.Client[v1.ListQueueRequest, v1.ListQueueResponse]
+	cancelJob *connect.Client[v1.CancelJobRequest, v1.CancelJobResponse]
 }
 
 // ListNodes calls hac.v1.PoolService.ListNodes.
@@ -114,11 +126,19 @@ func (c *poolServiceClient) ListQueue(ctx context.Context, req *connect.Request[
 	return c.listQueue.CallUnary(ctx, req)
 }
 
+// CancelJob calls hac.v1.PoolService.CancelJob.
+func (c *poolServiceClient) CancelJob(ctx context.Context, req *connect.Request[v1.CancelJobRequest]) (*connect.Response[v1.CancelJobResponse], error) {
+	return c.cancelJob.CallUnary(ctx, req)
+}
+
 // PoolServiceHandler is an implementation of the hac.v1.PoolService service.
 type PoolServiceHandler interface {
 	ListNodes(context.Context, *connect.Request[v1.ListNodesRequest]) (*connect.Response[v1.ListNodesResponse], error)
 	ListJobs(context.Context, *connect.Request[v1.ListJobsRequest]) (*connect.Response[v1.ListJobsResponse], error)
 	ListQueue(context.Context, *connect.Request[v1.ListQueueRequest]) (*connect.Response[v1.ListQueueResponse], error)
+	// CancelJob withdraws a queued job (its owner or an admin); the waiting
+	// hac run is told so and exits.
+	CancelJob(context.Context, *connect.Request[v1.CancelJobRequest]) (*connect.Response[v1.CancelJobResponse], error)
 }
 
 // NewPoolServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -146,6 +166,12 @@ func NewPoolServiceHandler(svc PoolServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(poolServiceMethods.ByName("ListQueue")),
 		connect.WithHandlerOptions(opts...),
 	)
+	poolServiceCancelJobHandler := connect.NewUnaryHandler(
+		PoolServiceCancelJobProcedure,
+		svc.CancelJob,
+		connect.WithSchema(poolServiceMethods.ByName("CancelJob")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hac.v1.PoolService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PoolServiceListNodesProcedure:
@@ -154,6 +180,8 @@ func NewPoolServiceHandler(svc PoolServiceHandler, opts ...connect.HandlerOption
 			poolServiceListJobsHandler.ServeHTTP(w, r)
 		case PoolServiceListQueueProcedure:
 			poolServiceListQueueHandler.ServeHTTP(w, r)
+		case PoolServiceCancelJobProcedure:
+			poolServiceCancelJobHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -173,6 +201,10 @@ func (UnimplementedPoolServiceHandler) ListJobs(context.Context, *connect.Reques
 
 func (UnimplementedPoolServiceHandler) ListQueue(context.Context, *connect.Request[v1.ListQueueRequest]) (*connect.Response[v1.ListQueueResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.PoolService.ListQueue is not implemented"))
+}
+
+func (UnimplementedPoolServiceHandler) CancelJob(context.Context, *connect.Request[v1.CancelJobRequest]) (*connect.Response[v1.CancelJobResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.PoolService.CancelJob is not implemented"))
 }
 
 // ServerServiceClient is a client for the hac.v1.ServerService service.

@@ -60,6 +60,12 @@ const (
 	// PortalServiceSetServerModelProcedure is the fully-qualified name of the PortalService's
 	// SetServerModel RPC.
 	PortalServiceSetServerModelProcedure = "/hac.v1.PortalService/SetServerModel"
+	// PortalServiceStopServerProcedure is the fully-qualified name of the PortalService's StopServer
+	// RPC.
+	PortalServiceStopServerProcedure = "/hac.v1.PortalService/StopServer"
+	// PortalServiceStartServerProcedure is the fully-qualified name of the PortalService's StartServer
+	// RPC.
+	PortalServiceStartServerProcedure = "/hac.v1.PortalService/StartServer"
 	// PortalServiceAddPortForwardProcedure is the fully-qualified name of the PortalService's
 	// AddPortForward RPC.
 	PortalServiceAddPortForwardProcedure = "/hac.v1.PortalService/AddPortForward"
@@ -250,6 +256,10 @@ type PortalServiceClient interface {
 	// SetServerModel changes the accelerator model (S4); refused while a
 	// program holds the accelerator.
 	SetServerModel(context.Context, *connect.Request[v1.SetServerModelRequest]) (*connect.Response[v1.SetServerModelResponse], error)
+	// StopServer stops a running server (its disk stays); StartServer starts
+	// it again.
+	StopServer(context.Context, *connect.Request[v1.StopServerRequest]) (*connect.Response[v1.StopServerResponse], error)
+	StartServer(context.Context, *connect.Request[v1.StartServerRequest]) (*connect.Response[v1.StartServerResponse], error)
 	AddPortForward(context.Context, *connect.Request[v1.AddPortForwardRequest]) (*connect.Response[v1.AddPortForwardResponse], error)
 	ListPortForwards(context.Context, *connect.Request[v1.ListPortForwardsRequest]) (*connect.Response[v1.ListPortForwardsResponse], error)
 	DeletePortForward(context.Context, *connect.Request[v1.DeletePortForwardRequest]) (*connect.Response[v1.DeletePortForwardResponse], error)
@@ -291,6 +301,18 @@ func NewPortalServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			httpClient,
 			baseURL+PortalServiceSetServerModelProcedure,
 			connect.WithSchema(portalServiceMethods.ByName("SetServerModel")),
+			connect.WithClientOptions(opts...),
+		),
+		stopServer: connect.NewClient[v1.StopServerRequest, v1.StopServerResponse](
+			httpClient,
+			baseURL+PortalServiceStopServerProcedure,
+			connect.WithSchema(portalServiceMethods.ByName("StopServer")),
+			connect.WithClientOptions(opts...),
+		),
+		startServer: connect.NewClient[v1.StartServerRequest, v1.StartServerResponse](
+			httpClient,
+			baseURL+PortalServiceStartServerProcedure,
+			connect.WithSchema(portalServiceMethods.ByName("StartServer")),
 			connect.WithClientOptions(opts...),
 		),
 		addPortForward: connect.NewClient[v1.AddPortForwardRequest, v1.AddPortForwardResponse](
@@ -338,6 +360,8 @@ type portalServiceClient struct {
 	getServer          *connect.Client[v1.GetServerRequest, v1.GetServerResponse]
 	deleteServer       *connect.Client[v1.DeleteServerRequest, v1.DeleteServerResponse]
 	setServerModel     *connect.Client[v1.SetServerModelRequest, v1.SetServerModelResponse]
+	stopServer         *connect.Client[v1.StopServerRequest, v1.StopServerResponse]
+	startServer        *connect.Client[v1.StartServerRequest, v1.StartServerResponse]
 	addPortForward     *connect.Client[v1.AddPortForwardRequest, v1.AddPortForwardResponse]
 	listPortForwards   *connect.Client[v1.ListPortForwardsRequest, v1.ListPortForwardsResponse]
 	deletePortForward  *connect.Client[v1.DeletePortForwardRequest, v1.DeletePortForwardResponse]
@@ -364,6 +388,16 @@ func (c *portalServiceClient) DeleteServer(ctx context.Context, req *connect.Req
 // SetServerModel calls hac.v1.PortalService.SetServerModel.
 func (c *portalServiceClient) SetServerModel(ctx context.Context, req *connect.Request[v1.SetServerModelRequest]) (*connect.Response[v1.SetServerModelResponse], error) {
 	return c.setServerModel.CallUnary(ctx, req)
+}
+
+// StopServer calls hac.v1.PortalService.StopServer.
+func (c *portalServiceClient) StopServer(ctx context.Context, req *connect.Request[v1.StopServerRequest]) (*connect.Response[v1.StopServerResponse], error) {
+	return c.stopServer.CallUnary(ctx, req)
+}
+
+// StartServer calls hac.v1.PortalService.StartServer.
+func (c *portalServiceClient) StartServer(ctx context.Context, req *connect.Request[v1.StartServerRequest]) (*connect.Response[v1.StartServerResponse], error) {
+	return c.startServer.CallUnary(ctx, req)
 }
 
 // AddPortForward calls hac.v1.PortalService.AddPortForward.
@@ -406,6 +440,10 @@ type PortalServiceHandler interface {
 	// SetServerModel changes the accelerator model (S4); refused while a
 	// program holds the accelerator.
 	SetServerModel(context.Context, *connect.Request[v1.SetServerModelRequest]) (*connect.Response[v1.SetServerModelResponse], error)
+	// StopServer stops a running server (its disk stays); StartServer starts
+	// it again.
+	StopServer(context.Context, *connect.Request[v1.StopServerRequest]) (*connect.Response[v1.StopServerResponse], error)
+	StartServer(context.Context, *connect.Request[v1.StartServerRequest]) (*connect.Response[v1.StartServerResponse], error)
 	AddPortForward(context.Context, *connect.Request[v1.AddPortForwardRequest]) (*connect.Response[v1.AddPortForwardResponse], error)
 	ListPortForwards(context.Context, *connect.Request[v1.ListPortForwardsRequest]) (*connect.Response[v1.ListPortForwardsResponse], error)
 	DeletePortForward(context.Context, *connect.Request[v1.DeletePortForwardRequest]) (*connect.Response[v1.DeletePortForwardResponse], error)
@@ -443,6 +481,18 @@ func NewPortalServiceHandler(svc PortalServiceHandler, opts ...connect.HandlerOp
 		PortalServiceSetServerModelProcedure,
 		svc.SetServerModel,
 		connect.WithSchema(portalServiceMethods.ByName("SetServerModel")),
+		connect.WithHandlerOptions(opts...),
+	)
+	portalServiceStopServerHandler := connect.NewUnaryHandler(
+		PortalServiceStopServerProcedure,
+		svc.StopServer,
+		connect.WithSchema(portalServiceMethods.ByName("StopServer")),
+		connect.WithHandlerOptions(opts...),
+	)
+	portalServiceStartServerHandler := connect.NewUnaryHandler(
+		PortalServiceStartServerProcedure,
+		svc.StartServer,
+		connect.WithSchema(portalServiceMethods.ByName("StartServer")),
 		connect.WithHandlerOptions(opts...),
 	)
 	portalServiceAddPortForwardHandler := connect.NewUnaryHandler(
@@ -491,6 +541,10 @@ func NewPortalServiceHandler(svc PortalServiceHandler, opts ...connect.HandlerOp
 			portalServiceDeleteServerHandler.ServeHTTP(w, r)
 		case PortalServiceSetServerModelProcedure:
 			portalServiceSetServerModelHandler.ServeHTTP(w, r)
+		case PortalServiceStopServerProcedure:
+			portalServiceStopServerHandler.ServeHTTP(w, r)
+		case PortalServiceStartServerProcedure:
+			portalServiceStartServerHandler.ServeHTTP(w, r)
 		case PortalServiceAddPortForwardProcedure:
 			portalServiceAddPortForwardHandler.ServeHTTP(w, r)
 		case PortalServiceListPortForwardsProcedure:
@@ -526,6 +580,14 @@ func (UnimplementedPortalServiceHandler) DeleteServer(context.Context, *connect.
 
 func (UnimplementedPortalServiceHandler) SetServerModel(context.Context, *connect.Request[v1.SetServerModelRequest]) (*connect.Response[v1.SetServerModelResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.PortalService.SetServerModel is not implemented"))
+}
+
+func (UnimplementedPortalServiceHandler) StopServer(context.Context, *connect.Request[v1.StopServerRequest]) (*connect.Response[v1.StopServerResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.PortalService.StopServer is not implemented"))
+}
+
+func (UnimplementedPortalServiceHandler) StartServer(context.Context, *connect.Request[v1.StartServerRequest]) (*connect.Response[v1.StartServerResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.PortalService.StartServer is not implemented"))
 }
 
 func (UnimplementedPortalServiceHandler) AddPortForward(context.Context, *connect.Request[v1.AddPortForwardRequest]) (*connect.Response[v1.AddPortForwardResponse], error) {
