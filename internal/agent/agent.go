@@ -42,6 +42,9 @@ type Config struct {
 	// SyncInterval is how often a running program's changed files go back
 	// to its client; 0 sends them at the end only.
 	SyncInterval time.Duration
+	// MemoryInterval is how often the memory watchdog looks at the GPUs;
+	// 0 means every second.
+	MemoryInterval time.Duration
 	// CgroupRoot is the cgroup v2 folder for job cgroups;
 	// runner.CgroupV2Root() by default.
 	CgroupRoot string
@@ -107,6 +110,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Advertise = ln.Addr().String()
 	}
 	a := &Agent{cfg: cfg, cache: cache, ln: ln, log: cfg.Logger, jobs: map[int64]*jobRun{}, used: map[int64]time.Time{}}
+	a.resetFakeUsage()
 	a.client = hacv1connect.NewAgentServiceClient(cfg.HTTPClient, cfg.ControlPlane,
 		connect.WithInterceptors(apiclient.Bearer(cfg.Token)))
 	return a, nil
@@ -171,6 +175,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(a.ln) }()
 	go a.heartbeat(ctx)
+	go a.watchMemory(ctx)
 	select {
 	case err := <-errc:
 		return err
@@ -205,7 +210,7 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		interval := a.interval
 		req := &hacv1.HeartbeatRequest{Name: a.cfg.Name}
 		for id, j := range a.jobs {
-			req.Jobs = append(req.Jobs, &hacv1.RunningJob{JobId: strconv.FormatInt(id, 10), Pid: int64(j.pid())})
+			req.Jobs = append(req.Jobs, &hacv1.RunningJob{JobId: strconv.FormatInt(id, 10), Pid: int64(j.pid()), UsedMib: j.used()})
 		}
 		for id, exp := range a.used {
 			if time.Now().After(exp) {

@@ -18,7 +18,7 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // jobEnv builds a job's environment: the client's variables (already
 // stripped of secrets by the client) minus what the node owns, then the
 // node's PATH, the job's HOME and the accelerator variables.
-func jobEnv(client []string, c ticket.Claims, home string, tty bool) []string {
+func jobEnv(client []string, c ticket.Claims, home string, tty bool, extra ...string) []string {
 	var env []string
 	for _, kv := range client {
 		k, _, ok := strings.Cut(kv, "=")
@@ -45,6 +45,7 @@ func jobEnv(client []string, c ticket.Claims, home string, tty bool) []string {
 		// A share of one GPU: MPS enforces the limit where the node runs it.
 		env = append(env, fmt.Sprintf("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=%s=%dM", c.GPUs[0], c.MemoryMiB))
 	}
+	env = append(env, extra...)
 	if !tty && !hasKey(env, "PYTHONUNBUFFERED") {
 		// Without a terminal Python buffers its output; training progress
 		// should stream live, as it would locally on a terminal.

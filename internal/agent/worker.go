@@ -25,11 +25,20 @@ type worker struct{ a *Agent }
 
 // jobRun is one job on this node.
 type jobRun struct {
-	id  int64
-	mu  sync.Mutex
-	job *runner.Job
+	id       int64
+	limitMiB int64 // the accelerator memory the job may use
+	mu       sync.Mutex
+	job      *runner.Job
 	// reason is why the agent killed the job, if it did.
-	reason string
+	reason  string
+	usedMiB int64
+}
+
+// used returns the GPU memory the job used at the last look.
+func (j *jobRun) used() int64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.usedMiB
 }
 
 func (j *jobRun) pid() int {
@@ -121,7 +130,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 		return connect.NewError(connect.CodePermissionDenied, errors.New("this ticket was already used: run the program again"))
 	}
 	a.used[claims.JobID] = time.Unix(claims.Expires, 0)
-	run := &jobRun{id: claims.JobID}
+	run := &jobRun{id: claims.JobID, limitMiB: claims.MemoryMiB}
 	a.jobs[claims.JobID] = run
 	a.mu.Unlock()
 	defer func() {
@@ -149,7 +158,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 
 	spec := runner.Spec{
 		Name: fmt.Sprint(claims.JobID), Argv: start.Argv, Dir: workDir,
-		Env: jobEnv(start.Env, claims, filepath.Join(jobDir, "home"), start.Tty),
+		Env: jobEnv(start.Env, claims, filepath.Join(jobDir, "home"), start.Tty, a.fakeGPUEnv()...),
 		TTY: start.Tty, CgroupRoot: a.cgroupRoot(),
 		Stdout: output{s: s}, Stderr: output{s: s, stderr: true},
 	}

@@ -222,5 +222,6 @@ func (a *app) agentCmd() *cobra.Command {
 	f.StringVar(&gpus, "gpus", "auto", "GPUs: auto (nvidia-smi, else 8 simulated), nvidia-smi, or fake:COUNTxSIZE such as fake:8x80GiB")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "blob cache and job folders")
 	f.DurationVar(&cfg.SyncInterval, "sync-interval", 30*time.Second, "how often a running program's changed files go back to its client (0: at the end only)")
+	f.DurationVar(&cfg.MemoryInterval, "memory-interval", time.Second, "how often the memory watchdog measures each job's GPU memory")
 	return cmd
 }

@@ -52,3 +52,30 @@ func FuzzParseNvidiaSMI(f *testing.F) {
 		}
 	})
 }
+
+func TestParseComputeApps(t *testing.T) {
+	u, err := ParseComputeApps("1234, 320\n1234, 100\n99, 0\n")
+	if err != nil || u[1234] != 420 || u[99] != 0 {
+		t.Fatalf("ParseComputeApps = %v, %v", u, err)
+	}
+	for _, bad := range []string{"x, 1", "1, -1", "1"} {
+		if _, err := ParseComputeApps(bad); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+}
+
+func FuzzParseComputeApps(f *testing.F) {
+	f.Add("1234, 320\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := ParseComputeApps(s)
+		if err != nil {
+			return
+		}
+		for pid, mib := range u {
+			if pid <= 0 || mib < 0 {
+				t.Fatalf("accepted pid %d mib %d", pid, mib)
+			}
+		}
+	})
+}

@@ -231,3 +231,26 @@ func TestServeDev(t *testing.T) {
 		t.Fatalf("register from dev config: %+v", r)
 	}
 }
+
+// TestMemoryWatchdog covers SPEC A9 on simulated GPUs: a program's GPU
+// memory shows in hac smi, and a program over its model's memory is ended
+// with a clear message. (Programs "allocate" on fake GPUs by writing the
+// MiB they hold to $HAC_FAKE_GPU_DIR/PID, as CUDA allocations show in
+// nvidia-smi.)
+func TestMemoryWatchdog(t *testing.T) {
+	c := newCluster(t, "fake:1x80GiB")
+	env := c.serverEnv(c.register("web1", "small.16gb"))
+	p, id := startRun(t, c, env, `echo 320 > $HAC_FAKE_GPU_DIR/$$; `+holdScript)
+	eventually(t, 20*time.Second, "smi to show the program's memory", func() bool {
+		return strings.Contains(runHac(t, env, "", nil, "smi").stdout, "|  320 MiB       |  16384 MiB     |")
+	})
+	stopHolder(t, c, "node1", id)
+	if code := p.exitCode(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	r := runHac(t, env, workdir(t, nil), nil, "run", "--", "sh", "-c", `echo 20000 > $HAC_FAKE_GPU_DIR/$$; sleep 300`)
+	want := "[error] HAC AI Accelerator memory not enough: the program used 20000 MiB, more than the 16384 MiB of its accelerator model"
+	if r.code != 137 || !strings.Contains(r.stderr, want) {
+		t.Fatalf("over the limit: %+v", r)
+	}
+}

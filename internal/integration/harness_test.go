@@ -189,7 +189,7 @@ func (c *cluster) addAgent(name, gpus string) *proc {
 		env[0] = "PATH=" + c.agentPath
 	}
 	p := start(c.t, env, c.dir, nil, "agent", "--server", c.addr, "--token", c.creds.NodeToken, "--name", name,
-		"--gpus", gpus, "--listen", listen, "--data-dir", filepath.Join(c.dir, name), "--sync-interval", "300ms")
+		"--gpus", gpus, "--listen", listen, "--data-dir", filepath.Join(c.dir, name), "--sync-interval", "300ms", "--memory-interval", "200ms")
 	c.agents = append(c.agents, p)
 	eventually(c.t, 30*time.Second, "node "+name+" to register", func() bool {
 		r := c.hac(nil, "", "nodes")

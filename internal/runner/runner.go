@@ -217,6 +217,15 @@ func (j *Job) startPipes(s Spec) error {
 // Pid returns the program's process id.
 func (j *Job) Pid() int { return j.cmd.Process.Pid }
 
+// Pids lists the job's processes: every member of its cgroup, or the main
+// process without one.
+func (j *Job) Pids() []int {
+	if j.cg != nil {
+		return j.cg.pids()
+	}
+	return []int{j.cmd.Process.Pid}
+}
+
 // Isolation says how the job's process tree is contained.
 func (j *Job) Isolation() string { return j.isolation }
 
