@@ -166,6 +166,9 @@ func TestSeedWalkthrough(t *testing.T) {
 	if o, _ := exec.Command("ps", "-eo", "args").Output(); strings.Contains(string(o), "sshd -D -e") {
 		t.Errorf("sshd still running:\n%s", o)
 	}
+	if left, _ := filepath.Glob("/sys/fs/cgroup/*/hac-servers/s*"); len(left) > 0 {
+		t.Errorf("server cgroups left: %v", left)
+	}
 	if r := c.hac(nil, "", "keypair", "delete", "keypair1"); r.code != 0 {
 		t.Errorf("keypair delete after the server is gone: %+v", r)
 	}

@@ -352,6 +352,12 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 			return fmt.Errorf("vm/local: unmount %s: %w", rootfs, err)
 		}
 	}
+	// runc removes the server's cgroups but not their common parent; an
+	// empty one goes too (a busy one refuses, which is right).
+	parents, _ := filepath.Glob("/sys/fs/cgroup/*/hac-servers")
+	for _, p := range append(parents, "/sys/fs/cgroup/hac-servers") {
+		os.Remove(p)
+	}
 	return os.RemoveAll(d.dir(id))
 }
 
