@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"path"
 	"strings"
+	"sync"
 )
 
 // SampleTrainPy is sample/train.py.
@@ -35,8 +36,11 @@ var referenceInfo = []struct{ name, description, command string }{
 	{"transformer-char", "A small character-level transformer language model; trains on corpus.txt (replace it with your text)", "hac run -- python3 train.py --steps 2000"},
 }
 
-// ReferenceModels returns the catalog in display order.
-func ReferenceModels() []ReferenceModel {
+// ReferenceModels returns the catalog in display order, read from the
+// embedded files once.
+var ReferenceModels = sync.OnceValue(readReferenceModels)
+
+func readReferenceModels() []ReferenceModel {
 	var out []ReferenceModel
 	for _, info := range referenceInfo {
 		m := ReferenceModel{Name: info.name, Description: info.description, Command: info.command, Files: map[string][]byte{}}

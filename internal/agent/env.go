@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/hac-project/hac/internal/ticket"
@@ -22,7 +23,7 @@ func jobEnv(client []string, c ticket.Claims, home string, tty bool, extra ...st
 	var env []string
 	for _, kv := range client {
 		k, _, ok := strings.Cut(kv, "=")
-		if !ok || k == "" || strings.HasPrefix(k, "HAC_") || contains(nodeOwned, k) {
+		if !ok || k == "" || strings.HasPrefix(k, "HAC_") || slices.Contains(nodeOwned, k) {
 			continue
 		}
 		env = append(env, kv)
@@ -52,15 +53,6 @@ func jobEnv(client []string, c ticket.Claims, home string, tty bool, extra ...st
 		env = append(env, "PYTHONUNBUFFERED=1")
 	}
 	return env
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func hasKey(env []string, key string) bool {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"connectrpc.com/connect"
@@ -92,13 +91,41 @@ type usageError struct{ error }
 
 func isUsageError(err error) bool {
 	var u usageError
-	if errors.As(err, &u) {
-		return true
+	return errors.As(err, &u)
+}
+
+// markUsageErrors makes every flag and argument error of cmd's tree a
+// usageError, so that Main tells them apart by type.
+func markUsageErrors(cmd *cobra.Command) {
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	if !cmd.Runnable() && cmd.HasSubCommands() {
+		// A group: alone it shows its help; with a word it does not know,
+		// that word is a usage error.
+		cmd.Args = cobra.ArbitraryArgs
+		cmd.RunE = func(c *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("unknown command %q for %q", args[0], c.CommandPath())}
+			}
+			return c.Help()
+		}
+		markSubcommands(cmd)
+		return
 	}
-	msg := err.Error()
-	return strings.HasPrefix(msg, "unknown flag") || strings.HasPrefix(msg, "unknown command") ||
-		strings.HasPrefix(msg, "unknown shorthand flag") || strings.Contains(msg, "flag needs an argument") ||
-		strings.HasPrefix(msg, "invalid argument") || strings.Contains(msg, "accepts ") || strings.Contains(msg, "requires at least")
+	if check := cmd.Args; check != nil {
+		cmd.Args = func(c *cobra.Command, args []string) error {
+			if err := check(c, args); err != nil {
+				return usageError{err}
+			}
+			return nil
+		}
+	}
+	markSubcommands(cmd)
+}
+
+func markSubcommands(cmd *cobra.Command) {
+	for _, sub := range cmd.Commands() {
+		markUsageErrors(sub)
+	}
 }
 
 // userMessage turns an API error into text for the user.
@@ -126,6 +153,7 @@ func (a *app) rootCmd() *cobra.Command {
 	pf.StringVar(&a.addr, "addr", "", "control plane URL (default: HAC_ADDR, then the config file)")
 	pf.StringVar(&a.token, "token", "", "API token (default: HAC_TOKEN, then the config file)")
 	pf.StringVar(&a.server, "server", "", "server whose accelerator to use, with a user token (default: HAC_SERVER, then the config file)")
+	defer markUsageErrors(root)
 	root.AddCommand(a.serveCmd(), a.agentCmd(), a.runCmd(), a.smiCmd(), a.switchModelCmd(), a.serverCmd(),
 		a.keypairCmd(), a.portForwardCmd(), a.firewallCmd(), a.nodesCmd(), a.jobsCmd(), a.queueCmd(), a.userCmd(), a.imageCmd(), a.referenceModelCmd(), a.versionCmd())
 	return root

@@ -56,13 +56,13 @@ func (a agentService) RegisterNode(ctx context.Context, req *connect.Request[hac
 }
 
 func (a agentService) Heartbeat(ctx context.Context, req *connect.Request[hacv1.HeartbeatRequest]) (*connect.Response[hacv1.HeartbeatResponse], error) {
-	running := map[int64][2]int64{}
+	running := map[int64]jobReport{}
 	for _, j := range req.Msg.Jobs {
 		id, err := strconv.ParseInt(j.JobId, 10, 64)
 		if err != nil {
 			return nil, apiError(fmt.Errorf("%w: job id %q", ErrInvalid, j.JobId))
 		}
-		running[id] = [2]int64{j.Pid, j.UsedMib}
+		running[id] = jobReport{pid: j.Pid, usedMiB: j.UsedMib}
 	}
 	stop, rereg := a.s.broker.heartbeat(req.Msg.Name, running)
 	out := &hacv1.HeartbeatResponse{Reregister: rereg}

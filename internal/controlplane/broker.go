@@ -450,9 +450,15 @@ func (b *broker) registerNode(ctx context.Context, n store.Node) error {
 	return nil
 }
 
+// jobReport is what a heartbeat says of one running job.
+type jobReport struct {
+	pid     int64 // the program's pid on the node
+	usedMiB int64 // GPU memory it uses
+}
+
 // heartbeat records a node's liveness and its jobs' usage, and returns the
 // jobs it must stop.
-func (b *broker) heartbeat(name string, running map[int64][2]int64) (stop []int64, reregister bool) {
+func (b *broker) heartbeat(name string, running map[int64]jobReport) (stop []int64, reregister bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n := b.nodes[name]
@@ -460,16 +466,16 @@ func (b *broker) heartbeat(name string, running map[int64][2]int64) (stop []int6
 		return nil, true
 	}
 	n.lastSeen = b.cfg.Now()
-	for id, pu := range running {
+	for id, r := range running {
 		j := b.jobs[id]
 		if j == nil || j.State != store.JobRunning || !j.onNode(name) {
 			stop = append(stop, id)
 			continue
 		}
 		if j.Placements[0].Node == name {
-			j.pid = pu[0]
+			j.pid = r.pid
 		}
-		j.usedMiB = pu[1]
+		j.usedMiB = r.usedMiB
 	}
 	return stop, false
 }

@@ -3,7 +3,8 @@ package controlplane
 import (
 	"context"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 
 	"connectrpc.com/connect"
 
@@ -28,17 +29,8 @@ func (catalogService) GetReferenceModel(_ context.Context, req *connect.Request[
 		return nil, apiError(fmt.Errorf("%w: %v", ErrInvalid, err))
 	}
 	pm := &hacv1.ReferenceModel{Name: m.Name, Description: m.Description, Command: m.Command}
-	for _, p := range sortedKeys(m.Files) {
+	for _, p := range slices.Sorted(maps.Keys(m.Files)) {
 		pm.Files = append(pm.Files, &hacv1.ReferenceFile{Path: p, Data: m.Files[p]})
 	}
 	return connect.NewResponse(&hacv1.GetReferenceModelResponse{Model: pm}), nil
-}
-
-func sortedKeys(m map[string][]byte) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -5,9 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
-	"sort"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -134,11 +135,7 @@ func (p portalService) checkCreate(srv store.Server, keyPair string, drv ServerD
 	if _, err := p.s.cfg.Catalog.Lookup(srv.Model); err != nil {
 		return err
 	}
-	var images []string
-	for name := range drv.Images() {
-		images = append(images, name)
-	}
-	sort.Strings(images)
+	images := slices.Sorted(maps.Keys(drv.Images()))
 	_, typeErr := catalog.LookupServerType(srv.Type)
 	_, refErr := examples.LookupReference(srv.ReferenceModel)
 	if srv.ReferenceModel == "" {
@@ -183,7 +180,7 @@ func (p portalService) spec(srv store.Server, key store.KeyPair, tok string, t c
 		}}
 	// The chosen reference model's code, ready to train, in ~/NAME (S8).
 	if ref, err := examples.LookupReference(srv.ReferenceModel); err == nil {
-		for _, name := range sortedKeys(ref.Files) {
+		for _, name := range slices.Sorted(maps.Keys(ref.Files)) {
 			spec.Files = append(spec.Files, vm.File{Path: "/home/ubuntu/" + ref.Name + "/" + name, Mode: 0o644, UID: 1000, GID: 1000, Data: ref.Files[name]})
 		}
 	}

@@ -199,29 +199,40 @@ func (t *Tx) Jobs(userID int64, states []string, limit int) ([]Job, error) {
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	for i := range jobs {
-		ps, err := t.placements(jobs[i].ID)
-		if err != nil {
-			return nil, err
-		}
-		jobs[i].Placements = ps
-	}
-	return jobs, nil
+	return jobs, t.fillPlacements(jobs)
 }
 
-func (t *Tx) placements(jobID int64) ([]Placement, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT node_name, gpu_uuid, memory_mib FROM placements WHERE job_id = ? ORDER BY rowid`, jobID)
+// fillPlacements loads the placements of jobs, one query per 500 jobs
+// (SQLite caps the parameters of a statement).
+func (t *Tx) fillPlacements(jobs []Job) error {
+	for len(jobs) > 500 {
+		if err := t.fillPlacements(jobs[:500]); err != nil {
+			return err
+		}
+		jobs = jobs[500:]
+	}
+	if len(jobs) == 0 {
+		return nil
+	}
+	index := make(map[int64]int, len(jobs))
+	args := make([]any, len(jobs))
+	for i, j := range jobs {
+		index[j.ID] = i
+		args[i] = j.ID
+	}
+	rows, err := t.tx.QueryContext(t.ctx, `SELECT job_id, node_name, gpu_uuid, memory_mib FROM placements
+		WHERE job_id IN (?`+strings.Repeat(", ?", len(jobs)-1)+`) ORDER BY rowid`, args...)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer rows.Close()
-	var ps []Placement
 	for rows.Next() {
+		var id int64
 		var p Placement
-		if err := rows.Scan(&p.Node, &p.GPU, &p.MemoryMiB); err != nil {
-			return nil, err
+		if err := rows.Scan(&id, &p.Node, &p.GPU, &p.MemoryMiB); err != nil {
+			return err
 		}
-		ps = append(ps, p)
+		jobs[index[id]].Placements = append(jobs[index[id]].Placements, p)
 	}
-	return ps, rows.Err()
+	return rows.Err()
 }

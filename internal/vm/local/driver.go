@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -200,19 +201,23 @@ func (d *Driver) mountRoot(id, lower string) error {
 	return nil
 }
 
-// mounted reports whether p is a mount point.
-func mounted(p string) bool {
+// mountsUnder lists the mount points at or below dir, from mountinfo.
+func mountsUnder(dir string) []string {
 	raw, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		return false
+		return nil
 	}
+	var points []string
 	for _, line := range strings.Split(string(raw), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && f[4] == p {
-			return true
+		if f := strings.Fields(line); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			points = append(points, f[4])
 		}
 	}
-	return false
+	return points
 }
+
+// mounted reports whether p is a mount point.
+func mounted(p string) bool { return slices.Contains(mountsUnder(p), p) }
 
 // writeFiles writes the host key, the authorized keys and the spec's files
 // into the server's root.

@@ -150,16 +150,7 @@ func (d *Driver) BuildImage(name string) (string, error) {
 
 // unmountUnder detaches every mount at or below dir, deepest first.
 func unmountUnder(dir string) {
-	raw, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return
-	}
-	var points []string
-	for _, line := range strings.Split(string(raw), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
-			points = append(points, f[4])
-		}
-	}
+	points := mountsUnder(dir)
 	sort.Sort(sort.Reverse(sort.StringSlice(points)))
 	for _, p := range points {
 		syscall.Unmount(p, syscall.MNT_DETACH)
