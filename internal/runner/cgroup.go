@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,6 +17,108 @@ import (
 type cgroup struct {
 	dir string
 	v1  bool // a v1 freezer cgroup: the program moves itself in before exec
+	// joined are v1 controller folders (memory, pids on hybrid hosts) that
+	// a sandbox's init joins before the program starts.
+	joined []string
+}
+
+// v1Limited are the controllers a sandbox takes from v1 hierarchies when
+// the cgroup v2 folder lacks them (hybrid hosts).
+var v1Limited = []string{"memory", "pids"}
+
+// v1Dir returns the v1 hierarchy folder of controller for the job cgroup
+// that has v2 folder dir: under this process's own cgroup there, at the
+// same place relative to it as dir is to CgroupV2Root's parent.
+func v1Dir(controller, dir string) string {
+	rel := filepath.Base(filepath.Dir(dir)) + "/" + filepath.Base(dir)
+	if v2 := CgroupV2Root(); v2 != "" {
+		if r, err := filepath.Rel(v2, dir); err == nil && !strings.HasPrefix(r, "..") {
+			rel = r
+		}
+	}
+	return filepath.Join(v1Root(controller), rel)
+}
+
+// v1Root is the "hac" folder under this process's cgroup in the v1
+// hierarchy of controller, or "" when there is none.
+func v1Root(controller string) string {
+	mount := filepath.Join("/sys/fs/cgroup", controller)
+	if _, err := os.Stat(filepath.Join(mount, "cgroup.procs")); err != nil {
+		return ""
+	}
+	self := "/"
+	if raw, err := os.ReadFile("/proc/self/cgroup"); err == nil {
+		for _, line := range strings.Split(string(raw), "\n") {
+			f := strings.SplitN(line, ":", 3)
+			if len(f) == 3 && slices.Contains(strings.Split(f[1], ","), controller) {
+				self = f[2]
+			}
+		}
+	}
+	return filepath.Join(mount, self, "hac")
+}
+
+// limit applies a sandbox's limits and device filter before anything runs
+// in the cgroup: in the v2 folder where its controllers are enabled, else
+// in v1 hierarchies that the init joins.
+func (c *cgroup) limit(l Limits, devices []Device) error {
+	if c.v1 {
+		return errors.New("runner: a sandbox needs cgroup v2 (the freezer fallback cannot filter devices)")
+	}
+	for _, x := range []struct {
+		controller, v2, v1 string
+		value      int64
+	}{
+		{"memory", "memory.max", "memory.limit_in_bytes", l.MemoryBytes},
+		{"pids", "pids.max", "pids.max", l.Pids},
+	} {
+		if x.value <= 0 {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(c.dir, x.v2), []byte(strconv.FormatInt(x.value, 10)), 0o644); err == nil {
+			continue
+		}
+		root := v1Root(x.controller)
+		if root == "" {
+			return fmt.Errorf("runner: no %s controller for the job's limit (enable it for the agent's cgroup)", x.controller)
+		}
+		dir := v1Dir(x.controller, c.dir)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("runner: %s cgroup: %w", x.controller, err)
+		}
+		c.joined = append(c.joined, dir)
+		if err := os.WriteFile(filepath.Join(dir, x.v1), []byte(strconv.FormatInt(x.value, 10)), 0o644); err != nil {
+			return fmt.Errorf("runner: set %s: %w", x.v1, err)
+		}
+		if x.controller == "memory" {
+			// Swap counts too where the kernel accounts it.
+			os.WriteFile(filepath.Join(dir, "memory.memsw.limit_in_bytes"), []byte(strconv.FormatInt(x.value, 10)), 0o644)
+		}
+	}
+	rules := deviceRules(devices)
+	err := attachDeviceFilter(c.dir, rules)
+	if err == nil {
+		return nil
+	}
+	if v1Root("devices") == "" {
+		return err
+	}
+	dir := v1Dir("devices", c.dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("runner: devices cgroup: %w", err)
+	}
+	c.joined = append(c.joined, dir)
+	return writeV1DeviceRules(dir, rules)
+}
+
+// join moves pid into the v1 controller folders.
+func (c *cgroup) join(pid int) error {
+	for _, dir := range c.joined {
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
+			return fmt.Errorf("runner: join %s: %w", dir, err)
+		}
+	}
+	return nil
 }
 
 // CgroupV2Root returns the cgroup v2 directory where job cgroups go: the
@@ -104,11 +207,21 @@ func (c *cgroup) freezeKill(file, freeze, thaw string) {
 	os.WriteFile(path, []byte(thaw), 0o644)
 }
 
-// remove deletes the (empty) cgroup.
+// remove deletes the (empty) cgroup and its v1 controller folders.
 func (c *cgroup) remove() error {
+	var first error
+	for _, dir := range append([]string{c.dir}, c.joined...) {
+		if err := removeCgroupDir(dir); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func removeCgroupDir(dir string) error {
 	var err error
 	for i := 0; i < 100; i++ {
-		if err = os.Remove(c.dir); err == nil || errors.Is(err, os.ErrNotExist) {
+		if err = os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -133,6 +246,18 @@ func Sweep(root string) []string {
 			c.kill()
 			c.remove()
 			swept = append(swept, e.Name())
+		}
+	}
+	// The v1 controller folders of swept (or half-made) sandboxes.
+	if root != "" {
+		for _, controller := range append(v1Limited, "devices") {
+			dir := v1Dir(controller, filepath.Join(root, "x"))
+			entries, _ := os.ReadDir(filepath.Dir(dir))
+			for _, e := range entries {
+				if e.IsDir() {
+					removeCgroupDir(filepath.Join(filepath.Dir(dir), e.Name()))
+				}
+			}
 		}
 	}
 	return swept

@@ -31,6 +31,9 @@ type Spec struct {
 	// Stdout and Stderr receive the output; with a TTY all of it goes to
 	// Stdout.
 	Stdout, Stderr io.Writer
+	// Sandbox, when set, isolates the program (SPEC P8); Dir is then a
+	// path inside it. It needs root and cgroup v2.
+	Sandbox *Sandbox
 }
 
 // Exit is how a program ended.
@@ -55,6 +58,7 @@ type Job struct {
 	copies    sync.WaitGroup
 	isolation string
 	closers   []io.Closer
+	sandbox   *sandboxed
 	// reaped is set once Wait has reaped the program: its pid, and its
 	// process group's, may then belong to someone else.
 	reaped atomic.Bool
@@ -114,6 +118,9 @@ func Start(s Spec) (*Job, error) {
 	if len(s.Argv) == 0 || s.Argv[0] == "" {
 		return nil, fmt.Errorf("runner: empty command: %w", ErrNotFound)
 	}
+	if s.Sandbox != nil {
+		return startInSandbox(s)
+	}
 	path, err := LookPath(s.Argv[0], envValue(s.Env, "PATH"), s.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", s.Argv[0], err)
@@ -154,6 +161,58 @@ func Start(s Spec) (*Job, error) {
 			j.cg.remove()
 		}
 		return nil, fmt.Errorf("runner: start %s: %w", s.Argv[0], err)
+	}
+	return j, nil
+}
+
+// startInSandbox starts the program through a sandbox's init: this very
+// binary, in new mount, PID and IPC namespaces, inside the job's cgroup
+// from the first instruction.
+func startInSandbox(s Spec) (*Job, error) {
+	if err := s.Sandbox.validate(s.Dir); err != nil {
+		return nil, err
+	}
+	cg, err := newCgroup(s.CgroupRoot, s.Name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSandbox, err)
+	}
+	fail := func(err error) (*Job, error) {
+		cg.remove()
+		return nil, err
+	}
+	if err := cg.limit(s.Sandbox.Limits, s.Sandbox.Devices); err != nil {
+		return fail(fmt.Errorf("%w: %v", ErrSandbox, err))
+	}
+	fd, err := syscall.Open(cg.dir, syscall.O_DIRECTORY|syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return fail(fmt.Errorf("runner: open cgroup: %w", err))
+	}
+	defer syscall.Close(fd)
+	j := &Job{cg: cg, isolation: "sandbox"}
+	j.cmd = &exec.Cmd{Path: "/proc/self/exe", Args: []string{InitName}, Env: []string{}, Dir: "/",
+		SysProcAttr: &syscall.SysProcAttr{
+			Setsid:      true,
+			Cloneflags:  syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC,
+			UseCgroupFD: true, CgroupFD: fd,
+		}}
+	err = j.startSandboxed(s, func() error {
+		if s.TTY {
+			return j.startTTY(s)
+		}
+		return j.startPipes(s)
+	})
+	if err != nil {
+		if !j.reaped.Load() && j.cmd.Process != nil {
+			cg.kill()
+			j.cmd.Process.Wait()
+		}
+		for _, c := range j.closers {
+			c.Close()
+		}
+		if j.ptmx != nil {
+			j.ptmx.Close()
+		}
+		return fail(err)
 	}
 	return j, nil
 }
@@ -214,8 +273,13 @@ func (j *Job) startPipes(s Spec) error {
 	return nil
 }
 
-// Pid returns the program's process id.
-func (j *Job) Pid() int { return j.cmd.Process.Pid }
+// Pid returns the program's process id on the node.
+func (j *Job) Pid() int {
+	if j.sandbox != nil && j.sandbox.hostPid != 0 {
+		return j.sandbox.hostPid
+	}
+	return j.cmd.Process.Pid
+}
 
 // Pids lists the job's processes: every member of its cgroup, or the main
 // process without one.
@@ -246,6 +310,9 @@ func (j *Job) Signal(sig syscall.Signal) error {
 	if j.reaped.Load() {
 		return nil
 	}
+	if j.sandbox != nil {
+		return syscall.Kill(j.cmd.Process.Pid, sig) // the init forwards it
+	}
 	return syscall.Kill(-j.cmd.Process.Pid, sig)
 }
 
@@ -271,6 +338,11 @@ func (j *Job) Wait() (Exit, error) {
 	if err != nil {
 		return Exit{}, err
 	}
+	ws := state.Sys().(syscall.WaitStatus)
+	var sandboxExit Exit
+	if j.sandbox != nil {
+		sandboxExit = j.sandboxExit(ws)
+	}
 	// Kill what is left of the tree. Without a cgroup that is the process
 	// group, whose id stays reserved while any member lives.
 	killErr := j.killTree()
@@ -295,7 +367,9 @@ func (j *Job) Wait() (Exit, error) {
 			killErr = err
 		}
 	}
-	ws := state.Sys().(syscall.WaitStatus)
+	if j.sandbox != nil {
+		return sandboxExit, killErr
+	}
 	if ws.Signaled() {
 		return Exit{Code: 128 + int(ws.Signal()), Signal: ws.Signal()}, killErr
 	}

@@ -1,0 +1,306 @@
+package runner
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Sandbox describes the isolated world a job's program runs in (SPEC P8).
+// The program runs as UID:GID with no capabilities and no_new_privs, in its
+// own mount, PID, IPC and cgroup namespaces, sees only the paths named
+// here, and may open only the device nodes marked Allow.
+type Sandbox struct {
+	UID, GID int
+	// Root is an empty host folder, private to the job, on which the job's
+	// root file system is assembled.
+	Root string
+	// Runtime lists host paths shown read-only at the same place (the
+	// node's runtime: /usr, /etc ...). Paths the host lacks are skipped;
+	// symlinks (/bin -> usr/bin) are copied as symlinks.
+	Runtime []string
+	// Binds are writable host folders shown inside, mounted in order.
+	Binds []Bind
+	// Masked paths are hidden under an empty read-only folder or file.
+	Masked []string
+	// Devices are made in the job's /dev beside the standard ones (null,
+	// zero, full, random, urandom, tty, ptmx); only those with Allow may be
+	// opened, which the device cgroup enforces.
+	Devices []Device
+	// Files are small read-only files shown at their path (such as an
+	// /etc/passwd that names the job's user).
+	Files []File
+	Limits
+}
+
+// Limits bounds a job's resources; zero means no limit.
+type Limits struct {
+	MemoryBytes int64
+	Pids        int64
+}
+
+// Bind shows the host folder Source at Target inside the sandbox.
+type Bind struct {
+	Source, Target string
+}
+
+// Device is a character device node.
+type Device struct {
+	// Path is relative to /dev, such as "nvidia0".
+	Path         string
+	Major, Minor uint32
+	Allow        bool
+}
+
+// File is a read-only file shown at Path.
+type File struct {
+	Path    string
+	Content string
+}
+
+// InitName is the argv[0] under which the hac binary runs as a sandbox's
+// first process; cli.Main hands such a process to Init.
+const InitName = "hac-sandbox-init"
+
+// standardDevices are made in every sandbox's /dev and may be opened.
+var standardDevices = []Device{
+	{Path: "null", Major: 1, Minor: 3, Allow: true},
+	{Path: "zero", Major: 1, Minor: 5, Allow: true},
+	{Path: "full", Major: 1, Minor: 7, Allow: true},
+	{Path: "random", Major: 1, Minor: 8, Allow: true},
+	{Path: "urandom", Major: 1, Minor: 9, Allow: true},
+	{Path: "tty", Major: 5, Minor: 0, Allow: true},
+}
+
+// initConfig is what the agent tells a sandbox's init, as JSON on fd 3.
+type initConfig struct {
+	Argv []string
+	Env  []string
+	Dir  string
+	TTY  bool
+	Sandbox
+}
+
+// Files the agent passes to the init: fd 3 carries the configuration, fd 4
+// the init's reports (started, error, exit).
+const (
+	initConfigFD = 3
+	initStatusFD = 4
+)
+
+// validate checks a sandbox before anything is mounted.
+func (s *Sandbox) validate(dir string) error {
+	if s.UID <= 0 || s.GID <= 0 {
+		return errors.New("runner: a sandbox needs a non-root uid and gid")
+	}
+	if !filepath.IsAbs(s.Root) {
+		return errors.New("runner: the sandbox root must be an absolute path")
+	}
+	for _, t := range append([]string{dir}, bindTargets(s.Binds)...) {
+		if !filepath.IsAbs(t) || filepath.Clean(t) != t {
+			return fmt.Errorf("runner: sandbox path %q is not absolute and clean", t)
+		}
+	}
+	for _, d := range s.Devices {
+		if d.Path == "" || filepath.IsAbs(d.Path) || filepath.Clean(d.Path) != d.Path || strings.HasPrefix(d.Path, "..") {
+			return fmt.Errorf("runner: bad device path %q", d.Path)
+		}
+	}
+	return nil
+}
+
+func bindTargets(bs []Bind) []string {
+	out := make([]string, len(bs))
+	for i, b := range bs {
+		out[i] = b.Target
+	}
+	return out
+}
+
+// sandboxed is the agent's side of a running sandbox: the init's reports.
+type sandboxed struct {
+	status *os.File
+	lines  *bufio.Scanner
+	// hostPid is the program's pid on the node (the init's is cmd's).
+	hostPid int
+}
+
+// report is one line the init writes on its status pipe:
+//
+//	started PID        the program runs, PID in the job's namespace
+//	error CODE MSG     the program could not start (127, 126, 1)
+//	exit CODE SIGNAL   the program ended
+type report struct {
+	kind   string
+	code   int
+	signal int
+	msg    string
+}
+
+func (s *sandboxed) next() (report, error) {
+	if !s.lines.Scan() {
+		if err := s.lines.Err(); err != nil {
+			return report{}, err
+		}
+		return report{}, errors.New("runner: the sandbox ended without a report")
+	}
+	f := strings.SplitN(s.lines.Text(), " ", 3)
+	r := report{kind: f[0]}
+	if len(f) > 1 {
+		r.code, _ = strconv.Atoi(f[1])
+	}
+	if len(f) > 2 {
+		switch r.kind {
+		case "exit":
+			r.signal, _ = strconv.Atoi(f[2])
+		default:
+			r.msg = f[2]
+		}
+	}
+	return r, nil
+}
+
+// startSandboxed prepares the job's exec.Cmd to run the init instead of
+// the program, starts it, hands it its configuration and waits until the
+// program runs (or could not be started).
+func (j *Job) startSandboxed(s Spec, start func() error) error {
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		cfgR.Close()
+		cfgW.Close()
+		return err
+	}
+	j.cmd.ExtraFiles = []*os.File{cfgR, statusW}
+	err = start()
+	cfgR.Close()
+	statusW.Close()
+	if err != nil {
+		cfgW.Close()
+		statusR.Close()
+		return err
+	}
+	j.sandbox = &sandboxed{status: statusR, lines: bufio.NewScanner(statusR)}
+	j.closers = append(j.closers, statusR)
+	// The init waits for its configuration, so it can join the v1
+	// controllers before anything of the job runs.
+	if err := j.cg.join(j.cmd.Process.Pid); err != nil {
+		cfgW.Close()
+		return err
+	}
+	cfg := initConfig{Argv: s.Argv, Env: s.Env, Dir: s.Dir, TTY: s.TTY, Sandbox: *s.Sandbox}
+	err = json.NewEncoder(cfgW).Encode(cfg)
+	cfgW.Close()
+	if err != nil {
+		return fmt.Errorf("runner: configure the sandbox: %w", err)
+	}
+	r, err := j.sandbox.next()
+	if err != nil {
+		return err
+	}
+	switch r.kind {
+	case "started":
+		j.sandbox.hostPid = hostPid(j.cg.pids(), r.code)
+		return nil
+	case "error":
+		j.cmd.Process.Wait()
+		j.reaped.Store(true)
+		var kind error
+		switch r.code {
+		case 127:
+			kind = ErrNotFound
+		case 126:
+			kind = ErrNotExecutable
+		default:
+			kind = ErrSandbox
+		}
+		return &startError{msg: r.msg, kind: kind}
+	}
+	return fmt.Errorf("runner: unexpected sandbox report %q", r.kind)
+}
+
+// ErrSandbox means the job's sandbox could not be built.
+var ErrSandbox = errors.New("the job's sandbox could not be built")
+
+// startError is a program that could not start; its message is the
+// init's, its kind one of ErrNotFound, ErrNotExecutable, ErrSandbox.
+type startError struct {
+	msg  string
+	kind error
+}
+
+func (e *startError) Error() string { return e.msg }
+func (e *startError) Unwrap() error { return e.kind }
+
+// hostPid finds, among pids, the process whose pid in its own namespace is
+// nsPid; it returns 0 when none is.
+func hostPid(pids []int, nsPid int) int {
+	for _, p := range pids {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			if v, ok := strings.CutPrefix(line, "NSpid:"); ok {
+				f := strings.Fields(v)
+				if len(f) > 1 && f[len(f)-1] == strconv.Itoa(nsPid) {
+					return p
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// NSPids maps the job's processes' pids inside its PID namespace to their
+// pids on the node; without a sandbox the two are the same.
+func (j *Job) NSPids() map[int]int {
+	out := map[int]int{}
+	for _, p := range j.Pids() {
+		out[p] = p
+		if j.sandbox == nil {
+			continue
+		}
+		delete(out, p)
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			if v, ok := strings.CutPrefix(line, "NSpid:"); ok {
+				f := strings.Fields(v)
+				if n, err := strconv.Atoi(f[len(f)-1]); err == nil && len(f) > 1 {
+					out[n] = p
+				}
+			}
+		}
+	}
+	return out
+}
+
+// sandboxExit reads the init's last report: how the program ended.
+func (j *Job) sandboxExit(init syscall.WaitStatus) Exit {
+	for {
+		r, err := j.sandbox.next()
+		if err != nil {
+			break
+		}
+		if r.kind == "exit" {
+			return Exit{Code: r.code, Signal: syscall.Signal(r.signal)}
+		}
+	}
+	// The init itself was killed (the job was stopped): so was the program.
+	if init.Signaled() {
+		return Exit{Code: 128 + int(init.Signal()), Signal: init.Signal()}
+	}
+	return Exit{Code: init.ExitStatus()}
+}

@@ -1,0 +1,136 @@
+package runner
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func TestMain(m *testing.M) {
+	if IsInit(os.Args[0]) {
+		os.Exit(Init())
+	}
+	os.Exit(m.Run())
+}
+
+// sandboxSpec runs argv in a sandbox with the host's runtime and a
+// writable /work, as the job user 3000000.
+func sandboxSpec(t *testing.T, name string, argv ...string) (Spec, *syncBuffer, *syncBuffer) {
+	t.Helper()
+	if os.Geteuid() != 0 || CgroupV2Root() == "" {
+		t.Skip("sandboxes need root and cgroup v2")
+	}
+	s, out, errb := spec(t, name, argv...)
+	base := t.TempDir()
+	work, root := filepath.Join(base, "work"), filepath.Join(base, "root")
+	for _, d := range []string{work, root} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Chown(work, 3000000, 3000000)
+	s.Dir = "/work"
+	s.Sandbox = &Sandbox{UID: 3000000, GID: 3000000, Root: root,
+		Runtime: []string{"/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc"},
+		Binds:   []Bind{{Source: work, Target: "/work"}},
+	}
+	return s, out, errb
+}
+
+func runSandboxed(t *testing.T, s Spec) Exit {
+	t.Helper()
+	j, err := Start(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := j.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ex
+}
+
+func TestSandboxIdentity(t *testing.T) {
+	s, out, errb := sandboxSpec(t, "sbid", "sh", "-c", `id -u; id -g; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; echo $$; ls /; pwd; touch /work/f && echo wrote`)
+	ex := runSandboxed(t, s)
+	if ex.Code != 0 {
+		t.Fatalf("exit %+v, out %q, err %q", ex, out.String(), errb.String())
+	}
+	t.Logf("%s", out.String())
+	for _, want := range []string{"3000000\n3000000\n", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "NoNewPrivs:\t1", "/work\nwrote"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestSandboxDeviceFilter(t *testing.T) {
+	s, out, errb := sandboxSpec(t, "sbdev", "sh", "-c", `cat /dev/gpu0; cat /dev/gpu1; echo x > /dev/null && echo null-ok`)
+	s.Sandbox.Devices = []Device{{Path: "gpu0", Major: 240, Minor: 0, Allow: true}, {Path: "gpu1", Major: 240, Minor: 1}}
+	runSandboxed(t, s)
+	// An allowed node reaches the (absent) driver; a denied one stops at the filter.
+	if !strings.Contains(errb.String(), "/dev/gpu0: No such device or address") ||
+		!strings.Contains(errb.String(), "/dev/gpu1: Operation not permitted") || !strings.Contains(out.String(), "null-ok") {
+		t.Fatalf("out %q, err %q", out.String(), errb.String())
+	}
+}
+
+// forkBomb forks sleeping children until the kernel refuses, at most 500.
+const forkBomb = `
+import os, time
+n = 0
+for i in range(500):
+    try:
+        pid = os.fork()
+    except OSError as e:
+        print("fork failed:", e.strerror)
+        break
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    n += 1
+print("forked", n)
+`
+
+func TestSandboxPidsLimit(t *testing.T) {
+	s, out, errb := sandboxSpec(t, "sbpids", "/usr/bin/python3", "-c", forkBomb)
+	s.Sandbox.Pids = 40
+	ex := runSandboxed(t, s)
+	var n int
+	fmt.Sscanf(out.String()[strings.Index(out.String(), "forked"):], "forked %d", &n)
+	if ex.Code != 0 || !strings.Contains(out.String(), "fork failed: Resource temporarily unavailable") || n >= 40 {
+		t.Fatalf("exit %+v, out %q, err %q", ex, out.String(), errb.String())
+	}
+}
+
+func TestSandboxMemoryLimit(t *testing.T) {
+	s, out, errb := sandboxSpec(t, "sbmem", "/usr/bin/python3", "-c", `b = b"x" * (400 << 20); print("survived")`)
+	s.Sandbox.MemoryBytes = 64 << 20
+	ex := runSandboxed(t, s)
+	if ex.Code != 137 || strings.Contains(out.String(), "survived") {
+		t.Fatalf("exit %+v, out %q, err %q", ex, out.String(), errb.String())
+	}
+}
+
+func TestSandboxNotFoundAndSignal(t *testing.T) {
+	s, _, _ := sandboxSpec(t, "sbnf", "no-such-command-hac")
+	if _, err := Start(s); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Start = %v, want ErrNotFound", err)
+	}
+	s, _, _ = sandboxSpec(t, "sbsig", "sleep", "30")
+	j, err := Start(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	ex, _ := j.Wait()
+	if ex.Code != 143 || ex.Signal != syscall.SIGTERM {
+		t.Fatalf("exit %+v, want SIGTERM", ex)
+	}
+}
