@@ -48,6 +48,18 @@ type Config struct {
 	// CgroupRoot is the cgroup v2 folder for job cgroups;
 	// runner.CgroupV2Root() by default.
 	CgroupRoot string
+	// JobUIDs are the uids jobs run as, one per running job;
+	// DefaultJobUIDs when empty.
+	JobUIDs UIDRange
+	// JobMemoryBytes is each job's memory limit; 0 shares the node's
+	// memory out by GPUs.
+	JobMemoryBytes int64
+	// JobPids bounds each job's processes and threads; DefaultJobPids
+	// when 0.
+	JobPids int64
+	// NoSandbox runs jobs as the agent's own user with no sandbox: only
+	// for a machine with one trusted user (hac serve --dev without root).
+	NoSandbox bool
 	Logger     *slog.Logger
 	// HTTPClient talks to the control plane.
 	HTTPClient *http.Client
@@ -62,6 +74,9 @@ type Agent struct {
 	log    *slog.Logger
 
 	mu       sync.Mutex
+	devs     []gpu.Device // as registered
+	uids     map[int]bool // job uids in use
+	nextUID  int
 	key      []byte
 	interval time.Duration
 	jobs     map[int64]*jobRun
@@ -90,8 +105,28 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.GPUs == nil {
 		return nil, errors.New("agent: no GPU provider")
 	}
+	if !cfg.NoSandbox && os.Geteuid() != 0 {
+		return nil, errors.New("agent: jobs run in sandboxes (own uid, namespaces, cgroups), which needs root: start hac agent as root, or pass --no-sandbox on a machine whose only user is you")
+	}
+	if cfg.JobUIDs.Count == 0 {
+		cfg.JobUIDs = DefaultJobUIDs
+	}
+	if cfg.JobPids == 0 {
+		cfg.JobPids = DefaultJobPids
+	}
+	// Nothing of the agent's is anyone else's business.
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent: data folder: %w", err)
+	}
+	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent: data folder: %w", err)
+	}
 	cache, err := workspace.NewCache(filepath.Join(cfg.DataDir, "blobs"))
 	if err != nil {
+		return nil, err
+	}
+	// Job folders an earlier agent left are gone with their jobs.
+	if err := os.RemoveAll(filepath.Join(cfg.DataDir, "jobs")); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "jobs"), 0o700); err != nil {
@@ -109,8 +144,7 @@ func New(cfg Config) (*Agent, error) {
 		}
 		cfg.Advertise = ln.Addr().String()
 	}
-	a := &Agent{cfg: cfg, cache: cache, ln: ln, log: cfg.Logger, jobs: map[int64]*jobRun{}, used: map[int64]time.Time{}}
-	a.resetFakeUsage()
+	a := &Agent{cfg: cfg, cache: cache, ln: ln, log: cfg.Logger, jobs: map[int64]*jobRun{}, used: map[int64]time.Time{}, uids: map[int]bool{}}
 	a.client = hacv1connect.NewAgentServiceClient(cfg.HTTPClient, cfg.ControlPlane,
 		connect.WithInterceptors(apiclient.Bearer(cfg.Token)))
 	return a, nil
@@ -137,6 +171,7 @@ func (a *Agent) register(ctx context.Context) error {
 		return fmt.Errorf("agent: register with %s: %w", a.cfg.ControlPlane, err)
 	}
 	a.mu.Lock()
+	a.devs = devs
 	a.key = resp.Msg.TicketKey
 	a.interval = time.Duration(resp.Msg.HeartbeatIntervalMs) * time.Millisecond
 	stale := a.jobs
@@ -147,6 +182,13 @@ func (a *Agent) register(ctx context.Context) error {
 	}
 	a.log.Info("node registered", "node", a.cfg.Name, "address", a.cfg.Advertise, "gpus", len(devs))
 	return nil
+}
+
+// devices returns the GPUs as last registered.
+func (a *Agent) devices() []gpu.Device {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.devs
 }
 
 // Register registers the node once; Run does it too.

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/hac-project/hac/internal/gpu"
@@ -14,10 +13,7 @@ import (
 // memory from another user's program sharing the GPU. It also feeds the
 // usage that hac smi shows. It runs until ctx ends.
 func (a *Agent) watchMemory(ctx context.Context) {
-	rep, ok := a.cfg.GPUs.(gpu.UsageReporter)
-	if !ok {
-		return
-	}
+	rep, _ := a.cfg.GPUs.(gpu.UsageReporter)
 	every := a.cfg.MemoryInterval
 	if every <= 0 {
 		every = time.Second
@@ -30,9 +26,9 @@ func (a *Agent) watchMemory(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		usage, err := rep.ProcessUsage(ctx)
-		if err != nil {
-			continue
+		var usage map[int]int64
+		if rep != nil {
+			usage, _ = rep.ProcessUsage(ctx)
 		}
 		a.mu.Lock()
 		jobs := make([]*jobRun, 0, len(a.jobs))
@@ -46,8 +42,9 @@ func (a *Agent) watchMemory(ctx context.Context) {
 	}
 }
 
-// measure sums the job's processes' GPU memory and ends the job if it is
-// over its limit.
+// measure sums the job's processes' GPU memory (from the driver by node
+// pid, or from the job's own simulated allocations by its pids) and ends
+// the job if it is over its limit.
 func (j *jobRun) measure(usage map[int]int64) {
 	j.mu.Lock()
 	if j.job == nil {
@@ -58,6 +55,14 @@ func (j *jobRun) measure(usage map[int]int64) {
 	for _, pid := range j.job.Pids() {
 		used += usage[pid]
 	}
+	if j.fakeDir != "" {
+		pids := j.job.NSPids()
+		for pid, mib := range gpu.FakeAllocations(j.fakeDir) {
+			if _, alive := pids[pid]; alive {
+				used += mib
+			}
+		}
+	}
 	j.usedMiB = used
 	over := j.limitMiB > 0 && used > j.limitMiB
 	j.mu.Unlock()
@@ -65,37 +70,4 @@ func (j *jobRun) measure(usage map[int]int64) {
 		// The reason reaches the user as hac run's last line.
 		j.kill(fmt.Sprintf("HAC AI Accelerator memory not enough: the program used %d MiB, more than the %d MiB of its accelerator model; use a larger model (hac switch-model) or less memory.", used, j.limitMiB))
 	}
-}
-
-// resetFakeUsage forgets simulated allocations an earlier agent saw.
-func (a *Agent) resetFakeUsage() {
-	if f, ok := a.fakeGPU(); ok {
-		os.RemoveAll(f.UsageDir())
-	}
-}
-
-// fakeGPU returns the simulated GPUs, if the node has them.
-func (a *Agent) fakeGPU() (gpu.Fake, bool) {
-	switch p := a.cfg.GPUs.(type) {
-	case gpu.Fake:
-		return p, true
-	case gpu.Auto:
-		f, ok := p.Fallback.(gpu.Fake)
-		return f, ok
-	}
-	return gpu.Fake{}, false
-}
-
-// fakeGPUEnv tells programs on simulated GPUs where to record their
-// allocations, making the folder if needed.
-func (a *Agent) fakeGPUEnv() []string {
-	f, ok := a.fakeGPU()
-	if !ok {
-		return nil
-	}
-	if err := os.MkdirAll(f.UsageDir(), 0o755); err != nil {
-		return nil
-	}
-	os.Chmod(f.UsageDir(), 0o1777) // any job's user may record, as in /tmp
-	return []string{gpu.FakeUsageEnv + "=" + f.UsageDir()}
 }

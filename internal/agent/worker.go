@@ -15,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
+	"github.com/hac-project/hac/internal/gpu"
 	"github.com/hac-project/hac/internal/runner"
 	"github.com/hac-project/hac/internal/ticket"
 	"github.com/hac-project/hac/internal/workspace"
@@ -32,6 +33,8 @@ type jobRun struct {
 	// reason is why the agent killed the job, if it did.
 	reason  string
 	usedMiB int64
+	// fakeDir holds the job's simulated GPU allocations, if any.
+	fakeDir string
 }
 
 // used returns the GPU memory the job used at the last look.
@@ -147,25 +150,40 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 		go a.reportEnd(claims.JobID, 2, "bad workspace", false)
 		return userError(s, "the workspace was refused: %v", err)
 	}
-	jobDir := filepath.Join(a.cfg.DataDir, "jobs", fmt.Sprint(claims.JobID))
-	workDir := filepath.Join(jobDir, "work")
-	defer os.RemoveAll(jobDir)
+	uid := -1
+	if !a.cfg.NoSandbox {
+		if uid, err = a.allocUID(); err != nil {
+			go a.reportEnd(claims.JobID, 1, "no job uid free", true)
+			return userError(s, "the node has no room for another job: %v", err)
+		}
+		defer a.freeUID(uid)
+	}
+	folders := newJobFolders(filepath.Join(a.cfg.DataDir, "jobs", fmt.Sprint(claims.JobID)))
+	defer os.RemoveAll(folders.dir)
+	if err := folders.make(uid); err != nil {
+		go a.reportEnd(claims.JobID, 1, "job folder", true)
+		return userError(s, "the node could not prepare the job's folder: %v", err)
+	}
+	workDir := folders.work
 	if err := w.receiveWorkspace(stream, s, start.Manifest, workDir); err != nil {
 		go a.reportEnd(claims.JobID, 1, "workspace transfer failed", true)
 		return userError(s, "the workspace could not be transferred: %v", err)
 	}
-	os.MkdirAll(filepath.Join(jobDir, "home"), 0o700)
-
-	spec := runner.Spec{
-		Name: fmt.Sprint(claims.JobID), Argv: start.Argv, Dir: workDir,
-		Env: jobEnv(start.Env, claims, filepath.Join(jobDir, "home"), start.Tty, a.fakeGPUEnv()...),
-		TTY: start.Tty, CgroupRoot: a.cgroupRoot(),
-		Stdout: output{s: s}, Stderr: output{s: s, stderr: true},
+	spec, err := a.jobSpec(folders, uid, claims, start)
+	if err != nil {
+		go a.reportEnd(claims.JobID, 1, "sandbox", true)
+		return userError(s, "the node could not prepare the job's sandbox: %v", err)
 	}
-	if start.Window != nil {
-		spec.Rows, spec.Cols = uint16(start.Window.Rows), uint16(start.Window.Cols)
+	spec.Stdout, spec.Stderr = output{s: s}, output{s: s, stderr: true}
+	if gpu.IsFake(firstDevice(a.devices())) {
+		run.fakeDir = folders.gpu
 	}
 	job, err := runner.Start(spec)
+	if errors.Is(err, runner.ErrSandbox) {
+		a.log.Error("job sandbox", "job", claims.JobID, "err", err)
+		go a.reportEnd(claims.JobID, 1, "sandbox", true)
+		return userError(s, "the node could not start the job's sandbox (an operator can see why in the agent's log); run the program again")
+	}
 	if err != nil {
 		code := 126
 		if errors.Is(err, runner.ErrNotFound) {
@@ -209,6 +227,41 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 	}
 	s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Exited{Exited: &hacv1.Exited{ExitCode: int32(exit.Code), Signal: int32(exit.Signal), Reason: reason}}})
 	return files.finish()
+}
+
+// jobSpec describes how the job's program runs: in a sandbox as uid, or,
+// with --no-sandbox, as the agent's user in the job folder.
+func (a *Agent) jobSpec(f jobFolders, uid int, c ticket.Claims, start *hacv1.Start) (runner.Spec, error) {
+	spec := runner.Spec{Name: fmt.Sprint(c.JobID), Argv: start.Argv, TTY: start.Tty, CgroupRoot: a.cgroupRoot()}
+	if start.Window != nil {
+		spec.Rows, spec.Cols = uint16(start.Window.Rows), uint16(start.Window.Cols)
+	}
+	home, gpuDir := f.home, f.gpu
+	spec.Dir = f.work
+	if uid > 0 {
+		if err := chownTree(f.work, uid); err != nil {
+			return spec, err
+		}
+		inside := workDirInside(start.Cwd)
+		sb, err := a.sandbox(f, uid, c, inside)
+		if err != nil {
+			return spec, err
+		}
+		spec.Sandbox, spec.Dir, home, gpuDir = sb, inside, jobHome, jobFakeGPU
+	}
+	var extra []string
+	if gpu.IsFake(firstDevice(a.devices())) {
+		extra = append(extra, gpu.FakeUsageEnv+"="+gpuDir)
+	}
+	spec.Env = jobEnv(start.Env, c, home, start.Tty, extra...)
+	return spec, nil
+}
+
+func firstDevice(devs []gpu.Device) gpu.Device {
+	if len(devs) == 0 {
+		return gpu.Device{}
+	}
+	return devs[0]
 }
 
 // receiveWorkspace asks for the blobs the cache lacks, stores them and
@@ -376,15 +429,22 @@ func (y *syncer) finish() error {
 }
 
 // sendFile sends one file in chunks, one message per chunk; the last
-// message (empty when the file ends on a chunk boundary) has Last set.
+// message (empty when the file ends on a chunk boundary) has Last set. The
+// file is read through an os.Root: the program owns the folder and may
+// have replaced anything in it by a symlink or a FIFO since it was listed.
 func sendFile(s *sender, dir string, c workspace.Change) error {
 	if c.Mode&fs.ModeSymlink != 0 {
 		return s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Changed{Changed: &hacv1.ChangedFile{
 			Path: c.Path, Mode: uint32(c.Mode), Link: c.Link, First: true, Last: true}}})
 	}
-	f, err := os.Open(filepath.Join(dir, filepath.FromSlash(c.Path)))
+	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return nil // removed since it was listed
+		return nil
+	}
+	defer root.Close()
+	f, err := workspace.OpenRegular(root, c.Path)
+	if err != nil {
+		return nil // removed or replaced since it was listed
 	}
 	defer f.Close()
 	buf := make([]byte, chunkSize)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hac-project/hac/internal/runner"
 	"io"
 	"os"
 	"os/signal"
@@ -51,6 +52,9 @@ type app struct {
 // Main runs the hac command line with args (args[0] is the program name)
 // and returns the exit code.
 func Main(args []string) int {
+	if runner.IsInit(args[0]) {
+		return runner.Init() // a job sandbox's first process, started by the agent
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, ctx: ctx}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -31,6 +30,7 @@ const (
 func (a *app) runCmd() *cobra.Command {
 	var wait time.Duration
 	var priority int
+	var envNames []string
 	cmd := &cobra.Command{
 		Use:   "run [--wait DURATION] -- COMMAND [ARGS...]",
 		Short: "Run a program on the pool's GPUs",
@@ -39,7 +39,15 @@ func (a *app) runCmd() *cobra.Command {
 The current directory goes with it (files named in .hacignore or .gitignore
 stay behind), and the files it creates or changes there come back when it
 ends. Output, input, the terminal and signals work as if it ran here; the
-exit code is the program's.`,
+exit code is the program's.
+
+Of this shell's environment only the locale (LANG, LANGUAGE, LC_*), the
+terminal (TERM, COLORTERM), the time zone (TZ), PYTHON* and OMP_* go with
+it, and what -e names: -e NAME forwards NAME's value, -e NAME=VALUE sets it.
+Tokens, keys and passwords stay here unless named.`,
+		Example: `  hac run -- python3 train.py --epochs 3
+  hac run -e WANDB_API_KEY -e RUN_NAME=baseline -- python3 train.py
+  hac run --wait 10m -- python3 eval.py`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 || args[0] == "" {
@@ -52,12 +60,17 @@ exit code is the program's.`,
 			if cmd.Flags().Changed("priority") {
 				prio = &priority
 			}
-			return a.run(cmd.Context(), args, wait, prio)
+			env, err := forwardedEnv(os.Environ(), envNames)
+			if err != nil {
+				return usageError{err}
+			}
+			return a.run(cmd.Context(), args, env, wait, prio)
 		},
 	}
 	cmd.Flags().SetInterspersed(false)
 	cmd.Flags().DurationVar(&wait, "wait", 0, "give up (exit 75) if the accelerator is not ready within this time; 0 waits forever")
 	cmd.Flags().IntVar(&priority, "priority", 0, "queue priority of this run, -99..99 (at most your own unless admin)")
+	cmd.Flags().StringArrayVarP(&envNames, "env", "e", nil, "forward NAME (or set NAME=VALUE) in the program's environment; repeatable")
 	return cmd
 }
 
@@ -66,35 +79,7 @@ func (a *app) say(level, format string, args ...any) {
 	fmt.Fprintf(a.stderr, "["+level+"] "+format+"\n", args...)
 }
 
-// secretish reports whether an environment variable looks like a secret or
-// belongs to this host only; such variables stay on the server.
-func secretish(key string) bool {
-	switch key {
-	case "HOME", "USER", "LOGNAME", "SHELL", "PATH", "PWD", "OLDPWD", "SHLVL", "_", "HOSTNAME", "MAIL", "DISPLAY",
-		"XAUTHORITY", "DBUS_SESSION_BUS_ADDRESS", "TMPDIR", "SSH_AUTH_SOCK", "SSH_AGENT_PID", "SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY":
-		return true
-	}
-	up := strings.ToUpper(key)
-	for _, s := range []string{"TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY", "PRIVATE_KEY", "ACCESS_KEY"} {
-		if strings.Contains(up, s) {
-			return true
-		}
-	}
-	return strings.HasPrefix(up, "HAC_") || strings.HasPrefix(up, "XDG_") || strings.HasPrefix(up, "TMUX")
-}
-
-func forwardedEnv() []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if !secretish(k) {
-			out = append(out, kv)
-		}
-	}
-	return out
-}
-
-func (a *app) run(ctx context.Context, argv []string, wait time.Duration, priority *int) error {
+func (a *app) run(ctx context.Context, argv, env []string, wait time.Duration, priority *int) error {
 	c, err := a.client()
 	if err != nil {
 		return err
@@ -145,7 +130,7 @@ func (a *app) run(ctx context.Context, argv []string, wait time.Duration, priori
 	for i, wk := range grant.Workers {
 		a.say("info", "[%d/%d] Connecting to resources on the server (%s)...", i+1, len(grant.Workers), wk.Address)
 	}
-	code, err := a.execute(ctx, c, grant.Workers[0], argv, cwd, w.m, sigs, jobID)
+	code, err := a.execute(ctx, c, grant.Workers[0], argv, env, cwd, w.m, sigs, jobID)
 	stopLease()
 	if err != nil {
 		release(nil)
@@ -253,14 +238,14 @@ func renewLease(ctx context.Context, c *client, jobID string, ttl time.Duration)
 
 // execute runs the program on one worker: upload, stdio, signals, exit
 // code, changed files.
-func (a *app) execute(ctx context.Context, c *client, wk *hacv1.Worker, argv []string, cwd string, m *hacv1.Manifest, sigs <-chan os.Signal, jobID string) (int32, error) {
+func (a *app) execute(ctx context.Context, c *client, wk *hacv1.Worker, argv, env []string, cwd string, m *hacv1.Manifest, sigs <-chan os.Signal, jobID string) (int32, error) {
 	wc := hacv1connect.NewWorkerServiceClient(c.http, "http://"+wk.Address)
 	ectx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream := wc.Exec(ectx)
 	in, isFile := a.stdin.(*os.File)
 	tty := isFile && term.IsTerminal(int(in.Fd())) && term.IsTerminal(int(os.Stdout.Fd()))
-	start := &hacv1.Start{Ticket: wk.Ticket, Argv: argv, Env: forwardedEnv(), Tty: tty, Manifest: m}
+	start := &hacv1.Start{Ticket: wk.Ticket, Argv: argv, Env: env, Tty: tty, Manifest: m, Cwd: cwd}
 	if tty {
 		if cols, rows, err := term.GetSize(int(os.Stdout.Fd())); err == nil {
 			start.Window = &hacv1.WindowSize{Rows: uint32(rows), Cols: uint32(cols)}

@@ -139,8 +139,13 @@ func (a *app) serve(ctx context.Context, cfg controlplane.Config, dev bool, gpus
 	if _, _, err := net.SplitHostPort(agentListen); err != nil {
 		return usageError{fmt.Errorf("--agent-listen %q: want host:port", agentListen)}
 	}
+	noSandbox := os.Geteuid() != 0
+	if noSandbox {
+		cfg.Logger.Warn("not root: jobs run as this user with no sandbox (start hac serve --dev as root to isolate them)")
+	}
 	ag, err := agent.New(agent.Config{ControlPlane: addr, Token: creds.NodeToken, Name: "dev-node", Listen: agentListen,
-		GPUs: provider, DataDir: filepath.Join(cfg.DataDir, "agent"), Logger: cfg.Logger, SyncInterval: 30 * time.Second})
+		GPUs: provider, DataDir: filepath.Join(cfg.DataDir, "agent"), Logger: cfg.Logger, SyncInterval: 30 * time.Second,
+		NoSandbox: noSandbox})
 	if err != nil {
 		return err
 	}
@@ -223,5 +228,9 @@ func (a *app) agentCmd() *cobra.Command {
 	f.StringVar(&cfg.DataDir, "data-dir", "", "blob cache and job folders")
 	f.DurationVar(&cfg.SyncInterval, "sync-interval", 30*time.Second, "how often a running program's changed files go back to its client (0: at the end only)")
 	f.DurationVar(&cfg.MemoryInterval, "memory-interval", time.Second, "how often the memory watchdog measures each job's GPU memory")
+	f.Var(uidRangeFlag{&cfg.JobUIDs}, "job-uids", "uids jobs run as, FIRST-LAST, one per running job (default 3000000-3099999)")
+	f.Var(sizeFlag{&cfg.JobMemoryBytes}, "job-memory", "memory limit of each job, such as 64GiB (default: the node's memory shared out by GPUs)")
+	f.Int64Var(&cfg.JobPids, "job-pids", agent.DefaultJobPids, "limit on each job's processes and threads")
+	f.BoolVar(&cfg.NoSandbox, "no-sandbox", false, "run jobs as the agent's user without a sandbox (only on a machine whose only user is you)")
 	return cmd
 }

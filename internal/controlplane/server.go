@@ -41,6 +41,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("controlplane: data dir: %w", err)
 	}
+	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("controlplane: data dir: %w", err)
+	}
 	st, err := store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "hac.db"), cfg.Durability)
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // UsageReporter tells how much GPU memory each process uses. Providers
@@ -19,7 +20,6 @@ type UsageReporter interface {
 
 var (
 	_ UsageReporter = NvidiaSMI{}
-	_ UsageReporter = Fake{}
 	_ UsageReporter = Auto{}
 )
 
@@ -54,39 +54,42 @@ func ParseComputeApps(out string) (map[int]int64, error) {
 	return usage, nil
 }
 
-// FakeUsageEnv names the folder where programs on simulated GPUs "allocate"
-// memory: a program writes the MiB it holds into a file named by its pid,
-// as a CUDA program's allocations would show in nvidia-smi.
+// FakeUsageEnv names the folder where a program on simulated GPUs
+// "allocates" memory: it writes the MiB it holds into a file named by its
+// pid, as a CUDA program's allocations would show in nvidia-smi. Each job
+// has a folder of its own.
 const FakeUsageEnv = "HAC_FAKE_GPU_DIR"
 
-// UsageDir is the folder of a fake provider's allocations.
-func (f Fake) UsageDir() string {
-	return filepath.Join(os.TempDir(), "hac-fake-gpu-"+f.Seed)
-}
-
-// ProcessUsage reads the simulated allocations of live processes.
-func (f Fake) ProcessUsage(context.Context) (map[int]int64, error) {
-	entries, err := os.ReadDir(f.UsageDir())
+// FakeAllocations reads a job's simulated allocations: pid (as the job
+// sees it) -> MiB. Files that are not a pid and a size are ignored.
+func FakeAllocations(dir string) map[int]int64 {
+	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return map[int]int64{}, nil
+		return nil
 	}
 	usage := map[int]int64{}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid <= 0 || !e.Type().IsRegular() {
+			continue
+		}
+		// The job owns the folder: no symlinks followed, no FIFO waited on.
+		f, err := os.OpenFile(filepath.Join(dir, e.Name()), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 		if err != nil {
 			continue
 		}
-		p := filepath.Join(f.UsageDir(), e.Name())
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
-			os.Remove(p) // the process is gone, and its memory with it
+		if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+			f.Close()
 			continue
 		}
-		raw, _ := os.ReadFile(p)
-		if mib, err := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64); err == nil && mib >= 0 {
+		raw := make([]byte, 32)
+		n, _ := f.Read(raw)
+		f.Close()
+		if mib, err := strconv.ParseInt(strings.TrimSpace(string(raw[:n])), 10, 64); err == nil && mib >= 0 && mib < 1<<40 {
 			usage[pid] = mib
 		}
 	}
-	return usage, nil
+	return usage
 }
 
 // ProcessUsage uses nvidia-smi when it answers, else the fallback's.

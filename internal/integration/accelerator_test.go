@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/creack/pty"
 	"os/exec"
+
+	"github.com/creack/pty"
 )
 
 const switchDialogue = `Current HAC AI Accelerator: small.16gb

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -137,6 +138,7 @@ type cluster struct {
 	serveArgs   []string
 	agentListen string
 	agentPath   string
+	agentArgs   []string // added to every hac agent's
 }
 
 // newCluster starts hac serve with short leases and one agent per GPU spec.
@@ -188,8 +190,9 @@ func (c *cluster) addAgent(name, gpus string) *proc {
 	if c.agentPath != "" {
 		env[0] = "PATH=" + c.agentPath
 	}
-	p := start(c.t, env, c.dir, nil, "agent", "--server", c.addr, "--token", c.creds.NodeToken, "--name", name,
-		"--gpus", gpus, "--listen", listen, "--data-dir", filepath.Join(c.dir, name), "--sync-interval", "300ms", "--memory-interval", "200ms")
+	args := []string{"agent", "--server", c.addr, "--token", c.creds.NodeToken, "--name", name,
+		"--gpus", gpus, "--listen", listen, "--data-dir", filepath.Join(c.dir, name), "--sync-interval", "300ms", "--memory-interval", "200ms"}
+	p := start(c.t, env, c.dir, nil, append(args, c.agentArgs...)...)
 	c.agents = append(c.agents, p)
 	eventually(c.t, 30*time.Second, "node "+name+" to register", func() bool {
 		r := c.hac(nil, "", "nodes")
@@ -297,6 +300,30 @@ func processAlive(pid int) bool {
 	}
 	f := strings.Fields(string(raw))
 	return len(f) > 2 && f[2] != "Z"
+}
+
+// nodePid finds the node pid of a job's process by the start of its
+// command line (arguments joined by spaces): jobs run in PID namespaces of
+// their own, so the pids they print are not the node's.
+func nodePid(t testing.TB, cmdline string) int {
+	t.Helper()
+	var pid int
+	eventually(t, 10*time.Second, "a process running "+cmdline, func() bool {
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			n, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", n))
+			if err == nil && strings.HasPrefix(strings.ReplaceAll(string(raw), "\x00", " "), cmdline) {
+				pid = n
+				return true
+			}
+		}
+		return false
+	})
+	return pid
 }
 
 // workdir makes a client working folder with files.

@@ -4,7 +4,6 @@ import (
 	"io"
 	"net/http"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -61,8 +60,8 @@ func TestControlPlaneRestart(t *testing.T) {
 func TestNodeLoss(t *testing.T) {
 	c := newCluster(t, "fake:1x80GiB")
 	env := c.serverEnv(c.register("web1", ""))
-	p, _ := startRun(t, c, env, `echo "pid=$$"; `+holdScript)
-	pid, _ := strconv.Atoi(regexp.MustCompile(`pid=([0-9]+)`).FindStringSubmatch(p.stdout.String())[1])
+	p, _ := startRun(t, c, env, `: node-loss; `+holdScript)
+	pid := nodePid(t, "sh -c : node-loss;")
 	c.agents[0].cmd.Process.Kill()
 	<-c.agents[0].done
 	if code := p.exitCode(); code != 1 || !strings.Contains(p.stderr.String(), "lost the connection to HAC AI Accelerator on node1") {

@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -142,12 +141,8 @@ func TestSignalsAndOrphans(t *testing.T) {
 	c := newCluster(t, "fake:1x80GiB")
 	tok := c.register("web1", "")
 	p, _ := startRun(t, c, c.serverEnv(tok),
-		`setsid sh -c 'sleep 300' & echo "orphan=$!"; trap 'exit 130' INT; echo ready; while :; do sleep 0.1; done`)
-	m := regexp.MustCompile(`orphan=([0-9]+)`).FindStringSubmatch(p.stdout.String())
-	if m == nil {
-		t.Fatalf("no orphan pid in %q", p.stdout.String())
-	}
-	orphan, _ := strconv.Atoi(m[1])
+		`setsid sh -c 'sleep 3011' & trap 'exit 130' INT; echo ready; while :; do sleep 0.1; done`)
+	orphan := nodePid(t, "sleep 3011")
 	p.cmd.Process.Signal(syscall.SIGINT)
 	if code := p.exitCode(); code != 130 {
 		t.Fatalf("exit code after SIGINT = %d, want 130", code)
@@ -169,14 +164,14 @@ func TestKilledClientReleases(t *testing.T) {
 	tok := c.register("web1", "")
 	env := c.serverEnv(tok)
 
-	p, id := startRun(t, c, env, `echo "pid=$$"; echo ready; sleep 300`)
-	pid, _ := strconv.Atoi(regexp.MustCompile(`pid=([0-9]+)`).FindStringSubmatch(p.stdout.String())[1])
+	p, id := startRun(t, c, env, `echo ready; sleep 3012`)
+	pid := nodePid(t, "sleep 3012")
 	p.cmd.Process.Kill()
 	eventually(t, 20*time.Second, "the job to end after kill -9", func() bool { return c.job(id).State != "running" })
 	eventually(t, 10*time.Second, "the program to die", func() bool { return !processAlive(pid) })
 
-	p, id = startRun(t, c, env, `echo "pid=$$"; echo ready; sleep 300`)
-	pid, _ = strconv.Atoi(regexp.MustCompile(`pid=([0-9]+)`).FindStringSubmatch(p.stdout.String())[1])
+	p, id = startRun(t, c, env, `echo ready; sleep 3013`)
+	pid = nodePid(t, "sleep 3013")
 	p.cmd.Process.Signal(syscall.SIGSTOP)
 	defer p.cmd.Process.Signal(syscall.SIGCONT)
 	eventually(t, 20*time.Second, "the lease to expire", func() bool {

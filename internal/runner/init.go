@@ -55,9 +55,9 @@ func Init() int {
 	syscall.CloseOnExec(initStatusFD)
 	var cfg initConfig
 	config := os.NewFile(initConfigFD, "config")
-	err := json.NewDecoder(config).Decode(&cfg)
-	config.Close()
-	if err != nil {
+	defer config.Close()
+	dec := json.NewDecoder(config)
+	if err := dec.Decode(&cfg); err != nil {
 		return fail(1, "sandbox: read configuration: %v", err)
 	}
 	syscall.Umask(0)
@@ -76,18 +76,35 @@ func Init() int {
 		}
 		return fail(code, "%s: %v", cfg.Argv[0], err)
 	}
-	if err := dropPrivileges(); err != nil {
-		return fail(1, "sandbox: drop privileges: %v", err)
-	}
 	attr := &syscall.SysProcAttr{
 		Credential: &syscall.Credential{Uid: uint32(cfg.UID), Gid: uint32(cfg.GID), Groups: []uint32{}},
 		Setpgid:    true,
 		Cloneflags: syscall.CLONE_NEWCGROUP,
 	}
+	files := []uintptr{0, 1, 2}
 	if cfg.TTY {
-		attr.Foreground, attr.Ctty = true, 0
+		// The agent opens a terminal in this sandbox's devpts; the program
+		// gets its slave as its controlling terminal, in a session of its own.
+		fmt.Fprintf(status, "tty-ready\n")
+		var msg ttyMessage
+		if err := dec.Decode(&msg); err != nil {
+			return fail(1, "sandbox: read the terminal: %v", err)
+		}
+		tty, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", msg.PTY), os.O_RDWR|syscall.O_NOCTTY, 0)
+		if err != nil {
+			return fail(1, "sandbox: open the terminal: %v", err)
+		}
+		defer tty.Close()
+		if err := tty.Chown(cfg.UID, cfg.GID); err != nil {
+			return fail(1, "sandbox: the terminal: %v", err)
+		}
+		files = []uintptr{tty.Fd(), tty.Fd(), tty.Fd()}
+		attr.Setpgid, attr.Setsid, attr.Setctty, attr.Ctty = false, true, true, 0
 	}
-	pid, err := syscall.ForkExec(path, cfg.Argv, &syscall.ProcAttr{Dir: cfg.Dir, Env: cfg.Env, Files: []uintptr{0, 1, 2}, Sys: attr})
+	if err := dropPrivileges(); err != nil {
+		return fail(1, "sandbox: drop privileges: %v", err)
+	}
+	pid, err := syscall.ForkExec(path, cfg.Argv, &syscall.ProcAttr{Dir: cfg.Dir, Env: cfg.Env, Files: files, Sys: attr})
 	if err != nil {
 		code := 126
 		if errors.Is(err, syscall.ENOENT) {

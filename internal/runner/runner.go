@@ -197,7 +197,7 @@ func startInSandbox(s Spec) (*Job, error) {
 		}}
 	err = j.startSandboxed(s, func() error {
 		if s.TTY {
-			return j.startTTY(s)
+			return j.cmd.Start() // the terminal is made inside the sandbox
 		}
 		return j.startPipes(s)
 	})

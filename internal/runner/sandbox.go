@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Sandbox describes the isolated world a job's program runs in (SPEC P8).
@@ -197,15 +200,22 @@ func (j *Job) startSandboxed(s Spec, start func() error) error {
 		cfgW.Close()
 		return err
 	}
+	defer cfgW.Close()
 	cfg := initConfig{Argv: s.Argv, Env: s.Env, Dir: s.Dir, TTY: s.TTY, Sandbox: *s.Sandbox}
-	err = json.NewEncoder(cfgW).Encode(cfg)
-	cfgW.Close()
-	if err != nil {
+	if err := json.NewEncoder(cfgW).Encode(cfg); err != nil {
 		return fmt.Errorf("runner: configure the sandbox: %w", err)
 	}
 	r, err := j.sandbox.next()
 	if err != nil {
 		return err
+	}
+	if r.kind == "tty-ready" {
+		if err := j.openSandboxTerminal(s, cfgW); err != nil {
+			return err
+		}
+		if r, err = j.sandbox.next(); err != nil {
+			return err
+		}
 	}
 	switch r.kind {
 	case "started":
@@ -226,6 +236,49 @@ func (j *Job) startSandboxed(s Spec, start func() error) error {
 		return &startError{msg: r.msg, kind: kind}
 	}
 	return fmt.Errorf("runner: unexpected sandbox report %q", r.kind)
+}
+
+// ttyMessage tells a sandbox's init which terminal of its own devpts the
+// program gets.
+type ttyMessage struct{ PTY int }
+
+// openSandboxTerminal opens a pseudo-terminal in the sandbox's own devpts
+// (so that the program's terminal has a name inside it, as ttyname and
+// tty expect), keeps its master and tells the init the slave's number.
+func (j *Job) openSandboxTerminal(s Spec, cfgW *os.File) error {
+	ptmx, err := os.OpenFile(fmt.Sprintf("/proc/%d/root/dev/pts/ptmx", j.cmd.Process.Pid), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return fmt.Errorf("runner: the sandbox's terminal: %w", err)
+	}
+	n, err := unlockPTY(ptmx)
+	if err != nil {
+		ptmx.Close()
+		return err
+	}
+	j.ptmx, j.stdin = ptmx, ptmx
+	j.Resize(s.Rows, s.Cols)
+	if err := json.NewEncoder(cfgW).Encode(ttyMessage{PTY: n}); err != nil {
+		return fmt.Errorf("runner: the sandbox's terminal: %w", err)
+	}
+	j.copies.Add(1)
+	go func() {
+		defer j.copies.Done()
+		io.Copy(s.Stdout, ptmx) // ends with EIO once the terminal's last holder exits
+	}()
+	return nil
+}
+
+// unlockPTY unlocks a pseudo-terminal master and returns its number.
+func unlockPTY(ptmx *os.File) (int, error) {
+	fd := int(ptmx.Fd())
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		return 0, fmt.Errorf("runner: unlock the terminal: %w", err)
+	}
+	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	if err != nil {
+		return 0, fmt.Errorf("runner: the terminal's number: %w", err)
+	}
+	return n, nil
 }
 
 // ErrSandbox means the job's sandbox could not be built.

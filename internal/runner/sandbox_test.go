@@ -134,3 +134,12 @@ func TestSandboxNotFoundAndSignal(t *testing.T) {
 		t.Fatalf("exit %+v, want SIGTERM", ex)
 	}
 }
+
+func TestSandboxTerminal(t *testing.T) {
+	s, out, _ := sandboxSpec(t, "sbtty", "sh", "-c", `tty; stty size; test -t 0 && echo is-a-tty`)
+	s.TTY, s.Rows, s.Cols = true, 31, 97
+	ex := runSandboxed(t, s)
+	if ex.Code != 0 || !strings.Contains(out.String(), "/dev/pts/0") || !strings.Contains(out.String(), "31 97") || !strings.Contains(out.String(), "is-a-tty") {
+		t.Fatalf("exit %+v, out %q", ex, out.String())
+	}
+}

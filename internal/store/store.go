@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -45,6 +46,16 @@ const (
 func OpenSQLite(ctx context.Context, path string, d Durability) (*Store, error) {
 	if d != Full && d != Normal {
 		return nil, fmt.Errorf("store: durability %q: want FULL or NORMAL", d)
+	}
+	// The database holds every tenant's data: the agent's user only. SQLite
+	// gives its -wal and -shm files the database file's mode.
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	f.Close()
+	if err := os.Chmod(path, 0o600); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
 	}
 	dsn := fmt.Sprintf("file:%s?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(%s)", path, d)
 	db, err := sql.Open("sqlite", dsn+"&_txlock=immediate")

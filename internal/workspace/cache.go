@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
@@ -175,32 +176,37 @@ type Change struct {
 }
 
 // Changes lists the files under dest that are new or differ from the
-// manifest (by size, then mtime, then content), in path order.
+// manifest (by size, then mtime, then content), in path order. Everything
+// is read through an os.Root, so a program that swaps a folder for a
+// symlink while it is listed cannot make the reader leave dest.
 func Changes(m *hacv1.Manifest, dest string) ([]Change, error) {
+	root, err := os.OpenRoot(dest)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
 	before := make(map[string]*hacv1.FileEntry, len(m.GetFiles()))
 	for _, f := range m.GetFiles() {
 		before[f.Path] = f
 	}
 	var out []Change
-	err := filepath.WalkDir(dest, func(p string, d fs.DirEntry, err error) error {
+	err = fs.WalkDir(root.FS(), ".", func(rel string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if p == dest || d.IsDir() {
+		if rel == "." || d.IsDir() {
 			return nil
 		}
-		rel, _ := filepath.Rel(dest, p)
-		rel = filepath.ToSlash(rel)
-		info, err := d.Info()
+		info, err := root.Lstat(rel)
 		if err != nil {
-			return err
+			return nil // gone since it was listed
 		}
 		old := before[rel]
 		switch {
 		case info.Mode()&fs.ModeSymlink != 0:
-			link, err := os.Readlink(p)
+			link, err := root.Readlink(rel)
 			if err != nil {
-				return err
+				return nil
 			}
 			if old == nil || old.Link != link {
 				out = append(out, Change{Path: rel, Mode: info.Mode(), Link: link})
@@ -211,7 +217,7 @@ func Changes(m *hacv1.Manifest, dest string) ([]Change, error) {
 				return nil
 			}
 			if old != nil && old.Size == info.Size() && fs.FileMode(old.Mode).Perm() == info.Mode().Perm() {
-				if sum, err := HashFile(p); err == nil && sum == old.Sha256 {
+				if sum, err := hashIn(root, rel); err == nil && sum == old.Sha256 {
 					return nil
 				}
 			}
@@ -221,6 +227,34 @@ func Changes(m *hacv1.Manifest, dest string) ([]Change, error) {
 	})
 	sort.Slice(out, func(i, j int) bool { return strings.Compare(out[i].Path, out[j].Path) < 0 })
 	return out, err
+}
+
+// OpenRegular opens rel under root for reading if it is a regular file,
+// never following a symlink out of root and never waiting on a FIFO.
+func OpenRegular(root *os.Root, rel string) (*os.File, error) {
+	f, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("workspace: %s is not a regular file", rel)
+	}
+	return f, nil
+}
+
+func hashIn(root *os.Root, rel string) (string, error) {
+	f, err := OpenRegular(root, rel)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // SafeJoin returns root/rel for writing, after checking that rel is clean

@@ -204,13 +204,16 @@ func (*ExecRequest_BlobsDone) isExecRequest_Msg() {}
 func (*ExecRequest_SyncDone) isExecRequest_Msg() {}
 
 type Start struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ticket        string                 `protobuf:"bytes,1,opt,name=ticket,proto3" json:"ticket,omitempty"`
-	Argv          []string               `protobuf:"bytes,2,rep,name=argv,proto3" json:"argv,omitempty"`
-	Env           []string               `protobuf:"bytes,3,rep,name=env,proto3" json:"env,omitempty"`
-	Tty           bool                   `protobuf:"varint,4,opt,name=tty,proto3" json:"tty,omitempty"`
-	Window        *WindowSize            `protobuf:"bytes,5,opt,name=window,proto3" json:"window,omitempty"`
-	Manifest      *Manifest              `protobuf:"bytes,6,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Ticket   string                 `protobuf:"bytes,1,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	Argv     []string               `protobuf:"bytes,2,rep,name=argv,proto3" json:"argv,omitempty"`
+	Env      []string               `protobuf:"bytes,3,rep,name=env,proto3" json:"env,omitempty"`
+	Tty      bool                   `protobuf:"varint,4,opt,name=tty,proto3" json:"tty,omitempty"`
+	Window   *WindowSize            `protobuf:"bytes,5,opt,name=window,proto3" json:"window,omitempty"`
+	Manifest *Manifest              `protobuf:"bytes,6,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	// cwd is the client's working directory; the agent shows the workspace
+	// at that absolute path inside the job's sandbox when it can.
+	Cwd           string `protobuf:"bytes,7,opt,name=cwd,proto3" json:"cwd,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -285,6 +288,13 @@ func (x *Start) GetManifest() *Manifest {
 		return x.Manifest
 	}
 	return nil
+}
+
+func (x *Start) GetCwd() string {
+	if x != nil {
+		return x.Cwd
+	}
+	return ""
 }
 
 type WindowSize struct {
@@ -969,14 +979,15 @@ const file_hac_v1_worker_proto_rawDesc = "" +
 	"\n" +
 	"blobs_done\x18\a \x01(\bH\x00R\tblobsDone\x12\x1d\n" +
 	"\tsync_done\x18\b \x01(\bH\x00R\bsyncDoneB\x05\n" +
-	"\x03msg\"\xb1\x01\n" +
+	"\x03msg\"\xc3\x01\n" +
 	"\x05Start\x12\x16\n" +
 	"\x06ticket\x18\x01 \x01(\tR\x06ticket\x12\x12\n" +
 	"\x04argv\x18\x02 \x03(\tR\x04argv\x12\x10\n" +
 	"\x03env\x18\x03 \x03(\tR\x03env\x12\x10\n" +
 	"\x03tty\x18\x04 \x01(\bR\x03tty\x12*\n" +
 	"\x06window\x18\x05 \x01(\v2\x12.hac.v1.WindowSizeR\x06window\x12,\n" +
-	"\bmanifest\x18\x06 \x01(\v2\x10.hac.v1.ManifestR\bmanifest\"4\n" +
+	"\bmanifest\x18\x06 \x01(\v2\x10.hac.v1.ManifestR\bmanifest\x12\x10\n" +
+	"\x03cwd\x18\a \x01(\tR\x03cwd\"4\n" +
 	"\n" +
 	"WindowSize\x12\x12\n" +
 	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +

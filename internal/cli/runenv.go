@@ -1,0 +1,81 @@
+package cli
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// forwardedNames and forwardedPrefixes are the variables hac run forwards
+// by default: what shapes how a program prints and computes, nothing that
+// could be a credential. Everything else stays on the server unless the
+// user names it with -e (SPEC P8).
+var (
+	forwardedNames    = []string{"LANG", "LANGUAGE", "TERM", "COLORTERM", "TZ"}
+	forwardedPrefixes = []string{"LC_", "PYTHON", "OMP_"}
+	// nodeSet are the variables the node sets itself; naming them is a
+	// mistake worth saying.
+	nodeSet = []string{"PATH", "HOME", "PWD", "OLDPWD", "LD_PRELOAD", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
+		"CUDA_MPS_PINNED_DEVICE_MEM_LIMIT", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"}
+	envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+// credentialish reports whether a name looks like it holds a secret; such
+// a variable is not forwarded by a prefix rule, only when named.
+func credentialish(key string) bool {
+	up := strings.ToUpper(key)
+	for _, s := range []string{"TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "KEY", "AUTH"} {
+		if strings.Contains(up, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// forwardedEnv picks what of environ the program gets: the default
+// allowlist, then each -e NAME (its value here) or -e NAME=VALUE.
+func forwardedEnv(environ, named []string) ([]string, error) {
+	out := map[string]string{}
+	here := map[string]string{}
+	for _, kv := range environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			continue
+		}
+		here[k] = v
+		if slices.Contains(forwardedNames, k) {
+			out[k] = v
+			continue
+		}
+		for _, p := range forwardedPrefixes {
+			if strings.HasPrefix(k, p) && !credentialish(k) {
+				out[k] = v
+			}
+		}
+	}
+	for _, n := range named {
+		k, v, set := strings.Cut(n, "=")
+		switch {
+		case !envName.MatchString(k):
+			return nil, fmt.Errorf("-e %q: a variable name is letters, digits and _, not starting with a digit", n)
+		case slices.Contains(nodeSet, k) || strings.HasPrefix(k, "HAC_"):
+			return nil, fmt.Errorf("-e %s: the node sets %s itself", k, k)
+		case len(n) > 128<<10:
+			return nil, fmt.Errorf("-e %s: the value is longer than 128 KiB", k)
+		}
+		if !set {
+			var ok bool
+			if v, ok = here[k]; !ok {
+				return nil, fmt.Errorf("-e %s: %s is not set here; use -e %s=VALUE", k, k, k)
+			}
+		}
+		out[k] = v
+	}
+	env := make([]string, 0, len(out))
+	for k, v := range out {
+		env = append(env, k+"="+v)
+	}
+	slices.Sort(env)
+	return env, nil
+}

@@ -1,0 +1,176 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// This file is the adversarial suite of SPEC P8: each test is an attack a
+// hostile tenant would try, and must fail to break in (docs/SECURITY.md).
+
+// tenant creates a user and a server of theirs, and returns the server's
+// environment.
+func (c *cluster) tenant(user, server string) []string {
+	c.t.Helper()
+	r := c.hac(nil, "", "user", "create", user)
+	f := strings.Fields(r.stdout)
+	if r.code != 0 || len(f) == 0 || !strings.HasPrefix(f[len(f)-1], "hacu_") {
+		c.t.Fatalf("user create %s: %+v", user, r)
+	}
+	userEnv := append(c.baseEnv(), "HAC_ADDR="+c.addr, "HAC_TOKEN="+f[len(f)-1])
+	r = runHac(c.t, userEnv, "", nil, "server", "register", server)
+	tok := regexp.MustCompile(`hacs_[A-Z0-9]+`).FindString(r.stdout)
+	if r.code != 0 || tok == "" {
+		c.t.Fatalf("register %s as %s: %+v", server, user, r)
+	}
+	return c.serverEnv(tok)
+}
+
+// snoopScript is what a hostile job runs to look for another tenant's
+// workspace, blobs, environment, processes and the node's credentials.
+const snoopScript = `
+echo "uid=$(id -u)"
+ls ../../ ../../1/work 2>&1
+cat ../../1/work/secret.txt 2>&1
+echo "processes: $(ls /proc | grep -c '^[0-9]')"
+cat /proc/[0-9]*/environ 2>/dev/null | tr '\0' '\n' | grep -i secret
+cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' ' '; echo
+find / \( -path /proc -o -path /sys -o -path /usr \) -prune -o \( -name 'secret.txt' -o -name 'hac.db' -o -name 'credentials.json' -o -name blobs -o -name 'tenant-a*' \) -print 2>/dev/null
+echo "cgroup: $(cat /proc/self/cgroup)"
+echo $$ > /sys/fs/cgroup/cgroup.procs 2>&1 || echo "cgroup escape refused"
+echo tampered > /proc/1/root/tmp/x 2>&1 || echo "init root refused"
+`
+
+// TestAttackJobReadsAnotherTenant: a job of tenant B looks for tenant A's
+// running workspace, cached blobs, environment and processes, and for the
+// node's token, which every job could once read on the node.
+func TestAttackJobReadsAnotherTenant(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("sandboxes need root")
+	}
+	c := newCluster(t, "fake:2x80GiB")
+	alice, bob := c.tenant("alice", "a1"), c.tenant("bob", "b1")
+	dir := workdir(t, map[string]string{"tenant-a-model.bin": "tenant-a-blob-content"})
+	p := start(t, alice, dir, nil, "run", "-e", "A_SECRET=tenant-a-env-secret", "--", "sh", "-c",
+		`echo tenant-a-file-secret > secret.txt; `+holdScript)
+	eventually(t, 30*time.Second, "tenant A's job to start", func() bool { return strings.Contains(p.stdout.String(), "ready") })
+
+	r := runHac(t, bob, workdir(t, nil), nil, "run", "--", "sh", "-c", snoopScript)
+	t.Logf("what tenant B's job saw:\n%s%s", r.stdout, r.stderr)
+	if r.code != 0 {
+		t.Fatalf("snoop job: %+v", r)
+	}
+	for _, leak := range []string{"tenant-a", "A_SECRET", c.creds.NodeToken, "hacn_", "hac.db", "credentials.json", "blobs", "uid=0\n"} {
+		if strings.Contains(r.stdout, leak) {
+			t.Errorf("tenant B's job saw %q", leak)
+		}
+	}
+	for _, want := range []string{"cgroup: 0::/\n", "cgroup escape refused", "init root refused"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("tenant B's job output lacks %q", want)
+		}
+	}
+	if n := regexp.MustCompile(`processes: (\d+)`).FindStringSubmatch(r.stdout); n == nil || len(n[1]) > 1 {
+		t.Errorf("tenant B's job saw more than its own few processes: %v", n)
+	}
+	stopHolder(t, c, "node1", c.jobs()[len(c.jobs())-1].ID)
+	if code := p.exitCode(); code != 0 {
+		t.Fatalf("tenant A's job: exit %d, %s", code, p.stderr.String())
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "secret.txt")); string(got) != "tenant-a-file-secret\n" {
+		t.Errorf("tenant A's file did not come back: %q", got)
+	}
+}
+
+// TestAttackNodeFilesArePrivate: the agent's and the control plane's data
+// (blob cache, job folders, database, credentials) are the agent's user's
+// alone on the node, so that no local user or job can read or plant them.
+func TestAttackNodeFilesArePrivate(t *testing.T) {
+	c := newCluster(t, "fake:1x80GiB")
+	env := c.serverEnv(c.register("web1", ""))
+	if r := runHac(t, env, workdir(t, map[string]string{"a.txt": "x"}), nil, "run", "--", "true"); r.code != 0 {
+		t.Fatalf("run: %+v", r)
+	}
+	for path, want := range map[string]os.FileMode{
+		filepath.Join(c.dir, "node1"):                  0o700,
+		filepath.Join(c.dir, "node1", "blobs"):         0o700,
+		filepath.Join(c.dir, "cp"):                     0o700,
+		filepath.Join(c.dir, "cp", "hac.db"):           0o600,
+		filepath.Join(c.dir, "cp", "credentials.json"): 0o600,
+	} {
+		fi, err := os.Stat(path)
+		if err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: %v %v, want mode %v", path, fi.Mode().Perm(), err, want)
+		}
+	}
+	filepath.WalkDir(filepath.Join(c.dir, "node1", "blobs"), func(p string, d os.DirEntry, err error) error {
+		if fi, err := d.Info(); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("blob cache entry %s has mode %v", p, fi.Mode().Perm())
+		}
+		return nil
+	})
+}
+
+// forkBomb forks sleeping children until the kernel refuses, at most 2000.
+const forkBomb = `
+import os, time
+n = 0
+for i in range(2000):
+    try:
+        pid = os.fork()
+    except OSError as e:
+        print("fork failed:", e.strerror)
+        break
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    n += 1
+print("forked", n)
+`
+
+// TestAttackForkBombAndUngrantedGPU: a job's fork bomb stops at the node's
+// pids limit, and a job can open only the GPU it was granted.
+func TestAttackForkBombAndUngrantedGPU(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("sandboxes need root")
+	}
+	c := newCluster(t)
+	c.agentArgs = []string{"--job-pids", "64"}
+	c.addAgent("node1", "fake:2x80GiB")
+	env := c.serverEnv(c.register("web1", ""))
+	r := runHac(t, env, workdir(t, nil), nil, "run", "--", "/usr/bin/python3", "-c", forkBomb)
+	if r.code != 0 || !strings.Contains(r.stdout, "fork failed: Resource temporarily unavailable") {
+		t.Fatalf("fork bomb: %+v", r)
+	}
+	var forked int
+	fmt.Sscanf(r.stdout[strings.Index(r.stdout, "forked"):], "forked %d", &forked)
+	if forked >= 64 {
+		t.Errorf("the fork bomb made %d processes under --job-pids 64", forked)
+	}
+	r = runHac(t, env, workdir(t, nil), nil, "run", "--", "sh", "-c",
+		`echo "visible=$CUDA_VISIBLE_DEVICES"; for d in /dev/nvidia0 /dev/nvidia1; do cat $d 2>&1; done; cat /dev/nvidiactl 2>&1`)
+	t.Logf("%s", r.stdout)
+	granted := regexp.MustCompile(`visible=GPU-fake-node1-(\d)`).FindStringSubmatch(r.stdout)
+	if granted == nil {
+		t.Fatalf("no granted GPU: %+v", r)
+	}
+	other := map[string]string{"0": "1", "1": "0"}[granted[1]]
+	for _, want := range []string{
+		"/dev/nvidia" + granted[1] + ": No such device or address", // allowed: reaches the (absent) driver
+		"/dev/nvidia" + other + ": Operation not permitted",        // the device filter
+		"/dev/nvidiactl: No such device or address",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	// The node is fine afterwards.
+	if r := runHac(t, env, workdir(t, nil), nil, "run", "--", "echo", "still-here"); r.stdout != "still-here\n" {
+		t.Fatalf("run after the attacks: %+v", r)
+	}
+}
