@@ -60,7 +60,7 @@ type Config struct {
 	// NoSandbox runs jobs as the agent's own user with no sandbox: only
 	// for a machine with one trusted user (hac serve --dev without root).
 	NoSandbox bool
-	Logger     *slog.Logger
+	Logger    *slog.Logger
 	// HTTPClient talks to the control plane.
 	HTTPClient *http.Client
 }

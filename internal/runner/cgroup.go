@@ -67,7 +67,7 @@ func (c *cgroup) limit(l Limits, devices []Device) error {
 	}
 	for _, x := range []struct {
 		controller, v2, v1 string
-		value      int64
+		value              int64
 	}{
 		{"memory", "memory.max", "memory.limit_in_bytes", l.MemoryBytes},
 		{"pids", "pids.max", "pids.max", l.Pids},
