@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hac-project/hac/internal/guard"
+
 	"connectrpc.com/connect"
 
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
@@ -21,6 +23,7 @@ import (
 	"github.com/hac-project/hac/internal/controlplane"
 	"github.com/hac-project/hac/internal/gpu"
 	"github.com/hac-project/hac/internal/runner"
+	"github.com/hac-project/hac/internal/ticket"
 	"github.com/hac-project/hac/internal/workspace"
 )
 
@@ -39,6 +42,9 @@ type Config struct {
 	GPUs      gpu.Provider
 	// DataDir holds the blob cache and the job folders.
 	DataDir string
+	// CacheBytes bounds the blob cache (least recently used blobs go
+	// first); 0 means no bound. DefaultCacheBytes is what hac agent uses.
+	CacheBytes int64
 	// SyncInterval is how often a running program's changed files go back
 	// to its client; 0 sends them at the end only.
 	SyncInterval time.Duration
@@ -71,7 +77,9 @@ type Agent struct {
 	client hacv1connect.AgentServiceClient
 	cache  *workspace.Cache
 	ln     net.Listener
-	log    *slog.Logger
+	// launcher starts jobs, with a sandbox init kept ready.
+	launcher *runner.Launcher
+	log      *slog.Logger
 
 	mu       sync.Mutex
 	devs     []gpu.Device // as registered
@@ -83,8 +91,8 @@ type Agent struct {
 	used     map[int64]time.Time // job ids whose ticket was used, until expiry
 }
 
-// New checks the configuration, binds the worker listener and opens the
-// cache; Run registers and serves.
+// New checks the configuration, binds the worker listener, opens the
+// cache and kills what an earlier agent left; Run registers and serves.
 func New(cfg Config) (*Agent, error) {
 	if cfg.ControlPlane == "" || cfg.Token == "" {
 		return nil, errors.New("agent: --server URL and --token NODE_TOKEN are required")
@@ -121,7 +129,7 @@ func New(cfg Config) (*Agent, error) {
 	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("agent: data folder: %w", err)
 	}
-	cache, err := workspace.NewCache(filepath.Join(cfg.DataDir, "blobs"))
+	cache, err := workspace.NewCache(filepath.Join(cfg.DataDir, "blobs"), cfg.CacheBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +152,8 @@ func New(cfg Config) (*Agent, error) {
 		}
 		cfg.Advertise = ln.Addr().String()
 	}
-	a := &Agent{cfg: cfg, cache: cache, ln: ln, log: cfg.Logger, jobs: map[int64]*jobRun{}, used: map[int64]time.Time{}, uids: map[int]bool{}}
+	a := &Agent{cfg: cfg, cache: cache, ln: guard.Listen(ln, guard.DefaultLimits), log: cfg.Logger, jobs: map[int64]*jobRun{}, used: map[int64]time.Time{}, uids: map[int]bool{}}
+	a.sweep()
 	a.client = hacv1connect.NewAgentServiceClient(cfg.HTTPClient, cfg.ControlPlane,
 		connect.WithInterceptors(apiclient.Bearer(cfg.Token)))
 	return a, nil
@@ -184,6 +193,48 @@ func (a *Agent) register(ctx context.Context) error {
 	return nil
 }
 
+// DefaultCacheBytes is hac agent's bound on its blob cache.
+const DefaultCacheBytes = 50 << 30
+
+// maxWorkerMessage bounds one message of the worker API: the Start
+// message carries the workspace's manifest (workspace.MaxFiles entries at
+// most). A peer must show a valid ticket before any is read.
+const maxWorkerMessage = 96 << 20
+
+// TicketHeader carries the worker ticket, so that the agent checks it
+// before it reads a message.
+const TicketHeader = "Hac-Ticket"
+
+// ticketFirst refuses a worker call whose ticket header is not valid for
+// this node before anything reads its body.
+func (a *Agent) ticketFirst(next http.Handler) http.Handler {
+	errs := connect.NewErrorWriter()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.mu.Lock()
+		key := a.key
+		a.mu.Unlock()
+		claims, err := ticket.Verify(key, r.Header.Get(TicketHeader), time.Now())
+		if err != nil || claims.Node != a.cfg.Name {
+			errs.Write(w, r, connect.NewError(connect.CodePermissionDenied, errors.New("the ticket for this node is invalid or expired: run the program again")))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// sweep kills what an earlier agent left, then keeps a sandbox ready for
+// the next job.
+func (a *Agent) sweep() {
+	if swept := runner.Sweep(a.cgroupRoot()); len(swept) > 0 {
+		a.log.Warn("killed jobs left by an earlier agent", "cgroups", swept)
+	}
+	if a.cfg.NoSandbox {
+		a.launcher = new(runner.Launcher)
+	} else {
+		a.launcher = runner.NewLauncher(a.cgroupRoot())
+	}
+}
+
 // devices returns the GPUs as last registered.
 func (a *Agent) devices() []gpu.Device {
 	a.mu.Lock()
@@ -194,26 +245,22 @@ func (a *Agent) devices() []gpu.Device {
 // Register registers the node once; Run does it too.
 func (a *Agent) Register(ctx context.Context) error { return a.register(ctx) }
 
-// Run kills what an earlier agent left, registers (unless Register already
-// did), serves the worker API and heartbeats until ctx ends.
+// Run registers (unless Register already did), serves the worker API and
+// heartbeats until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	registered := a.key != nil
 	a.mu.Unlock()
+	defer a.launcher.Close()
 	if !registered {
-		if swept := runner.Sweep(a.cgroupRoot()); len(swept) > 0 {
-			a.log.Warn("killed jobs left by an earlier agent", "cgroups", swept)
-		}
 		if err := a.register(ctx); err != nil {
 			return err
 		}
 	}
 	mux := http.NewServeMux()
-	mux.Handle(hacv1connect.NewWorkerServiceHandler(&worker{a: a}))
-	p := new(http.Protocols)
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Handler: mux, Protocols: p, ReadHeaderTimeout: 10 * time.Second}
+	path, h := hacv1connect.NewWorkerServiceHandler(&worker{a: a}, connect.WithReadMaxBytes(maxWorkerMessage))
+	mux.Handle(path, a.ticketFirst(h))
+	srv := guard.Server(mux)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(a.ln) }()
 	go a.heartbeat(ctx)

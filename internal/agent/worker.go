@@ -124,7 +124,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 	key := a.key
 	a.mu.Unlock()
 	claims, err := ticket.Verify(key, start.Ticket, time.Now())
-	if err != nil || claims.Node != a.cfg.Name {
+	if err != nil || claims.Node != a.cfg.Name || start.Ticket != stream.RequestHeader().Get(TicketHeader) {
 		return connect.NewError(connect.CodePermissionDenied, errors.New("the ticket for this node is invalid or expired: run the program again"))
 	}
 	a.mu.Lock()
@@ -178,7 +178,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 	if gpu.IsFake(firstDevice(a.devices())) {
 		run.fakeDir = folders.gpu
 	}
-	job, err := runner.Start(spec)
+	job, err := a.launcher.Start(spec)
 	if errors.Is(err, runner.ErrSandbox) {
 		a.log.Error("job sandbox", "job", claims.JobID, "err", err)
 		go a.reportEnd(claims.JobID, 1, "sandbox", true)
@@ -203,7 +203,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 		job.Kill()
 	}
 	s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Started{Started: &hacv1.Started{Pid: int64(job.Pid())}}})
-	a.log.Info("job started", "job", claims.JobID, "pid", job.Pid(), "gpus", claims.GPUs, "isolation", job.Isolation())
+	a.log.Info("job started", "job", claims.JobID, "pid", job.Pid(), "gpus", claims.GPUs, "isolation", job.Isolation(), "cgroup", job.Cgroup())
 
 	clientGone := make(chan struct{})
 	go w.relayInput(stream, job, run, clientGone)
@@ -267,7 +267,8 @@ func firstDevice(devs []gpu.Device) gpu.Device {
 // receiveWorkspace asks for the blobs the cache lacks, stores them and
 // materializes the tree.
 func (w *worker) receiveWorkspace(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, m *hacv1.Manifest, dest string) error {
-	missing := w.a.cache.Missing(m)
+	missing, release := w.a.cache.Reserve(m)
+	defer release()
 	if err := s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_NeedBlobs{NeedBlobs: &hacv1.NeedBlobs{Sha256: missing}}}); err != nil {
 		return err
 	}

@@ -1,12 +1,18 @@
 package cli
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
@@ -48,24 +54,37 @@ func (a *app) upload(root string, m *hacv1.Manifest, want []string, send func(*h
 	}
 	buf := make([]byte, blobChunk)
 	for _, sum := range want {
-		if err := sendBlob(filepath.Join(root, filepath.FromSlash(byHash[sum].Path)), sum, buf, send, bar); err != nil {
+		f := byHash[sum]
+		if err := sendBlob(filepath.Join(root, filepath.FromSlash(f.Path)), sum, f.Size, buf, send, bar); err != nil {
 			return err
 		}
 	}
 	return send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_BlobsDone{BlobsDone: true}})
 }
 
-func sendBlob(path, sum string, buf []byte, send func(*hacv1.ExecRequest) error, progress io.Writer) error {
+// sendBlob sends one file's content, checking on the way that it is still
+// what the manifest says: a file that grows, shrinks or changes while it
+// is uploaded is an error that names it, and its last chunk is never sent
+// (the node drops what it got).
+func sendBlob(path, sum string, size int64, buf []byte, send func(*hacv1.ExecRequest) error, progress io.Writer) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("upload %s: %w", path, err)
 	}
 	defer f.Close()
+	changed := fmt.Errorf("%s changed while it was uploaded: run the program again once it is written (or list it in .hacignore)", path)
+	h := sha256.New()
+	in := io.LimitReader(f, size+1)
+	var sent int64
 	for {
-		n, err := io.ReadFull(f, buf)
+		n, err := io.ReadFull(in, buf)
 		last := err != nil
 		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
 			return fmt.Errorf("upload %s: %w", path, err)
+		}
+		h.Write(buf[:n])
+		if sent += int64(n); sent > size || last && (sent != size || hex.EncodeToString(h.Sum(nil)) != sum) {
+			return changed
 		}
 		progress.Write(buf[:n])
 		if err := send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Blob{Blob: &hacv1.Blob{Sha256: sum, Data: buf[:n], Last: last}}}); err != nil {
@@ -78,35 +97,51 @@ func sendBlob(path, sum string, buf []byte, send func(*hacv1.ExecRequest) error,
 }
 
 // syncBack writes the files a program created or changed into the caller's
-// folder. A local file that changed during the run, or that existed without
-// being uploaded, is never overwritten: the program's version lands beside
-// it as NAME.hac-job<ID>.
+// folder, through an os.Root of it: nothing lands outside it, whatever
+// symlinks the folder holds. It never writes under .git/ and never makes a
+// symlink that points outside the folder. A local file that changed during
+// the run, or that existed without being uploaded, is never overwritten:
+// the program's version lands beside it as NAME.hac-job<ID>. Each file is
+// written to a temporary name and renamed when complete, so an interrupted
+// transfer leaves no partial file.
 type syncBack struct {
-	root     string
+	root     *os.Root
 	before   map[string]*hacv1.FileEntry // what each path held when hac last wrote or read it
 	jobID    string
 	cur      *os.File
+	curTemp  string // relative paths under root
 	curPath  string
 	curFinal string
 	warned   map[string]bool
 	warnings []string
 }
 
-func newSyncBack(root string, m *hacv1.Manifest, jobID string) *syncBack {
+func newSyncBack(dir string, m *hacv1.Manifest, jobID string) (*syncBack, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
 	s := &syncBack{root: root, before: map[string]*hacv1.FileEntry{}, jobID: jobID, warned: map[string]bool{}}
 	for _, f := range m.Files {
 		s.before[f.Path] = f
 	}
-	return s
+	return s, nil
 }
 
-// target decides where a changed file goes.
+// errRefused is a changed file that hac will not write.
+var errRefused = errors.New("not written")
+
+// target decides where a changed file goes, relative to the root.
 func (s *syncBack) target(rel string) (string, error) {
-	p, err := workspace.SafeJoin(s.root, rel)
+	rel, err := workspace.CleanPath(rel)
 	if err != nil {
 		return "", err
 	}
-	fi, err := os.Lstat(p)
+	if slices.Contains(strings.Split(rel, "/"), ".git") {
+		return "", fmt.Errorf("%w: %s is inside .git/, which hac never writes", errRefused, rel)
+	}
+	p := filepath.FromSlash(rel)
+	fi, err := s.root.Lstat(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return p, nil
 	}
@@ -125,32 +160,46 @@ func (s *syncBack) target(rel string) (string, error) {
 	return alt, nil
 }
 
+// insideLink reports whether a symlink at rel pointing to link stays in
+// the folder.
+func insideLink(rel, link string) bool {
+	if link == "" || path.IsAbs(link) || strings.ContainsRune(link, 0) {
+		return false
+	}
+	to := path.Clean(path.Join(path.Dir(rel), link))
+	return to != ".." && !strings.HasPrefix(to, "../")
+}
+
 func (s *syncBack) receive(c *hacv1.ChangedFile) error {
 	if c.Link != "" {
+		if !insideLink(c.Path, c.Link) {
+			return fmt.Errorf("%w: %s is a symlink to %s, outside the folder", errRefused, c.Path, c.Link)
+		}
 		p, err := s.target(c.Path)
 		if err != nil {
 			return err
 		}
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		if err := s.root.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
 		}
-		os.Remove(p)
-		return os.Symlink(c.Link, p)
+		s.root.Remove(p)
+		return s.root.Symlink(c.Link, p)
 	}
 	if c.First {
 		s.abort()
 		p, err := s.target(c.Path)
 		if err != nil {
-			return fmt.Errorf("skipped %s: %v", c.Path, err)
+			return fmt.Errorf("skipped %s: %w", c.Path, err)
 		}
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		if err := s.root.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
 		}
-		f, err := os.CreateTemp(filepath.Dir(p), ".hac-incoming-")
+		temp := filepath.Join(filepath.Dir(p), fmt.Sprintf(".hac-incoming-%s-%d", s.jobID, rand.Int64()))
+		f, err := s.root.OpenFile(temp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 		if err != nil {
 			return err
 		}
-		s.cur, s.curPath, s.curFinal = f, c.Path, p
+		s.cur, s.curTemp, s.curPath, s.curFinal = f, temp, c.Path, p
 	}
 	if s.cur == nil || s.curPath != c.Path {
 		return nil // the file's first chunk was refused
@@ -166,30 +215,34 @@ func (s *syncBack) receive(c *hacv1.ChangedFile) error {
 	s.cur = nil
 	f.Chmod(fs.FileMode(c.Mode).Perm())
 	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
+		s.root.Remove(s.curTemp)
 		return err
 	}
-	if err := os.Rename(f.Name(), s.curFinal); err != nil {
+	if err := s.root.Rename(s.curTemp, s.curFinal); err != nil {
+		s.root.Remove(s.curTemp)
 		return err
 	}
 	// A later version of the same file (the program runs on) may replace
 	// what hac wrote, but not what the user changed since.
-	if fi, err := os.Lstat(s.curFinal); err == nil && s.curFinal == filepath.Join(s.root, filepath.FromSlash(c.Path)) {
+	if fi, err := s.root.Lstat(s.curFinal); err == nil && s.curFinal == filepath.FromSlash(c.Path) {
 		s.before[c.Path] = &hacv1.FileEntry{Path: c.Path, Size: fi.Size(), MtimeNs: fi.ModTime().UnixNano()}
 	}
 	return nil
 }
 
+// abort drops the file being received.
 func (s *syncBack) abort() {
 	if s.cur != nil {
 		s.cur.Close()
-		os.Remove(s.cur.Name())
+		s.root.Remove(s.curTemp)
 		s.cur = nil
 	}
 }
 
-// finish drops a partial file and returns the warnings to show.
+// finish drops a partial file, closes the folder and returns the warnings
+// to show.
 func (s *syncBack) finish() []string {
 	s.abort()
+	s.root.Close()
 	return s.warnings
 }

@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/hac-project/hac/internal/runner"
 	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
+
+	"github.com/hac-project/hac/internal/runner"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"

@@ -17,9 +17,14 @@ import (
 
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 	"github.com/hac-project/hac/gen/hac/v1/hacv1connect"
+	"github.com/hac-project/hac/internal/agent"
 	"github.com/hac-project/hac/internal/catalog"
 	"github.com/hac-project/hac/internal/workspace"
 )
+
+// errSyncIncomplete means the program ended but the files it changed did
+// not all come back.
+var errSyncIncomplete = errors.New("the program ended, but the files it changed did not all come back (files already written are complete; run it again for the rest)")
 
 // Exit codes of hac run besides the program's own.
 const (
@@ -132,6 +137,11 @@ func (a *app) run(ctx context.Context, argv, env []string, wait time.Duration, p
 	}
 	code, err := a.execute(ctx, c, grant.Workers[0], argv, env, cwd, w.m, sigs, jobID)
 	stopLease()
+	if errors.Is(err, errSyncIncomplete) {
+		release(&code)
+		a.say("error", "%v", err)
+		return exitCode(int(code))
+	}
 	if err != nil {
 		release(nil)
 		return err
@@ -243,6 +253,7 @@ func (a *app) execute(ctx context.Context, c *client, wk *hacv1.Worker, argv, en
 	ectx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream := wc.Exec(ectx)
+	stream.RequestHeader().Set(agent.TicketHeader, wk.Ticket)
 	in, isFile := a.stdin.(*os.File)
 	tty := isFile && term.IsTerminal(int(in.Fd())) && term.IsTerminal(int(os.Stdout.Fd()))
 	start := &hacv1.Start{Ticket: wk.Ticket, Argv: argv, Env: env, Tty: tty, Manifest: m, Cwd: cwd}
@@ -285,14 +296,20 @@ func (a *app) execute(ctx context.Context, c *client, wk *hacv1.Worker, argv, en
 			restore()
 		}
 	}()
-	sync := newSyncBack(cwd, m, jobID)
+	sync, err := newSyncBack(cwd, m, jobID)
+	if err != nil {
+		return 0, err
+	}
 	var code int32
 	exited := false
 	for {
 		msg, err := stream.Receive()
 		if err != nil {
+			sync.finish()
 			if exited {
-				return code, nil // changes were not all confirmed; the program is done
+				// The program is done, but not every file it changed came
+				// back: say so, and never exit 0 on that.
+				return max(code, 1), fmt.Errorf("%w: %v", errSyncIncomplete, lost(err))
 			}
 			return 0, lost(err)
 		}

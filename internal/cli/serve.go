@@ -97,6 +97,11 @@ named "dev", and writes the client config, so that hac run works at once.`,
 	f.StringVar(&netCfg.PublicAddress, "public-address", netCfg.PublicAddress, "the address port forwards listen on")
 	f.StringVar(&netCfg.Table, "server-table", netCfg.Table, "--servers local: the nftables table (family ip) hac owns for forwards and firewall")
 	f.StringVar(&publicPorts, "public-ports", "10000-19999", "the range of public ports forwards may use")
+	f.IntVar(&cfg.Quotas.WaitingJobs, "max-waiting-jobs", cfg.Quotas.WaitingJobs, "runs one user may have waiting at once (0: no bound)")
+	f.IntVar(&cfg.Quotas.Servers, "max-servers", cfg.Quotas.Servers, "servers one user may have (0: no bound)")
+	f.IntVar(&cfg.Quotas.PortForwards, "max-port-forwards", cfg.Quotas.PortForwards, "port forwards one user may have (0: no bound)")
+	f.IntVar(&cfg.ConnLimits.Conns, "max-connections", cfg.ConnLimits.Conns, "open API connections in all; more are closed at once")
+	f.IntVar(&cfg.ConnLimits.PerPeer, "max-connections-per-peer", cfg.ConnLimits.PerPeer, "open API connections from one address")
 	return cmd
 }
 
@@ -145,7 +150,7 @@ func (a *app) serve(ctx context.Context, cfg controlplane.Config, dev bool, gpus
 	}
 	ag, err := agent.New(agent.Config{ControlPlane: addr, Token: creds.NodeToken, Name: "dev-node", Listen: agentListen,
 		GPUs: provider, DataDir: filepath.Join(cfg.DataDir, "agent"), Logger: cfg.Logger, SyncInterval: 30 * time.Second,
-		NoSandbox: noSandbox})
+		NoSandbox: noSandbox, CacheBytes: agent.DefaultCacheBytes})
 	if err != nil {
 		return err
 	}
@@ -229,6 +234,8 @@ func (a *app) agentCmd() *cobra.Command {
 	f.DurationVar(&cfg.SyncInterval, "sync-interval", 30*time.Second, "how often a running program's changed files go back to its client (0: at the end only)")
 	f.DurationVar(&cfg.MemoryInterval, "memory-interval", time.Second, "how often the memory watchdog measures each job's GPU memory")
 	f.Var(uidRangeFlag{&cfg.JobUIDs}, "job-uids", "uids jobs run as, FIRST-LAST, one per running job (default 3000000-3099999)")
+	cfg.CacheBytes = agent.DefaultCacheBytes
+	f.Var(sizeFlag{&cfg.CacheBytes}, "cache-size", "bound on the workspace blob cache; the blobs used longest ago go first (default 50GiB)")
 	f.Var(sizeFlag{&cfg.JobMemoryBytes}, "job-memory", "memory limit of each job, such as 64GiB (default: the node's memory shared out by GPUs)")
 	f.Int64Var(&cfg.JobPids, "job-pids", agent.DefaultJobPids, "limit on each job's processes and threads")
 	f.BoolVar(&cfg.NoSandbox, "no-sandbox", false, "run jobs as the agent's user without a sandbox (only on a machine whose only user is you)")

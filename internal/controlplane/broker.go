@@ -243,6 +243,17 @@ func toStore(p sched.Plan) []store.Placement {
 func (b *broker) submit(ctx context.Context, srv store.Server, memMiB int64, priority int, command string, clientPID int64) (*jobState, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if max := b.cfg.Quotas.WaitingJobs; max > 0 {
+		waiting := 0
+		for _, o := range b.jobs {
+			if o.State == store.JobQueued && o.UserID == srv.UserID {
+				waiting++
+			}
+		}
+		if waiting >= max {
+			return nil, fmt.Errorf("%w: %s has %d runs waiting already, the most one user may; wait for some to start or cancel them (hac queue), or ask the operator to raise --max-waiting-jobs", ErrQuota, srv.UserName, waiting)
+		}
+	}
 	now := b.cfg.Now()
 	j := &jobState{
 		Job: store.Job{ServerID: srv.ID, UserID: srv.UserID, Model: srv.Model, MemoryMiB: memMiB, Priority: priority,

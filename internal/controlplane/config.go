@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hac-project/hac/internal/catalog"
+	"github.com/hac-project/hac/internal/guard"
 	"github.com/hac-project/hac/internal/store"
 	"github.com/hac-project/hac/internal/vm"
 )
@@ -36,7 +37,11 @@ type Config struct {
 	Servers ServerDriver
 	// PublicPorts is the range port forwards may use on the public address.
 	PublicPorts [2]int
-	Logger      *slog.Logger
+	// ConnLimits caps open connections to the API, in all and per peer.
+	ConnLimits guard.Limits
+	// Quotas bound what one user may hold; an operator raises them.
+	Quotas Quotas
+	Logger *slog.Logger
 	// Now is the clock; time.Now by default.
 	Now func() time.Time
 }
@@ -54,10 +59,24 @@ func DefaultConfig() Config {
 		Catalog:           catalog.Default(),
 		DefaultModel:      "small.16gb",
 		PublicPorts:       [2]int{10000, 19999},
+		ConnLimits:        guard.DefaultLimits,
+		Quotas:            DefaultQuotas,
 		Logger:            slog.Default(),
 		Now:               time.Now,
 	}
 }
+
+// Quotas bound what one user may hold at once; 0 means no bound.
+type Quotas struct {
+	// WaitingJobs are runs waiting for the pool or their accelerator.
+	WaitingJobs int
+	// Servers are servers made or registered, and PortForwards the port
+	// forwarding rules over all of them.
+	Servers, PortForwards int
+}
+
+// DefaultQuotas are generous for a person and small for a flood.
+var DefaultQuotas = Quotas{WaitingJobs: 1000, Servers: 100, PortForwards: 200}
 
 // Validate reports the first setting that cannot work.
 func (c Config) Validate() error {
@@ -76,6 +95,8 @@ func (c Config) Validate() error {
 		return errors.New("controlplane: the model catalog is empty")
 	case c.PublicPorts[0] < 1 || c.PublicPorts[1] > 65535 || c.PublicPorts[0] > c.PublicPorts[1]:
 		return fmt.Errorf("controlplane: public port range %d-%d: want 1 <= low <= high <= 65535", c.PublicPorts[0], c.PublicPorts[1])
+	case c.Quotas.WaitingJobs < 0 || c.Quotas.Servers < 0 || c.Quotas.PortForwards < 0:
+		return errors.New("controlplane: quotas must not be negative (0 means no bound)")
 	case c.Logger == nil || c.Now == nil:
 		return errors.New("controlplane: Logger and Now must be set (start from DefaultConfig)")
 	}

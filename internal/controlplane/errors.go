@@ -25,6 +25,7 @@ var (
 	ErrKeyPairInUse    = errors.New("delete the servers that use it first")
 	ErrTooLarge        = errors.New("this accelerator model does not fit the pool")
 	ErrCanceled        = errors.New("the request was canceled")
+	ErrQuota           = errors.New("quota reached")
 )
 
 // codeOf maps errors to API codes: the one table at the boundary.
@@ -49,6 +50,7 @@ func codeOf(err error) connect.Code {
 		{sched.ErrNeverFits, connect.CodeResourceExhausted},
 		{ErrTooLarge, connect.CodeResourceExhausted},
 		{ErrCanceled, connect.CodeCanceled},
+		{ErrQuota, connect.CodeResourceExhausted},
 		{sched.ErrBadRequest, connect.CodeInvalidArgument},
 		{store.ErrExists, connect.CodeAlreadyExists},
 		{store.ErrNotFound, connect.CodeNotFound},

@@ -127,12 +127,31 @@ func (ps poolService) RegisterServer(ctx context.Context, req *connect.Request[h
 	return connect.NewResponse(&hacv1.RegisterServerResponse{Server: serverProto(srv, ""), Token: tok}), nil
 }
 
+// checkServerQuota refuses a user's next server past Quotas.Servers.
+func (s *Server) checkServerQuota(tx *store.Tx, u store.User) error {
+	max := s.cfg.Quotas.Servers
+	if max == 0 {
+		return nil
+	}
+	srvs, err := tx.Servers(u.ID)
+	if err != nil {
+		return err
+	}
+	if len(srvs) >= max {
+		return fmt.Errorf("%w: %s has %d servers, the most one user may; delete one first, or ask the operator to raise --max-servers", ErrQuota, u.Name, len(srvs))
+	}
+	return nil
+}
+
 // createServer adds a server for a user and returns it with its new token.
 func (s *Server) createServer(ctx context.Context, u store.User, name, model string) (store.Server, string, error) {
 	now := s.cfg.Now()
 	srv := store.Server{UserID: u.ID, UserName: u.Name, Name: name, Model: model, AcceleratorToken: token.PublicID(), CreatedAt: now}
 	tok := token.New(token.ServerPrefix)
 	err := s.store.Update(ctx, func(tx *store.Tx) error {
+		if err := s.checkServerQuota(tx, u); err != nil {
+			return err
+		}
 		id, err := tx.CreateServer(srv)
 		if err != nil {
 			return fmt.Errorf("server %q: %w", name, err)

@@ -98,6 +98,9 @@ func (p portalService) CreateServer(ctx context.Context, req *connect.Request[ha
 	tok := token.New(token.ServerPrefix)
 	var key store.KeyPair
 	err = p.s.store.Update(ctx, func(tx *store.Tx) error {
+		if err := p.s.checkServerQuota(tx, principalFrom(ctx).user); err != nil {
+			return err
+		}
 		var err error
 		if key, err = tx.KeyPairByName(srv.UserID, m.KeyPair); err != nil {
 			return fmt.Errorf("%w: no key pair named %q", ErrUnknownKeyPair, m.KeyPair)

@@ -75,6 +75,15 @@ func (p portalService) AddPortForward(ctx context.Context, req *connect.Request[
 	f := store.PortForward{ServerID: srv.ID, ServerName: srv.Name, Protocol: proto, PublicPort: int(m.PublicPort),
 		PrivatePort: int(m.PrivatePort), CreatedAt: p.s.cfg.Now()}
 	err = p.s.store.Update(ctx, func(tx *store.Tx) error {
+		if max := p.s.cfg.Quotas.PortForwards; max > 0 {
+			mine, err := tx.PortForwards(srv.UserID, 0)
+			if err != nil {
+				return err
+			}
+			if len(mine) >= max {
+				return fmt.Errorf("%w: %s has %d port forwards, the most one user may; delete one first, or ask the operator to raise --max-port-forwards", ErrQuota, srv.UserName, len(mine))
+			}
+		}
 		if f.PublicPort == 0 {
 			all, err := tx.PortForwards(0, 0)
 			if err != nil {

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/hac-project/hac/internal/guard"
+
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -68,7 +70,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("controlplane: listen for servers on the gateway %s: %w", cfg.Servers.Gateway(), err)
 		}
 	}
-	s.http = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second, Protocols: protocols()}
+	s.ln = guard.Listen(s.ln, cfg.ConnLimits)
+	if s.serverLn != nil {
+		s.serverLn = guard.Listen(s.serverLn, cfg.ConnLimits)
+	}
+	s.http = guard.Server(s.handler())
 	return s, nil
 }
 
@@ -80,31 +86,27 @@ func (s *Server) ServerURL() string {
 	return "http://" + s.serverLn.Addr().String()
 }
 
-// protocols serves HTTP/1.1 and unencrypted HTTP/2, which Connect's
-// bidirectional streams need.
-func protocols() *http.Protocols {
-	p := new(http.Protocols)
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	return p
-}
-
 // Addr returns the address the API listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 func (s *Server) handler() http.Handler {
 	mux := http.NewServeMux()
-	users := connect.WithInterceptors(authInterceptor{s: s, kinds: []store.TokenKind{store.UserToken}})
-	anyClient := connect.WithInterceptors(authInterceptor{s: s, kinds: []store.TokenKind{store.UserToken, store.ServerToken}})
-	nodes := connect.WithInterceptors(authInterceptor{s: s, kinds: []store.TokenKind{store.NodeToken}})
-	mux.Handle(hacv1connect.NewAcceleratorServiceHandler(acceleratorService{s}, anyClient))
-	mux.Handle(hacv1connect.NewPoolServiceHandler(poolService{s}, users))
-	mux.Handle(hacv1connect.NewServerServiceHandler(poolService{s}, users))
-	mux.Handle(hacv1connect.NewKeyPairServiceHandler(keyPairService{s}, users))
-	mux.Handle(hacv1connect.NewPortalServiceHandler(portalService{s}, users))
-	mux.Handle(hacv1connect.NewUserServiceHandler(userService{s}, users))
-	mux.Handle(hacv1connect.NewCatalogServiceHandler(catalogService{}, anyClient))
-	mux.Handle(hacv1connect.NewAgentServiceHandler(agentService{s}, nodes))
+	// Every API call is authenticated before its body is read (see
+	// authenticateFirst), and no message may be larger than MaxMessageBytes,
+	// compressed or not.
+	limit := connect.WithReadMaxBytes(guard.MaxMessageBytes)
+	users := connect.WithHandlerOptions(limit, connect.WithInterceptors(authInterceptor{kinds: []store.TokenKind{store.UserToken}}))
+	anyClient := connect.WithHandlerOptions(limit, connect.WithInterceptors(authInterceptor{kinds: []store.TokenKind{store.UserToken, store.ServerToken}}))
+	nodes := connect.WithHandlerOptions(limit, connect.WithInterceptors(authInterceptor{kinds: []store.TokenKind{store.NodeToken}}))
+	api := func(path string, h http.Handler) { mux.Handle(path, s.authenticateFirst(h)) }
+	api(hacv1connect.NewAcceleratorServiceHandler(acceleratorService{s}, anyClient))
+	api(hacv1connect.NewPoolServiceHandler(poolService{s}, users))
+	api(hacv1connect.NewServerServiceHandler(poolService{s}, users))
+	api(hacv1connect.NewKeyPairServiceHandler(keyPairService{s}, users))
+	api(hacv1connect.NewPortalServiceHandler(portalService{s}, users))
+	api(hacv1connect.NewUserServiceHandler(userService{s}, users))
+	api(hacv1connect.NewCatalogServiceHandler(catalogService{}, anyClient))
+	api(hacv1connect.NewAgentServiceHandler(agentService{s}, nodes))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.store.View(r.Context(), func(*store.Tx) error { return nil }); err != nil {
 			http.Error(w, "store: "+err.Error(), http.StatusServiceUnavailable)

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"os"
 	"os/exec"
 	"slices"
 	"testing"
@@ -24,7 +25,9 @@ func timeRuns(b *testing.B, f func() error) {
 
 // BenchmarkRunTrue measures `hac run -- true` end to end on loopback: a new
 // client process, allocation, workspace check, start, exit, release. The
-// baseline, run in the same invocation, spawns `true` locally.
+// baselines, run in the same invocation, spawn `true` locally and run it
+// through an agent without the job sandbox (--no-sandbox), which is what
+// the sandbox costs.
 func BenchmarkRunTrue(b *testing.B) {
 	if raceEnabled {
 		b.Skip("timing with -race measures the race detector")
@@ -32,14 +35,24 @@ func BenchmarkRunTrue(b *testing.B) {
 	b.Run("baseline=local", func(b *testing.B) {
 		timeRuns(b, func() error { return exec.Command("true").Run() })
 	})
-	c := newCluster(b, "fake:8x80GiB")
-	env := c.serverEnv(c.register("bench", ""))
-	dir := b.TempDir()
-	b.Run("hac-run", func(b *testing.B) {
-		timeRuns(b, func() error {
-			cmd := exec.Command(hacBin, "run", "--", "true")
-			cmd.Env, cmd.Dir = env, dir
-			return cmd.Run()
+	for _, mode := range []struct {
+		name string
+		args []string
+	}{{"hac-run/no-sandbox", []string{"--no-sandbox"}}, {"hac-run/sandbox", nil}} {
+		if mode.args == nil && os.Geteuid() != 0 {
+			continue
+		}
+		c := newCluster(b)
+		c.agentArgs = mode.args
+		c.addAgent("node1", "fake:8x80GiB")
+		env := c.serverEnv(c.register("bench", ""))
+		dir := b.TempDir()
+		b.Run(mode.name, func(b *testing.B) {
+			timeRuns(b, func() error {
+				cmd := exec.Command(hacBin, "run", "--", "true")
+				cmd.Env, cmd.Dir = env, dir
+				return cmd.Run()
+			})
 		})
-	})
+	}
 }

@@ -40,7 +40,7 @@ cat ../../1/work/secret.txt 2>&1
 echo "processes: $(ls /proc | grep -c '^[0-9]')"
 cat /proc/[0-9]*/environ 2>/dev/null | tr '\0' '\n' | grep -i secret
 echo "commands: $(cat /proc/[0-9]*/comm | tr '\n' ' ')"
-cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' ' ' | grep -o 'hac''n_[A-Z0-9]*'
+cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' ' ' | grep -o 'hac[n]_[A-Z0-9]\{8,\}'
 find / \( -path /proc -o -path /sys -o -path /usr \) -prune -o \( -name 'secret.txt' -o -name 'hac.d''b' -o -name 'credentials.js''on' -o -name 'blo''bs' -o -name 'tenant''-a*' \) -print 2>/dev/null
 echo "cgroup: $(cut -d: -f3 /proc/self/cgroup | sort -u | tr '\n' ' ')"
 echo $$ > /sys/fs/cgroup/cgroup.procs 2>&1 || echo "cgroup escape refused"
@@ -173,5 +173,50 @@ func TestAttackForkBombAndUngrantedGPU(t *testing.T) {
 	// The node is fine afterwards.
 	if r := runHac(t, env, workdir(t, nil), nil, "run", "--", "echo", "still-here"); r.stdout != "still-here\n" {
 		t.Fatalf("run after the attacks: %+v", r)
+	}
+}
+
+// TestAttackSyncBack: a program (or a node) cannot use the files that come
+// back to write into the client's .git/ or out of its folder through
+// symlinks, and an interrupted sync-back is reported, leaving no partial
+// file.
+func TestAttackSyncBack(t *testing.T) {
+	c := newCluster(t)
+	c.agentArgs = []string{"--sync-interval", "0"} // files come back at the end only
+	c.addAgent("node1", "fake:1x80GiB")
+	env := c.serverEnv(c.register("web1", ""))
+	dir := workdir(t, map[string]string{"train.py": "print(1)"})
+	r := runHac(t, env, dir, nil, "run", "--", "sh", "-c",
+		`mkdir -p .git/hooks && echo 'echo owned' > .git/hooks/post-checkout; ln -s /etc/passwd passwd; ln -s ../../../x up; echo fine > result.txt`)
+	if r.code != 0 {
+		t.Fatalf("run: %+v", r)
+	}
+	for _, p := range []string{".git", "passwd", "up"} {
+		if _, err := os.Lstat(filepath.Join(dir, p)); err == nil {
+			t.Errorf("%s came back", p)
+		}
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "result.txt")); string(got) != "fine\n" {
+		t.Errorf("result.txt = %q", got)
+	}
+	if !strings.Contains(r.stderr, ".git/, which hac never writes") || !strings.Contains(r.stderr, "outside the folder") {
+		t.Errorf("no warnings for the refused files: %s", r.stderr)
+	}
+
+	// The node dies while a large output comes back.
+	p := start(t, env, dir, nil, "run", "--", "sh", "-c", `head -c 1073741824 /dev/zero > big.bin`)
+	eventually(t, 60*time.Second, "the output to start coming back", func() bool {
+		m, _ := filepath.Glob(filepath.Join(dir, ".hac-incoming-*"))
+		return len(m) > 0
+	})
+	c.agents[0].cmd.Process.Kill()
+	if code := p.exitCode(); code == 0 || !strings.Contains(p.stderr.String(), "did not all come back") {
+		t.Fatalf("hac run after the node died mid-sync: exit %d, %s", code, p.stderr.String())
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, ".hac-incoming-*")); len(m) > 0 {
+		t.Errorf("partial files left: %v", m)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "big.bin")); err == nil {
+		t.Errorf("a partial big.bin is in place")
 	}
 }

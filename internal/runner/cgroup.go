@@ -17,9 +17,10 @@ import (
 type cgroup struct {
 	dir string
 	v1  bool // a v1 freezer cgroup: the program moves itself in before exec
-	// joined are v1 controller folders (memory, pids on hybrid hosts) that
-	// a sandbox's init joins before the program starts.
-	joined []string
+	// joined are the v1 hierarchy folders, by controller, that a sandbox's
+	// init is in besides dir (memory and pids on hybrid hosts, where the
+	// v2 hierarchy lacks them).
+	joined map[string]string
 }
 
 // v1Limited are the controllers a sandbox takes from v1 hierarchies when
@@ -58,67 +59,72 @@ func v1Root(controller string) string {
 	return filepath.Join(mount, self, "hac")
 }
 
-// limit applies a sandbox's limits and device filter before anything runs
-// in the cgroup: in the v2 folder where its controllers are enabled, else
-// in v1 hierarchies that the init joins.
-func (c *cgroup) limit(l Limits, devices []Device) error {
-	if c.v1 {
-		return errors.New("runner: a sandbox needs cgroup v2 (the freezer fallback cannot filter devices)")
-	}
-	for _, x := range []struct {
-		controller, v2, v1 string
-		value              int64
-	}{
-		{"memory", "memory.max", "memory.limit_in_bytes", l.MemoryBytes},
-		{"pids", "pids.max", "pids.max", l.Pids},
-	} {
-		if x.value <= 0 {
-			continue
-		}
-		if err := os.WriteFile(filepath.Join(c.dir, x.v2), []byte(strconv.FormatInt(x.value, 10)), 0o644); err == nil {
-			continue
-		}
-		root := v1Root(x.controller)
-		if root == "" {
-			return fmt.Errorf("runner: no %s controller for the job's limit (enable it for the agent's cgroup)", x.controller)
-		}
-		dir := v1Dir(x.controller, c.dir)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("runner: %s cgroup: %w", x.controller, err)
-		}
-		c.joined = append(c.joined, dir)
-		if err := os.WriteFile(filepath.Join(dir, x.v1), []byte(strconv.FormatInt(x.value, 10)), 0o644); err != nil {
-			return fmt.Errorf("runner: set %s: %w", x.v1, err)
-		}
-		if x.controller == "memory" {
-			// Swap counts too where the kernel accounts it.
-			os.WriteFile(filepath.Join(dir, "memory.memsw.limit_in_bytes"), []byte(strconv.FormatInt(x.value, 10)), 0o644)
-		}
-	}
-	rules := deviceRules(devices)
-	err := attachDeviceFilter(c.dir, rules)
-	if err == nil {
-		return nil
-	}
-	if v1Root("devices") == "" {
-		return err
-	}
-	dir := v1Dir("devices", c.dir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("runner: devices cgroup: %w", err)
-	}
-	c.joined = append(c.joined, dir)
-	return writeV1DeviceRules(dir, rules)
-}
+// limitFiles name each limited controller's file in v2 and in v1.
+var limitFiles = map[string][2]string{"memory": {"memory.max", "memory.limit_in_bytes"}, "pids": {"pids.max", "pids.max"}}
 
-// join moves pid into the v1 controller folders.
-func (c *cgroup) join(pid int) error {
-	for _, dir := range c.joined {
-		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
-			return fmt.Errorf("runner: join %s: %w", dir, err)
+// joinV1 puts pid in v1 hierarchy folders, beside dir, for the controllers
+// that the v2 folder lacks (hybrid hosts). Moving a process between
+// cgroups can take tens of milliseconds (the kernel waits for an RCU grace
+// period), so it happens before a job needs the process.
+func (c *cgroup) joinV1(pid int) error {
+	for _, controller := range v1Limited {
+		if _, err := os.Stat(filepath.Join(c.dir, limitFiles[controller][0])); err == nil || v1Root(controller) == "" {
+			continue
+		}
+		if err := c.joinController(controller, pid); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+func (c *cgroup) joinController(controller string, pid int) error {
+	dir := v1Dir(controller, c.dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("runner: %s cgroup: %w", controller, err)
+	}
+	if c.joined == nil {
+		c.joined = map[string]string{}
+	}
+	c.joined[controller] = dir
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
+		return fmt.Errorf("runner: join %s: %w", dir, err)
+	}
+	return nil
+}
+
+// limit applies a sandbox's limits, in the v2 folder or the v1 one of each
+// controller, and its device filter: a BPF program on the v2 folder, else
+// the v1 devices controller, which pid then joins.
+func (c *cgroup) limit(l Limits, devices []Device, filters *deviceFilters, pid int) error {
+	if c.v1 {
+		return errors.New("runner: a sandbox needs cgroup v2 (the freezer fallback cannot filter devices)")
+	}
+	for controller, value := range map[string]int64{"memory": l.MemoryBytes, "pids": l.Pids} {
+		if value <= 0 {
+			continue
+		}
+		path := filepath.Join(c.dir, limitFiles[controller][0])
+		if dir, ok := c.joined[controller]; ok {
+			path = filepath.Join(dir, limitFiles[controller][1])
+		}
+		if err := os.WriteFile(path, []byte(strconv.FormatInt(value, 10)), 0o644); err != nil {
+			return fmt.Errorf("runner: no %s limit for the job (%v): enable the %s controller for the agent's cgroup", controller, err, controller)
+		}
+		if dir, ok := c.joined["memory"]; ok && controller == "memory" {
+			// Swap counts too where the kernel accounts it.
+			os.WriteFile(filepath.Join(dir, "memory.memsw.limit_in_bytes"), []byte(strconv.FormatInt(value, 10)), 0o644)
+		}
+	}
+	rules := deviceRules(devices)
+	err := filters.attach(c.dir, rules)
+	if err == nil || v1Root("devices") == "" {
+		return err
+	}
+	if err := c.joinController("devices", pid); err != nil {
+		return err
+	}
+	return writeV1DeviceRules(c.joined["devices"], rules)
 }
 
 // CgroupV2Root returns the cgroup v2 directory where job cgroups go: the
@@ -188,11 +194,11 @@ func (c *cgroup) kill() error {
 		c.freezeKill("freezer.state", "FROZEN", "THAWED")
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for len(c.pids()) > 0 {
+	for pause := 50 * time.Microsecond; len(c.pids()) > 0; pause = min(2*pause, 5*time.Millisecond) {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("runner: cgroup %s still has processes %v after kill", c.dir, c.pids())
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(pause)
 	}
 	return nil
 }
@@ -210,7 +216,11 @@ func (c *cgroup) freezeKill(file, freeze, thaw string) {
 // remove deletes the (empty) cgroup and its v1 controller folders.
 func (c *cgroup) remove() error {
 	var first error
-	for _, dir := range append([]string{c.dir}, c.joined...) {
+	dirs := []string{c.dir}
+	for _, dir := range c.joined {
+		dirs = append(dirs, dir)
+	}
+	for _, dir := range dirs {
 		if err := removeCgroupDir(dir); err != nil && first == nil {
 			first = err
 		}
@@ -220,11 +230,12 @@ func (c *cgroup) remove() error {
 
 func removeCgroupDir(dir string) error {
 	var err error
-	for i := 0; i < 100; i++ {
+	deadline := time.Now().Add(time.Second)
+	for pause := 50 * time.Microsecond; time.Now().Before(deadline); pause = min(2*pause, 5*time.Millisecond) {
 		if err = os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(pause)
 	}
 	return fmt.Errorf("runner: remove cgroup: %w", err)
 }

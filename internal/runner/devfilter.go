@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -125,33 +127,64 @@ func encode(p []bpfInsn) []byte {
 	return out
 }
 
-// attachDeviceFilter loads the program for rules and attaches it to the
-// cgroup v2 folder dir. The kernel keeps it while the cgroup exists.
-func attachDeviceFilter(dir string, rules []devRule) error {
+// deviceFilters loads each distinct device program once and keeps it for
+// the next job with the same rules (a node has few GPU sets), since the
+// kernel's verifier takes longer than attaching. The zero value keeps
+// nothing.
+type deviceFilters struct {
+	mu    sync.Mutex
+	keep  bool
+	progs map[string]int // program code -> loaded program fd
+}
+
+// program returns a loaded program for rules; release closes it unless
+// it is kept.
+func (d *deviceFilters) program(rules []devRule) (fd int, release func(), err error) {
 	if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
-		return fmt.Errorf("runner: the device filter is built for little-endian machines")
+		return 0, nil, fmt.Errorf("runner: the device filter is built for little-endian machines")
 	}
 	code := encode(deviceProgram(rules))
-	license := []byte("Apache-2.0\x00")
-	logBuf := make([]byte, 64<<10)
-	load := struct {
-		progType, insnCnt uint32
-		insns, license    uint64
-		logLevel, logSize uint32
-		logBuf            uint64
-		kernVersion       uint32
-		progFlags         uint32
-	}{
-		progType: bpfProgTypeCgroupDevice, insnCnt: uint32(len(code) / 8),
-		insns:    uint64(uintptr(unsafe.Pointer(&code[0]))),
-		license:  uint64(uintptr(unsafe.Pointer(&license[0]))),
-		logLevel: 1, logSize: uint32(len(logBuf)), logBuf: uint64(uintptr(unsafe.Pointer(&logBuf[0]))),
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if fd, ok := d.progs[string(code)]; ok {
+		return fd, func() {}, nil
 	}
-	fd, _, errno := unix.Syscall(unix.SYS_BPF, bpfProgLoad, uintptr(unsafe.Pointer(&load)), unsafe.Sizeof(load))
-	if errno != 0 {
-		return fmt.Errorf("runner: load the device filter: %w: %s", errno, cstring(logBuf))
+	p, err := loadDeviceProgram(code, nil)
+	if err != nil {
+		// Load again with the verifier's log, to say why.
+		log := make([]byte, 64<<10)
+		_, err = loadDeviceProgram(code, log)
+		return 0, nil, fmt.Errorf("runner: load the device filter: %w: %s", err, cstring(log))
 	}
-	defer unix.Close(int(fd))
+	fd = int(p)
+	if !d.keep {
+		return fd, func() { unix.Close(fd) }, nil
+	}
+	if d.progs == nil {
+		d.progs = map[string]int{}
+	}
+	d.progs[string(code)] = fd
+	return fd, func() {}, nil
+}
+
+// close releases the kept programs; attached ones stay with their cgroups.
+func (d *deviceFilters) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, fd := range d.progs {
+		unix.Close(fd)
+	}
+	d.progs = nil
+}
+
+// attach attaches the program for rules to the cgroup v2 folder dir. The
+// kernel keeps it there while the cgroup exists.
+func (d *deviceFilters) attach(dir string, rules []devRule) error {
+	fd, release, err := d.program(rules)
+	if err != nil {
+		return err
+	}
+	defer release()
 	cg, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("runner: device filter: %w", err)
@@ -164,6 +197,35 @@ func attachDeviceFilter(dir string, rules []devRule) error {
 		return fmt.Errorf("runner: attach the device filter to %s: %w", dir, errno)
 	}
 	return nil
+}
+
+// loadDeviceProgram loads a cgroup device program, with the verifier's
+// log in log when it is not nil (which is slower).
+func loadDeviceProgram(code, log []byte) (uintptr, error) {
+	license := []byte("Apache-2.0\x00")
+	load := struct {
+		progType, insnCnt uint32
+		insns, license    uint64
+		logLevel, logSize uint32
+		logBuf            uint64
+		kernVersion       uint32
+		progFlags         uint32
+	}{
+		progType: bpfProgTypeCgroupDevice, insnCnt: uint32(len(code) / 8),
+		insns:   uint64(uintptr(unsafe.Pointer(&code[0]))),
+		license: uint64(uintptr(unsafe.Pointer(&license[0]))),
+	}
+	if log != nil {
+		load.logLevel, load.logSize, load.logBuf = 1, uint32(len(log)), uint64(uintptr(unsafe.Pointer(&log[0])))
+	}
+	fd, _, errno := unix.Syscall(unix.SYS_BPF, bpfProgLoad, uintptr(unsafe.Pointer(&load)), unsafe.Sizeof(load))
+	runtime.KeepAlive(code)
+	runtime.KeepAlive(license)
+	runtime.KeepAlive(log)
+	if errno != 0 {
+		return 0, errno
+	}
+	return fd, nil
 }
 
 func cstring(b []byte) string {

@@ -54,11 +54,17 @@ func Init() int {
 	syscall.CloseOnExec(initConfigFD)
 	syscall.CloseOnExec(initStatusFD)
 	var cfg initConfig
-	config := os.NewFile(initConfigFD, "config")
-	defer config.Close()
-	dec := json.NewDecoder(config)
-	if err := dec.Decode(&cfg); err != nil {
+	stdio, err := receive(&cfg)
+	if err != nil {
 		return fail(1, "sandbox: read configuration: %v", err)
+	}
+	if len(stdio) == 3 {
+		for i, fd := range stdio {
+			if err := unix.Dup3(fd, i, 0); err != nil {
+				return fail(1, "sandbox: stdio: %v", err)
+			}
+			unix.Close(fd)
+		}
 	}
 	syscall.Umask(0)
 	if err := buildRoot(&cfg); err != nil {
@@ -87,7 +93,7 @@ func Init() int {
 		// gets its slave as its controlling terminal, in a session of its own.
 		fmt.Fprintf(status, "tty-ready\n")
 		var msg ttyMessage
-		if err := dec.Decode(&msg); err != nil {
+		if _, err := receive(&msg); err != nil {
 			return fail(1, "sandbox: read the terminal: %v", err)
 		}
 		tty, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", msg.PTY), os.O_RDWR|syscall.O_NOCTTY, 0)
@@ -128,6 +134,37 @@ func Init() int {
 		}
 	}
 	return 0
+}
+
+// receive reads one message from the agent into v, and the files that
+// came with it. The agent closing the socket (it stopped) ends the init.
+func receive(v any) ([]int, error) {
+	buf := make([]byte, 4<<20)
+	oob := make([]byte, unix.CmsgSpace(3*4))
+	n, oobn, flags, _, err := unix.Recvmsg(initConfigFD, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return nil, errors.New("the agent went away")
+	}
+	if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
+		return nil, errors.New("message too large")
+	}
+	var fds []int
+	if oobn > 0 {
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range msgs {
+			f, err := unix.ParseUnixRights(&m)
+			if err == nil {
+				fds = append(fds, f...)
+			}
+		}
+	}
+	return fds, json.Unmarshal(buf[:n], v)
 }
 
 // reap collects every exited child; it reports the program's end once the

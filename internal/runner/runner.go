@@ -119,7 +119,7 @@ func Start(s Spec) (*Job, error) {
 		return nil, fmt.Errorf("runner: empty command: %w", ErrNotFound)
 	}
 	if s.Sandbox != nil {
-		return startInSandbox(s)
+		return new(Launcher).Start(s) // no warm init kept
 	}
 	path, err := LookPath(s.Argv[0], envValue(s.Env, "PATH"), s.Dir)
 	if err != nil {
@@ -161,58 +161,6 @@ func Start(s Spec) (*Job, error) {
 			j.cg.remove()
 		}
 		return nil, fmt.Errorf("runner: start %s: %w", s.Argv[0], err)
-	}
-	return j, nil
-}
-
-// startInSandbox starts the program through a sandbox's init: this very
-// binary, in new mount, PID and IPC namespaces, inside the job's cgroup
-// from the first instruction.
-func startInSandbox(s Spec) (*Job, error) {
-	if err := s.Sandbox.validate(s.Dir); err != nil {
-		return nil, err
-	}
-	cg, err := newCgroup(s.CgroupRoot, s.Name)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrSandbox, err)
-	}
-	fail := func(err error) (*Job, error) {
-		cg.remove()
-		return nil, err
-	}
-	if err := cg.limit(s.Sandbox.Limits, s.Sandbox.Devices); err != nil {
-		return fail(fmt.Errorf("%w: %v", ErrSandbox, err))
-	}
-	fd, err := syscall.Open(cg.dir, syscall.O_DIRECTORY|syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		return fail(fmt.Errorf("runner: open cgroup: %w", err))
-	}
-	defer syscall.Close(fd)
-	j := &Job{cg: cg, isolation: "sandbox"}
-	j.cmd = &exec.Cmd{Path: "/proc/self/exe", Args: []string{InitName}, Env: []string{}, Dir: "/",
-		SysProcAttr: &syscall.SysProcAttr{
-			Setsid:      true,
-			Cloneflags:  syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC,
-			UseCgroupFD: true, CgroupFD: fd,
-		}}
-	err = j.startSandboxed(s, func() error {
-		if s.TTY {
-			return j.cmd.Start() // the terminal is made inside the sandbox
-		}
-		return j.startPipes(s)
-	})
-	if err != nil {
-		if !j.reaped.Load() && j.cmd.Process != nil {
-			cg.kill()
-			j.cmd.Process.Wait()
-		}
-		for _, c := range j.closers {
-			c.Close()
-		}
-		if j.ptmx != nil {
-			j.ptmx.Close()
-		}
-		return fail(err)
 	}
 	return j, nil
 }
@@ -288,6 +236,14 @@ func (j *Job) Pids() []int {
 		return j.cg.pids()
 	}
 	return []int{j.cmd.Process.Pid}
+}
+
+// Cgroup is the job's cgroup v2 folder, or "" without one.
+func (j *Job) Cgroup() string {
+	if j.cg == nil {
+		return ""
+	}
+	return j.cg.dir
 }
 
 // Isolation says how the job's process tree is contained.

@@ -31,7 +31,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func spec(t *testing.T, name string, argv ...string) (Spec, *syncBuffer, *syncBuffer) {
+func spec(t testing.TB, name string, argv ...string) (Spec, *syncBuffer, *syncBuffer) {
 	var out, errb syncBuffer
 	return Spec{Name: name + strconv.Itoa(os.Getpid()), Argv: argv, Env: []string{"PATH=/usr/bin:/bin"}, Dir: t.TempDir(),
 		CgroupRoot: CgroupV2Root(), Stdout: &out, Stderr: &errb}, &out, &errb

@@ -90,8 +90,10 @@ type initConfig struct {
 	Sandbox
 }
 
-// Files the agent passes to the init: fd 3 carries the configuration, fd 4
-// the init's reports (started, error, exit).
+// Files the agent passes to the init: fd 3 is a SOCK_SEQPACKET socket for
+// the configuration (one message, with the program's stdio attached when
+// it has no terminal) and the terminal's number; fd 4 is a pipe for the
+// init's reports (started, error, exit).
 const (
 	initConfigFD = 3
 	initStatusFD = 4
@@ -169,48 +171,38 @@ func (s *sandboxed) next() (report, error) {
 	return r, nil
 }
 
-// startSandboxed prepares the job's exec.Cmd to run the init instead of
-// the program, starts it, hands it its configuration and waits until the
-// program runs (or could not be started).
-func (j *Job) startSandboxed(s Spec, start func() error) error {
-	cfgR, cfgW, err := os.Pipe()
+// startSandboxed runs the program through w, a sandbox's init already in
+// the job's cgroups: it hands the init its configuration (and, without a
+// terminal, the program's stdio) and waits until the program runs or
+// could not be started.
+func (j *Job) startSandboxed(s Spec, w *warmInit) error {
+	j.cmd = w.cmd
+	j.sandbox = &sandboxed{status: w.status, lines: bufio.NewScanner(w.status)}
+	j.closers = append(j.closers, w.status, w.sock)
+	var stdio []*os.File
+	if !s.TTY {
+		var err error
+		if stdio, err = j.pipes(s); err != nil {
+			return err
+		}
+	}
+	cfg, err := json.Marshal(initConfig{Argv: s.Argv, Env: s.Env, Dir: s.Dir, TTY: s.TTY, Sandbox: *s.Sandbox})
 	if err != nil {
 		return err
 	}
-	statusR, statusW, err := os.Pipe()
+	err = w.send(cfg, stdio...)
+	for _, f := range stdio {
+		f.Close() // the init has its copies; ours must close so that EOF arrives
+	}
 	if err != nil {
-		cfgR.Close()
-		cfgW.Close()
-		return err
-	}
-	j.cmd.ExtraFiles = []*os.File{cfgR, statusW}
-	err = start()
-	cfgR.Close()
-	statusW.Close()
-	if err != nil {
-		cfgW.Close()
-		statusR.Close()
-		return err
-	}
-	j.sandbox = &sandboxed{status: statusR, lines: bufio.NewScanner(statusR)}
-	j.closers = append(j.closers, statusR)
-	// The init waits for its configuration, so it can join the v1
-	// controllers before anything of the job runs.
-	if err := j.cg.join(j.cmd.Process.Pid); err != nil {
-		cfgW.Close()
-		return err
-	}
-	defer cfgW.Close()
-	cfg := initConfig{Argv: s.Argv, Env: s.Env, Dir: s.Dir, TTY: s.TTY, Sandbox: *s.Sandbox}
-	if err := json.NewEncoder(cfgW).Encode(cfg); err != nil {
-		return fmt.Errorf("runner: configure the sandbox: %w", err)
+		return fmt.Errorf("%w: configure: %v", ErrSandbox, err)
 	}
 	r, err := j.sandbox.next()
 	if err != nil {
 		return err
 	}
 	if r.kind == "tty-ready" {
-		if err := j.openSandboxTerminal(s, cfgW); err != nil {
+		if err := j.openSandboxTerminal(s, w); err != nil {
 			return err
 		}
 		if r, err = j.sandbox.next(); err != nil {
@@ -238,6 +230,37 @@ func (j *Job) startSandboxed(s Spec, start func() error) error {
 	return fmt.Errorf("runner: unexpected sandbox report %q", r.kind)
 }
 
+// pipes makes the program's stdin, stdout and stderr pipes: it keeps its
+// ends, starts copying, and returns the program's ends.
+func (j *Job) pipes(s Spec) ([]*os.File, error) {
+	var theirs, ours []*os.File
+	for i := 0; i < 3; i++ {
+		r, w, err := os.Pipe()
+		if err != nil {
+			for _, f := range append(theirs, ours...) {
+				f.Close()
+			}
+			return nil, err
+		}
+		if i == 0 {
+			theirs, ours = append(theirs, r), append(ours, w)
+		} else {
+			theirs, ours = append(theirs, w), append(ours, r)
+		}
+	}
+	j.stdin = ours[0]
+	j.closers = append(j.closers, ours[1], ours[2])
+	for i, w := range []io.Writer{s.Stdout, s.Stderr} {
+		r := ours[i+1]
+		j.copies.Add(1)
+		go func() {
+			defer j.copies.Done()
+			io.Copy(w, r)
+		}()
+	}
+	return theirs, nil
+}
+
 // ttyMessage tells a sandbox's init which terminal of its own devpts the
 // program gets.
 type ttyMessage struct{ PTY int }
@@ -245,7 +268,7 @@ type ttyMessage struct{ PTY int }
 // openSandboxTerminal opens a pseudo-terminal in the sandbox's own devpts
 // (so that the program's terminal has a name inside it, as ttyname and
 // tty expect), keeps its master and tells the init the slave's number.
-func (j *Job) openSandboxTerminal(s Spec, cfgW *os.File) error {
+func (j *Job) openSandboxTerminal(s Spec, w *warmInit) error {
 	ptmx, err := os.OpenFile(fmt.Sprintf("/proc/%d/root/dev/pts/ptmx", j.cmd.Process.Pid), os.O_RDWR|syscall.O_NOCTTY, 0)
 	if err != nil {
 		return fmt.Errorf("runner: the sandbox's terminal: %w", err)
@@ -257,7 +280,8 @@ func (j *Job) openSandboxTerminal(s Spec, cfgW *os.File) error {
 	}
 	j.ptmx, j.stdin = ptmx, ptmx
 	j.Resize(s.Rows, s.Cols)
-	if err := json.NewEncoder(cfgW).Encode(ttyMessage{PTY: n}); err != nil {
+	msg, _ := json.Marshal(ttyMessage{PTY: n})
+	if err := w.send(msg); err != nil {
 		return fmt.Errorf("runner: the sandbox's terminal: %w", err)
 	}
 	j.copies.Add(1)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -19,7 +20,7 @@ func TestMain(m *testing.M) {
 
 // sandboxSpec runs argv in a sandbox with the host's runtime and a
 // writable /work, as the job user 3000000.
-func sandboxSpec(t *testing.T, name string, argv ...string) (Spec, *syncBuffer, *syncBuffer) {
+func sandboxSpec(t testing.TB, name string, argv ...string) (Spec, *syncBuffer, *syncBuffer) {
 	t.Helper()
 	if os.Geteuid() != 0 || CgroupV2Root() == "" {
 		t.Skip("sandboxes need root and cgroup v2")
@@ -141,5 +142,18 @@ func TestSandboxTerminal(t *testing.T) {
 	ex := runSandboxed(t, s)
 	if ex.Code != 0 || !strings.Contains(out.String(), "/dev/pts/0") || !strings.Contains(out.String(), "31 97") || !strings.Contains(out.String(), "is-a-tty") {
 		t.Fatalf("exit %+v, out %q", ex, out.String())
+	}
+}
+
+// TestSandboxSignalsStartClean: a program starts with no ignored signals
+// even when the agent was started ignoring some (nohup, a script that
+// traps SIGINT with ”), so Ctrl+C and hang-ups reach it (SPEC A12).
+func TestSandboxSignalsStartClean(t *testing.T) {
+	signal.Ignore(syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Reset(syscall.SIGINT, syscall.SIGHUP)
+	s, out, errb := sandboxSpec(t, "sbsig", "sh", "-c", `grep -E '^Sig(Blk|Ign)' /proc/self/status`)
+	ex := runSandboxed(t, s)
+	if ex.Code != 0 || !strings.Contains(out.String(), "SigBlk:\t0000000000000000") || !strings.Contains(out.String(), "SigIgn:\t0000000000000000") {
+		t.Fatalf("exit %+v, out %q, err %q", ex, out.String(), errb.String())
 	}
 }

@@ -10,46 +10,144 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
-	"syscall"
+	"sync"
 	"time"
 
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 )
 
-// Cache is a node's content-addressed blob store.
+// Cache is a node's content-addressed blob store, readable by the agent
+// only. It holds at most max bytes (0: no bound), evicting the blobs used
+// longest ago; blobs a job is being prepared from are pinned meanwhile.
 type Cache struct {
 	dir string
+	max int64
+
+	mu      sync.Mutex
+	entries map[string]*blob
+	size    int64
+	// awaited counts the reservations of blobs not yet arrived; they are
+	// pinned as they arrive.
+	awaited map[string]int
 }
 
-// NewCache opens (creating) a blob cache in dir.
-func NewCache(dir string) (*Cache, error) {
+// blob is one cached file.
+type blob struct {
+	size   int64
+	used   time.Time
+	pinned int
+}
+
+// NewCache opens (creating) a blob cache in dir of at most maxBytes, and
+// indexes what an earlier agent left there.
+func NewCache(dir string, maxBytes int64) (*Cache, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("workspace: cache: %w", err)
 	}
-	return &Cache{dir: dir}, nil
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("workspace: cache: %w", err)
+	}
+	c := &Cache{dir: dir, max: maxBytes, entries: map[string]*blob{}, awaited: map[string]int{}}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		if name := d.Name(); validHash(name) && filepath.Base(filepath.Dir(p)) == name[:2] {
+			c.entries[name] = &blob{size: info.Size(), used: info.ModTime()}
+			c.size += info.Size()
+		} else {
+			os.Remove(p) // a partial upload
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("workspace: cache: %w", err)
+	}
+	c.mu.Lock()
+	c.evict()
+	c.mu.Unlock()
+	return c, nil
+}
+
+// Size is the bytes the cache holds.
+func (c *Cache) Size() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.size
 }
 
 func (c *Cache) path(sum string) string { return filepath.Join(c.dir, sum[:2], sum) }
 
 // Has reports whether the blob is cached.
 func (c *Cache) Has(sum string) bool {
-	_, err := os.Stat(c.path(sum))
-	return err == nil
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.entries[sum]
+	return ok
 }
 
-// Missing returns the hashes of a manifest's files that the cache lacks,
-// each once.
-func (c *Cache) Missing(m *hacv1.Manifest) []string {
+// Reserve returns the hashes of a manifest's files that the cache lacks,
+// each once, and pins the manifest's blobs (those there and those to come)
+// until release is called, so that eviction cannot take them while the
+// job is being prepared.
+func (c *Cache) Reserve(m *hacv1.Manifest) (missing []string, release func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	seen := map[string]bool{}
-	var out []string
 	for _, f := range m.Files {
-		if f.Sha256 != "" && !seen[f.Sha256] && !c.Has(f.Sha256) {
-			seen[f.Sha256] = true
-			out = append(out, f.Sha256)
+		if f.Sha256 == "" || seen[f.Sha256] {
+			continue
+		}
+		seen[f.Sha256] = true
+		if b, ok := c.entries[f.Sha256]; ok {
+			b.pinned++
+		} else {
+			c.awaited[f.Sha256]++
+			missing = append(missing, f.Sha256)
 		}
 	}
-	return out
+	var once sync.Once
+	return missing, func() {
+		once.Do(func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			for sum := range seen {
+				if b, ok := c.entries[sum]; ok && b.pinned > 0 {
+					b.pinned--
+				} else if c.awaited[sum]--; c.awaited[sum] <= 0 {
+					delete(c.awaited, sum)
+				}
+			}
+			c.evict()
+		})
+	}
+}
+
+// evict removes the blobs used longest ago until the cache fits; c.mu is
+// held.
+func (c *Cache) evict() {
+	if c.max <= 0 || c.size <= c.max {
+		return
+	}
+	sums := make([]string, 0, len(c.entries))
+	for sum, b := range c.entries {
+		if b.pinned == 0 {
+			sums = append(sums, sum)
+		}
+	}
+	sort.Slice(sums, func(i, j int) bool { return c.entries[sums[i]].used.Before(c.entries[sums[j]].used) })
+	for _, sum := range sums {
+		if c.size <= c.max {
+			return
+		}
+		os.Remove(c.path(sum))
+		c.size -= c.entries[sum].size
+		delete(c.entries, sum)
+	}
 }
 
 // ErrHashMismatch means a blob's content does not match its name.
@@ -96,7 +194,27 @@ func (w *Writer) Commit() error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 		return err
 	}
-	return os.Rename(w.f.Name(), dst)
+	info, err := os.Stat(w.f.Name())
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(w.f.Name(), dst); err != nil {
+		return err
+	}
+	c := w.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// Pinned for the jobs whose Reserve is waiting for it.
+	pins := c.awaited[w.sum]
+	delete(c.awaited, w.sum)
+	if old, ok := c.entries[w.sum]; ok {
+		c.size -= old.size
+		pins += old.pinned
+	}
+	c.entries[w.sum] = &blob{size: info.Size(), used: time.Now(), pinned: pins}
+	c.size += info.Size()
+	c.evict()
+	return nil
 }
 
 // Abort drops a partial blob.
@@ -134,7 +252,7 @@ func (c *Cache) Materialize(m *hacv1.Manifest, dest string) error {
 			links = append(links, f) // last, so that nothing is written through them
 			continue
 		}
-		if err := copyFile(c.path(f.Sha256), p, mode.Perm()); err != nil {
+		if err := c.copyOut(f.Sha256, p, mode.Perm()); err != nil {
 			return fmt.Errorf("workspace: materialize %s: %w", f.Path, err)
 		}
 		mt := time.Unix(0, f.MtimeNs)
@@ -151,134 +269,39 @@ func (c *Cache) Materialize(m *hacv1.Manifest, dest string) error {
 	return nil
 }
 
-func copyFile(src, dst string, perm fs.FileMode) error {
-	in, err := os.Open(src)
+// copyOut writes a private copy of a blob to dst, checking its hash on
+// the way; a blob that no longer matches its name is dropped from the
+// cache.
+func (c *Cache) copyOut(sum, dst string, perm fs.FileMode) error {
+	in, err := os.Open(c.path(sum))
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, perm)
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_EXCL, perm)
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(out, in); err != nil {
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(out, h), in); err != nil {
 		out.Close()
 		return err
 	}
-	return out.Close()
-}
-
-// Change is a file the program created or changed.
-type Change struct {
-	Path string // slash-separated, relative
-	Mode fs.FileMode
-	Link string // symlinks
-}
-
-// Changes lists the files under dest that are new or differ from the
-// manifest (by size, then mtime, then content), in path order. Everything
-// is read through an os.Root, so a program that swaps a folder for a
-// symlink while it is listed cannot make the reader leave dest.
-func Changes(m *hacv1.Manifest, dest string) ([]Change, error) {
-	root, err := os.OpenRoot(dest)
-	if err != nil {
-		return nil, err
+	if err := out.Close(); err != nil {
+		return err
 	}
-	defer root.Close()
-	before := make(map[string]*hacv1.FileEntry, len(m.GetFiles()))
-	for _, f := range m.GetFiles() {
-		before[f.Path] = f
-	}
-	var out []Change
-	err = fs.WalkDir(root.FS(), ".", func(rel string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if hex.EncodeToString(h.Sum(nil)) != sum {
+		os.Remove(c.path(sum))
+		if b, ok := c.entries[sum]; ok {
+			c.size -= b.size
+			delete(c.entries, sum)
 		}
-		if rel == "." || d.IsDir() {
-			return nil
-		}
-		info, err := root.Lstat(rel)
-		if err != nil {
-			return nil // gone since it was listed
-		}
-		old := before[rel]
-		switch {
-		case info.Mode()&fs.ModeSymlink != 0:
-			link, err := root.Readlink(rel)
-			if err != nil {
-				return nil
-			}
-			if old == nil || old.Link != link {
-				out = append(out, Change{Path: rel, Mode: info.Mode(), Link: link})
-			}
-		case info.Mode().IsRegular():
-			if old != nil && old.Size == info.Size() && old.MtimeNs == info.ModTime().UnixNano() &&
-				fs.FileMode(old.Mode).Perm() == info.Mode().Perm() {
-				return nil
-			}
-			if old != nil && old.Size == info.Size() && fs.FileMode(old.Mode).Perm() == info.Mode().Perm() {
-				if sum, err := hashIn(root, rel); err == nil && sum == old.Sha256 {
-					return nil
-				}
-			}
-			out = append(out, Change{Path: rel, Mode: info.Mode()})
-		}
-		return nil
-	})
-	sort.Slice(out, func(i, j int) bool { return strings.Compare(out[i].Path, out[j].Path) < 0 })
-	return out, err
-}
-
-// OpenRegular opens rel under root for reading if it is a regular file,
-// never following a symlink out of root and never waiting on a FIFO.
-func OpenRegular(root *os.Root, rel string) (*os.File, error) {
-	f, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		return nil, err
+		return fmt.Errorf("%w %s (dropped from the cache; run the program again)", ErrHashMismatch, sum)
 	}
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("workspace: %s is not a regular file", rel)
+	if b, ok := c.entries[sum]; ok {
+		b.used = time.Now()
 	}
-	return f, nil
-}
-
-func hashIn(root *os.Root, rel string) (string, error) {
-	f, err := OpenRegular(root, rel)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// SafeJoin returns root/rel for writing, after checking that rel is clean
-// and that no folder on the way is a symlink, so that a file can never be
-// written outside root.
-func SafeJoin(root, rel string) (string, error) {
-	rel, err := CleanPath(rel)
-	if err != nil {
-		return "", err
-	}
-	parts := strings.Split(rel, "/")
-	cur := root
-	for _, part := range parts[:len(parts)-1] {
-		cur = filepath.Join(cur, part)
-		fi, err := os.Lstat(cur)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-		if !fi.IsDir() {
-			return "", fmt.Errorf("%w %q: %s is not a folder", ErrBadPath, rel, cur)
-		}
-	}
-	return filepath.Join(root, filepath.FromSlash(rel)), nil
+	return nil
 }

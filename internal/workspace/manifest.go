@@ -3,6 +3,7 @@ package workspace
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -99,8 +100,31 @@ func TotalSize(m *hacv1.Manifest) int64 {
 	return n
 }
 
+// Limits of a manifest from the network. The total counts every listing
+// of a blob, since each becomes a copy on the node.
+const (
+	MaxFiles     = 500_000
+	MaxTotalSize = 256 << 30
+	maxPathLen   = 4096
+)
+
+// ErrTooBig means a manifest is past MaxFiles or MaxTotalSize.
+var ErrTooBig = errors.New("workspace: too large")
+
 // Validate checks every entry of a manifest from the network.
 func Validate(m *hacv1.Manifest) error {
+	if n := len(m.GetFiles()); n > MaxFiles {
+		return fmt.Errorf("%w: %d files, more than %d (list big data sets in .hacignore and read them from shared storage)", ErrTooBig, n, MaxFiles)
+	}
+	var total int64
+	for _, f := range m.GetFiles() {
+		if f.Size < 0 || f.Size > MaxTotalSize || len(f.Path) > maxPathLen || len(f.Link) > maxPathLen {
+			return fmt.Errorf("%w: %q: bad size or name length", ErrBadPath, f.Path)
+		}
+		if total += f.Size; total > MaxTotalSize {
+			return fmt.Errorf("%w: more than %d GiB of files (list big data sets in .hacignore)", ErrTooBig, MaxTotalSize>>30)
+		}
+	}
 	seen := make(map[string]bool, len(m.GetFiles()))
 	links := map[string]bool{}
 	for _, f := range m.GetFiles() {

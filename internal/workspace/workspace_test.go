@@ -2,7 +2,9 @@ package workspace
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -76,8 +78,9 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _ := NewCache(t.TempDir())
-	missing := c.Missing(m)
+	c, _ := NewCache(t.TempDir(), 0)
+	missing, release := c.Reserve(m)
+	defer release()
 	if len(missing) != 2 {
 		t.Fatalf("missing = %v, want 2 blobs", missing)
 	}
@@ -94,7 +97,7 @@ func TestRoundTrip(t *testing.T) {
 			}
 		}
 	}
-	if len(c.Missing(m)) != 0 {
+	if again, _ := c.Reserve(m); len(again) != 0 {
 		t.Fatal("a second upload of the same tree would send blobs again")
 	}
 	dest := t.TempDir()
@@ -122,7 +125,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestCacheRejectsWrongContent(t *testing.T) {
-	c, _ := NewCache(t.TempDir())
+	c, _ := NewCache(t.TempDir(), 0)
 	w, _ := c.Create(strings.Repeat("a", 64))
 	w.Write([]byte("not that"))
 	if err := w.Commit(); !errors.Is(err, ErrHashMismatch) {
@@ -177,4 +180,58 @@ func FuzzIgnore(f *testing.F) {
 	f.Fuzz(func(t *testing.T, patterns, p string) {
 		ParseIgnore(strings.NewReader(patterns)).Match(p, false)
 	})
+}
+
+// put stores content in the cache as a job's upload would.
+func put(t *testing.T, c *Cache, content string) string {
+	t.Helper()
+	sum := fmt.Sprintf("%x", sha256.Sum256([]byte(content)))
+	w, err := c.Create(sum)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte(content))
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return sum
+}
+
+// TestCacheEvictsLeastRecentlyUsed: past its bound the cache drops the
+// blobs used longest ago, never one pinned for a job being prepared.
+func TestCacheEvictsLeastRecentlyUsed(t *testing.T) {
+	dir := t.TempDir()
+	c, _ := NewCache(dir, 250)
+	m := &hacv1.Manifest{Files: []*hacv1.FileEntry{{Path: "a", Mode: 0o644, Size: 100, Sha256: fmt.Sprintf("%x", sha256.Sum256([]byte(strings.Repeat("a", 100))))}}}
+	missing, release := c.Reserve(m)
+	if len(missing) != 1 {
+		t.Fatalf("missing %v", missing)
+	}
+	a := put(t, c, strings.Repeat("a", 100)) // pinned by the reservation
+	b := put(t, c, strings.Repeat("b", 100))
+	put(t, c, strings.Repeat("c", 100)) // 300 > 250: b goes, a is pinned
+	if !c.Has(a) || c.Has(b) || c.Size() > 250 {
+		t.Fatalf("after eviction: a %v b %v size %d", c.Has(a), c.Has(b), c.Size())
+	}
+	release()
+	// Reopening indexes what is there and keeps the bound.
+	again, _ := NewCache(dir, 150)
+	if again.Size() > 150 {
+		t.Fatalf("reopened cache holds %d bytes", again.Size())
+	}
+}
+
+// TestCacheDropsCorruptBlob: a cached blob changed behind the cache's back
+// is not copied to a job, and leaves the cache.
+func TestCacheDropsCorruptBlob(t *testing.T) {
+	c, _ := NewCache(t.TempDir(), 0)
+	sum := put(t, c, "honest content")
+	os.WriteFile(c.path(sum), []byte("planted content"), 0o600)
+	m := &hacv1.Manifest{Files: []*hacv1.FileEntry{{Path: "f", Mode: 0o644, Size: 14, Sha256: sum}}}
+	if err := c.Materialize(m, t.TempDir()); !errors.Is(err, ErrHashMismatch) {
+		t.Fatalf("Materialize = %v, want ErrHashMismatch", err)
+	}
+	if c.Has(sum) {
+		t.Fatal("the corrupt blob is still cached")
+	}
 }

@@ -1,0 +1,226 @@
+package runner
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Launcher starts jobs. For sandboxed jobs it keeps one sandbox init
+// started ahead, its namespaces made, its runtime up and its cgroups
+// joined, so that a job's start waits neither for a process to load nor
+// for the kernel to move it between cgroups: that is most of what a
+// sandbox costs. The zero Launcher starts each init when needed.
+type Launcher struct {
+	root   string // the cgroup folder warm inits wait in; "" keeps none
+	mu     sync.Mutex
+	warm   *warmInit
+	closed bool
+	wg     sync.WaitGroup
+	seq    atomic.Int64
+	filter deviceFilters
+}
+
+// NewLauncher returns a launcher that keeps an init ready in a cgroup
+// under root, the CgroupRoot of the jobs it will start.
+func NewLauncher(root string) *Launcher {
+	l := &Launcher{root: root, filter: deviceFilters{keep: true}}
+	l.refill()
+	return l
+}
+
+// warmInit is a sandbox's init waiting for its configuration, alone in a
+// cgroup that becomes its job's. (Cgroup v2 folders cannot be renamed, so
+// a sandboxed job's cgroup is named sandbox-AGENTPID-N, not Spec.Name;
+// Job.Cgroup says which.)
+type warmInit struct {
+	cmd    *exec.Cmd
+	cg     *cgroup
+	sock   *os.File // our end of the configuration socket
+	status *os.File // the init's reports
+}
+
+// spawnInit starts a sandbox init in new mount, PID and IPC namespaces,
+// inside a new cgroup under root (entered at clone; the v1 controllers
+// are joined right after). It does nothing until it is sent its
+// configuration.
+func (l *Launcher) spawnInit(root string) (*warmInit, error) {
+	cg, err := newCgroup(root, fmt.Sprintf("sandbox-%d-%d", os.Getpid(), l.seq.Add(1)))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSandbox, err)
+	}
+	if cg.v1 {
+		cg.remove()
+		return nil, fmt.Errorf("%w: a sandbox needs cgroup v2", ErrSandbox)
+	}
+	w, err := startInit(cg)
+	if err != nil {
+		cg.remove()
+		return nil, err
+	}
+	if err := cg.joinV1(w.cmd.Process.Pid); err != nil {
+		w.discard()
+		return nil, fmt.Errorf("%w: %v", ErrSandbox, err)
+	}
+	return w, nil
+}
+
+func startInit(cg *cgroup) (*warmInit, error) {
+	dir, err := syscall.Open(cg.dir, syscall.O_DIRECTORY|syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: open cgroup: %v", ErrSandbox, err)
+	}
+	defer syscall.Close(dir)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	ours, theirs := os.NewFile(uintptr(fds[0]), "config"), os.NewFile(uintptr(fds[1]), "config")
+	defer theirs.Close()
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		ours.Close()
+		return nil, err
+	}
+	defer statusW.Close()
+	cmd := &exec.Cmd{Path: "/proc/self/exe", Args: []string{InitName}, Env: []string{}, Dir: "/",
+		ExtraFiles: []*os.File{theirs, statusW},
+		SysProcAttr: &syscall.SysProcAttr{
+			Setsid:      true,
+			Cloneflags:  syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC,
+			UseCgroupFD: true, CgroupFD: dir,
+		}}
+	if err := cmd.Start(); err != nil {
+		ours.Close()
+		statusR.Close()
+		return nil, fmt.Errorf("%w: start the init: %v", ErrSandbox, err)
+	}
+	return &warmInit{cmd: cmd, cg: cg, sock: ours, status: statusR}, nil
+}
+
+// send sends one message, with files attached.
+func (w *warmInit) send(msg []byte, files ...*os.File) error {
+	var oob []byte
+	if len(files) > 0 {
+		fds := make([]int, len(files))
+		for i, f := range files {
+			fds[i] = int(f.Fd())
+		}
+		oob = unix.UnixRights(fds...)
+	}
+	return unix.Sendmsg(int(w.sock.Fd()), msg, oob, nil, 0)
+}
+
+// discard kills an init that will not be used, and its cgroup.
+func (w *warmInit) discard() {
+	w.cmd.Process.Kill()
+	w.cg.kill()
+	w.cmd.Wait()
+	w.cg.remove()
+	w.sock.Close()
+	w.status.Close()
+}
+
+// take returns the warm init, or a new one under root, and has the next
+// one started.
+func (l *Launcher) take(root string) (*warmInit, error) {
+	if root != l.root || root == "" {
+		return l.spawnInit(root)
+	}
+	l.mu.Lock()
+	w := l.warm
+	l.warm = nil
+	l.mu.Unlock()
+	if w != nil {
+		return w, nil
+	}
+	return l.spawnInit(root)
+}
+
+// refill starts an init in the background for the next job.
+func (l *Launcher) refill() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || l.root == "" {
+		return
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		w, err := l.spawnInit(l.root)
+		if err != nil {
+			return // the next job starts one itself, and says why it failed
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.closed || l.warm != nil {
+			w.discard()
+			return
+		}
+		l.warm = w
+	}()
+}
+
+// Close stops the warm init; jobs already started are not touched.
+func (l *Launcher) Close() {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	l.wg.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.warm != nil {
+		l.warm.discard()
+		l.warm = nil
+	}
+	l.filter.close()
+}
+
+// Start starts a job: in a sandbox when the spec has one, else plainly.
+func (l *Launcher) Start(s Spec) (*Job, error) {
+	if s.Sandbox == nil {
+		return Start(s)
+	}
+	if len(s.Argv) == 0 || s.Argv[0] == "" {
+		return nil, fmt.Errorf("runner: empty command: %w", ErrNotFound)
+	}
+	if err := s.Sandbox.validate(s.Dir); err != nil {
+		return nil, err
+	}
+	w, err := l.take(s.CgroupRoot)
+	if err != nil {
+		return nil, err
+	}
+	// The next job's init starts once this one's program runs, so that
+	// the two do not compete for the processor.
+	defer l.refill()
+	if err := w.cg.limit(s.Sandbox.Limits, s.Sandbox.Devices, &l.filter, w.cmd.Process.Pid); err != nil {
+		w.discard()
+		return nil, fmt.Errorf("%w: %v", ErrSandbox, err)
+	}
+	j := &Job{cg: w.cg, isolation: "sandbox"}
+	if err := j.startSandboxed(s, w); err != nil {
+		if !j.reaped.Load() {
+			w.cmd.Process.Kill()
+			w.cg.kill()
+			w.cmd.Wait()
+		}
+		for _, c := range j.closers {
+			c.Close()
+		}
+		if j.stdin != nil {
+			j.stdin.Close()
+		}
+		if j.ptmx != nil {
+			j.ptmx.Close()
+		}
+		w.cg.remove()
+		return nil, err
+	}
+	return j, nil
+}
