@@ -31,7 +31,7 @@ import (
 type Config struct {
 	// ControlPlane is the control plane's URL, such as http://10.0.0.1:7470.
 	ControlPlane string
-	// Token is a node token.
+	// Token is the node's own credential (see Enroll).
 	Token string
 	// Name is the node's name in the pool; the hostname by default.
 	Name string
@@ -94,8 +94,11 @@ type Agent struct {
 // New checks the configuration, binds the worker listener, opens the
 // cache and kills what an earlier agent left; Run registers and serves.
 func New(cfg Config) (*Agent, error) {
-	if cfg.ControlPlane == "" || cfg.Token == "" {
-		return nil, errors.New("agent: --server URL and --token NODE_TOKEN are required")
+	if cfg.ControlPlane == "" {
+		return nil, errors.New("agent: --server URL is required")
+	}
+	if cfg.Token == "" {
+		return nil, ErrNotEnrolled
 	}
 	if cfg.Name == "" {
 		h, err := os.Hostname()
@@ -263,18 +266,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	srv := guard.Server(mux)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(a.ln) }()
-	go a.heartbeat(ctx)
+	removed := make(chan error, 1)
+	go a.heartbeat(ctx, removed)
 	go a.watchMemory(ctx)
 	select {
 	case err := <-errc:
 		return err
+	case err := <-removed:
+		a.killAll("this node was removed from the pool")
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+		return err
 	case <-ctx.Done():
 	}
-	a.mu.Lock()
-	for _, j := range a.jobs {
-		j.kill("the node agent is stopping")
-	}
-	a.mu.Unlock()
+	a.killAll("the node agent is stopping")
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(sctx)
@@ -291,9 +297,19 @@ func (a *Agent) cgroupRoot() string {
 	return ""
 }
 
+// killAll ends every job on the node.
+func (a *Agent) killAll(reason string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, j := range a.jobs {
+		j.kill(reason)
+	}
+}
+
 // heartbeat reports running jobs and stops the ones the control plane no
-// longer grants, until ctx ends.
-func (a *Agent) heartbeat(ctx context.Context) {
+// longer grants, until ctx ends, or until the control plane no longer
+// knows the node's credential (hac node remove), which it says on removed.
+func (a *Agent) heartbeat(ctx context.Context, removed chan<- error) {
 	for {
 		a.mu.Lock()
 		interval := a.interval
@@ -313,6 +329,10 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		case <-time.After(interval):
 		}
 		resp, err := a.client.Heartbeat(ctx, connect.NewRequest(req))
+		if connect.CodeOf(err) == connect.CodeUnauthenticated {
+			removed <- fmt.Errorf("agent: the control plane no longer accepts this node's credential (hac node remove?): its jobs were stopped; to rejoin, delete %s and enroll the node again with hac node add", credentialPath(a.cfg.DataDir))
+			return
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				a.log.Warn("heartbeat failed", "err", err)

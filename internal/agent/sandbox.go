@@ -49,7 +49,7 @@ var runtimePaths = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
 var maskedPaths = []string{"/etc/hac"}
 
 // reservedTops are top-level folders a workspace cannot be shown in.
-var reservedTops = []string{"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt", "proc", "sys", "dev", "run", "boot"}
+var reservedTops = []string{"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt", "proc", "sys", "dev", "run", "boot", ".hac", ".old"}
 
 // DefaultJobPids bounds a job's processes and threads.
 const DefaultJobPids = 16384

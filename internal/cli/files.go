@@ -98,8 +98,8 @@ func sendBlob(path, sum string, size int64, buf []byte, send func(*hacv1.ExecReq
 
 // syncBack writes the files a program created or changed into the caller's
 // folder, through an os.Root of it: nothing lands outside it, whatever
-// symlinks the folder holds. It never writes under .git/ and never makes a
-// symlink that points outside the folder. A local file that changed during
+// symlinks the folder holds. It never writes under .git/ or through a
+// symlink, and makes only symlinks that point down from where they are. A local file that changed during
 // the run, or that existed without being uploaded, is never overwritten:
 // the program's version lands beside it as NAME.hac-job<ID>. Each file is
 // written to a temporary name and renamed when complete, so an interrupted
@@ -137,8 +137,16 @@ func (s *syncBack) target(rel string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if slices.Contains(strings.Split(rel, "/"), ".git") {
+	if hasGit(rel) {
 		return "", fmt.Errorf("%w: %s is inside .git/, which hac never writes", errRefused, rel)
+	}
+	// Nothing is written through a symlink, even one that stays inside:
+	// it could lead into .git/, or be replaced later.
+	parts := strings.Split(rel, "/")
+	for i := 1; i < len(parts); i++ {
+		if fi, err := s.root.Lstat(filepath.FromSlash(strings.Join(parts[:i], "/"))); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			return "", fmt.Errorf("%w: %s goes through the symlink %s", errRefused, rel, strings.Join(parts[:i], "/"))
+		}
 	}
 	p := filepath.FromSlash(rel)
 	fi, err := s.root.Lstat(p)
@@ -160,20 +168,32 @@ func (s *syncBack) target(rel string) (string, error) {
 	return alt, nil
 }
 
-// insideLink reports whether a symlink at rel pointing to link stays in
-// the folder.
-func insideLink(rel, link string) bool {
-	if link == "" || path.IsAbs(link) || strings.ContainsRune(link, 0) {
+// hasGit reports whether a path is in a .git folder (any case: client
+// disks may not tell .GIT from .git).
+func hasGit(rel string) bool {
+	for _, part := range strings.Split(rel, "/") {
+		if strings.EqualFold(part, ".git") {
+			return true
+		}
+	}
+	return false
+}
+
+// insideLink reports whether a symlink from the program may be made: its
+// target is relative, has no ".." (so that, however links chain, each
+// one only leads down from where it is, never above the folder) and does
+// not lead into .git/.
+func insideLink(link string) bool {
+	if link == "" || path.IsAbs(link) || strings.ContainsRune(link, 0) || hasGit(link) {
 		return false
 	}
-	to := path.Clean(path.Join(path.Dir(rel), link))
-	return to != ".." && !strings.HasPrefix(to, "../")
+	return !slices.Contains(strings.Split(link, "/"), "..")
 }
 
 func (s *syncBack) receive(c *hacv1.ChangedFile) error {
 	if c.Link != "" {
-		if !insideLink(c.Path, c.Link) {
-			return fmt.Errorf("%w: %s is a symlink to %s, outside the folder", errRefused, c.Path, c.Link)
+		if !insideLink(c.Link) {
+			return fmt.Errorf("%w: %s is a symlink to %s, which could lead outside the folder (hac brings back symlinks that point down from where they are)", errRefused, c.Path, c.Link)
 		}
 		p, err := s.target(c.Path)
 		if err != nil {

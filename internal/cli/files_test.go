@@ -31,6 +31,11 @@ func TestSyncBackStaysInside(t *testing.T) {
 		{"through a symlink out", file("out/planted", "x")},
 		{"absolute symlink", s.receive(&hacv1.ChangedFile{Path: "passwd", Link: "/etc/passwd", First: true, Last: true})},
 		{"relative symlink out", s.receive(&hacv1.ChangedFile{Path: "a/up", Link: "../../x", First: true, Last: true})},
+		{"a symlink into .git", s.receive(&hacv1.ChangedFile{Path: "g", Link: ".git", First: true, Last: true})},
+		{".GIT on a case-blind disk", file(".GIT/hooks/pre-commit", "x")},
+		// A chain of links that each look inside: a/b -> .. then s -> a/b/..
+		{"a link up", s.receive(&hacv1.ChangedFile{Path: "a/b", Link: "..", First: true, Last: true})},
+		{"a chain up", s.receive(&hacv1.ChangedFile{Path: "s", Link: "a/b/..", First: true, Last: true})},
 	} {
 		if c.err == nil {
 			t.Errorf("%s: accepted", c.name)
@@ -41,6 +46,16 @@ func TestSyncBackStaysInside(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
 		t.Errorf("a file landed outside: %v", entries)
+	}
+	// Nothing is written through a symlink, even one inside.
+	if err := s.receive(&hacv1.ChangedFile{Path: "ok/sub/x", Mode: 0o644, Data: []byte("x"), First: true, Last: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.receive(&hacv1.ChangedFile{Path: "via", Link: "ok/sub", First: true, Last: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := file("via/planted", "x"); err == nil {
+		t.Errorf("a file was written through a symlink")
 	}
 	// Inside the folder all is fine.
 	if err := file("ok/model.bin", "weights"); err != nil {
@@ -57,7 +72,7 @@ func TestSyncBackStaysInside(t *testing.T) {
 	s.finish()
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if e.Name() != "ok" && e.Name() != "out" {
+		if e.Name() != "ok" && e.Name() != "out" && e.Name() != "via" {
 			t.Errorf("left behind: %s", e.Name())
 		}
 	}

@@ -2,11 +2,13 @@ package cli
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,6 +17,7 @@ import (
 	"github.com/hac-project/hac/internal/controlplane"
 	"github.com/hac-project/hac/internal/gpu"
 	"github.com/hac-project/hac/internal/store"
+	"github.com/hac-project/hac/internal/token"
 	"github.com/hac-project/hac/internal/vm/local"
 )
 
@@ -134,8 +137,8 @@ func (a *app) serve(ctx context.Context, cfg controlplane.Config, dev bool, gpus
 	go func() { errc <- srv.Run(ctx) }()
 	if !dev {
 		fmt.Fprintf(a.stderr, "hac control plane listening on %s\n", addr)
-		fmt.Fprintf(a.stderr, "Admin and node tokens are in %s\n", srv.CredentialsPath())
-		fmt.Fprintf(a.stderr, "Join a GPU node:  hac agent --server %s --token $(jq -r .node_token %s)\n", addr, srv.CredentialsPath())
+		fmt.Fprintf(a.stderr, "The admin token is in %s\n", srv.CredentialsPath())
+		fmt.Fprintf(a.stderr, "Enroll a GPU node:  hac node add NAME > NAME.join, then on the node:  hac agent --server %s --join-file NAME.join\n", addr)
 		return <-errc
 	}
 	if _, err := srv.EnsureServer(ctx, creds.AdminUser, "dev"); err != nil {
@@ -148,7 +151,14 @@ func (a *app) serve(ctx context.Context, cfg controlplane.Config, dev bool, gpus
 	if noSandbox {
 		cfg.Logger.Warn("not root: jobs run as this user with no sandbox (start hac serve --dev as root to isolate them)")
 	}
-	ag, err := agent.New(agent.Config{ControlPlane: addr, Token: creds.NodeToken, Name: "dev-node", Listen: agentListen,
+	// The embedded node gets a fresh credential each start, and a name of
+	// its own, so that two dev instances never touch each other's jobs.
+	node := devNodeName(cfg.DataDir)
+	nodeToken, err := srv.EnrollNode(ctx, node, "")
+	if err != nil {
+		return err
+	}
+	ag, err := agent.New(agent.Config{ControlPlane: addr, Token: nodeToken, Name: node, Listen: agentListen,
 		GPUs: provider, DataDir: filepath.Join(cfg.DataDir, "agent"), Logger: cfg.Logger, SyncInterval: 30 * time.Second,
 		NoSandbox: noSandbox, CacheBytes: agent.DefaultCacheBytes})
 	if err != nil {
@@ -169,7 +179,7 @@ func (a *app) serve(ctx context.Context, cfg controlplane.Config, dev bool, gpus
 	devs, _ := provider.Devices(ctx)
 	fmt.Fprintf(a.stdout, `hac is running on this machine (dev mode).
   control plane  %s   (data in %s)
-  GPU node       dev-node at %s with %s
+  GPU node       %s at %s with %s
   user "dev" with server "dev" (model %s)
 
 Client config written to %s. In another terminal, try:
@@ -182,7 +192,7 @@ From another account or machine, set:
   export HAC_SERVER=dev
 
 Stop with Ctrl+C.
-`, addr, cfg.DataDir, ag.Addr(), describeGPUs(devs), cfg.DefaultModel, path, addr, creds.AdminToken)
+`, addr, cfg.DataDir, node, ag.Addr(), describeGPUs(devs), cfg.DefaultModel, path, addr, creds.AdminToken)
 	return <-errc
 }
 
@@ -193,29 +203,69 @@ func describeGPUs(devs []gpu.Device) string {
 	return fmt.Sprintf("%d x %s (%d MiB)", len(devs), devs[0].Name, devs[0].MemoryMiB)
 }
 
+// devNodeName names the embedded node of a dev instance after its data
+// folder: dev-node-1a2b3c.
+func devNodeName(dataDir string) string {
+	abs, _ := filepath.Abs(dataDir)
+	sum := sha256.Sum256([]byte(abs))
+	return fmt.Sprintf("dev-node-%x", sum[:3])
+}
+
+// joinTokenIn finds a join token in a file's text (hac node add's output
+// or the bare token).
+func joinTokenIn(text string) string {
+	for _, f := range strings.Fields(text) {
+		if strings.HasPrefix(f, token.JoinPrefix) {
+			return f
+		}
+	}
+	return strings.TrimSpace(text)
+}
+
 func (a *app) agentCmd() *cobra.Command {
 	cfg := agent.Config{}
-	var gpus string
+	var gpus, join, joinFile string
 	cmd := &cobra.Command{
-		Use:   "agent --server URL --token NODE_TOKEN",
+		Use:   "agent --server URL [--join-file FILE]",
 		Short: "Run a GPU node agent that joins the pool",
-		Args:  cobra.NoArgs,
+		Long: `Run a GPU node agent. A node joins once, with the one-time token that an
+admin's hac node add NAME prints: from a file (--join-file), the environment
+(HAC_JOIN_TOKEN), or --join. The agent trades it for a credential of its
+own, kept in its data folder (0600), and uses that from then on.
+
+Jobs run in sandboxes (their own uid, namespaces and cgroup), which needs
+root; --no-sandbox is only for a machine whose only user is you.`,
+		Example: `  hac node add gpu1 > gpu1.join            # on the control plane, as admin
+  hac agent --server http://10.0.0.1:7470 --join-file gpu1.join
+  hac agent --server http://10.0.0.1:7470   # later starts: the kept credential`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if cfg.ControlPlane == "" || cfg.Token == "" {
-				return usageError{fmt.Errorf("--server URL and --token NODE_TOKEN are required")}
+			if cfg.ControlPlane == "" {
+				return usageError{fmt.Errorf("--server URL is required")}
 			}
-			if cfg.Name == "" {
-				cfg.Name, _ = os.Hostname()
+			if joinFile != "" {
+				raw, err := os.ReadFile(joinFile)
+				if err != nil {
+					return usageError{fmt.Errorf("--join-file: %w", err)}
+				}
+				join = joinTokenIn(string(raw))
+			}
+			if join == "" {
+				join = a.getenv("HAC_JOIN_TOKEN")
+			}
+			if cfg.DataDir == "" {
+				cfg.DataDir = defaultDataDir(a.getenv, "agent")
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(a.stderr, nil))
+			var err error
+			if cfg, err = agent.Enroll(cmd.Context(), cfg, join); err != nil {
+				return err
 			}
 			p, err := gpu.Parse(gpus, cfg.Name)
 			if err != nil {
 				return usageError{err}
 			}
 			cfg.GPUs = p
-			if cfg.DataDir == "" {
-				cfg.DataDir = defaultDataDir(a.getenv, "agent")
-			}
-			cfg.Logger = slog.New(slog.NewTextHandler(a.stderr, nil))
 			ag, err := agent.New(cfg)
 			if err != nil {
 				return err
@@ -225,8 +275,9 @@ func (a *app) agentCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.ControlPlane, "server", "", "control plane URL, such as http://10.0.0.1:7470")
-	f.StringVar(&cfg.Token, "token", "", "node token (credentials.json of hac serve)")
-	f.StringVar(&cfg.Name, "name", "", "node name (default: the hostname)")
+	f.StringVar(&joinFile, "join-file", "", "file with the join token of hac node add (first start only)")
+	f.StringVar(&join, "join", "", "the join token of hac node add (first start only; prefer --join-file or HAC_JOIN_TOKEN)")
+	f.StringVar(&cfg.Name, "name", "", "node name (default: the one the join token was made for)")
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7471", "worker address clients connect to")
 	f.StringVar(&cfg.Advertise, "advertise", "", "host:port clients dial (default: --listen)")
 	f.StringVar(&gpus, "gpus", "auto", "GPUs: auto (nvidia-smi, else 8 simulated), nvidia-smi, or fake:COUNTxSIZE such as fake:8x80GiB")

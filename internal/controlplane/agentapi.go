@@ -18,7 +18,9 @@ import (
 //
 // History:
 //   - 1 (2026-11-28): RegisterNode, Heartbeat, JobEnded; Exec on the worker.
-const AgentProtocolVersion = 1
+//   - 2 (2026-12-01): Join; every call as the node's own credential; the
+//     ticket also in the Hac-Ticket header of Exec.
+const AgentProtocolVersion = 2
 
 // agentService implements hacv1connect.AgentServiceHandler.
 type agentService struct{ s *Server }
@@ -28,8 +30,8 @@ func (a agentService) RegisterNode(ctx context.Context, req *connect.Request[hac
 	if m.ProtocolVersion != AgentProtocolVersion {
 		return nil, apiError(fmt.Errorf("%w: the agent speaks %d, this control plane %d", ErrNodeProtocol, m.ProtocolVersion, AgentProtocolVersion))
 	}
-	if err := validServerName(m.Name); err != nil {
-		return nil, apiError(fmt.Errorf("node name: %w", err))
+	if err := asNode(ctx, m.Name); err != nil {
+		return nil, apiError(err)
 	}
 	if _, _, err := net.SplitHostPort(m.Address); err != nil {
 		return nil, apiError(fmt.Errorf("%w: node address %q: want host:port", ErrInvalid, m.Address))
@@ -42,8 +44,8 @@ func (a agentService) RegisterNode(ctx context.Context, req *connect.Request[hac
 	n := store.Node{Name: m.Name, Address: m.Address, TicketKey: key, State: "ready", RegisteredAt: a.s.cfg.Now()}
 	seen := map[string]bool{}
 	for _, g := range m.Gpus {
-		if g.Uuid == "" || seen[g.Uuid] || g.MemoryMib <= 0 {
-			return nil, apiError(fmt.Errorf("%w: GPU %d: every GPU needs a unique UUID and a positive memory size", ErrInvalid, g.Index))
+		if g.Uuid == "" || len(g.Uuid) > 128 || seen[g.Uuid] || g.MemoryMib <= 0 || g.MemoryMib > maxGPUMemoryMiB || len(g.Name) > 256 {
+			return nil, apiError(fmt.Errorf("%w: GPU %d: every GPU needs a unique UUID and a memory size of 1 MiB to 4 TiB", ErrInvalid, g.Index))
 		}
 		seen[g.Uuid] = true
 		n.GPUs = append(n.GPUs, store.GPU{UUID: g.Uuid, Index: int(g.Index), Name: g.Name, MemoryMiB: g.MemoryMib})
@@ -55,7 +57,13 @@ func (a agentService) RegisterNode(ctx context.Context, req *connect.Request[hac
 		HeartbeatIntervalMs: int32(a.s.cfg.HeartbeatInterval.Milliseconds())}), nil
 }
 
+// maxGPUMemoryMiB bounds what a node may claim of one GPU.
+const maxGPUMemoryMiB = 4 << 20
+
 func (a agentService) Heartbeat(ctx context.Context, req *connect.Request[hacv1.HeartbeatRequest]) (*connect.Response[hacv1.HeartbeatResponse], error) {
+	if err := asNode(ctx, req.Msg.Name); err != nil {
+		return nil, apiError(err)
+	}
 	running := map[int64]jobReport{}
 	for _, j := range req.Msg.Jobs {
 		id, err := strconv.ParseInt(j.JobId, 10, 64)
@@ -73,6 +81,9 @@ func (a agentService) Heartbeat(ctx context.Context, req *connect.Request[hacv1.
 }
 
 func (a agentService) JobEnded(ctx context.Context, req *connect.Request[hacv1.JobEndedRequest]) (*connect.Response[hacv1.JobEndedResponse], error) {
+	if err := asNode(ctx, req.Msg.Name); err != nil {
+		return nil, apiError(err)
+	}
 	id, err := strconv.ParseInt(req.Msg.JobId, 10, 64)
 	if err != nil {
 		return nil, apiError(fmt.Errorf("%w: job id %q", ErrInvalid, req.Msg.JobId))

@@ -19,11 +19,16 @@ func TestGarbageInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	nodeToken, err := s.EnrollNode(t.Context(), "n", "")
+	if err != nil {
+		t.Fatal(err)
+	}
 	procs := []string{
 		"/hac.v1.AcceleratorService/Allocate", "/hac.v1.AcceleratorService/RenewLease", "/hac.v1.AcceleratorService/Release",
 		"/hac.v1.AcceleratorService/GetAccelerator", "/hac.v1.AcceleratorService/SwitchModel", "/hac.v1.AcceleratorService/ResetAccelerator",
 		"/hac.v1.PoolService/ListJobs", "/hac.v1.ServerService/RegisterServer", "/hac.v1.AgentService/RegisterNode",
-		"/hac.v1.AgentService/Heartbeat", "/hac.v1.AgentService/JobEnded",
+		"/hac.v1.AgentService/Heartbeat", "/hac.v1.AgentService/JobEnded", "/hac.v1.AgentService/Join",
+		"/hac.v1.PoolService/AddNode", "/hac.v1.PoolService/RemoveNode", "/hac.v1.PoolService/DrainNode",
 	}
 	bodies := []string{
 		``, `{`, `null`, `[]`, `{"jobId":"-1"}`, `{"jobId":"99999999999999999999"}`, `{"jobId":"abc"}`,
@@ -43,7 +48,7 @@ func TestGarbageInput(t *testing.T) {
 		bodies = append(bodies, string(b))
 	}
 	for _, proc := range procs {
-		for _, tok := range []string{"", "garbage", toks[0], creds.AdminToken, creds.NodeToken} {
+		for _, tok := range []string{"", "garbage", toks[0], creds.AdminToken, nodeToken} {
 			for _, body := range bodies {
 				req, _ := http.NewRequest("POST", url+proc, bytes.NewReader([]byte(body)))
 				req.Header.Set("Content-Type", "application/json")

@@ -16,7 +16,9 @@ import (
 type principal struct {
 	kind     store.TokenKind
 	user     store.User
-	serverID int64 // server tokens
+	serverID int64  // server tokens
+	node     string // node and join tokens
+	hash     string // the token's hash
 }
 
 type principalKey struct{}
@@ -32,14 +34,17 @@ func (s *Server) authenticate(ctx context.Context, h http.Header) (principal, er
 	if !ok || raw == "" {
 		return principal{}, ErrUnauthenticated
 	}
-	var p principal
+	p := principal{hash: token.Hash(raw)}
 	err := s.store.View(ctx, func(tx *store.Tx) error {
-		tok, err := tx.TokenByHash(token.Hash(raw))
+		tok, err := tx.TokenByHash(p.hash)
 		if err != nil {
 			return err
 		}
-		p.kind, p.serverID = tok.Kind, tok.ServerID
-		if tok.Kind == store.NodeToken {
+		if !tok.Expires.IsZero() && !s.cfg.Now().Before(tok.Expires) {
+			return store.ErrNotFound
+		}
+		p.kind, p.serverID, p.node = tok.Kind, tok.ServerID, tok.Node
+		if tok.Kind == store.NodeToken || tok.Kind == store.JoinToken {
 			return nil
 		}
 		p.user, err = tx.UserByID(tok.UserID)

@@ -36,17 +36,21 @@ func testPool(t testing.TB, d store.Durability, nodes, gpus, n int) (string, []s
 	if err != nil {
 		t.Fatal(err)
 	}
-	creds, err := s.Bootstrap(ctx, "admin")
-	if err != nil {
+	if _, err := s.Bootstrap(ctx, "admin"); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	url := "http://" + s.Addr()
-	agent := hacv1connect.NewAgentServiceClient(apiclient.H2C(), url, connect.WithInterceptors(apiclient.Bearer(creds.NodeToken)))
 	for nd := 1; nd <= nodes; nd++ {
-		req := &hacv1.RegisterNodeRequest{ProtocolVersion: AgentProtocolVersion, Name: fmt.Sprintf("node%d", nd), Address: "127.0.0.1:1"}
+		name := fmt.Sprintf("node%d", nd)
+		cred, err := s.EnrollNode(ctx, name, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		agent := hacv1connect.NewAgentServiceClient(apiclient.H2C(), url, connect.WithInterceptors(apiclient.Bearer(cred)))
+		req := &hacv1.RegisterNodeRequest{ProtocolVersion: AgentProtocolVersion, Name: name, Address: "127.0.0.1:1"}
 		for i := 0; i < gpus; i++ {
 			req.Gpus = append(req.Gpus, &hacv1.GPU{Index: int32(i), Uuid: fmt.Sprintf("GPU-%d-%d", nd, i), MemoryMib: 80 * 1024})
 		}

@@ -127,7 +127,7 @@ func (b *broker) snapshotLocked() *sched.Snapshot {
 	}
 	names := make([]string, 0, len(b.nodes))
 	for name, n := range b.nodes {
-		if !n.lost {
+		if !n.lost && !n.Drained {
 			names = append(names, name)
 		}
 	}
@@ -400,6 +400,76 @@ func (b *broker) expire(ctx context.Context) {
 	}
 }
 
+// removeNode takes a node out of the pool for good (hac node remove): its
+// running jobs end as lost, its credentials are revoked.
+func (b *broker) removeNode(ctx context.Context, name string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.nodes[name]; ok {
+		for id, j := range b.jobs {
+			if j.State == store.JobRunning && j.onNode(name) {
+				if _, err := b.endLocked(ctx, id, store.JobLost, sql.NullInt64{}, "node removed by an admin"); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	known := false
+	err := b.store.Update(ctx, func(tx *store.Tx) error {
+		enrolled, err := tx.NodeEnrolled(name)
+		if err != nil {
+			return err
+		}
+		_, registered := b.nodes[name]
+		if known = enrolled || registered; !known {
+			return nil
+		}
+		if err := tx.RevokeNodeTokens(name, "", b.cfg.Now()); err != nil {
+			return err
+		}
+		return tx.DeleteNode(name)
+	})
+	if err != nil {
+		return err
+	}
+	if !known {
+		return fmt.Errorf("%w: no node named %s (hac nodes lists them)", ErrUnknownNode, name)
+	}
+	delete(b.nodes, name)
+	b.snap = nil
+	b.log.Warn("node removed", "node", name)
+	return nil
+}
+
+// drainNode stops (or resumes) new placements on a node.
+func (b *broker) drainNode(ctx context.Context, name string, drained bool) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, ok := b.nodes[name]
+	if !ok {
+		return fmt.Errorf("%w: no node named %s (hac nodes lists them)", ErrUnknownNode, name)
+	}
+	now := b.cfg.Now()
+	var res sched.Result
+	err := b.store.Update(ctx, func(tx *store.Tx) error {
+		if err := tx.SetNodeDrained(name, drained); err != nil {
+			return err
+		}
+		n.Drained = drained
+		b.snap = nil
+		res = b.passLocked(nil, 0)
+		return b.writeResult(tx, res, now)
+	})
+	if err != nil {
+		n.Drained = !drained
+		b.snap = nil
+		return err
+	}
+	b.applyResultLocked(res, now)
+	b.log.Info("node drained", "node", name, "drained", drained)
+	return nil
+}
+
 // loseNodeLocked fails the jobs on a node and takes its GPUs out of the
 // pool until it registers again.
 func (b *broker) loseNodeLocked(ctx context.Context, name, reason string) error {
@@ -433,6 +503,19 @@ func (j *jobState) onNode(name string) bool {
 func (b *broker) registerNode(ctx context.Context, n store.Node) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	for other, o := range b.nodes {
+		if other == n.Name {
+			n.Drained = o.Drained
+			continue
+		}
+		for _, g := range o.GPUs {
+			for _, mine := range n.GPUs {
+				if g.UUID == mine.UUID {
+					return fmt.Errorf("%w: GPU %s is node %s's; a GPU belongs to one node", ErrInvalid, g.UUID, other)
+				}
+			}
+		}
+	}
 	for id, j := range b.jobs {
 		if j.State == store.JobRunning && j.onNode(n.Name) {
 			if _, err := b.endLocked(ctx, id, store.JobLost, sql.NullInt64{}, "node restarted"); err != nil {

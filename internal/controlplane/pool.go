@@ -22,8 +22,11 @@ func (ps poolService) ListNodes(ctx context.Context, _ *connect.Request[hacv1.Li
 	out := &hacv1.ListNodesResponse{}
 	for _, n := range nodes {
 		state := "ready"
-		if n.lost {
+		switch {
+		case n.lost:
 			state = "lost"
+		case n.Drained:
+			state = "drained"
 		}
 		pn := &hacv1.Node{Name: n.Name, Address: n.Address, State: state, LastHeartbeat: ts(n.lastSeen)}
 		for _, g := range n.GPUs {

@@ -97,7 +97,7 @@ func (s *Server) handler() http.Handler {
 	limit := connect.WithReadMaxBytes(guard.MaxMessageBytes)
 	users := connect.WithHandlerOptions(limit, connect.WithInterceptors(authInterceptor{kinds: []store.TokenKind{store.UserToken}}))
 	anyClient := connect.WithHandlerOptions(limit, connect.WithInterceptors(authInterceptor{kinds: []store.TokenKind{store.UserToken, store.ServerToken}}))
-	nodes := connect.WithHandlerOptions(limit, connect.WithInterceptors(authInterceptor{kinds: []store.TokenKind{store.NodeToken}}))
+	nodes := connect.WithHandlerOptions(limit, connect.WithInterceptors(authInterceptor{kinds: []store.TokenKind{store.NodeToken, store.JoinToken}}))
 	api := func(path string, h http.Handler) { mux.Handle(path, s.authenticateFirst(h)) }
 	api(hacv1connect.NewAcceleratorServiceHandler(acceleratorService{s}, anyClient))
 	api(hacv1connect.NewPoolServiceHandler(poolService{s}, users))
@@ -200,14 +200,13 @@ func (s *Server) reap(ctx context.Context) {
 type Credentials struct {
 	AdminUser  string `json:"admin_user"`
 	AdminToken string `json:"admin_token"`
-	NodeToken  string `json:"node_token"`
 }
 
 // CredentialsPath is where Bootstrap keeps the first-run credentials.
 func (s *Server) CredentialsPath() string { return filepath.Join(s.cfg.DataDir, "credentials.json") }
 
-// Bootstrap returns the first-run credentials, making the admin user and
-// node token on the very first start.
+// Bootstrap returns the first-run credentials, making the admin user on
+// the very first start. Nodes are enrolled one by one (hac node add).
 func (s *Server) Bootstrap(ctx context.Context, adminName string) (Credentials, error) {
 	var c Credentials
 	raw, err := os.ReadFile(s.CredentialsPath())
@@ -220,17 +219,14 @@ func (s *Server) Bootstrap(ctx context.Context, adminName string) (Credentials, 
 	if !errors.Is(err, os.ErrNotExist) {
 		return c, err
 	}
-	c = Credentials{AdminUser: adminName, AdminToken: token.New(token.UserPrefix), NodeToken: token.New(token.NodePrefix)}
+	c = Credentials{AdminUser: adminName, AdminToken: token.New(token.UserPrefix)}
 	now := s.cfg.Now()
 	err = s.store.Update(ctx, func(tx *store.Tx) error {
 		id, err := tx.CreateUser(adminName, true, now)
 		if err != nil {
 			return err
 		}
-		if err := tx.AddToken(token.Hash(c.AdminToken), store.Token{Kind: store.UserToken, UserID: id}, now); err != nil {
-			return err
-		}
-		return tx.AddToken(token.Hash(c.NodeToken), store.Token{Kind: store.NodeToken}, now)
+		return tx.AddToken(token.Hash(c.AdminToken), store.Token{Kind: store.UserToken, UserID: id}, now)
 	})
 	if err != nil {
 		return c, fmt.Errorf("controlplane: bootstrap: %w", err)

@@ -53,11 +53,17 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 }
 
+// peerOf names a connection's peer: its IPv4 address, or its IPv6 /64
+// (one host usually holds a whole /64).
 func peerOf(c net.Conn) string {
-	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		return a.IP.String()
+	a, ok := c.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return c.RemoteAddr().String()
 	}
-	return c.RemoteAddr().String()
+	if v4 := a.IP.To4(); v4 != nil {
+		return v4.String()
+	}
+	return a.IP.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 func (l *listener) release(peer string) {

@@ -128,7 +128,6 @@ type cluster struct {
 	addr  string
 	creds struct {
 		AdminToken string `json:"admin_token"`
-		NodeToken  string `json:"node_token"`
 	}
 	serve  *proc
 	agents []*proc
@@ -177,7 +176,7 @@ func (c *cluster) startServeOn(listen string) {
 		}
 		c.addr = "http://" + string(raw)
 		cr, err := os.ReadFile(filepath.Join(data, "credentials.json"))
-		return err == nil && json.Unmarshal(cr, &c.creds) == nil && c.creds.NodeToken != ""
+		return err == nil && json.Unmarshal(cr, &c.creds) == nil && c.creds.AdminToken != ""
 	})
 }
 
@@ -190,8 +189,17 @@ func (c *cluster) addAgent(name, gpus string) *proc {
 	if c.agentPath != "" {
 		env[0] = "PATH=" + c.agentPath
 	}
-	args := []string{"agent", "--server", c.addr, "--token", c.creds.NodeToken, "--name", name,
-		"--gpus", gpus, "--listen", listen, "--data-dir", filepath.Join(c.dir, name), "--sync-interval", "300ms", "--memory-interval", "200ms"}
+	args := []string{"agent", "--server", c.addr, "--name", name, "--gpus", gpus, "--listen", listen, "--data-dir", filepath.Join(c.dir, name), "--sync-interval", "300ms", "--memory-interval", "200ms"}
+	dataDir := filepath.Join(c.dir, name)
+	if _, err := os.Stat(filepath.Join(dataDir, "node-credential.json")); err != nil {
+		// First start: enroll the node as an admin would.
+		r := c.hac(nil, "", "node", "add", name)
+		join := filepath.Join(c.dir, name+".join")
+		if r.code != 0 || os.WriteFile(join, []byte(r.stdout), 0o600) != nil {
+			c.t.Fatalf("hac node add %s: %+v", name, r)
+		}
+		args = append(args, "--join-file", join)
+	}
 	p := start(c.t, env, c.dir, nil, append(args, c.agentArgs...)...)
 	c.agents = append(c.agents, p)
 	eventually(c.t, 30*time.Second, "node "+name+" to register", func() bool {
@@ -265,6 +273,7 @@ type jobJSON struct {
 	ExitCode   int    `json:"exitCode"`
 	EndReason  string `json:"endReason"`
 	Placements []struct {
+		Node      string `json:"node"`
 		GpuUUID   string `json:"gpuUuid"`
 		MemoryMib string `json:"memoryMib"`
 	} `json:"placements"`

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -31,6 +32,16 @@ func (c *cluster) tenant(user, server string) []string {
 	return c.serverEnv(tok)
 }
 
+// nodeCredential is a node agent's own credential, from its data folder.
+func (c *cluster) nodeCredential(name string) string {
+	raw, err := os.ReadFile(filepath.Join(c.dir, name, "node-credential.json"))
+	var cred struct{ Token string }
+	if err != nil || json.Unmarshal(raw, &cred) != nil || cred.Token == "" {
+		c.t.Fatalf("node %s's credential: %v", name, err)
+	}
+	return cred.Token
+}
+
 // snoopScript is what a hostile job runs to look for another tenant's
 // workspace, blobs, environment, processes and the node's credentials.
 const snoopScript = `
@@ -40,7 +51,7 @@ cat ../../1/work/secret.txt 2>&1
 echo "processes: $(ls /proc | grep -c '^[0-9]')"
 cat /proc/[0-9]*/environ 2>/dev/null | tr '\0' '\n' | grep -i secret
 echo "commands: $(cat /proc/[0-9]*/comm | tr '\n' ' ')"
-cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' ' ' | grep -o 'hac[n]_[A-Z0-9]\{8,\}'
+cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' ' ' | grep -o 'hac[nj]_[A-Z0-9]\{8,\}'
 find / \( -path /proc -o -path /sys -o -path /usr \) -prune -o \( -name 'secret.txt' -o -name 'hac.d''b' -o -name 'credentials.js''on' -o -name 'blo''bs' -o -name 'tenant''-a*' \) -print 2>/dev/null
 echo "cgroup: $(cut -d: -f3 /proc/self/cgroup | sort -u | tr '\n' ' ')"
 echo $$ > /sys/fs/cgroup/cgroup.procs 2>&1 || echo "cgroup escape refused"
@@ -66,7 +77,7 @@ func TestAttackJobReadsAnotherTenant(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("snoop job: %+v", r)
 	}
-	for _, leak := range []string{"tenant-a", "A_SECRET", c.creds.NodeToken, "hacn_", "hac.db", "credentials.json", "blobs", "uid=0\n"} {
+	for _, leak := range []string{"tenant-a", "A_SECRET", c.nodeCredential("node1"), "hacn_", "hacj_", "hac.db", "credentials.json", "blobs", "uid=0\n"} {
 		if strings.Contains(r.stdout, leak) {
 			t.Errorf("tenant B's job saw %q", leak)
 		}

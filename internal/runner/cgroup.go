@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -80,7 +81,8 @@ func (c *cgroup) joinV1(pid int) error {
 
 func (c *cgroup) joinController(controller string, pid int) error {
 	dir := v1Dir(controller, c.dir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	os.MkdirAll(filepath.Dir(dir), 0o755)
+	if err := os.Mkdir(dir, 0o755); err != nil {
 		return fmt.Errorf("runner: %s cgroup: %w", controller, err)
 	}
 	if c.joined == nil {
@@ -111,9 +113,13 @@ func (c *cgroup) limit(l Limits, devices []Device, filters *deviceFilters, pid i
 		if err := os.WriteFile(path, []byte(strconv.FormatInt(value, 10)), 0o644); err != nil {
 			return fmt.Errorf("runner: no %s limit for the job (%v): enable the %s controller for the agent's cgroup", controller, err, controller)
 		}
-		if dir, ok := c.joined["memory"]; ok && controller == "memory" {
-			// Swap counts too where the kernel accounts it.
-			os.WriteFile(filepath.Join(dir, "memory.memsw.limit_in_bytes"), []byte(strconv.FormatInt(value, 10)), 0o644)
+		if controller == "memory" {
+			// No swapping past the limit, where the kernel accounts swap.
+			if dir, ok := c.joined["memory"]; ok {
+				os.WriteFile(filepath.Join(dir, "memory.memsw.limit_in_bytes"), []byte(strconv.FormatInt(value, 10)), 0o644)
+			} else {
+				os.WriteFile(filepath.Join(c.dir, "memory.swap.max"), []byte("0"), 0o644)
+			}
 		}
 	}
 	rules := deviceRules(devices)
@@ -152,16 +158,22 @@ func CgroupV2Root() string {
 // freezerV1Root is where v1 freezer cgroups go on hosts without cgroup v2.
 const freezerV1Root = "/sys/fs/cgroup/freezer/hac"
 
+// newCgroup makes a new, empty cgroup named name under root (cgroup v2),
+// else under the v1 freezer hierarchy. A cgroup of that name that exists
+// already is an error: two jobs never share one.
 func newCgroup(root, name string) (*cgroup, error) {
-	if root != "" {
-		dir := filepath.Join(root, name)
-		if err := os.MkdirAll(dir, 0o755); err == nil {
-			return &cgroup{dir: dir}, nil
+	for _, c := range []*cgroup{{dir: filepath.Join(root, name)}, {dir: filepath.Join(freezerV1Root, name), v1: true}} {
+		if !c.v1 && root == "" {
+			continue
 		}
-	}
-	dir := filepath.Join(freezerV1Root, name)
-	if err := os.MkdirAll(dir, 0o755); err == nil {
-		return &cgroup{dir: dir, v1: true}, nil
+		os.MkdirAll(filepath.Dir(c.dir), 0o755)
+		err := os.Mkdir(c.dir, 0o755)
+		if err == nil {
+			return c, nil
+		}
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("runner: cgroup %s exists already", c.dir)
+		}
 	}
 	return nil, errors.New("runner: no writable cgroup (v2 or v1 freezer)")
 }

@@ -1,9 +1,11 @@
 package runner
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/signal"
@@ -110,6 +112,9 @@ func Init() int {
 	if err := dropPrivileges(); err != nil {
 		return fail(1, "sandbox: drop privileges: %v", err)
 	}
+	if err := installJobFilter(); err != nil {
+		return fail(1, "sandbox: %v", err)
+	}
 	pid, err := syscall.ForkExec(path, cfg.Argv, &syscall.ProcAttr{Dir: cfg.Dir, Env: cfg.Env, Files: files, Sys: attr})
 	if err != nil {
 		code := 126
@@ -136,20 +141,25 @@ func Init() int {
 	return 0
 }
 
-// receive reads one message from the agent into v, and the files that
-// came with it. The agent closing the socket (it stopped) ends the init.
+// maxInitMessage bounds a message to the init (argv, environment and the
+// account files travel in the first).
+const maxInitMessage = 64 << 20
+
+// receive reads one message from the agent into v (see warmInit.send),
+// and the files that came with it. The agent closing the socket (it
+// stopped) ends the init.
 func receive(v any) ([]int, error) {
-	buf := make([]byte, 4<<20)
+	head := make([]byte, 8)
 	oob := make([]byte, unix.CmsgSpace(3*4))
-	n, oobn, flags, _, err := unix.Recvmsg(initConfigFD, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	n, oobn, flags, _, err := unix.Recvmsg(initConfigFD, head, oob, unix.MSG_CMSG_CLOEXEC)
 	if err != nil {
 		return nil, err
 	}
 	if n == 0 {
 		return nil, errors.New("the agent went away")
 	}
-	if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
-		return nil, errors.New("message too large")
+	if flags&unix.MSG_CTRUNC != 0 {
+		return nil, errors.New("too many files attached")
 	}
 	var fds []int
 	if oobn > 0 {
@@ -158,13 +168,41 @@ func receive(v any) ([]int, error) {
 			return nil, err
 		}
 		for _, m := range msgs {
-			f, err := unix.ParseUnixRights(&m)
-			if err == nil {
+			if f, err := unix.ParseUnixRights(&m); err == nil {
 				fds = append(fds, f...)
 			}
 		}
 	}
-	return fds, json.Unmarshal(buf[:n], v)
+	if err := readFull(initConfigFD, head[n:]); err != nil {
+		return nil, err
+	}
+	size := binary.BigEndian.Uint64(head)
+	if size > maxInitMessage {
+		return nil, fmt.Errorf("a message of %d bytes", size)
+	}
+	body := make([]byte, size)
+	if err := readFull(initConfigFD, body); err != nil {
+		return nil, err
+	}
+	return fds, json.Unmarshal(body, v)
+}
+
+// readFull fills b from fd (an os.File would close fd when collected).
+func readFull(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Read(fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.ErrUnexpectedEOF
+		}
+		b = b[n:]
+	}
+	return nil
 }
 
 // reap collects every exited child; it reports the program's end once the
@@ -266,6 +304,25 @@ func buildRoot(cfg *initConfig) error {
 	if err := unix.Mount("tmpfs", root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=16m"); err != nil {
 		return fmt.Errorf("mount the root: %w", err)
 	}
+	// The shown files are written first, into the fresh tmpfs, where no
+	// bind (validate refuses binds under /.hac) can have put anything.
+	if err := os.Mkdir(filepath.Join(root, ".hac"), 0o755); err != nil {
+		return err
+	}
+	for i, f := range cfg.Files {
+		src := filepath.Join(root, ".hac", strconv.Itoa(i))
+		out, err := os.OpenFile(src, os.O_CREATE|os.O_EXCL|os.O_WRONLY|syscall.O_NOFOLLOW, 0o644)
+		if err != nil {
+			return err
+		}
+		_, err = out.WriteString(f.Content)
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
 	for _, p := range cfg.Runtime {
 		if err := showRuntime(root, p); err != nil {
 			return err
@@ -292,8 +349,8 @@ func buildRoot(cfg *initConfig) error {
 			return err
 		}
 	}
-	for _, f := range cfg.Files {
-		if err := showFile(root, f); err != nil {
+	for i, f := range cfg.Files {
+		if err := showFile(root, filepath.Join(root, ".hac", strconv.Itoa(i)), f.Path); err != nil {
 			return err
 		}
 	}
@@ -433,25 +490,21 @@ func mask(root, p string) error {
 	return unix.Mount("/dev/null", filepath.Join(root, p), "", unix.MS_BIND, "")
 }
 
-// showFile writes a read-only file into the sandbox at f.Path, over what
-// the runtime has there.
-func showFile(root string, f File) error {
-	src := filepath.Join(root, ".hac", strings.ReplaceAll(strings.Trim(f.Path, "/"), "/", "_"))
-	if err := ensureDir(root, "/.hac"); err != nil {
+// showFile shows the file src, written by buildRoot, read-only at path,
+// over what the runtime has there.
+func showFile(root, src, path string) error {
+	if err := ensureFile(root, path); err != nil {
 		return err
 	}
-	if err := os.WriteFile(src, []byte(f.Content), 0o644); err != nil {
-		return err
-	}
-	if err := ensureFile(root, f.Path); err != nil {
-		return err
-	}
-	dst := filepath.Join(root, f.Path)
+	dst := filepath.Join(root, path)
 	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("show %s: %w", f.Path, err)
+		return fmt.Errorf("show %s: %w", path, err)
 	}
 	return unix.Mount("", dst, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, "")
 }
+
+// maxJobPTYs bounds the pseudo-terminals of one job.
+const maxJobPTYs = 32
 
 // makeDev gives the job a /dev of its own: the standard nodes, the given
 // ones, private pseudo-terminals and shared memory.
@@ -469,7 +522,9 @@ func makeDev(root string, devices []Device) error {
 			return fmt.Errorf("make /dev/%s: %w", d.Path, err)
 		}
 	}
-	if err := mountAt(root, "/dev/pts", "devpts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
+	// A bounded devpts: the node's pseudo-terminals are shared by every
+	// instance, so one job must not take them all.
+	if err := mountAt(root, "/dev/pts", "devpts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, fmt.Sprintf("newinstance,ptmxmode=0666,mode=0620,max=%d", maxJobPTYs)); err != nil {
 		return err
 	}
 	if err := mountAt(root, "/dev/shm", "shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {

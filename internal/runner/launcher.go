@@ -1,7 +1,9 @@
 package runner
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"sync"
@@ -36,8 +38,8 @@ func NewLauncher(root string) *Launcher {
 
 // warmInit is a sandbox's init waiting for its configuration, alone in a
 // cgroup that becomes its job's. (Cgroup v2 folders cannot be renamed, so
-// a sandboxed job's cgroup is named sandbox-AGENTPID-N, not Spec.Name;
-// Job.Cgroup says which.)
+// a sandboxed job's cgroup is named sandbox-AGENTPID-N-RANDOM, not
+// Spec.Name; Job.Cgroup says which.)
 type warmInit struct {
 	cmd    *exec.Cmd
 	cg     *cgroup
@@ -50,7 +52,7 @@ type warmInit struct {
 // are joined right after). It does nothing until it is sent its
 // configuration.
 func (l *Launcher) spawnInit(root string) (*warmInit, error) {
-	cg, err := newCgroup(root, fmt.Sprintf("sandbox-%d-%d", os.Getpid(), l.seq.Add(1)))
+	cg, err := newCgroup(root, fmt.Sprintf("sandbox-%d-%d-%x", os.Getpid(), l.seq.Add(1), rand.Uint32()))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSandbox, err)
 	}
@@ -76,7 +78,7 @@ func startInit(cg *cgroup) (*warmInit, error) {
 		return nil, fmt.Errorf("%w: open cgroup: %v", ErrSandbox, err)
 	}
 	defer syscall.Close(dir)
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -103,8 +105,12 @@ func startInit(cg *cgroup) (*warmInit, error) {
 	return &warmInit{cmd: cmd, cg: cg, sock: ours, status: statusR}, nil
 }
 
-// send sends one message, with files attached.
+// send sends one message: its length (8 bytes, big-endian, carrying the
+// files attached), then its bytes.
 func (w *warmInit) send(msg []byte, files ...*os.File) error {
+	if len(msg) > maxInitMessage {
+		return fmt.Errorf("the job's configuration is %d bytes, more than %d", len(msg), maxInitMessage)
+	}
 	var oob []byte
 	if len(files) > 0 {
 		fds := make([]int, len(files))
@@ -113,7 +119,12 @@ func (w *warmInit) send(msg []byte, files ...*os.File) error {
 		}
 		oob = unix.UnixRights(fds...)
 	}
-	return unix.Sendmsg(int(w.sock.Fd()), msg, oob, nil, 0)
+	head := binary.BigEndian.AppendUint64(nil, uint64(len(msg)))
+	if err := unix.Sendmsg(int(w.sock.Fd()), head, oob, nil, 0); err != nil {
+		return err
+	}
+	_, err := w.sock.Write(msg)
+	return err
 }
 
 // discard kills an init that will not be used, and its cgroup.

@@ -90,14 +90,18 @@ type initConfig struct {
 	Sandbox
 }
 
-// Files the agent passes to the init: fd 3 is a SOCK_SEQPACKET socket for
-// the configuration (one message, with the program's stdio attached when
-// it has no terminal) and the terminal's number; fd 4 is a pipe for the
-// init's reports (started, error, exit).
+// Files the agent passes to the init: fd 3 is a stream socket for the
+// configuration (one message, with the program's stdio attached when it
+// has no terminal) and the terminal's number (warmInit.send, receive);
+// fd 4 is a pipe for the init's reports (started, error, exit).
 const (
 	initConfigFD = 3
 	initStatusFD = 4
 )
+
+// ownPaths are what the init makes in every sandbox; no bind may go on,
+// under or over them.
+var ownPaths = []string{"/.hac", "/.old", "/proc", "/sys", "/dev"}
 
 // validate checks a sandbox before anything is mounted.
 func (s *Sandbox) validate(dir string) error {
@@ -108,8 +112,16 @@ func (s *Sandbox) validate(dir string) error {
 		return errors.New("runner: the sandbox root must be an absolute path")
 	}
 	for _, t := range append([]string{dir}, bindTargets(s.Binds)...) {
-		if !filepath.IsAbs(t) || filepath.Clean(t) != t {
+		if !filepath.IsAbs(t) || filepath.Clean(t) != t || t == "/" {
 			return fmt.Errorf("runner: sandbox path %q is not absolute and clean", t)
+		}
+	}
+	// Binds may not cover what the init builds itself.
+	for _, t := range bindTargets(s.Binds) {
+		for _, own := range ownPaths {
+			if t == own || strings.HasPrefix(t, own+"/") || strings.HasPrefix(own, t+"/") {
+				return fmt.Errorf("runner: a bind on %s would cover the sandbox's own %s", t, own)
+			}
 		}
 	}
 	for _, d := range s.Devices {
@@ -183,7 +195,7 @@ func (j *Job) startSandboxed(s Spec, w *warmInit) error {
 	if !s.TTY {
 		var err error
 		if stdio, err = j.pipes(s); err != nil {
-			return err
+			return fmt.Errorf("%w: %v", ErrSandbox, err)
 		}
 	}
 	cfg, err := json.Marshal(initConfig{Argv: s.Argv, Env: s.Env, Dir: s.Dir, TTY: s.TTY, Sandbox: *s.Sandbox})
@@ -199,14 +211,14 @@ func (j *Job) startSandboxed(s Spec, w *warmInit) error {
 	}
 	r, err := j.sandbox.next()
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %v", ErrSandbox, err)
 	}
 	if r.kind == "tty-ready" {
 		if err := j.openSandboxTerminal(s, w); err != nil {
-			return err
+			return fmt.Errorf("%w: %v", ErrSandbox, err)
 		}
 		if r, err = j.sandbox.next(); err != nil {
-			return err
+			return fmt.Errorf("%w: %v", ErrSandbox, err)
 		}
 	}
 	switch r.kind {

@@ -157,3 +157,27 @@ func TestSandboxSignalsStartClean(t *testing.T) {
 		t.Fatalf("exit %+v, out %q, err %q", ex, out.String(), errb.String())
 	}
 }
+
+// TestSandboxNoUserNamespaces: a job cannot make a user namespace (which
+// would hand it capabilities over new namespaces) or load BPF.
+func TestSandboxNoUserNamespaces(t *testing.T) {
+	s, out, errb := sandboxSpec(t, "sbuserns", "sh", "-c", `unshare -Ur true && echo made-userns; unshare -Urn true && echo made-netns; echo done`)
+	ex := runSandboxed(t, s)
+	if ex.Code != 0 || strings.Contains(out.String(), "made-") || !strings.Contains(errb.String(), "Operation not permitted") || !strings.Contains(out.String(), "done") {
+		t.Fatalf("exit %+v, out %q, err %q", ex, out.String(), errb.String())
+	}
+}
+
+// TestSandboxRefusesBindsOverItsOwn: no bind may cover what the init
+// builds itself (its account files in /.hac, /proc, /dev, /sys): a
+// workspace shown at /.hac once let a client's symlink there make the
+// init, still root, write a node file.
+func TestSandboxRefusesBindsOverItsOwn(t *testing.T) {
+	for _, target := range []string{"/.hac", "/.hac/x", "/proc", "/dev/shm", "/sys/fs", "/.old"} {
+		s, _, _ := sandboxSpec(t, "sbown", "true")
+		s.Sandbox.Binds = append(s.Sandbox.Binds, Bind{Source: t.TempDir(), Target: target})
+		if _, err := Start(s); err == nil || !strings.Contains(err.Error(), "would cover") {
+			t.Errorf("a bind on %s: %v", target, err)
+		}
+	}
+}

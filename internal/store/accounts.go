@@ -60,6 +60,9 @@ const (
 	UserToken   TokenKind = "user"
 	ServerToken TokenKind = "server"
 	NodeToken   TokenKind = "node"
+	// JoinToken is a node's one-time enrollment (hac node add), traded
+	// for a NodeToken of the same node.
+	JoinToken TokenKind = "join"
 )
 
 // Token is a stored credential, known by its hash only.
@@ -67,6 +70,10 @@ type Token struct {
 	Kind     TokenKind
 	UserID   int64
 	ServerID int64
+	// Node is the node a node or join token is bound to.
+	Node string
+	// Expires, when set, ends the token.
+	Expires time.Time
 }
 
 // CreateUser adds a user and returns its id.
@@ -100,9 +107,46 @@ func (t *Tx) user(where string, arg any) (User, error) {
 
 // AddToken stores a token's hash.
 func (t *Tx) AddToken(hash string, tok Token, now time.Time) error {
-	_, err := t.exec(`INSERT INTO tokens (hash, kind, user_id, server_id, created_at) VALUES (?, ?, ?, ?, ?)`,
-		hash, string(tok.Kind), nullID(tok.UserID), nullID(tok.ServerID), nanos(now))
+	var node sql.NullString
+	var expires sql.NullInt64
+	if tok.Node != "" {
+		node = sql.NullString{String: tok.Node, Valid: true}
+	}
+	if !tok.Expires.IsZero() {
+		expires = sql.NullInt64{Int64: nanos(tok.Expires), Valid: true}
+	}
+	_, err := t.exec(`INSERT INTO tokens (hash, kind, user_id, server_id, node_name, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		hash, string(tok.Kind), nullID(tok.UserID), nullID(tok.ServerID), node, expires, nanos(now))
 	return err
+}
+
+// RevokeNodeTokens revokes every token bound to a node; with kind set,
+// only tokens of that kind.
+func (t *Tx) RevokeNodeTokens(node string, kind TokenKind, now time.Time) error {
+	_, err := t.exec(`UPDATE tokens SET revoked_at = ? WHERE node_name = ? AND (? = '' OR kind = ?) AND revoked_at IS NULL`,
+		nanos(now), node, string(kind), string(kind))
+	return err
+}
+
+// RevokeToken revokes one live token (a join token as it is used); it
+// returns ErrNotFound when the token was revoked already, so that two
+// uses racing each other cannot both succeed.
+func (t *Tx) RevokeToken(hash string, now time.Time) error {
+	r, err := t.exec(`UPDATE tokens SET revoked_at = ? WHERE hash = ? AND revoked_at IS NULL`, nanos(now), hash)
+	if err != nil {
+		return err
+	}
+	if n, err := r.RowsAffected(); err != nil || n != 1 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// NodeEnrolled reports whether a node has a live credential.
+func (t *Tx) NodeEnrolled(node string) (bool, error) {
+	var n int
+	err := t.tx.QueryRowContext(t.ctx, `SELECT COUNT(*) FROM tokens WHERE node_name = ? AND kind = ? AND revoked_at IS NULL`, node, string(NodeToken)).Scan(&n)
+	return n > 0, err
 }
 
 // RevokeTokens revokes every token of a kind for a user or server.
@@ -116,13 +160,17 @@ func (t *Tx) RevokeTokens(kind TokenKind, userID, serverID int64, now time.Time)
 func (t *Tx) TokenByHash(hash string) (Token, error) {
 	var tok Token
 	var kind string
-	var user, server sql.NullInt64
-	err := t.tx.QueryRowContext(t.ctx, `SELECT kind, user_id, server_id FROM tokens WHERE hash = ? AND revoked_at IS NULL`, hash).
-		Scan(&kind, &user, &server)
+	var user, server, expires sql.NullInt64
+	var node sql.NullString
+	err := t.tx.QueryRowContext(t.ctx, `SELECT kind, user_id, server_id, node_name, expires_at FROM tokens WHERE hash = ? AND revoked_at IS NULL`, hash).
+		Scan(&kind, &user, &server, &node, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Token{}, ErrNotFound
 	}
-	tok.Kind, tok.UserID, tok.ServerID = TokenKind(kind), user.Int64, server.Int64
+	tok.Kind, tok.UserID, tok.ServerID, tok.Node = TokenKind(kind), user.Int64, server.Int64, node.String
+	if expires.Valid {
+		tok.Expires = time.Unix(0, expires.Int64)
+	}
 	return tok, err
 }
 

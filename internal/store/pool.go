@@ -15,6 +15,8 @@ type Node struct {
 	State        string
 	RegisteredAt time.Time
 	GPUs         []GPU
+	// Drained nodes take no new jobs; registering again keeps the mark.
+	Drained bool
 }
 
 // GPU is one device of a node.
@@ -27,11 +29,11 @@ type GPU struct {
 
 // PutNode adds or replaces a node and its GPUs.
 func (t *Tx) PutNode(n Node) error {
-	if _, err := t.exec(`DELETE FROM nodes WHERE name = ?`, n.Name); err != nil {
+	if err := t.DeleteNode(n.Name); err != nil {
 		return err
 	}
-	if _, err := t.exec(`INSERT INTO nodes (name, address, ticket_key, state, registered_at) VALUES (?, ?, ?, ?, ?)`,
-		n.Name, n.Address, n.TicketKey, n.State, nanos(n.RegisteredAt)); err != nil {
+	if _, err := t.exec(`INSERT INTO nodes (name, address, ticket_key, state, registered_at, drained) VALUES (?, ?, ?, ?, ?, ?)`,
+		n.Name, n.Address, n.TicketKey, n.State, nanos(n.RegisteredAt), n.Drained); err != nil {
 		return fmt.Errorf("store: put node %q: %w", n.Name, err)
 	}
 	for _, g := range n.GPUs {
@@ -43,6 +45,18 @@ func (t *Tx) PutNode(n Node) error {
 	return nil
 }
 
+// DeleteNode removes a node and its GPUs.
+func (t *Tx) DeleteNode(name string) error {
+	_, err := t.exec(`DELETE FROM nodes WHERE name = ?`, name)
+	return err
+}
+
+// SetNodeDrained marks a node drained or not.
+func (t *Tx) SetNodeDrained(name string, drained bool) error {
+	_, err := t.exec(`UPDATE nodes SET drained = ? WHERE name = ?`, drained, name)
+	return err
+}
+
 // SetNodeState records a node's state (ready, lost).
 func (t *Tx) SetNodeState(name, state string) error {
 	_, err := t.exec(`UPDATE nodes SET state = ? WHERE name = ?`, state, name)
@@ -51,7 +65,7 @@ func (t *Tx) SetNodeState(name, state string) error {
 
 // Nodes returns every node with its GPUs, by name.
 func (t *Tx) Nodes() ([]Node, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT name, address, ticket_key, state, registered_at FROM nodes ORDER BY name`)
+	rows, err := t.tx.QueryContext(t.ctx, `SELECT name, address, ticket_key, state, registered_at, drained FROM nodes ORDER BY name`)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +73,7 @@ func (t *Tx) Nodes() ([]Node, error) {
 	for rows.Next() {
 		var n Node
 		var reg int64
-		if err := rows.Scan(&n.Name, &n.Address, &n.TicketKey, &n.State, &reg); err != nil {
+		if err := rows.Scan(&n.Name, &n.Address, &n.TicketKey, &n.State, &reg, &n.Drained); err != nil {
 			rows.Close()
 			return nil, err
 		}

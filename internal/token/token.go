@@ -15,6 +15,7 @@ const (
 	UserPrefix   = "hacu_"
 	ServerPrefix = "hacs_"
 	NodePrefix   = "hacn_"
+	JoinPrefix   = "hacj_"
 )
 
 // New returns a fresh random token with the given prefix.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
@@ -233,5 +234,35 @@ func TestCacheDropsCorruptBlob(t *testing.T) {
 	}
 	if c.Has(sum) {
 		t.Fatal("the corrupt blob is still cached")
+	}
+}
+
+// TestChangesStayInside: what a program leaves in its folder (symlinks out
+// of it, a FIFO) makes the agent, reading as root, neither leave the
+// folder nor wait.
+func TestChangesStayInside(t *testing.T) {
+	dir, outside := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(outside, "secret"), []byte("node secret"), 0o600)
+	os.Symlink(outside, filepath.Join(dir, "escape"))
+	os.Symlink(filepath.Join(outside, "secret"), filepath.Join(dir, "link"))
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	changes, err := Changes(&hacv1.Manifest{}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range changes {
+		if c.Mode&fs.ModeSymlink == 0 {
+			t.Errorf("listed %s (%v): only the two symlinks, as links, should be", c.Path, c.Mode)
+		}
+	}
+	root, _ := os.OpenRoot(dir)
+	defer root.Close()
+	for _, p := range []string{"escape/secret", "link", "fifo"} {
+		if f, err := OpenRegular(root, p); err == nil {
+			f.Close()
+			t.Errorf("OpenRegular(%s) opened it", p)
+		}
 	}
 }

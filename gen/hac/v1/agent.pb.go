@@ -21,6 +21,105 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type JoinRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	ProtocolVersion int32                  `protobuf:"varint,1,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_hac_v1_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *JoinRequest) GetProtocolVersion() int32 {
+	if x != nil {
+		return x.ProtocolVersion
+	}
+	return 0
+}
+
+type JoinResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// node_name is the name the join token was made for.
+	NodeName string `protobuf:"bytes,1,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	// token is the node's credential; the agent keeps it (0600) and never
+	// shows it.
+	Token         string `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinResponse) Reset() {
+	*x = JoinResponse{}
+	mi := &file_hac_v1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinResponse) ProtoMessage() {}
+
+func (x *JoinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
+func (*JoinResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *JoinResponse) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
+}
+
+func (x *JoinResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
 type RegisterNodeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// protocol_version is agent.ProtocolVersion.
@@ -35,7 +134,7 @@ type RegisterNodeRequest struct {
 
 func (x *RegisterNodeRequest) Reset() {
 	*x = RegisterNodeRequest{}
-	mi := &file_hac_v1_agent_proto_msgTypes[0]
+	mi := &file_hac_v1_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -47,7 +146,7 @@ func (x *RegisterNodeRequest) String() string {
 func (*RegisterNodeRequest) ProtoMessage() {}
 
 func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_agent_proto_msgTypes[0]
+	mi := &file_hac_v1_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -60,7 +159,7 @@ func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeRequest.ProtoReflect.Descriptor instead.
 func (*RegisterNodeRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *RegisterNodeRequest) GetProtocolVersion() int32 {
@@ -102,7 +201,7 @@ type RegisterNodeResponse struct {
 
 func (x *RegisterNodeResponse) Reset() {
 	*x = RegisterNodeResponse{}
-	mi := &file_hac_v1_agent_proto_msgTypes[1]
+	mi := &file_hac_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -114,7 +213,7 @@ func (x *RegisterNodeResponse) String() string {
 func (*RegisterNodeResponse) ProtoMessage() {}
 
 func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_agent_proto_msgTypes[1]
+	mi := &file_hac_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -127,7 +226,7 @@ func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeResponse.ProtoReflect.Descriptor instead.
 func (*RegisterNodeResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RegisterNodeResponse) GetTicketKey() []byte {
@@ -162,7 +261,7 @@ type RunningJob struct {
 
 func (x *RunningJob) Reset() {
 	*x = RunningJob{}
-	mi := &file_hac_v1_agent_proto_msgTypes[2]
+	mi := &file_hac_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -174,7 +273,7 @@ func (x *RunningJob) String() string {
 func (*RunningJob) ProtoMessage() {}
 
 func (x *RunningJob) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_agent_proto_msgTypes[2]
+	mi := &file_hac_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -187,7 +286,7 @@ func (x *RunningJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunningJob.ProtoReflect.Descriptor instead.
 func (*RunningJob) Descriptor() ([]byte, []int) {
-	return file_hac_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RunningJob) GetJobId() string {
@@ -221,7 +320,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_hac_v1_agent_proto_msgTypes[3]
+	mi := &file_hac_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -233,7 +332,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_agent_proto_msgTypes[3]
+	mi := &file_hac_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -246,7 +345,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HeartbeatRequest) GetName() string {
@@ -276,7 +375,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_hac_v1_agent_proto_msgTypes[4]
+	mi := &file_hac_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -288,7 +387,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_agent_proto_msgTypes[4]
+	mi := &file_hac_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -301,7 +400,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HeartbeatResponse) GetStopJobs() []string {
@@ -332,7 +431,7 @@ type JobEndedRequest struct {
 
 func (x *JobEndedRequest) Reset() {
 	*x = JobEndedRequest{}
-	mi := &file_hac_v1_agent_proto_msgTypes[5]
+	mi := &file_hac_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -344,7 +443,7 @@ func (x *JobEndedRequest) String() string {
 func (*JobEndedRequest) ProtoMessage() {}
 
 func (x *JobEndedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_agent_proto_msgTypes[5]
+	mi := &file_hac_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -357,7 +456,7 @@ func (x *JobEndedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEndedRequest.ProtoReflect.Descriptor instead.
 func (*JobEndedRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *JobEndedRequest) GetName() string {
@@ -403,7 +502,7 @@ type JobEndedResponse struct {
 
 func (x *JobEndedResponse) Reset() {
 	*x = JobEndedResponse{}
-	mi := &file_hac_v1_agent_proto_msgTypes[6]
+	mi := &file_hac_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -415,7 +514,7 @@ func (x *JobEndedResponse) String() string {
 func (*JobEndedResponse) ProtoMessage() {}
 
 func (x *JobEndedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_agent_proto_msgTypes[6]
+	mi := &file_hac_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -428,14 +527,19 @@ func (x *JobEndedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEndedResponse.ProtoReflect.Descriptor instead.
 func (*JobEndedResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 var File_hac_v1_agent_proto protoreflect.FileDescriptor
 
 const file_hac_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x12hac/v1/agent.proto\x12\x06hac.v1\x1a\x13hac/v1/common.proto\"\x8f\x01\n" +
+	"\x12hac/v1/agent.proto\x12\x06hac.v1\x1a\x13hac/v1/common.proto\"8\n" +
+	"\vJoinRequest\x12)\n" +
+	"\x10protocol_version\x18\x01 \x01(\x05R\x0fprotocolVersion\"A\n" +
+	"\fJoinResponse\x12\x1b\n" +
+	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\"\x8f\x01\n" +
 	"\x13RegisterNodeRequest\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\x05R\x0fprotocolVersion\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -465,8 +569,9 @@ const file_hac_v1_agent_proto_rawDesc = "" +
 	"\texit_code\x18\x03 \x01(\x05R\bexitCode\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x121\n" +
 	"\x14infrastructure_fault\x18\x05 \x01(\bR\x13infrastructureFault\"\x12\n" +
-	"\x10JobEndedResponse2\xda\x01\n" +
-	"\fAgentService\x12I\n" +
+	"\x10JobEndedResponse2\x8d\x02\n" +
+	"\fAgentService\x121\n" +
+	"\x04Join\x12\x13.hac.v1.JoinRequest\x1a\x14.hac.v1.JoinResponse\x12I\n" +
 	"\fRegisterNode\x12\x1b.hac.v1.RegisterNodeRequest\x1a\x1c.hac.v1.RegisterNodeResponse\x12@\n" +
 	"\tHeartbeat\x12\x18.hac.v1.HeartbeatRequest\x1a\x19.hac.v1.HeartbeatResponse\x12=\n" +
 	"\bJobEnded\x12\x17.hac.v1.JobEndedRequest\x1a\x18.hac.v1.JobEndedResponseB-Z+github.com/hac-project/hac/gen/hac/v1;hacv1b\x06proto3"
@@ -483,28 +588,32 @@ func file_hac_v1_agent_proto_rawDescGZIP() []byte {
 	return file_hac_v1_agent_proto_rawDescData
 }
 
-var file_hac_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_hac_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_hac_v1_agent_proto_goTypes = []any{
-	(*RegisterNodeRequest)(nil),  // 0: hac.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil), // 1: hac.v1.RegisterNodeResponse
-	(*RunningJob)(nil),           // 2: hac.v1.RunningJob
-	(*HeartbeatRequest)(nil),     // 3: hac.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),    // 4: hac.v1.HeartbeatResponse
-	(*JobEndedRequest)(nil),      // 5: hac.v1.JobEndedRequest
-	(*JobEndedResponse)(nil),     // 6: hac.v1.JobEndedResponse
-	(*GPU)(nil),                  // 7: hac.v1.GPU
+	(*JoinRequest)(nil),          // 0: hac.v1.JoinRequest
+	(*JoinResponse)(nil),         // 1: hac.v1.JoinResponse
+	(*RegisterNodeRequest)(nil),  // 2: hac.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil), // 3: hac.v1.RegisterNodeResponse
+	(*RunningJob)(nil),           // 4: hac.v1.RunningJob
+	(*HeartbeatRequest)(nil),     // 5: hac.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),    // 6: hac.v1.HeartbeatResponse
+	(*JobEndedRequest)(nil),      // 7: hac.v1.JobEndedRequest
+	(*JobEndedResponse)(nil),     // 8: hac.v1.JobEndedResponse
+	(*GPU)(nil),                  // 9: hac.v1.GPU
 }
 var file_hac_v1_agent_proto_depIdxs = []int32{
-	7, // 0: hac.v1.RegisterNodeRequest.gpus:type_name -> hac.v1.GPU
-	2, // 1: hac.v1.HeartbeatRequest.jobs:type_name -> hac.v1.RunningJob
-	0, // 2: hac.v1.AgentService.RegisterNode:input_type -> hac.v1.RegisterNodeRequest
-	3, // 3: hac.v1.AgentService.Heartbeat:input_type -> hac.v1.HeartbeatRequest
-	5, // 4: hac.v1.AgentService.JobEnded:input_type -> hac.v1.JobEndedRequest
-	1, // 5: hac.v1.AgentService.RegisterNode:output_type -> hac.v1.RegisterNodeResponse
-	4, // 6: hac.v1.AgentService.Heartbeat:output_type -> hac.v1.HeartbeatResponse
-	6, // 7: hac.v1.AgentService.JobEnded:output_type -> hac.v1.JobEndedResponse
-	5, // [5:8] is the sub-list for method output_type
-	2, // [2:5] is the sub-list for method input_type
+	9, // 0: hac.v1.RegisterNodeRequest.gpus:type_name -> hac.v1.GPU
+	4, // 1: hac.v1.HeartbeatRequest.jobs:type_name -> hac.v1.RunningJob
+	0, // 2: hac.v1.AgentService.Join:input_type -> hac.v1.JoinRequest
+	2, // 3: hac.v1.AgentService.RegisterNode:input_type -> hac.v1.RegisterNodeRequest
+	5, // 4: hac.v1.AgentService.Heartbeat:input_type -> hac.v1.HeartbeatRequest
+	7, // 5: hac.v1.AgentService.JobEnded:input_type -> hac.v1.JobEndedRequest
+	1, // 6: hac.v1.AgentService.Join:output_type -> hac.v1.JoinResponse
+	3, // 7: hac.v1.AgentService.RegisterNode:output_type -> hac.v1.RegisterNodeResponse
+	6, // 8: hac.v1.AgentService.Heartbeat:output_type -> hac.v1.HeartbeatResponse
+	8, // 9: hac.v1.AgentService.JobEnded:output_type -> hac.v1.JobEndedResponse
+	6, // [6:10] is the sub-list for method output_type
+	2, // [2:6] is the sub-list for method input_type
 	2, // [2:2] is the sub-list for extension type_name
 	2, // [2:2] is the sub-list for extension extendee
 	0, // [0:2] is the sub-list for field type_name
@@ -522,7 +631,7 @@ func file_hac_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hac_v1_agent_proto_rawDesc), len(file_hac_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

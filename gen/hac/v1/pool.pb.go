@@ -9,6 +9,7 @@ package hacv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -21,6 +22,279 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type AddNodeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// ttl_seconds is how long the join token is good for; 0 means an hour.
+	TtlSeconds    int64 `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddNodeRequest) Reset() {
+	*x = AddNodeRequest{}
+	mi := &file_hac_v1_pool_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddNodeRequest) ProtoMessage() {}
+
+func (x *AddNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_pool_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddNodeRequest.ProtoReflect.Descriptor instead.
+func (*AddNodeRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AddNodeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddNodeRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+type AddNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JoinToken     string                 `protobuf:"bytes,1,opt,name=join_token,json=joinToken,proto3" json:"join_token,omitempty"`
+	Expires       *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires,proto3" json:"expires,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddNodeResponse) Reset() {
+	*x = AddNodeResponse{}
+	mi := &file_hac_v1_pool_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddNodeResponse) ProtoMessage() {}
+
+func (x *AddNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_pool_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddNodeResponse.ProtoReflect.Descriptor instead.
+func (*AddNodeResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AddNodeResponse) GetJoinToken() string {
+	if x != nil {
+		return x.JoinToken
+	}
+	return ""
+}
+
+func (x *AddNodeResponse) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+type RemoveNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeRequest) Reset() {
+	*x = RemoveNodeRequest{}
+	mi := &file_hac_v1_pool_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeRequest) ProtoMessage() {}
+
+func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_pool_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RemoveNodeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RemoveNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeResponse) Reset() {
+	*x = RemoveNodeResponse{}
+	mi := &file_hac_v1_pool_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeResponse) ProtoMessage() {}
+
+func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_pool_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
+func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{3}
+}
+
+type DrainNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Resume        bool                   `protobuf:"varint,2,opt,name=resume,proto3" json:"resume,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainNodeRequest) Reset() {
+	*x = DrainNodeRequest{}
+	mi := &file_hac_v1_pool_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainNodeRequest) ProtoMessage() {}
+
+func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_pool_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainNodeRequest.ProtoReflect.Descriptor instead.
+func (*DrainNodeRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DrainNodeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DrainNodeRequest) GetResume() bool {
+	if x != nil {
+		return x.Resume
+	}
+	return false
+}
+
+type DrainNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainNodeResponse) Reset() {
+	*x = DrainNodeResponse{}
+	mi := &file_hac_v1_pool_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainNodeResponse) ProtoMessage() {}
+
+func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_pool_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainNodeResponse.ProtoReflect.Descriptor instead.
+func (*DrainNodeResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{5}
+}
+
 type ListNodesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -29,7 +303,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_hac_v1_pool_proto_msgTypes[0]
+	mi := &file_hac_v1_pool_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -41,7 +315,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[0]
+	mi := &file_hac_v1_pool_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -54,7 +328,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{0}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{6}
 }
 
 type ListNodesResponse struct {
@@ -66,7 +340,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_hac_v1_pool_proto_msgTypes[1]
+	mi := &file_hac_v1_pool_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -78,7 +352,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[1]
+	mi := &file_hac_v1_pool_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -91,7 +365,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{1}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -111,7 +385,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_hac_v1_pool_proto_msgTypes[2]
+	mi := &file_hac_v1_pool_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -123,7 +397,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[2]
+	mi := &file_hac_v1_pool_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -136,7 +410,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{2}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListJobsRequest) GetLimit() int32 {
@@ -155,7 +429,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_hac_v1_pool_proto_msgTypes[3]
+	mi := &file_hac_v1_pool_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -167,7 +441,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[3]
+	mi := &file_hac_v1_pool_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -180,7 +454,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{3}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -199,7 +473,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_hac_v1_pool_proto_msgTypes[4]
+	mi := &file_hac_v1_pool_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -211,7 +485,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[4]
+	mi := &file_hac_v1_pool_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -224,7 +498,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{4}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -242,7 +516,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_hac_v1_pool_proto_msgTypes[5]
+	mi := &file_hac_v1_pool_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -254,7 +528,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[5]
+	mi := &file_hac_v1_pool_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -267,7 +541,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{5}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{11}
 }
 
 type ListQueueRequest struct {
@@ -278,7 +552,7 @@ type ListQueueRequest struct {
 
 func (x *ListQueueRequest) Reset() {
 	*x = ListQueueRequest{}
-	mi := &file_hac_v1_pool_proto_msgTypes[6]
+	mi := &file_hac_v1_pool_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -290,7 +564,7 @@ func (x *ListQueueRequest) String() string {
 func (*ListQueueRequest) ProtoMessage() {}
 
 func (x *ListQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[6]
+	mi := &file_hac_v1_pool_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -303,7 +577,7 @@ func (x *ListQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueueRequest.ProtoReflect.Descriptor instead.
 func (*ListQueueRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{6}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{12}
 }
 
 type ListQueueResponse struct {
@@ -315,7 +589,7 @@ type ListQueueResponse struct {
 
 func (x *ListQueueResponse) Reset() {
 	*x = ListQueueResponse{}
-	mi := &file_hac_v1_pool_proto_msgTypes[7]
+	mi := &file_hac_v1_pool_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -327,7 +601,7 @@ func (x *ListQueueResponse) String() string {
 func (*ListQueueResponse) ProtoMessage() {}
 
 func (x *ListQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[7]
+	mi := &file_hac_v1_pool_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -340,7 +614,7 @@ func (x *ListQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueueResponse.ProtoReflect.Descriptor instead.
 func (*ListQueueResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{7}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListQueueResponse) GetJobs() []*Job {
@@ -360,7 +634,7 @@ type RegisterServerRequest struct {
 
 func (x *RegisterServerRequest) Reset() {
 	*x = RegisterServerRequest{}
-	mi := &file_hac_v1_pool_proto_msgTypes[8]
+	mi := &file_hac_v1_pool_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -372,7 +646,7 @@ func (x *RegisterServerRequest) String() string {
 func (*RegisterServerRequest) ProtoMessage() {}
 
 func (x *RegisterServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[8]
+	mi := &file_hac_v1_pool_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -385,7 +659,7 @@ func (x *RegisterServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterServerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterServerRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{8}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RegisterServerRequest) GetName() string {
@@ -413,7 +687,7 @@ type RegisterServerResponse struct {
 
 func (x *RegisterServerResponse) Reset() {
 	*x = RegisterServerResponse{}
-	mi := &file_hac_v1_pool_proto_msgTypes[9]
+	mi := &file_hac_v1_pool_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -425,7 +699,7 @@ func (x *RegisterServerResponse) String() string {
 func (*RegisterServerResponse) ProtoMessage() {}
 
 func (x *RegisterServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[9]
+	mi := &file_hac_v1_pool_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -438,7 +712,7 @@ func (x *RegisterServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterServerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterServerResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{9}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RegisterServerResponse) GetServer() *Server {
@@ -463,7 +737,7 @@ type ListServersRequest struct {
 
 func (x *ListServersRequest) Reset() {
 	*x = ListServersRequest{}
-	mi := &file_hac_v1_pool_proto_msgTypes[10]
+	mi := &file_hac_v1_pool_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -475,7 +749,7 @@ func (x *ListServersRequest) String() string {
 func (*ListServersRequest) ProtoMessage() {}
 
 func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[10]
+	mi := &file_hac_v1_pool_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -488,7 +762,7 @@ func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServersRequest.ProtoReflect.Descriptor instead.
 func (*ListServersRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{10}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{16}
 }
 
 type ListServersResponse struct {
@@ -500,7 +774,7 @@ type ListServersResponse struct {
 
 func (x *ListServersResponse) Reset() {
 	*x = ListServersResponse{}
-	mi := &file_hac_v1_pool_proto_msgTypes[11]
+	mi := &file_hac_v1_pool_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -512,7 +786,7 @@ func (x *ListServersResponse) String() string {
 func (*ListServersResponse) ProtoMessage() {}
 
 func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[11]
+	mi := &file_hac_v1_pool_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -525,7 +799,7 @@ func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServersResponse.ProtoReflect.Descriptor instead.
 func (*ListServersResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{11}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListServersResponse) GetServers() []*Server {
@@ -545,7 +819,7 @@ type CreateUserRequest struct {
 
 func (x *CreateUserRequest) Reset() {
 	*x = CreateUserRequest{}
-	mi := &file_hac_v1_pool_proto_msgTypes[12]
+	mi := &file_hac_v1_pool_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -557,7 +831,7 @@ func (x *CreateUserRequest) String() string {
 func (*CreateUserRequest) ProtoMessage() {}
 
 func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[12]
+	mi := &file_hac_v1_pool_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -570,7 +844,7 @@ func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserRequest.ProtoReflect.Descriptor instead.
 func (*CreateUserRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{12}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateUserRequest) GetName() string {
@@ -597,7 +871,7 @@ type CreateUserResponse struct {
 
 func (x *CreateUserResponse) Reset() {
 	*x = CreateUserResponse{}
-	mi := &file_hac_v1_pool_proto_msgTypes[13]
+	mi := &file_hac_v1_pool_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +883,7 @@ func (x *CreateUserResponse) String() string {
 func (*CreateUserResponse) ProtoMessage() {}
 
 func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_pool_proto_msgTypes[13]
+	mi := &file_hac_v1_pool_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +896,7 @@ func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserResponse.ProtoReflect.Descriptor instead.
 func (*CreateUserResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_pool_proto_rawDescGZIP(), []int{13}
+	return file_hac_v1_pool_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateUserResponse) GetName() string {
@@ -643,7 +917,22 @@ var File_hac_v1_pool_proto protoreflect.FileDescriptor
 
 const file_hac_v1_pool_proto_rawDesc = "" +
 	"\n" +
-	"\x11hac/v1/pool.proto\x12\x06hac.v1\x1a\x13hac/v1/common.proto\"\x12\n" +
+	"\x11hac/v1/pool.proto\x12\x06hac.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13hac/v1/common.proto\"E\n" +
+	"\x0eAddNodeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vttl_seconds\x18\x02 \x01(\x03R\n" +
+	"ttlSeconds\"f\n" +
+	"\x0fAddNodeResponse\x12\x1d\n" +
+	"\n" +
+	"join_token\x18\x01 \x01(\tR\tjoinToken\x124\n" +
+	"\aexpires\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"'\n" +
+	"\x11RemoveNodeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
+	"\x12RemoveNodeResponse\">\n" +
+	"\x10DrainNodeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06resume\x18\x02 \x01(\bR\x06resume\"\x13\n" +
+	"\x11DrainNodeResponse\"\x12\n" +
 	"\x10ListNodesRequest\"7\n" +
 	"\x11ListNodesResponse\x12\"\n" +
 	"\x05nodes\x18\x01 \x03(\v2\f.hac.v1.NodeR\x05nodes\"'\n" +
@@ -671,12 +960,16 @@ const file_hac_v1_pool_proto_rawDesc = "" +
 	"\x05admin\x18\x02 \x01(\bR\x05admin\">\n" +
 	"\x12CreateUserResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05token\x18\x02 \x01(\tR\x05token2\x92\x02\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token2\xd5\x03\n" +
 	"\vPoolService\x12@\n" +
 	"\tListNodes\x12\x18.hac.v1.ListNodesRequest\x1a\x19.hac.v1.ListNodesResponse\x12=\n" +
 	"\bListJobs\x12\x17.hac.v1.ListJobsRequest\x1a\x18.hac.v1.ListJobsResponse\x12@\n" +
 	"\tListQueue\x12\x18.hac.v1.ListQueueRequest\x1a\x19.hac.v1.ListQueueResponse\x12@\n" +
-	"\tCancelJob\x12\x18.hac.v1.CancelJobRequest\x1a\x19.hac.v1.CancelJobResponse2\xa8\x01\n" +
+	"\tCancelJob\x12\x18.hac.v1.CancelJobRequest\x1a\x19.hac.v1.CancelJobResponse\x12:\n" +
+	"\aAddNode\x12\x16.hac.v1.AddNodeRequest\x1a\x17.hac.v1.AddNodeResponse\x12C\n" +
+	"\n" +
+	"RemoveNode\x12\x19.hac.v1.RemoveNodeRequest\x1a\x1a.hac.v1.RemoveNodeResponse\x12@\n" +
+	"\tDrainNode\x12\x18.hac.v1.DrainNodeRequest\x1a\x19.hac.v1.DrainNodeResponse2\xa8\x01\n" +
 	"\rServerService\x12O\n" +
 	"\x0eRegisterServer\x12\x1d.hac.v1.RegisterServerRequest\x1a\x1e.hac.v1.RegisterServerResponse\x12F\n" +
 	"\vListServers\x12\x1a.hac.v1.ListServersRequest\x1a\x1b.hac.v1.ListServersResponse2R\n" +
@@ -696,51 +989,65 @@ func file_hac_v1_pool_proto_rawDescGZIP() []byte {
 	return file_hac_v1_pool_proto_rawDescData
 }
 
-var file_hac_v1_pool_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_hac_v1_pool_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_hac_v1_pool_proto_goTypes = []any{
-	(*ListNodesRequest)(nil),       // 0: hac.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),      // 1: hac.v1.ListNodesResponse
-	(*ListJobsRequest)(nil),        // 2: hac.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),       // 3: hac.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),       // 4: hac.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),      // 5: hac.v1.CancelJobResponse
-	(*ListQueueRequest)(nil),       // 6: hac.v1.ListQueueRequest
-	(*ListQueueResponse)(nil),      // 7: hac.v1.ListQueueResponse
-	(*RegisterServerRequest)(nil),  // 8: hac.v1.RegisterServerRequest
-	(*RegisterServerResponse)(nil), // 9: hac.v1.RegisterServerResponse
-	(*ListServersRequest)(nil),     // 10: hac.v1.ListServersRequest
-	(*ListServersResponse)(nil),    // 11: hac.v1.ListServersResponse
-	(*CreateUserRequest)(nil),      // 12: hac.v1.CreateUserRequest
-	(*CreateUserResponse)(nil),     // 13: hac.v1.CreateUserResponse
-	(*Node)(nil),                   // 14: hac.v1.Node
-	(*Job)(nil),                    // 15: hac.v1.Job
-	(*Server)(nil),                 // 16: hac.v1.Server
+	(*AddNodeRequest)(nil),         // 0: hac.v1.AddNodeRequest
+	(*AddNodeResponse)(nil),        // 1: hac.v1.AddNodeResponse
+	(*RemoveNodeRequest)(nil),      // 2: hac.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),     // 3: hac.v1.RemoveNodeResponse
+	(*DrainNodeRequest)(nil),       // 4: hac.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),      // 5: hac.v1.DrainNodeResponse
+	(*ListNodesRequest)(nil),       // 6: hac.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),      // 7: hac.v1.ListNodesResponse
+	(*ListJobsRequest)(nil),        // 8: hac.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),       // 9: hac.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),       // 10: hac.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),      // 11: hac.v1.CancelJobResponse
+	(*ListQueueRequest)(nil),       // 12: hac.v1.ListQueueRequest
+	(*ListQueueResponse)(nil),      // 13: hac.v1.ListQueueResponse
+	(*RegisterServerRequest)(nil),  // 14: hac.v1.RegisterServerRequest
+	(*RegisterServerResponse)(nil), // 15: hac.v1.RegisterServerResponse
+	(*ListServersRequest)(nil),     // 16: hac.v1.ListServersRequest
+	(*ListServersResponse)(nil),    // 17: hac.v1.ListServersResponse
+	(*CreateUserRequest)(nil),      // 18: hac.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),     // 19: hac.v1.CreateUserResponse
+	(*timestamppb.Timestamp)(nil),  // 20: google.protobuf.Timestamp
+	(*Node)(nil),                   // 21: hac.v1.Node
+	(*Job)(nil),                    // 22: hac.v1.Job
+	(*Server)(nil),                 // 23: hac.v1.Server
 }
 var file_hac_v1_pool_proto_depIdxs = []int32{
-	14, // 0: hac.v1.ListNodesResponse.nodes:type_name -> hac.v1.Node
-	15, // 1: hac.v1.ListJobsResponse.jobs:type_name -> hac.v1.Job
-	15, // 2: hac.v1.ListQueueResponse.jobs:type_name -> hac.v1.Job
-	16, // 3: hac.v1.RegisterServerResponse.server:type_name -> hac.v1.Server
-	16, // 4: hac.v1.ListServersResponse.servers:type_name -> hac.v1.Server
-	0,  // 5: hac.v1.PoolService.ListNodes:input_type -> hac.v1.ListNodesRequest
-	2,  // 6: hac.v1.PoolService.ListJobs:input_type -> hac.v1.ListJobsRequest
-	6,  // 7: hac.v1.PoolService.ListQueue:input_type -> hac.v1.ListQueueRequest
-	4,  // 8: hac.v1.PoolService.CancelJob:input_type -> hac.v1.CancelJobRequest
-	8,  // 9: hac.v1.ServerService.RegisterServer:input_type -> hac.v1.RegisterServerRequest
-	10, // 10: hac.v1.ServerService.ListServers:input_type -> hac.v1.ListServersRequest
-	12, // 11: hac.v1.UserService.CreateUser:input_type -> hac.v1.CreateUserRequest
-	1,  // 12: hac.v1.PoolService.ListNodes:output_type -> hac.v1.ListNodesResponse
-	3,  // 13: hac.v1.PoolService.ListJobs:output_type -> hac.v1.ListJobsResponse
-	7,  // 14: hac.v1.PoolService.ListQueue:output_type -> hac.v1.ListQueueResponse
-	5,  // 15: hac.v1.PoolService.CancelJob:output_type -> hac.v1.CancelJobResponse
-	9,  // 16: hac.v1.ServerService.RegisterServer:output_type -> hac.v1.RegisterServerResponse
-	11, // 17: hac.v1.ServerService.ListServers:output_type -> hac.v1.ListServersResponse
-	13, // 18: hac.v1.UserService.CreateUser:output_type -> hac.v1.CreateUserResponse
-	12, // [12:19] is the sub-list for method output_type
-	5,  // [5:12] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	20, // 0: hac.v1.AddNodeResponse.expires:type_name -> google.protobuf.Timestamp
+	21, // 1: hac.v1.ListNodesResponse.nodes:type_name -> hac.v1.Node
+	22, // 2: hac.v1.ListJobsResponse.jobs:type_name -> hac.v1.Job
+	22, // 3: hac.v1.ListQueueResponse.jobs:type_name -> hac.v1.Job
+	23, // 4: hac.v1.RegisterServerResponse.server:type_name -> hac.v1.Server
+	23, // 5: hac.v1.ListServersResponse.servers:type_name -> hac.v1.Server
+	6,  // 6: hac.v1.PoolService.ListNodes:input_type -> hac.v1.ListNodesRequest
+	8,  // 7: hac.v1.PoolService.ListJobs:input_type -> hac.v1.ListJobsRequest
+	12, // 8: hac.v1.PoolService.ListQueue:input_type -> hac.v1.ListQueueRequest
+	10, // 9: hac.v1.PoolService.CancelJob:input_type -> hac.v1.CancelJobRequest
+	0,  // 10: hac.v1.PoolService.AddNode:input_type -> hac.v1.AddNodeRequest
+	2,  // 11: hac.v1.PoolService.RemoveNode:input_type -> hac.v1.RemoveNodeRequest
+	4,  // 12: hac.v1.PoolService.DrainNode:input_type -> hac.v1.DrainNodeRequest
+	14, // 13: hac.v1.ServerService.RegisterServer:input_type -> hac.v1.RegisterServerRequest
+	16, // 14: hac.v1.ServerService.ListServers:input_type -> hac.v1.ListServersRequest
+	18, // 15: hac.v1.UserService.CreateUser:input_type -> hac.v1.CreateUserRequest
+	7,  // 16: hac.v1.PoolService.ListNodes:output_type -> hac.v1.ListNodesResponse
+	9,  // 17: hac.v1.PoolService.ListJobs:output_type -> hac.v1.ListJobsResponse
+	13, // 18: hac.v1.PoolService.ListQueue:output_type -> hac.v1.ListQueueResponse
+	11, // 19: hac.v1.PoolService.CancelJob:output_type -> hac.v1.CancelJobResponse
+	1,  // 20: hac.v1.PoolService.AddNode:output_type -> hac.v1.AddNodeResponse
+	3,  // 21: hac.v1.PoolService.RemoveNode:output_type -> hac.v1.RemoveNodeResponse
+	5,  // 22: hac.v1.PoolService.DrainNode:output_type -> hac.v1.DrainNodeResponse
+	15, // 23: hac.v1.ServerService.RegisterServer:output_type -> hac.v1.RegisterServerResponse
+	17, // 24: hac.v1.ServerService.ListServers:output_type -> hac.v1.ListServersResponse
+	19, // 25: hac.v1.UserService.CreateUser:output_type -> hac.v1.CreateUserResponse
+	16, // [16:26] is the sub-list for method output_type
+	6,  // [6:16] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_hac_v1_pool_proto_init() }
@@ -755,7 +1062,7 @@ func file_hac_v1_pool_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hac_v1_pool_proto_rawDesc), len(file_hac_v1_pool_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

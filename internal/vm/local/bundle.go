@@ -4,11 +4,40 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// capabilities a server's processes keep: what sshd and a login session
-// need, as container runtimes grant by default.
+// capabilities a server's processes keep: what sshd (privilege separation,
+// pseudo-terminals, port 22) and a login session need; fewer than container
+// runtimes grant by default (no CAP_MKNOD, CAP_NET_RAW, CAP_SETFCAP,
+// CAP_SETPCAP, CAP_FSETID).
 var capabilities = []string{
-	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
-	"CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SETGID", "CAP_SETUID",
+	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+}
+
+// serverPids bounds a server's processes and threads.
+const serverPids = 8192
+
+// deniedSyscalls are refused (EPERM) inside servers: those the default
+// seccomp profile of container engines leaves out (kernel modules and
+// kexec, keyrings, BPF, perf, userfaultfd, clock and swap changes, mount
+// and namespace manipulation, raw I/O ports, handle-based opens, reboot).
+// It is a deny list over the same set, so that programs built for newer
+// kernels are not refused syscalls the list does not know.
+var deniedSyscalls = []string{
+	"acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "create_module", "delete_module", "finit_module",
+	"fsconfig", "fsmount", "fsopen", "fspick", "get_kernel_syms", "init_module", "ioperm", "iopl", "kcmp",
+	"kexec_file_load", "kexec_load", "keyctl", "lookup_dcookie", "mount", "mount_setattr", "move_mount",
+	"nfsservctl", "open_by_handle_at", "open_tree", "perf_event_open", "pivot_root", "query_module",
+	"quotactl", "reboot", "request_key", "setdomainname", "sethostname", "settimeofday", "setns",
+	"swapoff", "swapon", "syslog", "umount", "umount2", "unshare", "uselib", "userfaultfd", "ustat",
+	"vhangup", "vm86", "vm86old",
+}
+
+func seccompProfile() *specs.LinuxSeccomp {
+	return &specs.LinuxSeccomp{
+		DefaultAction: specs.ActAllow,
+		Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32, specs.ArchAARCH64, specs.ArchARM},
+		Syscalls:      []specs.LinuxSyscall{{Names: deniedSyscalls, Action: specs.ActErrno}},
+	}
 }
 
 // ociSpec is the runtime configuration of one server.
@@ -16,16 +45,18 @@ func ociSpec(id, hostname, image, netnsPath, binDir string, cpus int, memMiB int
 	period := uint64(100000)
 	quota := int64(cpus) * int64(period)
 	mem := memMiB << 20
+	pids := int64(serverPids)
 	caps := &specs.LinuxCapabilities{Bounding: capabilities, Effective: capabilities, Permitted: capabilities}
 	spec := &specs.Spec{
 		Version:  specs.Version,
 		Hostname: hostname,
 		Root:     &specs.Root{Path: "rootfs"},
 		Process: &specs.Process{
-			Args:         []string{"/bin/sh", "-c", "mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e"},
-			Cwd:          "/",
-			Env:          []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"},
-			Capabilities: caps,
+			Args:            []string{"/bin/sh", "-c", "mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e"},
+			Cwd:             "/",
+			Env:             []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"},
+			Capabilities:    caps,
+			NoNewPrivileges: true,
 		},
 		Mounts: []specs.Mount{
 			{Destination: "/proc", Type: "proc", Source: "proc"},
@@ -40,8 +71,10 @@ func ociSpec(id, hostname, image, netnsPath, binDir string, cpus int, memMiB int
 			Resources: &specs.LinuxResources{
 				CPU:     &specs.LinuxCPU{Quota: &quota, Period: &period},
 				Memory:  &specs.LinuxMemory{Limit: &mem},
+				Pids:    &specs.LinuxPids{Limit: &pids},
 				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
 			},
+			Seccomp: seccompProfile(),
 			Namespaces: []specs.LinuxNamespace{
 				{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace},
 				{Type: specs.MountNamespace}, {Type: specs.NetworkNamespace, Path: netnsPath},
@@ -52,8 +85,8 @@ func ociSpec(id, hostname, image, netnsPath, binDir string, cpus int, memMiB int
 		},
 	}
 	if sharesHostUsr(image) {
-		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/usr", Type: "bind", Source: "/usr", Options: []string{"rbind", "ro"}})
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/usr", Type: "bind", Source: "/usr", Options: []string{"rbind", "ro", "nosuid", "nodev"}})
 	}
-	spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/usr/local/bin", Type: "bind", Source: binDir, Options: []string{"bind", "ro"}})
+	spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/usr/local/bin", Type: "bind", Source: binDir, Options: []string{"bind", "ro", "nosuid", "nodev"}})
 	return spec
 }

@@ -33,6 +33,8 @@ const (
 // reflection-formatted method names, remove the leading slash and convert the remaining slash to a
 // period.
 const (
+	// AgentServiceJoinProcedure is the fully-qualified name of the AgentService's Join RPC.
+	AgentServiceJoinProcedure = "/hac.v1.AgentService/Join"
 	// AgentServiceRegisterNodeProcedure is the fully-qualified name of the AgentService's RegisterNode
 	// RPC.
 	AgentServiceRegisterNodeProcedure = "/hac.v1.AgentService/RegisterNode"
@@ -44,6 +46,8 @@ const (
 
 // AgentServiceClient is a client for the hac.v1.AgentService service.
 type AgentServiceClient interface {
+	// Join trades a join token for the node's own credential, once.
+	Join(context.Context, *connect.Request[v1.JoinRequest]) (*connect.Response[v1.JoinResponse], error)
 	// RegisterNode adds or refreshes a node and returns the key that signs its
 	// tickets.
 	RegisterNode(context.Context, *connect.Request[v1.RegisterNodeRequest]) (*connect.Response[v1.RegisterNodeResponse], error)
@@ -65,6 +69,12 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 	baseURL = strings.TrimRight(baseURL, "/")
 	agentServiceMethods := v1.File_hac_v1_agent_proto.Services().ByName("AgentService").Methods()
 	return &agentServiceClient{
+		join: connect.NewClient[v1.JoinRequest, v1.JoinResponse](
+			httpClient,
+			baseURL+AgentServiceJoinProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("Join")),
+			connect.WithClientOptions(opts...),
+		),
 		registerNode: connect.NewClient[v1.RegisterNodeRequest, v1.RegisterNodeResponse](
 			httpClient,
 			baseURL+AgentServiceRegisterNodeProcedure,
@@ -88,9 +98,15 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 
 // agentServiceClient implements AgentServiceClient.
 type agentServiceClient struct {
+	join         *connect.Client[v1.JoinRequest, v1.JoinResponse]
 	registerNode *connect.Client[v1.RegisterNodeRequest, v1.RegisterNodeResponse]
 	heartbeat    *connect.Client[v1.HeartbeatRequest, v1.HeartbeatResponse]
 	jobEnded     *connect.Client[v1.JobEndedRequest, v1.JobEndedResponse]
+}
+
+// Join calls hac.v1.AgentService.Join.
+func (c *agentServiceClient) Join(ctx context.Context, req *connect.Request[v1.JoinRequest]) (*connect.Response[v1.JoinResponse], error) {
+	return c.join.CallUnary(ctx, req)
 }
 
 // RegisterNode calls hac.v1.AgentService.RegisterNode.
@@ -110,6 +126,8 @@ func (c *agentServiceClient) JobEnded(ctx context.Context, req *connect.Request[
 
 // AgentServiceHandler is an implementation of the hac.v1.AgentService service.
 type AgentServiceHandler interface {
+	// Join trades a join token for the node's own credential, once.
+	Join(context.Context, *connect.Request[v1.JoinRequest]) (*connect.Response[v1.JoinResponse], error)
 	// RegisterNode adds or refreshes a node and returns the key that signs its
 	// tickets.
 	RegisterNode(context.Context, *connect.Request[v1.RegisterNodeRequest]) (*connect.Response[v1.RegisterNodeResponse], error)
@@ -127,6 +145,12 @@ type AgentServiceHandler interface {
 // and JSON codecs. They also support gzip compression.
 func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
 	agentServiceMethods := v1.File_hac_v1_agent_proto.Services().ByName("AgentService").Methods()
+	agentServiceJoinHandler := connect.NewUnaryHandler(
+		AgentServiceJoinProcedure,
+		svc.Join,
+		connect.WithSchema(agentServiceMethods.ByName("Join")),
+		connect.WithHandlerOptions(opts...),
+	)
 	agentServiceRegisterNodeHandler := connect.NewUnaryHandler(
 		AgentServiceRegisterNodeProcedure,
 		svc.RegisterNode,
@@ -147,6 +171,8 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 	)
 	return "/hac.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
+		case AgentServiceJoinProcedure:
+			agentServiceJoinHandler.ServeHTTP(w, r)
 		case AgentServiceRegisterNodeProcedure:
 			agentServiceRegisterNodeHandler.ServeHTTP(w, r)
 		case AgentServiceHeartbeatProcedure:
@@ -161,6 +187,10 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 
 // UnimplementedAgentServiceHandler returns CodeUnimplemented from all methods.
 type UnimplementedAgentServiceHandler struct{}
+
+func (UnimplementedAgentServiceHandler) Join(context.Context, *connect.Request[v1.JoinRequest]) (*connect.Response[v1.JoinResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.AgentService.Join is not implemented"))
+}
 
 func (UnimplementedAgentServiceHandler) RegisterNode(context.Context, *connect.Request[v1.RegisterNodeRequest]) (*connect.Response[v1.RegisterNodeResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.AgentService.RegisterNode is not implemented"))

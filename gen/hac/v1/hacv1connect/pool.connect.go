@@ -45,6 +45,12 @@ const (
 	PoolServiceListQueueProcedure = "/hac.v1.PoolService/ListQueue"
 	// PoolServiceCancelJobProcedure is the fully-qualified name of the PoolService's CancelJob RPC.
 	PoolServiceCancelJobProcedure = "/hac.v1.PoolService/CancelJob"
+	// PoolServiceAddNodeProcedure is the fully-qualified name of the PoolService's AddNode RPC.
+	PoolServiceAddNodeProcedure = "/hac.v1.PoolService/AddNode"
+	// PoolServiceRemoveNodeProcedure is the fully-qualified name of the PoolService's RemoveNode RPC.
+	PoolServiceRemoveNodeProcedure = "/hac.v1.PoolService/RemoveNode"
+	// PoolServiceDrainNodeProcedure is the fully-qualified name of the PoolService's DrainNode RPC.
+	PoolServiceDrainNodeProcedure = "/hac.v1.PoolService/DrainNode"
 	// ServerServiceRegisterServerProcedure is the fully-qualified name of the ServerService's
 	// RegisterServer RPC.
 	ServerServiceRegisterServerProcedure = "/hac.v1.ServerService/RegisterServer"
@@ -63,6 +69,14 @@ type PoolServiceClient interface {
 	// CancelJob withdraws a queued job (its owner or an admin); the waiting
 	// hac run is told so and exits.
 	CancelJob(context.Context, *connect.Request[v1.CancelJobRequest]) (*connect.Response[v1.CancelJobResponse], error)
+	// AddNode enrolls a node (admin): a one-time join token bound to its name.
+	AddNode(context.Context, *connect.Request[v1.AddNodeRequest]) (*connect.Response[v1.AddNodeResponse], error)
+	// RemoveNode revokes a node's credential and takes it out of the pool
+	// (admin); its running jobs end as lost.
+	RemoveNode(context.Context, *connect.Request[v1.RemoveNodeRequest]) (*connect.Response[v1.RemoveNodeResponse], error)
+	// DrainNode stops new placements on a node, or with resume lets them in
+	// again (admin); running jobs go on.
+	DrainNode(context.Context, *connect.Request[v1.DrainNodeRequest]) (*connect.Response[v1.DrainNodeResponse], error)
 }
 
 // NewPoolServiceClient constructs a client for the hac.v1.PoolService service. By default, it uses
@@ -100,15 +114,36 @@ func NewPoolServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(poolServiceMethods.ByName("CancelJob")),
 			connect.WithClientOptions(opts...),
 		),
+		addNode: connect.NewClient[v1.AddNodeRequest, v1.AddNodeResponse](
+			httpClient,
+			baseURL+PoolServiceAddNodeProcedure,
+			connect.WithSchema(poolServiceMethods.ByName("AddNode")),
+			connect.WithClientOptions(opts...),
+		),
+		removeNode: connect.NewClient[v1.RemoveNodeRequest, v1.RemoveNodeResponse](
+			httpClient,
+			baseURL+PoolServiceRemoveNodeProcedure,
+			connect.WithSchema(poolServiceMethods.ByName("RemoveNode")),
+			connect.WithClientOptions(opts...),
+		),
+		drainNode: connect.NewClient[v1.DrainNodeRequest, v1.DrainNodeResponse](
+			httpClient,
+			baseURL+PoolServiceDrainNodeProcedure,
+			connect.WithSchema(poolServiceMethods.ByName("DrainNode")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // poolServiceClient implements PoolServiceClient.
 type poolServiceClient struct {
-	listNodes *connect.Client[v1.ListNodesRequest, v1.ListNodesResponse]
-	listJobs  *connect.Client[v1.ListJobsRequest, v1.ListJobsResponse]
-	listQueue *connect.Client[v1.ListQueueRequest, v1.ListQueueResponse]
-	cancelJob *connect.Client[v1.CancelJobRequest, v1.CancelJobResponse]
+	listNodes  *connect.Client[v1.ListNodesRequest, v1.ListNodesResponse]
+	listJobs   *connect.Client[v1.ListJobsRequest, v1.ListJobsResponse]
+	listQueue  *connect.Client[v1.ListQueueRequest, v1.ListQueueResponse]
+	cancelJob  *connect.Client[v1.CancelJobRequest, v1.CancelJobResponse]
+	addNode    *connect.Client[v1.AddNodeRequest, v1.AddNodeResponse]
+	removeNode *connect.Client[v1.RemoveNodeRequest, v1.RemoveNodeResponse]
+	drainNode  *connect.Client[v1.DrainNodeRequest, v1.DrainNodeResponse]
 }
 
 // ListNodes calls hac.v1.PoolService.ListNodes.
@@ -131,6 +166,21 @@ func (c *poolServiceClient) CancelJob(ctx context.Context, req *connect.Request[
 	return c.cancelJob.CallUnary(ctx, req)
 }
 
+// AddNode calls hac.v1.PoolService.AddNode.
+func (c *poolServiceClient) AddNode(ctx context.Context, req *connect.Request[v1.AddNodeRequest]) (*connect.Response[v1.AddNodeResponse], error) {
+	return c.addNode.CallUnary(ctx, req)
+}
+
+// RemoveNode calls hac.v1.PoolService.RemoveNode.
+func (c *poolServiceClient) RemoveNode(ctx context.Context, req *connect.Request[v1.RemoveNodeRequest]) (*connect.Response[v1.RemoveNodeResponse], error) {
+	return c.removeNode.CallUnary(ctx, req)
+}
+
+// DrainNode calls hac.v1.PoolService.DrainNode.
+func (c *poolServiceClient) DrainNode(ctx context.Context, req *connect.Request[v1.DrainNodeRequest]) (*connect.Response[v1.DrainNodeResponse], error) {
+	return c.drainNode.CallUnary(ctx, req)
+}
+
 // PoolServiceHandler is an implementation of the hac.v1.PoolService service.
 type PoolServiceHandler interface {
 	ListNodes(context.Context, *connect.Request[v1.ListNodesRequest]) (*connect.Response[v1.ListNodesResponse], error)
@@ -139,6 +189,14 @@ type PoolServiceHandler interface {
 	// CancelJob withdraws a queued job (its owner or an admin); the waiting
 	// hac run is told so and exits.
 	CancelJob(context.Context, *connect.Request[v1.CancelJobRequest]) (*connect.Response[v1.CancelJobResponse], error)
+	// AddNode enrolls a node (admin): a one-time join token bound to its name.
+	AddNode(context.Context, *connect.Request[v1.AddNodeRequest]) (*connect.Response[v1.AddNodeResponse], error)
+	// RemoveNode revokes a node's credential and takes it out of the pool
+	// (admin); its running jobs end as lost.
+	RemoveNode(context.Context, *connect.Request[v1.RemoveNodeRequest]) (*connect.Response[v1.RemoveNodeResponse], error)
+	// DrainNode stops new placements on a node, or with resume lets them in
+	// again (admin); running jobs go on.
+	DrainNode(context.Context, *connect.Request[v1.DrainNodeRequest]) (*connect.Response[v1.DrainNodeResponse], error)
 }
 
 // NewPoolServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -172,6 +230,24 @@ func NewPoolServiceHandler(svc PoolServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(poolServiceMethods.ByName("CancelJob")),
 		connect.WithHandlerOptions(opts...),
 	)
+	poolServiceAddNodeHandler := connect.NewUnaryHandler(
+		PoolServiceAddNodeProcedure,
+		svc.AddNode,
+		connect.WithSchema(poolServiceMethods.ByName("AddNode")),
+		connect.WithHandlerOptions(opts...),
+	)
+	poolServiceRemoveNodeHandler := connect.NewUnaryHandler(
+		PoolServiceRemoveNodeProcedure,
+		svc.RemoveNode,
+		connect.WithSchema(poolServiceMethods.ByName("RemoveNode")),
+		connect.WithHandlerOptions(opts...),
+	)
+	poolServiceDrainNodeHandler := connect.NewUnaryHandler(
+		PoolServiceDrainNodeProcedure,
+		svc.DrainNode,
+		connect.WithSchema(poolServiceMethods.ByName("DrainNode")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hac.v1.PoolService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PoolServiceListNodesProcedure:
@@ -182,6 +258,12 @@ func NewPoolServiceHandler(svc PoolServiceHandler, opts ...connect.HandlerOption
 			poolServiceListQueueHandler.ServeHTTP(w, r)
 		case PoolServiceCancelJobProcedure:
 			poolServiceCancelJobHandler.ServeHTTP(w, r)
+		case PoolServiceAddNodeProcedure:
+			poolServiceAddNodeHandler.ServeHTTP(w, r)
+		case PoolServiceRemoveNodeProcedure:
+			poolServiceRemoveNodeHandler.ServeHTTP(w, r)
+		case PoolServiceDrainNodeProcedure:
+			poolServiceDrainNodeHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -205,6 +287,18 @@ func (UnimplementedPoolServiceHandler) ListQueue(context.Context, *connect.Reque
 
 func (UnimplementedPoolServiceHandler) CancelJob(context.Context, *connect.Request[v1.CancelJobRequest]) (*connect.Response[v1.CancelJobResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.PoolService.CancelJob is not implemented"))
+}
+
+func (UnimplementedPoolServiceHandler) AddNode(context.Context, *connect.Request[v1.AddNodeRequest]) (*connect.Response[v1.AddNodeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.PoolService.AddNode is not implemented"))
+}
+
+func (UnimplementedPoolServiceHandler) RemoveNode(context.Context, *connect.Request[v1.RemoveNodeRequest]) (*connect.Response[v1.RemoveNodeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.PoolService.RemoveNode is not implemented"))
+}
+
+func (UnimplementedPoolServiceHandler) DrainNode(context.Context, *connect.Request[v1.DrainNodeRequest]) (*connect.Response[v1.DrainNodeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.PoolService.DrainNode is not implemented"))
 }
 
 // ServerServiceClient is a client for the hac.v1.ServerService service.
