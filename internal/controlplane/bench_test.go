@@ -43,13 +43,14 @@ func testPool(t testing.TB, d store.Durability, nodes, gpus, n int) (string, []s
 	go func() { s.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	url := "http://" + s.Addr()
+	httpc := apiclient.H2C() // one connection for all: the API caps connections per peer
 	for nd := 1; nd <= nodes; nd++ {
 		name := fmt.Sprintf("node%d", nd)
 		cred, err := s.EnrollNode(ctx, name, "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		agent := hacv1connect.NewAgentServiceClient(apiclient.H2C(), url, connect.WithInterceptors(apiclient.Bearer(cred)))
+		agent := hacv1connect.NewAgentServiceClient(httpc, url, connect.WithInterceptors(apiclient.Bearer(cred)))
 		req := &hacv1.RegisterNodeRequest{ProtocolVersion: AgentProtocolVersion, Name: name, Address: "127.0.0.1:1"}
 		for i := 0; i < gpus; i++ {
 			req.Gpus = append(req.Gpus, &hacv1.GPU{Index: int32(i), Uuid: fmt.Sprintf("GPU-%d-%d", nd, i), MemoryMib: 80 * 1024})
