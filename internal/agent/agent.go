@@ -125,6 +125,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.JobPids == 0 {
 		cfg.JobPids = DefaultJobPids
 	}
+	if root := runner.CgroupV2Root(); cfg.CgroupRoot == "" && root != "" {
+		cfg.CgroupRoot = filepath.Join(root, cfg.Name)
+	}
 	// Nothing of the agent's is anyone else's business.
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("agent: data folder: %w", err)
@@ -156,7 +159,10 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Advertise = ln.Addr().String()
 	}
 	a := &Agent{cfg: cfg, cache: cache, ln: guard.Listen(ln, guard.DefaultLimits), log: cfg.Logger, jobs: map[int64]*jobRun{}, used: map[int64]time.Time{}, uids: map[int]bool{}}
-	a.sweep()
+	if err := a.sweep(); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	a.client = hacv1connect.NewAgentServiceClient(cfg.HTTPClient, cfg.ControlPlane,
 		connect.WithInterceptors(apiclient.Bearer(cfg.Token)))
 	return a, nil
@@ -227,7 +233,12 @@ func (a *Agent) ticketFirst(next http.Handler) http.Handler {
 
 // sweep kills what an earlier agent left, then keeps a sandbox ready for
 // the next job.
-func (a *Agent) sweep() {
+func (a *Agent) sweep() error {
+	if !a.cfg.NoSandbox {
+		if err := runner.PrepareCgroups(a.cgroupRoot()); err != nil {
+			return err
+		}
+	}
 	if swept := runner.Sweep(a.cgroupRoot()); len(swept) > 0 {
 		a.log.Warn("killed jobs left by an earlier agent", "cgroups", swept)
 	}
@@ -236,6 +247,7 @@ func (a *Agent) sweep() {
 	} else {
 		a.launcher = runner.NewLauncher(a.cgroupRoot())
 	}
+	return nil
 }
 
 // devices returns the GPUs as last registered.
@@ -287,15 +299,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	return nil
 }
 
-func (a *Agent) cgroupRoot() string {
-	if a.cfg.CgroupRoot != "" {
-		return a.cfg.CgroupRoot
-	}
-	if root := runner.CgroupV2Root(); root != "" {
-		return filepath.Join(root, a.cfg.Name)
-	}
-	return ""
-}
+// cgroupRoot is where job cgroups go, fixed in New (PrepareCgroups may
+// move the agent into another cgroup afterwards).
+func (a *Agent) cgroupRoot() string { return a.cfg.CgroupRoot }
 
 // killAll ends every job on the node.
 func (a *Agent) killAll(reason string) {
