@@ -330,21 +330,30 @@ type startError struct {
 func (e *startError) Error() string { return e.msg }
 func (e *startError) Unwrap() error { return e.kind }
 
-// hostPid finds, among pids, the process whose pid in its own namespace is
-// nsPid; it returns 0 when none is.
+// jobPid is a node process's pid in the job's PID namespace (the second
+// level of its NSpid line: the node's, then the job's).
+func jobPid(p int) (int, bool) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "NSpid:"); ok {
+			if f := strings.Fields(v); len(f) > 1 {
+				n, err := strconv.Atoi(f[1])
+				return n, err == nil
+			}
+		}
+	}
+	return 0, false
+}
+
+// hostPid finds, among pids, the process whose pid in the job's namespace
+// is nsPid; it returns 0 when none is.
 func hostPid(pids []int, nsPid int) int {
 	for _, p := range pids {
-		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(raw), "\n") {
-			if v, ok := strings.CutPrefix(line, "NSpid:"); ok {
-				f := strings.Fields(v)
-				if len(f) > 1 && f[len(f)-1] == strconv.Itoa(nsPid) {
-					return p
-				}
-			}
+		if n, ok := jobPid(p); ok && n == nsPid {
+			return p
 		}
 	}
 	return 0
@@ -355,22 +364,10 @@ func hostPid(pids []int, nsPid int) int {
 func (j *Job) NSPids() map[int]int {
 	out := map[int]int{}
 	for _, p := range j.Pids() {
-		out[p] = p
 		if j.sandbox == nil {
-			continue
-		}
-		delete(out, p)
-		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(raw), "\n") {
-			if v, ok := strings.CutPrefix(line, "NSpid:"); ok {
-				f := strings.Fields(v)
-				if n, err := strconv.Atoi(f[len(f)-1]); err == nil && len(f) > 1 {
-					out[n] = p
-				}
-			}
+			out[p] = p
+		} else if n, ok := jobPid(p); ok {
+			out[n] = p
 		}
 	}
 	return out

@@ -43,10 +43,10 @@ func (d *Driver) ensureBridge() error {
 		return err
 	}
 	// Connections to the public loopback address are DNATed to the bridge;
-	// the kernel routes them only with route_localnet.
-	for _, dev := range []string{"all", d.cfg.Bridge} {
-		os.WriteFile("/proc/sys/net/ipv4/conf/"+dev+"/route_localnet", []byte("1"), 0o644)
-	}
+	// the kernel routes them only with route_localnet, which is set on the
+	// bridge alone (on every interface it would let other hosts' packets
+	// reach this machine's loopback services).
+	os.WriteFile("/proc/sys/net/ipv4/conf/"+d.cfg.Bridge+"/route_localnet", []byte("1"), 0o644)
 	os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
 	return nil
 }
