@@ -18,6 +18,7 @@ import (
 	"github.com/hac-project/hac/internal/gpu"
 	"github.com/hac-project/hac/internal/store"
 	"github.com/hac-project/hac/internal/token"
+	"github.com/hac-project/hac/internal/vm"
 	"github.com/hac-project/hac/internal/vm/local"
 )
 
@@ -71,7 +72,7 @@ named "dev", and writes the client config, so that hac run works at once.`,
 				if err != nil {
 					return err
 				}
-				if err := drv.ApplyRules(cmd.Context(), nil); err != nil {
+				if err := drv.ApplyRules(cmd.Context(), vm.Rules{}); err != nil {
 					return err // also makes the bridge, which the listeners need
 				}
 				cfg.Servers = drv

@@ -53,6 +53,12 @@ func (a agentService) RegisterNode(ctx context.Context, req *connect.Request[hac
 	if err := a.s.broker.registerNode(ctx, n); err != nil {
 		return nil, apiError(err)
 	}
+	// An agent on the servers' gateway is one of the host ports servers reach.
+	if a.s.cfg.Servers != nil {
+		if err := a.s.applyRules(ctx); err != nil {
+			a.s.cfg.Logger.Error("apply network rules", "err", err)
+		}
+	}
 	return connect.NewResponse(&hacv1.RegisterNodeResponse{TicketKey: key, ProtocolVersion: AgentProtocolVersion,
 		HeartbeatIntervalMs: int32(a.s.cfg.HeartbeatInterval.Milliseconds())}), nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 
@@ -290,7 +291,24 @@ func (s *Server) applyRules(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.cfg.Servers.ApplyRules(ctx, forwards)
+	return s.cfg.Servers.ApplyRules(ctx, vm.Rules{Forwards: forwards, HostPorts: s.hostPorts()})
+}
+
+// hostPorts are the ports of hac on the servers' gateway: the API's
+// listener there, and every node agent that listens there.
+func (s *Server) hostPorts() []int {
+	var ports []int
+	if s.serverLn != nil {
+		ports = append(ports, s.serverLn.Addr().(*net.TCPAddr).Port)
+	}
+	nodes, _, _ := s.broker.nodesView()
+	for _, n := range nodes {
+		host, port, err := net.SplitHostPort(n.Address)
+		if p, perr := strconv.Atoi(port); err == nil && perr == nil && host == s.cfg.Servers.Gateway() {
+			ports = append(ports, p)
+		}
+	}
+	return ports
 }
 
 // reconcileServers makes the driver match the store after a start: servers

@@ -2,6 +2,8 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,6 +65,12 @@ func portalCluster(t *testing.T) *cluster {
 	c.agentPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	c.addAgent("node1", "fake:2x80GiB")
 	return c
+}
+
+// lastLine is the last line of a command's output.
+func lastLine(out string) string {
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	return lines[len(lines)-1]
 }
 
 func ssh(key string, port string, command string) (string, error) {
@@ -141,6 +149,31 @@ func TestSeedWalkthrough(t *testing.T) {
 		if err != nil || !strings.Contains(out, "loss: ") || !strings.Contains(out, "[    0/  640]") {
 			t.Fatalf("sample training from the server: %v\n%s", err, out)
 		}
+	}
+	// A job started from the server runs as its own unprivileged user.
+	if out, err := ssh(key, "20022", "hac run -- id -u"); err != nil || strings.TrimSpace(lastLine(out)) == "0" || strings.TrimSpace(lastLine(out)) == "1000" {
+		t.Errorf("hac run -- id from the server: %v %q", err, out)
+	}
+	// From the server, the host answers hac's ports only: not a service
+	// listening on all of the host's addresses.
+	other, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	go func() {
+		for {
+			cn, err := other.Accept()
+			if err != nil {
+				return
+			}
+			cn.Write([]byte("host service\n"))
+			cn.Close()
+		}
+	}()
+	probe := fmt.Sprintf("timeout 3 bash -c 'cat < /dev/tcp/10.79.0.1/%d' && echo REACHED || echo refused", other.Addr().(*net.TCPAddr).Port)
+	if out, _ := ssh(key, "20022", probe); !strings.Contains(out, "refused") || strings.Contains(out, "host service") {
+		t.Errorf("a server reached a host port that is not hac's: %q", out)
 	}
 	// A server token may not use the portal.
 	if out, err := ssh(key, "20022", "hac keypair list"); err == nil || !strings.Contains(out, "may not") {

@@ -73,5 +73,14 @@ type Driver interface {
 	// List returns the ids of every server the driver has, running or not.
 	List(ctx context.Context) ([]string, error)
 	// ApplyRules replaces all forwarding and firewall rules with these.
-	ApplyRules(ctx context.Context, forwards []Forward) error
+	ApplyRules(ctx context.Context, rules Rules) error
+}
+
+// Rules are the whole network policy of the servers.
+type Rules struct {
+	Forwards []Forward
+	// HostPorts are the TCP ports of the host (on the servers' gateway)
+	// that servers may reach: hac's own (the API, agents). Nothing else of
+	// the host answers them.
+	HostPorts []int
 }

@@ -73,7 +73,7 @@ func BenchmarkCreateToSSH(b *testing.B) {
 					b.Fatal(err)
 				}
 				fwd := vm.Forward{Protocol: "tcp", PublicPort: 10922, Address: "10.80.0.2", PrivatePort: 22, Allow: []string{"0.0.0.0/0"}}
-				if err := d.ApplyRules(ctx, []vm.Forward{fwd}); err != nil {
+				if err := d.ApplyRules(ctx, vm.Rules{Forwards: []vm.Forward{fwd}}); err != nil {
 					b.Fatal(err)
 				}
 				if err := sshBanner("127.0.0.1:10922", 30*time.Second); err != nil {

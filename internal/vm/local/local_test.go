@@ -75,19 +75,19 @@ func TestServerLifecycle(t *testing.T) {
 		t.Fatalf("status %v %v", st, err)
 	}
 	fwd := vm.Forward{Protocol: "tcp", PublicPort: 10022, Address: "10.78.0.2", PrivatePort: 22}
-	if err := d.ApplyRules(ctx, []vm.Forward{fwd}); err != nil {
+	if err := d.ApplyRules(ctx, vm.Rules{Forwards: []vm.Forward{fwd}}); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := sshTo(key, 10022, "hostname"); err == nil {
 		t.Fatalf("ssh got through without a firewall rule: %s", out)
 	}
 	fwd.Allow = []string{"10.99.0.0/16"}
-	d.ApplyRules(ctx, []vm.Forward{fwd})
+	d.ApplyRules(ctx, vm.Rules{Forwards: []vm.Forward{fwd}})
 	if out, err := sshTo(key, 10022, "hostname"); err == nil {
 		t.Fatalf("ssh got through from a source the rule does not allow: %s", out)
 	}
 	fwd.Allow = []string{"0.0.0.0/0"}
-	d.ApplyRules(ctx, []vm.Forward{fwd})
+	d.ApplyRules(ctx, vm.Rules{Forwards: []vm.Forward{fwd}})
 	var out string
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -118,13 +118,14 @@ func TestServerLifecycle(t *testing.T) {
 }
 
 func TestRulesetGolden(t *testing.T) {
-	got := ruleset("hac", "127.0.0.1", "10.77.0.0/24", []vm.Forward{
+	got := ruleset("hac", "127.0.0.1", "10.77.0.0/24", "hacbr0", "10.77.0.1", vm.Rules{Forwards: []vm.Forward{
 		{Protocol: "tcp", PublicPort: 10022, Address: "10.77.0.2", PrivatePort: 22, Allow: []string{"0.0.0.0/0"}},
-	})
+	}, HostPorts: []int{7471, 7470}})
 	for _, want := range []string{
 		"ip daddr 127.0.0.1 tcp dport 10022 dnat to 10.77.0.2:22",
 		"ct state new ct status dnat meta l4proto tcp ct original ip daddr 127.0.0.1 ct original proto-dst 10022 jump allow_tcp_10022",
 		"chain allow_tcp_10022 {\n\t\tip saddr 0.0.0.0/0 accept\n\t\tdrop\n\t}",
+		"iifname \"hacbr0\" ip daddr 10.77.0.1 tcp dport 7470 accept\n\t\tiifname \"hacbr0\" ip daddr 10.77.0.1 tcp dport 7471 accept\n\t\tiifname \"hacbr0\" drop",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("ruleset lacks %q:\n%s", want, got)

@@ -18,8 +18,11 @@ import (
 //     covers connections made on this machine, such as to 127.0.0.1);
 //   - nat postrouting: masquerade loopback sources going to the servers;
 //   - filter forward and output: a new forwarded connection goes on only if
-//     one of its port's firewall rules allows its source (default deny).
-func ruleset(table, public, subnet string, forwards []vm.Forward) string {
+//     one of its port's firewall rules allows its source (default deny);
+//   - filter input: from the servers' bridge the host answers only hac's
+//     own ports on the gateway (and ping, and replies).
+func ruleset(table, public, subnet, bridge, gateway string, rules vm.Rules) string {
+	forwards := rules.Forwards
 	fs := append([]vm.Forward(nil), forwards...)
 	sort.Slice(fs, func(i, j int) bool {
 		if fs[i].Protocol != fs[j].Protocol {
@@ -46,6 +49,14 @@ func ruleset(table, public, subnet string, forwards []vm.Forward) string {
 	fmt.Fprintf(&b, "\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\tip saddr 127.0.0.0/8 ip daddr %s masquerade\n\t}\n", subnet)
 	fmt.Fprintf(&b, "\tchain filter_forward {\n\t\ttype filter hook forward priority filter; policy accept;\n%s\t}\n", check.String())
 	fmt.Fprintf(&b, "\tchain filter_output {\n\t\ttype filter hook output priority filter; policy accept;\n%s\t}\n", check.String())
+	ports := append([]int(nil), rules.HostPorts...)
+	sort.Ints(ports)
+	fmt.Fprintf(&b, "\tchain filter_input {\n\t\ttype filter hook input priority filter; policy accept;\n")
+	fmt.Fprintf(&b, "\t\tiifname %q ct state established,related accept\n\t\tiifname %q ip protocol icmp accept\n", bridge, bridge)
+	for _, p := range ports {
+		fmt.Fprintf(&b, "\t\tiifname %q ip daddr %s tcp dport %d accept\n", bridge, gateway, p)
+	}
+	fmt.Fprintf(&b, "\t\tiifname %q drop\n\t}\n", bridge)
 	b.WriteString(allow.String())
 	b.WriteString("}\n")
 	return b.String()
@@ -71,10 +82,15 @@ func ValidateForward(f vm.Forward) error {
 }
 
 // ApplyRules replaces the table with the rules for forwards, atomically.
-func (d *Driver) ApplyRules(ctx context.Context, forwards []vm.Forward) error {
-	for _, f := range forwards {
+func (d *Driver) ApplyRules(ctx context.Context, rules vm.Rules) error {
+	for _, f := range rules.Forwards {
 		if err := ValidateForward(f); err != nil {
 			return err
+		}
+	}
+	for _, p := range rules.HostPorts {
+		if p < 1 || p > 65535 {
+			return fmt.Errorf("vm/local: host port %d", p)
 		}
 	}
 	d.mu.Lock()
@@ -83,7 +99,7 @@ func (d *Driver) ApplyRules(ctx context.Context, forwards []vm.Forward) error {
 		return err
 	}
 	cmd := exec.CommandContext(ctx, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(ruleset(d.cfg.Table, d.cfg.PublicAddress, d.subnet.String(), forwards))
+	cmd.Stdin = strings.NewReader(ruleset(d.cfg.Table, d.cfg.PublicAddress, d.subnet.String(), d.cfg.Bridge, d.gateway.String(), rules))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
