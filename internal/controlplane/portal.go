@@ -194,7 +194,12 @@ func (p portalService) spec(srv store.Server, key store.KeyPair, tok string, t c
 func (p portalService) provision(srv store.Server, spec vm.Spec) {
 	ctx := context.Background()
 	state, reason := store.ServerRunning, ""
-	if err := p.s.cfg.Servers.Create(ctx, spec); err != nil {
+	// The rules first: the new server boots already inside its owner's
+	// group, apart from other users' servers.
+	if err := p.s.applyRules(ctx); err != nil {
+		state, reason = store.ServerError, "network rules: "+err.Error()
+		p.s.cfg.Logger.Error("apply rules", "server", srv.Name, "err", err)
+	} else if err := p.s.cfg.Servers.Create(ctx, spec); err != nil {
 		state, reason = store.ServerError, err.Error()
 		p.s.cfg.Logger.Error("create server", "server", srv.Name, "err", err)
 	}

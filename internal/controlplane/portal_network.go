@@ -265,7 +265,21 @@ func (s *Server) applyRules(ctx context.Context) error {
 	s.portal.rulesMu.Lock()
 	defer s.portal.rulesMu.Unlock()
 	var forwards []vm.Forward
+	var tenants [][]string
 	err := s.store.View(ctx, func(tx *store.Tx) error {
+		srvs, err := tx.Servers(0)
+		if err != nil {
+			return err
+		}
+		byUser := map[int64][]string{}
+		for _, srv := range srvs {
+			if srv.PrivateIP != "" {
+				byUser[srv.UserID] = append(byUser[srv.UserID], srv.PrivateIP)
+			}
+		}
+		for _, ips := range byUser {
+			tenants = append(tenants, ips)
+		}
 		fs, err := tx.PortForwards(0, 0)
 		if err != nil {
 			return err
@@ -291,7 +305,7 @@ func (s *Server) applyRules(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.cfg.Servers.ApplyRules(ctx, vm.Rules{Forwards: forwards, HostPorts: s.hostPorts()})
+	return s.cfg.Servers.ApplyRules(ctx, vm.Rules{Forwards: forwards, HostPorts: s.hostPorts(), Tenants: tenants})
 }
 
 // hostPorts are the ports of hac on the servers' gateway: the API's

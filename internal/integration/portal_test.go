@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -436,4 +437,58 @@ func cgroupLimits(path string) (mem, cpu int64) {
 		cpu = num(f[0])
 	}
 	return mem, cpu
+}
+
+// TestAttackServerToServer: a server reaches its owner's other servers
+// (one tenant's cloud network), never another user's.
+func TestAttackServerToServer(t *testing.T) {
+	c := portalCluster(t)
+	c.addAgent("node1", "fake:1x80GiB")
+	userEnv := func(name string) []string {
+		r := c.hac(nil, "", "user", "create", name)
+		f := strings.Fields(r.stdout)
+		if r.code != 0 || len(f) == 0 {
+			t.Fatalf("user create %s: %+v", name, r)
+		}
+		return append(c.baseEnv(), "HAC_ADDR="+c.addr, "HAC_TOKEN="+f[len(f)-1])
+	}
+	alice, bob := userEnv("alice"), userEnv("bob")
+	dir := t.TempDir()
+	for _, step := range []struct {
+		env  []string
+		args []string
+	}{
+		{alice, []string{"keypair", "create", "ka"}},
+		{alice, []string{"server", "create", "a1", "--keypair", "ka", "--image", "host"}},
+		{alice, []string{"server", "create", "a2", "--keypair", "ka", "--image", "host"}},
+		{bob, []string{"keypair", "create", "kb"}},
+		{bob, []string{"server", "create", "b1", "--keypair", "kb", "--image", "host"}},
+		{alice, []string{"port-forward", "add", "a1", "--private-port", "22", "--public-port", "20070"}},
+		{alice, []string{"firewall", "add", "a1", "--port", "20070"}},
+	} {
+		if r := runHac(t, step.env, dir, nil, step.args...); r.code != 0 {
+			t.Fatalf("%v: %+v", step.args, r)
+		}
+	}
+	addr := func(env []string, name string) string {
+		r := runHac(t, env, dir, nil, "server", "show", name)
+		m := regexp.MustCompile(`10\.79\.0\.\d+`).FindString(r.stdout)
+		if m == "" {
+			t.Fatalf("no address for %s: %+v", name, r)
+		}
+		return m
+	}
+	a2, b1 := addr(alice, "a2"), addr(bob, "b1")
+	key := filepath.Join(dir, "ka.pem")
+	eventually(t, 30*time.Second, "a1's sshd", func() bool { _, err := ssh(key, "20070", "true"); return err == nil })
+	probe := func(ip string) string {
+		out, _ := ssh(key, "20070", fmt.Sprintf("timeout 3 bash -c 'head -c 7 < /dev/tcp/%s/22' && echo REACHED || echo refused", ip))
+		return out
+	}
+	if out := probe(a2); !strings.Contains(out, "SSH-2.0") {
+		t.Errorf("a1 could not reach its owner's a2 (%s): %q", a2, out)
+	}
+	if out := probe(b1); !strings.Contains(out, "refused") || strings.Contains(out, "SSH-2.0") {
+		t.Errorf("alice's a1 reached bob's b1 (%s): %q", b1, out)
+	}
 }

@@ -83,4 +83,7 @@ type Rules struct {
 	// that servers may reach: hac's own (the API, agents). Nothing else of
 	// the host answers them.
 	HostPorts []int
+	// Tenants groups the servers' private addresses by owner: servers of
+	// one group reach each other, never a server of another group.
+	Tenants [][]string
 }

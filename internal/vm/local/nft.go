@@ -59,6 +59,18 @@ func ruleset(table, public, subnet, bridge, gateway string, rules vm.Rules) stri
 	fmt.Fprintf(&b, "\t\tiifname %q drop\n\t}\n", bridge)
 	b.WriteString(allow.String())
 	b.WriteString("}\n")
+	// Between servers the bridge forwards frames without the ip hooks:
+	// the tenants' separation is a bridge-family table.
+	fmt.Fprintf(&b, "add table bridge %s\ndelete table bridge %s\ntable bridge %s {\n", table, table, table)
+	b.WriteString("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n")
+	for _, group := range rules.Tenants {
+		if len(group) == 0 {
+			continue
+		}
+		set := "{ " + strings.Join(group, ", ") + " }"
+		fmt.Fprintf(&b, "\t\tip saddr %s ip daddr != %s ip daddr %s drop\n", set, set, subnet)
+	}
+	b.WriteString("\t}\n}\n")
 	return b.String()
 }
 
@@ -93,6 +105,13 @@ func (d *Driver) ApplyRules(ctx context.Context, rules vm.Rules) error {
 			return fmt.Errorf("vm/local: host port %d", p)
 		}
 	}
+	for _, group := range rules.Tenants {
+		for _, a := range group {
+			if ip, err := netip.ParseAddr(a); err != nil || !ip.Is4() {
+				return fmt.Errorf("vm/local: server address %q", a)
+			}
+		}
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.ensureBridge(); err != nil {
@@ -111,5 +130,6 @@ func (d *Driver) ApplyRules(ctx context.Context, rules vm.Rules) error {
 // RemoveRules deletes the driver's table (when the driver is shut down for
 // good).
 func (d *Driver) RemoveRules(ctx context.Context) error {
+	exec.CommandContext(ctx, "nft", "delete", "table", "bridge", d.cfg.Table).Run()
 	return exec.CommandContext(ctx, "nft", "delete", "table", "ip", d.cfg.Table).Run()
 }
