@@ -266,6 +266,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	registered := a.key != nil
 	a.mu.Unlock()
+	defer runner.RemoveRoot(a.cgroupRoot())
 	defer a.launcher.Close()
 	if !registered {
 		if err := a.register(ctx); err != nil {

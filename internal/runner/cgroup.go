@@ -285,3 +285,18 @@ func Sweep(root string) []string {
 	}
 	return swept
 }
+
+// RemoveRoot removes the folders Sweep and the jobs used under root, in
+// cgroup v2 and the v1 hierarchies, once they are empty (an agent that
+// stops leaves nothing behind).
+func RemoveRoot(root string) {
+	if root == "" {
+		return
+	}
+	for _, controller := range append(v1Limited, "devices") {
+		if v1Root(controller) != "" {
+			os.Remove(filepath.Dir(v1Dir(controller, filepath.Join(root, "x"))))
+		}
+	}
+	os.Remove(root)
+}
