@@ -13,8 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hac-project/hac/internal/guard"
-
 	"connectrpc.com/connect"
 
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
@@ -22,6 +20,7 @@ import (
 	"github.com/hac-project/hac/internal/apiclient"
 	"github.com/hac-project/hac/internal/controlplane"
 	"github.com/hac-project/hac/internal/gpu"
+	"github.com/hac-project/hac/internal/guard"
 	"github.com/hac-project/hac/internal/runner"
 	"github.com/hac-project/hac/internal/ticket"
 	"github.com/hac-project/hac/internal/workspace"
@@ -79,10 +78,12 @@ type Agent struct {
 	ln     net.Listener
 	// launcher starts jobs, with a sandbox init kept ready.
 	launcher *runner.Launcher
+	memTotal int64 // the node's memory, bytes
 	log      *slog.Logger
 
 	mu       sync.Mutex
 	devs     []gpu.Device // as registered
+	nodes    gpuNodes     // their device nodes
 	uids     map[int]bool // job uids in use
 	nextUID  int
 	key      []byte
@@ -158,7 +159,7 @@ func New(cfg Config) (*Agent, error) {
 		}
 		cfg.Advertise = ln.Addr().String()
 	}
-	a := &Agent{cfg: cfg, cache: cache, ln: guard.Listen(ln, guard.DefaultLimits), log: cfg.Logger, jobs: map[int64]*jobRun{}, used: map[int64]time.Time{}, uids: map[int]bool{}}
+	a := &Agent{cfg: cfg, memTotal: memTotal(), cache: cache, ln: guard.Listen(ln, guard.DefaultLimits), log: cfg.Logger, jobs: map[int64]*jobRun{}, used: map[int64]time.Time{}, uids: map[int]bool{}}
 	if err := a.sweep(); err != nil {
 		ln.Close()
 		return nil, err
@@ -188,8 +189,9 @@ func (a *Agent) register(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("agent: register with %s: %w", a.cfg.ControlPlane, err)
 	}
+	nodes := findGPUNodes(devs)
 	a.mu.Lock()
-	a.devs = devs
+	a.devs, a.nodes = devs, nodes
 	a.key = resp.Msg.TicketKey
 	a.interval = time.Duration(resp.Msg.HeartbeatIntervalMs) * time.Millisecond
 	stale := a.jobs
@@ -214,6 +216,11 @@ const maxWorkerMessage = 96 << 20
 // before it reads a message.
 const TicketHeader = "Hac-Ticket"
 
+// claimsKey carries a checked ticket's claims from ticketFirst to Exec.
+type claimsKey struct{}
+
+var errTicket = errors.New("the ticket for this node is invalid or expired: run the program again")
+
 // ticketFirst refuses a worker call whose ticket header is not valid for
 // this node before anything reads its body.
 func (a *Agent) ticketFirst(next http.Handler) http.Handler {
@@ -224,10 +231,10 @@ func (a *Agent) ticketFirst(next http.Handler) http.Handler {
 		a.mu.Unlock()
 		claims, err := ticket.Verify(key, r.Header.Get(TicketHeader), time.Now())
 		if err != nil || claims.Node != a.cfg.Name {
-			errs.Write(w, r, connect.NewError(connect.CodePermissionDenied, errors.New("the ticket for this node is invalid or expired: run the program again")))
+			errs.Write(w, r, connect.NewError(connect.CodePermissionDenied, errTicket))
 			return
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey{}, claims)))
 	})
 }
 

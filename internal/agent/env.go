@@ -14,6 +14,12 @@ import (
 var nodeOwned = []string{"PATH", "HOME", "LD_PRELOAD", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
 	"CUDA_MPS_PINNED_DEVICE_MEM_LIMIT", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "PWD", "OLDPWD"}
 
+// NodeSets reports whether the node sets the variable itself, dropping a
+// client's value.
+func NodeSets(key string) bool {
+	return strings.HasPrefix(key, "HAC_") || slices.Contains(nodeOwned, key)
+}
+
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // jobEnv builds a job's environment: the client's variables (already
@@ -23,7 +29,7 @@ func jobEnv(client []string, c ticket.Claims, home string, tty bool, extra ...st
 	var env []string
 	for _, kv := range client {
 		k, _, ok := strings.Cut(kv, "=")
-		if !ok || k == "" || strings.HasPrefix(k, "HAC_") || slices.Contains(nodeOwned, k) {
+		if !ok || k == "" || NodeSets(k) {
 			continue
 		}
 		env = append(env, kv)

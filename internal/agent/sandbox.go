@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -126,30 +125,35 @@ func (f jobFolders) make(uid int) error {
 	return nil
 }
 
-// chownTree gives the materialized workspace to the job's user.
-func chownTree(dir string, uid int) error {
-	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		return os.Lchown(p, uid, uid)
-	})
+// gpuNodes are the device nodes of the node's GPUs, found once when the
+// node registers.
+type gpuNodes struct {
+	perGPU  map[string]gpu.Node
+	control []gpu.Node
+	err     error // only a sandbox needs them: its start says so
+}
+
+func findGPUNodes(devs []gpu.Device) gpuNodes {
+	perGPU, control, err := gpu.Nodes(devs)
+	return gpuNodes{perGPU: perGPU, control: control, err: err}
 }
 
 // sandbox describes a job's sandbox: the node's runtime read-only, its
 // own /tmp, home and workspace, the GPUs it was granted and nothing else
 // of the node or of other jobs.
 func (a *Agent) sandbox(f jobFolders, uid int, c ticket.Claims, inside string) (*runner.Sandbox, error) {
-	perGPU, control, err := gpu.Nodes(a.devices())
-	if err != nil {
-		return nil, err
+	a.mu.Lock()
+	nodes := a.nodes
+	a.mu.Unlock()
+	if nodes.err != nil {
+		return nil, nodes.err
 	}
 	var devices []runner.Device
-	for uuid, n := range perGPU {
+	for uuid, n := range nodes.perGPU {
 		devices = append(devices, runner.Device{Path: n.Path, Major: n.Major, Minor: n.Minor, Allow: slices.Contains(c.GPUs, uuid)})
 	}
 	slices.SortFunc(devices, func(x, y runner.Device) int { return strings.Compare(x.Path, y.Path) })
-	for _, n := range control {
+	for _, n := range nodes.control {
 		devices = append(devices, runner.Device{Path: n.Path, Major: n.Major, Minor: n.Minor, Allow: true})
 	}
 	s := &runner.Sandbox{
@@ -193,7 +197,7 @@ func (a *Agent) jobMemory(gpus int) int64 {
 	if a.cfg.JobMemoryBytes > 0 {
 		return a.cfg.JobMemoryBytes
 	}
-	total := memTotal()
+	total := a.memTotal
 	n := len(a.devices())
 	if total <= 0 || n == 0 {
 		return 0

@@ -120,12 +120,10 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 	if start == nil {
 		return userError(s, "protocol error: the first message must be Start")
 	}
-	a.mu.Lock()
-	key := a.key
-	a.mu.Unlock()
-	claims, err := ticket.Verify(key, start.Ticket, time.Now())
-	if err != nil || claims.Node != a.cfg.Name || start.Ticket != stream.RequestHeader().Get(TicketHeader) {
-		return connect.NewError(connect.CodePermissionDenied, errors.New("the ticket for this node is invalid or expired: run the program again"))
+	// ticketFirst checked the header's ticket; the Start message names the same.
+	claims, ok := ctx.Value(claimsKey{}).(ticket.Claims)
+	if !ok || start.Ticket != stream.RequestHeader().Get(TicketHeader) {
+		return connect.NewError(connect.CodePermissionDenied, errTicket)
 	}
 	a.mu.Lock()
 	if _, dup := a.used[claims.JobID]; dup {
@@ -165,7 +163,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 		return userError(s, "the node could not prepare the job's folder: %v", err)
 	}
 	workDir := folders.work
-	if err := w.receiveWorkspace(stream, s, start.Manifest, workDir); err != nil {
+	if err := w.receiveWorkspace(stream, s, start.Manifest, workDir, uid); err != nil {
 		go a.reportEnd(claims.JobID, 1, "workspace transfer failed", true)
 		return userError(s, "the workspace could not be transferred: %v", err)
 	}
@@ -175,7 +173,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 		return userError(s, "the node could not prepare the job's sandbox: %v", err)
 	}
 	spec.Stdout, spec.Stderr = output{s: s}, output{s: s, stderr: true}
-	if gpu.IsFake(firstDevice(a.devices())) {
+	if a.simulated() {
 		run.fakeDir = folders.gpu
 	}
 	job, err := a.launcher.Start(spec)
@@ -239,9 +237,6 @@ func (a *Agent) jobSpec(f jobFolders, uid int, c ticket.Claims, start *hacv1.Sta
 	home, gpuDir := f.home, f.gpu
 	spec.Dir = f.work
 	if uid > 0 {
-		if err := chownTree(f.work, uid); err != nil {
-			return spec, err
-		}
 		inside := workDirInside(start.Cwd)
 		sb, err := a.sandbox(f, uid, c, inside)
 		if err != nil {
@@ -250,23 +245,22 @@ func (a *Agent) jobSpec(f jobFolders, uid int, c ticket.Claims, start *hacv1.Sta
 		spec.Sandbox, spec.Dir, home, gpuDir = sb, inside, jobHome, jobFakeGPU
 	}
 	var extra []string
-	if gpu.IsFake(firstDevice(a.devices())) {
+	if a.simulated() {
 		extra = append(extra, gpu.FakeUsageEnv+"="+gpuDir)
 	}
 	spec.Env = jobEnv(start.Env, c, home, start.Tty, extra...)
 	return spec, nil
 }
 
-func firstDevice(devs []gpu.Device) gpu.Device {
-	if len(devs) == 0 {
-		return gpu.Device{}
-	}
-	return devs[0]
+// simulated reports whether the node's GPUs are simulated ones.
+func (a *Agent) simulated() bool {
+	devs := a.devices()
+	return len(devs) > 0 && gpu.IsFake(devs[0])
 }
 
 // receiveWorkspace asks for the blobs the cache lacks, stores them and
 // materializes the tree.
-func (w *worker) receiveWorkspace(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, m *hacv1.Manifest, dest string) error {
+func (w *worker) receiveWorkspace(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, m *hacv1.Manifest, dest string, owner int) error {
 	missing, release := w.a.cache.Reserve(m)
 	defer release()
 	if err := s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_NeedBlobs{NeedBlobs: &hacv1.NeedBlobs{Sha256: missing}}}); err != nil {
@@ -318,7 +312,7 @@ func (w *worker) receiveWorkspace(stream *connect.BidiStream[hacv1.ExecRequest, 
 		return fmt.Errorf("%d blobs were not sent", len(wanted))
 	}
 	w.a.log.Info("workspace ready", "files", len(m.Files), "blobs_received", len(missing), "bytes", workspace.TotalSize(m))
-	return w.a.cache.Materialize(m, dest)
+	return w.a.cache.Materialize(m, dest, owner)
 }
 
 // relayInput feeds the client's stdin, signals and window sizes to the job.

@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/hac-project/hac/internal/agent"
 )
 
 // forwardedNames and forwardedPrefixes are the variables hac run forwards
@@ -14,11 +16,7 @@ import (
 var (
 	forwardedNames    = []string{"LANG", "LANGUAGE", "TERM", "COLORTERM", "TZ"}
 	forwardedPrefixes = []string{"LC_", "PYTHON", "OMP_"}
-	// nodeSet are the variables the node sets itself; naming them is a
-	// mistake worth saying.
-	nodeSet = []string{"PATH", "HOME", "PWD", "OLDPWD", "LD_PRELOAD", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
-		"CUDA_MPS_PINNED_DEVICE_MEM_LIMIT", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"}
-	envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	envName           = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
 
 // credentialish reports whether a name looks like it holds a secret; such
@@ -59,7 +57,7 @@ func forwardedEnv(environ, named []string) ([]string, error) {
 		switch {
 		case !envName.MatchString(k):
 			return nil, fmt.Errorf("-e %q: a variable name is letters, digits and _, not starting with a digit", n)
-		case slices.Contains(nodeSet, k) || strings.HasPrefix(k, "HAC_"):
+		case agent.NodeSets(k): // naming them is a mistake worth saying
 			return nil, fmt.Errorf("-e %s: the node sets %s itself", k, k)
 		case len(n) > 128<<10:
 			return nil, fmt.Errorf("-e %s: the value is longer than 128 KiB", k)

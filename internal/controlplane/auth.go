@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -77,23 +78,20 @@ type authInterceptor struct {
 	kinds []store.TokenKind
 }
 
-func (a authInterceptor) check(ctx context.Context, _ http.Header) (context.Context, error) {
+func (a authInterceptor) check(ctx context.Context) error {
 	p, ok := ctx.Value(principalKey{}).(principal)
 	if !ok {
-		return ctx, apiError(ErrUnauthenticated)
+		return apiError(ErrUnauthenticated)
 	}
-	for _, k := range a.kinds {
-		if p.kind == k {
-			return ctx, nil
-		}
+	if !slices.Contains(a.kinds, p.kind) {
+		return apiError(ErrPermission)
 	}
-	return ctx, apiError(ErrPermission)
+	return nil
 }
 
 func (a authInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		ctx, err := a.check(ctx, req.Header())
-		if err != nil {
+		if err := a.check(ctx); err != nil {
 			return nil, err
 		}
 		return next(ctx, req)
@@ -106,8 +104,7 @@ func (a authInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) c
 
 func (a authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		ctx, err := a.check(ctx, conn.RequestHeader())
-		if err != nil {
+		if err := a.check(ctx); err != nil {
 			return err
 		}
 		return next(ctx, conn)

@@ -73,8 +73,19 @@ func TestAttackNodeImpersonation(t *testing.T) {
 	}
 	// Only admins enroll.
 	bob := c.tenant("bob", "b1")
-	if r := runHac(t, bob, "", nil, "node", "add", "node9"); r.code == 0 || !strings.Contains(r.stderr, "may not") {
-		t.Errorf("a server token enrolling a node: %+v", r)
+	for _, args := range [][]string{{"node", "add", "node9"}, {"node", "drain", victim}, {"node", "remove", victim}} {
+		if r := runHac(t, bob, "", nil, args...); r.code == 0 || !strings.Contains(r.stderr, "may not") {
+			t.Errorf("another tenant's %v: %+v", args, r)
+		}
+	}
+	// Nor may a user who is not an admin.
+	r = c.hac(nil, "", "user", "create", "carol")
+	f := strings.Fields(r.stdout)
+	carol := append(c.baseEnv(), "HAC_ADDR="+c.addr, "HAC_TOKEN="+f[len(f)-1])
+	for _, args := range [][]string{{"node", "add", "node9"}, {"node", "drain", victim}, {"node", "remove", victim}} {
+		if r := runHac(t, carol, "", nil, args...); r.code == 0 || !strings.Contains(r.stderr, "only an admin") {
+			t.Errorf("a non-admin's %v: %+v", args, r)
+		}
 	}
 	stopHolder(t, c, victim, id)
 	if code := p.exitCode(); code != 0 {

@@ -48,16 +48,26 @@ func v1Root(controller string) string {
 	if _, err := os.Stat(filepath.Join(mount, "cgroup.procs")); err != nil {
 		return ""
 	}
-	self := "/"
-	if raw, err := os.ReadFile("/proc/self/cgroup"); err == nil {
-		for _, line := range strings.Split(string(raw), "\n") {
-			f := strings.SplitN(line, ":", 3)
-			if len(f) == 3 && slices.Contains(strings.Split(f[1], ","), controller) {
-				self = f[2]
-			}
+	return filepath.Join(mount, ownCgroup(controller), "hac")
+}
+
+// ownCgroup is this process's cgroup in the hierarchy of controller, or in
+// the cgroup v2 one for "", from /proc/self/cgroup ("/" when unknown).
+func ownCgroup(controller string) string {
+	raw, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "/"
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) < 3 {
+			continue
+		}
+		if (controller == "" && f[0] == "0" && f[1] == "") || (controller != "" && slices.Contains(strings.Split(f[1], ","), controller)) {
+			return f[2]
 		}
 	}
-	return filepath.Join(mount, self, "hac")
+	return "/"
 }
 
 // limitFiles name each limited controller's file in v2 and in v1.
@@ -142,15 +152,7 @@ func CgroupV2Root() string {
 		if _, err := os.Stat(filepath.Join(mount, "cgroup.controllers")); err != nil {
 			continue
 		}
-		self := "/"
-		if raw, err := os.ReadFile("/proc/self/cgroup"); err == nil {
-			for _, line := range strings.Split(string(raw), "\n") {
-				if p, ok := strings.CutPrefix(line, "0::"); ok {
-					self = p
-				}
-			}
-		}
-		return filepath.Join(mount, self, "hac")
+		return filepath.Join(mount, ownCgroup(""), "hac")
 	}
 	return ""
 }
@@ -274,11 +276,11 @@ func Sweep(root string) []string {
 	// The v1 controller folders of swept (or half-made) sandboxes.
 	if root != "" {
 		for _, controller := range append(v1Limited, "devices") {
-			dir := v1Dir(controller, filepath.Join(root, "x"))
-			entries, _ := os.ReadDir(filepath.Dir(dir))
+			dir := v1Dir(controller, root)
+			entries, _ := os.ReadDir(dir)
 			for _, e := range entries {
 				if e.IsDir() {
-					removeCgroupDir(filepath.Join(filepath.Dir(dir), e.Name()))
+					removeCgroupDir(filepath.Join(dir, e.Name()))
 				}
 			}
 		}
@@ -295,7 +297,7 @@ func RemoveRoot(root string) {
 	}
 	for _, controller := range append(v1Limited, "devices") {
 		if v1Root(controller) != "" {
-			os.Remove(filepath.Dir(v1Dir(controller, filepath.Join(root, "x"))))
+			os.Remove(v1Dir(controller, root))
 		}
 	}
 	os.Remove(root)

@@ -182,43 +182,23 @@ func (j *Job) startTTY(s Spec) error {
 }
 
 func (j *Job) startPipes(s Spec) error {
-	stdinR, stdinW, err := os.Pipe()
+	theirs, err := j.pipes(s)
 	if err != nil {
 		return err
 	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	j.cmd.Stdin, j.cmd.Stdout, j.cmd.Stderr = stdinR, outW, errW
+	j.cmd.Stdin, j.cmd.Stdout, j.cmd.Stderr = theirs[0], theirs[1], theirs[2]
 	err = j.cmd.Start()
 	// The child has its copies; ours must close so that EOF arrives.
-	stdinR.Close()
-	outW.Close()
-	errW.Close()
+	for _, f := range theirs {
+		f.Close()
+	}
 	if err != nil {
-		stdinW.Close()
-		outR.Close()
-		errR.Close()
-		return err
+		j.stdin.Close()
+		for _, c := range j.closers {
+			c.Close()
+		}
 	}
-	j.stdin = stdinW
-	j.closers = append(j.closers, outR, errR)
-	for _, p := range []struct {
-		r *os.File
-		w io.Writer
-	}{{outR, s.Stdout}, {errR, s.Stderr}} {
-		j.copies.Add(1)
-		go func() {
-			defer j.copies.Done()
-			io.Copy(p.w, p.r)
-		}()
-	}
-	return nil
+	return err
 }
 
 // Pid returns the program's process id on the node.

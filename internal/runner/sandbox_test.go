@@ -181,3 +181,22 @@ func TestSandboxRefusesBindsOverItsOwn(t *testing.T) {
 		}
 	}
 }
+
+// TestSandboxPTYCap: a job cannot take the node's pseudo-terminals, which
+// every devpts instance shares: its own devpts holds at most maxJobPTYs.
+func TestSandboxPTYCap(t *testing.T) {
+	s, out, errb := sandboxSpec(t, "sbpty", "/usr/bin/python3", "-c", `
+import os
+n = 0
+try:
+    for i in range(500):
+        os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY)
+        n += 1
+except OSError as e:
+    print("refused:", e.strerror)
+print("opened", n)`)
+	ex := runSandboxed(t, s)
+	if ex.Code != 0 || !strings.Contains(out.String(), "refused:") || !strings.Contains(out.String(), fmt.Sprintf("opened %d\n", maxJobPTYs)) {
+		t.Fatalf("exit %+v, out %q, err %q", ex, out.String(), errb.String())
+	}
+}

@@ -47,8 +47,8 @@ func OpenSQLite(ctx context.Context, path string, d Durability) (*Store, error) 
 	if d != Full && d != Normal {
 		return nil, fmt.Errorf("store: durability %q: want FULL or NORMAL", d)
 	}
-	// The database holds every tenant's data: the agent's user only. SQLite
-	// gives its -wal and -shm files the database file's mode.
+	// The database holds every tenant's data: the control plane's user
+	// only. SQLite gives its -wal and -shm files the database file's mode.
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)

@@ -223,27 +223,49 @@ func (w *Writer) Abort() {
 	os.Remove(w.f.Name())
 }
 
-// Materialize writes the manifest's tree into dest from the cache. Files
-// are copied, not linked, so the program cannot change the cache.
-func (c *Cache) Materialize(m *hacv1.Manifest, dest string) error {
+// Materialize writes the manifest's tree into dest from the cache, every
+// folder, file and link it makes owned by owner (uid and gid; -1 keeps the
+// caller's). Files are copied, not linked, so the program cannot change the
+// cache.
+func (c *Cache) Materialize(m *hacv1.Manifest, dest string, owner int) error {
 	if err := Validate(m); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dest, 0o755); err != nil {
-		return err
+	chown := func(p string) error {
+		if owner < 0 {
+			return nil
+		}
+		return os.Lchown(p, owner, owner)
+	}
+	made := map[string]bool{}
+	var mkdir func(dir string) error
+	mkdir = func(dir string) error {
+		if made[dir] {
+			return nil
+		}
+		if dir != dest {
+			if err := mkdir(filepath.Dir(dir)); err != nil {
+				return err
+			}
+		}
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		made[dir] = true
+		return chown(dir)
 	}
 	files := append([]*hacv1.FileEntry(nil), m.Files...)
 	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
 	var dirs, links []*hacv1.FileEntry
 	for _, f := range files {
 		p := filepath.Join(dest, filepath.FromSlash(f.Path))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		if err := mkdir(filepath.Dir(p)); err != nil {
 			return err
 		}
 		mode := fs.FileMode(f.Mode)
 		switch {
 		case mode.IsDir():
-			if err := os.MkdirAll(p, 0o755); err != nil {
+			if err := mkdir(p); err != nil {
 				return err
 			}
 			dirs = append(dirs, f)
@@ -252,14 +274,18 @@ func (c *Cache) Materialize(m *hacv1.Manifest, dest string) error {
 			links = append(links, f) // last, so that nothing is written through them
 			continue
 		}
-		if err := c.copyOut(f.Sha256, p, mode.Perm()); err != nil {
+		if err := c.copyOut(f.Sha256, p, mode.Perm(), owner); err != nil {
 			return fmt.Errorf("workspace: materialize %s: %w", f.Path, err)
 		}
 		mt := time.Unix(0, f.MtimeNs)
 		os.Chtimes(p, mt, mt)
 	}
 	for _, f := range links {
-		if err := os.Symlink(f.Link, filepath.Join(dest, filepath.FromSlash(f.Path))); err != nil {
+		p := filepath.Join(dest, filepath.FromSlash(f.Path))
+		if err := os.Symlink(f.Link, p); err != nil {
+			return err
+		}
+		if err := chown(p); err != nil {
 			return err
 		}
 	}
@@ -272,7 +298,7 @@ func (c *Cache) Materialize(m *hacv1.Manifest, dest string) error {
 // copyOut writes a private copy of a blob to dst, checking its hash on
 // the way; a blob that no longer matches its name is dropped from the
 // cache.
-func (c *Cache) copyOut(sum, dst string, perm fs.FileMode) error {
+func (c *Cache) copyOut(sum, dst string, perm fs.FileMode, owner int) error {
 	in, err := os.Open(c.path(sum))
 	if err != nil {
 		return err
@@ -281,6 +307,12 @@ func (c *Cache) copyOut(sum, dst string, perm fs.FileMode) error {
 	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_EXCL, perm)
 	if err != nil {
 		return err
+	}
+	if owner >= 0 {
+		if err := out.Chown(owner, owner); err != nil {
+			out.Close()
+			return err
+		}
 	}
 	h := sha256.New()
 	if _, err := io.Copy(io.MultiWriter(out, h), in); err != nil {

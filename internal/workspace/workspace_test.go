@@ -102,7 +102,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatal("a second upload of the same tree would send blobs again")
 	}
 	dest := t.TempDir()
-	if err := c.Materialize(m, dest); err != nil {
+	if err := c.Materialize(m, dest, -1); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(filepath.Join(dest, "sub/b.txt")); string(got) != "beta" {
@@ -229,7 +229,7 @@ func TestCacheDropsCorruptBlob(t *testing.T) {
 	sum := put(t, c, "honest content")
 	os.WriteFile(c.path(sum), []byte("planted content"), 0o600)
 	m := &hacv1.Manifest{Files: []*hacv1.FileEntry{{Path: "f", Mode: 0o644, Size: 14, Sha256: sum}}}
-	if err := c.Materialize(m, t.TempDir()); !errors.Is(err, ErrHashMismatch) {
+	if err := c.Materialize(m, t.TempDir(), -1); !errors.Is(err, ErrHashMismatch) {
 		t.Fatalf("Materialize = %v, want ErrHashMismatch", err)
 	}
 	if c.Has(sum) {
