@@ -2,6 +2,9 @@ package agent
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -21,6 +25,7 @@ import (
 	"github.com/hac-project/hac/internal/controlplane"
 	"github.com/hac-project/hac/internal/gpu"
 	"github.com/hac-project/hac/internal/guard"
+	"github.com/hac-project/hac/internal/pki"
 	"github.com/hac-project/hac/internal/runner"
 	"github.com/hac-project/hac/internal/ticket"
 	"github.com/hac-project/hac/internal/workspace"
@@ -28,8 +33,11 @@ import (
 
 // Config configures an agent.
 type Config struct {
-	// ControlPlane is the control plane's URL, such as http://10.0.0.1:7470.
+	// ControlPlane is the control plane's URL, such as https://10.0.0.1:7470.
 	ControlPlane string
+	// CAPin names the CA the control plane's certificate is from
+	// (pki.ClientConfig); Enroll fills it.
+	CAPin string
 	// Token is the node's own credential (see Enroll).
 	Token string
 	// Name is the node's name in the pool; the hostname by default.
@@ -66,7 +74,8 @@ type Config struct {
 	// for a machine with one trusted user (hac serve --dev without root).
 	NoSandbox bool
 	Logger    *slog.Logger
-	// HTTPClient talks to the control plane.
+	// HTTPClient talks to the control plane; apiclient.New(CAPin) by
+	// default.
 	HTTPClient *http.Client
 }
 
@@ -80,6 +89,11 @@ type Agent struct {
 	launcher *runner.Launcher
 	memTotal int64 // the node's memory, bytes
 	log      *slog.Logger
+	// cert is the worker service's certificate, issued by the control
+	// plane for the request csr of the key certKey.
+	cert    atomic.Pointer[tls.Certificate]
+	certKey *ecdsa.PrivateKey
+	csr     []byte
 
 	mu       sync.Mutex
 	devs     []gpu.Device // as registered
@@ -112,7 +126,10 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = apiclient.H2C()
+		if err := checkURL(cfg.ControlPlane); err != nil {
+			return nil, err
+		}
+		cfg.HTTPClient = apiclient.New(cfg.CAPin)
 	}
 	if cfg.GPUs == nil {
 		return nil, errors.New("agent: no GPU provider")
@@ -160,6 +177,10 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Advertise = ln.Addr().String()
 	}
 	a := &Agent{cfg: cfg, memTotal: memTotal(), cache: cache, ln: guard.Listen(ln, guard.DefaultLimits), log: cfg.Logger, jobs: map[int64]*jobRun{}, used: map[int64]time.Time{}, uids: map[int]bool{}}
+	if a.certKey, a.csr, err = pki.NewRequest(); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	if err := a.sweep(); err != nil {
 		ln.Close()
 		return nil, err
@@ -181,13 +202,16 @@ func (a *Agent) register(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("agent: list GPUs: %w", err)
 	}
-	req := &hacv1.RegisterNodeRequest{ProtocolVersion: controlplane.AgentProtocolVersion, Name: a.cfg.Name, Address: a.cfg.Advertise}
+	req := &hacv1.RegisterNodeRequest{ProtocolVersion: controlplane.AgentProtocolVersion, Name: a.cfg.Name, Address: a.cfg.Advertise, WorkerCsr: a.csr}
 	for _, d := range devs {
 		req.Gpus = append(req.Gpus, &hacv1.GPU{Index: int32(d.Index), Uuid: d.UUID, Name: d.Name, MemoryMib: d.MemoryMiB})
 	}
 	resp, err := a.client.RegisterNode(ctx, connect.NewRequest(req))
 	if err != nil {
 		return fmt.Errorf("agent: register with %s: %w", a.cfg.ControlPlane, err)
+	}
+	if err := a.setCert(resp.Msg.WorkerCertificate); err != nil {
+		return err
 	}
 	nodes := findGPUNodes(devs)
 	a.mu.Lock()
@@ -202,6 +226,33 @@ func (a *Agent) register(ctx context.Context) error {
 	}
 	a.log.Info("node registered", "node", a.cfg.Name, "address", a.cfg.Advertise, "gpus", len(devs))
 	return nil
+}
+
+// setCert takes the worker certificate chain the control plane issued.
+func (a *Agent) setCert(chain [][]byte) error {
+	if len(chain) == 0 {
+		return errors.New("agent: the control plane issued no worker certificate")
+	}
+	leaf, err := x509.ParseCertificate(chain[0])
+	if err != nil {
+		return fmt.Errorf("agent: the worker certificate: %w", err)
+	}
+	pub, ok := leaf.PublicKey.(*ecdsa.PublicKey)
+	if !ok || !pub.Equal(a.certKey.Public()) {
+		return errors.New("agent: the worker certificate is not for this agent's key")
+	}
+	a.cert.Store(&tls.Certificate{Certificate: chain, PrivateKey: a.certKey, Leaf: leaf})
+	return nil
+}
+
+// certDue reports whether the worker certificate has less than a third
+// of its lifetime left.
+func (a *Agent) certDue(now time.Time) bool {
+	c := a.cert.Load()
+	if c == nil {
+		return false
+	}
+	return c.Leaf.NotAfter.Sub(now) < c.Leaf.NotAfter.Sub(c.Leaf.NotBefore)/3
 }
 
 // DefaultCacheBytes is hac agent's bound on its blob cache.
@@ -284,8 +335,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	path, h := hacv1connect.NewWorkerServiceHandler(&worker{a: a}, connect.WithReadMaxBytes(maxWorkerMessage))
 	mux.Handle(path, a.ticketFirst(h))
 	srv := guard.Server(mux)
+	srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return a.cert.Load(), nil }}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(a.ln) }()
+	go func() { errc <- srv.ServeTLS(a.ln, "", "") }()
 	removed := make(chan error, 1)
 	go a.heartbeat(ctx, removed)
 	go a.watchMemory(ctx)
@@ -328,6 +380,9 @@ func (a *Agent) heartbeat(ctx context.Context, removed chan<- error) {
 		a.mu.Lock()
 		interval := a.interval
 		req := &hacv1.HeartbeatRequest{Name: a.cfg.Name}
+		if a.certDue(time.Now()) {
+			req.WorkerCsr = a.csr
+		}
 		for id, j := range a.jobs {
 			req.Jobs = append(req.Jobs, &hacv1.RunningJob{JobId: strconv.FormatInt(id, 10), Pid: int64(j.pid()), UsedMib: j.used()})
 		}
@@ -352,6 +407,11 @@ func (a *Agent) heartbeat(ctx context.Context, removed chan<- error) {
 				a.log.Warn("heartbeat failed", "err", err)
 			}
 			continue
+		}
+		if len(resp.Msg.WorkerCertificate) > 0 {
+			if err := a.setCert(resp.Msg.WorkerCertificate); err != nil {
+				a.log.Warn("renew the worker certificate", "err", err)
+			}
 		}
 		if resp.Msg.Reregister {
 			if err := a.register(ctx); err != nil {

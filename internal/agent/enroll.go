@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 
@@ -14,6 +15,8 @@ import (
 	"github.com/hac-project/hac/gen/hac/v1/hacv1connect"
 	"github.com/hac-project/hac/internal/apiclient"
 	"github.com/hac-project/hac/internal/controlplane"
+	"github.com/hac-project/hac/internal/pki"
+	"github.com/hac-project/hac/internal/token"
 )
 
 // credential is what a node keeps of its enrollment, in DataDir (0600).
@@ -21,6 +24,8 @@ type credential struct {
 	ControlPlane string `json:"control_plane"`
 	Name         string `json:"name"`
 	Token        string `json:"token"`
+	// CAPin names the CA the control plane's certificate is from.
+	CAPin string `json:"ca_pin,omitempty"`
 }
 
 func credentialPath(dataDir string) string { return filepath.Join(dataDir, "node-credential.json") }
@@ -31,8 +36,19 @@ var ErrNotEnrolled = errors.New("agent: this node is not enrolled: on the contro
 // Enroll fills cfg.Token and cfg.Name with the node's own credential: the
 // one kept in cfg.DataDir, or, on first start, the one the control plane
 // gives for join (a one-time token from hac node add), which is then kept.
-// The credential never appears on a command line or in a log.
+// The credential never appears on a command line or in a log. cfg.CAPin,
+// when empty, comes from the credential, else from the join token.
 func Enroll(ctx context.Context, cfg Config, join string) (Config, error) {
+	if err := checkURL(cfg.ControlPlane); err != nil {
+		return cfg, err
+	}
+	if cfg.CAPin != "" {
+		pin, err := pki.ParsePin(cfg.CAPin)
+		if err != nil {
+			return cfg, fmt.Errorf("agent: --ca-pin: %w", err)
+		}
+		cfg.CAPin = pin
+	}
 	path := credentialPath(cfg.DataDir)
 	raw, err := os.ReadFile(path)
 	switch {
@@ -45,15 +61,25 @@ func Enroll(ctx context.Context, cfg Config, join string) (Config, error) {
 			return cfg, fmt.Errorf("agent: this node is enrolled as %s, not %s (its credential is in %s)", c.Name, cfg.Name, path)
 		}
 		cfg.Name, cfg.Token = c.Name, c.Token
+		if cfg.CAPin == "" {
+			cfg.CAPin = c.CAPin
+		}
 		return cfg, nil
 	case !errors.Is(err, os.ErrNotExist):
 		return cfg, fmt.Errorf("agent: read the node's credential: %w", err)
 	case join == "":
 		return cfg, ErrNotEnrolled
 	}
+	if cfg.CAPin == "" {
+		pin, err := pki.ParsePin(token.PinIn(join))
+		if err != nil {
+			return cfg, fmt.Errorf("agent: the join token carries no CA pin: make a new one with hac node add NAME, or give --ca-pin")
+		}
+		cfg.CAPin = pin
+	}
 	httpc := cfg.HTTPClient
 	if httpc == nil {
-		httpc = apiclient.H2C()
+		httpc = apiclient.New(cfg.CAPin)
 	}
 	c := hacv1connect.NewAgentServiceClient(httpc, cfg.ControlPlane, connect.WithInterceptors(apiclient.Bearer(join)))
 	resp, err := c.Join(ctx, connect.NewRequest(&hacv1.JoinRequest{ProtocolVersion: controlplane.AgentProtocolVersion}))
@@ -70,12 +96,24 @@ func Enroll(ctx context.Context, cfg Config, join string) (Config, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return cfg, err
 	}
-	out, _ := json.Marshal(credential{ControlPlane: cfg.ControlPlane, Name: name, Token: resp.Msg.Token})
+	out, _ := json.Marshal(credential{ControlPlane: cfg.ControlPlane, Name: name, Token: resp.Msg.Token, CAPin: cfg.CAPin})
 	if err := writePrivate(path, out); err != nil {
 		return cfg, fmt.Errorf("agent: keep the node's credential: %w", err)
 	}
 	cfg.Name, cfg.Token = name, resp.Msg.Token
 	return cfg, nil
+}
+
+// checkURL refuses a control plane URL that is not https.
+func checkURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("agent: --server %q: want a URL such as https://10.0.0.1:7470", raw)
+	}
+	if u.Scheme != "https" {
+		return fmt.Errorf("agent: --server %s: hac's API speaks TLS only: use https://%s", raw, u.Host)
+	}
+	return nil
 }
 
 // writePrivate writes a file only its owner can read, atomically.

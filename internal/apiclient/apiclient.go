@@ -1,20 +1,46 @@
 // Package apiclient holds what every client of hac's APIs shares: an
-// HTTP/2 cleartext transport and the bearer-token interceptor.
+// HTTP/2 transport over TLS that trusts a pinned CA, and the bearer-token
+// interceptor.
 package apiclient
 
 import (
 	"context"
+	"crypto/tls"
+	"net"
 	"net/http"
 
 	"connectrpc.com/connect"
+
+	"github.com/hac-project/hac/internal/pki"
 )
 
-// H2C returns an HTTP client that speaks HTTP/2 without TLS, which
-// Connect's bidirectional streams need.
-func H2C() *http.Client {
-	p := new(http.Protocols)
-	p.SetUnencryptedHTTP2(true)
-	return &http.Client{Transport: &http.Transport{Protocols: p, MaxIdleConnsPerHost: 64}}
+// New returns an HTTP client for the control plane's API: its
+// certificate must be for the host dialed, from the CA that pin names
+// (the system's roots when pin is empty).
+func New(pin string) *http.Client { return withTLS(pin, "") }
+
+// Worker returns an HTTP client for node's worker service, whose
+// certificate is issued for pki.NodeName(node) by the CA that pin names.
+func Worker(pin, node string) *http.Client { return withTLS(pin, pki.NodeName(node)) }
+
+// withTLS speaks HTTP/2, which Connect's bidirectional streams need, over
+// TLS to a peer whose certificate carries name (the dialed host when
+// empty).
+func withTLS(pin, name string) *http.Client {
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		want := name
+		if want == "" {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			want = host
+		}
+		cfg := pki.ClientConfig(pin, want)
+		cfg.NextProtos = []string{"h2", "http/1.1"}
+		return (&tls.Dialer{Config: cfg}).DialContext(ctx, network, addr)
+	}
+	return &http.Client{Transport: &http.Transport{DialTLSContext: dial, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64}}
 }
 
 // Bearer adds "Authorization: Bearer TOKEN" to every request.

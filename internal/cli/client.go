@@ -1,18 +1,18 @@
 package cli
 
 import (
-	"net/http"
+	"fmt"
 
 	"connectrpc.com/connect"
 
 	"github.com/hac-project/hac/gen/hac/v1/hacv1connect"
 	"github.com/hac-project/hac/internal/apiclient"
+	"github.com/hac-project/hac/internal/pki"
 )
 
 // client is a connection to the control plane.
 type client struct {
 	cfg     Config
-	http    *http.Client
 	acc     hacv1connect.AcceleratorServiceClient
 	pool    hacv1connect.PoolServiceClient
 	servers hacv1connect.ServerServiceClient
@@ -28,11 +28,15 @@ func (a *app) client() (*client, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := apiclient.H2C()
+	if a.caPin != "" {
+		if cfg.CAPin, err = pki.ParsePin(a.caPin); err != nil {
+			return nil, usageError{fmt.Errorf("--ca-pin: %w", err)}
+		}
+	}
+	h := apiclient.New(cfg.CAPin)
 	opts := connect.WithInterceptors(apiclient.Bearer(cfg.Token))
 	return &client{
 		cfg:     cfg,
-		http:    h,
 		acc:     hacv1connect.NewAcceleratorServiceClient(h, cfg.Addr, opts),
 		pool:    hacv1connect.NewPoolServiceClient(h, cfg.Addr, opts),
 		servers: hacv1connect.NewServerServiceClient(h, cfg.Addr, opts),

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/hac-project/hac/internal/pki"
 )
 
 // Config is what a client needs to reach the control plane.
@@ -15,6 +17,9 @@ type Config struct {
 	Addr   string // control plane URL
 	Token  string
 	Server string // default server for user tokens
+	// CAPin names the CA the control plane's certificate is from
+	// (sha256:HEX); empty trusts the system's roots.
+	CAPin string
 	// Source says where Addr and Token came from, for messages.
 	Source string
 }
@@ -22,8 +27,8 @@ type Config struct {
 // ErrNoConfig is returned when no configuration is found anywhere.
 var ErrNoConfig = errors.New("no hac server configured: run hac serve --dev or set HAC_ADDR/HAC_TOKEN")
 
-// ParseConfig reads "key = value" lines (addr, token, server); blank lines
-// and # comments are skipped.
+// ParseConfig reads "key = value" lines (addr, ca_pin, token, server);
+// blank lines and # comments are skipped.
 func ParseConfig(r io.Reader) (Config, error) {
 	var c Config
 	s := bufio.NewScanner(r)
@@ -46,8 +51,14 @@ func ParseConfig(r io.Reader) (Config, error) {
 			c.Token = v
 		case "server":
 			c.Server = v
+		case "ca_pin":
+			pin, err := pki.ParsePin(v)
+			if err != nil {
+				return c, fmt.Errorf("line %d: %w", line, err)
+			}
+			c.CAPin = pin
 		default:
-			return c, fmt.Errorf("line %d: unknown key %q (known: addr, token, server)", line, k)
+			return c, fmt.Errorf("line %d: unknown key %q (known: addr, ca_pin, token, server)", line, k)
 		}
 	}
 	return c, s.Err()
@@ -57,7 +68,11 @@ func ParseConfig(r io.Reader) (Config, error) {
 func FormatConfig(c Config) string {
 	var b strings.Builder
 	b.WriteString("# hac client configuration\n")
-	fmt.Fprintf(&b, "addr = %s\ntoken = %s\n", c.Addr, c.Token)
+	fmt.Fprintf(&b, "addr = %s\n", c.Addr)
+	if c.CAPin != "" {
+		fmt.Fprintf(&b, "ca_pin = %s\n", c.CAPin)
+	}
+	fmt.Fprintf(&b, "token = %s\n", c.Token)
 	if c.Server != "" {
 		fmt.Fprintf(&b, "server = %s\n", c.Server)
 	}
@@ -81,7 +96,8 @@ const SystemConfigPath = "/etc/hac/config"
 
 // resolveConfig finds the configuration, first found wins: flags, then
 // HAC_ADDR/HAC_TOKEN, then the user's file, then /etc/hac/config. The
-// default server is --server, else HAC_SERVER, else the file's.
+// default server is --server, else HAC_SERVER, else the file's. The CA pin
+// is HAC_CA_PIN, else the file's when the address is the file's.
 func resolveConfig(flagAddr, flagToken, flagServer string, getenv func(string) string) (Config, error) {
 	c := Config{Addr: flagAddr, Token: flagToken, Source: "flags"}
 	if c.Addr == "" && c.Token == "" && (getenv("HAC_ADDR") != "" || getenv("HAC_TOKEN") != "") {
@@ -112,6 +128,16 @@ func resolveConfig(flagAddr, flagToken, flagServer string, getenv func(string) s
 		c.Token = file.Token
 	}
 	c.Server = file.Server
+	if c.Addr == file.Addr {
+		c.CAPin = file.CAPin
+	}
+	if v := getenv("HAC_CA_PIN"); v != "" {
+		pin, err := pki.ParsePin(v)
+		if err != nil {
+			return c, fmt.Errorf("HAC_CA_PIN: %w", err)
+		}
+		c.CAPin = pin
+	}
 	if v := getenv("HAC_SERVER"); v != "" {
 		c.Server = v
 	}
@@ -122,7 +148,10 @@ func resolveConfig(flagAddr, flagToken, flagServer string, getenv func(string) s
 		return c, ErrNoConfig
 	}
 	if !strings.Contains(c.Addr, "://") {
-		c.Addr = "http://" + c.Addr
+		c.Addr = "https://" + c.Addr
+	}
+	if rest, ok := strings.CutPrefix(c.Addr, "http://"); ok {
+		return c, fmt.Errorf("addr %s (from %s): hac's API speaks TLS only: use https://%s, with the ca_pin that hac serve prints", c.Addr, c.Source, rest)
 	}
 	return c, nil
 }

@@ -13,22 +13,35 @@ func env(m map[string]string) func(string) string { return func(k string) string
 func TestResolveConfigOrder(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "hac", "config")
-	if err := writeUserConfig(p, Config{Addr: "http://file:1", Token: "ftok", Server: "fsrv"}); err != nil {
+	pin := "sha256:" + strings.Repeat("ab", 32)
+	if err := writeUserConfig(p, Config{Addr: "https://file:1", CAPin: pin, Token: "ftok", Server: "fsrv"}); err != nil {
 		t.Fatal(err)
 	}
 	base := map[string]string{"XDG_CONFIG_HOME": dir}
 	c, err := resolveConfig("", "", "", env(base))
-	if err != nil || c.Addr != "http://file:1" || c.Token != "ftok" || c.Server != "fsrv" {
+	if err != nil || c.Addr != "https://file:1" || c.CAPin != pin || c.Token != "ftok" || c.Server != "fsrv" {
 		t.Fatalf("file: %+v %v", c, err)
 	}
 	base["HAC_ADDR"], base["HAC_TOKEN"], base["HAC_SERVER"] = "envhost:2", "etok", "esrv"
 	c, _ = resolveConfig("", "", "", env(base))
-	if c.Addr != "http://envhost:2" || c.Token != "etok" || c.Server != "esrv" {
+	if c.Addr != "https://envhost:2" || c.CAPin != "" || c.Token != "etok" || c.Server != "esrv" {
 		t.Fatalf("env: %+v", c)
 	}
-	c, _ = resolveConfig("http://flag:3", "", "fl", env(base))
-	if c.Addr != "http://flag:3" || c.Token != "ftok" || c.Server != "fl" {
+	c, _ = resolveConfig("https://flag:3", "", "fl", env(base))
+	if c.Addr != "https://flag:3" || c.Token != "ftok" || c.Server != "fl" {
 		t.Fatalf("flags: %+v", c)
+	}
+	base["HAC_CA_PIN"] = strings.ToUpper(pin)
+	if c, err = resolveConfig("", "", "", env(base)); err != nil || c.CAPin != pin {
+		t.Fatalf("HAC_CA_PIN: %+v %v", c, err)
+	}
+	base["HAC_CA_PIN"] = "sha256:abc"
+	if _, err = resolveConfig("", "", "", env(base)); err == nil || !strings.Contains(err.Error(), "HAC_CA_PIN") {
+		t.Fatalf("a short HAC_CA_PIN: %v", err)
+	}
+	delete(base, "HAC_CA_PIN")
+	if _, err = resolveConfig("http://plain:4", "", "", env(base)); err == nil || !strings.Contains(err.Error(), "use https://plain:4") {
+		t.Fatalf("http:// is refused with a way out: %v", err)
 	}
 	if _, err := resolveConfig("", "", "", env(map[string]string{"XDG_CONFIG_HOME": t.TempDir()})); !errors.Is(err, ErrNoConfig) {
 		t.Fatalf("no config: %v", err)
@@ -39,7 +52,7 @@ func TestResolveConfigOrder(t *testing.T) {
 }
 
 func TestParseConfigErrors(t *testing.T) {
-	for _, bad := range []string{"addr", "colour = red"} {
+	for _, bad := range []string{"addr", "colour = red", "ca_pin = sha256:12", "ca_pin = md5:" + strings.Repeat("0", 64)} {
 		if _, err := ParseConfig(strings.NewReader(bad)); err == nil {
 			t.Errorf("ParseConfig(%q) accepted", bad)
 		}
@@ -47,14 +60,14 @@ func TestParseConfigErrors(t *testing.T) {
 }
 
 func FuzzParseConfig(f *testing.F) {
-	f.Add("addr = http://x:1\ntoken = t\n# c\nserver = s\n")
+	f.Add("addr = https://x:1\nca_pin = sha256:" + strings.Repeat("0f", 32) + "\ntoken = t\n# c\nserver = s\n")
 	f.Fuzz(func(t *testing.T, s string) {
 		c, err := ParseConfig(strings.NewReader(s))
 		if err != nil {
 			return
 		}
 		again, err := ParseConfig(strings.NewReader(FormatConfig(c)))
-		if err != nil || again.Addr != strings.TrimSpace(c.Addr) || again.Token != c.Token {
+		if err != nil || again.Addr != strings.TrimSpace(c.Addr) || again.Token != c.Token || again.CAPin != c.CAPin {
 			t.Fatalf("round trip %+v -> %+v, %v", c, again, err)
 		}
 	})

@@ -147,7 +147,7 @@ func (a *app) serverCmd() *cobra.Command {
 			}
 			s := resp.Msg.Server
 			fmt.Fprintf(a.stdout, "Server %q registered (model %s).\nIts token, shown only now: %s\n\nOn that machine, write /etc/hac/config:\n%s",
-				s.Name, s.Model, resp.Msg.Token, FormatConfig(Config{Addr: c.cfg.Addr, Token: resp.Msg.Token}))
+				s.Name, s.Model, resp.Msg.Token, FormatConfig(Config{Addr: c.cfg.Addr, CAPin: c.cfg.CAPin, Token: resp.Msg.Token}))
 			return nil
 		},
 	}

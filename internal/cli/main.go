@@ -47,7 +47,7 @@ type app struct {
 	getenv         func(string) string
 	ctx            context.Context
 
-	addr, token, server string
+	addr, token, caPin, server string
 }
 
 // Main runs the hac command line with args (args[0] is the program name)
@@ -157,6 +157,7 @@ func (a *app) rootCmd() *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.addr, "addr", "", "control plane URL (default: HAC_ADDR, then the config file)")
 	pf.StringVar(&a.token, "token", "", "API token (default: HAC_TOKEN, then the config file)")
+	pf.StringVar(&a.caPin, "ca-pin", "", "the control plane's CA pin, sha256:HEX (default: HAC_CA_PIN, then the config file)")
 	pf.StringVar(&a.server, "server", "", "server whose accelerator to use, with a user token (default: HAC_SERVER, then the config file)")
 	defer markUsageErrors(root)
 	root.AddCommand(a.serveCmd(), a.agentCmd(), a.nodeCmd(), a.runCmd(), a.smiCmd(), a.switchModelCmd(), a.serverCmd(),

@@ -18,6 +18,7 @@ import (
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 	"github.com/hac-project/hac/gen/hac/v1/hacv1connect"
 	"github.com/hac-project/hac/internal/agent"
+	"github.com/hac-project/hac/internal/apiclient"
 	"github.com/hac-project/hac/internal/catalog"
 	"github.com/hac-project/hac/internal/workspace"
 )
@@ -249,7 +250,10 @@ func renewLease(ctx context.Context, c *client, jobID string, ttl time.Duration)
 // execute runs the program on one worker: upload, stdio, signals, exit
 // code, changed files.
 func (a *app) execute(ctx context.Context, c *client, wk *hacv1.Worker, argv, env []string, cwd string, m *hacv1.Manifest, sigs <-chan os.Signal, jobID string) (int32, error) {
-	wc := hacv1connect.NewWorkerServiceClient(c.http, "http://"+wk.Address)
+	if wk.CaPin == "" {
+		return 0, fmt.Errorf("the control plane named no CA for node %s's certificate: upgrade hac serve", wk.Node)
+	}
+	wc := hacv1connect.NewWorkerServiceClient(apiclient.Worker(wk.CaPin, wk.Node), "https://"+wk.Address)
 	ectx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream := wc.Exec(ectx)

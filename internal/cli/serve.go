@@ -106,6 +106,10 @@ named "dev", and writes the client config, so that hac run works at once.`,
 	f.IntVar(&cfg.Quotas.PortForwards, "max-port-forwards", cfg.Quotas.PortForwards, "port forwards one user may have (0: no bound)")
 	f.IntVar(&cfg.ConnLimits.Conns, "max-connections", cfg.ConnLimits.Conns, "open API connections in all; more are closed at once")
 	f.IntVar(&cfg.ConnLimits.PerPeer, "max-connections-per-peer", cfg.ConnLimits.PerPeer, "open API connections from one address")
+	f.StringSliceVar(&cfg.TLS.Names, "tls-name", nil, "more DNS names or addresses the API's certificate carries (clients dial the API by them)")
+	f.StringVar(&cfg.TLS.CertFile, "tls-cert", "", "the API's certificate (PEM, with its chain) instead of one from hac's own CA")
+	f.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "the key of --tls-cert (PEM)")
+	f.StringVar(&cfg.TLS.CAFile, "tls-ca", "", "the CA clients pin for --tls-cert (default: the chain's last certificate)")
 	return cmd
 }
 
@@ -131,13 +135,16 @@ func (a *app) serve(ctx context.Context, cfg controlplane.Config, dev bool, gpus
 	if err != nil {
 		return err
 	}
-	addr := "http://" + srv.Addr()
+	addr, pin := srv.URL(), srv.Pin()
+	// Scripts and tests find the pin beside the address.
+	os.WriteFile(filepath.Join(cfg.DataDir, "serve.pin"), []byte(pin), 0o600)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Run(ctx) }()
 	if !dev {
 		fmt.Fprintf(a.stderr, "hac control plane listening on %s\n", addr)
+		fmt.Fprintf(a.stderr, "Its CA pin (clients' ca_pin, HAC_CA_PIN): %s\n", pin)
 		fmt.Fprintf(a.stderr, "The admin token is in %s\n", srv.CredentialsPath())
 		fmt.Fprintf(a.stderr, "Enroll a GPU node:  hac node add NAME > NAME.join, then on the node:  hac agent --server %s --join-file NAME.join\n", addr)
 		return <-errc
@@ -159,7 +166,7 @@ func (a *app) serve(ctx context.Context, cfg controlplane.Config, dev bool, gpus
 	if err != nil {
 		return err
 	}
-	ag, err := agent.New(agent.Config{ControlPlane: addr, Token: nodeToken, Name: node, Listen: agentListen,
+	ag, err := agent.New(agent.Config{ControlPlane: addr, CAPin: pin, Token: nodeToken, Name: node, Listen: agentListen,
 		GPUs: provider, DataDir: filepath.Join(cfg.DataDir, "agent"), Logger: cfg.Logger, SyncInterval: 30 * time.Second,
 		NoSandbox: noSandbox, CacheBytes: agent.DefaultCacheBytes})
 	if err != nil {
@@ -172,7 +179,7 @@ func (a *app) serve(ctx context.Context, cfg controlplane.Config, dev bool, gpus
 		return err
 	}
 	go func() { errc <- ag.Run(ctx) }()
-	conf := Config{Addr: addr, Token: creds.AdminToken, Server: "dev"}
+	conf := Config{Addr: addr, CAPin: pin, Token: creds.AdminToken, Server: "dev"}
 	path := UserConfigPath(a.getenv)
 	if err := writeUserConfig(path, conf); err != nil {
 		return fmt.Errorf("write client config %s: %w", path, err)
@@ -189,11 +196,12 @@ Client config written to %s. In another terminal, try:
 
 From another account or machine, set:
   export HAC_ADDR=%s
+  export HAC_CA_PIN=%s
   export HAC_TOKEN=%s
   export HAC_SERVER=dev
 
 Stop with Ctrl+C.
-`, addr, cfg.DataDir, node, ag.Addr(), describeGPUs(devs), cfg.DefaultModel, path, addr, creds.AdminToken)
+`, addr, cfg.DataDir, node, ag.Addr(), describeGPUs(devs), cfg.DefaultModel, path, addr, pin, creds.AdminToken)
 	return <-errc
 }
 
@@ -237,8 +245,8 @@ own, kept in its data folder (0600), and uses that from then on.
 Jobs run in sandboxes (their own uid, namespaces and cgroup), which needs
 root; --no-sandbox is only for a machine whose only user is you.`,
 		Example: `  hac node add gpu1 > gpu1.join            # on the control plane, as admin
-  hac agent --server http://10.0.0.1:7470 --join-file gpu1.join
-  hac agent --server http://10.0.0.1:7470   # later starts: the kept credential`,
+  hac agent --server https://10.0.0.1:7470 --join-file gpu1.join
+  hac agent --server https://10.0.0.1:7470   # later starts: the kept credential`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.ControlPlane == "" {
@@ -253,6 +261,9 @@ root; --no-sandbox is only for a machine whose only user is you.`,
 			}
 			if join == "" {
 				join = a.getenv("HAC_JOIN_TOKEN")
+			}
+			if cfg.CAPin == "" {
+				cfg.CAPin = a.getenv("HAC_CA_PIN")
 			}
 			if cfg.DataDir == "" {
 				cfg.DataDir = defaultDataDir(a.getenv, "agent")
@@ -275,7 +286,8 @@ root; --no-sandbox is only for a machine whose only user is you.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.ControlPlane, "server", "", "control plane URL, such as http://10.0.0.1:7470")
+	f.StringVar(&cfg.ControlPlane, "server", "", "control plane URL, such as https://10.0.0.1:7470")
+	f.StringVar(&cfg.CAPin, "ca-pin", "", "the control plane's CA pin (default: the join token's, then the kept credential's; or HAC_CA_PIN)")
 	f.StringVar(&joinFile, "join-file", "", "file with the join token of hac node add (first start only)")
 	f.StringVar(&join, "join", "", "the join token of hac node add (first start only; prefer --join-file or HAC_JOIN_TOKEN)")
 	f.StringVar(&cfg.Name, "name", "", "node name (default: the one the join token was made for)")

@@ -25,7 +25,8 @@ func (a *app) userCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "User %q created. Their token, shown only now: %s\n", resp.Msg.Name, resp.Msg.Token)
+			fmt.Fprintf(a.stdout, "User %q created. Their token, shown only now: %s\n\nTheir ~/.config/hac/config:\n%s",
+				resp.Msg.Name, resp.Msg.Token, FormatConfig(Config{Addr: c.cfg.Addr, CAPin: c.cfg.CAPin, Token: resp.Msg.Token}))
 			return nil
 		},
 	}

@@ -161,7 +161,7 @@ func (a acceleratorService) grant(ctx context.Context, j jobState) (*hacv1.Grant
 		if mem > j.MemoryMiB {
 			mem = j.MemoryMiB
 		}
-		w.Address = addr
+		w.Address, w.CaPin = addr, a.s.tls.workerPin
 		w.Ticket = ticket.Sign(key, ticket.Claims{JobID: j.ID, Node: name, Model: j.Model, MemoryMiB: mem,
 			GPUs: w.GpuUuids, Rank: rank, Nodes: len(order), Expires: exp})
 		g.Workers = append(g.Workers, w)

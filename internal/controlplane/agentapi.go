@@ -20,7 +20,7 @@ import (
 //   - 1 (2026-11-28): RegisterNode, Heartbeat, JobEnded; Exec on the worker.
 //   - 2 (2026-12-01): Join; every call as the node's own credential; the
 //     ticket also in the Hac-Ticket header of Exec.
-const AgentProtocolVersion = 2
+const AgentProtocolVersion = 3
 
 // agentService implements hacv1connect.AgentServiceHandler.
 type agentService struct{ s *Server }
@@ -38,6 +38,10 @@ func (a agentService) RegisterNode(ctx context.Context, req *connect.Request[hac
 	}
 	if len(m.Gpus) == 0 || len(m.Gpus) > 64 {
 		return nil, apiError(fmt.Errorf("%w: a node reports 1 to 64 GPUs, not %d", ErrInvalid, len(m.Gpus)))
+	}
+	chain, err := a.s.tls.workerCert(m.Name, m.WorkerCsr)
+	if err != nil {
+		return nil, apiError(err)
 	}
 	key := make([]byte, 32)
 	rand.Read(key)
@@ -60,7 +64,7 @@ func (a agentService) RegisterNode(ctx context.Context, req *connect.Request[hac
 		}
 	}
 	return connect.NewResponse(&hacv1.RegisterNodeResponse{TicketKey: key, ProtocolVersion: AgentProtocolVersion,
-		HeartbeatIntervalMs: int32(a.s.cfg.HeartbeatInterval.Milliseconds())}), nil
+		HeartbeatIntervalMs: int32(a.s.cfg.HeartbeatInterval.Milliseconds()), WorkerCertificate: chain}), nil
 }
 
 // maxGPUMemoryMiB bounds what a node may claim of one GPU.
@@ -80,6 +84,13 @@ func (a agentService) Heartbeat(ctx context.Context, req *connect.Request[hacv1.
 	}
 	stop, rereg := a.s.broker.heartbeat(req.Msg.Name, running)
 	out := &hacv1.HeartbeatResponse{Reregister: rereg}
+	if len(req.Msg.WorkerCsr) > 0 {
+		chain, err := a.s.tls.workerCert(req.Msg.Name, req.Msg.WorkerCsr)
+		if err != nil {
+			return nil, apiError(err)
+		}
+		out.WorkerCertificate = chain
+	}
 	for _, id := range stop {
 		out.StopJobs = append(out.StopJobs, strconv.FormatInt(id, 10))
 	}

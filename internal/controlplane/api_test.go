@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hac-project/hac/internal/apiclient"
 	"github.com/hac-project/hac/internal/store"
 )
 
@@ -23,6 +24,7 @@ func TestGarbageInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	httpc := apiclient.New(s.Pin())
 	procs := []string{
 		"/hac.v1.AcceleratorService/Allocate", "/hac.v1.AcceleratorService/RenewLease", "/hac.v1.AcceleratorService/Release",
 		"/hac.v1.AcceleratorService/GetAccelerator", "/hac.v1.AcceleratorService/SwitchModel", "/hac.v1.AcceleratorService/ResetAccelerator",
@@ -55,7 +57,7 @@ func TestGarbageInput(t *testing.T) {
 				if tok != "" {
 					req.Header.Set("Authorization", "Bearer "+tok)
 				}
-				resp, err := http.DefaultClient.Do(req)
+				resp, err := httpc.Do(req)
 				if err != nil {
 					t.Fatalf("%s %q: %v", proc, body, err)
 				}
@@ -66,7 +68,7 @@ func TestGarbageInput(t *testing.T) {
 			}
 		}
 	}
-	resp, err := http.Get(url + "/healthz")
+	resp, err := httpc.Get(url + "/healthz")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("unhealthy after garbage: %v %v", resp, err)
 	}

@@ -15,6 +15,7 @@ import (
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 	"github.com/hac-project/hac/gen/hac/v1/hacv1connect"
 	"github.com/hac-project/hac/internal/apiclient"
+	"github.com/hac-project/hac/internal/pki"
 	"github.com/hac-project/hac/internal/store"
 )
 
@@ -42,8 +43,12 @@ func testPool(t testing.TB, d store.Durability, nodes, gpus, n int) (string, []s
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	url := "http://" + s.Addr()
-	httpc := apiclient.H2C() // one connection for all: the API caps connections per peer
+	url := s.URL()
+	httpc := apiclient.New(s.Pin()) // one connection for all: the API caps connections per peer
+	_, csr, err := pki.NewRequest()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for nd := 1; nd <= nodes; nd++ {
 		name := fmt.Sprintf("node%d", nd)
 		cred, err := s.EnrollNode(ctx, name, "")
@@ -51,7 +56,7 @@ func testPool(t testing.TB, d store.Durability, nodes, gpus, n int) (string, []s
 			t.Fatal(err)
 		}
 		agent := hacv1connect.NewAgentServiceClient(httpc, url, connect.WithInterceptors(apiclient.Bearer(cred)))
-		req := &hacv1.RegisterNodeRequest{ProtocolVersion: AgentProtocolVersion, Name: name, Address: "127.0.0.1:1"}
+		req := &hacv1.RegisterNodeRequest{ProtocolVersion: AgentProtocolVersion, Name: name, Address: "127.0.0.1:1", WorkerCsr: csr}
 		for i := 0; i < gpus; i++ {
 			req.Gpus = append(req.Gpus, &hacv1.GPU{Index: int32(i), Uuid: fmt.Sprintf("GPU-%d-%d", nd, i), MemoryMib: 80 * 1024})
 		}
@@ -107,13 +112,13 @@ func BenchmarkAllocationCycle(b *testing.B) {
 		nodes int
 	}{{"durability=FULL", store.Full, 1}, {"durability=NORMAL", store.Normal, 1}, {"durability=FULL/nodes=1000", store.Full, 1000}} {
 		b.Run(tc.name, func(b *testing.B) {
-			url, toks, _ := testPool(b, tc.d, tc.nodes, 8, 64)
+			url, toks, s := testPool(b, tc.d, tc.nodes, 8, 64)
 			var next atomic.Int64
 			b.SetParallelism(32) // 32 x GOMAXPROCS concurrent clients
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				tok := toks[next.Add(1)%int64(len(toks))]
-				acc := hacv1connect.NewAcceleratorServiceClient(apiclient.H2C(), url, connect.WithInterceptors(apiclient.Bearer(tok)))
+				acc := hacv1connect.NewAcceleratorServiceClient(apiclient.New(s.Pin()), url, connect.WithInterceptors(apiclient.Bearer(tok)))
 				for pb.Next() {
 					if err := cycle(context.Background(), acc); err != nil {
 						b.Error(err)
@@ -125,11 +130,11 @@ func BenchmarkAllocationCycle(b *testing.B) {
 		})
 	}
 	b.Run("baseline=GetVersion", func(b *testing.B) {
-		url, toks, _ := testPlane(b, store.Full, 8, 1)
+		url, toks, s := testPlane(b, store.Full, 8, 1)
 		b.SetParallelism(32)
 		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
-			acc := hacv1connect.NewAcceleratorServiceClient(apiclient.H2C(), url, connect.WithInterceptors(apiclient.Bearer(toks[0])))
+			acc := hacv1connect.NewAcceleratorServiceClient(apiclient.New(s.Pin()), url, connect.WithInterceptors(apiclient.Bearer(toks[0])))
 			for pb.Next() {
 				if _, err := acc.GetVersion(context.Background(), connect.NewRequest(&hacv1.GetVersionRequest{})); err != nil {
 					b.Error(err)
@@ -151,7 +156,7 @@ func TestWarmSnapshotStaysExact(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			acc := hacv1connect.NewAcceleratorServiceClient(apiclient.H2C(), url, connect.WithInterceptors(apiclient.Bearer(tok)))
+			acc := hacv1connect.NewAcceleratorServiceClient(apiclient.New(s.Pin()), url, connect.WithInterceptors(apiclient.Bearer(tok)))
 			for n := 0; n < 5+i%3; n++ {
 				if err := cycle(context.Background(), acc); err != nil {
 					t.Error(err)
@@ -163,7 +168,7 @@ func TestWarmSnapshotStaysExact(t *testing.T) {
 	wg.Wait()
 	// Leave some jobs holding memory.
 	for _, tok := range toks[:5] {
-		acc := hacv1connect.NewAcceleratorServiceClient(apiclient.H2C(), url, connect.WithInterceptors(apiclient.Bearer(tok)))
+		acc := hacv1connect.NewAcceleratorServiceClient(apiclient.New(s.Pin()), url, connect.WithInterceptors(apiclient.Bearer(tok)))
 		stream, err := acc.Allocate(context.Background(), connect.NewRequest(&hacv1.AllocateRequest{Command: []string{"x"}}))
 		if err != nil {
 			t.Fatal(err)

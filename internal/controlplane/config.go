@@ -41,6 +41,8 @@ type Config struct {
 	ConnLimits guard.Limits
 	// Quotas bound what one user may hold; an operator raises them.
 	Quotas Quotas
+	// TLS is where the API's certificate comes from.
+	TLS    TLSConfig
 	Logger *slog.Logger
 	// Now is the clock; time.Now by default.
 	Now func() time.Time

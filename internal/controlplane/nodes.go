@@ -43,7 +43,9 @@ func (ps poolService) AddNode(ctx context.Context, req *connect.Request[hacv1.Ad
 		return nil, apiError(fmt.Errorf("%w: a join token lasts between 1m and 168h, not %v", ErrInvalid, ttl))
 	}
 	now := ps.s.cfg.Now()
-	join := token.New(token.JoinPrefix)
+	// The token carries the CA's pin: the agent trusts the control plane
+	// it joins from the start.
+	join := token.WithPin(token.New(token.JoinPrefix), ps.s.Pin())
 	expires := now.Add(ttl)
 	err := ps.s.store.Update(ctx, func(tx *store.Tx) error {
 		enrolled, err := tx.NodeEnrolled(name)

@@ -32,6 +32,7 @@ type Server struct {
 	// gateway, when there is a driver.
 	serverLn net.Listener
 	http     *http.Server
+	tls      *tlsState
 	portal   portal
 }
 
@@ -70,24 +71,43 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("controlplane: listen for servers on the gateway %s: %w", cfg.Servers.Gateway(), err)
 		}
 	}
+	listeners := []net.Listener{s.ln}
+	if s.serverLn != nil {
+		listeners = append(listeners, s.serverLn)
+	}
+	if s.tls, err = newTLS(cfg.TLS, cfg.DataDir, listeners); err != nil {
+		for _, ln := range listeners {
+			ln.Close()
+		}
+		st.Close()
+		return nil, err
+	}
 	s.ln = guard.Listen(s.ln, cfg.ConnLimits)
 	if s.serverLn != nil {
 		s.serverLn = guard.Listen(s.serverLn, cfg.ConnLimits)
 	}
 	s.http = guard.Server(s.handler())
+	s.http.TLSConfig = s.tls.serverConfig()
 	return s, nil
 }
+
+// URL is the API's URL.
+func (s *Server) URL() string { return "https://" + s.Addr() }
 
 // ServerURL is the API's URL as servers made by the driver reach it.
 func (s *Server) ServerURL() string {
 	if s.serverLn == nil {
-		return "http://" + s.Addr()
+		return s.URL()
 	}
-	return "http://" + s.serverLn.Addr().String()
+	return "https://" + s.serverLn.Addr().String()
 }
 
 // Addr returns the address the API listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Pin is the pin of the CA that clients and agents trust for the API
+// (pki.ClientConfig).
+func (s *Server) Pin() string { return s.tls.apiPin }
 
 func (s *Server) handler() http.Handler {
 	mux := http.NewServeMux()
@@ -153,9 +173,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	go s.reap(ctx)
 	errc := make(chan error, 2)
-	go func() { errc <- s.http.Serve(s.ln) }()
+	go func() { errc <- s.http.ServeTLS(s.ln, "", "") }()
 	if s.serverLn != nil {
-		go func() { errc <- s.http.Serve(s.serverLn) }()
+		go func() { errc <- s.http.ServeTLS(s.serverLn, "", "") }()
 	}
 	select {
 	case err := <-errc:

@@ -89,14 +89,13 @@ func (c *conn) Close() error {
 }
 
 // Server returns an http.Server for h that serves HTTP/1.1 and HTTP/2
-// (unencrypted where TLS is not configured) with bounded headers, a
-// deadline for them, idle connections closed, and a cap on concurrent
-// streams per connection.
+// (over TLS: the caller sets TLSConfig and calls ServeTLS) with bounded
+// headers, a deadline for them and for the TLS handshake, idle
+// connections closed, and a cap on concurrent streams per connection.
 func Server(h http.Handler) *http.Server {
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
 	p.SetHTTP2(true)
-	p.SetUnencryptedHTTP2(true)
 	return &http.Server{
 		Handler:           h,
 		Protocols:         p,

@@ -57,7 +57,7 @@ func TestSwitchModel(t *testing.T) {
 	// The alias binary name, with an argument.
 	alias := filepath.Join(t.TempDir(), "hac-switch-model")
 	os.Symlink(hacBin, alias)
-	out, err := exec.Command(alias, "--addr", c.addr, "--token", tok, "medium.32gb").CombinedOutput()
+	out, err := exec.Command(alias, "--addr", c.addr, "--ca-pin", c.pin, "--token", tok, "medium.32gb").CombinedOutput()
 	if err != nil || string(out) != "The HAC AI Accelerator model is successfully switched to  \"medium.32gb\".\n" {
 		t.Fatalf("hac-switch-model medium.32gb: %v %q", err, out)
 	}
@@ -136,11 +136,11 @@ func TestBadInput(t *testing.T) {
 	if r := runHac(t, base, "", nil, "smi"); r.code != 1 || !strings.Contains(r.stderr, "no hac server configured: run hac serve --dev or set HAC_ADDR/HAC_TOKEN") {
 		t.Errorf("missing config: %+v", r)
 	}
-	bad := append(c.baseEnv(), "HAC_ADDR="+c.addr, "HAC_TOKEN=hacu_WRONG")
+	bad := c.apiEnv("hacu_WRONG")
 	if r := runHac(t, bad, "", nil, "smi"); r.code != 1 || !strings.Contains(r.stderr, "the token is missing, wrong or revoked") {
 		t.Errorf("wrong token: %+v", r)
 	}
-	down := append(c.baseEnv(), "HAC_ADDR=http://127.0.0.1:1", "HAC_TOKEN=x")
+	down := append(c.baseEnv(), "HAC_ADDR=https://127.0.0.1:1", "HAC_TOKEN=x")
 	if r := runHac(t, down, "", nil, "run", "--", "true"); r.code != 1 || !strings.Contains(r.stderr, "cannot reach the hac control plane") {
 		t.Errorf("control plane down: %+v", r)
 	}

@@ -126,6 +126,7 @@ type cluster struct {
 	t     testing.TB
 	dir   string
 	addr  string
+	pin   string // the control plane's CA pin
 	creds struct {
 		AdminToken string `json:"admin_token"`
 	}
@@ -160,12 +161,13 @@ func (c *cluster) startServe() { c.startServeOn("127.0.0.1:0") }
 func (c *cluster) restartServe() {
 	c.serve.cmd.Process.Signal(syscall.SIGTERM)
 	<-c.serve.done
-	c.startServeOn(strings.TrimPrefix(c.addr, "http://"))
+	c.startServeOn(strings.TrimPrefix(c.addr, "https://"))
 }
 
 func (c *cluster) startServeOn(listen string) {
 	data := filepath.Join(c.dir, "cp")
 	os.Remove(filepath.Join(data, "serve.addr"))
+	os.Remove(filepath.Join(data, "serve.pin"))
 	args := append([]string{"serve", "--listen", listen, "--data-dir", data,
 		"--lease-ttl", "3s", "--heartbeat", "200ms", "--node-lost-after", "2s"}, c.serveArgs...)
 	c.serve = start(c.t, c.baseEnv(), c.dir, nil, args...)
@@ -174,7 +176,12 @@ func (c *cluster) startServeOn(listen string) {
 		if err != nil {
 			return false
 		}
-		c.addr = "http://" + string(raw)
+		c.addr = "https://" + string(raw)
+		pin, err := os.ReadFile(filepath.Join(data, "serve.pin"))
+		if err != nil {
+			return false
+		}
+		c.pin = string(pin)
 		cr, err := os.ReadFile(filepath.Join(data, "credentials.json"))
 		return err == nil && json.Unmarshal(cr, &c.creds) == nil && c.creds.AdminToken != ""
 	})
@@ -214,9 +221,14 @@ func (c *cluster) baseEnv() []string {
 	return []string{"PATH=" + os.Getenv("PATH"), "HOME=" + c.home, "LANG=C.UTF-8"}
 }
 
+// apiEnv reaches the control plane with tok.
+func (c *cluster) apiEnv(tok string) []string {
+	return append(c.baseEnv(), "HAC_ADDR="+c.addr, "HAC_CA_PIN="+c.pin, "HAC_TOKEN="+tok)
+}
+
 // userEnv acts as the admin user on a server.
 func (c *cluster) userEnv(server string) []string {
-	return append(c.baseEnv(), "HAC_ADDR="+c.addr, "HAC_TOKEN="+c.creds.AdminToken, "HAC_SERVER="+server)
+	return append(c.apiEnv(c.creds.AdminToken), "HAC_SERVER="+server)
 }
 
 // hac runs a client command as the admin user and waits for it.
@@ -263,7 +275,7 @@ func (c *cluster) register(name, model string) string {
 
 // serverEnv acts with a server's own token, as on that server.
 func (c *cluster) serverEnv(tok string) []string {
-	return append(c.baseEnv(), "HAC_ADDR="+c.addr, "HAC_TOKEN="+tok)
+	return c.apiEnv(tok)
 }
 
 type jobJSON struct {

@@ -23,7 +23,7 @@ func (c *cluster) tenant(user, server string) []string {
 	if r.code != 0 || len(f) == 0 || !strings.HasPrefix(f[len(f)-1], "hacu_") {
 		c.t.Fatalf("user create %s: %+v", user, r)
 	}
-	userEnv := append(c.baseEnv(), "HAC_ADDR="+c.addr, "HAC_TOKEN="+f[len(f)-1])
+	userEnv := c.apiEnv(f[len(f)-1])
 	r = runHac(c.t, userEnv, "", nil, "server", "register", server)
 	tok := regexp.MustCompile(`hacs_[A-Z0-9]+`).FindString(r.stdout)
 	if r.code != 0 || tok == "" {

@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hac-project/hac/internal/apiclient"
 )
 
 // The attacks here come from outside any tenant: a peer with no token, or
@@ -46,6 +49,12 @@ func agentAddr(t testing.TB, p *proc) string {
 	return m[1]
 }
 
+// attacker is an HTTP client that trusts any certificate, as an attacker's
+// would.
+func attacker(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}}
+}
+
 // post sends body to url and returns the status and the start of the
 // answer (0 when the server hung up first, as it may on a refused body).
 func post(t testing.TB, url string, body io.Reader, header map[string]string) (int, string) {
@@ -56,7 +65,7 @@ func post(t testing.TB, url string, body io.Reader, header map[string]string) (i
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+	resp, err := attacker(time.Minute).Do(req)
 	if err != nil {
 		return 0, ""
 	}
@@ -67,7 +76,9 @@ func post(t testing.TB, url string, body io.Reader, header map[string]string) (i
 
 func healthy(t testing.TB, c *cluster) {
 	t.Helper()
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(c.addr + "/healthz")
+	h := apiclient.New(c.pin)
+	h.Timeout = 10 * time.Second
+	resp, err := h.Get(c.addr + "/healthz")
 	if err != nil {
 		t.Fatalf("/healthz: %v", err)
 	}
@@ -88,7 +99,7 @@ func TestAttackUnauthenticatedHugeBody(t *testing.T) {
 		t.Errorf("control plane answered %d to an unauthenticated 1 GiB body: %.200q", code, answer)
 	}
 	// A stream's error comes in its body (Connect's end-of-stream message).
-	if code, answer := post(t, "http://"+agentAddr(t, c.agents[0])+"/hac.v1.WorkerService/Exec", huge(),
+	if code, answer := post(t, "https://"+agentAddr(t, c.agents[0])+"/hac.v1.WorkerService/Exec", huge(),
 		map[string]string{"Content-Type": "application/connect+proto"}); code != 0 && !strings.Contains(answer, "permission_denied") {
 		t.Errorf("agent answered %d to a 1 GiB body without a ticket: %.200q", code, answer)
 	}
@@ -127,12 +138,13 @@ func TestAttackGzipBomb(t *testing.T) {
 	healthy(t, c)
 }
 
-// TestAttackHalfSentRequests: thousands of idle connections with
-// half-sent requests from one address take neither the control plane's
+// TestAttackHalfSentRequests: thousands of idle connections from one
+// address, half of them stopped inside the TLS handshake and half with a
+// half-sent request after it, take neither the control plane's
 // descriptors nor /healthz from everyone else.
 func TestAttackHalfSentRequests(t *testing.T) {
 	c := newCluster(t, "fake:1x80GiB")
-	addr := strings.TrimPrefix(c.addr, "http://")
+	addr := strings.TrimPrefix(c.addr, "https://")
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: 5 * time.Second}
 	var conns []net.Conn
 	defer func() {
@@ -146,7 +158,15 @@ func TestAttackHalfSentRequests(t *testing.T) {
 			continue // refused or reset: fine
 		}
 		conns = append(conns, cn)
-		cn.Write([]byte("POST /hac.v1.ServerService/ListServers HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"))
+		if i%2 == 0 {
+			cn.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01}) // the start of a ClientHello
+			continue
+		}
+		tc := tls.Client(cn, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		tc.SetDeadline(time.Now().Add(5 * time.Second))
+		if tc.Handshake() == nil {
+			tc.Write([]byte("POST /hac.v1.ServerService/ListServers HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"))
+		}
 	}
 	healthy(t, c)
 	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", c.serve.cmd.Process.Pid))

@@ -15,11 +15,12 @@ import (
 	"github.com/hac-project/hac/gen/hac/v1/hacv1connect"
 	"github.com/hac-project/hac/internal/apiclient"
 	"github.com/hac-project/hac/internal/controlplane"
+	"github.com/hac-project/hac/internal/pki"
 )
 
 // agentClient speaks the agent protocol with a credential.
 func (c *cluster) agentClient(token string) hacv1connect.AgentServiceClient {
-	return hacv1connect.NewAgentServiceClient(apiclient.H2C(), c.addr, connect.WithInterceptors(apiclient.Bearer(token)))
+	return hacv1connect.NewAgentServiceClient(apiclient.New(c.pin), c.addr, connect.WithInterceptors(apiclient.Bearer(token)))
 }
 
 // TestAttackNodeImpersonation: a node's credential acts as that node only:
@@ -41,15 +42,19 @@ func TestAttackNodeImpersonation(t *testing.T) {
 			t.Errorf("%s: %v, want a refusal", what, err)
 		}
 	}
-	_, err := evil.RegisterNode(ctx, connect.NewRequest(&hacv1.RegisterNodeRequest{ProtocolVersion: controlplane.AgentProtocolVersion,
-		Name: victim, Address: "127.0.0.1:1", Gpus: []*hacv1.GPU{{Uuid: "GPU-evil", MemoryMib: 81920}}}))
+	_, csr, err := pki.NewRequest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = evil.RegisterNode(ctx, connect.NewRequest(&hacv1.RegisterNodeRequest{ProtocolVersion: controlplane.AgentProtocolVersion,
+		Name: victim, Address: "127.0.0.1:1", WorkerCsr: csr, Gpus: []*hacv1.GPU{{Uuid: "GPU-evil", MemoryMib: 81920}}}))
 	refused("register under the victim's name", err)
 	_, err = evil.Heartbeat(ctx, connect.NewRequest(&hacv1.HeartbeatRequest{Name: victim}))
 	refused("the victim's heartbeat", err)
 	_, err = evil.JobEnded(ctx, connect.NewRequest(&hacv1.JobEndedRequest{Name: victim, JobId: id, ExitCode: 0}))
 	refused("a forged end of the victim's job", err)
 	_, err = evil.RegisterNode(ctx, connect.NewRequest(&hacv1.RegisterNodeRequest{ProtocolVersion: controlplane.AgentProtocolVersion,
-		Name: attacker, Address: "127.0.0.1:1", Gpus: []*hacv1.GPU{{Uuid: "GPU-fake-" + victim + "-0", MemoryMib: 81920}}}))
+		Name: attacker, Address: "127.0.0.1:1", WorkerCsr: csr, Gpus: []*hacv1.GPU{{Uuid: "GPU-fake-" + victim + "-0", MemoryMib: 81920}}}))
 	refused("claiming the victim's GPU", err)
 	if j := c.job(id); j.State != "running" || j.Placements[0].Node != victim {
 		t.Fatalf("the victim's job after the attacks: %+v", j)
@@ -81,7 +86,7 @@ func TestAttackNodeImpersonation(t *testing.T) {
 	// Nor may a user who is not an admin.
 	r = c.hac(nil, "", "user", "create", "carol")
 	f := strings.Fields(r.stdout)
-	carol := append(c.baseEnv(), "HAC_ADDR="+c.addr, "HAC_TOKEN="+f[len(f)-1])
+	carol := c.apiEnv(f[len(f)-1])
 	for _, args := range [][]string{{"node", "add", "node9"}, {"node", "drain", victim}, {"node", "remove", victim}} {
 		if r := runHac(t, carol, "", nil, args...); r.code == 0 || !strings.Contains(r.stderr, "only an admin") {
 			t.Errorf("a non-admin's %v: %+v", args, r)

@@ -2,18 +2,19 @@ package integration
 
 import (
 	"io"
-	"net/http"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hac-project/hac/internal/apiclient"
 )
 
 // TestHealthAndMetrics covers issue point 2's /healthz and /metrics.
 func TestHealthAndMetrics(t *testing.T) {
 	c := newCluster(t, "fake:2x80GiB")
 	get := func(path string) string {
-		resp, err := http.Get(c.addr + path)
+		resp, err := apiclient.New(c.pin).Get(c.addr + path)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -284,7 +284,7 @@ func TestServersReconcile(t *testing.T) {
 	if _, err := ssh(key, "20042", "true"); err == nil {
 		t.Fatal("ssh answered with the server stopped")
 	}
-	c.startServeOn(strings.TrimPrefix(c.addr, "http://"))
+	c.startServeOn(strings.TrimPrefix(c.addr, "https://"))
 	eventually(t, 30*time.Second, "the server to run again", func() bool { _, err := ssh(key, "20042", "true"); return err == nil })
 	if _, err := os.Stat(filepath.Join(vmDir, "servers", "s99")); err == nil {
 		t.Error("the unknown server s99 was not removed")
@@ -322,7 +322,7 @@ func TestTenancy(t *testing.T) {
 		if r.code != 0 || len(f) == 0 || !strings.HasPrefix(f[len(f)-1], "hacu_") {
 			t.Fatalf("user create %s: %+v", name, r)
 		}
-		return append(c.baseEnv(), "HAC_ADDR="+c.addr, "HAC_TOKEN="+f[len(f)-1])
+		return c.apiEnv(f[len(f)-1])
 	}
 	alice, bob := tokenOf("alice"), tokenOf("bob")
 	dir := t.TempDir()
@@ -450,7 +450,7 @@ func TestAttackServerToServer(t *testing.T) {
 		if r.code != 0 || len(f) == 0 {
 			t.Fatalf("user create %s: %+v", name, r)
 		}
-		return append(c.baseEnv(), "HAC_ADDR="+c.addr, "HAC_TOKEN="+f[len(f)-1])
+		return c.apiEnv(f[len(f)-1])
 	}
 	alice, bob := userEnv("alice"), userEnv("bob")
 	dir := t.TempDir()

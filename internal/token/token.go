@@ -8,6 +8,7 @@ import (
 	"encoding/base32"
 	"encoding/base64"
 	"encoding/hex"
+	"strings"
 )
 
 // Prefixes tell token kinds apart at a glance (and to secret scanners).
@@ -38,3 +39,20 @@ func PublicID() string {
 	rand.Read(b[:])
 	return base64.StdEncoding.EncodeToString(b[:])[:24]
 }
+
+// WithPin appends a CA pin (sha256:HEX) to a join token, as hacj_SECRET.HEX,
+// so that the token alone tells an agent which control plane to trust.
+func WithPin(tok, pin string) string {
+	return tok + "." + strings.TrimPrefix(pin, pinPrefix)
+}
+
+// PinIn returns the CA pin inside a join token, or "" when it has none.
+func PinIn(tok string) string {
+	_, hex, ok := strings.Cut(tok, ".")
+	if !ok {
+		return ""
+	}
+	return pinPrefix + hex
+}
+
+const pinPrefix = "sha256:"

@@ -460,12 +460,15 @@ func (x *Grant) GetWorkers() []*Worker {
 // Worker is one node's part of a grant: where to connect, and the ticket that
 // the node's agent accepts once.
 type Worker struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	Ticket        string                 `protobuf:"bytes,3,opt,name=ticket,proto3" json:"ticket,omitempty"`
-	GpuUuids      []string               `protobuf:"bytes,4,rep,name=gpu_uuids,json=gpuUuids,proto3" json:"gpu_uuids,omitempty"`
-	MemoryMib     int64                  `protobuf:"varint,5,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Node      string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Address   string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Ticket    string                 `protobuf:"bytes,3,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	GpuUuids  []string               `protobuf:"bytes,4,rep,name=gpu_uuids,json=gpuUuids,proto3" json:"gpu_uuids,omitempty"`
+	MemoryMib int64                  `protobuf:"varint,5,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	// ca_pin names the certificate authority of the node's worker certificate
+	// (sha256:HEX of its public key), which is issued for NODE.node.hac.
+	CaPin         string `protobuf:"bytes,6,opt,name=ca_pin,json=caPin,proto3" json:"ca_pin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -533,6 +536,13 @@ func (x *Worker) GetMemoryMib() int64 {
 		return x.MemoryMib
 	}
 	return 0
+}
+
+func (x *Worker) GetCaPin() string {
+	if x != nil {
+		return x.CaPin
+	}
+	return ""
 }
 
 type RenewLeaseRequest struct {
@@ -1198,14 +1208,15 @@ const file_hac_v1_accelerator_proto_rawDesc = "" +
 	"\n" +
 	"memory_mib\x18\x03 \x01(\x03R\tmemoryMib\x12*\n" +
 	"\x11lease_ttl_seconds\x18\x04 \x01(\x05R\x0fleaseTtlSeconds\x12(\n" +
-	"\aworkers\x18\x05 \x03(\v2\x0e.hac.v1.WorkerR\aworkers\"\x8a\x01\n" +
+	"\aworkers\x18\x05 \x03(\v2\x0e.hac.v1.WorkerR\aworkers\"\xa1\x01\n" +
 	"\x06Worker\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
 	"\x06ticket\x18\x03 \x01(\tR\x06ticket\x12\x1b\n" +
 	"\tgpu_uuids\x18\x04 \x03(\tR\bgpuUuids\x12\x1d\n" +
 	"\n" +
-	"memory_mib\x18\x05 \x01(\x03R\tmemoryMib\"*\n" +
+	"memory_mib\x18\x05 \x01(\x03R\tmemoryMib\x12\x15\n" +
+	"\x06ca_pin\x18\x06 \x01(\tR\x05caPin\"*\n" +
 	"\x11RenewLeaseRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"@\n" +
 	"\x12RenewLeaseResponse\x12*\n" +

@@ -126,8 +126,11 @@ type RegisterNodeRequest struct {
 	ProtocolVersion int32  `protobuf:"varint,1,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
 	Name            string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// address is where clients reach the node's worker service (host:port).
-	Address       string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
-	Gpus          []*GPU `protobuf:"bytes,4,rep,name=gpus,proto3" json:"gpus,omitempty"`
+	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	Gpus    []*GPU `protobuf:"bytes,4,rep,name=gpus,proto3" json:"gpus,omitempty"`
+	// worker_csr is a PKCS #10 request for the worker service's TLS
+	// certificate; the control plane names it after the node, whatever it asks.
+	WorkerCsr     []byte `protobuf:"bytes,5,opt,name=worker_csr,json=workerCsr,proto3" json:"worker_csr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -190,13 +193,23 @@ func (x *RegisterNodeRequest) GetGpus() []*GPU {
 	return nil
 }
 
+func (x *RegisterNodeRequest) GetWorkerCsr() []byte {
+	if x != nil {
+		return x.WorkerCsr
+	}
+	return nil
+}
+
 type RegisterNodeResponse struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	TicketKey           []byte                 `protobuf:"bytes,1,opt,name=ticket_key,json=ticketKey,proto3" json:"ticket_key,omitempty"`
 	HeartbeatIntervalMs int32                  `protobuf:"varint,2,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
 	ProtocolVersion     int32                  `protobuf:"varint,3,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// worker_certificate is the worker service's certificate chain (DER, the
+	// node's own certificate first), issued for worker_csr.
+	WorkerCertificate [][]byte `protobuf:"bytes,4,rep,name=worker_certificate,json=workerCertificate,proto3" json:"worker_certificate,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *RegisterNodeResponse) Reset() {
@@ -248,6 +261,13 @@ func (x *RegisterNodeResponse) GetProtocolVersion() int32 {
 		return x.ProtocolVersion
 	}
 	return 0
+}
+
+func (x *RegisterNodeResponse) GetWorkerCertificate() [][]byte {
+	if x != nil {
+		return x.WorkerCertificate
+	}
+	return nil
 }
 
 type RunningJob struct {
@@ -311,9 +331,12 @@ func (x *RunningJob) GetUsedMib() int64 {
 }
 
 type HeartbeatRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Jobs          []*RunningJob          `protobuf:"bytes,2,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Jobs  []*RunningJob          `protobuf:"bytes,2,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// worker_csr asks for a fresh worker certificate before the current one
+	// expires; empty when the node needs none.
+	WorkerCsr     []byte `protobuf:"bytes,3,opt,name=worker_csr,json=workerCsr,proto3" json:"worker_csr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -362,15 +385,24 @@ func (x *HeartbeatRequest) GetJobs() []*RunningJob {
 	return nil
 }
 
+func (x *HeartbeatRequest) GetWorkerCsr() []byte {
+	if x != nil {
+		return x.WorkerCsr
+	}
+	return nil
+}
+
 type HeartbeatResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// stop_jobs are jobs that no longer hold resources (released, expired,
 	// reset): the node kills them.
 	StopJobs []string `protobuf:"bytes,1,rep,name=stop_jobs,json=stopJobs,proto3" json:"stop_jobs,omitempty"`
 	// reregister asks the agent to register again (the control plane lost it).
-	Reregister    bool `protobuf:"varint,2,opt,name=reregister,proto3" json:"reregister,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Reregister bool `protobuf:"varint,2,opt,name=reregister,proto3" json:"reregister,omitempty"`
+	// worker_certificate answers worker_csr (see RegisterNodeResponse).
+	WorkerCertificate [][]byte `protobuf:"bytes,3,rep,name=worker_certificate,json=workerCertificate,proto3" json:"worker_certificate,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *HeartbeatResponse) Reset() {
@@ -415,6 +447,13 @@ func (x *HeartbeatResponse) GetReregister() bool {
 		return x.Reregister
 	}
 	return false
+}
+
+func (x *HeartbeatResponse) GetWorkerCertificate() [][]byte {
+	if x != nil {
+		return x.WorkerCertificate
+	}
+	return nil
 }
 
 type JobEndedRequest struct {
@@ -539,30 +578,36 @@ const file_hac_v1_agent_proto_rawDesc = "" +
 	"\x10protocol_version\x18\x01 \x01(\x05R\x0fprotocolVersion\"A\n" +
 	"\fJoinResponse\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x14\n" +
-	"\x05token\x18\x02 \x01(\tR\x05token\"\x8f\x01\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\"\xae\x01\n" +
 	"\x13RegisterNodeRequest\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\x05R\x0fprotocolVersion\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x1f\n" +
-	"\x04gpus\x18\x04 \x03(\v2\v.hac.v1.GPUR\x04gpus\"\x94\x01\n" +
+	"\x04gpus\x18\x04 \x03(\v2\v.hac.v1.GPUR\x04gpus\x12\x1d\n" +
+	"\n" +
+	"worker_csr\x18\x05 \x01(\fR\tworkerCsr\"\xc3\x01\n" +
 	"\x14RegisterNodeResponse\x12\x1d\n" +
 	"\n" +
 	"ticket_key\x18\x01 \x01(\fR\tticketKey\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x02 \x01(\x05R\x13heartbeatIntervalMs\x12)\n" +
-	"\x10protocol_version\x18\x03 \x01(\x05R\x0fprotocolVersion\"P\n" +
+	"\x10protocol_version\x18\x03 \x01(\x05R\x0fprotocolVersion\x12-\n" +
+	"\x12worker_certificate\x18\x04 \x03(\fR\x11workerCertificate\"P\n" +
 	"\n" +
 	"RunningJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\x03R\x03pid\x12\x19\n" +
-	"\bused_mib\x18\x03 \x01(\x03R\ausedMib\"N\n" +
+	"\bused_mib\x18\x03 \x01(\x03R\ausedMib\"m\n" +
 	"\x10HeartbeatRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12&\n" +
-	"\x04jobs\x18\x02 \x03(\v2\x12.hac.v1.RunningJobR\x04jobs\"P\n" +
+	"\x04jobs\x18\x02 \x03(\v2\x12.hac.v1.RunningJobR\x04jobs\x12\x1d\n" +
+	"\n" +
+	"worker_csr\x18\x03 \x01(\fR\tworkerCsr\"\x7f\n" +
 	"\x11HeartbeatResponse\x12\x1b\n" +
 	"\tstop_jobs\x18\x01 \x03(\tR\bstopJobs\x12\x1e\n" +
 	"\n" +
 	"reregister\x18\x02 \x01(\bR\n" +
-	"reregister\"\xa4\x01\n" +
+	"reregister\x12-\n" +
+	"\x12worker_certificate\x18\x03 \x03(\fR\x11workerCertificate\"\xa4\x01\n" +
 	"\x0fJobEndedRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1b\n" +
