@@ -119,6 +119,9 @@ type ServerDriver interface {
 	// Images names the images servers can be made from, with descriptions.
 	Images() map[string]string
 	DefaultImage() string
+	// PublicPortInUse reports whether a host process listens on the public
+	// address's port (protocol tcp or udp), which a forward would take.
+	PublicPortInUse(protocol string, port int) bool
 	// Close stops long work in progress (image builds) at shutdown.
 	Close()
 }

@@ -75,6 +75,10 @@ func (p portalService) AddPortForward(ctx context.Context, req *connect.Request[
 	}
 	f := store.PortForward{ServerID: srv.ID, ServerName: srv.Name, Protocol: proto, PublicPort: int(m.PublicPort),
 		PrivatePort: int(m.PrivatePort), CreatedAt: p.s.cfg.Now()}
+	// A forward would take the port's traffic from a host service.
+	if f.PublicPort != 0 && drv.PublicPortInUse(proto, f.PublicPort) {
+		return nil, apiError(fmt.Errorf("%w: public port %d/%s is in use by a service on the host: choose another, or leave --public-port out to get a free one", ErrInvalid, f.PublicPort, proto))
+	}
 	err = p.s.store.Update(ctx, func(tx *store.Tx) error {
 		if max := p.s.cfg.Quotas.PortForwards; max > 0 {
 			mine, err := tx.PortForwards(srv.UserID, 0)
@@ -97,7 +101,7 @@ func (p portalService) AddPortForward(ctx context.Context, req *connect.Request[
 				}
 			}
 			for port := lo; port <= hi && f.PublicPort == 0; port++ {
-				if !taken[port] {
+				if !taken[port] && !drv.PublicPortInUse(proto, port) {
 					f.PublicPort = port
 				}
 			}
@@ -265,20 +269,20 @@ func (s *Server) applyRules(ctx context.Context) error {
 	s.portal.rulesMu.Lock()
 	defer s.portal.rulesMu.Unlock()
 	var forwards []vm.Forward
-	var tenants [][]string
+	var tenants [][]vm.Member
 	err := s.store.View(ctx, func(tx *store.Tx) error {
 		srvs, err := tx.Servers(0)
 		if err != nil {
 			return err
 		}
-		byUser := map[int64][]string{}
+		byUser := map[int64][]vm.Member{}
 		for _, srv := range srvs {
-			if srv.PrivateIP != "" {
-				byUser[srv.UserID] = append(byUser[srv.UserID], srv.PrivateIP)
+			if srv.PrivateIP != "" && srv.Kind == store.KindVM {
+				byUser[srv.UserID] = append(byUser[srv.UserID], vm.Member{ID: serverID(srv.ID), Address: srv.PrivateIP})
 			}
 		}
-		for _, ips := range byUser {
-			tenants = append(tenants, ips)
+		for _, ms := range byUser {
+			tenants = append(tenants, ms)
 		}
 		fs, err := tx.PortForwards(0, 0)
 		if err != nil {

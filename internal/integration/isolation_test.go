@@ -18,18 +18,23 @@ import (
 // environment.
 func (c *cluster) tenant(user, server string) []string {
 	c.t.Helper()
-	r := c.hac(nil, "", "user", "create", user)
-	f := strings.Fields(r.stdout)
-	if r.code != 0 || len(f) == 0 || !strings.HasPrefix(f[len(f)-1], "hacu_") {
-		c.t.Fatalf("user create %s: %+v", user, r)
-	}
-	userEnv := c.apiEnv(f[len(f)-1])
-	r = runHac(c.t, userEnv, "", nil, "server", "register", server)
+	r := runHac(c.t, c.user(user), "", nil, "server", "register", server)
 	tok := regexp.MustCompile(`hacs_[A-Z0-9]+`).FindString(r.stdout)
 	if r.code != 0 || tok == "" {
 		c.t.Fatalf("register %s as %s: %+v", server, user, r)
 	}
 	return c.serverEnv(tok)
+}
+
+// user makes a user and returns an environment that acts as them.
+func (c *cluster) user(name string) []string {
+	c.t.Helper()
+	r := c.hac(nil, "", "user", "create", name)
+	f := strings.Fields(r.stdout)
+	if r.code != 0 || len(f) == 0 || !strings.HasPrefix(f[len(f)-1], "hacu_") {
+		c.t.Fatalf("user create %s: %+v", name, r)
+	}
+	return c.apiEnv(f[len(f)-1])
 }
 
 // nodeCredential is a node agent's own credential, from its data folder.

@@ -444,15 +444,7 @@ func cgroupLimits(path string) (mem, cpu int64) {
 func TestAttackServerToServer(t *testing.T) {
 	c := portalCluster(t)
 	c.addAgent("node1", "fake:1x80GiB")
-	userEnv := func(name string) []string {
-		r := c.hac(nil, "", "user", "create", name)
-		f := strings.Fields(r.stdout)
-		if r.code != 0 || len(f) == 0 {
-			t.Fatalf("user create %s: %+v", name, r)
-		}
-		return c.apiEnv(f[len(f)-1])
-	}
-	alice, bob := userEnv("alice"), userEnv("bob")
+	alice, bob := c.user("alice"), c.user("bob")
 	dir := t.TempDir()
 	for _, step := range []struct {
 		env  []string

@@ -83,7 +83,13 @@ type Rules struct {
 	// that servers may reach: hac's own (the API, agents). Nothing else of
 	// the host answers them.
 	HostPorts []int
-	// Tenants groups the servers' private addresses by owner: servers of
-	// one group reach each other, never a server of another group.
-	Tenants [][]string
+	// Tenants groups the servers by owner: servers of one group reach
+	// each other, never a server of another group.
+	Tenants [][]Member
+}
+
+// Member is a server in Rules.Tenants: its id and private address, which
+// is the only source address its traffic may carry.
+type Member struct {
+	ID, Address string
 }

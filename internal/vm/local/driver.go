@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -179,6 +180,26 @@ func (d *Driver) createLocked(ctx context.Context, s vm.Spec) error {
 		return err
 	}
 	return d.startLocked(ctx, s.ID)
+}
+
+// PublicPortInUse reports whether something on the host listens on the
+// public address's port: a forward's DNAT would take its traffic.
+func (d *Driver) PublicPortInUse(protocol string, port int) bool {
+	addr := net.JoinHostPort(d.cfg.PublicAddress, strconv.Itoa(port))
+	var err error
+	switch protocol {
+	case "tcp":
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			ln.Close()
+		}
+	case "udp":
+		var pc net.PacketConn
+		if pc, err = net.ListenPacket("udp", addr); err == nil {
+			pc.Close()
+		}
+	}
+	return errors.Is(err, syscall.EADDRINUSE)
 }
 
 func validID(id string) error {

@@ -120,12 +120,14 @@ func TestServerLifecycle(t *testing.T) {
 func TestRulesetGolden(t *testing.T) {
 	got := ruleset("hac", "127.0.0.1", "10.77.0.0/24", "hacbr0", "10.77.0.1", vm.Rules{Forwards: []vm.Forward{
 		{Protocol: "tcp", PublicPort: 10022, Address: "10.77.0.2", PrivatePort: 22, Allow: []string{"0.0.0.0/0"}},
-	}, HostPorts: []int{7471, 7470}, Tenants: [][]string{{"10.77.0.2", "10.77.0.3"}}})
+	}, HostPorts: []int{7471, 7470}, Tenants: [][]vm.Member{{{ID: "s2", Address: "10.77.0.2"}, {ID: "s3", Address: "10.77.0.3"}}, {{ID: "s4", Address: "10.77.0.4"}}}})
 	for _, want := range []string{
 		"ip daddr 127.0.0.1 tcp dport 10022 dnat to 10.77.0.2:22",
 		"ct state new ct status dnat meta l4proto tcp ct original ip daddr 127.0.0.1 ct original proto-dst 10022 jump allow_tcp_10022",
 		"chain allow_tcp_10022 {\n\t\tip saddr 0.0.0.0/0 accept\n\t\tdrop\n\t}",
-		"table bridge hac {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tip saddr { 10.77.0.2, 10.77.0.3 } ip daddr != { 10.77.0.2, 10.77.0.3 } ip daddr 10.77.0.0/24 drop",
+		"table bridge hac {\n\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t\tether type ip6 drop\n\t\tiifname \"hacv-s2\" ether type ip ip saddr != 10.77.0.2 drop\n\t\tiifname \"hacv-s2\" ether type arp arp saddr ip != 10.77.0.2 drop\n",
+		"\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tether type ip6 drop\n",
+		"\t\tiifname { \"hacv-s2\", \"hacv-s3\" } oifname != { \"hacv-s2\", \"hacv-s3\" } drop\n\t\tiifname { \"hacv-s4\" } oifname != { \"hacv-s4\" } drop\n\t\tiifname != { \"hacv-s2\", \"hacv-s3\", \"hacv-s4\" } drop\n",
 		"iifname \"hacbr0\" ip daddr 10.77.0.1 tcp dport 7470 accept\n\t\tiifname \"hacbr0\" ip daddr 10.77.0.1 tcp dport 7471 accept\n\t\tiifname \"hacbr0\" drop",
 	} {
 		if !strings.Contains(got, want) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // netnsName is the named network namespace of a server.
@@ -116,12 +117,40 @@ func (d *Driver) setupNetwork(id, addr string) error {
 	return h.RouteAdd(&netlink.Route{LinkIndex: inner.Attrs().Index, Gw: d.gateway})
 }
 
+// netnsDir is where named network namespaces are kept (iproute2's).
+const netnsDir = "/run/netns"
+
+// sharedNetnsDir makes netnsDir a mount point with shared propagation, as
+// ip netns add does. Otherwise the first ip netns add on the host (an
+// operator's) bind-mounts the folder over itself and hides the servers'
+// namespaces under it, which can then be neither found nor removed.
+func sharedNetnsDir() error {
+	if err := os.MkdirAll(netnsDir, 0o755); err != nil {
+		return err
+	}
+	for made := false; ; made = true {
+		err := unix.Mount("", netnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+		if err == nil {
+			return nil
+		}
+		if err != unix.EINVAL || made {
+			return fmt.Errorf("vm/local: make %s shared: %w", netnsDir, err)
+		}
+		if err := unix.Mount(netnsDir, netnsDir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("vm/local: bind %s: %w", netnsDir, err)
+		}
+	}
+}
+
 // newNamedNetns creates /run/netns/NAME without moving the caller into it:
 // a goroutine locked to its own thread creates it, and never unlocks, so
 // that the thread, left inside the new namespace, exits with it.
 func newNamedNetns(name string) (netns.NsHandle, error) {
 	if h, err := netns.GetFromName(name); err == nil {
 		return h, nil
+	}
+	if err := sharedNetnsDir(); err != nil {
+		return 0, err
 	}
 	type result struct {
 		h   netns.NsHandle

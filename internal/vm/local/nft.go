@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/hac-project/hac/internal/vm"
@@ -19,6 +20,7 @@ import (
 //   - nat postrouting: masquerade loopback sources going to the servers;
 //   - filter forward and output: a new forwarded connection goes on only if
 //     one of its port's firewall rules allows its source (default deny);
+//     nothing else enters the servers' subnet from outside but replies;
 //   - filter input: from the servers' bridge the host answers only hac's
 //     own ports on the gateway (and ping, and replies).
 func ruleset(table, public, subnet, bridge, gateway string, rules vm.Rules) string {
@@ -47,7 +49,10 @@ func ruleset(table, public, subnet, bridge, gateway string, rules vm.Rules) stri
 	fmt.Fprintf(&b, "\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n%s\t}\n", dnat.String())
 	fmt.Fprintf(&b, "\tchain output {\n\t\ttype nat hook output priority -100; policy accept;\n%s\t}\n", dnat.String())
 	fmt.Fprintf(&b, "\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\tip saddr 127.0.0.0/8 ip daddr %s masquerade\n\t}\n", subnet)
-	fmt.Fprintf(&b, "\tchain filter_forward {\n\t\ttype filter hook forward priority filter; policy accept;\n%s\t}\n", check.String())
+	// Into the servers' subnet from elsewhere, only what a forward DNAT'd
+	// (checked above) and replies.
+	fmt.Fprintf(&b, "\tchain filter_forward {\n\t\ttype filter hook forward priority filter; policy accept;\n%s", check.String())
+	fmt.Fprintf(&b, "\t\toifname %q iifname != %q ct state established,related accept\n\t\toifname %q iifname != %q drop\n\t}\n", bridge, bridge, bridge, bridge)
 	fmt.Fprintf(&b, "\tchain filter_output {\n\t\ttype filter hook output priority filter; policy accept;\n%s\t}\n", check.String())
 	ports := append([]int(nil), rules.HostPorts...)
 	sort.Ints(ports)
@@ -60,15 +65,43 @@ func ruleset(table, public, subnet, bridge, gateway string, rules vm.Rules) stri
 	b.WriteString(allow.String())
 	b.WriteString("}\n")
 	// Between servers the bridge forwards frames without the ip hooks:
-	// the tenants' separation is a bridge-family table.
+	// the tenants' separation is a bridge-family table, by bridge port.
+	// Each port may send only its server's address (no spoofing another
+	// tenant's), and no IPv6, which servers are not given: it would
+	// otherwise reach other servers and the host by link-local addresses,
+	// past every rule above.
 	fmt.Fprintf(&b, "add table bridge %s\ndelete table bridge %s\ntable bridge %s {\n", table, table, table)
-	b.WriteString("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n")
+	var own strings.Builder
+	var all []string
+	for _, group := range rules.Tenants {
+		for _, m := range group {
+			port := strconv.Quote(vethName(m.ID))
+			all = append(all, port)
+			fmt.Fprintf(&own, "\t\tiifname %s ether type ip ip saddr != %s drop\n", port, m.Address)
+			fmt.Fprintf(&own, "\t\tiifname %s ether type arp arp saddr ip != %s drop\n", port, m.Address)
+		}
+	}
+	b.WriteString("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t\tether type ip6 drop\n")
+	b.WriteString(own.String())
+	b.WriteString("\t}\n")
+	b.WriteString("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tether type ip6 drop\n")
+	b.WriteString(own.String())
 	for _, group := range rules.Tenants {
 		if len(group) == 0 {
 			continue
 		}
-		set := "{ " + strings.Join(group, ", ") + " }"
-		fmt.Fprintf(&b, "\t\tip saddr %s ip daddr != %s ip daddr %s drop\n", set, set, subnet)
+		var ports []string
+		for _, m := range group {
+			ports = append(ports, strconv.Quote(vethName(m.ID)))
+		}
+		set := "{ " + strings.Join(ports, ", ") + " }"
+		fmt.Fprintf(&b, "\t\tiifname %s oifname != %s drop\n", set, set)
+	}
+	// A port hac does not know of (a server being torn down) talks to no one.
+	if len(all) > 0 {
+		fmt.Fprintf(&b, "\t\tiifname != { %s } drop\n", strings.Join(all, ", "))
+	} else {
+		b.WriteString("\t\tdrop\n")
 	}
 	b.WriteString("\t}\n}\n")
 	return b.String()
@@ -106,9 +139,12 @@ func (d *Driver) ApplyRules(ctx context.Context, rules vm.Rules) error {
 		}
 	}
 	for _, group := range rules.Tenants {
-		for _, a := range group {
-			if ip, err := netip.ParseAddr(a); err != nil || !ip.Is4() {
-				return fmt.Errorf("vm/local: server address %q", a)
+		for _, m := range group {
+			if ip, err := netip.ParseAddr(m.Address); err != nil || !ip.Is4() {
+				return fmt.Errorf("vm/local: server address %q", m.Address)
+			}
+			if err := validID(m.ID); err != nil {
+				return err
 			}
 		}
 	}
