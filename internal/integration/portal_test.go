@@ -58,6 +58,7 @@ func portalCluster(t *testing.T) *cluster {
 			}
 		}
 		exec.Command("nft", "delete", "table", "ip", "hacit").Run()
+		exec.Command("nft", "delete", "table", "bridge", "hacit").Run()
 		exec.Command("ip", "link", "del", "hacit0").Run()
 	})
 	c.startServe()
