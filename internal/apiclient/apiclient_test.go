@@ -12,7 +12,7 @@ import (
 )
 
 // serve answers HTTPS on loopback with a certificate for names.
-func serve(t *testing.T, ca *pki.CA, names ...string) string {
+func serve(t testing.TB, ca *pki.CA, names ...string) string {
 	cert, err := ca.IssueServer(names, time.Hour)
 	if err != nil {
 		t.Fatal(err)
