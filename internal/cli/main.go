@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/hac-project/hac/internal/runner"
+	"github.com/hac-project/hac/internal/vm/local"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
@@ -55,6 +56,9 @@ type app struct {
 func Main(args []string) int {
 	if runner.IsInit(args[0]) {
 		return runner.Init() // a job sandbox's first process, started by the agent
+	}
+	if local.IsConsoleLogger(args[0]) {
+		return local.RunConsoleLogger(args) // a server's console, started by the server driver
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()

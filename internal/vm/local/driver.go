@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -334,19 +335,47 @@ func (d *Driver) startLocked(ctx context.Context, id string) error {
 		return err
 	}
 	d.runc(ctx, "delete", "--force", containerID(id))
-	log, err := os.OpenFile(filepath.Join(d.dir(id), "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	console := filepath.Join(d.dir(id), "console.log")
+	w, logged, err := d.startConsoleLogger(console)
 	if err != nil {
 		return err
 	}
-	defer log.Close()
 	cmd := exec.CommandContext(ctx, d.cfg.Runc, "--root", filepath.Join(d.cfg.DataDir, "runc"), "run", "--detach",
 		"--bundle", d.bundle(id), containerID(id))
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, log, log
-	if err := cmd.Run(); err != nil {
-		tail, _ := os.ReadFile(filepath.Join(d.dir(id), "console.log"))
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, w, w
+	err = cmd.Run()
+	w.Close() // the container's init holds the pipe now, if it runs
+	if err != nil {
+		select {
+		case <-logged:
+		case <-time.After(time.Second):
+		}
+		tail, _ := os.ReadFile(console)
 		return fmt.Errorf("vm/local: start %s: %v: %s", id, err, lastLine(tail))
 	}
 	return nil
+}
+
+// startConsoleLogger starts a server's console logger (console.go) on
+// path and returns the pipe's end to write to, and a channel closed when
+// the logger ends.
+func (d *Driver) startConsoleLogger(path string) (*os.File, <-chan struct{}, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer r.Close()
+	logger := exec.Command(d.cfg.HacBinary, path, strconv.Itoa(consoleMaxBytes))
+	logger.Args[0] = consoleLoggerArg0
+	logger.Stdin = r
+	logger.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := logger.Start(); err != nil {
+		w.Close()
+		return nil, nil, fmt.Errorf("vm/local: start the console logger: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { logger.Wait(); close(done) }()
+	return w, done, nil
 }
 
 func lastLine(b []byte) string {

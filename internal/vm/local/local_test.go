@@ -1,7 +1,10 @@
 package local
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +18,15 @@ import (
 	"github.com/hac-project/hac/internal/keypair"
 	"github.com/hac-project/hac/internal/vm"
 )
+
+// TestMain lets the test binary, which is the driver's HacBinary here,
+// run as a server's console logger.
+func TestMain(m *testing.M) {
+	if IsConsoleLogger(os.Args[0]) {
+		os.Exit(RunConsoleLogger(os.Args))
+	}
+	os.Exit(m.Run())
+}
 
 func testDriver(t testing.TB, bridge, subnet string) *Driver {
 	t.Helper()
@@ -100,6 +112,28 @@ func TestServerLifecycle(t *testing.T) {
 	if err != nil || out != "web1\nubuntu\nhi\nubuntu\n" {
 		t.Fatalf("ssh: %v %q", err, out)
 	}
+	// The server's root floods its console (its init's output): 3 MiB.
+	state, err := exec.Command("runc", "--root", filepath.Join(d.cfg.DataDir, "runc"), "state", containerID("t1")).Output()
+	var st struct{ Pid int }
+	if err != nil || json.Unmarshal(state, &st) != nil || st.Pid == 0 {
+		t.Fatalf("runc state: %v %s", err, state)
+	}
+	flood, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/1", st.Pid), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flood.Write(bytes.Repeat([]byte("flood\n"), 3<<20/6))
+	flood.Close()
+	time.Sleep(200 * time.Millisecond)
+	var logged int64
+	for _, name := range []string{"console.log", "console.log.1"} {
+		if fi, err := os.Stat(filepath.Join(d.dir("t1"), name)); err == nil {
+			logged += fi.Size()
+		}
+	}
+	if logged == 0 || logged > 2*consoleMaxBytes {
+		t.Errorf("the console logs hold %d bytes after a 3 MiB flood, want 1 to %d", logged, 2*consoleMaxBytes)
+	}
 	if err := d.Delete(ctx, "t1"); err != nil {
 		t.Fatal(err)
 	}
@@ -136,5 +170,30 @@ func TestRulesetGolden(t *testing.T) {
 	}
 	if err := ValidateForward(vm.Forward{Protocol: "tcp", PublicPort: 1, Address: "10.0.0.1", PrivatePort: 22, Allow: []string{"10.0.0.1/8"}}); err == nil {
 		t.Error("accepted an unmasked CIDR")
+	}
+}
+
+// TestConsoleLogIsBounded: a console that writes without end leaves at
+// most two logs of consoleMaxBytes, the newest output in the first.
+func TestConsoleLogIsBounded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "console.log")
+	exe, _ := os.Executable()
+	cmd := exec.Command(exe, path, "1000")
+	cmd.Args[0] = consoleLoggerArg0
+	var in strings.Builder
+	for i := 0; i < 1000; i++ {
+		fmt.Fprintf(&in, "line %04d\n", i) // 10 bytes each
+	}
+	cmd.Stdin = strings.NewReader(in.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("logger: %v %s", err, out)
+	}
+	cur, err1 := os.ReadFile(path)
+	prev, err2 := os.ReadFile(path + ".1")
+	if err1 != nil || err2 != nil || len(cur) > 1000 || len(prev) != 1000 {
+		t.Fatalf("logs of %d and %d bytes (%v %v), want at most 1000 each", len(cur), len(prev), err1, err2)
+	}
+	if !strings.HasSuffix(string(cur), "line 0999\n") || !strings.HasSuffix(string(prev), "line 0899\n") {
+		t.Fatalf("the newest lines are not kept: ...%q / ...%q", cur[len(cur)-20:], prev[len(prev)-20:])
 	}
 }
