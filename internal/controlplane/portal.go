@@ -175,7 +175,7 @@ func freeAddress(subnet *net.IPNet, gateway string, used map[string]bool) (strin
 // spec is what the driver needs to make srv.
 func (p portalService) spec(srv store.Server, key store.KeyPair, tok string, t catalog.ServerType) vm.Spec {
 	config := fmt.Sprintf("# hac client configuration of server %s\naddr = %s\nca_pin = %s\ntoken = %s\n", srv.Name, p.s.ServerURL(), p.s.Pin(), tok)
-	spec := vm.Spec{ID: serverID(srv.ID), Hostname: srv.Name, CPUs: t.CPUs, MemoryMiB: t.MemoryMiB, Image: srv.Image,
+	spec := vm.Spec{ID: serverID(srv.ID), Hostname: srv.Name, CPUs: t.CPUs, MemoryMiB: t.MemoryMiB, DiskBytes: catalog.RootDiskGB * 1e9, Image: srv.Image,
 		Address: srv.PrivateIP, AuthorizedKeys: []string{key.AuthorizedKey},
 		Files: []vm.File{
 			{Path: "/etc/hac/config", Mode: 0o640, UID: 0, GID: 1000, Data: []byte(config)},

@@ -190,14 +190,14 @@ func TestAttackServerNetwork(t *testing.T) {
 
 	// A peer on another network of the host: a veth into a namespace of
 	// the test's own.
-	peer := peerNetns(t, "hacit-peer", "10.80.0.1", "10.80.0.2")
-	if out := inNetns(t, peer, tcpProbe("10.80.0.1", hostPort, "")); !strings.Contains(out, "REACHED") {
+	peer := peerNetns(t, "hacit-peer", "10.82.0.1", "10.82.0.2")
+	if out := inNetns(t, peer, tcpProbe("10.82.0.1", hostPort, "")); !strings.Contains(out, "REACHED") {
 		t.Fatalf("the peer cannot reach the host at all (the test is broken): %q", out)
 	}
-	if out := inNetns(t, peer, tcpProbe(a1, 22, "ip route replace 10.79.0.0/24 via 10.80.0.1;")); !strings.Contains(out, "refused") {
+	if out := inNetns(t, peer, tcpProbe(a1, 22, "ip route replace 10.79.0.0/24 via 10.82.0.1;")); !strings.Contains(out, "refused") {
 		t.Errorf("a peer outside reached a1's sshd at its private address %s: %q", a1, out)
 	}
-	inNetns(t, peer, udpSend("127.0.0.1", loPort, strings.ReplaceAll(strings.ReplaceAll(toLoopback, "10.79.0.1", "10.80.0.1"), "eth0", peer+"-p")))
+	inNetns(t, peer, udpSend("127.0.0.1", loPort, strings.ReplaceAll(strings.ReplaceAll(toLoopback, "10.79.0.1", "10.82.0.1"), "eth0", peer+"-p")))
 	if n := received(); n != 0 {
 		t.Errorf("a peer outside reached the host's 127.0.0.1:%d (%d datagrams)", loPort, n)
 	}

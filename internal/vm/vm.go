@@ -32,6 +32,9 @@ type Spec struct {
 	CPUs     int
 	// MemoryMiB caps the server's memory.
 	MemoryMiB int64
+	// DiskBytes bounds what the server may write over its image (its root
+	// disk); 0 means no bound.
+	DiskBytes int64
 	Image     string
 	// Address is the server's private IPv4 address in the driver's subnet.
 	Address string

@@ -59,7 +59,7 @@ func BenchmarkCreateToSSH(b *testing.B) {
 	}
 	for _, image := range images {
 		spec := func(id string) vm.Spec {
-			return vm.Spec{ID: id, Hostname: id, CPUs: 1, MemoryMiB: 512, Image: image, Address: "10.80.0.2", AuthorizedKeys: []string{g.AuthorizedKey}}
+			return vm.Spec{ID: id, Hostname: id, CPUs: 1, MemoryMiB: 512, DiskBytes: 100e9, Image: image, Address: "10.80.0.2", AuthorizedKeys: []string{g.AuthorizedKey}}
 		}
 		if _, err := d.BuildImage(image); err != nil {
 			b.Fatal(err)

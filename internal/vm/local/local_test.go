@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -76,7 +78,7 @@ func TestServerLifecycle(t *testing.T) {
 	}
 	key := filepath.Join(t.TempDir(), "k.pem")
 	os.WriteFile(key, g.PrivatePEM, 0o600)
-	spec := vm.Spec{ID: "t1", Hostname: "web1", CPUs: 1, MemoryMiB: 512, Image: "host", Address: "10.78.0.2",
+	spec := vm.Spec{ID: "t1", Hostname: "web1", CPUs: 1, MemoryMiB: 512, DiskBytes: 64 << 20, Image: "host", Address: "10.78.0.2",
 		AuthorizedKeys: []string{g.AuthorizedKey},
 		Files:          []vm.File{{Path: "/home/ubuntu/sample/hello.txt", Mode: 0o644, UID: 1000, GID: 1000, Data: []byte("hi\n")}}}
 	if err := d.Create(ctx, spec); err != nil {
@@ -112,6 +114,27 @@ func TestServerLifecycle(t *testing.T) {
 	if err != nil || out != "web1\nubuntu\nhi\nubuntu\n" {
 		t.Fatalf("ssh: %v %q", err, out)
 	}
+	// The root disk holds what the server writes, up to its size.
+	big, err := os.Create(filepath.Join(d.bundle("t1"), "rootfs", "home", "ubuntu", "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wrote int64
+	chunk := make([]byte, 1<<20)
+	for wrote < 200<<20 {
+		n, err := big.Write(chunk)
+		wrote += int64(n)
+		if err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Errorf("writing past the disk: %v, want ENOSPC", err)
+			}
+			break
+		}
+	}
+	big.Close()
+	if wrote > 64<<20 || wrote < 32<<20 {
+		t.Errorf("a server with a 64 MiB disk wrote %d MiB", wrote>>20)
+	}
 	// The server's root floods its console (its init's output): 3 MiB.
 	state, err := exec.Command("runc", "--root", filepath.Join(d.cfg.DataDir, "runc"), "state", containerID("t1")).Output()
 	var st struct{ Pid int }
@@ -145,6 +168,9 @@ func TestServerLifecycle(t *testing.T) {
 	}
 	if raw, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(raw), d.dir("t1")) {
 		t.Error("a mount is left")
+	}
+	if out, _ := exec.Command("losetup", "-a").Output(); strings.Contains(string(out), d.dir("t1")) {
+		t.Errorf("a loop device is left: %s", out)
 	}
 	if st, _ := d.Status(ctx, "t1"); st != vm.Missing {
 		t.Errorf("status after delete: %s", st)
