@@ -42,7 +42,9 @@ func portalCluster(t *testing.T) *cluster {
 		raw, _ := os.ReadFile("/proc/self/mountinfo")
 		var mounts []string
 		for _, line := range strings.Split(string(raw), "\n") {
-			if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], c.dir+"/") {
+			// Its own mounts, and those in /run of its servers (their
+			// sources or layers are in c.dir).
+			if f := strings.Fields(line); len(f) > 4 && (strings.HasPrefix(f[4], c.dir+"/") || strings.Contains(line, c.dir+"/")) {
 				mounts = append(mounts, f[4])
 			}
 		}

@@ -40,8 +40,9 @@ func seccompProfile() *specs.LinuxSeccomp {
 	}
 }
 
-// ociSpec is the runtime configuration of one server.
-func ociSpec(id, hostname, image, netnsPath, binDir string, cpus int, memMiB int64) *specs.Spec {
+// ociSpec is the runtime configuration of one server, in a user
+// namespace whose root is the host's idBase (userns.go).
+func ociSpec(id, hostname, image, netnsPath, rootfs, binDir string, cpus int, memMiB int64, idBase int) *specs.Spec {
 	period := uint64(100000)
 	quota := int64(cpus) * int64(period)
 	mem := memMiB << 20
@@ -50,7 +51,7 @@ func ociSpec(id, hostname, image, netnsPath, binDir string, cpus int, memMiB int
 	spec := &specs.Spec{
 		Version:  specs.Version,
 		Hostname: hostname,
-		Root:     &specs.Root{Path: "rootfs"},
+		Root:     &specs.Root{Path: rootfs},
 		Process: &specs.Process{
 			Args:            []string{"/bin/sh", "-c", "mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e"},
 			Cwd:             "/",
@@ -64,7 +65,9 @@ func ociSpec(id, hostname, image, netnsPath, binDir string, cpus int, memMiB int
 			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
 			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
 			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
-			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+			// sysfs cannot be mounted from a user namespace that does not own
+			// the network namespace (made by the driver): a read-only bind.
+			{Destination: "/sys", Type: "bind", Source: "/sys", Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro"}},
 		},
 		Linux: &specs.Linux{
 			CgroupsPath: "/hac-servers/" + id,
@@ -74,9 +77,11 @@ func ociSpec(id, hostname, image, netnsPath, binDir string, cpus int, memMiB int
 				Pids:    &specs.LinuxPids{Limit: &pids},
 				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
 			},
-			Seccomp: seccompProfile(),
+			Seccomp:     seccompProfile(),
+			UIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: uint32(idBase), Size: idRange}},
+			GIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: uint32(idBase), Size: idRange}},
 			Namespaces: []specs.LinuxNamespace{
-				{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace},
+				{Type: specs.UserNamespace}, {Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace},
 				{Type: specs.MountNamespace}, {Type: specs.NetworkNamespace, Path: netnsPath},
 			},
 			MaskedPaths: []string{"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -43,13 +45,15 @@ type Config struct {
 	Mirror string
 	// Table is the nftables table (family ip) the driver owns.
 	Table string
+	// IDBase is the host uid and gid of new servers' root (userns.go).
+	IDBase int
 }
 
 // DefaultConfig returns a configuration for a single machine.
 func DefaultConfig(dataDir string) Config {
 	exe, _ := os.Executable()
 	return Config{DataDir: dataDir, Bridge: "hacbr0", Subnet: "10.77.0.0/24", PublicAddress: "127.0.0.1", HacBinary: exe, Runc: "runc",
-		Mirror: "http://deb.debian.org/debian", Table: "hac"}
+		Mirror: "http://deb.debian.org/debian", Table: "hac", IDBase: DefaultIDBase}
 }
 
 // Driver is the local server driver.
@@ -154,7 +158,13 @@ func (d *Driver) createLocked(ctx context.Context, s vm.Spec) error {
 		return err
 	}
 	dir := d.dir(s.ID)
-	rootfs := filepath.Join(d.bundle(s.ID), "rootfs")
+	if err := os.MkdirAll(d.bundle(s.ID), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "idbase"), []byte(strconv.Itoa(d.cfg.IDBase)), 0o644); err != nil {
+		return err
+	}
+	rootfs := d.rootfs(s.ID)
 	for _, p := range []string{filepath.Join(dir, "bin"), rootfs} {
 		if err := os.MkdirAll(p, 0o755); err != nil {
 			return err
@@ -174,7 +184,7 @@ func (d *Driver) createLocked(ctx context.Context, s vm.Spec) error {
 	if err := d.installHac(filepath.Join(dir, "bin")); err != nil {
 		return err
 	}
-	cfg := ociSpec(s.ID, s.Hostname, s.Image, "/run/netns/"+netnsName(s.ID), filepath.Join(dir, "bin"), max(s.CPUs, 1), max(s.MemoryMiB, 256))
+	cfg := ociSpec(s.ID, s.Hostname, s.Image, "/run/netns/"+netnsName(s.ID), rootfs, filepath.Join(d.runDir(s.ID), "bin"), max(s.CPUs, 1), max(s.MemoryMiB, 256), d.cfg.IDBase)
 	raw, _ := json.MarshalIndent(cfg, "", " ")
 	if err := os.WriteFile(filepath.Join(d.bundle(s.ID), "config.json"), raw, 0o644); err != nil {
 		return err
@@ -215,14 +225,68 @@ func validID(id string) error {
 	return nil
 }
 
+// runDir is where a server in a user namespace has its root and hac's
+// binaries mounted: under /run, whose folders its root may pass through
+// (0711), unlike the driver's data folder (0700). The folder is named
+// after the data folder, so that two drivers never share one.
+func (d *Driver) runDir(id string) string {
+	abs, _ := filepath.Abs(d.cfg.DataDir)
+	sum := sha256.Sum256([]byte(abs))
+	return filepath.Join("/run/hac-servers", hex.EncodeToString(sum[:6]), id)
+}
+
+// rootfs is a server's root: in runDir, or, for a server made before user
+// namespaces, in its bundle.
+func (d *Driver) rootfs(id string) string {
+	if d.idBaseOf(id) < 0 {
+		return filepath.Join(d.bundle(id), "rootfs")
+	}
+	return filepath.Join(d.runDir(id), "rootfs")
+}
+
+// mountRoot mounts a server's root (and, in a user namespace, its view of
+// hac's binaries) unless mounted already.
 func (d *Driver) mountRoot(id, lower string) error {
-	rootfs := filepath.Join(d.bundle(id), "rootfs")
+	rootfs := d.rootfs(id)
+	if d.idBaseOf(id) >= 0 {
+		for _, p := range []string{"/run/hac-servers", filepath.Dir(d.runDir(id)), d.runDir(id)} {
+			if err := os.MkdirAll(p, 0o711); err != nil {
+				return err
+			}
+			os.Chmod(p, 0o711)
+		}
+		bin := filepath.Join(d.runDir(id), "bin")
+		if err := os.MkdirAll(bin, 0o755); err != nil {
+			return err
+		}
+		if !mounted(bin) {
+			if err := syscall.Mount(filepath.Join(d.dir(id), "bin"), bin, "", syscall.MS_BIND, ""); err != nil {
+				return fmt.Errorf("vm/local: bind hac's binaries for %s: %w", id, err)
+			}
+		}
+		if err := os.MkdirAll(rootfs, 0o755); err != nil {
+			return err
+		}
+	}
 	if mounted(rootfs) {
 		return nil
 	}
 	dir, err := d.mountDisk(id)
 	if err != nil {
 		return err
+	}
+	if base := d.idBaseOf(id); base >= 0 {
+		shifted := filepath.Join(d.dir(id), "lower")
+		if !mounted(shifted) {
+			if err := mountShifted(lower, shifted, base); err != nil {
+				return err
+			}
+		}
+		lower = shifted
+		// The root folder of the server is its root's.
+		if err := os.Lchown(filepath.Join(dir, "upper"), base, base); err != nil {
+			return err
+		}
 	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, filepath.Join(dir, "upper"), filepath.Join(dir, "work"))
 	if err := syscall.Mount("overlay", rootfs, "overlay", 0, opts); err != nil {
@@ -313,6 +377,7 @@ func (d *Driver) writeFiles(s vm.Spec, rootfs string) error {
 		{Path: "/etc/hostname", Mode: 0o644, Data: []byte(s.Hostname + "\n")},
 		{Path: "/etc/hosts", Mode: 0o644, Data: []byte(fmt.Sprintf("127.0.0.1 localhost\n%s %s\n%s hac-gateway\n", s.Address, s.Hostname, d.gateway))},
 	}
+	base := d.idBaseOf(s.ID)
 	for _, f := range append(files, s.Files...) {
 		if !filepath.IsAbs(f.Path) || strings.Contains(f.Path, "..") {
 			return fmt.Errorf("vm/local: file path %q must be absolute and clean", f.Path)
@@ -324,13 +389,13 @@ func (d *Driver) writeFiles(s vm.Spec, rootfs string) error {
 		if err := os.WriteFile(p, f.Data, f.Mode); err != nil {
 			return err
 		}
-		if err := os.Chown(p, f.UID, f.GID); err != nil {
+		if err := shiftOwner(p, f.UID, f.GID, base); err != nil {
 			return err
 		}
 		// Folders made for a user's file belong to that user.
 		if f.UID != 0 {
 			for dir := filepath.Dir(p); strings.HasPrefix(dir, filepath.Join(rootfs, "home")+"/"); dir = filepath.Dir(dir) {
-				os.Chown(dir, f.UID, f.GID)
+				shiftOwner(dir, f.UID, f.GID, base)
 			}
 		}
 	}
@@ -456,14 +521,17 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 	d.Stop(ctx, id)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	// The root, then the disk under it (its loop device goes with it).
-	for _, m := range []string{filepath.Join(d.bundle(id), "rootfs"), filepath.Join(d.dir(id), "disk")} {
+	// The root, then the layers under it (the disk's loop device goes
+	// with it).
+	run := d.runDir(id)
+	for _, m := range []string{d.rootfs(id), filepath.Join(run, "bin"), filepath.Join(d.dir(id), "lower"), filepath.Join(d.dir(id), "disk")} {
 		if mounted(m) {
 			if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
 				return fmt.Errorf("vm/local: unmount %s: %w", m, err)
 			}
 		}
 	}
+	os.RemoveAll(run)
 	// runc removes the server's cgroups but not their common parent; an
 	// empty one goes too (a busy one refuses, which is right).
 	parents, _ := filepath.Glob("/sys/fs/cgroup/*/hac-servers")

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -112,10 +113,11 @@ func TestServerLifecycle(t *testing.T) {
 		time.Sleep(200 * time.Millisecond) // sshd is starting
 	}
 	if err != nil || out != "web1\nubuntu\nhi\nubuntu\n" {
-		t.Fatalf("ssh: %v %q", err, out)
+		console, _ := os.ReadFile(filepath.Join(d.dir("t1"), "console.log"))
+		t.Fatalf("ssh: %v %q (console: %s)", err, out, console)
 	}
 	// The root disk holds what the server writes, up to its size.
-	big, err := os.Create(filepath.Join(d.bundle("t1"), "rootfs", "home", "ubuntu", "big"))
+	big, err := os.Create(filepath.Join(d.rootfs("t1"), "home", "ubuntu", "big"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,6 +142,16 @@ func TestServerLifecycle(t *testing.T) {
 	var st struct{ Pid int }
 	if err != nil || json.Unmarshal(state, &st) != nil || st.Pid == 0 {
 		t.Fatalf("runc state: %v %s", err, state)
+	}
+	// The server's root is not the host's: a user namespace maps it to
+	// IDBase, and its processes are that uid on the host.
+	uidMap, _ := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", st.Pid))
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", st.Pid))
+	if f := strings.Fields(string(uidMap)); len(f) != 3 || f[0] != "0" || f[1] != strconv.Itoa(DefaultIDBase) || f[2] != "65536" {
+		t.Errorf("the server's uid_map: %q, want 0 %d 65536", uidMap, DefaultIDBase)
+	}
+	if !regexp.MustCompile(`(?m)^Uid:\s+` + strconv.Itoa(DefaultIDBase) + `\s`).Match(status) {
+		t.Errorf("the server's init is not uid %d on the host:\n%s", DefaultIDBase, status)
 	}
 	flood, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/1", st.Pid), os.O_WRONLY, 0)
 	if err != nil {

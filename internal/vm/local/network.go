@@ -114,7 +114,38 @@ func (d *Driver) setupNetwork(id, addr string) error {
 	if lo, err := h.LinkByName("lo"); err == nil {
 		h.LinkSetUp(lo)
 	}
-	return h.RouteAdd(&netlink.Route{LinkIndex: inner.Attrs().Index, Gw: d.gateway})
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: inner.Attrs().Index, Gw: d.gateway}); err != nil {
+		return err
+	}
+	// The namespace belongs to the host's user namespace, not the
+	// server's, so the server's root has no CAP_NET_BIND_SERVICE in it:
+	// ports below 1024 (sshd's 22) are open to every process of the
+	// server instead, as container engines do.
+	return netnsSysctls(ns, map[string]string{
+		"net/ipv4/ip_unprivileged_port_start": "0",
+		"net/ipv4/ping_group_range":           "0 2147483647",
+	})
+}
+
+// netnsSysctls writes sysctls of a network namespace, from a thread that
+// enters it and ends with its goroutine (it never unlocks).
+func netnsSysctls(ns netns.NsHandle, values map[string]string) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := netns.Set(ns); err != nil {
+			errc <- fmt.Errorf("vm/local: enter the server's network namespace: %w", err)
+			return
+		}
+		for k, v := range values {
+			if err := os.WriteFile("/proc/sys/"+k, []byte(v), 0o644); err != nil {
+				errc <- fmt.Errorf("vm/local: sysctl %s in the server's namespace: %w", k, err)
+				return
+			}
+		}
+		errc <- nil
+	}()
+	return <-errc
 }
 
 // netnsDir is where named network namespaces are kept (iproute2's).
