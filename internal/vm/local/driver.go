@@ -226,8 +226,9 @@ func validID(id string) error {
 }
 
 // runDir is where a server in a user namespace has its root and hac's
-// binaries mounted: under /run, whose folders its root may pass through
-// (0711), unlike the driver's data folder (0700). The folder is named
+// binaries mounted: under /run, in folders its root's group may pass
+// through (0710, as Docker's userns-remap folders), unlike the driver's
+// data folder (0700). The folder is named
 // after the data folder, so that two drivers never share one.
 func (d *Driver) runDir(id string) string {
 	abs, _ := filepath.Abs(d.cfg.DataDir)
@@ -248,12 +249,16 @@ func (d *Driver) rootfs(id string) string {
 // hac's binaries) unless mounted already.
 func (d *Driver) mountRoot(id, lower string) error {
 	rootfs := d.rootfs(id)
-	if d.idBaseOf(id) >= 0 {
+	if base := d.idBaseOf(id); base >= 0 {
+		// Only the servers' root group (and the host's root) may pass.
 		for _, p := range []string{"/run/hac-servers", filepath.Dir(d.runDir(id)), d.runDir(id)} {
-			if err := os.MkdirAll(p, 0o711); err != nil {
+			if err := os.MkdirAll(p, 0o710); err != nil {
 				return err
 			}
-			os.Chmod(p, 0o711)
+			if err := os.Chown(p, 0, base); err != nil {
+				return err
+			}
+			os.Chmod(p, 0o710)
 		}
 		bin := filepath.Join(d.runDir(id), "bin")
 		if err := os.MkdirAll(bin, 0o755); err != nil {

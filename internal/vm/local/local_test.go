@@ -116,6 +116,12 @@ func TestServerLifecycle(t *testing.T) {
 		console, _ := os.ReadFile(filepath.Join(d.dir("t1"), "console.log"))
 		t.Fatalf("ssh: %v %q (console: %s)", err, out, console)
 	}
+	// Its root is mounted where only the servers' root group passes.
+	for p := d.runDir("t1"); p != "/run"; p = filepath.Dir(p) {
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o710 || fi.Sys().(*syscall.Stat_t).Gid != DefaultIDBase {
+			t.Errorf("%s: %v %v, want 0710 and group %d", p, fi.Mode(), err, DefaultIDBase)
+		}
+	}
 	// The root disk holds what the server writes, up to its size.
 	big, err := os.Create(filepath.Join(d.rootfs("t1"), "home", "ubuntu", "big"))
 	if err != nil {
