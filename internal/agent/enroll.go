@@ -64,6 +64,9 @@ func Enroll(ctx context.Context, cfg Config, join string) (Config, error) {
 		if cfg.CAPin == "" {
 			cfg.CAPin = c.CAPin
 		}
+		if cfg.CAPin == "" {
+			return cfg, fmt.Errorf("agent: %s holds no CA pin (it was written before hac spoke TLS): start hac agent once with --ca-pin or HAC_CA_PIN, the pin hac serve prints", path)
+		}
 		return cfg, nil
 	case !errors.Is(err, os.ErrNotExist):
 		return cfg, fmt.Errorf("agent: read the node's credential: %w", err)

@@ -6,6 +6,7 @@ package apiclient
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/http"
 
@@ -16,7 +17,7 @@ import (
 
 // New returns an HTTP client for the control plane's API: its
 // certificate must be for the host dialed, from the CA that pin names
-// (the system's roots when pin is empty).
+// (pki.ClientConfig).
 func New(pin string) *http.Client { return withTLS(pin, "") }
 
 // Worker returns an HTTP client for node's worker service, whose
@@ -40,7 +41,11 @@ func withTLS(pin, name string) *http.Client {
 		cfg.NextProtos = []string{"h2", "http/1.1"}
 		return (&tls.Dialer{Config: cfg}).DialContext(ctx, network, addr)
 	}
-	return &http.Client{Transport: &http.Transport{DialTLSContext: dial, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64}}
+	// Nothing goes out in clear, whatever the URL says.
+	plain := func(context.Context, string, string) (net.Conn, error) {
+		return nil, errors.New("hac's APIs speak TLS only: use an https:// address")
+	}
+	return &http.Client{Transport: &http.Transport{DialTLSContext: dial, DialContext: plain, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64}}
 }
 
 // Bearer adds "Authorization: Bearer TOKEN" to every request.

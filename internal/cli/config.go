@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"net/url"
 	"path/filepath"
 	"strings"
 
@@ -150,8 +151,15 @@ func resolveConfig(flagAddr, flagToken, flagServer string, getenv func(string) s
 	if !strings.Contains(c.Addr, "://") {
 		c.Addr = "https://" + c.Addr
 	}
-	if rest, ok := strings.CutPrefix(c.Addr, "http://"); ok {
-		return c, fmt.Errorf("addr %s (from %s): hac's API speaks TLS only: use https://%s, with the ca_pin that hac serve prints", c.Addr, c.Source, rest)
+	u, err := url.Parse(c.Addr)
+	if err != nil || u.Host == "" {
+		return c, fmt.Errorf("addr %q (from %s): want a URL such as https://10.0.0.1:7470", c.Addr, c.Source)
+	}
+	if u.Scheme != "https" {
+		return c, fmt.Errorf("addr %s (from %s): hac's API speaks TLS only: use https://%s, with the ca_pin that hac serve prints", c.Addr, c.Source, u.Host)
+	}
+	if c.CAPin == "" {
+		return c, fmt.Errorf("no CA pin for %s (from %s): set ca_pin in the config, HAC_CA_PIN or --ca-pin to the pin hac serve prints (or to %q for a certificate from a public CA)", c.Addr, c.Source, pki.SystemRoots)
 	}
 	return c, nil
 }

@@ -58,9 +58,21 @@ func newTLS(cfg TLSConfig, dataDir string, listeners []net.Listener) (*tlsState,
 	}
 	t := &tlsState{ca: ca, workerPin: ca.Pin(), apiPin: ca.Pin()}
 	if cfg.CertFile != "" || cfg.KeyFile != "" {
+		if len(cfg.Names) > 0 {
+			return nil, errors.New("controlplane: --tls-name names hac's own certificate; with --tls-cert, the names are the certificate's")
+		}
 		cert, pin, err := operatorCert(cfg)
 		if err != nil {
 			return nil, err
+		}
+		// Clients dial the listeners' addresses (servers the gateway's).
+		for _, ln := range listeners {
+			host, _, _ := net.SplitHostPort(ln.Addr().String())
+			if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+				if err := cert.Leaf.VerifyHostname(host); err != nil {
+					return nil, fmt.Errorf("controlplane: --tls-cert is not for %s, where the API listens (clients would refuse it): %w", host, err)
+				}
+			}
 		}
 		t.api, t.apiPin = &cert, pin
 		return t, nil

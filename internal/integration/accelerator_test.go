@@ -140,7 +140,7 @@ func TestBadInput(t *testing.T) {
 	if r := runHac(t, bad, "", nil, "smi"); r.code != 1 || !strings.Contains(r.stderr, "the token is missing, wrong or revoked") {
 		t.Errorf("wrong token: %+v", r)
 	}
-	down := append(c.baseEnv(), "HAC_ADDR=https://127.0.0.1:1", "HAC_TOKEN=x")
+	down := append(c.baseEnv(), "HAC_ADDR=https://127.0.0.1:1", "HAC_CA_PIN="+c.pin, "HAC_TOKEN=x")
 	if r := runHac(t, down, "", nil, "run", "--", "true"); r.code != 1 || !strings.Contains(r.stderr, "cannot reach the hac control plane") {
 		t.Errorf("control plane down: %+v", r)
 	}

@@ -112,7 +112,8 @@ func TestAttackUnauthenticatedHugeBody(t *testing.T) {
 }
 
 // TestAttackGzipBomb: a small gzip body that inflates to 1 GiB, sent with a
-// valid token, stops at the message size limit.
+// valid token, stops at the message size limit; sent to an agent with a
+// forged ticket, it is not read at all.
 func TestAttackGzipBomb(t *testing.T) {
 	c := newCluster(t, "fake:1x80GiB")
 	// One gzip member of 8 MiB of zeros, repeated: gzip readers read
@@ -134,6 +135,17 @@ func TestAttackGzipBomb(t *testing.T) {
 	}
 	if grew := rssMiB(t, serve) - before; grew > 100 {
 		t.Errorf("the control plane grew by %d MiB", grew)
+	}
+	// The same bomb to a node's worker API, with a forged ticket.
+	agent := c.agents[0].cmd.Process.Pid
+	before = rssMiB(t, agent)
+	code, answer = post(t, "https://"+agentAddr(t, c.agents[0])+"/hac.v1.WorkerService/Exec", bytes.NewReader(bomb.Bytes()), map[string]string{
+		"Content-Type": "application/connect+proto", "Connect-Content-Encoding": "gzip", "Hac-Ticket": "forged"})
+	if code != 0 && !strings.Contains(answer, "permission_denied") {
+		t.Errorf("the agent answered %d to a gzip bomb with a forged ticket: %.200q", code, answer)
+	}
+	if grew := rssMiB(t, agent) - before; grew > 100 {
+		t.Errorf("the agent grew by %d MiB", grew)
 	}
 	healthy(t, c)
 }

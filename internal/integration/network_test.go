@@ -105,7 +105,8 @@ func udpSend(host string, port int, extra string) string {
 // another server's source address; a peer on another network of the host
 // cannot reach the servers' subnet or the host's 127.0.0.1; a forward
 // cannot take a port a host service listens on. A server's root cannot
-// take an address that is not its server's.
+// take an address that is not its server's. The host's processes other
+// than root's (jobs, other accounts) cannot reach the servers.
 func TestAttackServerNetwork(t *testing.T) {
 	c := portalCluster(t)
 	alice, bob := c.user("alice"), c.user("bob")
@@ -186,6 +187,19 @@ func TestAttackServerNetwork(t *testing.T) {
 	if conn, err := net.DialTimeout("tcp", unused+":22", 3*time.Second); err == nil {
 		conn.Close()
 		t.Errorf("a2 took the address %s: the host's connection to it reached a2's sshd", unused)
+	}
+
+	// A process of the host that is not root's (a job on a node that is
+	// also the servers' host, another account): no connection to servers.
+	asNobody := func(script string) string {
+		out, _ := exec.Command("setpriv", "--reuid", "3000123", "--regid", "3000123", "--clear-groups", "bash", "-c", script).CombinedOutput()
+		return string(out)
+	}
+	if out := asNobody(tcpProbe(a1, 22, "")); !strings.Contains(out, "refused") {
+		t.Errorf("a host process of uid 3000123 reached a1's sshd at %s: %q", a1, out)
+	}
+	if out, _ := exec.Command("bash", "-c", tcpProbe(a1, 22, "")).CombinedOutput(); !strings.Contains(string(out), "REACHED") {
+		t.Errorf("the host's root cannot reach a1's sshd (the test is broken): %q", out)
 	}
 
 	// A peer on another network of the host: a veth into a namespace of

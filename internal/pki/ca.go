@@ -63,8 +63,9 @@ func LoadOrCreateCA(dir string) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The key first: a CA certificate without its key is useless, a key
-	// without the certificate is made again.
+	// The key first, then the certificate: a crash between them leaves a
+	// key without a certificate, which LoadCA reports (move the key away to
+	// make a new CA; no node has trusted it yet).
 	if err := writeFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
 		return nil, err
 	}

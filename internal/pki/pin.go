@@ -19,12 +19,20 @@ func PinOf(c *x509.Certificate) string {
 	return PinPrefix + hex.EncodeToString(sum[:])
 }
 
+// SystemRoots is the pin that trusts the system's certificate
+// authorities instead of one pinned CA (an operator's certificate from a
+// public CA): it must be asked for by name.
+const SystemRoots = "system"
+
 // ParsePin checks a pin's form and returns it in lower case.
 func ParsePin(s string) (string, error) {
 	s = strings.ToLower(strings.TrimSpace(s))
+	if s == SystemRoots {
+		return s, nil
+	}
 	h, ok := strings.CutPrefix(s, PinPrefix)
 	if raw, err := hex.DecodeString(h); !ok || err != nil || len(raw) != sha256.Size {
-		return "", fmt.Errorf("pki: %q is not a CA pin: want sha256: and 64 hex digits (hac serve prints it)", s)
+		return "", fmt.Errorf("pki: %q is not a CA pin: want sha256: and 64 hex digits (hac serve prints it), or %q", s, SystemRoots)
 	}
 	return s, nil
 }
@@ -33,15 +41,23 @@ func ParsePin(s string) (string, error) {
 // pinned key.
 var ErrPin = errors.New("pki: the peer's certificate is not from the pinned CA")
 
+// ErrNoPin means a client was given no pin: it trusts nobody.
+var ErrNoPin = errors.New("pki: no CA pin to check the peer's certificate against (hac serve prints it)")
+
 // ClientConfig is a TLS client configuration for a peer whose
 // certificate must carry serverName (a DNS name or an address), from the
 // certificate authority that pin names and no other. The peer sends its
 // chain (leaf, CA): the certificate with the pinned key becomes the root
-// that the leaf is verified against, as a TLS server. An empty pin trusts
-// the system's roots instead.
+// that the leaf is verified against, as a TLS server. The pin SystemRoots
+// trusts the system's roots instead; an empty pin trusts nothing.
 func ClientConfig(pin, serverName string) *tls.Config {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	if pin == SystemRoots {
+		return cfg
+	}
 	if pin == "" {
+		cfg.InsecureSkipVerify = true // replaced by VerifyConnection
+		cfg.VerifyConnection = func(tls.ConnectionState) error { return ErrNoPin }
 		return cfg
 	}
 	// The name is checked here, not from the connection's state: a client

@@ -66,8 +66,9 @@ func ociSpec(id, hostname, image, netnsPath, rootfs, binDir string, cpus int, me
 			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
 			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
 			// sysfs cannot be mounted from a user namespace that does not own
-			// the network namespace (made by the driver): a read-only bind.
-			{Destination: "/sys", Type: "bind", Source: "/sys", Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro"}},
+			// the network namespace (made by the driver): the host's, read-only
+			// all the way down, with what tells of other servers masked.
+			{Destination: "/sys", Type: "bind", Source: "/sys", Options: []string{"rbind", "rro", "nosuid", "noexec", "nodev"}},
 		},
 		Linux: &specs.Linux{
 			CgroupsPath: "/hac-servers/" + id,
@@ -85,7 +86,9 @@ func ociSpec(id, hostname, image, netnsPath, rootfs, binDir string, cpus int, me
 				{Type: specs.MountNamespace}, {Type: specs.NetworkNamespace, Path: netnsPath},
 			},
 			MaskedPaths: []string{"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-				"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"},
+				"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
+				"/sys/fs/cgroup", "/sys/class/net", "/sys/devices/virtual/net", "/sys/kernel/debug", "/sys/kernel/tracing",
+				"/sys/kernel/security", "/sys/fs/bpf"},
 			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
 		},
 	}

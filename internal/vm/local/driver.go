@@ -93,6 +93,17 @@ func New(cfg Config) (*Driver, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("vm/local: the local server driver needs root (namespaces, mounts, nftables)")
 	}
+	// Mount points are compared with /proc/self/mountinfo, which shows
+	// absolute paths with no symbolic links in them.
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("vm/local: data folder: %w", err)
+	}
+	if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err == nil {
+		cfg.DataDir, err = filepath.EvalSymlinks(cfg.DataDir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("vm/local: data folder: %w", err)
+	}
 	gw := make(net.IP, 4)
 	copy(gw, subnet.IP.To4())
 	gw[3]++
@@ -461,7 +472,7 @@ func (d *Driver) startLocked(ctx context.Context, id string) error {
 	}
 	d.runc(ctx, "delete", "--force", containerID(id))
 	console := filepath.Join(d.dir(id), "console.log")
-	w, logged, err := d.startConsoleLogger(console)
+	w, logger, logged, err := d.startConsoleLogger(console)
 	if err != nil {
 		return err
 	}
@@ -478,16 +489,29 @@ func (d *Driver) startLocked(ctx context.Context, id string) error {
 		tail, _ := os.ReadFile(console)
 		return fmt.Errorf("vm/local: start %s: %v: %s", id, err, lastLine(tail))
 	}
+	joinServerCgroups(id, logger)
 	return nil
 }
 
+// joinServerCgroups moves the console logger into its server's cgroups:
+// out of hac serve's, so that a service manager that stops hac serve
+// with its whole cgroup (systemd's KillMode=control-group) leaves it, and
+// into the server's limits. Best effort: a logger left behind still logs
+// until hac serve stops.
+func joinServerCgroups(id string, pid int) {
+	procs, _ := filepath.Glob("/sys/fs/cgroup/*/hac-servers/" + id + "/cgroup.procs")
+	for _, p := range append(procs, "/sys/fs/cgroup/hac-servers/"+id+"/cgroup.procs") {
+		os.WriteFile(p, []byte(strconv.Itoa(pid)), 0o644)
+	}
+}
+
 // startConsoleLogger starts a server's console logger (console.go) on
-// path and returns the pipe's end to write to, and a channel closed when
-// the logger ends.
-func (d *Driver) startConsoleLogger(path string) (*os.File, <-chan struct{}, error) {
+// path and returns the pipe's end to write to, its pid, and a channel
+// closed when the logger ends.
+func (d *Driver) startConsoleLogger(path string) (*os.File, int, <-chan struct{}, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
-		return nil, nil, err
+		return nil, 0, nil, err
 	}
 	defer r.Close()
 	logger := exec.Command(d.cfg.HacBinary, path, strconv.Itoa(consoleMaxBytes))
@@ -496,11 +520,11 @@ func (d *Driver) startConsoleLogger(path string) (*os.File, <-chan struct{}, err
 	logger.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := logger.Start(); err != nil {
 		w.Close()
-		return nil, nil, fmt.Errorf("vm/local: start the console logger: %w", err)
+		return nil, 0, nil, fmt.Errorf("vm/local: start the console logger: %w", err)
 	}
 	done := make(chan struct{})
 	go func() { logger.Wait(); close(done) }()
-	return w, done, nil
+	return w, logger.Process.Pid, done, nil
 }
 
 func lastLine(b []byte) string {
@@ -537,6 +561,10 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 		}
 	}
 	os.RemoveAll(run)
+	// Never remove through a mount that is still there (the image).
+	if left := mountsUnder(d.dir(id)); len(left) > 0 {
+		return fmt.Errorf("vm/local: %s still has mounts (%s): unmount them, then delete the server again", id, strings.Join(left, ", "))
+	}
 	// runc removes the server's cgroups but not their common parent; an
 	// empty one goes too (a busy one refuses, which is right).
 	parents, _ := filepath.Glob("/sys/fs/cgroup/*/hac-servers")

@@ -143,6 +143,11 @@ func TestServerLifecycle(t *testing.T) {
 	if wrote > 64<<20 || wrote < 32<<20 {
 		t.Errorf("a server with a 64 MiB disk wrote %d MiB", wrote>>20)
 	}
+	// The host's /sys tells nothing of other servers: no network devices,
+	// no cgroups.
+	if out, err := sshTo(key, 10022, "ls -A /sys/class/net /sys/devices/virtual/net /sys/fs/cgroup | grep -v ':$' | grep -c . ; ls /sys/devices/system/cpu | grep -c cpu"); err != nil || !strings.HasPrefix(out, "0\n") || strings.HasPrefix(strings.Split(out, "\n")[1], "0") {
+		t.Errorf("what the server sees in /sys: %q %v (want 0 network devices and cgroups, some CPUs)", out, err)
+	}
 	// The server's root floods its console (its init's output): 3 MiB.
 	state, err := exec.Command("runc", "--root", filepath.Join(d.cfg.DataDir, "runc"), "state", containerID("t1")).Output()
 	var st struct{ Pid int }
@@ -158,6 +163,21 @@ func TestServerLifecycle(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?m)^Uid:\s+` + strconv.Itoa(DefaultIDBase) + `\s`).Match(status) {
 		t.Errorf("the server's init is not uid %d on the host:\n%s", DefaultIDBase, status)
+	}
+	// Its console logger lives in the server's cgroups, not the driver's.
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	found := false
+	for _, p := range procs {
+		cmdline, _ := os.ReadFile(p)
+		if strings.HasPrefix(string(cmdline), consoleLoggerArg0+"\x00"+filepath.Join(d.dir("t1"), "console.log")) {
+			found = true
+			if cg, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "cgroup")); !strings.Contains(string(cg), "/hac-servers/t1") {
+				t.Errorf("the console logger's cgroups:\n%s", cg)
+			}
+		}
+	}
+	if !found {
+		t.Error("no console logger runs for t1")
 	}
 	flood, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/1", st.Pid), os.O_WRONLY, 0)
 	if err != nil {
@@ -203,8 +223,9 @@ func TestRulesetGolden(t *testing.T) {
 		"ip daddr 127.0.0.1 tcp dport 10022 dnat to 10.77.0.2:22",
 		"ct state new ct status dnat meta l4proto tcp ct original ip daddr 127.0.0.1 ct original proto-dst 10022 jump allow_tcp_10022",
 		"chain allow_tcp_10022 {\n\t\tip saddr 0.0.0.0/0 accept\n\t\tdrop\n\t}",
-		"table bridge hac {\n\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t\tether type ip6 drop\n\t\tiifname \"hacv-s2\" ether type ip ip saddr != 10.77.0.2 drop\n\t\tiifname \"hacv-s2\" ether type arp arp saddr ip != 10.77.0.2 drop\n",
-		"\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tether type ip6 drop\n",
+		"table bridge hac {\n\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t\tiifname != \"hacv-*\" accept\n\t\tether type ip6 drop\n\t\tiifname \"hacv-s2\" ether type ip ip saddr != 10.77.0.2 drop\n\t\tiifname \"hacv-s2\" ether type arp arp saddr ip != 10.77.0.2 drop\n",
+		"\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tiifname != \"hacv-*\" accept\n\t\tether type ip6 drop\n",
+		"oifname \"hacbr0\" meta skuid 0 accept\n\t\toifname \"hacbr0\" drop\n",
 		"\t\tiifname { \"hacv-s2\", \"hacv-s3\" } oifname != { \"hacv-s2\", \"hacv-s3\" } drop\n\t\tiifname { \"hacv-s4\" } oifname != { \"hacv-s4\" } drop\n\t\tiifname != { \"hacv-s2\", \"hacv-s3\", \"hacv-s4\" } drop\n",
 		"iifname \"hacbr0\" ip daddr 10.77.0.1 tcp dport 7470 accept\n\t\tiifname \"hacbr0\" ip daddr 10.77.0.1 tcp dport 7471 accept\n\t\tiifname \"hacbr0\" drop",
 	} {

@@ -15,9 +15,12 @@ import (
 // netnsName is the named network namespace of a server.
 func netnsName(id string) string { return "hac-" + id }
 
+// vethPrefix starts the host end of every server's veth pair.
+const vethPrefix = "hacv-"
+
 // vethName is the host end of a server's veth pair (at most 15 bytes).
 func vethName(id string) string {
-	n := "hacv-" + id
+	n := vethPrefix + id
 	if len(n) > 15 {
 		n = n[:15]
 	}

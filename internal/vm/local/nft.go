@@ -20,7 +20,8 @@ import (
 //   - nat postrouting: masquerade loopback sources going to the servers;
 //   - filter forward and output: a new forwarded connection goes on only if
 //     one of its port's firewall rules allows its source (default deny);
-//     nothing else enters the servers' subnet from outside but replies;
+//     nothing else enters the servers' subnet from outside but replies,
+//     nor from the host's own processes but root's;
 //   - filter input: from the servers' bridge the host answers only hac's
 //     own ports on the gateway (and ping, and replies).
 func ruleset(table, public, subnet, bridge, gateway string, rules vm.Rules) string {
@@ -53,7 +54,10 @@ func ruleset(table, public, subnet, bridge, gateway string, rules vm.Rules) stri
 	// (checked above) and replies.
 	fmt.Fprintf(&b, "\tchain filter_forward {\n\t\ttype filter hook forward priority filter; policy accept;\n%s", check.String())
 	fmt.Fprintf(&b, "\t\toifname %q iifname != %q ct state established,related accept\n\t\toifname %q iifname != %q drop\n\t}\n", bridge, bridge, bridge, bridge)
-	fmt.Fprintf(&b, "\tchain filter_output {\n\t\ttype filter hook output priority filter; policy accept;\n%s\t}\n", check.String())
+	// From the host itself, only root's processes open connections to the
+	// servers (jobs and other users' processes share its network).
+	fmt.Fprintf(&b, "\tchain filter_output {\n\t\ttype filter hook output priority filter; policy accept;\n%s", check.String())
+	fmt.Fprintf(&b, "\t\toifname %q ct state established,related accept\n\t\toifname %q meta skuid 0 accept\n\t\toifname %q drop\n\t}\n", bridge, bridge, bridge)
 	ports := append([]int(nil), rules.HostPorts...)
 	sort.Ints(ports)
 	fmt.Fprintf(&b, "\tchain filter_input {\n\t\ttype filter hook input priority filter; policy accept;\n")
@@ -81,10 +85,14 @@ func ruleset(table, public, subnet, bridge, gateway string, rules vm.Rules) stri
 			fmt.Fprintf(&own, "\t\tiifname %s ether type arp arp saddr ip != %s drop\n", port, m.Address)
 		}
 	}
-	b.WriteString("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t\tether type ip6 drop\n")
+	// The hooks see every bridge of the host: only servers' ports are
+	// hac's business (meta ibrname would be exact, but not every kernel
+	// has it; hac's drivers on one host share the port prefix).
+	others := fmt.Sprintf("\t\tiifname != %q accept\n", vethPrefix+"*")
+	b.WriteString("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n" + others + "\t\tether type ip6 drop\n")
 	b.WriteString(own.String())
 	b.WriteString("\t}\n")
-	b.WriteString("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tether type ip6 drop\n")
+	b.WriteString("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n" + others + "\t\tether type ip6 drop\n")
 	b.WriteString(own.String())
 	for _, group := range rules.Tenants {
 		if len(group) == 0 {

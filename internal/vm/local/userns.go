@@ -55,9 +55,11 @@ func mountShifted(src, target string, base int) error {
 		return fmt.Errorf("vm/local: open_tree %s: %w", src, err)
 	}
 	defer unix.Close(tree)
-	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(ns)}
+	// Read-only: the image is every server's, and the overlay writes to
+	// the upper folder only.
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP | unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV, Userns_fd: uint64(ns)}
 	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
-		return fmt.Errorf("vm/local: an idmapped mount of %s (needs Linux 5.12 or later): %w", src, err)
+		return fmt.Errorf("vm/local: an idmapped mount of %s: %w (needs Linux 5.12 or later, overlayfs over it 5.19, and a data folder on a file system with idmapped mounts: ext4, xfs, btrfs, tmpfs)", src, err)
 	}
 	if err := os.MkdirAll(target, 0o700); err != nil {
 		return err
