@@ -18,26 +18,26 @@ import (
 // New returns an HTTP client for the control plane's API: its
 // certificate must be for the host dialed, from the CA that pin names
 // (pki.ClientConfig).
-func New(pin string) *http.Client { return withTLS(pin, "") }
+func New(pin string) *http.Client {
+	return withTLS(func(host string) *tls.Config { return pki.ClientConfig(pin, host) })
+}
 
 // Worker returns an HTTP client for node's worker service, whose
-// certificate is issued for pki.NodeName(node) by the CA that pin names.
-func Worker(pin, node string) *http.Client { return withTLS(pin, pki.NodeName(node)) }
+// certificate comes from the CA that caPin names for the key that keyPin
+// names (pki.WorkerConfig).
+func Worker(caPin, keyPin, node string) *http.Client {
+	return withTLS(func(string) *tls.Config { return pki.WorkerConfig(caPin, keyPin, node) })
+}
 
 // withTLS speaks HTTP/2, which Connect's bidirectional streams need, over
-// TLS to a peer whose certificate carries name (the dialed host when
-// empty).
-func withTLS(pin, name string) *http.Client {
+// TLS configured by config for the host dialed.
+func withTLS(config func(host string) *tls.Config) *http.Client {
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		want := name
-		if want == "" {
-			host, _, err := net.SplitHostPort(addr)
-			if err != nil {
-				return nil, err
-			}
-			want = host
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
 		}
-		cfg := pki.ClientConfig(pin, want)
+		cfg := config(host)
 		cfg.NextProtos = []string{"h2", "http/1.1"}
 		return (&tls.Dialer{Config: cfg}).DialContext(ctx, network, addr)
 	}

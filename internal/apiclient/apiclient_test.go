@@ -11,12 +11,14 @@ import (
 	"github.com/hac-project/hac/internal/pki"
 )
 
-// serve answers HTTPS on loopback with a certificate for names.
+// serve answers HTTPS on loopback with a certificate for names; lastKeyPin
+// is then its key's pin.
 func serve(t testing.TB, ca *pki.CA, names ...string) string {
 	cert, err := ca.IssueServer(names, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
+	lastKeyPin = pki.PinOf(cert.Leaf)
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
 	if err != nil {
 		t.Fatal(err)
@@ -26,6 +28,8 @@ func serve(t testing.TB, ca *pki.CA, names ...string) string {
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
 }
+
+var lastKeyPin string
 
 // TestNewChecksTheDialedAddress: the certificate must be for the address
 // dialed, even an IP address (for which TLS sends no server name), and
@@ -54,13 +58,21 @@ func TestNewChecksTheDialedAddress(t *testing.T) {
 	} else {
 		resp.Body.Close()
 	}
+	earlier := serve(t, ca, pki.NodeName("gpu1")) // an earlier machine's key
 	worker := serve(t, ca, pki.NodeName("gpu1"))
-	if resp, err := Worker(ca.Pin(), "gpu1").Get("https://" + worker + "/"); err != nil {
+	key := lastKeyPin
+	if resp, err := Worker(ca.Pin(), key, "gpu1").Get("https://" + worker + "/"); err != nil {
 		t.Errorf("worker gpu1: %v", err)
 	} else {
 		resp.Body.Close()
 	}
-	if _, err := Worker(ca.Pin(), "gpu2").Get("https://" + worker + "/"); err == nil {
+	if _, err := Worker(ca.Pin(), key, "gpu2").Get("https://" + worker + "/"); err == nil {
 		t.Error("gpu1's certificate passed for gpu2")
+	}
+	if _, err := Worker(ca.Pin(), key, "gpu1").Get("https://" + earlier + "/"); err == nil || !strings.Contains(err.Error(), "registered key") {
+		t.Errorf("a certificate for gpu1 with another key passed: %v", err)
+	}
+	if _, err := Worker(ca.Pin(), "", "gpu1").Get("https://" + worker + "/"); err == nil {
+		t.Error("a grant without a key pin passed")
 	}
 }

@@ -250,10 +250,10 @@ func renewLease(ctx context.Context, c *client, jobID string, ttl time.Duration)
 // execute runs the program on one worker: upload, stdio, signals, exit
 // code, changed files.
 func (a *app) execute(ctx context.Context, c *client, wk *hacv1.Worker, argv, env []string, cwd string, m *hacv1.Manifest, sigs <-chan os.Signal, jobID string) (int32, error) {
-	if wk.CaPin == "" {
-		return 0, fmt.Errorf("the control plane named no CA for node %s's certificate: upgrade hac serve", wk.Node)
+	if wk.CaPin == "" || wk.KeyPin == "" {
+		return 0, fmt.Errorf("the control plane named no certificate for node %s: upgrade hac serve", wk.Node)
 	}
-	wc := hacv1connect.NewWorkerServiceClient(apiclient.Worker(wk.CaPin, wk.Node), "https://"+wk.Address)
+	wc := hacv1connect.NewWorkerServiceClient(apiclient.Worker(wk.CaPin, wk.KeyPin, wk.Node), "https://"+wk.Address)
 	ectx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream := wc.Exec(ectx)

@@ -153,7 +153,7 @@ func (a acceleratorService) grant(ctx context.Context, j jobState) (*hacv1.Grant
 	exp := a.s.cfg.Now().Add(a.s.cfg.TicketTTL).Unix()
 	for rank, name := range order {
 		w := byNode[name]
-		key, addr, err := a.s.broker.nodeKey(name)
+		key, addr, keyPin, err := a.s.broker.nodeKey(name)
 		if err != nil {
 			return nil, err
 		}
@@ -161,7 +161,7 @@ func (a acceleratorService) grant(ctx context.Context, j jobState) (*hacv1.Grant
 		if mem > j.MemoryMiB {
 			mem = j.MemoryMiB
 		}
-		w.Address, w.CaPin = addr, a.s.tls.workerPin
+		w.Address, w.CaPin, w.KeyPin = addr, a.s.tls.workerPin, keyPin
 		w.Ticket = ticket.Sign(key, ticket.Claims{JobID: j.ID, Node: name, Model: j.Model, MemoryMiB: mem,
 			GPUs: w.GpuUuids, Rank: rank, Nodes: len(order), Expires: exp})
 		g.Workers = append(g.Workers, w)

@@ -39,13 +39,13 @@ func (a agentService) RegisterNode(ctx context.Context, req *connect.Request[hac
 	if len(m.Gpus) == 0 || len(m.Gpus) > 64 {
 		return nil, apiError(fmt.Errorf("%w: a node reports 1 to 64 GPUs, not %d", ErrInvalid, len(m.Gpus)))
 	}
-	chain, err := a.s.tls.workerCert(m.Name, m.WorkerCsr)
+	chain, keyPin, err := a.s.tls.workerCert(m.Name, m.WorkerCsr)
 	if err != nil {
 		return nil, apiError(err)
 	}
 	key := make([]byte, 32)
 	rand.Read(key)
-	n := store.Node{Name: m.Name, Address: m.Address, TicketKey: key, State: "ready", RegisteredAt: a.s.cfg.Now()}
+	n := store.Node{Name: m.Name, Address: m.Address, TicketKey: key, State: "ready", RegisteredAt: a.s.cfg.Now(), WorkerKeyPin: keyPin}
 	seen := map[string]bool{}
 	for _, g := range m.Gpus {
 		if g.Uuid == "" || len(g.Uuid) > 128 || seen[g.Uuid] || g.MemoryMib <= 0 || g.MemoryMib > maxGPUMemoryMiB || len(g.Name) > 256 {
@@ -85,9 +85,13 @@ func (a agentService) Heartbeat(ctx context.Context, req *connect.Request[hacv1.
 	stop, rereg := a.s.broker.heartbeat(req.Msg.Name, running)
 	out := &hacv1.HeartbeatResponse{Reregister: rereg}
 	if len(req.Msg.WorkerCsr) > 0 {
-		chain, err := a.s.tls.workerCert(req.Msg.Name, req.Msg.WorkerCsr)
+		chain, keyPin, err := a.s.tls.workerCert(req.Msg.Name, req.Msg.WorkerCsr)
 		if err != nil {
 			return nil, apiError(err)
+		}
+		// A renewal keeps the key that registered; a new key registers.
+		if _, _, registered, err := a.s.broker.nodeKey(req.Msg.Name); err != nil || registered != keyPin {
+			return nil, apiError(fmt.Errorf("%w: a worker certificate is renewed for the key the node registered with; register again for a new key", ErrInvalid))
 		}
 		out.WorkerCertificate = chain
 	}

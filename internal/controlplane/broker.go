@@ -575,14 +575,14 @@ func (b *broker) heartbeat(name string, running map[int64]jobReport) (stop []int
 }
 
 // nodeKey returns the key that signs a node's tickets.
-func (b *broker) nodeKey(name string) ([]byte, string, error) {
+func (b *broker) nodeKey(name string) ([]byte, string, string, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n := b.nodes[name]
 	if n == nil {
-		return nil, "", fmt.Errorf("%w: %s", ErrUnknownNode, name)
+		return nil, "", "", fmt.Errorf("%w: %s", ErrUnknownNode, name)
 	}
-	return n.TicketKey, n.Address, nil
+	return n.TicketKey, n.Address, n.WorkerKeyPin, nil
 }
 
 // queue returns queued jobs in service order.

@@ -185,11 +185,16 @@ func (t *tlsState) serverConfig() *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return t.apiCert() }}
 }
 
-// workerCert issues node's worker certificate to the key of csr.
-func (t *tlsState) workerCert(node string, csr []byte) ([][]byte, error) {
+// workerCert issues node's worker certificate to the key of csr, and
+// returns it with the key's pin.
+func (t *tlsState) workerCert(node string, csr []byte) ([][]byte, string, error) {
 	chain, err := t.ca.SignRequest(csr, pki.NodeName(node), workerCertLifetime)
 	if err != nil {
-		return nil, fmt.Errorf("%w: worker certificate: %v", ErrInvalid, err)
+		return nil, "", fmt.Errorf("%w: worker certificate: %v", ErrInvalid, err)
 	}
-	return chain, nil
+	leaf, err := x509.ParseCertificate(chain[0])
+	if err != nil {
+		return nil, "", err
+	}
+	return chain, pki.PinOf(leaf), nil
 }

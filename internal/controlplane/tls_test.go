@@ -17,9 +17,9 @@ import (
 )
 
 // TestWorkerCertificates: a node gets a worker certificate for its own
-// name at registration and again by heartbeat, from the CA that grants
-// name; a registration without a request is refused; join tokens carry
-// the API's pin.
+// name at registration and again by heartbeat (for the same key only),
+// from the CA that grants name, and grants name its key; a registration
+// without a request is refused; join tokens carry the API's pin.
 func TestWorkerCertificates(t *testing.T) {
 	url, _, s := testPlane(t, store.Normal, 1, 0)
 	ctx := t.Context()
@@ -64,6 +64,14 @@ func TestWorkerCertificates(t *testing.T) {
 	}
 	if _, err := agent.Heartbeat(ctx, connect.NewRequest(&hacv1.HeartbeatRequest{Name: "gpu7", WorkerCsr: []byte("junk")})); connect.CodeOf(err) != connect.CodeInvalidArgument {
 		t.Fatalf("a junk request: %v", err)
+	}
+	_, other, _ := pki.NewRequest()
+	if _, err := agent.Heartbeat(ctx, connect.NewRequest(&hacv1.HeartbeatRequest{Name: "gpu7", WorkerCsr: other})); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("a renewal for another key: %v", err)
+	}
+	leaf, _ := x509.ParseCertificate(resp.Msg.WorkerCertificate[0])
+	if _, _, pin, _ := s.broker.nodeKey("gpu7"); pin != pki.PinOf(leaf) {
+		t.Fatalf("the node's key pin %q, want its certificate's %q", pin, pki.PinOf(leaf))
 	}
 
 	if got := token.PinIn(token.WithPin(token.New(token.JoinPrefix), s.Pin())); got != s.Pin() {

@@ -67,6 +67,24 @@ func ClientConfig(pin, serverName string) *tls.Config {
 	return cfg
 }
 
+// WorkerConfig is ClientConfig for node's worker service: its certificate
+// is issued for NodeName(node) by the CA that caPin names, and its key is
+// the one keyPin names (the node's current one, from the grant).
+func WorkerConfig(caPin, keyPin, node string) *tls.Config {
+	cfg := ClientConfig(caPin, NodeName(node))
+	verifyCA := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if err := verifyCA(cs); err != nil {
+			return err
+		}
+		if keyPin == "" || PinOf(cs.PeerCertificates[0]) != keyPin {
+			return fmt.Errorf("%w: node %s's certificate is not for its registered key (an earlier machine under the name?): run the program again", ErrPin, node)
+		}
+		return nil
+	}
+	return cfg
+}
+
 func verifyPinned(pin, serverName string, cs tls.ConnectionState) error {
 	if serverName == "" {
 		return errors.New("pki: no server name to check the peer's certificate against")

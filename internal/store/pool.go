@@ -17,6 +17,8 @@ type Node struct {
 	GPUs         []GPU
 	// Drained nodes take no new jobs; registering again keeps the mark.
 	Drained bool
+	// WorkerKeyPin is the pin of the key of the node's worker certificate.
+	WorkerKeyPin string
 }
 
 // GPU is one device of a node.
@@ -32,8 +34,8 @@ func (t *Tx) PutNode(n Node) error {
 	if err := t.DeleteNode(n.Name); err != nil {
 		return err
 	}
-	if _, err := t.exec(`INSERT INTO nodes (name, address, ticket_key, state, registered_at, drained) VALUES (?, ?, ?, ?, ?, ?)`,
-		n.Name, n.Address, n.TicketKey, n.State, nanos(n.RegisteredAt), n.Drained); err != nil {
+	if _, err := t.exec(`INSERT INTO nodes (name, address, ticket_key, state, registered_at, drained, worker_key_pin) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		n.Name, n.Address, n.TicketKey, n.State, nanos(n.RegisteredAt), n.Drained, n.WorkerKeyPin); err != nil {
 		return fmt.Errorf("store: put node %q: %w", n.Name, err)
 	}
 	for _, g := range n.GPUs {
@@ -65,7 +67,7 @@ func (t *Tx) SetNodeState(name, state string) error {
 
 // Nodes returns every node with its GPUs, by name.
 func (t *Tx) Nodes() ([]Node, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT name, address, ticket_key, state, registered_at, drained FROM nodes ORDER BY name`)
+	rows, err := t.tx.QueryContext(t.ctx, `SELECT name, address, ticket_key, state, registered_at, drained, worker_key_pin FROM nodes ORDER BY name`)
 	if err != nil {
 		return nil, err
 	}
@@ -73,7 +75,7 @@ func (t *Tx) Nodes() ([]Node, error) {
 	for rows.Next() {
 		var n Node
 		var reg int64
-		if err := rows.Scan(&n.Name, &n.Address, &n.TicketKey, &n.State, &reg, &n.Drained); err != nil {
+		if err := rows.Scan(&n.Name, &n.Address, &n.TicketKey, &n.State, &reg, &n.Drained, &n.WorkerKeyPin); err != nil {
 			rows.Close()
 			return nil, err
 		}

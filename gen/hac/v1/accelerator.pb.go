@@ -468,7 +468,10 @@ type Worker struct {
 	MemoryMib int64                  `protobuf:"varint,5,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
 	// ca_pin names the certificate authority of the node's worker certificate
 	// (sha256:HEX of its public key), which is issued for NODE.node.hac.
-	CaPin         string `protobuf:"bytes,6,opt,name=ca_pin,json=caPin,proto3" json:"ca_pin,omitempty"`
+	CaPin string `protobuf:"bytes,6,opt,name=ca_pin,json=caPin,proto3" json:"ca_pin,omitempty"`
+	// key_pin names the key of the node's current worker certificate
+	// (sha256:HEX of its public key): no other certificate for the node passes.
+	KeyPin        string `protobuf:"bytes,7,opt,name=key_pin,json=keyPin,proto3" json:"key_pin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -541,6 +544,13 @@ func (x *Worker) GetMemoryMib() int64 {
 func (x *Worker) GetCaPin() string {
 	if x != nil {
 		return x.CaPin
+	}
+	return ""
+}
+
+func (x *Worker) GetKeyPin() string {
+	if x != nil {
+		return x.KeyPin
 	}
 	return ""
 }
@@ -1208,7 +1218,7 @@ const file_hac_v1_accelerator_proto_rawDesc = "" +
 	"\n" +
 	"memory_mib\x18\x03 \x01(\x03R\tmemoryMib\x12*\n" +
 	"\x11lease_ttl_seconds\x18\x04 \x01(\x05R\x0fleaseTtlSeconds\x12(\n" +
-	"\aworkers\x18\x05 \x03(\v2\x0e.hac.v1.WorkerR\aworkers\"\xa1\x01\n" +
+	"\aworkers\x18\x05 \x03(\v2\x0e.hac.v1.WorkerR\aworkers\"\xba\x01\n" +
 	"\x06Worker\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
@@ -1216,7 +1226,8 @@ const file_hac_v1_accelerator_proto_rawDesc = "" +
 	"\tgpu_uuids\x18\x04 \x03(\tR\bgpuUuids\x12\x1d\n" +
 	"\n" +
 	"memory_mib\x18\x05 \x01(\x03R\tmemoryMib\x12\x15\n" +
-	"\x06ca_pin\x18\x06 \x01(\tR\x05caPin\"*\n" +
+	"\x06ca_pin\x18\x06 \x01(\tR\x05caPin\x12\x17\n" +
+	"\akey_pin\x18\a \x01(\tR\x06keyPin\"*\n" +
 	"\x11RenewLeaseRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"@\n" +
 	"\x12RenewLeaseResponse\x12*\n" +
