@@ -1,13 +1,10 @@
 package cli
 
 import (
-	"fmt"
-
 	"connectrpc.com/connect"
 
 	"github.com/hac-project/hac/gen/hac/v1/hacv1connect"
 	"github.com/hac-project/hac/internal/apiclient"
-	"github.com/hac-project/hac/internal/pki"
 )
 
 // client is a connection to the control plane.
@@ -24,14 +21,9 @@ type client struct {
 
 // client resolves the configuration and connects.
 func (a *app) client() (*client, error) {
-	cfg, err := resolveConfig(a.addr, a.token, a.server, a.getenv)
+	cfg, err := resolveConfig(a.addr, a.token, a.caPin, a.server, a.getenv)
 	if err != nil {
 		return nil, err
-	}
-	if a.caPin != "" {
-		if cfg.CAPin, err = pki.ParsePin(a.caPin); err != nil {
-			return nil, usageError{fmt.Errorf("--ca-pin: %w", err)}
-		}
 	}
 	h := apiclient.New(cfg.CAPin)
 	opts := connect.WithInterceptors(apiclient.Bearer(cfg.Token))

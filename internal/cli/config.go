@@ -98,8 +98,9 @@ const SystemConfigPath = "/etc/hac/config"
 // resolveConfig finds the configuration, first found wins: flags, then
 // HAC_ADDR/HAC_TOKEN, then the user's file, then /etc/hac/config. The
 // default server is --server, else HAC_SERVER, else the file's. The CA pin
-// is HAC_CA_PIN, else the file's when the address is the file's.
-func resolveConfig(flagAddr, flagToken, flagServer string, getenv func(string) string) (Config, error) {
+// is --ca-pin, else HAC_CA_PIN, else the file's when the address is the
+// file's.
+func resolveConfig(flagAddr, flagToken, flagPin, flagServer string, getenv func(string) string) (Config, error) {
 	c := Config{Addr: flagAddr, Token: flagToken, Source: "flags"}
 	if c.Addr == "" && c.Token == "" && (getenv("HAC_ADDR") != "" || getenv("HAC_TOKEN") != "") {
 		c = Config{Addr: getenv("HAC_ADDR"), Token: getenv("HAC_TOKEN"), Source: "HAC_ADDR/HAC_TOKEN"}
@@ -132,12 +133,14 @@ func resolveConfig(flagAddr, flagToken, flagServer string, getenv func(string) s
 	if c.Addr == file.Addr {
 		c.CAPin = file.CAPin
 	}
-	if v := getenv("HAC_CA_PIN"); v != "" {
-		pin, err := pki.ParsePin(v)
-		if err != nil {
-			return c, fmt.Errorf("HAC_CA_PIN: %w", err)
+	for _, p := range []struct{ name, value string }{{"HAC_CA_PIN", getenv("HAC_CA_PIN")}, {"--ca-pin", flagPin}} {
+		if p.value != "" {
+			pin, err := pki.ParsePin(p.value)
+			if err != nil {
+				return c, fmt.Errorf("%s: %w", p.name, err)
+			}
+			c.CAPin = pin
 		}
-		c.CAPin = pin
 	}
 	if v := getenv("HAC_SERVER"); v != "" {
 		c.Server = v

@@ -18,41 +18,41 @@ func TestResolveConfigOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := map[string]string{"XDG_CONFIG_HOME": dir}
-	c, err := resolveConfig("", "", "", env(base))
+	c, err := resolveConfig("", "", "", "", env(base))
 	if err != nil || c.Addr != "https://file:1" || c.CAPin != pin || c.Token != "ftok" || c.Server != "fsrv" {
 		t.Fatalf("file: %+v %v", c, err)
 	}
 	base["HAC_ADDR"], base["HAC_TOKEN"], base["HAC_SERVER"] = "envhost:2", "etok", "esrv"
 	// Another address than the file's: its pin is not the file's, and no
 	// pin is no trust.
-	if _, err := resolveConfig("", "", "", env(base)); err == nil || !strings.Contains(err.Error(), "no CA pin for https://envhost:2") {
+	if _, err := resolveConfig("", "", "", "", env(base)); err == nil || !strings.Contains(err.Error(), "no CA pin for https://envhost:2") {
 		t.Fatalf("env without a pin: %v", err)
 	}
 	base["HAC_CA_PIN"] = "system"
-	c, err = resolveConfig("", "", "", env(base))
+	c, err = resolveConfig("", "", "", "", env(base))
 	if err != nil || c.Addr != "https://envhost:2" || c.CAPin != "system" || c.Token != "etok" || c.Server != "esrv" {
 		t.Fatalf("env: %+v %v", c, err)
 	}
 	delete(base, "HAC_CA_PIN")
-	c, err = resolveConfig("https://flag:3", "", "fl", env(base))
+	c, err = resolveConfig("https://flag:3", "", "", "fl", env(base))
 	if err == nil || c.Addr != "https://flag:3" || c.Token != "ftok" || c.Server != "fl" {
 		t.Fatalf("flags: %+v", c)
 	}
 	base["HAC_CA_PIN"] = strings.ToUpper(pin)
-	if c, err = resolveConfig("", "", "", env(base)); err != nil || c.CAPin != pin {
+	if c, err = resolveConfig("", "", "", "", env(base)); err != nil || c.CAPin != pin {
 		t.Fatalf("HAC_CA_PIN: %+v %v", c, err)
 	}
 	base["HAC_CA_PIN"] = "sha256:abc"
-	if _, err = resolveConfig("", "", "", env(base)); err == nil || !strings.Contains(err.Error(), "HAC_CA_PIN") {
+	if _, err = resolveConfig("", "", "", "", env(base)); err == nil || !strings.Contains(err.Error(), "HAC_CA_PIN") {
 		t.Fatalf("a short HAC_CA_PIN: %v", err)
 	}
 	delete(base, "HAC_CA_PIN")
 	for _, plain := range []string{"http://plain:4", "HTTP://plain:4", "ftp://plain:4"} {
-		if _, err = resolveConfig(plain, "", "", env(base)); err == nil || !strings.Contains(err.Error(), "use https://plain:4") {
+		if _, err = resolveConfig(plain, "", "", "", env(base)); err == nil || !strings.Contains(err.Error(), "use https://plain:4") {
 			t.Fatalf("%s is refused with a way out: %v", plain, err)
 		}
 	}
-	if _, err := resolveConfig("", "", "", env(map[string]string{"XDG_CONFIG_HOME": t.TempDir()})); !errors.Is(err, ErrNoConfig) {
+	if _, err := resolveConfig("", "", "", "", env(map[string]string{"XDG_CONFIG_HOME": t.TempDir()})); !errors.Is(err, ErrNoConfig) {
 		t.Fatalf("no config: %v", err)
 	}
 	if st, _ := os.Stat(p); st.Mode().Perm() != 0o600 {

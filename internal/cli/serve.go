@@ -100,6 +100,7 @@ named "dev", and writes the client config, so that hac run works at once.`,
 	f.StringVar(&netCfg.Subnet, "server-subnet", netCfg.Subnet, "--servers local: the servers' private network; its first address is the gateway")
 	f.StringVar(&netCfg.PublicAddress, "public-address", netCfg.PublicAddress, "the address port forwards listen on")
 	f.StringVar(&netCfg.Table, "server-table", netCfg.Table, "--servers local: the nftables table (family ip) hac owns for forwards and firewall")
+	f.StringVar(&netCfg.ImageCache, "image-cache", "", "--servers local: a folder that keeps the downloaded debian-12 base for the next build on this machine")
 	f.StringVar(&publicPorts, "public-ports", "10000-19999", "the range of public ports forwards may use")
 	f.IntVar(&cfg.Quotas.WaitingJobs, "max-waiting-jobs", cfg.Quotas.WaitingJobs, "runs one user may have waiting at once (0: no bound)")
 	f.IntVar(&cfg.Quotas.Servers, "max-servers", cfg.Quotas.Servers, "servers one user may have (0: no bound)")

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -31,13 +32,28 @@ func portalCluster(t *testing.T) *cluster {
 	c := &cluster{t: t, dir: t.TempDir()}
 	c.home = filepath.Join(c.dir, "home")
 	os.MkdirAll(c.home, 0o755)
-	c.serveArgs = []string{"--servers", "local", "--server-bridge", "hacit0", "--server-subnet", "10.79.0.0/24", "--public-ports", "20000-20099", "--server-table", "hacit"}
+	// The debian-12 base comes from the network: it is kept outside the
+	// clone, keyed by what went into it, for the next run on the machine.
+	c.serveArgs = []string{"--servers", "local", "--server-bridge", "hacit0", "--server-subnet", "10.79.0.0/24", "--public-ports", "20000-20099", "--server-table", "hacit",
+		"--image-cache", "/var/cache/hac/test-images"}
 	// Runs after hac serve stops: remove what a failed test left.
 	t.Cleanup(func() {
 		runc := []string{"--root", filepath.Join(c.dir, "cp", "vm", "runc")}
 		ids, _ := exec.Command("runc", append(runc, "list", "-q")...).Output()
 		for _, id := range strings.Fields(string(ids)) {
 			exec.Command("runc", append(runc, "delete", "--force", id)...).Run()
+			// Its console logger leaves the cgroups at the end of its input.
+			dirs, _ := filepath.Glob("/sys/fs/cgroup/*/hac-servers/" + strings.TrimPrefix(id, "hac-"))
+			for i := 0; i < 40 && len(dirs) > 0; i++ {
+				left := dirs[:0]
+				for _, d := range dirs {
+					if os.Remove(d) != nil && !errors.Is(os.Remove(d), os.ErrNotExist) {
+						left = append(left, d)
+					}
+				}
+				dirs = left
+				time.Sleep(50 * time.Millisecond)
+			}
 		}
 		raw, _ := os.ReadFile("/proc/self/mountinfo")
 		var mounts []string

@@ -43,6 +43,10 @@ type Config struct {
 	Runc string
 	// Mirror is the Debian mirror images are built from.
 	Mirror string
+	// ImageCache, when set, keeps the downloaded part of image builds
+	// (the debian-12 base), keyed by what went into it, for the next
+	// build on the machine (a data folder made afresh, CI).
+	ImageCache string
 	// Table is the nftables table (family ip) the driver owns.
 	Table string
 	// IDBase is the host uid and gid of new servers' root (userns.go).
@@ -538,8 +542,37 @@ func (d *Driver) Stop(ctx context.Context, id string) error {
 	defer d.mu.Unlock()
 	d.runc(ctx, "kill", containerID(id), "KILL")
 	d.runc(ctx, "delete", "--force", containerID(id))
+	removeServerCgroups(id)
 	d.teardownNetwork(id)
 	return nil
+}
+
+// removeServerCgroups removes a stopped server's cgroups, which its
+// console logger kept (runc leaves a busy cgroup): the logger ends at the
+// end of its input, once the server's processes are gone; one still there
+// after a second is killed.
+func removeServerCgroups(id string) {
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/hac-servers/" + id)
+	dirs = append(dirs, "/sys/fs/cgroup/hac-servers/"+id)
+	for wait := 0; ; wait++ {
+		busy := false
+		for _, dir := range dirs {
+			raw, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+			for _, f := range strings.Fields(string(raw)) {
+				busy = true
+				if pid, err := strconv.Atoi(f); err == nil && wait >= 20 {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+		if !busy || wait > 40 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, dir := range dirs {
+		os.Remove(dir)
+	}
 }
 
 // Delete removes the container, its namespace, its mounts and its files.

@@ -1,6 +1,8 @@
 package local
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -8,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Images are the server images the local driver can build.
@@ -76,9 +79,7 @@ func (d *Driver) ensureImage(name string) (string, error) {
 	unmountUnder(tmp)
 	os.RemoveAll(tmp)
 	if name == "debian-12" {
-		err := d.debootstrap(tmp)
-		unmountUnder(tmp) // debootstrap mounts /proc and /sys inside
-		if err != nil {
+		if err := d.debianBase(tmp); err != nil {
 			os.RemoveAll(tmp)
 			return "", err
 		}
@@ -122,6 +123,50 @@ func (d *Driver) ensureImage(name string) (string, error) {
 		return "", err
 	}
 	return root, os.Rename(tmp, root)
+}
+
+// debianBase installs Debian 12 with debianPackages into dir: from the
+// image cache (Config.ImageCache) when it holds a build of the same
+// inputs, else with debootstrap, whose result the cache then keeps.
+func (d *Driver) debianBase(dir string) error {
+	var cached string
+	if d.cfg.ImageCache != "" {
+		cached = filepath.Join(d.cfg.ImageCache, "debian-12-"+debianKey(d.cfg.Mirror, time.Now())+".tar")
+		if _, err := os.Stat(cached); err == nil {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+			if exec.CommandContext(d.ctx, "tar", "--numeric-owner", "--xattrs", "-xpf", cached, "-C", dir).Run() == nil {
+				return nil
+			}
+			// A damaged cache entry is built again.
+			os.Remove(cached)
+			os.RemoveAll(dir)
+		}
+	}
+	err := d.debootstrap(dir)
+	unmountUnder(dir) // debootstrap mounts /proc and /sys inside
+	if err != nil || cached == "" {
+		return err
+	}
+	if err := os.MkdirAll(d.cfg.ImageCache, 0o700); err != nil {
+		return nil // the cache is an optimisation
+	}
+	partial := cached + ".partial"
+	if exec.CommandContext(d.ctx, "tar", "--numeric-owner", "--xattrs", "-cf", partial, "-C", dir, ".").Run() == nil {
+		os.Rename(partial, cached)
+	}
+	os.Remove(partial)
+	return nil
+}
+
+// debianKey names a debian-12 base by what goes into it: the packages,
+// the mirror, and the week (packages move on; a week-old base is
+// rebuilt).
+func debianKey(mirror string, now time.Time) string {
+	year, week := now.ISOWeek()
+	sum := sha256.Sum256([]byte(fmt.Sprintf("bookworm minbase %s %s %d-W%02d", strings.Join(debianPackages, ","), mirror, year, week)))
+	return hex.EncodeToString(sum[:8])
 }
 
 // debootstrap installs Debian 12 with debianPackages into dir.
