@@ -296,6 +296,9 @@ func (a *Agent) sweep() error {
 		if err := runner.PrepareCgroups(a.cgroupRoot()); err != nil {
 			return err
 		}
+		if err := runner.PrepareJobNetwork(); err != nil {
+			return err
+		}
 	}
 	if swept := runner.Sweep(a.cgroupRoot()); len(swept) > 0 {
 		a.log.Warn("killed jobs left by an earlier agent", "cgroups", swept)

@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -234,5 +236,62 @@ func TestAttackSyncBack(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "big.bin")); err == nil {
 		t.Errorf("a partial big.bin is in place")
+	}
+}
+
+// TestAttackJobToJob: jobs on one node have networks of their own. Bob's
+// job cannot connect to the port Alice's job listens on, nor to a service
+// of the node on 127.0.0.1 or on its own addresses; it still reaches the
+// network beyond the node (a peer in a namespace of the test's own).
+func TestAttackJobToJob(t *testing.T) {
+	c := newCluster(t, "fake:2x80GiB")
+	alice, bob := c.tenant("alice", "a1"), c.tenant("bob", "b1")
+	listen := `/usr/bin/python3 -c '
+import socket
+s = socket.socket(); s.bind(("0.0.0.0", 29555)); s.listen()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.connect(("10.83.0.2", 9))
+print("ip", u.getsockname()[0], "ready", flush=True)
+while True:
+    c, _ = s.accept(); c.sendall(b"ALICE-SECRET\n"); c.close()
+'`
+	p, _ := startRun(t, c, alice, listen)
+	defer p.cmd.Process.Signal(syscall.SIGINT)
+	var aliceIP string
+	eventually(t, 10*time.Second, "alice's job's address", func() bool {
+		m := regexp.MustCompile(`ip (100\.\S+)`).FindStringSubmatch(p.stdout.String())
+		if m != nil {
+			aliceIP = m[1]
+		}
+		return m != nil
+	})
+	hostPort := listenHost(t, "0.0.0.0:0")
+	peer := peerNetns(t, "hacit-jobpeer", "10.83.0.1", "10.83.0.2")
+	outside := exec.Command("ip", "netns", "exec", peer, "/usr/bin/python3", "-c", `
+import socket
+s = socket.socket(); s.bind(("10.83.0.2", 29556)); s.listen()
+while True:
+    c, _ = s.accept(); c.sendall(b"OUTSIDE\n"); c.close()`)
+	if err := outside.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { outside.Process.Kill(); outside.Wait() })
+	eventually(t, 5*time.Second, "the outside peer to listen", func() bool {
+		return strings.Contains(inNetns(t, peer, tcpProbe("10.83.0.2", 29556, "")), "REACHED")
+	})
+	probe := func(host string, port int) string {
+		return fmt.Sprintf(`timeout 3 /usr/bin/python3 -c 'import socket; print(socket.create_connection(("%s", %d), timeout=2).recv(64).decode().strip() or "REACHED")' 2>/dev/null || echo refused`, host, port)
+	}
+	r := c.hac(bob, workdir(t, nil), "run", "--", "sh", "-c", probe(aliceIP, 29555)+"; "+probe("127.0.0.1", hostPort)+"; "+probe("10.83.0.1", hostPort)+"; "+probe("10.83.0.2", 29556))
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if r.code != 0 || len(lines) != 4 {
+		t.Fatalf("bob's probes: %+v", r)
+	}
+	for i, what := range []string{"alice's job at " + aliceIP, "a node service on 127.0.0.1", "a node service on its own address"} {
+		if lines[i] != "refused" {
+			t.Errorf("bob's job reached %s: %q", what, lines[i])
+		}
+	}
+	if lines[3] != "OUTSIDE" {
+		t.Errorf("bob's job cannot reach the network beyond the node: %q", lines[3])
 	}
 }

@@ -331,7 +331,8 @@ func buildRoot(cfg *initConfig) error {
 	if err := mountAt(root, "/proc", "proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return err
 	}
-	if err := bindAt(root, "/sys", "/sys", true); err != nil {
+	// A sysfs of its own: its network devices are the job's namespace's.
+	if err := mountAt(root, "/sys", "sysfs", "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return err
 	}
 	if err := makeDev(root, cfg.Devices); err != nil {

@@ -47,7 +47,8 @@ type warmInit struct {
 	status *os.File // the init's reports
 }
 
-// spawnInit starts a sandbox init in new mount, PID and IPC namespaces,
+// spawnInit starts a sandbox init in new mount, PID, IPC and network
+// namespaces (jobnet.go),
 // inside a new cgroup under root (entered at clone; the v1 controllers
 // are joined right after). It does nothing until it is sent its
 // configuration.
@@ -66,6 +67,10 @@ func (l *Launcher) spawnInit(root string) (*warmInit, error) {
 		return nil, err
 	}
 	if err := cg.joinV1(w.cmd.Process.Pid); err != nil {
+		w.discard()
+		return nil, fmt.Errorf("%w: %v", ErrSandbox, err)
+	}
+	if err := attachNetwork(w.cmd.Process.Pid); err != nil {
 		w.discard()
 		return nil, fmt.Errorf("%w: %v", ErrSandbox, err)
 	}
@@ -94,7 +99,7 @@ func startInit(cg *cgroup) (*warmInit, error) {
 		ExtraFiles: []*os.File{theirs, statusW},
 		SysProcAttr: &syscall.SysProcAttr{
 			Setsid:      true,
-			Cloneflags:  syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC,
+			Cloneflags:  syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNET,
 			UseCgroupFD: true, CgroupFD: dir,
 		}}
 	if err := cmd.Start(); err != nil {

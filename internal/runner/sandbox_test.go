@@ -200,3 +200,21 @@ print("opened", n)`)
 		t.Fatalf("exit %+v, out %q, err %q", ex, out.String(), errb.String())
 	}
 }
+
+// TestSandboxNetwork: a job has a network of its own: loopback that
+// works, and eth0 with an address of the jobs' subnet, and none of the
+// node's interfaces.
+func TestSandboxNetwork(t *testing.T) {
+	s, out, errb := sandboxSpec(t, "sbnet", "sh", "-c", `ls /sys/class/net | tr '\n' ' '; echo; /usr/bin/python3 -c '
+import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+c = socket.create_connection(s.getsockname()); print("loopback ok")'`)
+	ex := runSandboxed(t, s)
+	if ex.Code != 0 {
+		t.Fatalf("exit %+v: %s %s", ex, out, errb)
+	}
+	lines := strings.Split(out.String(), "\n")
+	if lines[0] != "eth0 lo " || !strings.Contains(out.String(), "loopback ok") {
+		t.Fatalf("the job's network: %q (stderr %s)", out.String(), errb)
+	}
+}
