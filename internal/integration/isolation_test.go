@@ -240,9 +240,10 @@ func TestAttackSyncBack(t *testing.T) {
 }
 
 // TestAttackJobToJob: jobs on one node have networks of their own. Bob's
-// job cannot connect to the port Alice's job listens on, nor to a service
-// of the node on 127.0.0.1 or on its own addresses; it still reaches the
-// network beyond the node (a peer in a namespace of the test's own).
+// job cannot connect to the port Alice's job listens on, to a service of
+// the node on 127.0.0.1 or on its own addresses, or to the instance
+// metadata address; it still reaches the network beyond the node (a peer
+// in a namespace of the test's own).
 func TestAttackJobToJob(t *testing.T) {
 	c := newCluster(t, "fake:2x80GiB")
 	alice, bob := c.tenant("alice", "a1"), c.tenant("bob", "b1")
@@ -268,9 +269,15 @@ while True:
 	peer := peerNetns(t, "hacit-jobpeer", "10.83.0.1", "10.83.0.2")
 	outside := exec.Command("ip", "netns", "exec", peer, "/usr/bin/python3", "-c", `
 import socket
-s = socket.socket(); s.bind(("10.83.0.2", 29556)); s.listen()
+s = socket.socket(); s.bind(("0.0.0.0", 29556)); s.listen()
 while True:
     c, _ = s.accept(); c.sendall(b"OUTSIDE\n"); c.close()`)
+	// The peer also plays a cloud's instance metadata service.
+	for _, args := range [][]string{{"-n", peer, "addr", "add", "169.254.169.254/32", "dev", peer + "-p"}, {"route", "add", "169.254.169.254/32", "via", "10.83.0.2"}} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v %s", args, err, out)
+		}
+	}
 	if err := outside.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -281,17 +288,20 @@ while True:
 	probe := func(host string, port int) string {
 		return fmt.Sprintf(`timeout 3 /usr/bin/python3 -c 'import socket; print(socket.create_connection(("%s", %d), timeout=2).recv(64).decode().strip() or "REACHED")' 2>/dev/null || echo refused`, host, port)
 	}
-	r := c.hac(bob, workdir(t, nil), "run", "--", "sh", "-c", probe(aliceIP, 29555)+"; "+probe("127.0.0.1", hostPort)+"; "+probe("10.83.0.1", hostPort)+"; "+probe("10.83.0.2", 29556))
+	if out, _ := exec.Command("bash", "-c", tcpProbe("169.254.169.254", 29556, "")).CombinedOutput(); !strings.Contains(string(out), "REACHED") {
+		t.Fatal("the node cannot reach the test's metadata service (the test is broken)")
+	}
+	r := c.hac(bob, workdir(t, nil), "run", "--", "sh", "-c", probe(aliceIP, 29555)+"; "+probe("127.0.0.1", hostPort)+"; "+probe("10.83.0.1", hostPort)+"; "+probe("169.254.169.254", 29556)+"; "+probe("10.83.0.2", 29556))
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	if r.code != 0 || len(lines) != 4 {
+	if r.code != 0 || len(lines) != 5 {
 		t.Fatalf("bob's probes: %+v", r)
 	}
-	for i, what := range []string{"alice's job at " + aliceIP, "a node service on 127.0.0.1", "a node service on its own address"} {
+	for i, what := range []string{"alice's job at " + aliceIP, "a node service on 127.0.0.1", "a node service on its own address", "the instance metadata address"} {
 		if lines[i] != "refused" {
 			t.Errorf("bob's job reached %s: %q", what, lines[i])
 		}
 	}
-	if lines[3] != "OUTSIDE" {
-		t.Errorf("bob's job cannot reach the network beyond the node: %q", lines[3])
+	if lines[4] != "OUTSIDE" {
+		t.Errorf("bob's job cannot reach the network beyond the node: %q", lines[4])
 	}
 }

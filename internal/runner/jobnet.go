@@ -19,10 +19,12 @@ import (
 // the node. The job's address is a /32 from jobSubnet, routed to that
 // veth; its default route goes through a link-local gateway the node
 // answers for (proxy ARP), as Calico does, so that no bridge is needed.
-// Traffic out is masqueraded; between two jobs' veths, and from a job to
-// the node itself, it is dropped (nft table hac_jobs): a job reaches the
-// network as before, but no other job's ports and no node service
-// (another tenant's notebook, the agent's own ports, 127.0.0.1).
+// Traffic out is masqueraded; between two jobs' veths, from a job to the
+// node itself, and to link-local addresses (a cloud's instance metadata,
+// 169.254.169.254, with the node's credentials) it is dropped (nft table
+// hac_jobs): a job reaches the network as before, but no other job's
+// ports and no node service (another tenant's notebook, the agent's own
+// ports, 127.0.0.1).
 
 // jobSubnet holds jobs' addresses (the shared address space of RFC 6598,
 // which no site routes).
@@ -44,6 +46,7 @@ table ip hac_jobs {
 	chain forward {
 		type filter hook forward priority filter; policy accept;
 		iifname "%[2]s*" oifname "%[2]s*" drop
+		iifname "%[2]s*" ip daddr 169.254.0.0/16 drop
 		oifname "%[2]s*" ct state established,related accept
 		oifname "%[2]s*" drop
 	}
