@@ -109,31 +109,9 @@ func udpSend(host string, port int, extra string) string {
 // than root's (jobs, other accounts) cannot reach the servers.
 func TestAttackServerNetwork(t *testing.T) {
 	c := portalCluster(t)
-	alice, bob := c.user("alice"), c.user("bob")
 	dir := t.TempDir()
-	for _, step := range []struct {
-		env  []string
-		args []string
-	}{
-		{alice, []string{"keypair", "create", "ka"}},
-		{alice, []string{"server", "create", "a1", "--keypair", "ka", "--image", "host"}},
-		{alice, []string{"server", "create", "a2", "--keypair", "ka", "--image", "host"}},
-		{bob, []string{"keypair", "create", "kb"}},
-		{bob, []string{"server", "create", "b1", "--keypair", "kb", "--image", "host"}},
-	} {
-		if r := runHac(t, step.env, dir, nil, step.args...); r.code != 0 {
-			t.Fatalf("%v: %+v", step.args, r)
-		}
-	}
-	addr := func(env []string, name string) string {
-		var m string
-		eventually(t, 30*time.Second, name+" running", func() bool {
-			r := runHac(t, env, dir, nil, "server", "show", name)
-			m = regexp.MustCompile(`10\.79\.0\.\d+`).FindString(r.stdout)
-			return m != "" && strings.Contains(r.stdout, "running")
-		})
-		return m
-	}
+	alice, bob := twoTenantsServers(t, c, dir)
+	addr := func(env []string, name string) string { return serverAddr(t, env, dir, name) }
 	a1, a2, b1 := addr(alice, "a1"), addr(alice, "a2"), addr(bob, "b1")
 	nsA1, nsA2, nsB1 := serverNetns(t, a1), serverNetns(t, a2), serverNetns(t, b1)
 	eventually(t, 30*time.Second, "the servers' sshd", func() bool {
@@ -221,6 +199,40 @@ func TestAttackServerNetwork(t *testing.T) {
 	if r := runHac(t, alice, dir, nil, "port-forward", "add", "a1", "--private-port", "22", "--public-port", fmt.Sprint(taken)); r.code == 0 || !strings.Contains(r.stderr, "in use by a service on the host") {
 		t.Errorf("a forward on a port the host listens on: %+v", r)
 	}
+}
+
+// twoTenantsServers makes users alice, with servers a1 and a2 (key pair
+// ka, in dir), and bob, with b1 (kb), and returns their environments.
+func twoTenantsServers(t *testing.T, c *cluster, dir string) (alice, bob []string) {
+	t.Helper()
+	alice, bob = c.user("alice"), c.user("bob")
+	for _, step := range []struct {
+		env  []string
+		args []string
+	}{
+		{alice, []string{"keypair", "create", "ka"}},
+		{alice, []string{"server", "create", "a1", "--keypair", "ka", "--image", "host"}},
+		{alice, []string{"server", "create", "a2", "--keypair", "ka", "--image", "host"}},
+		{bob, []string{"keypair", "create", "kb"}},
+		{bob, []string{"server", "create", "b1", "--keypair", "kb", "--image", "host"}},
+	} {
+		if r := runHac(t, step.env, dir, nil, step.args...); r.code != 0 {
+			t.Fatalf("%v: %+v", step.args, r)
+		}
+	}
+	return alice, bob
+}
+
+// serverAddr waits for a server to run and returns its private address.
+func serverAddr(t *testing.T, env []string, dir, name string) string {
+	t.Helper()
+	var m string
+	eventually(t, 30*time.Second, name+" running", func() bool {
+		r := runHac(t, env, dir, nil, "server", "show", name)
+		m = regexp.MustCompile(`10\.79\.0\.\d+`).FindString(r.stdout)
+		return m != "" && strings.Contains(r.stdout, "running")
+	})
+	return m
 }
 
 // peerNetns makes a network namespace joined to the host by a veth pair,

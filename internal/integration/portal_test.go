@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -463,32 +462,17 @@ func cgroupLimits(path string) (mem, cpu int64) {
 func TestAttackServerToServer(t *testing.T) {
 	c := portalCluster(t)
 	c.addAgent("node1", "fake:1x80GiB")
-	alice, bob := c.user("alice"), c.user("bob")
 	dir := t.TempDir()
-	for _, step := range []struct {
-		env  []string
-		args []string
-	}{
-		{alice, []string{"keypair", "create", "ka"}},
-		{alice, []string{"server", "create", "a1", "--keypair", "ka", "--image", "host"}},
-		{alice, []string{"server", "create", "a2", "--keypair", "ka", "--image", "host"}},
-		{bob, []string{"keypair", "create", "kb"}},
-		{bob, []string{"server", "create", "b1", "--keypair", "kb", "--image", "host"}},
-		{alice, []string{"port-forward", "add", "a1", "--private-port", "22", "--public-port", "20070"}},
-		{alice, []string{"firewall", "add", "a1", "--port", "20070"}},
+	alice, bob := twoTenantsServers(t, c, dir)
+	for _, args := range [][]string{
+		{"port-forward", "add", "a1", "--private-port", "22", "--public-port", "20070"},
+		{"firewall", "add", "a1", "--port", "20070"},
 	} {
-		if r := runHac(t, step.env, dir, nil, step.args...); r.code != 0 {
-			t.Fatalf("%v: %+v", step.args, r)
+		if r := runHac(t, alice, dir, nil, args...); r.code != 0 {
+			t.Fatalf("%v: %+v", args, r)
 		}
 	}
-	addr := func(env []string, name string) string {
-		r := runHac(t, env, dir, nil, "server", "show", name)
-		m := regexp.MustCompile(`10\.79\.0\.\d+`).FindString(r.stdout)
-		if m == "" {
-			t.Fatalf("no address for %s: %+v", name, r)
-		}
-		return m
-	}
+	addr := func(env []string, name string) string { return serverAddr(t, env, dir, name) }
 	a2, b1 := addr(alice, "a2"), addr(bob, "b1")
 	key := filepath.Join(dir, "ka.pem")
 	eventually(t, 30*time.Second, "a1's sshd", func() bool { _, err := ssh(key, "20070", "true"); return err == nil })

@@ -263,8 +263,8 @@ func (d *Driver) rootfs(id string) string {
 // mountRoot mounts a server's root (and, in a user namespace, its view of
 // hac's binaries) unless mounted already.
 func (d *Driver) mountRoot(id, lower string) error {
-	rootfs := d.rootfs(id)
-	if base := d.idBaseOf(id); base >= 0 {
+	rootfs, base := d.rootfs(id), d.idBaseOf(id)
+	if base >= 0 {
 		// Only the servers' root group (and the host's root) may pass.
 		for _, p := range []string{"/run/hac-servers", filepath.Dir(d.runDir(id)), d.runDir(id)} {
 			if err := os.MkdirAll(p, 0o710); err != nil {
@@ -295,7 +295,7 @@ func (d *Driver) mountRoot(id, lower string) error {
 	if err != nil {
 		return err
 	}
-	if base := d.idBaseOf(id); base >= 0 {
+	if base >= 0 {
 		shifted := filepath.Join(d.dir(id), "lower")
 		if !mounted(shifted) {
 			if err := mountShifted(lower, shifted, base); err != nil {
@@ -503,10 +503,16 @@ func (d *Driver) startLocked(ctx context.Context, id string) error {
 // into the server's limits. Best effort: a logger left behind still logs
 // until hac serve stops.
 func joinServerCgroups(id string, pid int) {
-	procs, _ := filepath.Glob("/sys/fs/cgroup/*/hac-servers/" + id + "/cgroup.procs")
-	for _, p := range append(procs, "/sys/fs/cgroup/hac-servers/"+id+"/cgroup.procs") {
-		os.WriteFile(p, []byte(strconv.Itoa(pid)), 0o644)
+	for _, dir := range serverCgroupDirs(id) {
+		os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644)
 	}
+}
+
+// serverCgroupDirs are a server's cgroup folders: one per v1 hierarchy,
+// and the v2 one (runc's CgroupsPath /hac-servers/ID).
+func serverCgroupDirs(id string) []string {
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/hac-servers/" + id)
+	return append(dirs, "/sys/fs/cgroup/hac-servers/"+id)
 }
 
 // startConsoleLogger starts a server's console logger (console.go) on
@@ -552,8 +558,7 @@ func (d *Driver) Stop(ctx context.Context, id string) error {
 // end of its input, once the server's processes are gone; one still there
 // after a second is killed.
 func removeServerCgroups(id string) {
-	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/hac-servers/" + id)
-	dirs = append(dirs, "/sys/fs/cgroup/hac-servers/"+id)
+	dirs := serverCgroupDirs(id)
 	for wait := 0; ; wait++ {
 		busy := false
 		for _, dir := range dirs {
