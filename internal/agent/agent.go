@@ -87,6 +87,8 @@ type Agent struct {
 	ln     net.Listener
 	// launcher starts jobs, with a sandbox init kept ready.
 	launcher *runner.Launcher
+	// releases are ended jobs whose cgroups and folders are being removed.
+	releases sync.WaitGroup
 	memTotal int64 // the node's memory, bytes
 	log      *slog.Logger
 	// cert is the worker service's certificate, issued by the control
@@ -328,6 +330,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	registered := a.key != nil
 	a.mu.Unlock()
 	defer runner.RemoveRoot(a.cgroupRoot())
+	defer a.releases.Wait()
 	defer a.launcher.Close()
 	if !registered {
 		if err := a.register(ctx); err != nil {

@@ -154,10 +154,27 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 			go a.reportEnd(claims.JobID, 1, "no job uid free", true)
 			return userError(s, "the node has no room for another job: %v", err)
 		}
-		defer a.freeUID(uid)
 	}
 	folders := newJobFolders(filepath.Join(a.cfg.DataDir, "jobs", fmt.Sprint(claims.JobID)))
-	defer os.RemoveAll(folders.dir)
+	var job *runner.Job
+	a.releases.Add(1)
+	defer func() {
+		// The job's folders and uid are kept until its cgroups are gone (a
+		// sandbox's namespaces are taken down after its end), off the
+		// client's wait.
+		go func() {
+			defer a.releases.Done()
+			if job != nil {
+				if err := job.Released(); err != nil {
+					a.log.Warn("job cleanup", "job", claims.JobID, "err", err)
+				}
+			}
+			os.RemoveAll(folders.dir)
+			if uid >= 0 {
+				a.freeUID(uid)
+			}
+		}()
+	}()
 	if err := folders.make(uid); err != nil {
 		go a.reportEnd(claims.JobID, 1, "job folder", true)
 		return userError(s, "the node could not prepare the job's folder: %v", err)
@@ -176,7 +193,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 	if a.simulated() {
 		run.fakeDir = folders.gpu
 	}
-	job, err := a.launcher.Start(spec)
+	job, err = a.launcher.Start(spec)
 	if errors.Is(err, runner.ErrSandbox) {
 		a.log.Error("job sandbox", "job", claims.JobID, "err", err)
 		go a.reportEnd(claims.JobID, 1, "sandbox", true)

@@ -8,7 +8,8 @@
 // device program); pids and memory limits bound it on pure cgroup v2 and on
 // hybrid hosts. The agent's own binary, run again as InitName, builds all
 // that as PID 1 of the job's namespaces (Init); a Launcher keeps one such
-// init warm, so a job's start does not wait for it.
+// init warm (made at nice 19, so that making it does not slow running
+// jobs), so a job's start does not wait for it.
 //
 // Without one (hac agent --no-sandbox), the program starts in a new
 // session, inside a cgroup of its own (cgroup v2, entered at clone with
@@ -20,5 +21,8 @@
 // or daemonized die too.
 //
 // A job ends when its main process exits; the rest of its tree is killed
-// then (SPEC A4: nothing of the program survives on the node).
+// then (SPEC A4: nothing of the program survives on the node). A
+// sandbox's init kills and reaps the rest of its namespace before it
+// reports the end, so Wait returns without waiting for the kernel to take
+// the namespaces down; Released waits for that and the cgroups' removal.
 package runner

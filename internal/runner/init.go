@@ -90,6 +90,7 @@ func Init() int {
 		Cloneflags: syscall.CLONE_NEWCGROUP,
 	}
 	files := []uintptr{0, 1, 2}
+	var tty *os.File
 	if cfg.TTY {
 		// The agent opens a terminal in this sandbox's devpts; the program
 		// gets its slave as its controlling terminal, in a session of its own.
@@ -98,11 +99,11 @@ func Init() int {
 		if _, err := receive(&msg); err != nil {
 			return fail(1, "sandbox: read the terminal: %v", err)
 		}
-		tty, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", msg.PTY), os.O_RDWR|syscall.O_NOCTTY, 0)
+		var err error
+		tty, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", msg.PTY), os.O_RDWR|syscall.O_NOCTTY, 0)
 		if err != nil {
 			return fail(1, "sandbox: open the terminal: %v", err)
 		}
-		defer tty.Close()
 		if err := tty.Chown(cfg.UID, cfg.GID); err != nil {
 			return fail(1, "sandbox: the terminal: %v", err)
 		}
@@ -123,12 +124,19 @@ func Init() int {
 		}
 		return fail(code, "%s: %v", cfg.Argv[0], err)
 	}
+	// Only the program holds its stdio and terminal now, so that they
+	// close when the job ends, not when this init does.
+	letGoOfStdio()
+	if tty != nil {
+		tty.Close()
+	}
 	fmt.Fprintf(status, "started %d\n", pid)
 	for sig := range sigs {
 		s := sig.(syscall.Signal)
 		switch s {
 		case syscall.SIGCHLD:
 			if code, signo, done := reap(pid); done {
+				endJob()
 				fmt.Fprintf(status, "exit %d %d\n", code, signo)
 				return 0
 			}
@@ -223,6 +231,32 @@ func reap(program int) (code, signo int, done bool) {
 		} else {
 			code = ws.ExitStatus()
 		}
+	}
+}
+
+// endJob kills every other process of the job's PID namespace and reaps
+// them all, so that the end the init reports is the whole job's: the
+// agent need not wait for the kernel's teardown of the namespaces, which
+// follows the init's own exit. Orphans are reparented to the init before
+// their parent can be reaped, so no child left means no process left.
+func endJob() {
+	syscall.Kill(-1, syscall.SIGKILL) // from PID 1: all of the namespace but itself
+	for {
+		if _, err := syscall.Wait4(-1, nil, 0, nil); err == syscall.ECHILD {
+			return
+		}
+	}
+}
+
+// letGoOfStdio points the init's stdin, stdout and stderr at /dev/null.
+func letGoOfStdio() {
+	null, err := os.OpenFile("/dev/null", os.O_RDWR, 0)
+	if err != nil {
+		return // the pipes then close with the init
+	}
+	defer null.Close()
+	for fd := 0; fd < 3; fd++ {
+		unix.Dup3(int(null.Fd()), fd, 0)
 	}
 }
 

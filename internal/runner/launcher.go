@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -48,11 +49,12 @@ type warmInit struct {
 }
 
 // spawnInit starts a sandbox init in new mount, PID, IPC and network
-// namespaces (jobnet.go),
-// inside a new cgroup under root (entered at clone; the v1 controllers
-// are joined right after). It does nothing until it is sent its
-// configuration.
-func (l *Launcher) spawnInit(root string) (*warmInit, error) {
+// namespaces (jobnet.go), inside a new cgroup under root (entered at
+// clone; the v1 controllers are joined right after). It does nothing
+// until it is sent its configuration. An init made ahead runs at nice 19
+// until a job takes it, so that loading it (while a job runs or ends)
+// takes the processors only when nothing else wants them.
+func (l *Launcher) spawnInit(root string, ahead bool) (*warmInit, error) {
 	cg, err := newCgroup(root, fmt.Sprintf("sandbox-%d-%d-%x", os.Getpid(), l.seq.Add(1), rand.Uint32()))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSandbox, err)
@@ -61,7 +63,7 @@ func (l *Launcher) spawnInit(root string) (*warmInit, error) {
 		cg.remove()
 		return nil, fmt.Errorf("%w: a sandbox needs cgroup v2", ErrSandbox)
 	}
-	w, err := startInit(cg)
+	w, err := startInit(cg, ahead)
 	if err != nil {
 		cg.remove()
 		return nil, err
@@ -77,7 +79,7 @@ func (l *Launcher) spawnInit(root string) (*warmInit, error) {
 	return w, nil
 }
 
-func startInit(cg *cgroup) (*warmInit, error) {
+func startInit(cg *cgroup, niced bool) (*warmInit, error) {
 	dir, err := syscall.Open(cg.dir, syscall.O_DIRECTORY|syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("%w: open cgroup: %v", ErrSandbox, err)
@@ -102,12 +104,31 @@ func startInit(cg *cgroup) (*warmInit, error) {
 			Cloneflags:  syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNET,
 			UseCgroupFD: true, CgroupFD: dir,
 		}}
-	if err := cmd.Start(); err != nil {
+	start := cmd.Start
+	if niced {
+		start = func() error { return startNiced(cmd) }
+	}
+	if err := start(); err != nil {
 		ours.Close()
 		statusR.Close()
 		return nil, fmt.Errorf("%w: start the init: %v", ErrSandbox, err)
 	}
 	return &warmInit{cmd: cmd, cg: cg, sock: ours, status: statusR}, nil
+}
+
+// startNiced starts cmd at nice 19: the child inherits it from the thread
+// that forks it, which is set so for the fork only.
+func startNiced(cmd *exec.Cmd) error {
+	runtime.LockOSThread()
+	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, 19); err != nil { // this thread
+		runtime.UnlockOSThread()
+		return cmd.Start()
+	}
+	err := cmd.Start()
+	if unix.Setpriority(unix.PRIO_PROCESS, 0, 0) == nil {
+		runtime.UnlockOSThread()
+	} // else the thread stays locked, and ends with its goroutine
+	return err
 }
 
 // send sends one message: its length (8 bytes, big-endian, carrying the
@@ -146,16 +167,23 @@ func (w *warmInit) discard() {
 // one started.
 func (l *Launcher) take(root string) (*warmInit, error) {
 	if root != l.root || root == "" {
-		return l.spawnInit(root)
+		return l.spawnInit(root, false)
 	}
 	l.mu.Lock()
 	w := l.warm
 	l.warm = nil
 	l.mu.Unlock()
 	if w != nil {
+		// It waited at the lowest priority; its job runs at the normal one.
+		// Every thread of the init (its own process group) is reset, and
+		// the program is forked from one of them.
+		if err := unix.Setpriority(unix.PRIO_PGRP, w.cmd.Process.Pid, 0); err != nil {
+			w.discard()
+			return nil, fmt.Errorf("%w: the init's priority: %v", ErrSandbox, err)
+		}
 		return w, nil
 	}
-	return l.spawnInit(root)
+	return l.spawnInit(root, false)
 }
 
 // refill starts an init in the background for the next job.
@@ -168,7 +196,7 @@ func (l *Launcher) refill() {
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
-		w, err := l.spawnInit(l.root)
+		w, err := l.spawnInit(l.root, true)
 		if err != nil {
 			return // the next job starts one itself, and says why it failed
 		}

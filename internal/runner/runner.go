@@ -62,6 +62,10 @@ type Job struct {
 	// reaped is set once Wait has reaped the program: its pid, and its
 	// process group's, may then belong to someone else.
 	reaped atomic.Bool
+	// release ends with the job's cleanup, after Wait for a sandboxed job
+	// (Released).
+	release    sync.WaitGroup
+	releaseErr error
 }
 
 // LookPath finds name the way a shell would, with the given PATH value and
@@ -267,28 +271,55 @@ func (j *Job) killTree() error {
 	return syscall.Kill(-j.cmd.Process.Pid, syscall.SIGKILL)
 }
 
-// Wait waits for the main process, kills what is left of its tree, drains
-// the output and releases the job's resources.
+// Wait waits until the program ended and no process of its job is left,
+// drains the output, and returns how the program ended; an error means
+// that some of the job's processes could not be killed. A sandboxed job's
+// init reports the end once it has killed and reaped the rest of its
+// namespace; the kernel's teardown of the namespaces after that (a few
+// milliseconds) and the removal of the job's cgroups go on after Wait
+// returns, and Released waits for them.
 func (j *Job) Wait() (Exit, error) {
+	j.release.Add(1)
+	if j.sandbox != nil {
+		if r, err := j.sandbox.next(); err == nil && r.kind == "exit" {
+			j.reaped.Store(true)
+			j.drain()
+			go func() {
+				defer j.release.Done()
+				j.cmd.Process.Wait()
+				j.releaseErr = j.removeCgroup(j.killTree())
+			}()
+			return Exit{Code: r.code, Signal: syscall.Signal(r.signal)}, nil
+		}
+		// The init was killed (the job was stopped) or failed: its wait
+		// status says how, and the kernel killed the rest.
+	}
+	defer j.release.Done()
 	state, err := j.cmd.Process.Wait()
 	if err != nil {
 		return Exit{}, err
 	}
 	ws := state.Sys().(syscall.WaitStatus)
-	var sandboxExit Exit
-	if j.sandbox != nil {
-		sandboxExit = j.sandboxExit(ws)
-	}
 	// Kill what is left of the tree. Without a cgroup that is the process
 	// group, whose id stays reserved while any member lives.
 	killErr := j.killTree()
 	j.reaped.Store(true)
+	j.drain()
+	j.releaseErr = j.removeCgroup(nil)
+	if ws.Signaled() {
+		return Exit{Code: 128 + int(ws.Signal()), Signal: ws.Signal()}, killErr
+	}
+	return Exit{Code: ws.ExitStatus()}, killErr
+}
+
+// drain waits for the output copies (at most 5 s: something outside the
+// job may hold its output open) and closes the job's ends.
+func (j *Job) drain() {
 	drained := make(chan struct{})
 	go func() { j.copies.Wait(); close(drained) }()
 	select {
 	case <-drained:
 	case <-time.After(5 * time.Second):
-		// Something outside the tree holds the output open; stop reading.
 	}
 	if j.ptmx != nil {
 		j.ptmx.Close()
@@ -298,16 +329,23 @@ func (j *Job) Wait() (Exit, error) {
 	for _, c := range j.closers {
 		c.Close()
 	}
-	if j.cg != nil {
-		if err := j.cg.remove(); err != nil && killErr == nil {
-			killErr = err
-		}
+}
+
+// removeCgroup removes the job's cgroups; it returns killErr (the job's
+// processes could not all be killed), else why they could not be removed.
+func (j *Job) removeCgroup(killErr error) error {
+	if j.cg == nil {
+		return killErr
 	}
-	if j.sandbox != nil {
-		return sandboxExit, killErr
+	if err := j.cg.remove(); killErr == nil {
+		return err
 	}
-	if ws.Signaled() {
-		return Exit{Code: 128 + int(ws.Signal()), Signal: ws.Signal()}, killErr
-	}
-	return Exit{Code: ws.ExitStatus()}, killErr
+	return killErr
+}
+
+// Released waits, after Wait, until the job's cgroups are removed, and
+// says why they could not be.
+func (j *Job) Released() error {
+	j.release.Wait()
+	return j.releaseErr
 }

@@ -372,21 +372,3 @@ func (j *Job) NSPids() map[int]int {
 	}
 	return out
 }
-
-// sandboxExit reads the init's last report: how the program ended.
-func (j *Job) sandboxExit(init syscall.WaitStatus) Exit {
-	for {
-		r, err := j.sandbox.next()
-		if err != nil {
-			break
-		}
-		if r.kind == "exit" {
-			return Exit{Code: r.code, Signal: syscall.Signal(r.signal)}
-		}
-	}
-	// The init itself was killed (the job was stopped): so was the program.
-	if init.Signaled() {
-		return Exit{Code: 128 + int(init.Signal()), Signal: init.Signal()}
-	}
-	return Exit{Code: init.ExitStatus()}
-}

@@ -6,9 +6,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestMain(m *testing.M) {
@@ -217,4 +219,105 @@ c = socket.create_connection(s.getsockname()); print("loopback ok")'`)
 	if lines[0] != "eth0 lo " || !strings.Contains(out.String(), "loopback ok") {
 		t.Fatalf("the job's network: %q (stderr %s)", out.String(), errb)
 	}
+}
+
+// TestSandboxEndsWholeJob: when the program ends, Wait returns only once
+// every process of its job is gone, daemons that ignore SIGTERM and
+// SIGHUP among them (the init reports the end after killing them, and
+// Wait does not wait for the kernel's own teardown); Released then finds
+// the job's cgroup removed.
+func TestSandboxEndsWholeJob(t *testing.T) {
+	s, out, errb := sandboxSpec(t, "sbend", "sh", "-c", `exec </dev/null >/dev/null 2>&1; setsid sh -c 'trap "" TERM HUP; sleep 300' & sleep 300 & touch /work/started; sleep 0.5`)
+	l := NewLauncher(CgroupV2Root())
+	defer l.Close()
+	j, err := l.Start(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := s.Sandbox.Binds[0].Source
+	for _, err := os.Stat(filepath.Join(work, "started")); err != nil; _, err = os.Stat(filepath.Join(work, "started")) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	pids := j.Pids() // the init, sh and its sleep, the daemon's sh and sleep, the other sleep
+	if len(pids) < 6 {
+		t.Fatalf("the job's processes: %v", pids)
+	}
+	ex, err := j.Wait()
+	if err != nil || ex.Code != 0 {
+		t.Fatalf("exit %+v, %v, out %q, err %q", ex, err, out.String(), errb.String())
+	}
+	for _, p := range pids {
+		if p != j.cmd.Process.Pid && alive(p) {
+			t.Errorf("process %d of the job outlived its Wait", p)
+		}
+	}
+	if err := j.Released(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(j.Cgroup()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the job's cgroup after Released: %v", err)
+	}
+}
+
+// TestWarmInitLowPriority: a warm init waits at nice 19, all its
+// threads, so that making it does not slow the node's running jobs, and
+// the job it starts runs at nice 0.
+func TestWarmInitLowPriority(t *testing.T) {
+	s, out, errb := sandboxSpec(t, "sbnice", "cat", "/proc/self/stat")
+	l := NewLauncher(CgroupV2Root())
+	defer l.Close()
+	var w *warmInit
+	for deadline := time.Now().Add(10 * time.Second); w == nil && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		l.mu.Lock()
+		w = l.warm
+		l.mu.Unlock()
+	}
+	if w == nil {
+		t.Fatal("no warm init after 10 s")
+	}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", w.cmd.Process.Pid))
+	for _, task := range tasks {
+		if n := niceOf(t, task); n != 19 {
+			t.Errorf("%s: nice %d while warm, want 19", task, n)
+		}
+	}
+	if len(tasks) == 0 {
+		t.Fatal("the warm init has no threads")
+	}
+	ex := func() Exit {
+		j, err := l.Start(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ex, _ := j.Wait()
+		return ex
+	}()
+	if ex.Code != 0 {
+		t.Fatalf("exit %+v: %s", ex, errb)
+	}
+	if n := statNice(t, out.String()); n != 0 {
+		t.Errorf("the job runs at nice %d, want 0", n)
+	}
+}
+
+func niceOf(t *testing.T, stat string) int {
+	raw, err := os.ReadFile(stat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return statNice(t, string(raw))
+}
+
+// statNice is the nice field of a /proc/PID/stat line (the 19th; the
+// command, in parentheses, may hold spaces).
+func statNice(t *testing.T, line string) int {
+	f := strings.Fields(line[strings.LastIndex(line, ")")+1:])
+	if len(f) < 17 {
+		t.Fatalf("stat line %q", line)
+	}
+	n, err := strconv.Atoi(f[16])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
