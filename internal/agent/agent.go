@@ -330,7 +330,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	registered := a.key != nil
 	a.mu.Unlock()
 	defer runner.RemoveRoot(a.cgroupRoot())
-	defer a.releases.Wait()
+	defer a.waitReleases(10 * time.Second)
 	defer a.launcher.Close()
 	if !registered {
 		if err := a.register(ctx); err != nil {
@@ -363,6 +363,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancel()
 	srv.Shutdown(sctx)
 	return nil
+}
+
+// waitReleases waits, at most d, for ended jobs' cleanups (a process stuck
+// in the kernel can hold one; the next agent's sweep removes what is left).
+func (a *Agent) waitReleases(d time.Duration) {
+	done := make(chan struct{})
+	go func() { a.releases.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		a.log.Warn("job cleanups still running at exit; the next start sweeps them")
+	}
 }
 
 // cgroupRoot is where job cgroups go, fixed in New (PrepareCgroups may
