@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -67,6 +68,8 @@ func (a acceleratorService) Allocate(ctx context.Context, req *connect.Request[h
 		}
 	}()
 	var last *hacv1.Waiting
+	refresh := time.NewTimer(waitingRefresh)
+	defer refresh.Stop()
 	for {
 		cur, live := a.s.broker.job(j.ID)
 		switch {
@@ -87,7 +90,10 @@ func (a acceleratorService) Allocate(ctx context.Context, req *connect.Request[h
 			granted = true
 			return nil
 		default:
-			w := a.waiting(cur)
+			w := a.waiting(cur.ID)
+			if w == nil {
+				continue // it started or ended just now
+			}
 			if last == nil || w.Reason != last.Reason || w.Position != last.Position || w.QueueLength != last.QueueLength ||
 				w.GetHolder().GetJobId() != last.GetHolder().GetJobId() || minute(w.EstimatedStart) != minute(last.EstimatedStart) {
 				if err := stream.Send(&hacv1.AllocateResponse{Event: &hacv1.AllocateResponse_Waiting{Waiting: w}}); err != nil {
@@ -96,39 +102,44 @@ func (a acceleratorService) Allocate(ctx context.Context, req *connect.Request[h
 				last = w
 			}
 		}
+		// A grant or an end wakes the stream at once; its place, which
+		// moves whenever another job starts or leaves, is read again at
+		// most once a refresh, so that a long queue costs no more per job
+		// than a short one.
+		refresh.Reset(waitingRefresh + rand.N(waitingRefresh/5))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-j.changed:
-		case <-time.After(15 * time.Second): // the estimate moves with time
+		case <-refresh.C:
 		}
 	}
 }
 
-func (a acceleratorService) waiting(j jobState) *hacv1.Waiting {
-	w := &hacv1.Waiting{JobId: strconv.FormatInt(j.ID, 10)}
-	if j.wait.Reason == 0 {
-		return w
+// waitingRefresh is how often a waiting client's place is read again
+// (plus up to a fifth more, so that waiting streams do not wake together).
+const waitingRefresh = time.Second
+
+// waiting says where a waiting job stands, in the client's terms; nil
+// once it no longer waits.
+func (a acceleratorService) waiting(id int64) *hacv1.Waiting {
+	p, ok := a.s.broker.placeOf(id)
+	if !ok {
+		return nil
 	}
-	switch j.wait.Reason {
+	w := &hacv1.Waiting{JobId: strconv.FormatInt(id, 10)}
+	switch p.wait.Reason {
 	case sched.Busy:
 		w.Reason = hacv1.Waiting_REASON_BUSY
-		if h, ok := a.s.broker.serverJob(j.ServerID); ok && h.ID != j.ID {
+		if h := p.holder; h != nil {
 			w.Holder = &hacv1.Holder{JobId: strconv.FormatInt(h.ID, 10), ClientPid: h.ClientPID, Command: h.Command}
 		}
-	default:
+	case sched.PoolFull:
 		w.Reason = hacv1.Waiting_REASON_POOL_FULL
-		w.Position = int32(j.wait.Position)
-		if at, ok := a.s.broker.estimateStart(j.wait.Position); ok {
-			w.EstimatedStart = timestamppb.New(at)
+		w.Position, w.QueueLength = int32(p.wait.Position), int32(p.waiting)
+		if !p.estimate.IsZero() {
+			w.EstimatedStart = timestamppb.New(p.estimate)
 		}
-		n := 0
-		for _, q := range a.s.broker.queue() {
-			if q.wait.Reason == j.wait.Reason {
-				n++
-			}
-		}
-		w.QueueLength = int32(n)
 	}
 	return w
 }

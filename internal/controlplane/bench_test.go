@@ -43,26 +43,9 @@ func testPool(t testing.TB, d store.Durability, nodes, gpus, n int) (string, []s
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	url := s.URL()
 	httpc := apiclient.New(s.Pin()) // one connection for all: the API caps connections per peer
-	_, csr, err := pki.NewRequest()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for nd := 1; nd <= nodes; nd++ {
-		name := fmt.Sprintf("node%d", nd)
-		cred, err := s.EnrollNode(ctx, name, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		agent := hacv1connect.NewAgentServiceClient(httpc, url, connect.WithInterceptors(apiclient.Bearer(cred)))
-		req := &hacv1.RegisterNodeRequest{ProtocolVersion: AgentProtocolVersion, Name: name, Address: "127.0.0.1:1", WorkerCsr: csr}
-		for i := 0; i < gpus; i++ {
-			req.Gpus = append(req.Gpus, &hacv1.GPU{Index: int32(i), Uuid: fmt.Sprintf("GPU-%d-%d", nd, i), MemoryMib: 80 * 1024})
-		}
-		if _, err := agent.RegisterNode(ctx, connect.NewRequest(req)); err != nil {
-			t.Fatal(err)
-		}
+		addNode(t, s, httpc, nd, gpus)
 	}
 	var u store.User
 	if err := s.store.View(ctx, func(tx *store.Tx) error { u, err = tx.UserByName("admin"); return err }); err != nil {
@@ -76,7 +59,31 @@ func testPool(t testing.TB, d store.Durability, nodes, gpus, n int) (string, []s
 		}
 		toks = append(toks, tok)
 	}
-	return url, toks, s
+	return s.URL(), toks, s
+}
+
+// addNode enrolls and registers node number nd with gpus 80 GiB GPUs,
+// and returns its agent client.
+func addNode(t testing.TB, s *Server, httpc connect.HTTPClient, nd, gpus int) hacv1connect.AgentServiceClient {
+	ctx := context.Background()
+	_, csr, err := pki.NewRequest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("node%d", nd)
+	cred, err := s.EnrollNode(ctx, name, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := hacv1connect.NewAgentServiceClient(httpc, s.URL(), connect.WithInterceptors(apiclient.Bearer(cred)))
+	req := &hacv1.RegisterNodeRequest{ProtocolVersion: AgentProtocolVersion, Name: name, Address: "127.0.0.1:1", WorkerCsr: csr}
+	for i := 0; i < gpus; i++ {
+		req.Gpus = append(req.Gpus, &hacv1.GPU{Index: int32(i), Uuid: fmt.Sprintf("GPU-%d-%d", nd, i), MemoryMib: 80 * 1024})
+	}
+	if _, err := agent.RegisterNode(ctx, connect.NewRequest(req)); err != nil {
+		t.Fatal(err)
+	}
+	return agent
 }
 
 // cycle allocates and releases once for a server token.

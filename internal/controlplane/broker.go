@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -28,9 +29,26 @@ type broker struct {
 	// snap is the scheduler's view, kept current by grants and ends so that
 	// its index stays warm; nil when nodes changed and it must be rebuilt.
 	snap *sched.Snapshot
+	// queue is the waiting jobs in service order. Like snap it runs ahead
+	// of jobs while a change commits; a failed commit rebuilds both.
+	queue *sched.Queue
+	// Indexes of jobs, so that no request scans them all: by server, the
+	// running ones, and how many wait by user.
+	servers     map[int64]*serverJobs
+	running     map[int64]*jobState
+	waitingOf   map[int64]int
+	runningEnds []time.Time // expected ends of running jobs, sorted; nil: stale
 	// runTimes are how long recent jobs held the pool, newest last, for
-	// start-time estimates.
+	// start-time estimates; typical is their median.
 	runTimes []time.Duration
+	typical  time.Duration
+}
+
+// serverJobs is a server's live jobs: the one holding its accelerator, if
+// any, and how many wait.
+type serverJobs struct {
+	holder  *jobState
+	waiting int
 }
 
 // maxRunTimes is how many recent run times estimates go by.
@@ -48,14 +66,21 @@ type jobState struct {
 	serverName string
 	userName   string
 	lease      time.Time // running jobs: expiry
-	wait       sched.Wait
-	endErr     error // set when the job ended before its grant
-	pid        int64 // the program's pid on its first node
+	endErr     error     // set when the job ended before its grant
+	pid        int64     // the program's pid on its first node
 	usedMiB    int64
-	// changed is signalled (without blocking) whenever the job's state,
-	// wait reason or queue position changes.
+	// changed is signalled (without blocking) when the job is granted or
+	// ends; its place in the queue is read when the client is told.
 	changed chan struct{}
 }
+
+// schedJob is the job as the scheduler sees it. Servers are told apart by
+// id: two users may name theirs alike.
+func (j *jobState) schedJob() sched.Job {
+	return sched.Job{ID: strconv.FormatInt(j.ID, 10), Server: serverKey(j.ServerID), Priority: j.Priority, Seq: j.ID, MemoryMiB: j.MemoryMiB}
+}
+
+func serverKey(id int64) string { return strconv.FormatInt(id, 10) }
 
 func (j *jobState) notify() {
 	select {
@@ -65,7 +90,8 @@ func (j *jobState) notify() {
 }
 
 func newBroker(ctx context.Context, cfg Config, st *store.Store) (*broker, error) {
-	b := &broker{cfg: cfg, store: st, log: cfg.Logger, nodes: map[string]*nodeState{}, jobs: map[int64]*jobState{}}
+	b := &broker{cfg: cfg, store: st, log: cfg.Logger, nodes: map[string]*nodeState{}, jobs: map[int64]*jobState{},
+		servers: map[int64]*serverJobs{}, running: map[int64]*jobState{}, waitingOf: map[int64]int{}}
 	now := cfg.Now()
 	err := st.Update(ctx, func(tx *store.Tx) error {
 		nodes, err := tx.Nodes()
@@ -92,14 +118,66 @@ func newBroker(ctx context.Context, cfg Config, st *store.Store) (*broker, error
 				return err
 			}
 			js.lease = now.Add(cfg.LeaseTTL)
-			b.jobs[j.ID] = js
+			b.track(js)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: load state: %w", err)
 	}
+	b.rebuildLocked()
 	return b, nil
+}
+
+// track adds a live job (queued, or running at load) to jobs and the indexes.
+func (b *broker) track(j *jobState) {
+	b.jobs[j.ID] = j
+	s := b.servers[j.ServerID]
+	if s == nil {
+		s = &serverJobs{}
+		b.servers[j.ServerID] = s
+	}
+	if j.State == store.JobRunning {
+		s.holder, b.running[j.ID] = j, j
+		b.runningEnds = nil
+	} else {
+		s.waiting++
+		b.waitingOf[j.UserID]++
+	}
+}
+
+// untrack takes a job out of jobs and the indexes, as it was (queued or
+// running) before it ended or started.
+func (b *broker) untrack(j *jobState) {
+	delete(b.jobs, j.ID)
+	s := b.servers[j.ServerID]
+	if j.State == store.JobRunning {
+		s.holder = nil
+		delete(b.running, j.ID)
+		b.runningEnds = nil
+	} else {
+		s.waiting--
+		if b.waitingOf[j.UserID]--; b.waitingOf[j.UserID] == 0 {
+			delete(b.waitingOf, j.UserID)
+		}
+	}
+	if s.holder == nil && s.waiting == 0 {
+		delete(b.servers, j.ServerID)
+	}
+}
+
+// rebuildLocked makes the queue and the snapshot anew from jobs: at load,
+// and after a failed commit left them ahead of jobs.
+func (b *broker) rebuildLocked() {
+	b.snap = nil
+	b.queue = sched.NewQueue()
+	for _, j := range b.jobs {
+		if j.State == store.JobRunning {
+			b.queue.Hold(serverKey(j.ServerID))
+		} else {
+			b.queue.Push(j.schedJob())
+		}
+	}
 }
 
 // describe fills the names shown with a job.
@@ -118,11 +196,9 @@ func (b *broker) snapshotLocked() *sched.Snapshot {
 		return b.snap
 	}
 	held := map[string]int64{}
-	for _, j := range b.jobs {
-		if j.State == store.JobRunning {
-			for _, p := range j.Placements {
-				held[p.GPU] += p.MemoryMiB
-			}
+	for _, j := range b.running {
+		for _, p := range j.Placements {
+			held[p.GPU] += p.MemoryMiB
 		}
 	}
 	names := make([]string, 0, len(b.nodes))
@@ -153,34 +229,18 @@ func (j *jobState) plan() sched.Plan {
 	return p
 }
 
-// passLocked runs the scheduler over the queue as it will be once the
-// current change commits: with extra added and without gone.
-func (b *broker) passLocked(extra *jobState, gone int64) sched.Result {
-	busy := map[string]bool{}
-	var queue []sched.Job
-	add := func(j *jobState) {
-		switch j.State {
-		case store.JobRunning:
-			busy[j.serverName] = true
-		case store.JobQueued:
-			queue = append(queue, sched.Job{ID: fmt.Sprint(j.ID), Server: j.serverName, Priority: j.Priority, Seq: j.ID, MemoryMiB: j.MemoryMiB})
-		}
-	}
-	for id, j := range b.jobs {
-		if id != gone {
-			add(j)
-		}
-	}
-	if extra != nil {
-		add(extra)
-	}
+// passLocked serves the queue as it will be once the current change
+// commits (the caller has pushed, removed or freed what it changes). gone
+// is a running job that ends with the change: the pass sees its memory
+// free.
+func (b *broker) passLocked(gone *jobState) sched.Result {
 	snap := b.snapshotLocked()
-	if j := b.jobs[gone]; j != nil && j.State == store.JobRunning {
+	if gone != nil {
 		// Schedule as if it were gone; the commit makes that true.
-		sched.Release(snap, j.plan())
-		defer sched.Apply(snap, j.plan())
+		sched.Release(snap, gone.plan())
+		defer sched.Apply(snap, gone.plan())
 	}
-	return sched.Schedule(snap, queue, busy)
+	return b.queue.Pass(snap)
 }
 
 // writeResult records a pass's grants and rejects in tx.
@@ -198,35 +258,30 @@ func (b *broker) writeResult(tx *store.Tx, res sched.Result, now time.Time) erro
 	return nil
 }
 
-// applyResultLocked makes a committed pass take effect and wakes waiters.
+// applyResultLocked makes a committed pass take effect and wakes the
+// granted and rejected jobs' clients. (The queue knows already.)
 func (b *broker) applyResultLocked(res sched.Result, now time.Time) {
 	for _, g := range res.Grants {
 		j := b.jobs[parseID(g.JobID)]
 		if b.snap != nil {
 			sched.Apply(b.snap, g.Plan)
 		}
+		b.untrack(j)
 		j.State, j.AllocatedAt, j.Placements = store.JobRunning, now, toStore(g.Plan)
 		j.lease = now.Add(b.cfg.LeaseTTL)
+		b.track(j)
 		j.notify()
-	}
-	for _, w := range res.Waits {
-		j := b.jobs[parseID(w.JobID)]
-		if j.wait != w {
-			j.wait = w
-			j.notify()
-		}
 	}
 	for _, r := range res.Rejects {
 		j := b.jobs[parseID(r.JobID)]
-		delete(b.jobs, j.ID)
+		b.untrack(j)
 		j.State, j.EndedAt, j.endErr = store.JobCanceled, now, rejectError(j, r.Err)
 		j.notify()
 	}
 }
 
 func parseID(s string) int64 {
-	var id int64
-	fmt.Sscan(s, &id)
+	id, _ := strconv.ParseInt(s, 10, 64)
 	return id
 }
 
@@ -244,13 +299,7 @@ func (b *broker) submit(ctx context.Context, srv store.Server, memMiB int64, pri
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if max := b.cfg.Quotas.WaitingJobs; max > 0 {
-		waiting := 0
-		for _, o := range b.jobs {
-			if o.State == store.JobQueued && o.UserID == srv.UserID {
-				waiting++
-			}
-		}
-		if waiting >= max {
+		if waiting := b.waitingOf[srv.UserID]; waiting >= max {
 			return nil, fmt.Errorf("%w: %s has %d runs waiting already, the most one user may; wait for some to start or cancel them (hac queue), or ask the operator to raise --max-waiting-jobs", ErrQuota, srv.UserName, waiting)
 		}
 	}
@@ -267,13 +316,15 @@ func (b *broker) submit(ctx context.Context, srv store.Server, memMiB int64, pri
 			return err
 		}
 		j.ID = id
-		res = b.passLocked(j, 0)
+		b.queue.Push(j.schedJob())
+		res = b.passLocked(nil)
 		return b.writeResult(tx, res, now)
 	})
 	if err != nil {
+		b.rebuildLocked()
 		return nil, err
 	}
-	b.jobs[j.ID] = j
+	b.track(j)
 	b.applyResultLocked(res, now)
 	return j, nil
 }
@@ -297,13 +348,21 @@ func (b *broker) endLocked(ctx context.Context, id int64, state string, exitCode
 		if err := tx.EndJob(id, state, now, exitCode, reason); err != nil {
 			return err
 		}
-		res = b.passLocked(nil, id)
+		var gone *jobState
+		if j.State == store.JobRunning {
+			b.queue.Free(serverKey(j.ServerID))
+			gone = j
+		} else {
+			b.queue.Remove(strconv.FormatInt(id, 10))
+		}
+		res = b.passLocked(gone)
 		return b.writeResult(tx, res, now)
 	})
 	if err != nil {
+		b.rebuildLocked()
 		return false, err
 	}
-	delete(b.jobs, id)
+	b.untrack(j)
 	if j.State == store.JobRunning {
 		if b.snap != nil {
 			sched.Release(b.snap, j.plan())
@@ -312,6 +371,10 @@ func (b *broker) endLocked(ctx context.Context, id int64, state string, exitCode
 		if len(b.runTimes) > maxRunTimes {
 			b.runTimes = b.runTimes[1:]
 		}
+		sorted := slices.Clone(b.runTimes)
+		slices.Sort(sorted)
+		b.typical = sorted[len(sorted)/2]
+		b.runningEnds = nil
 	}
 	j.State, j.EndedAt, j.ExitCode, j.EndReason = state, now, exitCode, reason
 	j.notify()
@@ -336,20 +399,25 @@ func (b *broker) job(id int64) (jobState, bool) {
 func (b *broker) serverJob(serverID int64) (jobState, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var best *jobState
-	for _, j := range b.jobs {
-		if j.ServerID != serverID {
-			continue
-		}
-		if best == nil || (j.State == store.JobRunning && best.State != store.JobRunning) ||
-			(j.State == best.State && j.ID < best.ID) {
-			best = j
-		}
-	}
-	if best == nil {
+	j := b.serverJobLocked(serverID)
+	if j == nil {
 		return jobState{}, false
 	}
-	return *best, true
+	return *j, true
+}
+
+func (b *broker) serverJobLocked(serverID int64) *jobState {
+	s := b.servers[serverID]
+	if s == nil {
+		return nil
+	}
+	if s.holder != nil {
+		return s.holder
+	}
+	if first, ok := b.queue.First(serverKey(serverID)); ok {
+		return b.jobs[parseID(first.ID)]
+	}
+	return nil
 }
 
 // renew extends a running job's lease.
@@ -369,10 +437,8 @@ func (b *broker) renew(id int64) error {
 func (b *broker) switchModel(ctx context.Context, serverID int64, model string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, j := range b.jobs {
-		if j.ServerID == serverID {
-			return ErrInUse
-		}
+	if b.servers[serverID] != nil {
+		return ErrInUse
 	}
 	return b.store.Update(ctx, func(tx *store.Tx) error { return tx.SetServerModel(serverID, model) })
 }
@@ -383,8 +449,8 @@ func (b *broker) expire(ctx context.Context) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.cfg.Now()
-	for id, j := range b.jobs {
-		if j.State == store.JobRunning && now.After(j.lease) {
+	for id, j := range b.running {
+		if now.After(j.lease) {
 			if _, err := b.endLocked(ctx, id, store.JobLost, sql.NullInt64{}, "lease expired: the client stopped renewing it"); err != nil {
 				b.log.Error("expire lease", "job", id, "err", err)
 			}
@@ -406,8 +472,8 @@ func (b *broker) removeNode(ctx context.Context, name string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if _, ok := b.nodes[name]; ok {
-		for id, j := range b.jobs {
-			if j.State == store.JobRunning && j.onNode(name) {
+		for id, j := range b.running {
+			if j.onNode(name) {
 				if _, err := b.endLocked(ctx, id, store.JobLost, sql.NullInt64{}, "node removed by an admin"); err != nil {
 					return err
 				}
@@ -457,12 +523,12 @@ func (b *broker) drainNode(ctx context.Context, name string, drained bool) error
 		}
 		n.Drained = drained
 		b.snap = nil
-		res = b.passLocked(nil, 0)
+		res = b.passLocked(nil)
 		return b.writeResult(tx, res, now)
 	})
 	if err != nil {
 		n.Drained = !drained
-		b.snap = nil
+		b.rebuildLocked()
 		return err
 	}
 	b.applyResultLocked(res, now)
@@ -473,8 +539,8 @@ func (b *broker) drainNode(ctx context.Context, name string, drained bool) error
 // loseNodeLocked fails the jobs on a node and takes its GPUs out of the
 // pool until it registers again.
 func (b *broker) loseNodeLocked(ctx context.Context, name, reason string) error {
-	for id, j := range b.jobs {
-		if j.State == store.JobRunning && j.onNode(name) {
+	for id, j := range b.running {
+		if j.onNode(name) {
 			if _, err := b.endLocked(ctx, id, store.JobLost, sql.NullInt64{}, reason); err != nil {
 				return err
 			}
@@ -516,8 +582,8 @@ func (b *broker) registerNode(ctx context.Context, n store.Node) error {
 			}
 		}
 	}
-	for id, j := range b.jobs {
-		if j.State == store.JobRunning && j.onNode(n.Name) {
+	for id, j := range b.running {
+		if j.onNode(n.Name) {
 			if _, err := b.endLocked(ctx, id, store.JobLost, sql.NullInt64{}, "node restarted"); err != nil {
 				return err
 			}
@@ -531,12 +597,12 @@ func (b *broker) registerNode(ctx context.Context, n store.Node) error {
 		}
 		b.nodes[n.Name] = &nodeState{Node: n, lastSeen: now}
 		b.snap = nil
-		res = b.passLocked(nil, 0)
+		res = b.passLocked(nil)
 		return b.writeResult(tx, res, now)
 	})
 	if err != nil {
 		delete(b.nodes, n.Name)
-		b.snap = nil
+		b.rebuildLocked()
 		return err
 	}
 	b.applyResultLocked(res, now)
@@ -585,8 +651,8 @@ func (b *broker) nodeKey(name string) ([]byte, string, string, error) {
 	return n.TicketKey, n.Address, n.WorkerKeyPin, nil
 }
 
-// queue returns queued jobs in service order.
-func (b *broker) queue() []jobState {
+// waitingJobs returns queued jobs in service order.
+func (b *broker) waitingJobs() []jobState {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []jobState
@@ -609,10 +675,7 @@ func (b *broker) nodesView() ([]nodeState, map[string]int64, map[string]int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	held, used := map[string]int64{}, map[string]int64{}
-	for _, j := range b.jobs {
-		if j.State != store.JobRunning {
-			continue
-		}
+	for _, j := range b.running {
 		for _, p := range j.Placements {
 			held[p.GPU] += p.MemoryMiB
 		}
@@ -626,6 +689,49 @@ func (b *broker) nodesView() ([]nodeState, map[string]int64, map[string]int64) {
 	}
 	sort.Slice(out, func(a, c int) bool { return out[a].Name < out[c].Name })
 	return out, held, used
+}
+
+// place is where a waiting job stands, as its client is told.
+type place struct {
+	wait sched.Wait
+	// holder is the job that holds (or first waits for) the server's
+	// accelerator (Busy).
+	holder *jobState
+	// waiting is how many jobs wait for the pool (PoolFull).
+	waiting  int
+	estimate time.Time // zero without an estimate
+}
+
+// placeOf says where a waiting job stands; ok is false once it does not
+// wait.
+func (b *broker) placeOf(id int64) (p place, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	j := b.jobs[id]
+	if j == nil || j.State != store.JobQueued {
+		return place{}, false
+	}
+	if p.wait, ok = b.queue.Wait(strconv.FormatInt(id, 10)); !ok {
+		return place{}, false
+	}
+	switch p.wait.Reason {
+	case sched.Busy:
+		if h := b.serverJobLocked(j.ServerID); h != nil && h.ID != id {
+			c := *h
+			p.holder = &c
+		}
+	case sched.PoolFull:
+		p.waiting = b.queue.PoolWaiting()
+		p.estimate, _ = b.estimateStartLocked(p.wait.Position)
+	}
+	return p, true
+}
+
+// waitingCount is how many jobs wait.
+func (b *broker) waitingCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.queue.Len()
 }
 
 // endError returns why a job ended before its grant, if it did.
@@ -644,39 +750,38 @@ func rejectError(j *jobState, err error) error {
 	return err
 }
 
-// estimateStart guesses when the job at queue position pos (1-based) may
-// start: each running job is expected to hold the pool for the median of
-// recent run times (at least until now), and one ending job is taken to
-// make room for one waiting job. It returns false without history.
-func (b *broker) estimateStart(pos int) (time.Time, bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+// estimateStartLocked guesses when the job at queue position pos
+// (1-based) may start: each running job is expected to hold the pool for
+// the median of recent run times (at least until now), and one ending job
+// is taken to make room for one waiting job. It returns false without
+// history.
+func (b *broker) estimateStartLocked(pos int) (time.Time, bool) {
 	if len(b.runTimes) < 3 || pos < 1 {
 		return time.Time{}, false
 	}
-	sorted := slices.Clone(b.runTimes)
-	slices.Sort(sorted)
-	typical := sorted[len(sorted)/2]
-	now := b.cfg.Now()
-	var ends []time.Time
-	for _, j := range b.jobs {
-		if j.State == store.JobRunning {
-			end := j.AllocatedAt.Add(typical)
-			if end.Before(now) {
-				end = now
-			}
-			ends = append(ends, end)
+	if b.runningEnds == nil {
+		b.runningEnds = make([]time.Time, 0, len(b.running))
+		for _, j := range b.running {
+			b.runningEnds = append(b.runningEnds, j.AllocatedAt.Add(b.typical))
 		}
+		slices.SortFunc(b.runningEnds, func(a, c time.Time) int { return a.Compare(c) })
 	}
+	now := b.cfg.Now()
+	ends := b.runningEnds
 	if len(ends) == 0 {
 		return now, true
 	}
-	slices.SortFunc(ends, func(a, c time.Time) int { return a.Compare(c) })
+	notBefore := func(t time.Time) time.Time {
+		if t.Before(now) {
+			return now // overdue: it may end any moment
+		}
+		return t
+	}
 	if pos <= len(ends) {
-		return ends[pos-1], true
+		return notBefore(ends[pos-1]), true
 	}
 	// Beyond the running jobs: each further place waits another typical run.
-	return ends[len(ends)-1].Add(time.Duration(pos-len(ends)) * typical), true
+	return notBefore(ends[len(ends)-1]).Add(time.Duration(pos-len(ends)) * b.typical), true
 }
 
 // cancelQueued withdraws a job that still waits, telling its client why.

@@ -92,7 +92,7 @@ func (ps poolService) ListJobs(ctx context.Context, req *connect.Request[hacv1.L
 func (ps poolService) ListQueue(ctx context.Context, _ *connect.Request[hacv1.ListQueueRequest]) (*connect.Response[hacv1.ListQueueResponse], error) {
 	p := principalFrom(ctx)
 	out := &hacv1.ListQueueResponse{}
-	for _, j := range ps.s.broker.queue() {
+	for _, j := range ps.s.broker.waitingJobs() {
 		if p.user.Admin || j.UserID == p.user.ID {
 			out.Jobs = append(out.Jobs, jobProto(j))
 		}

@@ -143,7 +143,7 @@ func (s *Server) metrics() *prometheus.Registry {
 	gauge := func(name, help string, f func() float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 	}
-	gauge("hac_queue_length", "Jobs waiting for the pool or their accelerator.", func() float64 { return float64(len(s.broker.queue())) })
+	gauge("hac_queue_length", "Jobs waiting for the pool or their accelerator.", func() float64 { return float64(s.broker.waitingCount()) })
 	gauge("hac_nodes_ready", "Nodes that are ready.", func() float64 {
 		nodes, _, _ := s.broker.nodesView()
 		n := 0

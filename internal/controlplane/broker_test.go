@@ -1,0 +1,128 @@
+package controlplane
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"testing"
+
+	"github.com/hac-project/hac/internal/sched"
+	"github.com/hac-project/hac/internal/store"
+)
+
+// userServer makes a user (unless it exists) and a server of theirs.
+func userServer(t *testing.T, s *Server, user, server string) store.Server {
+	t.Helper()
+	ctx := t.Context()
+	var u store.User
+	err := s.store.Update(ctx, func(tx *store.Tx) (err error) {
+		if u, err = tx.UserByName(user); err == nil {
+			return nil
+		}
+		if _, err = tx.CreateUser(user, false, s.cfg.Now()); err != nil {
+			return err
+		}
+		u, err = tx.UserByName(user)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, _, err := s.createServer(ctx, u, server, "small.16gb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv
+}
+
+// TestServersOfTwoUsersWithOneName: two users may name their servers
+// alike; one's running job does not make the other's wait as if its own
+// accelerator were busy (the scheduler once told servers apart by name).
+func TestServersOfTwoUsersWithOneName(t *testing.T) {
+	_, _, s := testPlane(t, store.Normal, 1, 0)
+	ctx := t.Context()
+	alice, bob := userServer(t, s, "alice", "train"), userServer(t, s, "bob", "train")
+	a, err := s.broker.submit(ctx, alice, 16384, 0, "a", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.broker.submit(ctx, bob, 16384, 0, "b", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range []*jobState{a, b} {
+		if cur, _ := s.broker.job(j.ID); cur.State != store.JobRunning {
+			p, _ := s.broker.placeOf(j.ID)
+			t.Errorf("job %d (%s) is %s, waiting %+v; the pool has room for both", j.ID, cur.userName, cur.State, p.wait)
+		}
+	}
+}
+
+// TestQueuePlaces: through the broker, waiting jobs learn their reason
+// and place, the holder of a busy accelerator is named, and places move
+// up as jobs start and leave, with the indexes in step with the jobs.
+func TestQueuePlaces(t *testing.T) {
+	_, _, s := testPlane(t, store.Normal, 1, 0) // one 80 GiB GPU: five 16 GiB shares
+	ctx := context.Background()
+	var servers []store.Server
+	for i := 0; i < 8; i++ {
+		servers = append(servers, userServer(t, s, fmt.Sprintf("u%d", i%3), fmt.Sprintf("s%d", i)))
+	}
+	var jobs []*jobState
+	for _, srv := range servers {
+		j, err := s.broker.submit(ctx, srv, 16384, 0, "x", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jobs = append(jobs, j)
+	}
+	second, err := s.broker.submit(ctx, servers[0], 16384, 0, "again", 0) // waits for s0's own job
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(id int64, reason sched.Reason, pos, waiting int) {
+		t.Helper()
+		p, ok := s.broker.placeOf(id)
+		if !ok || p.wait.Reason != reason || p.wait.Position != pos || p.waiting != waiting {
+			t.Fatalf("job %d: %+v (ok %v), want reason %d position %d of %d", id, p, ok, reason, pos, waiting)
+		}
+	}
+	check(jobs[5].ID, sched.PoolFull, 1, 3)
+	check(jobs[7].ID, sched.PoolFull, 3, 3)
+	check(second.ID, sched.Busy, 0, 0)
+	if p, _ := s.broker.placeOf(second.ID); p.holder == nil || p.holder.ID != jobs[0].ID {
+		t.Fatalf("the busy job's holder: %+v, want job %d", p.holder, jobs[0].ID)
+	}
+	// Job 6 leaves the line; job 1 ends, so job 5 starts and 7 moves up.
+	if ok, err := s.broker.cancelQueued(ctx, jobs[6].ID, "canceled"); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if ok, err := s.broker.end(ctx, jobs[1].ID, store.JobCompleted, sql.NullInt64{Valid: true}, ""); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if cur, _ := s.broker.job(jobs[5].ID); cur.State != store.JobRunning {
+		t.Fatalf("job 5 is %s after a share freed", cur.State)
+	}
+	check(jobs[7].ID, sched.PoolFull, 1, 1)
+	// s0's first job ends: its second competes for the pool, behind job 7.
+	if _, err := s.broker.end(ctx, jobs[0].ID, store.JobCompleted, sql.NullInt64{Valid: true}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if cur, _ := s.broker.job(jobs[7].ID); cur.State != store.JobRunning {
+		t.Fatalf("job 7 is %s after a share freed", cur.State)
+	}
+	check(second.ID, sched.PoolFull, 1, 1)
+
+	b := s.broker
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	waiting := map[int64]int{}
+	for _, j := range b.jobs {
+		if j.State == store.JobQueued {
+			waiting[j.UserID]++
+		}
+	}
+	if fmt.Sprint(waiting) != fmt.Sprint(b.waitingOf) || b.queue.Len() != 1 || len(b.running) != 5 {
+		t.Fatalf("indexes: waitingOf %v (jobs say %v), queue %d, running %d", b.waitingOf, waiting, b.queue.Len(), len(b.running))
+	}
+}
