@@ -23,7 +23,13 @@ type broker struct {
 	store *store.Store
 	log   *slog.Logger
 
-	mu    sync.Mutex
+	mu sync.Mutex
+	// beats guards what heartbeats and lease renewals change, so that they
+	// never wait for mu, which submits and ends hold through their commits:
+	// nodes' lastSeen, running jobs' lease, pid and usedMiB. The maps nodes
+	// and running, and nodes' lost flags, are written holding both mu and
+	// beats, so that either lock reads them. Lock order: mu, then beats.
+	beats sync.Mutex
 	nodes map[string]*nodeState
 	jobs  map[int64]*jobState // queued and running jobs only
 	// snap is the scheduler's view, kept current by grants and ends so that
@@ -138,7 +144,10 @@ func (b *broker) track(j *jobState) {
 		b.servers[j.ServerID] = s
 	}
 	if j.State == store.JobRunning {
-		s.holder, b.running[j.ID] = j, j
+		s.holder = j
+		b.beats.Lock()
+		b.running[j.ID] = j
+		b.beats.Unlock()
 		b.runningEnds = nil
 	} else {
 		s.waiting++
@@ -153,7 +162,9 @@ func (b *broker) untrack(j *jobState) {
 	s := b.servers[j.ServerID]
 	if j.State == store.JobRunning {
 		s.holder = nil
+		b.beats.Lock()
 		delete(b.running, j.ID)
+		b.beats.Unlock()
 		b.runningEnds = nil
 	} else {
 		s.waiting--
@@ -391,7 +402,14 @@ func (b *broker) job(id int64) (jobState, bool) {
 	if !ok {
 		return jobState{}, false
 	}
-	return *j, true
+	return b.copyLocked(j), true
+}
+
+// copyLocked copies a live job, with what heartbeats last said of it.
+func (b *broker) copyLocked(j *jobState) jobState {
+	b.beats.Lock()
+	defer b.beats.Unlock()
+	return *j
 }
 
 // serverJob returns the live job of a server that holds (or first waits
@@ -403,7 +421,7 @@ func (b *broker) serverJob(serverID int64) (jobState, bool) {
 	if j == nil {
 		return jobState{}, false
 	}
-	return *j, true
+	return b.copyLocked(j), true
 }
 
 func (b *broker) serverJobLocked(serverID int64) *jobState {
@@ -422,10 +440,10 @@ func (b *broker) serverJobLocked(serverID int64) *jobState {
 
 // renew extends a running job's lease.
 func (b *broker) renew(id int64) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	j := b.jobs[id]
-	if j == nil || j.State != store.JobRunning {
+	b.beats.Lock()
+	defer b.beats.Unlock()
+	j := b.running[id]
+	if j == nil {
 		return fmt.Errorf("%w: job %d is not running", ErrUnknownJob, id)
 	}
 	j.lease = b.cfg.Now().Add(b.cfg.LeaseTTL)
@@ -449,18 +467,27 @@ func (b *broker) expire(ctx context.Context) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.cfg.Now()
+	var expired []int64
+	silent := map[string]time.Duration{}
+	b.beats.Lock()
 	for id, j := range b.running {
 		if now.After(j.lease) {
-			if _, err := b.endLocked(ctx, id, store.JobLost, sql.NullInt64{}, "lease expired: the client stopped renewing it"); err != nil {
-				b.log.Error("expire lease", "job", id, "err", err)
-			}
+			expired = append(expired, id)
 		}
 	}
 	for name, n := range b.nodes {
-		if n.lost || now.Sub(n.lastSeen) <= b.cfg.NodeLostAfter {
-			continue
+		if !n.lost && now.Sub(n.lastSeen) > b.cfg.NodeLostAfter {
+			silent[name] = now.Sub(n.lastSeen)
 		}
-		if err := b.loseNodeLocked(ctx, name, "node lost: no heartbeat for "+now.Sub(n.lastSeen).Round(time.Second).String()); err != nil {
+	}
+	b.beats.Unlock()
+	for _, id := range expired {
+		if _, err := b.endLocked(ctx, id, store.JobLost, sql.NullInt64{}, "lease expired: the client stopped renewing it"); err != nil {
+			b.log.Error("expire lease", "job", id, "err", err)
+		}
+	}
+	for name, d := range silent {
+		if err := b.loseNodeLocked(ctx, name, "node lost: no heartbeat for "+d.Round(time.Second).String()); err != nil {
 			b.log.Error("lose node", "node", name, "err", err)
 		}
 	}
@@ -501,7 +528,9 @@ func (b *broker) removeNode(ctx context.Context, name string) error {
 	if !known {
 		return fmt.Errorf("%w: no node named %s (hac nodes lists them)", ErrUnknownNode, name)
 	}
+	b.beats.Lock()
 	delete(b.nodes, name)
+	b.beats.Unlock()
 	b.snap = nil
 	b.log.Warn("node removed", "node", name)
 	return nil
@@ -549,7 +578,9 @@ func (b *broker) loseNodeLocked(ctx context.Context, name, reason string) error 
 	if err := b.store.Update(ctx, func(tx *store.Tx) error { return tx.SetNodeState(name, "lost") }); err != nil {
 		return err
 	}
+	b.beats.Lock()
 	b.nodes[name].lost = true
+	b.beats.Unlock()
 	b.snap = nil
 	b.log.Warn("node lost", "node", name, "reason", reason)
 	return nil
@@ -595,13 +626,17 @@ func (b *broker) registerNode(ctx context.Context, n store.Node) error {
 		if err := tx.PutNode(n); err != nil {
 			return err
 		}
+		b.beats.Lock()
 		b.nodes[n.Name] = &nodeState{Node: n, lastSeen: now}
+		b.beats.Unlock()
 		b.snap = nil
 		res = b.passLocked(nil)
 		return b.writeResult(tx, res, now)
 	})
 	if err != nil {
+		b.beats.Lock()
 		delete(b.nodes, n.Name)
+		b.beats.Unlock()
 		b.rebuildLocked()
 		return err
 	}
@@ -619,16 +654,16 @@ type jobReport struct {
 // heartbeat records a node's liveness and its jobs' usage, and returns the
 // jobs it must stop.
 func (b *broker) heartbeat(name string, running map[int64]jobReport) (stop []int64, reregister bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	b.beats.Lock()
+	defer b.beats.Unlock()
 	n := b.nodes[name]
 	if n == nil || n.lost {
 		return nil, true
 	}
 	n.lastSeen = b.cfg.Now()
 	for id, r := range running {
-		j := b.jobs[id]
-		if j == nil || j.State != store.JobRunning || !j.onNode(name) {
+		j := b.running[id]
+		if j == nil || !j.onNode(name) {
 			stop = append(stop, id)
 			continue
 		}
@@ -674,6 +709,8 @@ func (b *broker) waitingJobs() []jobState {
 func (b *broker) nodesView() ([]nodeState, map[string]int64, map[string]int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.beats.Lock()
+	defer b.beats.Unlock()
 	held, used := map[string]int64{}, map[string]int64{}
 	for _, j := range b.running {
 		for _, p := range j.Placements {
@@ -717,7 +754,7 @@ func (b *broker) placeOf(id int64) (p place, ok bool) {
 	switch p.wait.Reason {
 	case sched.Busy:
 		if h := b.serverJobLocked(j.ServerID); h != nil && h.ID != id {
-			c := *h
+			c := b.copyLocked(h)
 			p.holder = &c
 		}
 	case sched.PoolFull:

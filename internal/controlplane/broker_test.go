@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/hac-project/hac/internal/sched"
 	"github.com/hac-project/hac/internal/store"
@@ -124,5 +125,40 @@ func TestQueuePlaces(t *testing.T) {
 	}
 	if fmt.Sprint(waiting) != fmt.Sprint(b.waitingOf) || b.queue.Len() != 1 || len(b.running) != 5 {
 		t.Fatalf("indexes: waitingOf %v (jobs say %v), queue %d, running %d", b.waitingOf, waiting, b.queue.Len(), len(b.running))
+	}
+}
+
+// TestHeartbeatsDoNotWaitForTheQueue: a heartbeat and a lease renewal are
+// answered while the scheduling lock is held (submits and ends hold it
+// through their durable commits), so that a busy queue never makes a
+// healthy node or client look gone.
+func TestHeartbeatsDoNotWaitForTheQueue(t *testing.T) {
+	_, _, s := testPlane(t, store.Normal, 1, 0)
+	j, err := s.broker.submit(t.Context(), userServer(t, s, "alice", "a"), 16384, 0, "x", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := s.broker
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		stop, reregister := b.heartbeat("node1", map[int64]jobReport{j.ID: {pid: 42, usedMiB: 7}, 999: {}})
+		if reregister || len(stop) != 1 || stop[0] != 999 {
+			done <- fmt.Errorf("heartbeat: stop %v, reregister %v; want job 999 stopped", stop, reregister)
+			return
+		}
+		done <- b.renew(j.ID)
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a heartbeat waited for the scheduling lock")
+	}
+	if c := b.copyLocked(b.jobs[j.ID]); c.pid != 42 || c.usedMiB != 7 {
+		t.Fatalf("the heartbeat's report: pid %d, used %d MiB", c.pid, c.usedMiB)
 	}
 }
