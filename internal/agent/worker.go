@@ -166,7 +166,10 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 			defer a.releases.Done()
 			if job != nil {
 				if err := job.Released(); err != nil {
-					a.log.Warn("job cleanup", "job", claims.JobID, "err", err)
+					// Its processes may live on: their uid is not given out
+					// again while this agent runs.
+					a.log.Warn("job cleanup; its uid stays reserved", "job", claims.JobID, "uid", uid, "err", err)
+					return
 				}
 			}
 			os.RemoveAll(folders.dir)

@@ -190,19 +190,27 @@ func (a acceleratorService) ownJob(ctx context.Context, rawID string) (jobState,
 	if !ok {
 		return jobState{}, fmt.Errorf("%w: job %d is not running", ErrUnknownJob, id)
 	}
-	p := principalFrom(ctx)
-	if (p.kind == store.ServerToken && j.ServerID != p.serverID) || (p.kind == store.UserToken && j.UserID != p.user.ID && !p.user.Admin) {
+	if !principalFrom(ctx).owns(&j) {
 		return jobState{}, fmt.Errorf("%w: job %d", ErrUnknownJob, id)
 	}
 	return j, nil
 }
 
+// owns reports whether the principal may act on job j: its server's, its
+// user's, or an admin's.
+func (p principal) owns(j *jobState) bool {
+	return !((p.kind == store.ServerToken && j.ServerID != p.serverID) || (p.kind == store.UserToken && j.UserID != p.user.ID && !p.user.Admin))
+}
+
+// RenewLease never waits for the scheduling lock (broker.renew), so that a
+// busy queue cannot make a client's lease run out.
 func (a acceleratorService) RenewLease(ctx context.Context, req *connect.Request[hacv1.RenewLeaseRequest]) (*connect.Response[hacv1.RenewLeaseResponse], error) {
-	j, err := a.ownJob(ctx, req.Msg.JobId)
-	if err != nil {
-		return nil, apiError(err)
+	id, err := strconv.ParseInt(req.Msg.JobId, 10, 64)
+	if err != nil || id <= 0 {
+		return nil, apiError(fmt.Errorf("%w: job id %q is not a positive number", ErrInvalid, req.Msg.JobId))
 	}
-	if err := a.s.broker.renew(j.ID); err != nil {
+	p := principalFrom(ctx)
+	if err := a.s.broker.renew(id, p.owns); err != nil {
 		return nil, apiError(err)
 	}
 	return connect.NewResponse(&hacv1.RenewLeaseResponse{LeaseTtlSeconds: int32(a.s.cfg.LeaseTTL.Seconds())}), nil

@@ -66,7 +66,8 @@ type nodeState struct {
 	lost     bool
 }
 
-// jobState is a live job. Fields change only under broker.mu.
+// jobState is a live job. Fields change under broker.mu, but lease, pid
+// and usedMiB of a running job under broker.beats.
 type jobState struct {
 	store.Job
 	serverName string
@@ -438,12 +439,12 @@ func (b *broker) serverJobLocked(serverID int64) *jobState {
 	return nil
 }
 
-// renew extends a running job's lease.
-func (b *broker) renew(id int64) error {
+// renew extends a running job's lease, if may says the caller may.
+func (b *broker) renew(id int64, may func(*jobState) bool) error {
 	b.beats.Lock()
 	defer b.beats.Unlock()
 	j := b.running[id]
-	if j == nil {
+	if j == nil || !may(j) {
 		return fmt.Errorf("%w: job %d is not running", ErrUnknownJob, id)
 	}
 	j.lease = b.cfg.Now().Add(b.cfg.LeaseTTL)
@@ -482,6 +483,13 @@ func (b *broker) expire(ctx context.Context) {
 	}
 	b.beats.Unlock()
 	for _, id := range expired {
+		b.beats.Lock()
+		j := b.running[id]
+		renewed := j == nil || !now.After(j.lease) // since the look above
+		b.beats.Unlock()
+		if renewed {
+			continue
+		}
 		if _, err := b.endLocked(ctx, id, store.JobLost, sql.NullInt64{}, "lease expired: the client stopped renewing it"); err != nil {
 			b.log.Error("expire lease", "job", id, "err", err)
 		}
@@ -499,12 +507,9 @@ func (b *broker) removeNode(ctx context.Context, name string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if _, ok := b.nodes[name]; ok {
-		for id, j := range b.running {
-			if j.onNode(name) {
-				if _, err := b.endLocked(ctx, id, store.JobLost, sql.NullInt64{}, "node removed by an admin"); err != nil {
-					return err
-				}
-			}
+		b.markLostLocked(name)
+		if err := b.endJobsOnLocked(ctx, name, "node removed by an admin"); err != nil {
+			return err
 		}
 	}
 	known := false
@@ -568,21 +573,40 @@ func (b *broker) drainNode(ctx context.Context, name string, drained bool) error
 // loseNodeLocked fails the jobs on a node and takes its GPUs out of the
 // pool until it registers again.
 func (b *broker) loseNodeLocked(ctx context.Context, name, reason string) error {
-	for id, j := range b.running {
-		if j.onNode(name) {
-			if _, err := b.endLocked(ctx, id, store.JobLost, sql.NullInt64{}, reason); err != nil {
-				return err
-			}
-		}
+	b.markLostLocked(name)
+	if err := b.endJobsOnLocked(ctx, name, reason); err != nil {
+		return err
 	}
 	if err := b.store.Update(ctx, func(tx *store.Tx) error { return tx.SetNodeState(name, "lost") }); err != nil {
 		return err
 	}
+	b.log.Warn("node lost", "node", name, "reason", reason)
+	return nil
+}
+
+// markLostLocked takes a node out of placement, before its jobs end, so
+// that the passes their ends run put nothing new on it.
+func (b *broker) markLostLocked(name string) {
 	b.beats.Lock()
 	b.nodes[name].lost = true
 	b.beats.Unlock()
 	b.snap = nil
-	b.log.Warn("node lost", "node", name, "reason", reason)
+}
+
+// endJobsOnLocked ends, as lost, the jobs running on node name when it is
+// called (not those a pass may grant there meanwhile).
+func (b *broker) endJobsOnLocked(ctx context.Context, name, reason string) error {
+	var ids []int64
+	for id, j := range b.running {
+		if j.onNode(name) {
+			ids = append(ids, id)
+		}
+	}
+	for _, id := range ids {
+		if _, err := b.endLocked(ctx, id, store.JobLost, sql.NullInt64{}, reason); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -613,12 +637,8 @@ func (b *broker) registerNode(ctx context.Context, n store.Node) error {
 			}
 		}
 	}
-	for id, j := range b.running {
-		if j.onNode(n.Name) {
-			if _, err := b.endLocked(ctx, id, store.JobLost, sql.NullInt64{}, "node restarted"); err != nil {
-				return err
-			}
-		}
+	if err := b.endJobsOnLocked(ctx, n.Name, "node restarted"); err != nil {
+		return err
 	}
 	now := b.cfg.Now()
 	var res sched.Result

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
+	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 	"github.com/hac-project/hac/internal/sched"
 	"github.com/hac-project/hac/internal/store"
 )
@@ -134,9 +137,14 @@ func TestQueuePlaces(t *testing.T) {
 // healthy node or client look gone.
 func TestHeartbeatsDoNotWaitForTheQueue(t *testing.T) {
 	_, _, s := testPlane(t, store.Normal, 1, 0)
-	j, err := s.broker.submit(t.Context(), userServer(t, s, "alice", "a"), 16384, 0, "x", 0)
+	srv := userServer(t, s, "alice", "a")
+	j, err := s.broker.submit(t.Context(), srv, 16384, 0, "x", 0)
 	if err != nil {
 		t.Fatal(err)
+	}
+	acc := acceleratorService{s}
+	as := func(serverID int64) context.Context {
+		return context.WithValue(t.Context(), principalKey{}, principal{kind: store.ServerToken, serverID: serverID})
 	}
 	b := s.broker
 	b.mu.Lock()
@@ -148,7 +156,13 @@ func TestHeartbeatsDoNotWaitForTheQueue(t *testing.T) {
 			done <- fmt.Errorf("heartbeat: stop %v, reregister %v; want job 999 stopped", stop, reregister)
 			return
 		}
-		done <- b.renew(j.ID)
+		renew := connect.NewRequest(&hacv1.RenewLeaseRequest{JobId: fmt.Sprint(j.ID)})
+		if _, err := acc.RenewLease(as(srv.ID+1), renew); connect.CodeOf(err) != connect.CodeNotFound {
+			done <- fmt.Errorf("another server renewed the job's lease: %v", err)
+			return
+		}
+		_, err := acc.RenewLease(as(srv.ID), renew)
+		done <- err
 	}()
 	select {
 	case err := <-done:
@@ -160,5 +174,33 @@ func TestHeartbeatsDoNotWaitForTheQueue(t *testing.T) {
 	}
 	if c := b.copyLocked(b.jobs[j.ID]); c.pid != 42 || c.usedMiB != 7 {
 		t.Fatalf("the heartbeat's report: pid %d, used %d MiB", c.pid, c.usedMiB)
+	}
+}
+
+// TestLostNodeGetsNoNewJobs: the jobs of a node that is lost end, and the
+// memory they free there is not granted to the next waiting job: it waits
+// for a node that is alive.
+func TestLostNodeGetsNoNewJobs(t *testing.T) {
+	_, _, s := testPool(t, store.Normal, 2, 1, 0) // two nodes of one 80 GiB GPU: five shares each
+	ctx := t.Context()
+	for i := 0; i < 10; i++ {
+		if _, err := s.broker.submit(ctx, userServer(t, s, "alice", fmt.Sprintf("s%d", i)), 16384, 0, "x", 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := s.broker.submit(ctx, userServer(t, s, "bob", "w"), 16384, 0, "w", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := s.broker
+	b.mu.Lock()
+	err = b.loseNodeLocked(ctx, "node1", "test")
+	b.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, _ := b.job(w.ID)
+	if cur.State != store.JobQueued || cur.onNode("node1") {
+		t.Fatalf("the waiting job after node1 was lost: %s on %v", cur.State, cur.Placements)
 	}
 }

@@ -35,12 +35,17 @@ func NewQueue() *Queue {
 	return &Queue{jobs: map[string]*serverJobs{}, servers: map[string]*serverJobs{}}
 }
 
-// before reports whether a is served before b: priority, then arrival.
+// before orders a and b as they are served: priority, then arrival (then
+// ID, so that two jobs never compare equal: the searches need one place
+// per job).
 func before(a, b Job) int {
 	if c := cmp.Compare(b.Priority, a.Priority); c != 0 {
 		return c
 	}
-	return cmp.Compare(a.Seq, b.Seq)
+	if c := cmp.Compare(a.Seq, b.Seq); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.ID, b.ID)
 }
 
 func (q *Queue) server(name string) *serverJobs {
