@@ -338,7 +338,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	mux := http.NewServeMux()
-	path, h := hacv1connect.NewWorkerServiceHandler(&worker{a: a}, connect.WithReadMaxBytes(maxWorkerMessage))
+	path, h := hacv1connect.NewWorkerServiceHandler(&worker{a: a}, append(outputCompression, connect.WithReadMaxBytes(maxWorkerMessage))...)
 	mux.Handle(path, a.ticketFirst(h))
 	srv := guard.Server(mux)
 	srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return a.cert.Load(), nil }}
@@ -364,6 +364,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	srv.Shutdown(sctx)
 	return nil
 }
+
+// outputCompression turns gzip off on the worker's streams (a program's
+// output, its files, its workspace): on loopback and on a datacenter's
+// links compressing costs more than it saves (BENCHMARKS.md (d)). A
+// client that asks for gzip gets the bytes as they are; a request that
+// comes gzipped is refused.
+var outputCompression = []connect.HandlerOption{connect.WithCompression("gzip", nil, nil)}
 
 // waitReleases waits, at most d, for ended jobs' cleanups (a process stuck
 // in the kernel can hold one; the next agent's sweep removes what is left).

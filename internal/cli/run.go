@@ -253,7 +253,9 @@ func (a *app) execute(ctx context.Context, c *client, wk *hacv1.Worker, argv, en
 	if wk.CaPin == "" || wk.KeyPin == "" {
 		return 0, fmt.Errorf("the control plane named no certificate for node %s: upgrade hac serve", wk.Node)
 	}
-	wc := hacv1connect.NewWorkerServiceClient(apiclient.Worker(wk.CaPin, wk.KeyPin, wk.Node), "https://"+wk.Address)
+	// No gzip: on these links it costs more than it saves (agent.outputCompression).
+	wc := hacv1connect.NewWorkerServiceClient(apiclient.Worker(wk.CaPin, wk.KeyPin, wk.Node), "https://"+wk.Address,
+		connect.WithAcceptCompression("gzip", nil, nil))
 	ectx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream := wc.Exec(ectx)

@@ -290,6 +290,11 @@ func (b *broker) applyResultLocked(res sched.Result, now time.Time) {
 		j.State, j.EndedAt, j.endErr = store.JobCanceled, now, rejectError(j, r.Err)
 		j.notify()
 	}
+	// Other waiting clients read their place once a second; the one now
+	// first in line hears at once.
+	if next, ok := b.queue.Next(); ok {
+		b.jobs[parseID(next.ID)].notify()
+	}
 }
 
 func parseID(s string) int64 {
@@ -391,6 +396,10 @@ func (b *broker) endLocked(ctx context.Context, id int64, state string, exitCode
 	j.State, j.EndedAt, j.ExitCode, j.EndReason = state, now, exitCode, reason
 	j.notify()
 	b.applyResultLocked(res, now)
+	if first, ok := b.queue.First(serverKey(j.ServerID)); ok {
+		// The server's next job no longer waits for this one.
+		b.jobs[parseID(first.ID)].notify()
+	}
 	b.log.Info("job ended", "job", id, "server", j.serverName, "state", state, "reason", reason)
 	return true, nil
 }

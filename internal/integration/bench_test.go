@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"slices"
@@ -69,4 +71,30 @@ func reportPercentiles(b *testing.B, ds []time.Duration, prefix string) {
 	slices.Sort(ds)
 	b.ReportMetric(float64(ds[len(ds)/2].Microseconds())/1000, prefix+"p50-ms")
 	b.ReportMetric(float64(ds[len(ds)*9/10].Microseconds())/1000, prefix+"p90-ms")
+}
+
+// BenchmarkRunOutput measures a program's output through `hac run`: 256
+// MiB of zeros on stdout, into a pipe the benchmark drains, against the
+// same command run locally into the same kind of pipe (the baseline).
+func BenchmarkRunOutput(b *testing.B) {
+	if raceEnabled {
+		b.Skip("timing with -race measures the race detector")
+	}
+	const size = 256 << 20
+	c := newCluster(b)
+	c.addAgent("node1", "fake:8x80GiB")
+	env := c.serverEnv(c.register("bench", ""))
+	dir := b.TempDir()
+	run := func(b *testing.B, argv ...string) {
+		b.SetBytes(size)
+		for b.Loop() {
+			cmd := exec.Command(argv[0], argv[1:]...)
+			cmd.Env, cmd.Dir, cmd.Stdout = env, dir, io.Discard
+			if err := cmd.Run(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("baseline=local", func(b *testing.B) { run(b, "head", "-c", fmt.Sprint(size), "/dev/zero") })
+	b.Run("hac-run", func(b *testing.B) { run(b, hacBin, "run", "--", "head", "-c", fmt.Sprint(size), "/dev/zero") })
 }

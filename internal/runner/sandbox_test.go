@@ -238,7 +238,12 @@ func TestSandboxEndsWholeJob(t *testing.T) {
 	for _, err := os.Stat(filepath.Join(work, "started")); err != nil; _, err = os.Stat(filepath.Join(work, "started")) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	pids := j.Pids() // the init, sh and its sleep, the daemon's sh and sleep, the other sleep
+	// The init, sh and its last sleep, the daemon's sh and sleep, the other
+	// sleep: all there within the program's half second.
+	pids := j.Pids()
+	for deadline := time.Now().Add(5 * time.Second); len(pids) < 6 && time.Now().Before(deadline); pids = j.Pids() {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if len(pids) < 6 {
 		t.Fatalf("the job's processes: %v", pids)
 	}

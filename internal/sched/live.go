@@ -202,6 +202,15 @@ func (q *Queue) First(server string) (Job, bool) {
 	return s.jobs[0], true
 }
 
+// Next is the job first in line for the pool (PoolFull, position 1), if
+// any.
+func (q *Queue) Next() (Job, bool) {
+	if len(q.heads) == 0 {
+		return Job{}, false
+	}
+	return q.heads[0], true
+}
+
 // Len is the number of waiting jobs.
 func (q *Queue) Len() int { return len(q.jobs) }
 
