@@ -177,11 +177,10 @@ func (l *Launcher) take(root string) (*warmInit, error) {
 		// It waited at the lowest priority; its job runs at the normal one.
 		// Every thread of the init (its own process group) is reset, and
 		// the program is forked from one of them.
-		if err := unix.Setpriority(unix.PRIO_PGRP, w.cmd.Process.Pid, 0); err != nil {
-			w.discard()
-			return nil, fmt.Errorf("%w: the init's priority: %v", ErrSandbox, err)
+		if err := unix.Setpriority(unix.PRIO_PGRP, w.cmd.Process.Pid, 0); err == nil {
+			return w, nil
 		}
-		return w, nil
+		w.discard() // it died while it waited: start another
 	}
 	return l.spawnInit(root, false)
 }
