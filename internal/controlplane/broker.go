@@ -38,9 +38,10 @@ type broker struct {
 	// queue is the waiting jobs in service order. Like snap it runs ahead
 	// of jobs while a change commits; a failed commit rebuilds both.
 	queue *sched.Queue
-	// Indexes of jobs, so that no request scans them all: by server, the
-	// running ones, and how many wait by user.
-	servers     map[int64]*serverJobs
+	// Indexes of jobs, so that no request scans them all: the running job
+	// of each server (its waiting ones are the queue's), the running ones,
+	// and how many wait by user.
+	holders     map[int64]*jobState
 	running     map[int64]*jobState
 	waitingOf   map[int64]int
 	runningEnds []time.Time // expected ends of running jobs, sorted; nil: stale
@@ -48,13 +49,6 @@ type broker struct {
 	// start-time estimates; typical is their median.
 	runTimes []time.Duration
 	typical  time.Duration
-}
-
-// serverJobs is a server's live jobs: the one holding its accelerator, if
-// any, and how many wait.
-type serverJobs struct {
-	holder  *jobState
-	waiting int
 }
 
 // maxRunTimes is how many recent run times estimates go by.
@@ -98,7 +92,7 @@ func (j *jobState) notify() {
 
 func newBroker(ctx context.Context, cfg Config, st *store.Store) (*broker, error) {
 	b := &broker{cfg: cfg, store: st, log: cfg.Logger, nodes: map[string]*nodeState{}, jobs: map[int64]*jobState{},
-		servers: map[int64]*serverJobs{}, running: map[int64]*jobState{}, waitingOf: map[int64]int{}}
+		holders: map[int64]*jobState{}, running: map[int64]*jobState{}, waitingOf: map[int64]int{}}
 	now := cfg.Now()
 	err := st.Update(ctx, func(tx *store.Tx) error {
 		nodes, err := tx.Nodes()
@@ -139,19 +133,13 @@ func newBroker(ctx context.Context, cfg Config, st *store.Store) (*broker, error
 // track adds a live job (queued, or running at load) to jobs and the indexes.
 func (b *broker) track(j *jobState) {
 	b.jobs[j.ID] = j
-	s := b.servers[j.ServerID]
-	if s == nil {
-		s = &serverJobs{}
-		b.servers[j.ServerID] = s
-	}
 	if j.State == store.JobRunning {
-		s.holder = j
+		b.holders[j.ServerID] = j
 		b.beats.Lock()
 		b.running[j.ID] = j
 		b.beats.Unlock()
 		b.runningEnds = nil
 	} else {
-		s.waiting++
 		b.waitingOf[j.UserID]++
 	}
 }
@@ -160,21 +148,14 @@ func (b *broker) track(j *jobState) {
 // running) before it ended or started.
 func (b *broker) untrack(j *jobState) {
 	delete(b.jobs, j.ID)
-	s := b.servers[j.ServerID]
 	if j.State == store.JobRunning {
-		s.holder = nil
+		delete(b.holders, j.ServerID)
 		b.beats.Lock()
 		delete(b.running, j.ID)
 		b.beats.Unlock()
 		b.runningEnds = nil
-	} else {
-		s.waiting--
-		if b.waitingOf[j.UserID]--; b.waitingOf[j.UserID] == 0 {
-			delete(b.waitingOf, j.UserID)
-		}
-	}
-	if s.holder == nil && s.waiting == 0 {
-		delete(b.servers, j.ServerID)
+	} else if b.waitingOf[j.UserID]--; b.waitingOf[j.UserID] == 0 {
+		delete(b.waitingOf, j.UserID)
 	}
 }
 
@@ -435,12 +416,8 @@ func (b *broker) serverJob(serverID int64) (jobState, bool) {
 }
 
 func (b *broker) serverJobLocked(serverID int64) *jobState {
-	s := b.servers[serverID]
-	if s == nil {
-		return nil
-	}
-	if s.holder != nil {
-		return s.holder
+	if h := b.holders[serverID]; h != nil {
+		return h
 	}
 	if first, ok := b.queue.First(serverKey(serverID)); ok {
 		return b.jobs[parseID(first.ID)]
@@ -465,7 +442,7 @@ func (b *broker) renew(id int64, may func(*jobState) bool) error {
 func (b *broker) switchModel(ctx context.Context, serverID int64, model string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.servers[serverID] != nil {
+	if b.serverJobLocked(serverID) != nil {
 		return ErrInUse
 	}
 	return b.store.Update(ctx, func(tx *store.Tx) error { return tx.SetServerModel(serverID, model) })

@@ -36,12 +36,8 @@ func manyServers(t testing.TB, s *Server, n int) []string {
 				return err
 			}
 			for i := first; i < min(n, first+100); i++ {
-				id, err := tx.CreateServer(store.Server{UserID: u.ID, Name: fmt.Sprintf("s%d", i), Model: "small.16gb", AcceleratorToken: token.PublicID(), CreatedAt: now})
+				_, tok, err := addServer(tx, u, fmt.Sprintf("s%d", i), "small.16gb", now)
 				if err != nil {
-					return err
-				}
-				tok := token.New(token.ServerPrefix)
-				if err := tx.AddToken(token.Hash(tok), store.Token{Kind: store.ServerToken, UserID: u.ID, ServerID: id}, now); err != nil {
 					return err
 				}
 				toks = append(toks, tok)

@@ -10,7 +10,7 @@ import (
 func TestEstimateStart(t *testing.T) {
 	now := time.Unix(10000, 0)
 	b := &broker{cfg: Config{Now: func() time.Time { return now }}, jobs: map[int64]*jobState{},
-		servers: map[int64]*serverJobs{}, running: map[int64]*jobState{}, waitingOf: map[int64]int{}}
+		holders: map[int64]*jobState{}, running: map[int64]*jobState{}, waitingOf: map[int64]int{}}
 	if _, ok := b.estimateStartLocked(1); ok {
 		t.Fatal("an estimate without history")
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -147,22 +148,27 @@ func (s *Server) checkServerQuota(tx *store.Tx, u store.User) error {
 }
 
 // createServer adds a server for a user and returns it with its new token.
-func (s *Server) createServer(ctx context.Context, u store.User, name, model string) (store.Server, string, error) {
-	now := s.cfg.Now()
-	srv := store.Server{UserID: u.ID, UserName: u.Name, Name: name, Model: model, AcceleratorToken: token.PublicID(), CreatedAt: now}
-	tok := token.New(token.ServerPrefix)
-	err := s.store.Update(ctx, func(tx *store.Tx) error {
+func (s *Server) createServer(ctx context.Context, u store.User, name, model string) (srv store.Server, tok string, err error) {
+	err = s.store.Update(ctx, func(tx *store.Tx) error {
 		if err := s.checkServerQuota(tx, u); err != nil {
 			return err
 		}
-		id, err := tx.CreateServer(srv)
-		if err != nil {
-			return fmt.Errorf("server %q: %w", name, err)
-		}
-		srv.ID = id
-		return tx.AddToken(token.Hash(tok), store.Token{Kind: store.ServerToken, UserID: u.ID, ServerID: id}, now)
+		srv, tok, err = addServer(tx, u, name, model, s.cfg.Now())
+		return err
 	})
 	return srv, tok, err
+}
+
+// addServer records a server of u's and its token in tx.
+func addServer(tx *store.Tx, u store.User, name, model string, now time.Time) (store.Server, string, error) {
+	srv := store.Server{UserID: u.ID, UserName: u.Name, Name: name, Model: model, AcceleratorToken: token.PublicID(), CreatedAt: now}
+	tok := token.New(token.ServerPrefix)
+	id, err := tx.CreateServer(srv)
+	if err != nil {
+		return store.Server{}, "", fmt.Errorf("server %q: %w", name, err)
+	}
+	srv.ID = id
+	return srv, tok, tx.AddToken(token.Hash(tok), store.Token{Kind: store.ServerToken, UserID: u.ID, ServerID: id}, now)
 }
 
 func (ps poolService) ListServers(ctx context.Context, _ *connect.Request[hacv1.ListServersRequest]) (*connect.Response[hacv1.ListServersResponse], error) {

@@ -138,12 +138,6 @@ func (q *Queue) Free(server string) {
 	}
 }
 
-// Held reports whether a job of server holds its accelerator.
-func (q *Queue) Held(server string) bool {
-	s := q.servers[server]
-	return s != nil && s.held
-}
-
 // Pass serves the queue on snap: heads in order until one does not fit.
 // Granted and rejected jobs leave the queue, and a granted job's server is
 // held; Result.Waits stays empty (Wait tells a job's place). snap is
