@@ -71,15 +71,15 @@ func (a acceleratorService) Allocate(ctx context.Context, req *connect.Request[h
 	refresh := time.NewTimer(waitingRefresh)
 	defer refresh.Stop()
 	for {
-		cur, live := a.s.broker.job(j.ID)
+		cur := a.s.broker.published(j)
 		switch {
-		case !live:
+		case cur.ended:
 			granted = true // nothing to withdraw
-			if err := a.s.broker.endError(j); err != nil {
-				return apiError(err)
+			if cur.endErr != nil {
+				return apiError(cur.endErr)
 			}
 			return connect.NewError(connect.CodeAborted, fmt.Errorf("the job ended before it started"))
-		case cur.State == store.JobRunning:
+		case cur.granted:
 			grant, err := a.grant(ctx, cur)
 			if err != nil {
 				return apiError(err)
@@ -90,12 +90,10 @@ func (a acceleratorService) Allocate(ctx context.Context, req *connect.Request[h
 			granted = true
 			return nil
 		default:
+			// Nil while a grant or an end commits: its publication wakes us.
 			w := a.waiting(cur.ID)
-			if w == nil {
-				continue // it started or ended just now
-			}
-			if last == nil || w.Reason != last.Reason || w.Position != last.Position || w.QueueLength != last.QueueLength ||
-				w.GetHolder().GetJobId() != last.GetHolder().GetJobId() || minute(w.EstimatedStart) != minute(last.EstimatedStart) {
+			if w != nil && (last == nil || w.Reason != last.Reason || w.Position != last.Position || w.QueueLength != last.QueueLength ||
+				w.GetHolder().GetJobId() != last.GetHolder().GetJobId() || minute(w.EstimatedStart) != minute(last.EstimatedStart)) {
 				if err := stream.Send(&hacv1.AllocateResponse{Event: &hacv1.AllocateResponse_Waiting{Waiting: w}}); err != nil {
 					return err
 				}

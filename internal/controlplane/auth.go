@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -36,25 +37,33 @@ func (s *Server) authenticate(ctx context.Context, h http.Header) (principal, er
 		return principal{}, ErrUnauthenticated
 	}
 	p := principal{hash: token.Hash(raw)}
-	err := s.store.View(ctx, func(tx *store.Tx) error {
-		tok, err := tx.TokenByHash(p.hash)
-		if err != nil {
+	gen := s.store.AccountsGeneration()
+	t, ok := s.tokens.get(gen, p.hash)
+	if !ok {
+		err := s.store.View(ctx, func(tx *store.Tx) error {
+			var err error
+			if t.tok, err = tx.TokenByHash(p.hash); err != nil {
+				return err
+			}
+			if t.tok.Kind == store.NodeToken || t.tok.Kind == store.JoinToken {
+				return nil
+			}
+			t.user, err = tx.UserByID(t.tok.UserID)
 			return err
+		})
+		if errors.Is(err, store.ErrNotFound) {
+			return principal{}, ErrUnauthenticated
 		}
-		if !tok.Expires.IsZero() && !s.cfg.Now().Before(tok.Expires) {
-			return store.ErrNotFound
+		if err != nil {
+			return principal{}, err
 		}
-		p.kind, p.serverID, p.node = tok.Kind, tok.ServerID, tok.Node
-		if tok.Kind == store.NodeToken || tok.Kind == store.JoinToken {
-			return nil
-		}
-		p.user, err = tx.UserByID(tok.UserID)
-		return err
-	})
-	if errors.Is(err, store.ErrNotFound) {
+		s.tokens.put(gen, p.hash, t)
+	}
+	if !t.tok.Expires.IsZero() && !s.cfg.Now().Before(t.tok.Expires) {
 		return principal{}, ErrUnauthenticated
 	}
-	return p, err
+	p.kind, p.serverID, p.node, p.user = t.tok.Kind, t.tok.ServerID, t.tok.Node, t.user
+	return p, nil
 }
 
 // authenticateFirst resolves an API call's token before anything reads its
@@ -116,11 +125,27 @@ func (a authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc)
 // USER/NAME).
 func (s *Server) resolveServer(ctx context.Context, p principal, name string) (store.Server, error) {
 	var srv store.Server
+	gen := s.store.AccountsGeneration()
+	key := strconv.FormatInt(p.serverID, 10)
+	if p.kind == store.ServerToken {
+		// A server token's every call reads its server: kept while the
+		// accounts stand still.
+		var ok bool
+		if srv, ok = s.servers.get(gen, key); ok {
+			if name != "" && name != srv.Name {
+				return store.Server{}, ErrPermission
+			}
+			return srv, nil
+		}
+	}
 	err := s.store.View(ctx, func(tx *store.Tx) error {
 		var err error
 		switch {
 		case p.kind == store.ServerToken:
 			srv, err = tx.ServerByID(p.serverID)
+			if err == nil {
+				s.servers.put(gen, key, srv)
+			}
 			if err == nil && name != "" && name != srv.Name {
 				return ErrPermission
 			}

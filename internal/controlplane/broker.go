@@ -16,8 +16,9 @@ import (
 	"github.com/hac-project/hac/internal/store"
 )
 
-// broker owns the queue and the pool. Every change is written to the store
-// first and applied to memory after the commit, under mu.
+// broker owns the queue and the pool. A change is made in memory under mu
+// and queued for the store's group commit in the same order; its clients
+// hear of it once it committed (broker_commit.go).
 type broker struct {
 	cfg   Config
 	store *store.Store
@@ -49,6 +50,9 @@ type broker struct {
 	// start-time estimates; typical is their median.
 	runTimes []time.Duration
 	typical  time.Duration
+	// lastID is the highest job id given; the broker numbers jobs, so
+	// that a job is whole in memory before its row is written.
+	lastID int64
 }
 
 // maxRunTimes is how many recent run times estimates go by.
@@ -70,9 +74,12 @@ type jobState struct {
 	endErr     error     // set when the job ended before its grant
 	pid        int64     // the program's pid on its first node
 	usedMiB    int64
-	// changed is signalled (without blocking) when the job is granted or
-	// ends; its place in the queue is read when the client is told.
+	// changed is signalled (without blocking) when the job's grant or end
+	// committed; its place in the queue is read when the client is told.
 	changed chan struct{}
+	// granted and ended: the job's grant or end committed, so that its
+	// client may hear of it (State runs ahead while it commits).
+	granted, ended bool
 }
 
 // schedJob is the job as the scheduler sees it. Servers are told apart by
@@ -102,6 +109,9 @@ func newBroker(ctx context.Context, cfg Config, st *store.Store) (*broker, error
 		for _, n := range nodes {
 			b.nodes[n.Name] = &nodeState{Node: n, lastSeen: now, lost: n.State == "lost"}
 		}
+		if b.lastID, err = tx.LastJobID(); err != nil {
+			return err
+		}
 		jobs, err := tx.Jobs(0, []string{store.JobQueued, store.JobRunning}, 1<<30)
 		if err != nil {
 			return err
@@ -118,7 +128,7 @@ func newBroker(ctx context.Context, cfg Config, st *store.Store) (*broker, error
 			if err != nil {
 				return err
 			}
-			js.lease = now.Add(cfg.LeaseTTL)
+			js.lease, js.granted = now.Add(cfg.LeaseTTL), true
 			b.track(js)
 		}
 		return nil
@@ -251,9 +261,11 @@ func (b *broker) writeResult(tx *store.Tx, res sched.Result, now time.Time) erro
 	return nil
 }
 
-// applyResultLocked makes a committed pass take effect and wakes the
-// granted and rejected jobs' clients. (The queue knows already.)
-func (b *broker) applyResultLocked(res sched.Result, now time.Time) {
+// applyResultLocked makes a pass take effect in memory (the queue knows
+// already) and returns what tells the granted and rejected jobs' clients
+// once it committed.
+func (b *broker) applyResultLocked(res sched.Result, now time.Time) (publish func()) {
+	var granted, rejected []*jobState
 	for _, g := range res.Grants {
 		j := b.jobs[parseID(g.JobID)]
 		if b.snap != nil {
@@ -263,18 +275,28 @@ func (b *broker) applyResultLocked(res sched.Result, now time.Time) {
 		j.State, j.AllocatedAt, j.Placements = store.JobRunning, now, toStore(g.Plan)
 		j.lease = now.Add(b.cfg.LeaseTTL)
 		b.track(j)
-		j.notify()
+		granted = append(granted, j)
 	}
 	for _, r := range res.Rejects {
 		j := b.jobs[parseID(r.JobID)]
 		b.untrack(j)
 		j.State, j.EndedAt, j.endErr = store.JobCanceled, now, rejectError(j, r.Err)
-		j.notify()
+		rejected = append(rejected, j)
 	}
-	// Other waiting clients read their place once a second; the one now
-	// first in line hears at once.
-	if next, ok := b.queue.Next(); ok {
-		b.jobs[parseID(next.ID)].notify()
+	return func() {
+		for _, j := range granted {
+			j.granted = true
+			j.notify()
+		}
+		for _, j := range rejected {
+			j.ended = true
+			j.notify()
+		}
+		// Other waiting clients read their place once a second; the one
+		// now first in line hears at once.
+		if next, ok := b.queue.Next(); ok {
+			b.jobs[parseID(next.ID)].notify()
+		}
 	}
 }
 
@@ -295,35 +317,34 @@ func toStore(p sched.Plan) []store.Placement {
 // already granted.
 func (b *broker) submit(ctx context.Context, srv store.Server, memMiB int64, priority int, command string, clientPID int64) (*jobState, error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if max := b.cfg.Quotas.WaitingJobs; max > 0 {
 		if waiting := b.waitingOf[srv.UserID]; waiting >= max {
+			b.mu.Unlock()
 			return nil, fmt.Errorf("%w: %s has %d runs waiting already, the most one user may; wait for some to start or cancel them (hac queue), or ask the operator to raise --max-waiting-jobs", ErrQuota, srv.UserName, waiting)
 		}
 	}
 	now := b.cfg.Now()
+	b.lastID++
 	j := &jobState{
-		Job: store.Job{ServerID: srv.ID, UserID: srv.UserID, Model: srv.Model, MemoryMiB: memMiB, Priority: priority,
+		Job: store.Job{ID: b.lastID, ServerID: srv.ID, UserID: srv.UserID, Model: srv.Model, MemoryMiB: memMiB, Priority: priority,
 			Command: command, ClientPID: clientPID, State: store.JobQueued, SubmittedAt: now},
 		serverName: srv.Name, userName: srv.UserName, changed: make(chan struct{}, 1),
 	}
-	var res sched.Result
-	err := b.store.Update(ctx, func(tx *store.Tx) error {
-		id, err := tx.InsertJob(j.Job)
-		if err != nil {
+	row := j.Job
+	b.queue.Push(j.schedJob())
+	res := b.passLocked(nil)
+	b.track(j)
+	publish := b.applyResultLocked(res, now)
+	ch := b.queueLocked(func(tx *store.Tx) error {
+		if _, err := tx.InsertJob(row); err != nil {
 			return err
 		}
-		j.ID = id
-		b.queue.Push(j.schedJob())
-		res = b.passLocked(nil)
 		return b.writeResult(tx, res, now)
-	})
-	if err != nil {
-		b.rebuildLocked()
+	}, publish)
+	b.mu.Unlock()
+	if err := b.settle(ch); err != nil {
 		return nil, err
 	}
-	b.track(j)
-	b.applyResultLocked(res, now)
 	return j, nil
 }
 
@@ -331,35 +352,30 @@ func (b *broker) submit(ctx context.Context, srv store.Server, memMiB int64, pri
 // a no-op for a job that already ended, and reports whether it ended one.
 func (b *broker) end(ctx context.Context, id int64, state string, exitCode sql.NullInt64, reason string) (bool, error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.endLocked(ctx, id, state, exitCode, reason)
-}
-
-func (b *broker) endLocked(ctx context.Context, id int64, state string, exitCode sql.NullInt64, reason string) (bool, error) {
-	j := b.jobs[id]
-	if j == nil {
+	ch := b.endLocked(id, state, exitCode, reason)
+	b.mu.Unlock()
+	if ch == nil {
 		return false, nil
 	}
-	now := b.cfg.Now()
-	var res sched.Result
-	err := b.store.Update(ctx, func(tx *store.Tx) error {
-		if err := tx.EndJob(id, state, now, exitCode, reason); err != nil {
-			return err
-		}
-		var gone *jobState
-		if j.State == store.JobRunning {
-			b.queue.Free(serverKey(j.ServerID))
-			gone = j
-		} else {
-			b.queue.Remove(strconv.FormatInt(id, 10))
-		}
-		res = b.passLocked(gone)
-		return b.writeResult(tx, res, now)
-	})
-	if err != nil {
-		b.rebuildLocked()
-		return false, err
+	return true, b.settle(ch)
+}
+
+// endLocked ends a live job in memory and queues the write; it returns
+// nil when the job ended already.
+func (b *broker) endLocked(id int64, state string, exitCode sql.NullInt64, reason string) *change {
+	j := b.jobs[id]
+	if j == nil {
+		return nil
 	}
+	now := b.cfg.Now()
+	var gone *jobState
+	if j.State == store.JobRunning {
+		b.queue.Free(serverKey(j.ServerID))
+		gone = j
+	} else {
+		b.queue.Remove(strconv.FormatInt(id, 10))
+	}
+	res := b.passLocked(gone)
 	b.untrack(j)
 	if j.State == store.JobRunning {
 		if b.snap != nil {
@@ -375,14 +391,22 @@ func (b *broker) endLocked(ctx context.Context, id int64, state string, exitCode
 		b.runningEnds = nil
 	}
 	j.State, j.EndedAt, j.ExitCode, j.EndReason = state, now, exitCode, reason
-	j.notify()
-	b.applyResultLocked(res, now)
-	if first, ok := b.queue.First(serverKey(j.ServerID)); ok {
-		// The server's next job no longer waits for this one.
-		b.jobs[parseID(first.ID)].notify()
-	}
+	publish := b.applyResultLocked(res, now)
 	b.log.Info("job ended", "job", id, "server", j.serverName, "state", state, "reason", reason)
-	return true, nil
+	return b.queueLocked(func(tx *store.Tx) error {
+		if err := tx.EndJob(id, state, now, exitCode, reason); err != nil {
+			return err
+		}
+		return b.writeResult(tx, res, now)
+	}, func() {
+		j.ended = true
+		j.notify()
+		publish()
+		if first, ok := b.queue.First(serverKey(j.ServerID)); ok {
+			// The server's next job no longer waits for this one.
+			b.jobs[parseID(first.ID)].notify()
+		}
+	})
 }
 
 // job returns a copy of a live job's state, or ok=false when it ended.
@@ -445,7 +469,7 @@ func (b *broker) switchModel(ctx context.Context, serverID int64, model string) 
 	if b.serverJobLocked(serverID) != nil {
 		return ErrInUse
 	}
-	return b.store.Update(ctx, func(tx *store.Tx) error { return tx.SetServerModel(serverID, model) })
+	return b.settleLocked(b.queueLocked(func(tx *store.Tx) error { return tx.SetServerModel(serverID, model) }, nil))
 }
 
 // expire ends running jobs whose lease passed and declares silent nodes
@@ -468,6 +492,7 @@ func (b *broker) expire(ctx context.Context) {
 		}
 	}
 	b.beats.Unlock()
+	var changes []*change
 	for _, id := range expired {
 		b.beats.Lock()
 		j := b.running[id]
@@ -476,9 +501,10 @@ func (b *broker) expire(ctx context.Context) {
 		if renewed {
 			continue
 		}
-		if _, err := b.endLocked(ctx, id, store.JobLost, sql.NullInt64{}, "lease expired: the client stopped renewing it"); err != nil {
-			b.log.Error("expire lease", "job", id, "err", err)
-		}
+		changes = append(changes, b.endLocked(id, store.JobLost, sql.NullInt64{}, "lease expired: the client stopped renewing it"))
+	}
+	if err := b.settleLocked(changes...); err != nil {
+		b.log.Error("expire leases", "err", err)
 	}
 	for name, d := range silent {
 		if err := b.loseNodeLocked(ctx, name, "node lost: no heartbeat for "+d.Round(time.Second).String()); err != nil {
@@ -492,27 +518,28 @@ func (b *broker) expire(ctx context.Context) {
 func (b *broker) removeNode(ctx context.Context, name string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if _, ok := b.nodes[name]; ok {
+	_, registered := b.nodes[name]
+	if registered {
 		b.markLostLocked(name)
-		if err := b.endJobsOnLocked(ctx, name, "node removed by an admin"); err != nil {
+		if err := b.endJobsOnLocked(name, "node removed by an admin"); err != nil {
 			return err
 		}
 	}
 	known := false
-	err := b.store.Update(ctx, func(tx *store.Tx) error {
+	now := b.cfg.Now()
+	err := b.settleLocked(b.queueLocked(func(tx *store.Tx) error {
 		enrolled, err := tx.NodeEnrolled(name)
 		if err != nil {
 			return err
 		}
-		_, registered := b.nodes[name]
 		if known = enrolled || registered; !known {
 			return nil
 		}
-		if err := tx.RevokeNodeTokens(name, "", b.cfg.Now()); err != nil {
+		if err := tx.RevokeNodeTokens(name, "", now); err != nil {
 			return err
 		}
 		return tx.DeleteNode(name)
-	})
+	}, nil))
 	if err != nil {
 		return err
 	}
@@ -536,22 +563,22 @@ func (b *broker) drainNode(ctx context.Context, name string, drained bool) error
 		return fmt.Errorf("%w: no node named %s (hac nodes lists them)", ErrUnknownNode, name)
 	}
 	now := b.cfg.Now()
-	var res sched.Result
-	err := b.store.Update(ctx, func(tx *store.Tx) error {
+	was := n.Drained
+	n.Drained = drained
+	b.snap = nil
+	res := b.passLocked(nil)
+	publish := b.applyResultLocked(res, now)
+	err := b.settleLocked(b.queueLocked(func(tx *store.Tx) error {
 		if err := tx.SetNodeDrained(name, drained); err != nil {
 			return err
 		}
-		n.Drained = drained
-		b.snap = nil
-		res = b.passLocked(nil)
 		return b.writeResult(tx, res, now)
-	})
+	}, publish))
 	if err != nil {
-		n.Drained = !drained
+		n.Drained = was
 		b.rebuildLocked()
 		return err
 	}
-	b.applyResultLocked(res, now)
 	b.log.Info("node drained", "node", name, "drained", drained)
 	return nil
 }
@@ -560,10 +587,10 @@ func (b *broker) drainNode(ctx context.Context, name string, drained bool) error
 // pool until it registers again.
 func (b *broker) loseNodeLocked(ctx context.Context, name, reason string) error {
 	b.markLostLocked(name)
-	if err := b.endJobsOnLocked(ctx, name, reason); err != nil {
+	if err := b.endJobsOnLocked(name, reason); err != nil {
 		return err
 	}
-	if err := b.store.Update(ctx, func(tx *store.Tx) error { return tx.SetNodeState(name, "lost") }); err != nil {
+	if err := b.settleLocked(b.queueLocked(func(tx *store.Tx) error { return tx.SetNodeState(name, "lost") }, nil)); err != nil {
 		return err
 	}
 	b.log.Warn("node lost", "node", name, "reason", reason)
@@ -581,19 +608,18 @@ func (b *broker) markLostLocked(name string) {
 
 // endJobsOnLocked ends, as lost, the jobs running on node name when it is
 // called (not those a pass may grant there meanwhile).
-func (b *broker) endJobsOnLocked(ctx context.Context, name, reason string) error {
+func (b *broker) endJobsOnLocked(name, reason string) error {
 	var ids []int64
 	for id, j := range b.running {
 		if j.onNode(name) {
 			ids = append(ids, id)
 		}
 	}
+	var changes []*change
 	for _, id := range ids {
-		if _, err := b.endLocked(ctx, id, store.JobLost, sql.NullInt64{}, reason); err != nil {
-			return err
-		}
+		changes = append(changes, b.endLocked(id, store.JobLost, sql.NullInt64{}, reason))
 	}
-	return nil
+	return b.settleLocked(changes...)
 }
 
 func (j *jobState) onNode(name string) bool {
@@ -623,22 +649,22 @@ func (b *broker) registerNode(ctx context.Context, n store.Node) error {
 			}
 		}
 	}
-	if err := b.endJobsOnLocked(ctx, n.Name, "node restarted"); err != nil {
+	if err := b.endJobsOnLocked(n.Name, "node restarted"); err != nil {
 		return err
 	}
 	now := b.cfg.Now()
-	var res sched.Result
-	err := b.store.Update(ctx, func(tx *store.Tx) error {
+	b.beats.Lock()
+	b.nodes[n.Name] = &nodeState{Node: n, lastSeen: now}
+	b.beats.Unlock()
+	b.snap = nil
+	res := b.passLocked(nil)
+	publish := b.applyResultLocked(res, now)
+	err := b.settleLocked(b.queueLocked(func(tx *store.Tx) error {
 		if err := tx.PutNode(n); err != nil {
 			return err
 		}
-		b.beats.Lock()
-		b.nodes[n.Name] = &nodeState{Node: n, lastSeen: now}
-		b.beats.Unlock()
-		b.snap = nil
-		res = b.passLocked(nil)
 		return b.writeResult(tx, res, now)
-	})
+	}, publish))
 	if err != nil {
 		b.beats.Lock()
 		delete(b.nodes, n.Name)
@@ -646,7 +672,6 @@ func (b *broker) registerNode(ctx context.Context, n store.Node) error {
 		b.rebuildLocked()
 		return err
 	}
-	b.applyResultLocked(res, now)
 	b.log.Info("node registered", "node", n.Name, "address", n.Address, "gpus", len(n.GPUs))
 	return nil
 }
@@ -777,11 +802,12 @@ func (b *broker) waitingCount() int {
 	return b.queue.Len()
 }
 
-// endError returns why a job ended before its grant, if it did.
-func (b *broker) endError(j *jobState) error {
+// published returns a copy of a job as its client may see it: granted and
+// ended say what committed.
+func (b *broker) published(j *jobState) jobState {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return j.endErr
+	return b.copyLocked(j)
 }
 
 // rejectError says in the user's words why a job can never run.
@@ -836,5 +862,5 @@ func (b *broker) cancelQueued(ctx context.Context, id int64, reason string) (boo
 		return false, nil
 	}
 	j.endErr = fmt.Errorf("%w: job %d was %s", ErrCanceled, id, reason)
-	return b.endLocked(ctx, id, store.JobCanceled, sql.NullInt64{}, reason)
+	return true, b.settleLocked(b.endLocked(id, store.JobCanceled, sql.NullInt64{}, reason))
 }

@@ -34,6 +34,9 @@ type Server struct {
 	http     *http.Server
 	tls      *tlsState
 	portal   portal
+	// What requests read of tokens, users and servers.
+	tokens  accountsCache[cachedToken]
+	servers accountsCache[store.Server]
 }
 
 // New opens the store, loads the state and binds the listener; Run serves.
@@ -109,12 +112,17 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // (pki.ClientConfig).
 func (s *Server) Pin() string { return s.tls.apiPin }
 
+// compressMinBytes is the smallest API message sent gzipped.
+const compressMinBytes = 4096
+
 func (s *Server) handler() http.Handler {
 	mux := http.NewServeMux()
 	// Every API call is authenticated before its body is read (see
 	// authenticateFirst), and no message may be larger than MaxMessageBytes,
 	// compressed or not.
-	limit := connect.WithReadMaxBytes(guard.MaxMessageBytes)
+	// Small messages go uncompressed: gzip's set-up costs more than the
+	// bytes it saves (decision 0005).
+	limit := connect.WithHandlerOptions(connect.WithReadMaxBytes(guard.MaxMessageBytes), connect.WithCompressMinBytes(compressMinBytes))
 	users := connect.WithHandlerOptions(limit, connect.WithInterceptors(authInterceptor{kinds: []store.TokenKind{store.UserToken}}))
 	anyClient := connect.WithHandlerOptions(limit, connect.WithInterceptors(authInterceptor{kinds: []store.TokenKind{store.UserToken, store.ServerToken}}))
 	nodes := connect.WithHandlerOptions(limit, connect.WithInterceptors(authInterceptor{kinds: []store.TokenKind{store.NodeToken, store.JoinToken}}))

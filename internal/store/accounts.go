@@ -97,7 +97,7 @@ func (t *Tx) UserByID(id int64) (User, error) {
 
 func (t *Tx) user(where string, arg any) (User, error) {
 	var u User
-	err := t.tx.QueryRowContext(t.ctx, `SELECT id, name, admin, priority FROM users `+where, arg).
+	err := t.queryRow(`SELECT id, name, admin, priority FROM users `+where, arg).
 		Scan(&u.ID, &u.Name, &u.Admin, &u.Priority)
 	if errors.Is(err, sql.ErrNoRows) {
 		return User{}, ErrNotFound
@@ -145,7 +145,7 @@ func (t *Tx) RevokeToken(hash string, now time.Time) error {
 // NodeEnrolled reports whether a node has a live credential.
 func (t *Tx) NodeEnrolled(node string) (bool, error) {
 	var n int
-	err := t.tx.QueryRowContext(t.ctx, `SELECT COUNT(*) FROM tokens WHERE node_name = ? AND kind = ? AND revoked_at IS NULL`, node, string(NodeToken)).Scan(&n)
+	err := t.queryRow(`SELECT COUNT(*) FROM tokens WHERE node_name = ? AND kind = ? AND revoked_at IS NULL`, node, string(NodeToken)).Scan(&n)
 	return n > 0, err
 }
 
@@ -162,7 +162,7 @@ func (t *Tx) TokenByHash(hash string) (Token, error) {
 	var kind string
 	var user, server, expires sql.NullInt64
 	var node sql.NullString
-	err := t.tx.QueryRowContext(t.ctx, `SELECT kind, user_id, server_id, node_name, expires_at FROM tokens WHERE hash = ? AND revoked_at IS NULL`, hash).
+	err := t.queryRow(`SELECT kind, user_id, server_id, node_name, expires_at FROM tokens WHERE hash = ? AND revoked_at IS NULL`, hash).
 		Scan(&kind, &user, &server, &node, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Token{}, ErrNotFound
@@ -210,7 +210,7 @@ func scanServer(row interface{ Scan(...any) error }) (Server, error) {
 
 // ServerByID returns the server with that id.
 func (t *Tx) ServerByID(id int64) (Server, error) {
-	s, err := scanServer(t.tx.QueryRowContext(t.ctx, `SELECT `+serverColumns+` WHERE s.id = ?`, id))
+	s, err := scanServer(t.queryRow(`SELECT `+serverColumns+` WHERE s.id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Server{}, ErrNotFound
 	}
@@ -219,7 +219,7 @@ func (t *Tx) ServerByID(id int64) (Server, error) {
 
 // ServerByName returns a user's server by name.
 func (t *Tx) ServerByName(userID int64, name string) (Server, error) {
-	s, err := scanServer(t.tx.QueryRowContext(t.ctx, `SELECT `+serverColumns+` WHERE s.user_id = ? AND s.name = ?`, userID, name))
+	s, err := scanServer(t.queryRow(`SELECT `+serverColumns+` WHERE s.user_id = ? AND s.name = ?`, userID, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Server{}, ErrNotFound
 	}
@@ -229,7 +229,7 @@ func (t *Tx) ServerByName(userID int64, name string) (Server, error) {
 // Servers lists a user's servers, or every server when userID is 0;
 // deleted servers are left out.
 func (t *Tx) Servers(userID int64) ([]Server, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT `+serverColumns+` WHERE (? = 0 OR s.user_id = ?) AND s.state != 'deleted' ORDER BY u.name, s.name`, userID, userID)
+	rows, err := t.query(`SELECT `+serverColumns+` WHERE (? = 0 OR s.user_id = ?) AND s.state != 'deleted' ORDER BY u.name, s.name`, userID, userID)
 	if err != nil {
 		return nil, err
 	}
@@ -260,7 +260,7 @@ func (t *Tx) MarkServerDeleted(id int64) error {
 
 // UsedPrivateIPs returns the addresses servers hold.
 func (t *Tx) UsedPrivateIPs() (map[string]bool, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT private_ip FROM servers WHERE private_ip IS NOT NULL`)
+	rows, err := t.query(`SELECT private_ip FROM servers WHERE private_ip IS NOT NULL`)
 	if err != nil {
 		return nil, err
 	}
@@ -278,7 +278,7 @@ func (t *Tx) UsedPrivateIPs() (map[string]bool, error) {
 
 // ServersUsingKeyPair counts the live servers made with a key pair.
 func (t *Tx) ServersUsingKeyPair(keyPairID int64) ([]string, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT name FROM servers WHERE keypair_id = ? AND state != 'deleted' ORDER BY name`, keyPairID)
+	rows, err := t.query(`SELECT name FROM servers WHERE keypair_id = ? AND state != 'deleted' ORDER BY name`, keyPairID)
 	if err != nil {
 		return nil, err
 	}

@@ -30,7 +30,7 @@ func (t *Tx) CreateKeyPair(k KeyPair) (int64, error) {
 
 // KeyPairs lists a user's key pairs by name.
 func (t *Tx) KeyPairs(userID int64) ([]KeyPair, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT id, user_id, name, type, authorized_key, fingerprint, created_at FROM keypairs WHERE user_id = ? ORDER BY name`, userID)
+	rows, err := t.query(`SELECT id, user_id, name, type, authorized_key, fingerprint, created_at FROM keypairs WHERE user_id = ? ORDER BY name`, userID)
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +64,7 @@ func (t *Tx) DeleteKeyPair(userID int64, name string) error {
 func (t *Tx) KeyPairByName(userID int64, name string) (KeyPair, error) {
 	var k KeyPair
 	var created int64
-	err := t.tx.QueryRowContext(t.ctx, `SELECT id, user_id, name, type, authorized_key, fingerprint, created_at FROM keypairs WHERE user_id = ? AND name = ?`, userID, name).
+	err := t.queryRow(`SELECT id, user_id, name, type, authorized_key, fingerprint, created_at FROM keypairs WHERE user_id = ? AND name = ?`, userID, name).
 		Scan(&k.ID, &k.UserID, &k.Name, &k.Type, &k.AuthorizedKey, &k.Fingerprint, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return KeyPair{}, fmt.Errorf("key pair %q: %w", name, ErrNotFound)

@@ -43,7 +43,7 @@ func (t *Tx) AddPortForward(f PortForward) (int64, error) {
 // PortForwards lists forwards, of one user (0: all) and one server (0:
 // all), by public port.
 func (t *Tx) PortForwards(userID, serverID int64) ([]PortForward, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT f.id, f.server_id, s.name, s.user_id, COALESCE(s.private_ip, ''), f.protocol, f.public_port,
+	rows, err := t.query(`SELECT f.id, f.server_id, s.name, s.user_id, COALESCE(s.private_ip, ''), f.protocol, f.public_port,
 		f.private_port, f.created_at FROM port_forwards f JOIN servers s ON s.id = f.server_id
 		WHERE (? = 0 OR s.user_id = ?) AND (? = 0 OR f.server_id = ?) ORDER BY f.public_port, f.protocol`, userID, userID, serverID, serverID)
 	if err != nil {
@@ -80,7 +80,7 @@ func (t *Tx) AddFirewallRule(r FirewallRule) (int64, error) {
 
 // FirewallRules lists rules like PortForwards does.
 func (t *Tx) FirewallRules(userID, serverID int64) ([]FirewallRule, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT r.id, r.server_id, s.name, s.user_id, r.protocol, r.port, r.source, r.created_at
+	rows, err := t.query(`SELECT r.id, r.server_id, s.name, s.user_id, r.protocol, r.port, r.source, r.created_at
 		FROM firewall_rules r JOIN servers s ON s.id = r.server_id
 		WHERE (? = 0 OR s.user_id = ?) AND (? = 0 OR r.server_id = ?) ORDER BY r.port, r.protocol, r.id`, userID, userID, serverID, serverID)
 	if err != nil {

@@ -67,7 +67,7 @@ func (t *Tx) SetNodeState(name, state string) error {
 
 // Nodes returns every node with its GPUs, by name.
 func (t *Tx) Nodes() ([]Node, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT name, address, ticket_key, state, registered_at, drained, worker_key_pin FROM nodes ORDER BY name`)
+	rows, err := t.query(`SELECT name, address, ticket_key, state, registered_at, drained, worker_key_pin FROM nodes ORDER BY name`)
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +87,7 @@ func (t *Tx) Nodes() ([]Node, error) {
 		return nil, err
 	}
 	for i := range nodes {
-		g, err := t.tx.QueryContext(t.ctx, `SELECT uuid, idx, name, memory_mib FROM gpus WHERE node_name = ? ORDER BY idx`, nodes[i].Name)
+		g, err := t.query(`SELECT uuid, idx, name, memory_mib FROM gpus WHERE node_name = ? ORDER BY idx`, nodes[i].Name)
 		if err != nil {
 			return nil, err
 		}
@@ -147,15 +147,23 @@ type Placement struct {
 	MemoryMiB int64
 }
 
-// InsertJob adds a queued job and returns its id.
+// InsertJob adds a queued job and returns its id: j.ID, when set.
 func (t *Tx) InsertJob(j Job) (int64, error) {
-	r, err := t.exec(`INSERT INTO jobs (server_id, user_id, model, memory_mib, priority, command, client_pid, state, submitted_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		j.ServerID, j.UserID, j.Model, j.MemoryMiB, j.Priority, j.Command, j.ClientPID, JobQueued, nanos(j.SubmittedAt))
+	id := sql.NullInt64{Int64: j.ID, Valid: j.ID != 0}
+	r, err := t.exec(`INSERT INTO jobs (id, server_id, user_id, model, memory_mib, priority, command, client_pid, state, submitted_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		id, j.ServerID, j.UserID, j.Model, j.MemoryMiB, j.Priority, j.Command, j.ClientPID, JobQueued, nanos(j.SubmittedAt))
 	if err != nil {
 		return 0, fmt.Errorf("store: insert job: %w", err)
 	}
 	return r.LastInsertId()
+}
+
+// LastJobID is the highest job id used.
+func (t *Tx) LastJobID() (int64, error) {
+	var id int64
+	err := t.queryRow(`SELECT COALESCE(MAX(id), 0) FROM jobs`).Scan(&id)
+	return id, err
 }
 
 // GrantJob marks a job running with its placements.
@@ -194,7 +202,7 @@ func (t *Tx) Jobs(userID int64, states []string, limit int) ([]Job, error) {
 	}
 	q += ` ORDER BY id DESC LIMIT ?`
 	args = append(args, limit)
-	rows, err := t.tx.QueryContext(t.ctx, q, args...)
+	rows, err := t.query(q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +244,7 @@ func (t *Tx) fillPlacements(jobs []Job) error {
 		index[j.ID] = i
 		args[i] = j.ID
 	}
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT job_id, node_name, gpu_uuid, memory_mib FROM placements
+	rows, err := t.query(`SELECT job_id, node_name, gpu_uuid, memory_mib FROM placements
 		WHERE job_id IN (?`+strings.Repeat(", ?", len(jobs)-1)+`) ORDER BY rowid`, args...)
 	if err != nil {
 		return err

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -28,6 +30,11 @@ var (
 type Store struct {
 	db  *sql.DB // the one writer
 	rdb *sql.DB // readers: WAL lets them run beside the writer
+	// Each database's statements, prepared once.
+	stmts, rstmts *statements
+	// accounts counts commits that wrote tokens, users or servers.
+	accounts atomic.Uint64
+	group    group
 }
 
 // Durability says how hard a commit is pushed to disk.
@@ -89,19 +96,32 @@ func OpenSQLite(ctx context.Context, path string, d Durability) (*Store, error) 
 		return nil, err
 	}
 	rdb.SetMaxOpenConns(4)
-	return &Store{db: db, rdb: rdb}, nil
+	s := &Store{db: db, rdb: rdb, stmts: newStatements(db), rstmts: newStatements(rdb)}
+	s.group.idle = sync.NewCond(&s.group.mu)
+	return s, nil
 }
 
 // Close closes the database.
 func (s *Store) Close() error {
+	s.group.waitIdle()
+	s.stmts.close()
+	s.rstmts.close()
 	s.rdb.Close()
 	return s.db.Close()
 }
 
-// Tx is one write transaction.
+// AccountsGeneration counts the commits that wrote tokens, users or
+// servers, after they committed: what was read from those tables while it
+// stood still may be kept, until it moves.
+func (s *Store) AccountsGeneration() uint64 { return s.accounts.Load() }
+
+// Tx is one transaction.
 type Tx struct {
-	tx  *sql.Tx
-	ctx context.Context
+	tx    *sql.Tx
+	ctx   context.Context
+	stmts *statements
+	// accounts: a write touched tokens, users or servers.
+	accounts bool
 }
 
 // Update runs fn in one transaction and commits it if fn returns nil.
@@ -110,11 +130,19 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)
 	}
-	if err := fn(&Tx{tx: tx, ctx: ctx}); err != nil {
+	t := &Tx{tx: tx, ctx: ctx, stmts: s.stmts}
+	defer s.stmts.prepareMissed(ctx)
+	if err := fn(t); err != nil {
 		tx.Rollback()
 		return err
 	}
-	if err := tx.Commit(); err != nil {
+	err = tx.Commit()
+	if t.accounts {
+		// Even after a failed commit: what it wrote may have reached the
+		// disk, and a needless flush of a cache costs little.
+		s.accounts.Add(1)
+	}
+	if err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
 	return nil
@@ -126,12 +154,21 @@ func (s *Store) View(ctx context.Context, fn func(*Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)
 	}
+	defer s.rstmts.prepareMissed(ctx)
 	defer tx.Rollback()
-	return fn(&Tx{tx: tx, ctx: ctx})
+	return fn(&Tx{tx: tx, ctx: ctx, stmts: s.rstmts})
 }
 
 func (t *Tx) exec(query string, args ...any) (sql.Result, error) {
-	r, err := t.tx.ExecContext(t.ctx, query, args...)
+	st, accounts := t.stmt(query)
+	t.accounts = t.accounts || accounts
+	var r sql.Result
+	var err error
+	if st != nil {
+		r, err = st.ExecContext(t.ctx, args...)
+	} else {
+		r, err = t.tx.ExecContext(t.ctx, query, args...)
+	}
 	if err != nil && isUniqueViolation(err) {
 		return nil, ErrExists
 	}

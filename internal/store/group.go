@@ -1,0 +1,152 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// ErrNotWritten is the error of a queued change that was not written
+// because another change of its group, or the commit they shared, or a
+// change queued before it failed.
+var ErrNotWritten = errors.New("store: not written: a change queued with it or before it failed")
+
+// maxGroup is the most changes one group commit writes.
+const maxGroup = 1024
+
+// Change is a write queued with Store.Queue.
+type Change struct {
+	fn   func(*Tx) error
+	done chan struct{}
+	err  error
+}
+
+// Wait returns once the change committed (nil) or failed.
+func (c *Change) Wait() error {
+	<-c.done
+	return c.err
+}
+
+func (c *Change) finish(err error) {
+	c.err = err
+	close(c.done)
+}
+
+// group is the queue of changes for group commits.
+type group struct {
+	mu      sync.Mutex
+	queue   []*Change
+	running bool  // a goroutine commits the queue
+	failed  error // a commit failed: every change fails until Resume
+	idle    *sync.Cond
+}
+
+// Queue queues fn to be written in order, after every change queued before
+// it, in one transaction with those queued while the last commit was on its
+// way to the disk: a group commit, one fsync for many writers. fn runs on
+// the store's own goroutine; the change commits with its group.
+//
+// Queue is for writes computed from a state kept in memory ahead of the
+// disk: when a change or its commit fails, it and every change queued
+// after it fail too (they were computed on top of it), until the caller
+// has read its state again and calls Resume.
+func (s *Store) Queue(fn func(*Tx) error) *Change {
+	c := &Change{fn: fn, done: make(chan struct{})}
+	g := &s.group
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.failed != nil {
+		c.finish(fmt.Errorf("%w: %w", ErrNotWritten, g.failed))
+		return c
+	}
+	g.queue = append(g.queue, c)
+	if !g.running {
+		g.running = true
+		go s.commitGroups()
+	}
+	return c
+}
+
+// Failed says whether a queued change failed and Resume was not called.
+func (s *Store) Failed() bool {
+	g := &s.group
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.failed != nil
+}
+
+// Resume waits until every change queued has been written or failed, and
+// lets changes be queued again after a failure. It reports whether there
+// was one.
+func (s *Store) Resume() bool {
+	g := &s.group
+	g.waitIdle()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	failed := g.failed != nil
+	g.failed = nil
+	return failed
+}
+
+// commitGroups writes the queue, a group per transaction, until it is empty.
+func (s *Store) commitGroups() {
+	g := &s.group
+	for {
+		g.mu.Lock()
+		n := min(len(g.queue), maxGroup)
+		batch := g.queue[:n:n]
+		g.queue = g.queue[n:]
+		if n == 0 || g.failed != nil {
+			for _, c := range batch {
+				c.finish(fmt.Errorf("%w: %w", ErrNotWritten, g.failed))
+			}
+			g.queue = nil
+			g.running = false
+			g.idle.Broadcast()
+			g.mu.Unlock()
+			return
+		}
+		g.mu.Unlock()
+		err := s.commitGroup(batch)
+		if err != nil {
+			g.mu.Lock()
+			g.failed = err
+			g.mu.Unlock()
+		}
+	}
+}
+
+// commitGroup writes batch in one transaction and tells every change.
+func (s *Store) commitGroup(batch []*Change) error {
+	failed := -1
+	err := s.Update(context.Background(), func(tx *Tx) error {
+		for i, c := range batch {
+			if err := c.fn(tx); err != nil {
+				failed = i
+				return err
+			}
+		}
+		return nil
+	})
+	for i, c := range batch {
+		switch {
+		case err == nil:
+			c.finish(nil)
+		case i == failed:
+			c.finish(err)
+		default:
+			c.finish(fmt.Errorf("%w: %w", ErrNotWritten, err))
+		}
+	}
+	return err
+}
+
+// waitIdle waits until no group commit runs.
+func (g *group) waitIdle() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for g.running {
+		g.idle.Wait()
+	}
+}
