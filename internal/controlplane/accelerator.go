@@ -180,9 +180,9 @@ func (a acceleratorService) grant(ctx context.Context, j jobState) (*hacv1.Grant
 
 // ownJob returns a live job the principal may act on.
 func (a acceleratorService) ownJob(ctx context.Context, rawID string) (jobState, error) {
-	id, err := strconv.ParseInt(rawID, 10, 64)
-	if err != nil || id <= 0 {
-		return jobState{}, fmt.Errorf("%w: job id %q is not a positive number", ErrInvalid, rawID)
+	id, err := parseJobID(rawID)
+	if err != nil {
+		return jobState{}, err
 	}
 	j, ok := a.s.broker.job(id)
 	if !ok {
@@ -194,6 +194,15 @@ func (a acceleratorService) ownJob(ctx context.Context, rawID string) (jobState,
 	return j, nil
 }
 
+// parseJobID reads a job id from a request.
+func parseJobID(raw string) (int64, error) {
+	id, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, fmt.Errorf("%w: job id %q is not a positive number", ErrInvalid, raw)
+	}
+	return id, nil
+}
+
 // owns reports whether the principal may act on job j: its server's, its
 // user's, or an admin's.
 func (p principal) owns(j *jobState) bool {
@@ -203,9 +212,9 @@ func (p principal) owns(j *jobState) bool {
 // RenewLease never waits for the scheduling lock (broker.renew), so that a
 // busy queue cannot make a client's lease run out.
 func (a acceleratorService) RenewLease(ctx context.Context, req *connect.Request[hacv1.RenewLeaseRequest]) (*connect.Response[hacv1.RenewLeaseResponse], error) {
-	id, err := strconv.ParseInt(req.Msg.JobId, 10, 64)
-	if err != nil || id <= 0 {
-		return nil, apiError(fmt.Errorf("%w: job id %q is not a positive number", ErrInvalid, req.Msg.JobId))
+	id, err := parseJobID(req.Msg.JobId)
+	if err != nil {
+		return nil, apiError(err)
 	}
 	p := principalFrom(ctx)
 	if err := a.s.broker.renew(id, p.owns); err != nil {

@@ -23,6 +23,7 @@ type broker struct {
 	cfg   Config
 	store *store.Store
 	log   *slog.Logger
+	obs   *observer
 
 	mu sync.Mutex
 	// beats guards what heartbeats and lease renewals change, so that they
@@ -97,8 +98,8 @@ func (j *jobState) notify() {
 	}
 }
 
-func newBroker(ctx context.Context, cfg Config, st *store.Store) (*broker, error) {
-	b := &broker{cfg: cfg, store: st, log: cfg.Logger, nodes: map[string]*nodeState{}, jobs: map[int64]*jobState{},
+func newBroker(ctx context.Context, cfg Config, st *store.Store, obs *observer) (*broker, error) {
+	b := &broker{cfg: cfg, store: st, log: cfg.Logger, obs: obs, nodes: map[string]*nodeState{}, jobs: map[int64]*jobState{},
 		holders: map[int64]*jobState{}, running: map[int64]*jobState{}, waitingOf: map[int64]int{}}
 	now := cfg.Now()
 	err := st.Update(ctx, func(tx *store.Tx) error {
@@ -288,9 +289,11 @@ func (b *broker) applyResultLocked(res sched.Result, now time.Time) (publish fun
 			j.granted = true
 			j.notify()
 		}
+		b.obs.started.Add(float64(len(granted)))
 		for _, j := range rejected {
 			j.ended = true
 			j.notify()
+			b.obs.ended.WithLabelValues(j.State).Inc()
 		}
 		// Other waiting clients read their place once a second; the one
 		// now first in line hears at once.
@@ -401,6 +404,7 @@ func (b *broker) endLocked(id int64, state string, exitCode sql.NullInt64, reaso
 	}, func() {
 		j.ended = true
 		j.notify()
+		b.obs.ended.WithLabelValues(state).Inc()
 		publish()
 		if first, ok := b.queue.First(serverKey(j.ServerID)); ok {
 			// The server's next job no longer waits for this one.

@@ -3,7 +3,9 @@ package controlplane
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -202,5 +204,66 @@ func TestLostNodeGetsNoNewJobs(t *testing.T) {
 	cur, _ := b.job(w.ID)
 	if cur.State != store.JobQueued || cur.onNode("node1") {
 		t.Fatalf("the waiting job after node1 was lost: %s on %v", cur.State, cur.Placements)
+	}
+}
+
+// TestFailedCommitReconciles fails a commit while a release and the grant
+// it makes are queued behind it: neither reaches a client, memory goes
+// back to what the store holds (the first job running, the second
+// waiting), and the broker goes on from there.
+func TestFailedCommitReconciles(t *testing.T) {
+	_, _, s := testPlane(t, store.Normal, 1, 0)
+	ctx := t.Context()
+	whole := int64(80 * 1024)
+	a, err := s.broker.submit(ctx, userServer(t, s, "alice", "a"), whole, 0, "a", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.broker.submit(ctx, userServer(t, s, "bob", "b"), whole, 0, "b", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur := s.broker.published(b); cur.State != store.JobQueued || cur.granted {
+		t.Fatalf("b: %s", cur.State)
+	}
+	br := s.broker
+	br.mu.Lock()
+	failing := br.queueLocked(func(*store.Tx) error { return errors.New("the disk is on fire") }, nil)
+	end := br.endLocked(a.ID, store.JobCompleted, sql.NullInt64{Valid: true}, "")
+	if cur := br.copyLocked(b); cur.State != store.JobRunning || cur.granted {
+		t.Errorf("before the commit, b is %s (granted %v): want running in memory only", cur.State, cur.granted)
+	}
+	br.mu.Unlock()
+	if err := br.settle(failing); !errors.Is(err, errNotRecorded) {
+		t.Errorf("the failing change: %v", err)
+	}
+	if err := br.settle(end); !errors.Is(err, errNotRecorded) || !errors.Is(err, store.ErrNotWritten) {
+		t.Errorf("the release behind it: %v", err)
+	}
+	// a ended in memory only: it is live again (as a new jobState, found
+	// by its id, as its client's renewals find it).
+	for _, c := range []struct {
+		id    int64
+		state string
+	}{{a.ID, store.JobRunning}, {b.ID, store.JobQueued}} {
+		cur, ok := br.job(c.id)
+		if !ok || cur.State != c.state || cur.ended || cur.granted != (c.state == store.JobRunning) {
+			t.Errorf("job %d: %s (live %v, granted %v, ended %v), want %s as stored", c.id, cur.State, ok, cur.granted, cur.ended, c.state)
+		}
+	}
+	// Memory agrees with the store, and the broker goes on.
+	br.mu.Lock()
+	warm := br.snapshotLocked().Clone()
+	br.snap = nil
+	cold := br.snapshotLocked()
+	br.mu.Unlock()
+	if !reflect.DeepEqual(warm.Nodes, cold.Nodes) {
+		t.Errorf("snapshot after reconciling:\n%+v\nwant %+v", warm.Nodes, cold.Nodes)
+	}
+	if ok, err := br.end(ctx, a.ID, store.JobCompleted, sql.NullInt64{Valid: true}, ""); !ok || err != nil {
+		t.Fatalf("release again: %v %v", ok, err)
+	}
+	if cur := br.published(b); cur.State != store.JobRunning || !cur.granted {
+		t.Errorf("b after a's release: %s (granted %v)", cur.State, cur.granted)
 	}
 }

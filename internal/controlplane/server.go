@@ -34,6 +34,7 @@ type Server struct {
 	http     *http.Server
 	tls      *tlsState
 	portal   portal
+	obs      *observer
 	// What requests read of tokens, users and servers.
 	tokens  accountsCache[cachedToken]
 	servers accountsCache[store.Server]
@@ -54,7 +55,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := newBroker(ctx, cfg, st)
+	obs := newObserver()
+	st.ObserveCommits(obs.commit)
+	b, err := newBroker(ctx, cfg, st, obs)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -64,7 +67,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, fmt.Errorf("controlplane: listen on %s: %w (is another hac serve running? choose another --listen)", cfg.Listen, err)
 	}
-	s := &Server{cfg: cfg, store: st, broker: b, ln: ln}
+	s := &Server{cfg: cfg, store: st, broker: b, ln: ln, obs: obs}
 	if cfg.Servers != nil {
 		_, port, _ := net.SplitHostPort(ln.Addr().String())
 		s.serverLn, err = net.Listen("tcp", net.JoinHostPort(cfg.Servers.Gateway(), port))
@@ -122,7 +125,8 @@ func (s *Server) handler() http.Handler {
 	// compressed or not.
 	// Small messages go uncompressed: gzip's set-up costs more than the
 	// bytes it saves (decision 0005).
-	limit := connect.WithHandlerOptions(connect.WithReadMaxBytes(guard.MaxMessageBytes), connect.WithCompressMinBytes(compressMinBytes))
+	limit := connect.WithHandlerOptions(connect.WithReadMaxBytes(guard.MaxMessageBytes), connect.WithCompressMinBytes(compressMinBytes),
+		connect.WithInterceptors(s.obs.interceptor()))
 	users := connect.WithHandlerOptions(limit, connect.WithInterceptors(authInterceptor{kinds: []store.TokenKind{store.UserToken}}))
 	anyClient := connect.WithHandlerOptions(limit, connect.WithInterceptors(authInterceptor{kinds: []store.TokenKind{store.UserToken, store.ServerToken}}))
 	nodes := connect.WithHandlerOptions(limit, connect.WithInterceptors(authInterceptor{kinds: []store.TokenKind{store.NodeToken, store.JoinToken}}))
@@ -143,11 +147,13 @@ func (s *Server) handler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics(), promhttp.HandlerOpts{}))
+	s.profiles(mux)
 	return mux
 }
 
 func (s *Server) metrics() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
+	s.obs.register(reg)
 	gauge := func(name, help string, f func() float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // ErrNotWritten is the error of a queued change that was not written
@@ -40,6 +41,7 @@ type group struct {
 	running bool  // a goroutine commits the queue
 	failed  error // a commit failed: every change fails until Resume
 	idle    *sync.Cond
+	observe CommitObserver
 }
 
 // Queue queues fn to be written in order, after every change queued before
@@ -117,8 +119,16 @@ func (s *Store) commitGroups() {
 	}
 }
 
+// CommitObserver is told of every group commit: how many changes it wrote
+// and how long its transaction took, commit included.
+type CommitObserver func(changes int, d time.Duration)
+
+// ObserveCommits sets the store's CommitObserver; call it before Queue.
+func (s *Store) ObserveCommits(o CommitObserver) { s.group.observe = o }
+
 // commitGroup writes batch in one transaction and tells every change.
 func (s *Store) commitGroup(batch []*Change) error {
+	start := time.Now()
 	failed := -1
 	err := s.Update(context.Background(), func(tx *Tx) error {
 		for i, c := range batch {
@@ -129,6 +139,9 @@ func (s *Store) commitGroup(batch []*Change) error {
 		}
 		return nil
 	})
+	if s.group.observe != nil {
+		s.group.observe(len(batch), time.Since(start))
+	}
 	for i, c := range batch {
 		switch {
 		case err == nil:

@@ -1,0 +1,53 @@
+package controlplane
+
+import (
+	"context"
+	"testing"
+
+	"connectrpc.com/connect"
+
+	hacv1 "github.com/hac-project/hac/gen/hac/v1"
+	"github.com/hac-project/hac/gen/hac/v1/hacv1connect"
+	"github.com/hac-project/hac/internal/apiclient"
+	"github.com/hac-project/hac/internal/store"
+	"github.com/hac-project/hac/internal/token"
+)
+
+// TestCachedAccountsFollowCommits: a token the cache holds is refused on
+// the first call after its revocation commits, and a server's model read
+// through the cache is the one last switched to.
+func TestCachedAccountsFollowCommits(t *testing.T) {
+	url, toks, s := testPlane(t, store.Normal, 1, 1)
+	ctx := context.Background()
+	acc := hacv1connect.NewAcceleratorServiceClient(apiclient.New(s.Pin()), url, connect.WithInterceptors(apiclient.Bearer(toks[0])))
+	p, err := s.authenticate(ctx, bearer(toks[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second from the cache
+		if _, err := s.resolveServer(ctx, p, ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := acc.GetVersion(ctx, connect.NewRequest(&hacv1.GetVersionRequest{})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.broker.switchModel(ctx, p.serverID, "large.64gb"); err != nil {
+		t.Fatal(err)
+	}
+	if srv, err := s.resolveServer(ctx, p, ""); err != nil || srv.Model != "large.64gb" {
+		t.Errorf("after a switch to large.64gb: %+v, %v", srv, err)
+	}
+	err = s.store.Update(ctx, func(tx *store.Tx) error { return tx.RevokeToken(token.Hash(toks[0]), s.cfg.Now()) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = acc.GetVersion(ctx, connect.NewRequest(&hacv1.GetVersionRequest{}))
+	if connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Errorf("a revoked token's next call: %v", err)
+	}
+}
+
+func bearer(tok string) map[string][]string {
+	return map[string][]string{"Authorization": {"Bearer " + tok}}
+}
