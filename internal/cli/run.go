@@ -101,7 +101,16 @@ func (a *app) run(ctx context.Context, argv, env []string, wait time.Duration, p
 	}
 	manifest := make(chan walked, 1)
 	go func() {
-		m, err := workspace.Walk(cwd)
+		// Unchanged files are not read again: their hashes are kept by
+		// identity (workspace.HashCache), per folder, in the user's cache.
+		var hashes *workspace.HashCache
+		if p, err := workspace.HashCachePath(cwd); err == nil {
+			hashes = workspace.OpenHashCache(p)
+		}
+		m, err := workspace.Walk(cwd, hashes)
+		if err == nil && hashes != nil {
+			hashes.Save() // a cache: without it the next run reads every file
+		}
 		manifest <- walked{m, err}
 	}()
 

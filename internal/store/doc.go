@@ -5,5 +5,9 @@
 // migrations folder.
 //
 // Times are stored as Unix nanoseconds. Writes go through Update, one
-// transaction per call.
+// transaction per call, or through Queue, where the changes queued while a
+// commit is on its way to the disk share the next transaction (group
+// commit). Statements are prepared once per connection. AccountsGeneration
+// moves after every commit that wrote tokens, users, servers or key pairs,
+// for caches of what requests read from them.
 package store

@@ -19,8 +19,9 @@ var IgnoreFiles = []string{".gitignore", ".hacignore"}
 
 // Walk builds the manifest of root. Ignored files and directories are left
 // out, as are .git directories and anything that is not a regular file,
-// directory or symlink.
-func Walk(root string) (*hacv1.Manifest, error) {
+// directory or symlink. Files whose identity hashes (if not nil) knows
+// are not read again; the caller saves hashes after.
+func Walk(root string, hashes *HashCache) (*hacv1.Manifest, error) {
 	ig := &Ignore{}
 	ig.Add(".git/")
 	for _, name := range IgnoreFiles {
@@ -61,7 +62,7 @@ func Walk(root string) (*hacv1.Manifest, error) {
 			e.Mode |= uint32(fs.ModeSymlink)
 		case info.Mode().IsRegular():
 			e.Size = info.Size()
-			e.Sha256, err = HashFile(p)
+			e.Sha256, err = hashes.sum(rel, p, info)
 			if err != nil {
 				return err
 			}

@@ -43,7 +43,7 @@ func TestWalkHonoursIgnoreFiles(t *testing.T) {
 	write(t, root, ".git/HEAD", "x")
 	write(t, root, ".gitignore", "data/\n*.log\n")
 	write(t, root, ".hacignore", "# comment\nckpt/*.pt\n!ckpt/keep.pt\n")
-	m, err := Walk(root)
+	m, err := Walk(root, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestRoundTrip(t *testing.T) {
 	write(t, src, "sub/b.txt", "beta")
 	write(t, src, "sub/same.txt", "beta") // same content: one blob
 	os.Symlink("a.txt", filepath.Join(src, "link"))
-	m, err := Walk(src)
+	m, err := Walk(src, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

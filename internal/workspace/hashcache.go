@@ -1,0 +1,187 @@
+package workspace
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// HashCache remembers the hashes of a workspace's files by path, size,
+// mtime, ctime, inode and device, as git's index does, so that a walk
+// reads only the files that changed since the last one. A change to a
+// file moves its ctime, which no program can set back; an entry is kept
+// only for a file whose ctime was at least racyWindow older than the
+// moment its content was read, so that a write in the same tick of the
+// file system's clock cannot hide behind an unchanged ctime (git's "racy
+// clean" entries).
+type HashCache struct {
+	path    string
+	old     map[string]hashEntry // from the file
+	entries map[string]hashEntry // of this walk: what Save writes
+	changed bool
+	racy    time.Duration // racyWindow; tests shorten it
+	read    func(string) (string, error)
+}
+
+type hashEntry struct {
+	size, mtime, ctime int64
+	ino, dev           uint64
+	sum                string
+}
+
+// racyWindow is how much older than its reading a file's ctime must be
+// for its hash to be kept.
+const racyWindow = 2 * time.Second
+
+// hashCacheHeader starts a hash cache file; its version changes with the
+// format.
+const hashCacheHeader = "hac-hashes 1\n"
+
+// maxHashCacheBytes bounds a hash cache file; past it, it is not read.
+const maxHashCacheBytes = 512 << 20
+
+// OpenHashCache reads the hash cache at path. A missing, unreadable or
+// malformed file is an empty cache: the walk hashes every file, as it
+// would without one.
+func OpenHashCache(path string) *HashCache {
+	c := &HashCache{path: path, entries: map[string]hashEntry{}, racy: racyWindow, read: HashFile}
+	if f, err := os.Open(path); err == nil {
+		c.old, _ = decodeHashCache(io.LimitReader(f, maxHashCacheBytes))
+		f.Close()
+	}
+	if c.old == nil {
+		c.old = map[string]hashEntry{}
+	}
+	return c
+}
+
+// sum returns the hash of the regular file at p (rel in the workspace),
+// from the cache when its identity is unchanged.
+func (c *HashCache) sum(rel, p string, info fs.FileInfo) (string, error) {
+	if c == nil {
+		return HashFile(p)
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return HashFile(p)
+	}
+	e := hashEntry{size: info.Size(), mtime: info.ModTime().UnixNano(), ctime: st.Ctim.Nano(), ino: st.Ino, dev: uint64(st.Dev)}
+	if old, ok := c.old[rel]; ok && old.size == e.size && old.mtime == e.mtime && old.ctime == e.ctime && old.ino == e.ino && old.dev == e.dev {
+		c.entries[rel] = old
+		return old.sum, nil
+	}
+	readAt := time.Now()
+	sum, err := c.read(p)
+	if err != nil {
+		return "", err
+	}
+	c.changed = true
+	if e.ctime < readAt.Add(-c.racy).UnixNano() {
+		e.sum = sum
+		c.entries[rel] = e
+	}
+	return sum, nil
+}
+
+// Save writes the entries of the last walk, when they differ from the
+// file's, atomically and readable by the user only.
+func (c *HashCache) Save() error {
+	if !c.changed && len(c.entries) == len(c.old) {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(c.path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(c.path), ".hashes-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	w := bufio.NewWriter(f)
+	encodeHashCache(w, c.entries)
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), c.path)
+}
+
+// encodeHashCache writes the header, then a line per entry: hash, size,
+// mtime, ctime, inode, device and the quoted path.
+func encodeHashCache(w io.Writer, entries map[string]hashEntry) {
+	io.WriteString(w, hashCacheHeader)
+	for rel, e := range entries {
+		fmt.Fprintf(w, "%s %d %d %d %d %d %s\n", e.sum, e.size, e.mtime, e.ctime, e.ino, e.dev, strconv.Quote(rel))
+	}
+}
+
+// decodeHashCache reads what encodeHashCache wrote; anything else is an
+// error.
+func decodeHashCache(r io.Reader) (map[string]hashEntry, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	rest, ok := bytes.CutPrefix(data, []byte(hashCacheHeader))
+	if !ok {
+		return nil, fmt.Errorf("workspace: not a hash cache")
+	}
+	entries := map[string]hashEntry{}
+	for len(rest) > 0 {
+		line, tail, found := bytes.Cut(rest, []byte("\n"))
+		if !found {
+			return nil, fmt.Errorf("workspace: hash cache: truncated")
+		}
+		rest = tail
+		fields := strings.SplitN(string(line), " ", 7)
+		if len(fields) != 7 || !validHash(fields[0]) {
+			return nil, fmt.Errorf("workspace: hash cache: bad line")
+		}
+		var e hashEntry
+		e.sum = fields[0]
+		for i, n := range []*int64{&e.size, &e.mtime, &e.ctime} {
+			if *n, err = strconv.ParseInt(fields[1+i], 10, 64); err != nil {
+				return nil, fmt.Errorf("workspace: hash cache: %w", err)
+			}
+		}
+		for i, n := range []*uint64{&e.ino, &e.dev} {
+			if *n, err = strconv.ParseUint(fields[4+i], 10, 64); err != nil {
+				return nil, fmt.Errorf("workspace: hash cache: %w", err)
+			}
+		}
+		rel, err := strconv.Unquote(fields[6])
+		if err != nil || rel == "" || e.size < 0 {
+			return nil, fmt.Errorf("workspace: hash cache: bad entry")
+		}
+		entries[rel] = e
+	}
+	return entries, nil
+}
+
+// HashCachePath is where the hash cache of the workspace at root lives,
+// under the user's cache folder.
+func HashCachePath(root string) (string, error) {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.Sum256([]byte(abs))
+	return filepath.Join(dir, "hac", "hashes", hex.EncodeToString(h[:16])), nil
+}
