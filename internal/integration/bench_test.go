@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"crypto/rand"
 	"fmt"
 	"io"
 	"os"
@@ -104,5 +105,83 @@ func BenchmarkRunOutput(b *testing.B) {
 	}{{"zeros", []string{"head", "-c", fmt.Sprint(size), "/dev/zero"}}, {"random", random}} {
 		b.Run("data="+data.name+"/baseline=local", func(b *testing.B) { run(b, data.argv...) })
 		b.Run("data="+data.name+"/hac-run", func(b *testing.B) { run(b, append([]string{hacBin, "run", "--"}, data.argv...)...) })
+	}
+}
+
+// BenchmarkWorkspace measures a workspace's trip through `hac run`, each
+// against a local baseline in the same iteration: a folder of 64 files of
+// 4 MiB of random bytes (256 MiB).
+//   - first: every file changed (new content: the node has none of it),
+//     then `hac run -- true`; baseline `tar -cf - . | tar -xf -` into a
+//     new folder.
+//   - unchanged: `hac run -- true` again; the same tar baseline.
+//   - syncback: `hac run -- sh -c 'cat data/* > out.bin'`, whose 256 MiB
+//     come back; baseline the same command run locally.
+//
+// Each reports the median ratio of hac's time to its baseline's
+// (x-of-baseline) and the medians themselves.
+func BenchmarkWorkspace(b *testing.B) {
+	if raceEnabled {
+		b.Skip("timing with -race measures the race detector")
+	}
+	const files, fileSize = 64, 4 << 20
+	c := newCluster(b)
+	c.addAgent("node1", "fake:8x80GiB")
+	env := c.serverEnv(c.register("bench", ""))
+	dir := b.TempDir()
+	if err := os.Mkdir(dir+"/data", 0o755); err != nil {
+		b.Fatal(err)
+	}
+	fill := func() {
+		buf := make([]byte, fileSize)
+		for i := range files {
+			rand.Read(buf)
+			if err := os.WriteFile(fmt.Sprintf("%s/data/f%02d", dir, i), buf, 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	fill()
+	timed := func(name string, args ...string) time.Duration {
+		cmd := exec.Command(name, args...)
+		cmd.Env, cmd.Dir = env, dir
+		t0 := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%s %v: %v\n%s", name, args, err, out)
+		}
+		return time.Since(t0)
+	}
+	tarCopy := func() time.Duration {
+		dst := b.TempDir()
+		return timed("sh", "-c", "tar -cf - . | tar -C "+dst+" -xf -")
+	}
+	syncBack := []string{"sh", "-c", "cat data/* > out.bin"}
+	type sample struct{ hac, base []time.Duration }
+	var first, unchanged, back sample
+	for b.Loop() {
+		fill()
+		first.hac = append(first.hac, timed(hacBin, "run", "--", "true"))
+		first.base = append(first.base, tarCopy())
+		unchanged.hac = append(unchanged.hac, timed(hacBin, "run", "--", "true"))
+		unchanged.base = append(unchanged.base, tarCopy())
+		back.base = append(back.base, timed(syncBack[0], syncBack[1:]...))
+		os.Remove(dir + "/out.bin")
+		back.hac = append(back.hac, timed(hacBin, append([]string{"run", "--"}, syncBack...)...))
+		os.Remove(dir + "/out.bin")
+	}
+	for _, r := range []struct {
+		name string
+		s    sample
+	}{{"first", first}, {"unchanged", unchanged}, {"syncback", back}} {
+		ratios := make([]float64, len(r.s.hac))
+		for i := range ratios {
+			ratios[i] = float64(r.s.hac[i]) / float64(r.s.base[i])
+		}
+		slices.Sort(ratios)
+		b.ReportMetric(ratios[len(ratios)/2], r.name+"-x-of-baseline")
+		slices.Sort(r.s.hac)
+		slices.Sort(r.s.base)
+		b.ReportMetric(float64(r.s.hac[len(r.s.hac)/2].Milliseconds()), r.name+"-hac-ms")
+		b.ReportMetric(float64(r.s.base[len(r.s.base)/2].Milliseconds()), r.name+"-baseline-ms")
 	}
 }

@@ -222,8 +222,9 @@ func TestCacheEvictsLeastRecentlyUsed(t *testing.T) {
 	}
 }
 
-// TestCacheDropsCorruptBlob: a cached blob changed behind the cache's back
-// is not copied to a job, and leaves the cache.
+// TestCacheDropsCorruptBlob: a cached blob whose size changed behind the
+// cache's back (blobs are hashed when they arrive, not on every copy) is
+// not given to a job, and leaves the cache.
 func TestCacheDropsCorruptBlob(t *testing.T) {
 	c, _ := NewCache(t.TempDir(), 0)
 	sum := put(t, c, "honest content")
