@@ -1,8 +1,11 @@
 package controlplane
 
 import (
+	"database/sql"
 	"errors"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/hac-project/hac/internal/store"
@@ -47,4 +50,76 @@ func TestQuotas(t *testing.T) {
 	if _, _, err := s.createServer(ctx, bob, "b1", "small.16gb"); err != nil {
 		t.Fatalf("bob's first server: %v", err)
 	}
+}
+
+// TestBurstMeetsTheCap: 10,000 submissions at once from one user meet the
+// waiting-runs quota (default 1,000), each refusal naming the user and
+// the flag; another user's run, submitted in the middle of it, waits and
+// starts in its turn.
+func TestBurstMeetsTheCap(t *testing.T) {
+	_, _, s := testPlane(t, store.Normal, 1, 0)
+	ctx := t.Context()
+	whole := int64(80 * 1024)
+	holder, err := s.broker.submit(ctx, userServer(t, s, "carol", "hold"), whole, 0, "hold", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := userServer(t, s, "alice", "burst")
+	var accepted, refused atomic.Int64
+	var bob *jobState
+	var wg sync.WaitGroup
+	for w := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < 10000; i += 32 {
+				if w == 0 && i == 5000/32*32 {
+					b, err := s.broker.submit(ctx, userServer(t, s, "bob", "b"), whole, 0, "bob", 0)
+					if err != nil {
+						t.Errorf("bob's run during alice's burst: %v", err)
+					}
+					bob = b
+				}
+				_, err := s.broker.submit(ctx, alice, whole, 0, "x", 0)
+				switch {
+				case err == nil:
+					accepted.Add(1)
+				case errors.Is(err, ErrQuota) && strings.Contains(err.Error(), "alice") && strings.Contains(err.Error(), "--max-waiting-jobs"):
+					refused.Add(1)
+				default:
+					t.Errorf("submission %d: %v", i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if accepted.Load() != int64(DefaultQuotas.WaitingJobs) || refused.Load() != 10000-int64(DefaultQuotas.WaitingJobs) {
+		t.Fatalf("accepted %d, refused %d", accepted.Load(), refused.Load())
+	}
+	if bob == nil {
+		t.Fatal("bob's run was not submitted")
+	}
+	// Alice's runs take the pool one after another; bob's comes in turn.
+	if _, err := s.broker.end(ctx, holder.ID, store.JobCompleted, sql.NullInt64{Valid: true}, ""); err != nil {
+		t.Fatal(err)
+	}
+	for range 2000 {
+		if cur := s.broker.published(bob); cur.granted {
+			return
+		}
+		var running int64
+		s.broker.mu.Lock()
+		for id := range s.broker.running {
+			running = id
+		}
+		s.broker.mu.Unlock()
+		if running == 0 {
+			t.Fatal("nothing runs and bob's run was not granted")
+		}
+		if _, err := s.broker.end(ctx, running, store.JobCompleted, sql.NullInt64{Valid: true}, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Fatal("bob's run never started")
 }
