@@ -43,9 +43,12 @@ type broker struct {
 	// Indexes of jobs, so that no request scans them all: the running job
 	// of each server (its waiting ones are the queue's), the running ones,
 	// and how many wait by user.
-	holders     map[int64]*jobState
-	running     map[int64]*jobState
-	waitingOf   map[int64]int
+	holders   map[int64]*jobState
+	running   map[int64]*jobState
+	waitingOf map[int64]int
+	// ending are jobs ended in memory whose end has not committed yet: a
+	// failed commit puts them back (reconcileLocked).
+	ending      map[int64]*jobState
 	runningEnds []time.Time // expected ends of running jobs, sorted; nil: stale
 	// runTimes are how long recent jobs held the pool, newest last, for
 	// start-time estimates; typical is their median.
@@ -100,7 +103,7 @@ func (j *jobState) notify() {
 
 func newBroker(ctx context.Context, cfg Config, st *store.Store, obs *observer) (*broker, error) {
 	b := &broker{cfg: cfg, store: st, log: cfg.Logger, obs: obs, nodes: map[string]*nodeState{}, jobs: map[int64]*jobState{},
-		holders: map[int64]*jobState{}, running: map[int64]*jobState{}, waitingOf: map[int64]int{}}
+		holders: map[int64]*jobState{}, running: map[int64]*jobState{}, waitingOf: map[int64]int{}, ending: map[int64]*jobState{}}
 	now := cfg.Now()
 	err := st.Update(ctx, func(tx *store.Tx) error {
 		nodes, err := tx.Nodes()
@@ -281,7 +284,8 @@ func (b *broker) applyResultLocked(res sched.Result, now time.Time) (publish fun
 	for _, r := range res.Rejects {
 		j := b.jobs[parseID(r.JobID)]
 		b.untrack(j)
-		j.State, j.EndedAt, j.endErr = store.JobCanceled, now, rejectError(j, r.Err)
+		j.State, j.EndedAt, j.EndReason, j.endErr = store.JobCanceled, now, r.Err.Error(), rejectError(j, r.Err)
+		b.ending[j.ID] = j
 		rejected = append(rejected, j)
 	}
 	return func() {
@@ -291,9 +295,7 @@ func (b *broker) applyResultLocked(res sched.Result, now time.Time) (publish fun
 		}
 		b.obs.started.Add(float64(len(granted)))
 		for _, j := range rejected {
-			j.ended = true
-			j.notify()
-			b.obs.ended.WithLabelValues(j.State).Inc()
+			b.endedLocked(j)
 		}
 		// Other waiting clients read their place once a second; the one
 		// now first in line hears at once.
@@ -394,6 +396,7 @@ func (b *broker) endLocked(id int64, state string, exitCode sql.NullInt64, reaso
 		b.runningEnds = nil
 	}
 	j.State, j.EndedAt, j.ExitCode, j.EndReason = state, now, exitCode, reason
+	b.ending[id] = j
 	publish := b.applyResultLocked(res, now)
 	b.log.Info("job ended", "job", id, "server", j.serverName, "state", state, "reason", reason)
 	return b.queueLocked(func(tx *store.Tx) error {
@@ -402,15 +405,25 @@ func (b *broker) endLocked(id int64, state string, exitCode sql.NullInt64, reaso
 		}
 		return b.writeResult(tx, res, now)
 	}, func() {
-		j.ended = true
-		j.notify()
-		b.obs.ended.WithLabelValues(state).Inc()
+		b.endedLocked(j)
 		publish()
 		if first, ok := b.queue.First(serverKey(j.ServerID)); ok {
 			// The server's next job no longer waits for this one.
 			b.jobs[parseID(first.ID)].notify()
 		}
 	})
+}
+
+// endedLocked publishes a job's end once it committed.
+func (b *broker) endedLocked(j *jobState) {
+	if b.ending[j.ID] == j {
+		delete(b.ending, j.ID)
+	}
+	if !j.ended {
+		j.ended = true
+		b.obs.ended.WithLabelValues(j.State).Inc()
+	}
+	j.notify()
 }
 
 // job returns a copy of a live job's state, or ok=false when it ended.

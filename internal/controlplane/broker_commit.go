@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/hac-project/hac/internal/store"
 )
@@ -73,27 +74,41 @@ func (b *broker) settledLocked(ch *change, err error) error {
 var errNotRecorded = errors.New("the control plane could not record this; try again, and if it fails again tell the operator (hac serve's log says why)")
 
 // reconcileLocked makes memory what the store holds, after a queued change
-// failed. Once per failure: the first caller finds the store failed, waits
-// until every queued change has failed, and reads the live jobs again.
-// Jobs the store still has go on where it has them (waiting or running,
-// their clients kept); the others end, their clients told why. Nodes are
-// as their own changes, which wait holding mu, left them.
+// failed. The first caller finds the store failed, waits until every
+// queued change has failed, reads the live jobs again and only then lets
+// changes be queued again: if the store cannot even be read, it stays
+// failed, every change fails at once, and the next one tries again.
+//
+// Every job memory knows goes on where the store has it, as the same
+// jobState, so that its waiting client keeps listening: waiting or
+// running again (a grant that did not commit is undone), or ended. A job
+// that memory ended but whose end did not commit is live again, and its
+// end is queued once more a second later (a release, an exit, a cancel
+// happened; the retry waits so that a broken disk is not hammered). A job
+// whose row never committed ends, its client told why. Nodes are as their
+// own changes, which wait holding mu and undo themselves, leave them.
 func (b *broker) reconcileLocked(cause error) {
-	if !b.store.Resume() {
+	if !b.store.Failed() {
 		return
 	}
-	b.log.Error("a commit failed; the queue and the pool are read again from the store", "err", cause)
-	ctx := context.Background()
+	b.store.Drain()
+	known := make(map[int64]*jobState, len(b.jobs)+len(b.ending))
+	for id, j := range b.jobs {
+		known[id] = j
+	}
+	for id, j := range b.ending {
+		known[id] = j
+	}
 	stored := map[int64]store.Job{}
 	var revived []*jobState
-	err := b.store.View(ctx, func(tx *store.Tx) error {
+	err := b.store.View(context.Background(), func(tx *store.Tx) error {
 		jobs, err := tx.Jobs(0, []string{store.JobQueued, store.JobRunning}, 1<<30)
 		if err != nil {
 			return err
 		}
 		for _, j := range jobs {
 			stored[j.ID] = j
-			if b.jobs[j.ID] == nil {
+			if known[j.ID] == nil { // cannot be: memory runs ahead, never behind
 				js, err := b.describe(tx, j)
 				if err != nil {
 					return err
@@ -104,47 +119,88 @@ func (b *broker) reconcileLocked(cause error) {
 		return nil
 	})
 	if err != nil {
-		// Nothing to go by: memory stays as it is, and the next change
-		// that fails tries again.
-		b.log.Error("reading the store after a failed commit", "err", err)
+		b.log.Error("a commit failed and the store cannot be read; changes fail until it can", "commit", cause, "read", err)
 		return
 	}
+	b.log.Error("a commit failed; the queue and the pool are read again from the store", "err", cause)
 	now := b.cfg.Now()
 	lost := fmt.Errorf("%w (%v)", errNotRecorded, cause)
-	live := b.jobs
-	b.jobs, b.holders, b.waitingOf = map[int64]*jobState{}, map[int64]*jobState{}, map[int64]int{}
-	b.beats.Lock()
-	b.running = map[int64]*jobState{}
-	b.beats.Unlock()
-	for id, j := range live {
-		sj, ok := stored[id]
-		if !ok {
-			j.State, j.EndedAt, j.endErr, j.ended = store.JobCanceled, now, lost, true
-			j.notify()
+	var again []endAgain
+	jobs, holders, waitingOf, running := map[int64]*jobState{}, map[int64]*jobState{}, map[int64]int{}, map[int64]*jobState{}
+	index := func(j *jobState) {
+		jobs[j.ID] = j
+		if j.State == store.JobRunning {
+			holders[j.ServerID], running[j.ID] = j, j
+		} else {
+			waitingOf[j.UserID]++
+		}
+	}
+	for id, j := range known {
+		wasEnding := b.ending[id] == j
+		sj, live := stored[id]
+		switch {
+		case !live && wasEnding: // its end committed, or its row never did: it ended as meant
+			b.endedLocked(j)
 			continue
+		case !live:
+			j.State, j.EndedAt, j.endErr = store.JobCanceled, now, lost
+			b.endedLocked(j)
+			continue
+		case wasEnding:
+			again = append(again, endAgain{j: j, state: j.State, exitCode: j.ExitCode, reason: j.EndReason, err: j.endErr})
 		}
 		j.State, j.AllocatedAt, j.Placements = sj.State, sj.AllocatedAt, sj.Placements
-		if j.State == store.JobRunning {
-			j.granted = true
-			if j.lease.IsZero() {
-				j.lease = now.Add(b.cfg.LeaseTTL)
-			}
+		j.EndedAt, j.ExitCode, j.EndReason, j.endErr = time.Time{}, sql.NullInt64{}, "", nil
+		j.granted = j.State == store.JobRunning
+		if j.granted && j.lease.IsZero() {
+			j.lease = now.Add(b.cfg.LeaseTTL)
 		}
-		b.track(j)
+		index(j)
 		j.notify()
 	}
 	for _, j := range revived {
-		// Ended in memory, not on the disk: a running one's lease runs
-		// out unless its client renews it.
 		j.lease, j.granted = now.Add(b.cfg.LeaseTTL), j.State == store.JobRunning
-		b.track(j)
+		index(j)
 	}
+	b.jobs, b.holders, b.waitingOf, b.ending = jobs, holders, waitingOf, map[int64]*jobState{}
+	b.beats.Lock()
+	b.running = running // whole: heartbeats never see a part of it
+	b.beats.Unlock()
 	b.rebuildLocked()
 	b.runningEnds = nil
-	for _, j := range revived {
-		if j.State == store.JobQueued {
-			// Its client withdrew it: no one waits for it.
-			go b.settle(b.endLocked(j.ID, store.JobCanceled, sql.NullInt64{}, "withdrawn by the client"))
+	b.store.Resume()
+	if len(again) > 0 {
+		time.AfterFunc(endAgainAfter, func() { b.endAgain(again) })
+	}
+}
+
+// endAgainAfter is how long after a failed commit the ends it lost are
+// queued again.
+const endAgainAfter = time.Second
+
+// endAgain is an end that did not commit, to queue again.
+type endAgain struct {
+	j        *jobState
+	state    string
+	exitCode sql.NullInt64
+	reason   string
+	err      error
+}
+
+// endAgain queues again the ends a failed commit lost, of the jobs that
+// are still live as they were.
+func (b *broker) endAgain(ends []endAgain) {
+	b.mu.Lock()
+	var changes []*change
+	for _, e := range ends {
+		if b.jobs[e.j.ID] != e.j {
+			continue // it ended or was reconciled since
 		}
+		e.j.endErr = e.err
+		changes = append(changes, b.endLocked(e.j.ID, e.state, e.exitCode, e.reason))
+	}
+	b.mu.Unlock()
+	for _, ch := range changes {
+		b.settle(ch)
 	}
 }

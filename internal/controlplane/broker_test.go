@@ -208,28 +208,30 @@ func TestLostNodeGetsNoNewJobs(t *testing.T) {
 }
 
 // TestFailedCommitReconciles fails a commit while a release and the grant
-// it makes are queued behind it: neither reaches a client, memory goes
-// back to what the store holds (the first job running, the second
-// waiting), and the broker goes on from there.
+// it makes, and the cancel of a waiting job, are queued behind it: no
+// client hears of them, memory goes back to what the store holds (the
+// first job running, the others waiting, each the same jobState its
+// client holds), and the lost release and cancel are queued again a
+// moment later, which grants the second job in its turn.
 func TestFailedCommitReconciles(t *testing.T) {
 	_, _, s := testPlane(t, store.Normal, 1, 0)
 	ctx := t.Context()
 	whole := int64(80 * 1024)
-	a, err := s.broker.submit(ctx, userServer(t, s, "alice", "a"), whole, 0, "a", 0)
-	if err != nil {
-		t.Fatal(err)
+	var jobs []*jobState
+	for _, name := range []string{"a", "b", "c"} {
+		j, err := s.broker.submit(ctx, userServer(t, s, name, name), whole, 0, name, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jobs = append(jobs, j)
 	}
-	b, err := s.broker.submit(ctx, userServer(t, s, "bob", "b"), whole, 0, "b", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cur := s.broker.published(b); cur.State != store.JobQueued || cur.granted {
-		t.Fatalf("b: %s", cur.State)
-	}
+	a, b, c := jobs[0], jobs[1], jobs[2]
 	br := s.broker
 	br.mu.Lock()
 	failing := br.queueLocked(func(*store.Tx) error { return errors.New("the disk is on fire") }, nil)
 	end := br.endLocked(a.ID, store.JobCompleted, sql.NullInt64{Valid: true}, "")
+	c.endErr = fmt.Errorf("%w: canceled by c", ErrCanceled)
+	cancel := br.endLocked(c.ID, store.JobCanceled, sql.NullInt64{}, "canceled by c")
 	if cur := br.copyLocked(b); cur.State != store.JobRunning || cur.granted {
 		t.Errorf("before the commit, b is %s (granted %v): want running in memory only", cur.State, cur.granted)
 	}
@@ -237,21 +239,21 @@ func TestFailedCommitReconciles(t *testing.T) {
 	if err := br.settle(failing); !errors.Is(err, errNotRecorded) {
 		t.Errorf("the failing change: %v", err)
 	}
-	if err := br.settle(end); !errors.Is(err, errNotRecorded) || !errors.Is(err, store.ErrNotWritten) {
-		t.Errorf("the release behind it: %v", err)
-	}
-	// a ended in memory only: it is live again (as a new jobState, found
-	// by its id, as its client's renewals find it).
-	for _, c := range []struct {
-		id    int64
-		state string
-	}{{a.ID, store.JobRunning}, {b.ID, store.JobQueued}} {
-		cur, ok := br.job(c.id)
-		if !ok || cur.State != c.state || cur.ended || cur.granted != (c.state == store.JobRunning) {
-			t.Errorf("job %d: %s (live %v, granted %v, ended %v), want %s as stored", c.id, cur.State, ok, cur.granted, cur.ended, c.state)
+	for _, ch := range []*change{end, cancel} {
+		if err := br.settle(ch); !errors.Is(err, errNotRecorded) || !errors.Is(err, store.ErrNotWritten) {
+			t.Errorf("a change behind it: %v", err)
 		}
 	}
-	// Memory agrees with the store, and the broker goes on.
+	for _, w := range []struct {
+		j     *jobState
+		state string
+	}{{a, store.JobRunning}, {b, store.JobQueued}, {c, store.JobQueued}} {
+		cur := br.published(w.j)
+		if live, _ := br.job(w.j.ID); cur.State != w.state || cur.ended || cur.granted != (w.state == store.JobRunning) || live.Command != w.j.Command {
+			t.Errorf("job %s: %s (granted %v, ended %v), want %s as stored, the same jobState", cur.Command, cur.State, cur.granted, cur.ended, w.state)
+		}
+	}
+	// Memory agrees with the store.
 	br.mu.Lock()
 	warm := br.snapshotLocked().Clone()
 	br.snap = nil
@@ -260,10 +262,28 @@ func TestFailedCommitReconciles(t *testing.T) {
 	if !reflect.DeepEqual(warm.Nodes, cold.Nodes) {
 		t.Errorf("snapshot after reconciling:\n%+v\nwant %+v", warm.Nodes, cold.Nodes)
 	}
-	if ok, err := br.end(ctx, a.ID, store.JobCompleted, sql.NullInt64{Valid: true}, ""); !ok || err != nil {
-		t.Fatalf("release again: %v %v", ok, err)
+	// The lost release and cancel come back by themselves.
+	deadline := time.Now().Add(10 * time.Second)
+	for !(br.published(a).ended && br.published(c).ended && br.published(b).granted) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the retry: a ended %v, c ended %v, b granted %v", br.published(a).ended, br.published(c).ended, br.published(b).granted)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	if cur := br.published(b); cur.State != store.JobRunning || !cur.granted {
-		t.Errorf("b after a's release: %s (granted %v)", cur.State, cur.granted)
+	if err := br.published(c).endErr; !errors.Is(err, ErrCanceled) {
+		t.Errorf("c's client is told %v, want its cancel", err)
+	}
+	var state string
+	s.store.View(ctx, func(tx *store.Tx) error {
+		js, err := tx.Jobs(0, nil, 10)
+		for _, j := range js {
+			if j.ID == a.ID {
+				state = j.State
+			}
+		}
+		return err
+	})
+	if state != store.JobCompleted {
+		t.Errorf("a is %q in the store, want completed", state)
 	}
 }

@@ -101,7 +101,7 @@ func (s *Server) adminOnly(next http.Handler) http.Handler {
 		case err != nil:
 			http.Error(w, err.Error(), http.StatusUnauthorized)
 		case p.kind != store.UserToken || !p.user.Admin:
-			http.Error(w, "only an admin's token may read the control plane's profiles", http.StatusForbidden)
+			http.Error(w, "only an admin's token may read the control plane's metrics and profiles", http.StatusForbidden)
 		default:
 			next.ServeHTTP(w, r)
 		}

@@ -16,7 +16,7 @@ import (
 
 // TestObservability: /metrics has the runtime's, the process's, the API's
 // per-procedure latencies, the store's commits and the jobs' starts and
-// ends; /debug/pprof answers an admin only.
+// ends; /metrics and /debug/pprof answer an admin only.
 func TestObservability(t *testing.T) {
 	url, toks, s := testPlane(t, store.Normal, 1, 1)
 	acc := hacv1connect.NewAcceleratorServiceClient(apiclient.New(s.Pin()), url, connect.WithInterceptors(apiclient.Bearer(toks[0])))
@@ -40,7 +40,10 @@ func TestObservability(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	_, m := get("/metrics", "")
+	if code, _ := get("/metrics", toks[0]); code != 403 {
+		t.Errorf("/metrics for a server token: %d, want 403", code)
+	}
+	_, m := get("/metrics", creds.AdminToken)
 	for _, want := range []string{
 		"go_goroutines", "process_resident_memory_bytes",
 		`hac_api_request_duration_seconds_count{code="ok",procedure="/hac.v1.AcceleratorService/Allocate"} 1`,

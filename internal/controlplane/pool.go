@@ -57,35 +57,38 @@ func (ps poolService) ListJobs(ctx context.Context, req *connect.Request[hacv1.L
 		limit = 100
 	}
 	p := principalFrom(ctx)
-	out := &hacv1.ListJobsResponse{}
+	// The store first, the broker after: no request holds a store
+	// connection while it waits for the broker's lock.
+	var jobs []jobState
 	err := ps.s.store.View(ctx, func(tx *store.Tx) error {
-		jobs, err := tx.Jobs(visibleUser(p), nil, limit)
+		rows, err := tx.Jobs(visibleUser(p), nil, limit)
 		if err != nil {
 			return err
 		}
 		names := map[int64][2]string{}
-		for _, j := range jobs {
-			js := jobState{Job: j}
-			if live, ok := ps.s.broker.job(j.ID); ok {
-				js = live
-			} else {
-				nm, ok := names[j.ServerID]
-				if !ok {
-					srv, err := tx.ServerByID(j.ServerID)
-					if err != nil {
-						return err
-					}
-					nm = [2]string{srv.Name, srv.UserName}
-					names[j.ServerID] = nm
+		for _, j := range rows {
+			nm, ok := names[j.ServerID]
+			if !ok {
+				srv, err := tx.ServerByID(j.ServerID)
+				if err != nil {
+					return err
 				}
-				js.serverName, js.userName = nm[0], nm[1]
+				nm = [2]string{srv.Name, srv.UserName}
+				names[j.ServerID] = nm
 			}
-			out.Jobs = append(out.Jobs, jobProto(js))
+			jobs = append(jobs, jobState{Job: j, serverName: nm[0], userName: nm[1]})
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, apiError(err)
+	}
+	out := &hacv1.ListJobsResponse{}
+	for _, js := range jobs {
+		if live, ok := ps.s.broker.job(js.ID); ok {
+			js = live
+		}
+		out.Jobs = append(out.Jobs, jobProto(js))
 	}
 	return connect.NewResponse(out), nil
 }
@@ -173,20 +176,21 @@ func addServer(tx *store.Tx, u store.User, name, model string, now time.Time) (s
 
 func (ps poolService) ListServers(ctx context.Context, _ *connect.Request[hacv1.ListServersRequest]) (*connect.Response[hacv1.ListServersResponse], error) {
 	p := principalFrom(ctx)
-	out := &hacv1.ListServersResponse{}
-	err := ps.s.store.View(ctx, func(tx *store.Tx) error {
-		srvs, err := tx.Servers(visibleUser(p))
-		for _, srv := range srvs {
-			jobID := ""
-			if j, ok := ps.s.broker.serverJob(srv.ID); ok && j.State == store.JobRunning {
-				jobID = strconv.FormatInt(j.ID, 10)
-			}
-			out.Servers = append(out.Servers, serverProto(srv, jobID))
-		}
+	var srvs []store.Server
+	err := ps.s.store.View(ctx, func(tx *store.Tx) (err error) {
+		srvs, err = tx.Servers(visibleUser(p))
 		return err
 	})
 	if err != nil {
 		return nil, apiError(err)
+	}
+	out := &hacv1.ListServersResponse{}
+	for _, srv := range srvs { // the broker after the store, as in ListJobs
+		jobID := ""
+		if j, ok := ps.s.broker.serverJob(srv.ID); ok && j.State == store.JobRunning {
+			jobID = strconv.FormatInt(j.ID, 10)
+		}
+		out.Servers = append(out.Servers, serverProto(srv, jobID))
 	}
 	return connect.NewResponse(out), nil
 }

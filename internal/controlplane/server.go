@@ -146,7 +146,10 @@ func (s *Server) handler() http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics(), promhttp.HandlerOpts{}))
+	// The control plane's own figures (every procedure's latency and
+	// result, the process) tell one tenant about the others: operators
+	// only, as a Prometheus scrape with an admin's bearer token.
+	mux.Handle("GET /metrics", s.adminOnly(promhttp.HandlerFor(s.metrics(), promhttp.HandlerOpts{})))
 	s.profiles(mux)
 	return mux
 }

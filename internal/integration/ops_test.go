@@ -2,6 +2,7 @@ package integration
 
 import (
 	"io"
+	"net/http"
 	"regexp"
 	"strings"
 	"testing"
@@ -14,7 +15,9 @@ import (
 func TestHealthAndMetrics(t *testing.T) {
 	c := newCluster(t, "fake:2x80GiB")
 	get := func(path string) string {
-		resp, err := apiclient.New(c.pin).Get(c.addr + path)
+		req, _ := http.NewRequest("GET", c.addr+path, nil)
+		req.Header.Set("Authorization", "Bearer "+c.creds.AdminToken) // /metrics is the operators'
+		resp, err := apiclient.New(c.pin).Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

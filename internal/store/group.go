@@ -78,9 +78,11 @@ func (s *Store) Failed() bool {
 	return g.failed != nil
 }
 
-// Resume waits until every change queued has been written or failed, and
-// lets changes be queued again after a failure. It reports whether there
-// was one.
+// Drain waits until every change queued has been written or failed.
+func (s *Store) Drain() { s.group.waitIdle() }
+
+// Resume lets changes be queued again after a failure, once the caller has
+// read its state again (after Drain). It reports whether there was one.
 func (s *Store) Resume() bool {
 	g := &s.group
 	g.waitIdle()
@@ -96,11 +98,8 @@ func (s *Store) commitGroups() {
 	g := &s.group
 	for {
 		g.mu.Lock()
-		n := min(len(g.queue), maxGroup)
-		batch := g.queue[:n:n]
-		g.queue = g.queue[n:]
-		if n == 0 || g.failed != nil {
-			for _, c := range batch {
+		if len(g.queue) == 0 || g.failed != nil {
+			for _, c := range g.queue {
 				c.finish(fmt.Errorf("%w: %w", ErrNotWritten, g.failed))
 			}
 			g.queue = nil
@@ -109,6 +108,9 @@ func (s *Store) commitGroups() {
 			g.mu.Unlock()
 			return
 		}
+		n := min(len(g.queue), maxGroup)
+		batch := g.queue[:n:n]
+		g.queue = g.queue[n:]
 		g.mu.Unlock()
 		err := s.commitGroup(batch)
 		if err != nil {

@@ -137,3 +137,61 @@ func TestAccountsGeneration(t *testing.T) {
 		t.Errorf("no statement kept: %d readers', %d writer's", len(s.rstmts.m), len(s.stmts.m))
 	}
 }
+
+// TestQueueFailureFinishesAll: past a failure, every change queued, more
+// than one group's worth, is answered.
+func TestQueueFailureFinishesAll(t *testing.T) {
+	s := open(t, Normal)
+	block := make(chan struct{})
+	first := s.Queue(func(*Tx) error { <-block; return nil })
+	failing := s.Queue(func(*Tx) error { return errors.New("no") })
+	var rest []*Change
+	for range 3 * maxGroup {
+		rest = append(rest, s.Queue(func(*Tx) error { return nil }))
+	}
+	close(block)
+	first.Wait()
+	failing.Wait()
+	done := make(chan struct{})
+	go func() {
+		for _, c := range rest {
+			c.Wait()
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("changes queued after a failure were never answered")
+	}
+	s.Drain()
+	if !s.Resume() {
+		t.Error("no failure to resume from")
+	}
+}
+
+// TestUpdatePanicFreesTheWriter: a transaction whose function panics gives
+// the one writer connection back.
+func TestUpdatePanicFreesTheWriter(t *testing.T) {
+	s := open(t, Normal)
+	ctx := context.Background()
+	func() {
+		defer func() { recover() }()
+		s.Update(ctx, func(tx *Tx) error {
+			tx.UserByName("missed statement") // so that one waits to be prepared
+			panic("boom")
+		})
+	}()
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Update(ctx, func(tx *Tx) error { _, err := tx.CreateUser("after", false, time.Now()); return err })
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the writer is still held after a panic")
+	}
+}

@@ -202,7 +202,7 @@ func (t *Tx) Jobs(userID int64, states []string, limit int) ([]Job, error) {
 	}
 	q += ` ORDER BY id DESC LIMIT ?`
 	args = append(args, limit)
-	rows, err := t.query(q, args...)
+	rows, err := t.queryOnce(q, args...) // its shape varies with states
 	if err != nil {
 		return nil, err
 	}
@@ -244,7 +244,7 @@ func (t *Tx) fillPlacements(jobs []Job) error {
 		index[j.ID] = i
 		args[i] = j.ID
 	}
-	rows, err := t.query(`SELECT job_id, node_name, gpu_uuid, memory_mib FROM placements
+	rows, err := t.queryOnce(`SELECT job_id, node_name, gpu_uuid, memory_mib FROM placements
 		WHERE job_id IN (?`+strings.Repeat(", ?", len(jobs)-1)+`) ORDER BY rowid`, args...)
 	if err != nil {
 		return err

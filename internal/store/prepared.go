@@ -112,3 +112,10 @@ func (s *statements) close() {
 	}
 	clear(s.m)
 }
+
+// queryOnce runs q unprepared and does not keep it: for queries whose
+// shape varies with their arguments (IN lists), which a caller could
+// otherwise use to fill the cache with one-off statements.
+func (t *Tx) queryOnce(q string, args ...any) (*sql.Rows, error) {
+	return t.tx.QueryContext(t.ctx, q, args...)
+}

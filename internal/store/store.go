@@ -131,21 +131,26 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 		return fmt.Errorf("store: begin: %w", err)
 	}
 	t := &Tx{tx: tx, ctx: ctx, stmts: s.stmts}
-	defer s.stmts.prepareMissed(ctx)
-	if err := fn(t); err != nil {
+	ended := false
+	defer func() {
+		if !ended {
+			tx.Rollback() // fn panicked: give the one connection back
+		}
+	}()
+	err = fn(t)
+	if err != nil {
 		tx.Rollback()
-		return err
+	} else if err = tx.Commit(); err != nil {
+		err = fmt.Errorf("store: commit: %w", err)
 	}
-	err = tx.Commit()
+	ended = true
 	if t.accounts {
 		// Even after a failed commit: what it wrote may have reached the
 		// disk, and a needless flush of a cache costs little.
 		s.accounts.Add(1)
 	}
-	if err != nil {
-		return fmt.Errorf("store: commit: %w", err)
-	}
-	return nil
+	s.stmts.prepareMissed(ctx) // the connection is free again
+	return err
 }
 
 // View runs fn in a read transaction.

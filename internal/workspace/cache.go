@@ -36,6 +36,11 @@ type blob struct {
 	size   int64
 	used   time.Time
 	pinned int
+	// verified: hashed since this process has had it. Blobs an earlier
+	// agent left are hashed on their first use (a crash may have left a
+	// file of the right size with other bytes); after that the agent
+	// alone can write them.
+	verified bool
 }
 
 // NewCache opens (creating) a blob cache in dir of at most maxBytes, and
@@ -211,7 +216,7 @@ func (w *Writer) Commit() error {
 		c.size -= old.size
 		pins += old.pinned
 	}
-	c.entries[w.sum] = &blob{size: info.Size(), used: time.Now(), pinned: pins}
+	c.entries[w.sum] = &blob{size: info.Size(), used: time.Now(), pinned: pins, verified: true}
 	c.size += info.Size()
 	c.evict()
 	return nil
@@ -295,13 +300,16 @@ func (c *Cache) Materialize(m *hacv1.Manifest, dest string, owner int) error {
 	return nil
 }
 
-// copyOut writes a private copy of a blob to dst, in the kernel
-// (copy_file_range: no pass through user space, and a reflink where the
-// file system has them). Blobs are checked against their hash when they
-// arrive and are the agent's alone after that (0600 in a 0700 folder), so
-// they are not hashed again on every copy; a blob whose size changed
-// behind the cache's back (a truncated or damaged file) is dropped.
+// copyOut writes a private copy of a blob to dst. A verified blob is
+// copied in the kernel (copy_file_range: no pass through user space, a
+// reflink where the file system has them) and checked by size; one an
+// earlier agent left is hashed on the way, once. A blob that no longer
+// matches is dropped from the cache.
 func (c *Cache) copyOut(sum, dst string, perm fs.FileMode, owner int) error {
+	c.mu.Lock()
+	b, ok := c.entries[sum]
+	verified := ok && b.verified
+	c.mu.Unlock()
 	in, err := os.Open(c.path(sum))
 	if err != nil {
 		return err
@@ -317,7 +325,13 @@ func (c *Cache) copyOut(sum, dst string, perm fs.FileMode, owner int) error {
 			return err
 		}
 	}
-	n, err := out.ReadFrom(in)
+	var n int64
+	h := sha256.New()
+	if verified {
+		n, err = out.ReadFrom(in)
+	} else {
+		n, err = io.Copy(io.MultiWriter(out, h), in)
+	}
 	if err != nil {
 		out.Close()
 		return err
@@ -327,15 +341,16 @@ func (c *Cache) copyOut(sum, dst string, perm fs.FileMode, owner int) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	b, ok := c.entries[sum]
-	if ok && n != b.size {
+	b, ok = c.entries[sum]
+	if !ok {
+		return nil // evicted meanwhile; the copy is whole
+	}
+	if n != b.size || !verified && hex.EncodeToString(h.Sum(nil)) != sum {
 		os.Remove(c.path(sum))
 		c.size -= b.size
 		delete(c.entries, sum)
 		return fmt.Errorf("%w %s (dropped from the cache; run the program again)", ErrHashMismatch, sum)
 	}
-	if ok {
-		b.used = time.Now()
-	}
+	b.verified, b.used = true, time.Now()
 	return nil
 }

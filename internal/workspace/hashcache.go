@@ -39,6 +39,23 @@ type hashEntry struct {
 	sum                string
 }
 
+// untrustedIdentity are the statfs magic numbers of file systems where a
+// file's size, mtime, ctime and inode may stay while its content changes.
+var untrustedIdentity = map[int64]bool{
+	0x6969:     true, // NFS
+	0x517b:     true, // SMB
+	0xfe534d42: true, // SMB2
+	0xff534d42: true, // CIFS
+	0x65735546: true, // FUSE (sshfs, virtiofs, ...)
+	0x01021997: true, // 9p
+	0x00c36400: true, // Ceph
+	0x5346414f: true, // AFS
+	0x0bd00bd0: true, // Lustre
+	0x786f4256: true, // VirtualBox shared folders
+	0x4d44:     true, // FAT
+	0x2011bab0: true, // exFAT
+}
+
 // racyWindow is how much older than its reading a file's ctime must be
 // for its hash to be kept.
 const racyWindow = 2 * time.Second
@@ -52,17 +69,38 @@ const maxHashCacheBytes = 512 << 20
 
 // OpenHashCache reads the hash cache at path. A missing, unreadable or
 // malformed file is an empty cache: the walk hashes every file, as it
-// would without one.
+// would without one. So is one that another user could have written (not
+// the caller's own, or writable by others, or in such a folder, or a
+// symlink): its entries would choose what a job reads.
 func OpenHashCache(path string) *HashCache {
 	c := &HashCache{path: path, entries: map[string]hashEntry{}, racy: racyWindow, read: HashFile}
-	if f, err := os.Open(path); err == nil {
-		c.old, _ = decodeHashCache(io.LimitReader(f, maxHashCacheBytes))
+	if f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0); err == nil {
+		if ownedPrivately(f) && ownedPrivatelyPath(filepath.Dir(path)) {
+			c.old, _ = decodeHashCache(io.LimitReader(f, maxHashCacheBytes))
+		}
 		f.Close()
 	}
 	if c.old == nil {
 		c.old = map[string]hashEntry{}
 	}
 	return c
+}
+
+// ownedPrivately reports whether f is the caller's and no one else may
+// write it.
+func ownedPrivately(f *os.File) bool {
+	info, err := f.Stat()
+	return err == nil && privateInfo(info)
+}
+
+func ownedPrivatelyPath(p string) bool {
+	info, err := os.Lstat(p)
+	return err == nil && privateInfo(info)
+}
+
+func privateInfo(info fs.FileInfo) bool {
+	st, ok := info.Sys().(*syscall.Stat_t)
+	return ok && int(st.Uid) == os.Geteuid() && info.Mode().Perm()&0o022 == 0
 }
 
 // sum returns the hash of the regular file at p (rel in the workspace),
@@ -172,8 +210,18 @@ func decodeHashCache(r io.Reader) (map[string]hashEntry, error) {
 }
 
 // HashCachePath is where the hash cache of the workspace at root lives,
-// under the user's cache folder.
+// under the user's cache folder. It refuses a workspace on a file system
+// whose files' identity does not tell their changes: network ones (NFS,
+// SMB, 9p, FUSE, Ceph...: attributes may come from a cache, ctimes from
+// another clock) and FAT's (no ctime).
 func HashCachePath(root string) (string, error) {
+	var fsys syscall.Statfs_t
+	if err := syscall.Statfs(root, &fsys); err != nil {
+		return "", err
+	}
+	if untrustedIdentity[int64(fsys.Type)] {
+		return "", fmt.Errorf("workspace: %s is on a file system whose file identities hac does not trust for hashes (type %#x)", root, fsys.Type)
+	}
 	dir, err := os.UserCacheDir()
 	if err != nil {
 		return "", err

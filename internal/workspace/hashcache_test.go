@@ -66,6 +66,11 @@ func TestHashCache(t *testing.T) {
 	if c := OpenHashCache(cache); len(c.old) != 1 {
 		t.Errorf("cache after b.py went: %v", c.old)
 	}
+	// A cache another user could have written is an empty one.
+	os.Chmod(cache, 0o666)
+	if _, read = walk(0); len(read) != 1 {
+		t.Errorf("with a cache writable by others: read %v", read)
+	}
 	// A damaged cache is an empty one.
 	os.WriteFile(cache, []byte("hac-hashes 1\nnonsense\n"), 0o600)
 	if _, read = walk(0); len(read) != 1 {

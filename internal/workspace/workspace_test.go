@@ -222,19 +222,27 @@ func TestCacheEvictsLeastRecentlyUsed(t *testing.T) {
 	}
 }
 
-// TestCacheDropsCorruptBlob: a cached blob whose size changed behind the
-// cache's back (blobs are hashed when they arrive, not on every copy) is
-// not given to a job, and leaves the cache.
+// TestCacheDropsCorruptBlob: a blob changed behind the cache's back is
+// not given to a job and leaves the cache: one an earlier agent left is
+// hashed on its first use (same size, other bytes: what a crash can
+// leave), one this agent received is checked by size.
 func TestCacheDropsCorruptBlob(t *testing.T) {
-	c, _ := NewCache(t.TempDir(), 0)
+	dir := t.TempDir()
+	c, _ := NewCache(dir, 0)
 	sum := put(t, c, "honest content")
-	os.WriteFile(c.path(sum), []byte("planted content"), 0o600)
+	os.WriteFile(c.path(sum), []byte("planted conten"), 0o600) // same size
+	reopened, _ := NewCache(dir, 0)
 	m := &hacv1.Manifest{Files: []*hacv1.FileEntry{{Path: "f", Mode: 0o644, Size: 14, Sha256: sum}}}
-	if err := c.Materialize(m, t.TempDir(), -1); !errors.Is(err, ErrHashMismatch) {
-		t.Fatalf("Materialize = %v, want ErrHashMismatch", err)
+	if err := reopened.Materialize(m, t.TempDir(), -1); !errors.Is(err, ErrHashMismatch) {
+		t.Fatalf("a blob left by an earlier agent: Materialize = %v, want ErrHashMismatch", err)
 	}
-	if c.Has(sum) {
+	if reopened.Has(sum) {
 		t.Fatal("the corrupt blob is still cached")
+	}
+	sum = put(t, c, "honest content")
+	os.WriteFile(c.path(sum), []byte("truncated"), 0o600)
+	if err := c.Materialize(m, t.TempDir(), -1); !errors.Is(err, ErrHashMismatch) || c.Has(sum) {
+		t.Fatalf("a truncated blob: Materialize = %v, still cached %v", err, c.Has(sum))
 	}
 }
 
