@@ -326,6 +326,7 @@ func (a *Agent) Register(ctx context.Context) error { return a.register(ctx) }
 // Run registers (unless Register already did), serves the worker API and
 // heartbeats until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
+	handOnIgnoredSignalsAsDefault()
 	a.mu.Lock()
 	registered := a.key != nil
 	a.mu.Unlock()

@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -209,5 +211,26 @@ func TestCheckpointsComeBackWhileRunning(t *testing.T) {
 	}
 	if strings.Contains(p.stderr.String(), "changed here") {
 		t.Errorf("hac's own mid-run copy was taken for a local edit: %s", p.stderr.String())
+	}
+}
+
+// TestAgentStartedIgnoringSignals: an agent started as nohup or a
+// background shell starts it (SIGHUP and SIGINT ignored) gives its
+// programs the default dispositions, with the sandbox and without, so
+// that Ctrl+C reaches them.
+func TestAgentStartedIgnoringSignals(t *testing.T) {
+	for _, args := range [][]string{nil, {"--no-sandbox"}} {
+		t.Run(fmt.Sprintf("agent%v", args), func(t *testing.T) {
+			c := newCluster(t)
+			c.agentArgs = args
+			signal.Ignore(syscall.SIGINT, syscall.SIGHUP) // inherited by the agent
+			c.addAgent("node1", "fake:1x80GiB")
+			signal.Reset(syscall.SIGINT, syscall.SIGHUP)
+			env := c.serverEnv(c.register("web1", ""))
+			r := c.hac(env, t.TempDir(), "run", "--", "grep", "^Sig", "/proc/self/status")
+			if r.code != 0 || !strings.Contains(r.stdout, "SigIgn:\t0000000000000000") {
+				t.Fatalf("the program's signals (exit %d):\n%s%s", r.code, r.stdout, r.stderr)
+			}
+		})
 	}
 }
