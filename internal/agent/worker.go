@@ -361,6 +361,8 @@ func (w *worker) relayInput(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.
 			switch sig := syscall.Signal(m.Signal); sig {
 			case syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH:
 				job.Signal(sig)
+			case syscall.SIGKILL: // a second Ctrl+C: the whole tree
+				run.kill("killed with a second Ctrl+C")
 			}
 		case *hacv1.ExecRequest_SyncDone:
 			return

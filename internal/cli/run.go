@@ -116,7 +116,8 @@ func (a *app) run(ctx context.Context, argv, env []string, wait time.Duration, p
 
 	a.say("info", "Requesting resources for %s from the server...", catalog.DisplayName)
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	// SIGQUIT too: Ctrl+\ goes to the program, not to a Go stack dump.
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
 	grant, err := a.allocate(ctx, c, argv, wait, priority, sigs)
 	if err != nil {
@@ -338,7 +339,7 @@ func (a *app) execute(ctx context.Context, c *client, wk *hacv1.Worker, argv, en
 				go watchWindow(ectx, send)
 			}
 			go pumpStdin(ectx, a.stdin, send)
-			go forwardSignals(ectx, sigs, send)
+			go a.forwardSignals(ectx, sigs, send)
 		case *hacv1.ExecResponse_Stdout:
 			os.Stdout.Write(r.Stdout)
 		case *hacv1.ExecResponse_Stderr:
@@ -388,18 +389,37 @@ func pumpStdin(ctx context.Context, r io.Reader, send func(*hacv1.ExecRequest) e
 	}
 }
 
-func forwardSignals(ctx context.Context, sigs <-chan os.Signal, send func(*hacv1.ExecRequest) error) {
+// forwardSignals sends the client's signals to the program. A second
+// Ctrl+C within killAfterInterrupts of the first kills the program's whole
+// tree, as srun does: a program that traps SIGINT can still be stopped
+// from the keyboard.
+func (a *app) forwardSignals(ctx context.Context, sigs <-chan os.Signal, send func(*hacv1.ExecRequest) error) {
+	var lastInterrupt time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case s := <-sigs:
-			if sig, ok := s.(syscall.Signal); ok {
-				send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Signal{Signal: int32(sig)}})
+			sig, ok := s.(syscall.Signal)
+			if !ok {
+				continue
 			}
+			if sig == syscall.SIGINT {
+				if !lastInterrupt.IsZero() && time.Since(lastInterrupt) < killAfterInterrupts {
+					a.say("warning", "Interrupted twice: killing the program and everything it started...")
+					sig = syscall.SIGKILL
+				} else {
+					a.say("info", "Interrupt sent to the program; press Ctrl+C again within %v to kill it.", killAfterInterrupts)
+				}
+				lastInterrupt = time.Now()
+			}
+			send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Signal{Signal: int32(sig)}})
 		}
 	}
 }
+
+// killAfterInterrupts is how soon a second Ctrl+C kills the program (SPEC A12).
+const killAfterInterrupts = 2 * time.Second
 
 func watchWindow(ctx context.Context, send func(*hacv1.ExecRequest) error) {
 	ch := make(chan os.Signal, 1)

@@ -234,3 +234,30 @@ func TestAgentStartedIgnoringSignals(t *testing.T) {
 		})
 	}
 }
+
+// TestInterruptTwiceAndQuit covers SPEC A12's keys: a program that traps
+// SIGINT lives through one Ctrl+C and is killed, whole, by a second within
+// 2 s; Ctrl+\ reaches the program as SIGQUIT, with no stack dump from the
+// client.
+func TestInterruptTwiceAndQuit(t *testing.T) {
+	c := newCluster(t, "fake:1x80GiB")
+	env := c.serverEnv(c.register("web1", ""))
+	p, _ := startRun(t, c, env, `trap 'echo got-int' INT; echo ready; while :; do sleep 0.1; done`)
+	p.cmd.Process.Signal(syscall.SIGINT)
+	eventually(t, 10*time.Second, "the first interrupt to reach the program", func() bool { return strings.Contains(p.stdout.String(), "got-int") })
+	select {
+	case <-p.done:
+		t.Fatalf("one Ctrl+C ended a program that traps it: %s", p.stderr.String())
+	case <-time.After(200 * time.Millisecond):
+	}
+	p.cmd.Process.Signal(syscall.SIGINT)
+	if code := p.exitCode(); code != 137 || !strings.Contains(p.stderr.String(), "Interrupted twice") {
+		t.Fatalf("after a second Ctrl+C: exit %d\n%s", code, p.stderr.String())
+	}
+
+	p, _ = startRun(t, c, env, `trap 'echo got-quit; exit 3' QUIT; echo ready; while :; do sleep 0.1; done`)
+	p.cmd.Process.Signal(syscall.SIGQUIT)
+	if code := p.exitCode(); code != 3 || !strings.Contains(p.stdout.String(), "got-quit") || strings.Contains(p.stderr.String(), "goroutine") {
+		t.Fatalf("after Ctrl+\\: exit %d\nstdout %s\nstderr %s", code, p.stdout.String(), p.stderr.String())
+	}
+}
