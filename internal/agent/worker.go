@@ -224,7 +224,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 	a.log.Info("job started", "job", claims.JobID, "pid", job.Pid(), "gpus", claims.GPUs, "isolation", job.Isolation(), "cgroup", job.Cgroup())
 
 	clientGone := make(chan struct{})
-	go w.relayInput(stream, job, run, clientGone)
+	go w.relayInput(stream, s, job, run, clientGone)
 	// Files come back while the program runs too, so checkpoints survive.
 	files := newSyncer(s, workDir, start.Manifest, a.log.Warn)
 	stopSync, syncDone := make(chan struct{}), make(chan struct{})
@@ -337,7 +337,7 @@ func (w *worker) receiveWorkspace(stream *connect.BidiStream[hacv1.ExecRequest, 
 
 // relayInput feeds the client's stdin, signals and window sizes to the job.
 // When the client goes away the job is killed: nothing outlives its client.
-func (w *worker) relayInput(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], job *runner.Job, run *jobRun, gone chan struct{}) {
+func (w *worker) relayInput(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, job *runner.Job, run *jobRun, gone chan struct{}) {
 	for {
 		msg, err := stream.Receive()
 		if err != nil {
@@ -363,6 +363,14 @@ func (w *worker) relayInput(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.
 				job.Signal(sig)
 			case syscall.SIGKILL: // a second Ctrl+C: the whole tree
 				run.kill("killed with a second Ctrl+C")
+			case syscall.SIGTSTP, syscall.SIGCONT: // Ctrl+Z and fg: the whole tree
+				frozen := sig == syscall.SIGTSTP
+				if err := job.Suspend(frozen); err != nil {
+					w.a.log.Warn("suspend a job", "err", err)
+					frozen = false
+				}
+				// The client stops itself once it hears this.
+				s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Suspended{Suspended: frozen}})
 			}
 		case *hacv1.ExecRequest_SyncDone:
 			return

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -126,7 +127,8 @@ func (a *app) run(ctx context.Context, argv, env []string, wait time.Duration, p
 	jobID := grant.JobId
 	leaseCtx, stopLease := context.WithCancel(ctx)
 	defer stopLease()
-	go renewLease(leaseCtx, c, jobID, time.Duration(grant.LeaseTtlSeconds)*time.Second)
+	var suspended atomic.Bool // Ctrl+Z: renewals ask for the suspended lease
+	go renewLease(leaseCtx, c, jobID, time.Duration(grant.LeaseTtlSeconds)*time.Second, &suspended)
 	release := func(code *int32) {
 		req := &hacv1.ReleaseRequest{JobId: jobID}
 		if code != nil {
@@ -146,7 +148,7 @@ func (a *app) run(ctx context.Context, argv, env []string, wait time.Duration, p
 	for i, wk := range grant.Workers {
 		a.say("info", "[%d/%d] Connecting to resources on the server (%s)...", i+1, len(grant.Workers), wk.Address)
 	}
-	code, err := a.execute(ctx, c, grant.Workers[0], argv, env, cwd, w.m, sigs, jobID)
+	code, err := a.execute(ctx, c, grant.Workers[0], argv, env, cwd, w.m, sigs, jobID, &suspended)
 	stopLease()
 	if errors.Is(err, errSyncIncomplete) {
 		release(&code)
@@ -238,7 +240,7 @@ func (a *app) sayWaiting(w, last *hacv1.Waiting) {
 }
 
 // renewLease keeps the job's lease alive until ctx ends.
-func renewLease(ctx context.Context, c *client, jobID string, ttl time.Duration) {
+func renewLease(ctx context.Context, c *client, jobID string, ttl time.Duration, suspended *atomic.Bool) {
 	every := ttl / 3
 	if every < 100*time.Millisecond {
 		every = 100 * time.Millisecond
@@ -251,7 +253,7 @@ func renewLease(ctx context.Context, c *client, jobID string, ttl time.Duration)
 			return
 		case <-t.C:
 			rctx, cancel := context.WithTimeout(ctx, every)
-			c.acc.RenewLease(rctx, connect.NewRequest(&hacv1.RenewLeaseRequest{JobId: jobID}))
+			c.acc.RenewLease(rctx, connect.NewRequest(&hacv1.RenewLeaseRequest{JobId: jobID, Suspended: suspended.Load()}))
 			cancel()
 		}
 	}
@@ -259,7 +261,7 @@ func renewLease(ctx context.Context, c *client, jobID string, ttl time.Duration)
 
 // execute runs the program on one worker: upload, stdio, signals, exit
 // code, changed files.
-func (a *app) execute(ctx context.Context, c *client, wk *hacv1.Worker, argv, env []string, cwd string, m *hacv1.Manifest, sigs <-chan os.Signal, jobID string) (int32, error) {
+func (a *app) execute(ctx context.Context, c *client, wk *hacv1.Worker, argv, env []string, cwd string, m *hacv1.Manifest, sigs <-chan os.Signal, jobID string, suspended *atomic.Bool) (int32, error) {
 	if wk.CaPin == "" || wk.KeyPin == "" {
 		return 0, fmt.Errorf("the control plane named no certificate for node %s: upgrade hac serve", wk.Node)
 	}
@@ -318,6 +320,7 @@ func (a *app) execute(ctx context.Context, c *client, wk *hacv1.Worker, argv, en
 	}
 	var code int32
 	exited := false
+	frozen := make(chan bool, 1) // the node's answers to Ctrl+Z and fg
 	for {
 		msg, err := stream.Receive()
 		if err != nil {
@@ -339,6 +342,9 @@ func (a *app) execute(ctx context.Context, c *client, wk *hacv1.Worker, argv, en
 				go watchWindow(ectx, send)
 			}
 			go pumpStdin(ectx, a.stdin, send)
+			if !tty { // on a terminal, Ctrl+Z is a key for the program's own terminal
+				go a.suspendOnCtrlZ(ectx, c, jobID, send, suspended, frozen)
+			}
 			go a.forwardSignals(ectx, sigs, send)
 		case *hacv1.ExecResponse_Stdout:
 			os.Stdout.Write(r.Stdout)
@@ -356,6 +362,11 @@ func (a *app) execute(ctx context.Context, c *client, wk *hacv1.Worker, argv, en
 		case *hacv1.ExecResponse_Changed:
 			if err := sync.receive(r.Changed); err != nil {
 				a.say("warning", "%v", err)
+			}
+		case *hacv1.ExecResponse_Suspended:
+			select {
+			case frozen <- r.Suspended:
+			default:
 			}
 		case *hacv1.ExecResponse_ChangesDone:
 			for _, w := range sync.finish() {
@@ -415,6 +426,64 @@ func (a *app) forwardSignals(ctx context.Context, sigs <-chan os.Signal, send fu
 			}
 			send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Signal{Signal: int32(sig)}})
 		}
+	}
+}
+
+// suspendOnCtrlZ suspends the program with the client, as a local
+// program is suspended: on SIGTSTP (Ctrl+Z) it asks the control plane for
+// the suspended lease (a stopped client renews nothing; the GPUs stay held),
+// freezes the program's tree, and stops the client; when the shell
+// continues it (fg), it thaws the program and goes back to the normal
+// lease.
+func (a *app) suspendOnCtrlZ(ctx context.Context, c *client, jobID string, send func(*hacv1.ExecRequest) error, suspended *atomic.Bool, frozen <-chan bool) {
+	tstp := make(chan os.Signal, 1)
+	signal.Notify(tstp, syscall.SIGTSTP)
+	defer signal.Stop(tstp)
+	renew := func() error {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err := c.acc.RenewLease(rctx, connect.NewRequest(&hacv1.RenewLeaseRequest{JobId: jobID, Suspended: suspended.Load()}))
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tstp:
+		}
+		suspended.Store(true)
+		if err := renew(); err != nil {
+			suspended.Store(false)
+			a.say("warning", "Not suspended: the control plane would not keep the job while the client is stopped (%v).", userMessage(err))
+			continue
+		}
+		send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Signal{Signal: int32(syscall.SIGTSTP)}})
+		// Stop only once the node has frozen the program: a stopped
+		// process sends nothing, not even what it queued.
+		select {
+		case ok := <-frozen:
+			if !ok {
+				a.say("warning", "Not suspended: the node could not freeze the program.")
+				suspended.Store(false)
+				renew()
+				continue
+			}
+		case <-time.After(5 * time.Second):
+			a.say("warning", "Not suspended: the node did not answer (an older hac agent?).")
+			suspended.Store(false)
+			renew()
+			continue
+		case <-ctx.Done():
+			return
+		}
+		a.say("info", "The program is suspended; fg resumes it (its GPUs stay held meanwhile).")
+		// SIGSTOP, not SIGTSTP: Go drops a SIGTSTP it once relayed, and a
+		// shell takes either for a stopped job.
+		syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+		// Continued (fg).
+		send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Signal{Signal: int32(syscall.SIGCONT)}})
+		suspended.Store(false)
+		renew()
 	}
 }
 

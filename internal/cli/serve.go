@@ -92,6 +92,7 @@ named "dev", and writes the client config, so that hac run works at once.`,
 	f.StringVar(&gpus, "gpus", "auto", "--dev: the embedded agent's GPUs: auto, nvidia-smi or fake:COUNTxSIZE (fake:8x80GiB)")
 	f.StringVar(&agentListen, "agent-listen", "127.0.0.1:7471", "--dev: the embedded agent's worker address")
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "how long a job lives after its client stops renewing the lease")
+	f.DurationVar(&cfg.SuspendedLease, "suspended-lease", cfg.SuspendedLease, "how long a job lives while its client is suspended (Ctrl+Z); its GPUs stay held")
 	f.DurationVar(&cfg.NodeLostAfter, "node-lost-after", cfg.NodeLostAfter, "how long a silent node keeps its jobs")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat", cfg.HeartbeatInterval, "agent heartbeat interval")
 	f.BoolVar(&fastCommit, "fast-commit", false, "sync the database at checkpoints only (a power loss may drop the last seconds)")

@@ -217,10 +217,14 @@ func (a acceleratorService) RenewLease(ctx context.Context, req *connect.Request
 		return nil, apiError(err)
 	}
 	p := principalFrom(ctx)
-	if err := a.s.broker.renew(id, p.owns); err != nil {
+	ttl := a.s.cfg.LeaseTTL
+	if req.Msg.Suspended {
+		ttl = a.s.cfg.SuspendedLease
+	}
+	if err := a.s.broker.renew(id, ttl, p.owns); err != nil {
 		return nil, apiError(err)
 	}
-	return connect.NewResponse(&hacv1.RenewLeaseResponse{LeaseTtlSeconds: int32(a.s.cfg.LeaseTTL.Seconds())}), nil
+	return connect.NewResponse(&hacv1.RenewLeaseResponse{LeaseTtlSeconds: int32(ttl.Seconds())}), nil
 }
 
 func (a acceleratorService) Release(ctx context.Context, req *connect.Request[hacv1.ReleaseRequest]) (*connect.Response[hacv1.ReleaseResponse], error) {

@@ -466,15 +466,15 @@ func (b *broker) serverJobLocked(serverID int64) *jobState {
 	return nil
 }
 
-// renew extends a running job's lease, if may says the caller may.
-func (b *broker) renew(id int64, may func(*jobState) bool) error {
+// renew extends a running job's lease by ttl, if may says the caller may.
+func (b *broker) renew(id int64, ttl time.Duration, may func(*jobState) bool) error {
 	b.beats.Lock()
 	defer b.beats.Unlock()
 	j := b.running[id]
 	if j == nil || !may(j) {
 		return fmt.Errorf("%w: job %d is not running", ErrUnknownJob, id)
 	}
-	j.lease = b.cfg.Now().Add(b.cfg.LeaseTTL)
+	j.lease = b.cfg.Now().Add(ttl)
 	return nil
 }
 

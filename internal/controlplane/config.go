@@ -23,6 +23,9 @@ type Config struct {
 	Durability store.Durability
 	// LeaseTTL is how long a granted job lives without a renewal.
 	LeaseTTL time.Duration
+	// SuspendedLease is how long it lives after its client asked for a
+	// suspended lease (Ctrl+Z): the GPUs stay held, and billed.
+	SuspendedLease time.Duration
 	// NodeLostAfter is how long a node may miss heartbeats before it is
 	// declared lost and its jobs fail.
 	NodeLostAfter time.Duration
@@ -55,6 +58,7 @@ func DefaultConfig() Config {
 		DataDir:           "hac-data",
 		Durability:        store.Full,
 		LeaseTTL:          30 * time.Second,
+		SuspendedLease:    time.Hour,
 		NodeLostAfter:     15 * time.Second,
 		HeartbeatInterval: 2 * time.Second,
 		TicketTTL:         60 * time.Second,
@@ -89,6 +93,8 @@ func (c Config) Validate() error {
 		return errors.New("controlplane: --data-dir is empty: give a directory for the database")
 	case c.LeaseTTL < time.Second:
 		return fmt.Errorf("controlplane: lease TTL %v is too short: use at least 1s", c.LeaseTTL)
+	case c.SuspendedLease < c.LeaseTTL || c.SuspendedLease > 7*24*time.Hour:
+		return fmt.Errorf("controlplane: suspended lease %v: use at least the lease TTL (%v) and at most 168h", c.SuspendedLease, c.LeaseTTL)
 	case c.HeartbeatInterval <= 0 || c.NodeLostAfter < 2*c.HeartbeatInterval:
 		return fmt.Errorf("controlplane: node-lost timeout %v must be at least twice the heartbeat interval %v", c.NodeLostAfter, c.HeartbeatInterval)
 	case c.TicketTTL <= 0:

@@ -261,3 +261,57 @@ func TestInterruptTwiceAndQuit(t *testing.T) {
 		t.Fatalf("after Ctrl+\\: exit %d\nstdout %s\nstderr %s", code, p.stdout.String(), p.stderr.String())
 	}
 }
+
+// TestCtrlZThenFg covers SPEC A12's Ctrl+Z: the client stops and the
+// program's whole tree freezes; the job outlives many lease times
+// suspended (its GPUs held); fg (SIGCONT) thaws it, and it runs to its end.
+func TestCtrlZThenFg(t *testing.T) {
+	c := newCluster(t, "fake:1x80GiB") // lease TTL 3 s
+	env := c.serverEnv(c.register("web1", ""))
+	p, id := startRun(t, c, env, `trap 'exit 7' INT; echo ready; sleep 3014 & wait`)
+	prog := nodePid(t, "sleep 3014")
+	p.cmd.Process.Signal(syscall.SIGTSTP)
+	eventually(t, 10*time.Second, "the client to stop", func() bool { return procState(p.cmd.Process.Pid) == "T" })
+	eventually(t, 10*time.Second, "the program to freeze", func() bool { return frozen(t, prog) })
+	time.Sleep(8 * time.Second) // over two lease times: the behaviour under test is what happens over time
+	if j := c.job(id); j.State != "running" {
+		t.Fatalf("the job while suspended: %+v", j)
+	}
+	p.cmd.Process.Signal(syscall.SIGCONT)
+	eventually(t, 10*time.Second, "the program to thaw", func() bool { return !frozen(t, prog) })
+	time.Sleep(4 * time.Second) // another lease time, renewed as usual again
+	if j := c.job(id); j.State != "running" {
+		t.Fatalf("the job after fg: %+v", j)
+	}
+	p.cmd.Process.Signal(syscall.SIGINT)
+	if code := p.exitCode(); code != 7 {
+		t.Fatalf("exit %d after fg and Ctrl+C:\n%s", code, p.stderr.String())
+	}
+}
+
+// procState is a process's state letter (R, S, T...).
+func procState(pid int) string {
+	raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if i := strings.LastIndexByte(string(raw), ')'); i > 0 && i+2 < len(raw) {
+		return string(raw[i+2])
+	}
+	return ""
+}
+
+// frozen reports whether pid's cgroup v2 is frozen.
+func frozen(t *testing.T, pid int) bool {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if path, ok := strings.CutPrefix(line, "0::"); ok {
+			for _, mount := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+				if events, err := os.ReadFile(filepath.Join(mount, path, "cgroup.events")); err == nil {
+					return strings.Contains(string(events), "frozen 1")
+				}
+			}
+		}
+	}
+	return false
+}

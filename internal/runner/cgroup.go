@@ -217,6 +217,15 @@ func (c *cgroup) kill() error {
 	return nil
 }
 
+// freeze freezes or thaws every process in the cgroup.
+func (c *cgroup) freeze(frozen bool) error {
+	file, value := "cgroup.freeze", map[bool]string{true: "1", false: "0"}[frozen]
+	if c.v1 {
+		file, value = "freezer.state", map[bool]string{true: "FROZEN", false: "THAWED"}[frozen]
+	}
+	return os.WriteFile(filepath.Join(c.dir, file), []byte(value), 0o644)
+}
+
 // freezeKill stops the group from forking while every member gets SIGKILL.
 func (c *cgroup) freezeKill(file, freeze, thaw string) {
 	path := filepath.Join(c.dir, file)

@@ -256,6 +256,23 @@ func (j *Job) Signal(sig syscall.Signal) error {
 	return syscall.Kill(-j.cmd.Process.Pid, sig)
 }
 
+// Suspend freezes (or thaws) the whole process tree, as Ctrl+Z and fg do
+// for a local program: through its cgroup's freezer, or SIGSTOP and
+// SIGCONT to its process group without one.
+func (j *Job) Suspend(frozen bool) error {
+	if j.reaped.Load() {
+		return nil
+	}
+	if j.cg != nil {
+		return j.cg.freeze(frozen)
+	}
+	sig := syscall.SIGCONT
+	if frozen {
+		sig = syscall.SIGSTOP
+	}
+	return syscall.Kill(-j.cmd.Process.Pid, sig)
+}
+
 // Kill kills the whole process tree; after Wait it does nothing.
 func (j *Job) Kill() error {
 	if j.reaped.Load() {

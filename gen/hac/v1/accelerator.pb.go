@@ -556,8 +556,12 @@ func (x *Worker) GetKeyPin() string {
 }
 
 type RenewLeaseRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The client is about to stop (Ctrl+Z): the lease lasts the control
+	// plane's suspended-lease time instead (the GPUs stay held and billed),
+	// until the next plain renewal.
+	Suspended     bool `protobuf:"varint,2,opt,name=suspended,proto3" json:"suspended,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -597,6 +601,13 @@ func (x *RenewLeaseRequest) GetJobId() string {
 		return x.JobId
 	}
 	return ""
+}
+
+func (x *RenewLeaseRequest) GetSuspended() bool {
+	if x != nil {
+		return x.Suspended
+	}
+	return false
 }
 
 type RenewLeaseResponse struct {
@@ -1227,9 +1238,10 @@ const file_hac_v1_accelerator_proto_rawDesc = "" +
 	"\n" +
 	"memory_mib\x18\x05 \x01(\x03R\tmemoryMib\x12\x15\n" +
 	"\x06ca_pin\x18\x06 \x01(\tR\x05caPin\x12\x17\n" +
-	"\akey_pin\x18\a \x01(\tR\x06keyPin\"*\n" +
+	"\akey_pin\x18\a \x01(\tR\x06keyPin\"H\n" +
 	"\x11RenewLeaseRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"@\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1c\n" +
+	"\tsuspended\x18\x02 \x01(\bR\tsuspended\"@\n" +
 	"\x12RenewLeaseResponse\x12*\n" +
 	"\x11lease_ttl_seconds\x18\x01 \x01(\x05R\x0fleaseTtlSeconds\"h\n" +
 	"\x0eReleaseRequest\x12\x15\n" +

@@ -554,6 +554,7 @@ type ExecResponse struct {
 	//	*ExecResponse_Changed
 	//	*ExecResponse_ChangesDone
 	//	*ExecResponse_Error
+	//	*ExecResponse_Suspended
 	Msg           isExecResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -668,6 +669,15 @@ func (x *ExecResponse) GetError() string {
 	return ""
 }
 
+func (x *ExecResponse) GetSuspended() bool {
+	if x != nil {
+		if x, ok := x.Msg.(*ExecResponse_Suspended); ok {
+			return x.Suspended
+		}
+	}
+	return false
+}
+
 type isExecResponse_Msg interface {
 	isExecResponse_Msg()
 }
@@ -705,6 +715,12 @@ type ExecResponse_Error struct {
 	Error string `protobuf:"bytes,8,opt,name=error,proto3,oneof"`
 }
 
+type ExecResponse_Suspended struct {
+	// suspended answers a SIGTSTP (true: the program's tree is frozen)
+	// or a SIGCONT (false) from the client.
+	Suspended bool `protobuf:"varint,9,opt,name=suspended,proto3,oneof"`
+}
+
 func (*ExecResponse_NeedBlobs) isExecResponse_Msg() {}
 
 func (*ExecResponse_Started) isExecResponse_Msg() {}
@@ -720,6 +736,8 @@ func (*ExecResponse_Changed) isExecResponse_Msg() {}
 func (*ExecResponse_ChangesDone) isExecResponse_Msg() {}
 
 func (*ExecResponse_Error) isExecResponse_Msg() {}
+
+func (*ExecResponse_Suspended) isExecResponse_Msg() {}
 
 type NeedBlobs struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1004,7 +1022,7 @@ const file_hac_v1_worker_proto_rawDesc = "" +
 	"\x04Blob\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x12\n" +
-	"\x04last\x18\x03 \x01(\bR\x04last\"\xc2\x02\n" +
+	"\x04last\x18\x03 \x01(\bR\x04last\"\xe2\x02\n" +
 	"\fExecResponse\x122\n" +
 	"\n" +
 	"need_blobs\x18\x01 \x01(\v2\x11.hac.v1.NeedBlobsH\x00R\tneedBlobs\x12+\n" +
@@ -1014,7 +1032,8 @@ const file_hac_v1_worker_proto_rawDesc = "" +
 	"\x06exited\x18\x05 \x01(\v2\x0e.hac.v1.ExitedH\x00R\x06exited\x12/\n" +
 	"\achanged\x18\x06 \x01(\v2\x13.hac.v1.ChangedFileH\x00R\achanged\x12#\n" +
 	"\fchanges_done\x18\a \x01(\bH\x00R\vchangesDone\x12\x16\n" +
-	"\x05error\x18\b \x01(\tH\x00R\x05errorB\x05\n" +
+	"\x05error\x18\b \x01(\tH\x00R\x05error\x12\x1e\n" +
+	"\tsuspended\x18\t \x01(\bH\x00R\tsuspendedB\x05\n" +
 	"\x03msg\"#\n" +
 	"\tNeedBlobs\x12\x16\n" +
 	"\x06sha256\x18\x01 \x03(\tR\x06sha256\"\x1b\n" +
@@ -1105,6 +1124,7 @@ func file_hac_v1_worker_proto_init() {
 		(*ExecResponse_Changed)(nil),
 		(*ExecResponse_ChangesDone)(nil),
 		(*ExecResponse_Error)(nil),
+		(*ExecResponse_Suspended)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
