@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/hac-project/hac/internal/pki"
+	"github.com/hac-project/hac/internal/token"
 )
 
 // Config is what a client needs to reach the control plane.
@@ -21,7 +22,7 @@ type Config struct {
 	// CAPin names the CA the control plane's certificate is from
 	// (sha256:HEX); empty trusts the system's roots.
 	CAPin string
-	// Source says where Addr and Token came from, for messages.
+	// Source says where Addr came from, for messages.
 	Source string
 }
 
@@ -95,16 +96,15 @@ func UserConfigPath(getenv func(string) string) string {
 // SystemConfigPath is the config a server made by hac is given.
 const SystemConfigPath = "/etc/hac/config"
 
-// resolveConfig finds the configuration, first found wins: flags, then
-// HAC_ADDR/HAC_TOKEN, then the user's file, then /etc/hac/config. The
-// default server is --server, else HAC_SERVER, else the file's. The CA pin
-// is --ca-pin, else HAC_CA_PIN, else the file's when the address is the
+// resolveConfig finds the configuration. The address and the token are
+// each taken from the first that has one: flags, then HAC_ADDR/HAC_TOKEN,
+// then the user's file, then /etc/hac/config (the first file found). The
+// default server is --server, else HAC_SERVER, else the file's; but a
+// server token acts on its own server, so the file's server does not
+// come with one (it may be another server's file). The CA pin is
+// --ca-pin, else HAC_CA_PIN, else the file's when the address is the
 // file's.
 func resolveConfig(flagAddr, flagToken, flagPin, flagServer string, getenv func(string) string) (Config, error) {
-	c := Config{Addr: flagAddr, Token: flagToken, Source: "flags"}
-	if c.Addr == "" && c.Token == "" && (getenv("HAC_ADDR") != "" || getenv("HAC_TOKEN") != "") {
-		c = Config{Addr: getenv("HAC_ADDR"), Token: getenv("HAC_TOKEN"), Source: "HAC_ADDR/HAC_TOKEN"}
-	}
 	var file Config
 	for _, p := range []string{UserConfigPath(getenv), SystemConfigPath} {
 		f, err := os.Open(p)
@@ -112,24 +112,30 @@ func resolveConfig(flagAddr, flagToken, flagPin, flagServer string, getenv func(
 			continue
 		}
 		if err != nil {
-			return c, fmt.Errorf("config %s: %w", p, err)
+			return Config{}, fmt.Errorf("config %s: %w", p, err)
 		}
 		file, err = ParseConfig(f)
 		f.Close()
 		if err != nil {
-			return c, fmt.Errorf("config %s: %w", p, err)
+			return Config{}, fmt.Errorf("config %s: %w", p, err)
 		}
 		file.Source = p
 		break
 	}
-	if c.Addr == "" && c.Token == "" {
-		c = file
-	} else if c.Addr == "" {
-		c.Addr = file.Addr
-	} else if c.Token == "" {
-		c.Token = file.Token
+	first := func(candidates ...[2]string) (value, source string) {
+		for _, cand := range candidates {
+			if cand[0] != "" {
+				return cand[0], cand[1]
+			}
+		}
+		return "", ""
 	}
-	c.Server = file.Server
+	var c Config
+	c.Addr, c.Source = first([2]string{flagAddr, "--addr"}, [2]string{getenv("HAC_ADDR"), "HAC_ADDR"}, [2]string{file.Addr, file.Source})
+	c.Token, _ = first([2]string{flagToken, "--token"}, [2]string{getenv("HAC_TOKEN"), "HAC_TOKEN"}, [2]string{file.Token, file.Source})
+	if !strings.HasPrefix(c.Token, token.ServerPrefix) || c.Token == file.Token {
+		c.Server = file.Server
+	}
 	if c.Addr == file.Addr {
 		c.CAPin = file.CAPin
 	}

@@ -34,8 +34,10 @@ func TestResolveConfigOrder(t *testing.T) {
 		t.Fatalf("env: %+v %v", c, err)
 	}
 	delete(base, "HAC_CA_PIN")
+	// Each field from the first that has it: the address from the flag,
+	// the token from the environment.
 	c, err = resolveConfig("https://flag:3", "", "", "fl", env(base))
-	if err == nil || c.Addr != "https://flag:3" || c.Token != "ftok" || c.Server != "fl" {
+	if err == nil || c.Addr != "https://flag:3" || c.Token != "etok" || c.Server != "fl" {
 		t.Fatalf("flags: %+v", c)
 	}
 	base["HAC_CA_PIN"] = strings.ToUpper(pin)
@@ -57,6 +59,37 @@ func TestResolveConfigOrder(t *testing.T) {
 	}
 	if st, _ := os.Stat(p); st.Mode().Perm() != 0o600 {
 		t.Fatalf("config mode %v", st.Mode())
+	}
+}
+
+// TestResolveConfigServerToken: --token with only HAC_ADDR set uses both;
+// a server token does not take the file's server (it acts on its own),
+// unless it is the file's own token (the config of a server made by hac).
+func TestResolveConfigServerToken(t *testing.T) {
+	dir := t.TempDir()
+	pin := "sha256:" + strings.Repeat("ab", 32)
+	if err := writeUserConfig(filepath.Join(dir, "hac", "config"), Config{Addr: "https://file:1", CAPin: pin, Token: "hacu_user", Server: "dev"}); err != nil {
+		t.Fatal(err)
+	}
+	e := map[string]string{"XDG_CONFIG_HOME": dir, "HAC_ADDR": "https://file:1"}
+	c, err := resolveConfig("", "hacs_web1", "", "", env(e))
+	if err != nil || c.Addr != "https://file:1" || c.Token != "hacs_web1" || c.Server != "" || c.CAPin != pin {
+		t.Fatalf("--token with HAC_ADDR: %+v %v", c, err)
+	}
+	e["HAC_TOKEN"] = "hacs_web1"
+	if c, err = resolveConfig("", "", "", "", env(e)); err != nil || c.Server != "" {
+		t.Fatalf("a server token in HAC_TOKEN took the file's server: %+v %v", c, err)
+	}
+	e["HAC_TOKEN"] = "hacu_other"
+	if c, err = resolveConfig("", "", "", "", env(e)); err != nil || c.Server != "dev" {
+		t.Fatalf("a user token: %+v %v", c, err)
+	}
+	own := t.TempDir()
+	if err := writeUserConfig(filepath.Join(own, "hac", "config"), Config{Addr: "https://file:1", CAPin: pin, Token: "hacs_web1", Server: "web1"}); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = resolveConfig("", "", "", "", env(map[string]string{"XDG_CONFIG_HOME": own})); err != nil || c.Server != "web1" {
+		t.Fatalf("a server's own config: %+v %v", c, err)
 	}
 }
 

@@ -3,7 +3,9 @@ package controlplane
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -87,20 +89,38 @@ type authInterceptor struct {
 	kinds []store.TokenKind
 }
 
-func (a authInterceptor) check(ctx context.Context) error {
+func (a authInterceptor) check(ctx context.Context, procedure string) error {
 	p, ok := ctx.Value(principalKey{}).(principal)
 	if !ok {
 		return apiError(ErrUnauthenticated)
 	}
 	if !slices.Contains(a.kinds, p.kind) {
-		return apiError(ErrPermission)
+		return apiError(fmt.Errorf("%w: %s may not call %s; %s", ErrPermission, p.describe(), path.Base(procedure), mayDo(p.kind)))
 	}
 	return nil
 }
 
+// describe names who a principal is, for refusals.
+func (p principal) describe() string {
+	switch p.kind {
+	case store.UserToken:
+		if p.user.Admin {
+			return fmt.Sprintf("the token of %s (an admin)", p.user.Name)
+		}
+		return fmt.Sprintf("the token of user %s", p.user.Name)
+	case store.ServerToken:
+		return fmt.Sprintf("a server token of user %s (server #%d)", p.user.Name, p.serverID)
+	case store.NodeToken:
+		return fmt.Sprintf("the token of node %s", p.node)
+	case store.JoinToken:
+		return fmt.Sprintf("a join token for node %s", p.node)
+	}
+	return "this token"
+}
+
 func (a authInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		if err := a.check(ctx); err != nil {
+		if err := a.check(ctx, req.Spec().Procedure); err != nil {
 			return nil, err
 		}
 		return next(ctx, req)
@@ -113,7 +133,7 @@ func (a authInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) c
 
 func (a authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		if err := a.check(ctx); err != nil {
+		if err := a.check(ctx, conn.Spec().Procedure); err != nil {
 			return err
 		}
 		return next(ctx, conn)
@@ -133,7 +153,7 @@ func (s *Server) resolveServer(ctx context.Context, p principal, name string) (s
 		var ok bool
 		if srv, ok = s.servers.get(gen, key); ok {
 			if name != "" && name != srv.Name {
-				return store.Server{}, ErrPermission
+				return store.Server{}, otherServer(srv, name)
 			}
 			return srv, nil
 		}
@@ -147,7 +167,7 @@ func (s *Server) resolveServer(ctx context.Context, p principal, name string) (s
 				s.servers.put(gen, key, srv)
 			}
 			if err == nil && name != "" && name != srv.Name {
-				return ErrPermission
+				return otherServer(srv, name)
 			}
 		case name == "":
 			return ErrNoServer
@@ -168,4 +188,23 @@ func (s *Server) resolveServer(ctx context.Context, p principal, name string) (s
 		return err
 	})
 	return srv, err
+}
+
+// otherServer is the refusal of a server token that names another server.
+func otherServer(srv store.Server, name string) error {
+	return fmt.Errorf("%w: this is server %s's token (user %s), which acts on %s only, not on %q: drop --server and HAC_SERVER, or use your user token to name another server",
+		ErrPermission, srv.Name, srv.UserName, srv.Name, name)
+}
+
+// mayDo says what a kind of token is for, for refusals.
+func mayDo(kind store.TokenKind) string {
+	switch kind {
+	case store.ServerToken:
+		return "a server token runs programs on its own server's accelerator (hac run, hac smi, hac switch-model); for anything else use your user token (HAC_TOKEN or the config file that hac serve or your admin gave you)"
+	case store.UserToken:
+		return "a user token acts for its user through the API; a node's agent uses the node's own token"
+	case store.NodeToken, store.JoinToken:
+		return "node tokens are for hac agent only"
+	}
+	return "ask your admin for a token that may"
 }

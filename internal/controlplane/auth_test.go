@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -50,4 +51,23 @@ func TestCachedAccountsFollowCommits(t *testing.T) {
 
 func bearer(tok string) map[string][]string {
 	return map[string][]string{"Authorization": {"Bearer " + tok}}
+}
+
+// TestRefusalsSayWhoAndWhat: a refused call names who is asking and what
+// that token is for.
+func TestRefusalsSayWhoAndWhat(t *testing.T) {
+	url, toks, s := testPlane(t, store.Normal, 1, 1)
+	ctx := context.Background()
+	httpc := apiclient.New(s.Pin())
+	pool := hacv1connect.NewPoolServiceClient(httpc, url, connect.WithInterceptors(apiclient.Bearer(toks[0])))
+	_, err := pool.ListJobs(ctx, connect.NewRequest(&hacv1.ListJobsRequest{}))
+	if connect.CodeOf(err) != connect.CodePermissionDenied || !strings.Contains(err.Error(), "server token of user admin") ||
+		!strings.Contains(err.Error(), "ListJobs") || !strings.Contains(err.Error(), "user token") {
+		t.Errorf("a server token's ListJobs: %v", err)
+	}
+	acc := hacv1connect.NewAcceleratorServiceClient(httpc, url, connect.WithInterceptors(apiclient.Bearer(toks[0])))
+	_, err = acc.GetAccelerator(ctx, connect.NewRequest(&hacv1.GetAcceleratorRequest{Server: "dev"}))
+	if connect.CodeOf(err) != connect.CodePermissionDenied || !strings.Contains(err.Error(), "server s0's token") || !strings.Contains(err.Error(), "drop --server") {
+		t.Errorf("a server token naming another server: %v", err)
+	}
 }

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hac-project/hac/internal/cli"
 )
 
 const readyLines = `[info] Requesting resources for HAC AI Accelerator from the server...
@@ -314,4 +316,19 @@ func frozen(t *testing.T, pid int) bool {
 		}
 	}
 	return false
+}
+
+// TestServerTokenBesideAConfigFile: a server token in HAC_TOKEN runs on
+// its own server even when the user's config file names another server.
+func TestServerTokenBesideAConfigFile(t *testing.T) {
+	c := newCluster(t, "fake:1x80GiB")
+	env := c.serverEnv(c.register("web1", ""))
+	conf := filepath.Join(c.home, ".config", "hac", "config")
+	os.MkdirAll(filepath.Dir(conf), 0o700)
+	if err := os.WriteFile(conf, []byte(cli.FormatConfig(cli.Config{Addr: c.addr, CAPin: c.pin, Token: c.creds.AdminToken, Server: "dev"})), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.hac(env, t.TempDir(), "run", "--", "true"); r.code != 0 {
+		t.Fatalf("hac run with a server token beside a config naming another server: %+v", r)
+	}
 }
