@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/signal"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -127,8 +126,8 @@ func (a *app) run(ctx context.Context, argv, env []string, wait time.Duration, p
 	jobID := grant.JobId
 	leaseCtx, stopLease := context.WithCancel(ctx)
 	defer stopLease()
-	var suspended atomic.Bool // Ctrl+Z: renewals ask for the suspended lease
-	go renewLease(leaseCtx, c, jobID, time.Duration(grant.LeaseTtlSeconds)*time.Second, &suspended)
+	held := &lease{c: c, jobID: jobID}
+	go held.keep(leaseCtx, time.Duration(grant.LeaseTtlSeconds)*time.Second)
 	release := func(code *int32) {
 		req := &hacv1.ReleaseRequest{JobId: jobID}
 		if code != nil {
@@ -148,7 +147,7 @@ func (a *app) run(ctx context.Context, argv, env []string, wait time.Duration, p
 	for i, wk := range grant.Workers {
 		a.say("info", "[%d/%d] Connecting to resources on the server (%s)...", i+1, len(grant.Workers), wk.Address)
 	}
-	code, err := a.execute(ctx, c, grant.Workers[0], argv, env, cwd, w.m, sigs, jobID, &suspended)
+	code, err := a.execute(ctx, grant.Workers[0], argv, env, cwd, w.m, sigs, jobID, held)
 	stopLease()
 	if errors.Is(err, errSyncIncomplete) {
 		release(&code)
@@ -239,8 +238,45 @@ func (a *app) sayWaiting(w, last *hacv1.Waiting) {
 	}
 }
 
-// renewLease keeps the job's lease alive until ctx ends.
-func renewLease(ctx context.Context, c *client, jobID string, ttl time.Duration, suspended *atomic.Bool) {
+// lease keeps a job's lease alive. Renewals are made one at a time, so
+// that a periodic one already on its way cannot land after (and undo) the
+// suspended lease that Ctrl+Z asks for.
+type lease struct {
+	c     *client
+	jobID string
+	mu    sync.Mutex
+	// suspended: renewals ask for the suspended lease (Ctrl+Z).
+	suspended bool
+}
+
+// renew renews once, as suspended says.
+func (l *lease) renew(ctx context.Context, timeout time.Duration) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.renewLocked(ctx, timeout)
+}
+
+func (l *lease) renewLocked(ctx context.Context, timeout time.Duration) error {
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	_, err := l.c.acc.RenewLease(rctx, connect.NewRequest(&hacv1.RenewLeaseRequest{JobId: l.jobID, Suspended: l.suspended}))
+	return err
+}
+
+// suspend switches to (or back from) the suspended lease, and renews.
+func (l *lease) suspend(ctx context.Context, on bool) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.suspended = on
+	err := l.renewLocked(ctx, 5*time.Second)
+	if err != nil && on {
+		l.suspended = false
+	}
+	return err
+}
+
+// keep renews every third of ttl until ctx ends.
+func (l *lease) keep(ctx context.Context, ttl time.Duration) {
 	every := ttl / 3
 	if every < 100*time.Millisecond {
 		every = 100 * time.Millisecond
@@ -252,16 +288,14 @@ func renewLease(ctx context.Context, c *client, jobID string, ttl time.Duration,
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			rctx, cancel := context.WithTimeout(ctx, every)
-			c.acc.RenewLease(rctx, connect.NewRequest(&hacv1.RenewLeaseRequest{JobId: jobID, Suspended: suspended.Load()}))
-			cancel()
+			l.renew(ctx, every)
 		}
 	}
 }
 
 // execute runs the program on one worker: upload, stdio, signals, exit
 // code, changed files.
-func (a *app) execute(ctx context.Context, c *client, wk *hacv1.Worker, argv, env []string, cwd string, m *hacv1.Manifest, sigs <-chan os.Signal, jobID string, suspended *atomic.Bool) (int32, error) {
+func (a *app) execute(ctx context.Context, wk *hacv1.Worker, argv, env []string, cwd string, m *hacv1.Manifest, sigs <-chan os.Signal, jobID string, lease *lease) (int32, error) {
 	if wk.CaPin == "" || wk.KeyPin == "" {
 		return 0, fmt.Errorf("the control plane named no certificate for node %s: upgrade hac serve", wk.Node)
 	}
@@ -343,7 +377,7 @@ func (a *app) execute(ctx context.Context, c *client, wk *hacv1.Worker, argv, en
 			}
 			go pumpStdin(ectx, a.stdin, send)
 			if !tty { // on a terminal, Ctrl+Z is a key for the program's own terminal
-				go a.suspendOnCtrlZ(ectx, c, jobID, send, suspended, frozen)
+				go a.suspendOnCtrlZ(ectx, lease, send, frozen)
 			}
 			go a.forwardSignals(ectx, sigs, send)
 		case *hacv1.ExecResponse_Stdout:
@@ -435,46 +469,38 @@ func (a *app) forwardSignals(ctx context.Context, sigs <-chan os.Signal, send fu
 // freezes the program's tree, and stops the client; when the shell
 // continues it (fg), it thaws the program and goes back to the normal
 // lease.
-func (a *app) suspendOnCtrlZ(ctx context.Context, c *client, jobID string, send func(*hacv1.ExecRequest) error, suspended *atomic.Bool, frozen <-chan bool) {
+func (a *app) suspendOnCtrlZ(ctx context.Context, lease *lease, send func(*hacv1.ExecRequest) error, frozen <-chan bool) {
 	tstp := make(chan os.Signal, 1)
 	signal.Notify(tstp, syscall.SIGTSTP)
 	defer signal.Stop(tstp)
-	renew := func() error {
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		_, err := c.acc.RenewLease(rctx, connect.NewRequest(&hacv1.RenewLeaseRequest{JobId: jobID, Suspended: suspended.Load()}))
-		return err
-	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tstp:
 		}
-		suspended.Store(true)
-		if err := renew(); err != nil {
-			suspended.Store(false)
+		if err := lease.suspend(ctx, true); err != nil {
 			a.say("warning", "Not suspended: the control plane would not keep the job while the client is stopped (%v).", userMessage(err))
 			continue
 		}
 		send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Signal{Signal: int32(syscall.SIGTSTP)}})
 		// Stop only once the node has frozen the program: a stopped
 		// process sends nothing, not even what it queued.
+		var why string
 		select {
 		case ok := <-frozen:
 			if !ok {
-				a.say("warning", "Not suspended: the node could not freeze the program.")
-				suspended.Store(false)
-				renew()
-				continue
+				why = "the node could not freeze the program"
 			}
 		case <-time.After(5 * time.Second):
-			a.say("warning", "Not suspended: the node did not answer (an older hac agent?).")
-			suspended.Store(false)
-			renew()
-			continue
+			why = "the node did not answer (an older hac agent?)"
 		case <-ctx.Done():
 			return
+		}
+		if why != "" {
+			a.say("warning", "Not suspended: %s.", why)
+			lease.suspend(ctx, false)
+			continue
 		}
 		a.say("info", "The program is suspended; fg resumes it (its GPUs stay held meanwhile).")
 		// SIGSTOP, not SIGTSTP: Go drops a SIGTSTP it once relayed, and a
@@ -482,8 +508,7 @@ func (a *app) suspendOnCtrlZ(ctx context.Context, c *client, jobID string, send 
 		syscall.Kill(os.Getpid(), syscall.SIGSTOP)
 		// Continued (fg).
 		send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Signal{Signal: int32(syscall.SIGCONT)}})
-		suspended.Store(false)
-		renew()
+		lease.suspend(ctx, false)
 	}
 }
 
