@@ -338,13 +338,13 @@ func (w *worker) receiveWorkspace(stream *connect.BidiStream[hacv1.ExecRequest, 
 // relayInput feeds the client's stdin, signals and window sizes to the job.
 // When the client goes away the job is killed: nothing outlives its client.
 func (w *worker) relayInput(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, job *runner.Job, run *jobRun, gone chan struct{}) {
+	stdin := newStdinQueue(job.Stdin(), stdinBacklog)
+	defer stdin.close()
 	for {
 		msg, err := stream.Receive()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				// The client half-closed: no more input, but it still listens.
-				job.Stdin().Close()
-				return
+				return // the client half-closed: no more input, but it still listens
 			}
 			close(gone)
 			run.kill("the client disconnected")
@@ -352,9 +352,9 @@ func (w *worker) relayInput(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.
 		}
 		switch m := msg.Msg.(type) {
 		case *hacv1.ExecRequest_Stdin:
-			job.Stdin().Write(m.Stdin)
+			stdin.write(m.Stdin)
 		case *hacv1.ExecRequest_CloseStdin:
-			job.Stdin().Close()
+			stdin.close()
 		case *hacv1.ExecRequest_Resize:
 			job.Resize(uint16(m.Resize.Rows), uint16(m.Resize.Cols))
 		case *hacv1.ExecRequest_Signal:

@@ -98,7 +98,8 @@ const SystemConfigPath = "/etc/hac/config"
 
 // resolveConfig finds the configuration. The address and the token are
 // each taken from the first that has one: flags, then HAC_ADDR/HAC_TOKEN,
-// then the user's file, then /etc/hac/config (the first file found). The
+// then the user's file, then /etc/hac/config (the first file found); the
+// file's token only for the file's address. The
 // default server is --server, else HAC_SERVER, else the file's; but a
 // server token acts on its own server, so the file's server does not
 // come with one (it may be another server's file). The CA pin is
@@ -132,6 +133,11 @@ func resolveConfig(flagAddr, flagToken, flagPin, flagServer string, getenv func(
 	}
 	var c Config
 	c.Addr, c.Source = first([2]string{flagAddr, "--addr"}, [2]string{getenv("HAC_ADDR"), "HAC_ADDR"}, [2]string{file.Addr, file.Source})
+	if c.Addr != file.Addr {
+		// The file's token and server are for the file's control plane:
+		// never sent to another.
+		file.Token, file.Server = "", ""
+	}
 	c.Token, _ = first([2]string{flagToken, "--token"}, [2]string{getenv("HAC_TOKEN"), "HAC_TOKEN"}, [2]string{file.Token, file.Source})
 	if !strings.HasPrefix(c.Token, token.ServerPrefix) || c.Token == file.Token {
 		c.Server = file.Server

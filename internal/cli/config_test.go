@@ -84,6 +84,10 @@ func TestResolveConfigServerToken(t *testing.T) {
 	if c, err = resolveConfig("", "", "", "", env(e)); err != nil || c.Server != "dev" {
 		t.Fatalf("a user token: %+v %v", c, err)
 	}
+	// The file's token never goes to another address.
+	if _, err := resolveConfig("https://elsewhere:9", "", "system", "", env(map[string]string{"XDG_CONFIG_HOME": dir})); !errors.Is(err, ErrNoConfig) {
+		t.Fatalf("the file's token with another address: %v", err)
+	}
 	own := t.TempDir()
 	if err := writeUserConfig(filepath.Join(own, "hac", "config"), Config{Addr: "https://file:1", CAPin: pin, Token: "hacs_web1", Server: "web1"}); err != nil {
 		t.Fatal(err)

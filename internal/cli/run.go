@@ -13,6 +13,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
@@ -247,6 +248,7 @@ type lease struct {
 	mu    sync.Mutex
 	// suspended: renewals ask for the suspended lease (Ctrl+Z).
 	suspended bool
+	ttl       time.Duration // the last renewal's
 }
 
 // renew renews once, as suspended says.
@@ -259,7 +261,10 @@ func (l *lease) renew(ctx context.Context, timeout time.Duration) error {
 func (l *lease) renewLocked(ctx context.Context, timeout time.Duration) error {
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	_, err := l.c.acc.RenewLease(rctx, connect.NewRequest(&hacv1.RenewLeaseRequest{JobId: l.jobID, Suspended: l.suspended}))
+	resp, err := l.c.acc.RenewLease(rctx, connect.NewRequest(&hacv1.RenewLeaseRequest{JobId: l.jobID, Suspended: l.suspended}))
+	if err == nil {
+		l.ttl = time.Duration(resp.Msg.LeaseTtlSeconds) * time.Second
+	}
 	return err
 }
 
@@ -273,6 +278,13 @@ func (l *lease) suspend(ctx context.Context, on bool) error {
 		l.suspended = false
 	}
 	return err
+}
+
+// suspendedFor is how long the last suspended lease lasts.
+func (l *lease) suspendedFor() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ttl
 }
 
 // keep renews every third of ttl until ctx ends.
@@ -348,6 +360,7 @@ func (a *app) execute(ctx context.Context, wk *hacv1.Worker, argv, env []string,
 			restore()
 		}
 	}()
+	var stdinGate sync.RWMutex // held while the program is suspended (Ctrl+Z)
 	sync, err := newSyncBack(cwd, m, jobID)
 	if err != nil {
 		return 0, err
@@ -375,9 +388,13 @@ func (a *app) execute(ctx context.Context, wk *hacv1.Worker, argv, env []string,
 				}
 				go watchWindow(ectx, send)
 			}
-			go pumpStdin(ectx, a.stdin, send)
+			go pumpStdin(ectx, a.stdin, func(r *hacv1.ExecRequest) error {
+				stdinGate.RLock() // held while the program is suspended
+				defer stdinGate.RUnlock()
+				return send(r)
+			})
 			if !tty { // on a terminal, Ctrl+Z is a key for the program's own terminal
-				go a.suspendOnCtrlZ(ectx, lease, send, frozen)
+				go a.suspendOnCtrlZ(ectx, lease, send, frozen, &stdinGate)
 			}
 			go a.forwardSignals(ectx, sigs, send)
 		case *hacv1.ExecResponse_Stdout:
@@ -464,51 +481,98 @@ func (a *app) forwardSignals(ctx context.Context, sigs <-chan os.Signal, send fu
 }
 
 // suspendOnCtrlZ suspends the program with the client, as a local
-// program is suspended: on SIGTSTP (Ctrl+Z) it asks the control plane for
-// the suspended lease (a stopped client renews nothing; the GPUs stay held),
-// freezes the program's tree, and stops the client; when the shell
-// continues it (fg), it thaws the program and goes back to the normal
-// lease.
-func (a *app) suspendOnCtrlZ(ctx context.Context, lease *lease, send func(*hacv1.ExecRequest) error, frozen <-chan bool) {
-	tstp := make(chan os.Signal, 1)
-	signal.Notify(tstp, syscall.SIGTSTP)
-	defer signal.Stop(tstp)
+// program is suspended: on SIGTSTP (Ctrl+Z), or SIGTTIN and SIGTTOU (the
+// client read or wrote its terminal from the background), it asks the
+// control plane for the suspended lease (a stopped client renews nothing;
+// the GPUs stay held), has the node freeze the program's tree, and stops
+// the client; when the shell continues it (fg), it thaws the program and
+// goes back to the normal lease. Stdin waits meanwhile (stdinGate), so
+// that nothing piles up in front of a frozen program. A client that is
+// not in the foreground of a terminal (a script, a service: no one to
+// continue it) does not stop.
+func (a *app) suspendOnCtrlZ(ctx context.Context, lease *lease, send func(*hacv1.ExecRequest) error, frozen <-chan bool, stdinGate *sync.RWMutex) {
+	stops := make(chan os.Signal, 1)
+	signal.Notify(stops, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
+	defer signal.Stop(stops)
+	answer := func() (bool, string) { // the node's answer to the last request
+		select {
+		case ok := <-frozen:
+			return ok, ""
+		case <-time.After(5 * time.Second):
+			return false, "the node did not answer (an older hac agent?)"
+		case <-ctx.Done():
+			return false, "the run ended"
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tstp:
+		case <-stops:
+		}
+		if !inTerminalForeground() {
+			a.say("warning", "Not suspended: this client is not in the foreground of a terminal, so no one could continue it.")
+			continue
 		}
 		if err := lease.suspend(ctx, true); err != nil {
 			a.say("warning", "Not suspended: the control plane would not keep the job while the client is stopped (%v).", userMessage(err))
 			continue
 		}
+		stdinGate.Lock()
+		drain(frozen)
 		send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Signal{Signal: int32(syscall.SIGTSTP)}})
 		// Stop only once the node has frozen the program: a stopped
 		// process sends nothing, not even what it queued.
-		var why string
-		select {
-		case ok := <-frozen:
-			if !ok {
+		if ok, why := answer(); !ok {
+			if why == "" {
 				why = "the node could not freeze the program"
 			}
-		case <-time.After(5 * time.Second):
-			why = "the node did not answer (an older hac agent?)"
-		case <-ctx.Done():
-			return
-		}
-		if why != "" {
 			a.say("warning", "Not suspended: %s.", why)
+			send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Signal{Signal: int32(syscall.SIGCONT)}}) // if it froze late
+			stdinGate.Unlock()
 			lease.suspend(ctx, false)
 			continue
 		}
-		a.say("info", "The program is suspended; fg resumes it (its GPUs stay held meanwhile).")
-		// SIGSTOP, not SIGTSTP: Go drops a SIGTSTP it once relayed, and a
-		// shell takes either for a stopped job.
-		syscall.Kill(os.Getpid(), syscall.SIGSTOP)
-		// Continued (fg).
+		a.say("info", "The program is suspended; fg resumes it (its GPUs stay held meanwhile, for up to %v).", lease.suspendedFor())
+		stopUntilContinued()
 		send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Signal{Signal: int32(syscall.SIGCONT)}})
+		answer() // thawed: drop the answer, so that the next Ctrl+Z reads its own
+		stdinGate.Unlock()
 		lease.suspend(ctx, false)
+		drain(stops) // a second Ctrl+Z typed while this one was on its way
+	}
+}
+
+// stopUntilContinued stops this process until a SIGCONT (fg). SIGSTOP,
+// not SIGTSTP: Go drops a SIGTSTP it once relayed, and a shell takes
+// either for a stopped job.
+func stopUntilContinued() {
+	cont := make(chan os.Signal, 1)
+	signal.Notify(cont, syscall.SIGCONT)
+	defer signal.Stop(cont)
+	syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+	<-cont
+}
+
+// inTerminalForeground reports whether this process is in the foreground
+// process group of its controlling terminal: whether a shell can fg it.
+func inTerminalForeground() bool {
+	tty, err := os.Open("/dev/tty")
+	if err != nil {
+		return false
+	}
+	defer tty.Close()
+	pgrp, err := unix.IoctlGetInt(int(tty.Fd()), unix.TIOCGPGRP)
+	return err == nil && pgrp == syscall.Getpgrp()
+}
+
+func drain[T any](ch <-chan T) {
+	for {
+		select {
+		case <-ch:
+		default:
+			return
+		}
 	}
 }
 

@@ -219,7 +219,7 @@ func (a acceleratorService) RenewLease(ctx context.Context, req *connect.Request
 	p := principalFrom(ctx)
 	ttl := a.s.cfg.LeaseTTL
 	if req.Msg.Suspended {
-		ttl = a.s.cfg.SuspendedLease
+		ttl = max(a.s.cfg.SuspendedLease, ttl)
 	}
 	if err := a.s.broker.renew(id, ttl, p.owns); err != nil {
 		return nil, apiError(err)

@@ -93,8 +93,8 @@ func (c Config) Validate() error {
 		return errors.New("controlplane: --data-dir is empty: give a directory for the database")
 	case c.LeaseTTL < time.Second:
 		return fmt.Errorf("controlplane: lease TTL %v is too short: use at least 1s", c.LeaseTTL)
-	case c.SuspendedLease < c.LeaseTTL || c.SuspendedLease > 7*24*time.Hour:
-		return fmt.Errorf("controlplane: suspended lease %v: use at least the lease TTL (%v) and at most 168h", c.SuspendedLease, c.LeaseTTL)
+	case c.SuspendedLease < 0 || c.SuspendedLease > 7*24*time.Hour:
+		return fmt.Errorf("controlplane: suspended lease %v: use at most 168h (never less than the lease TTL is used)", c.SuspendedLease)
 	case c.HeartbeatInterval <= 0 || c.NodeLostAfter < 2*c.HeartbeatInterval:
 		return fmt.Errorf("controlplane: node-lost timeout %v must be at least twice the heartbeat interval %v", c.NodeLostAfter, c.HeartbeatInterval)
 	case c.TicketTTL <= 0:

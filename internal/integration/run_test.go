@@ -2,7 +2,9 @@ package integration
 
 import (
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
@@ -10,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/creack/pty"
 
 	"github.com/hac-project/hac/internal/cli"
 )
@@ -264,30 +268,63 @@ func TestInterruptTwiceAndQuit(t *testing.T) {
 	}
 }
 
-// TestCtrlZThenFg covers SPEC A12's Ctrl+Z: the client stops and the
-// program's whole tree freezes; the job outlives many lease times
-// suspended (its GPUs held); fg (SIGCONT) thaws it, and it runs to its end.
+// TestCtrlZThenFg covers SPEC A12's Ctrl+Z under a real terminal (the
+// client's stdin and controlling terminal; its output to a file, so no
+// raw mode): Ctrl+Z stops the client and freezes the program's whole tree;
+// the job outlives many lease times suspended (its GPUs held); fg
+// (SIGCONT to the group, as a shell sends it) thaws it, twice over, and
+// Ctrl+C then ends it as usual.
 func TestCtrlZThenFg(t *testing.T) {
 	c := newCluster(t, "fake:1x80GiB") // lease TTL 3 s
 	env := c.serverEnv(c.register("web1", ""))
-	p, id := startRun(t, c, env, `trap 'exit 7' INT; echo ready; sleep 3014 & wait`)
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	go io.Copy(io.Discard, ptmx)
+	cmd := exec.Command(hacBin, "run", "--", "sh", "-c", `trap 'exit 7' INT; echo ready; sleep 3014 & wait`)
+	var stdout, stderr lockedBuffer
+	cmd.Env, cmd.Dir, cmd.Stdin, cmd.Stdout, cmd.Stderr = env, t.TempDir(), tty, &stdout, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tty.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("hac run's stderr:\n%s", stderr.String())
+		}
+	}()
+	eventually(t, 30*time.Second, "the program to start", func() bool { return strings.Contains(stdout.String(), "ready") })
+	id := c.jobs()[0].ID
 	prog := nodePid(t, "sleep 3014")
-	p.cmd.Process.Signal(syscall.SIGTSTP)
-	eventually(t, 10*time.Second, "the client to stop", func() bool { return procState(p.cmd.Process.Pid) == "T" })
-	eventually(t, 10*time.Second, "the program to freeze", func() bool { return frozen(t, prog) })
-	time.Sleep(8 * time.Second) // over two lease times: the behaviour under test is what happens over time
-	if j := c.job(id); j.State != "running" {
-		t.Fatalf("the job while suspended: %+v", j)
+	for round := range 2 {
+		ptmx.Write([]byte{0x1a}) // Ctrl+Z
+		eventually(t, 10*time.Second, "the client to stop", func() bool { return procState(cmd.Process.Pid) == "T" })
+		eventually(t, 10*time.Second, "the program to freeze", func() bool { return frozen(t, prog) })
+		time.Sleep(time.Duration(8-4*round) * time.Second) // over a lease time: the behaviour under test is what happens over time
+		if j := c.job(id); j.State != "running" {
+			t.Fatalf("round %d: the job while suspended: %+v", round, j)
+		}
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGCONT) // fg
+		eventually(t, 10*time.Second, "the program to thaw", func() bool { return !frozen(t, prog) })
+		time.Sleep(4 * time.Second) // another lease time, renewed as usual again
+		if j := c.job(id); j.State != "running" {
+			t.Fatalf("round %d: the job after fg: %+v", round, j)
+		}
 	}
-	p.cmd.Process.Signal(syscall.SIGCONT)
-	eventually(t, 10*time.Second, "the program to thaw", func() bool { return !frozen(t, prog) })
-	time.Sleep(4 * time.Second) // another lease time, renewed as usual again
-	if j := c.job(id); j.State != "running" {
-		t.Fatalf("the job after fg: %+v", j)
+	ptmx.Write([]byte{0x03}) // Ctrl+C
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("hac run did not end after Ctrl+C")
 	}
-	p.cmd.Process.Signal(syscall.SIGINT)
-	if code := p.exitCode(); code != 7 {
-		t.Fatalf("exit %d after fg and Ctrl+C:\n%s", code, p.stderr.String())
+	if code := cmd.ProcessState.ExitCode(); code != 7 {
+		t.Fatalf("exit %d after fg and Ctrl+C", code)
 	}
 }
 

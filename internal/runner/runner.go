@@ -261,7 +261,7 @@ func (j *Job) Signal(sig syscall.Signal) error {
 // SIGCONT to its process group without one.
 func (j *Job) Suspend(frozen bool) error {
 	if j.reaped.Load() {
-		return nil
+		return errors.New("runner: the program has ended")
 	}
 	if j.cg != nil {
 		return j.cg.freeze(frozen)

@@ -1,0 +1,82 @@
+package agent
+
+import (
+	"io"
+	"sync"
+)
+
+// stdinQueue writes a job's input on a goroutine of its own, so that the
+// stream's receive loop, which also carries signals (Ctrl+C, Ctrl+Z, fg),
+// never waits on a program that does not read (a frozen one, a slow
+// one): up to max bytes wait in memory, more than a client can have in
+// flight on the stream; past that, the receive loop waits after all.
+type stdinQueue struct {
+	w    io.WriteCloser
+	max  int
+	mu   sync.Mutex
+	cond *sync.Cond
+	// queue holds what the program has not read yet, size bytes of it.
+	queue [][]byte
+	size  int
+	eof   bool // no more input: close w once the queue is written
+	dead  bool // w failed: what comes is dropped
+}
+
+// stdinBacklog bounds a stdinQueue: more than the HTTP/2 stream window a
+// client may fill (Go's transport: 4 MiB).
+const stdinBacklog = 8 << 20
+
+func newStdinQueue(w io.WriteCloser, max int) *stdinQueue {
+	q := &stdinQueue{w: w, max: max}
+	q.cond = sync.NewCond(&q.mu)
+	go q.run()
+	return q
+}
+
+// write queues p for the program.
+func (q *stdinQueue) write(p []byte) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for q.size >= q.max && !q.dead && !q.eof {
+		q.cond.Wait()
+	}
+	if q.dead || q.eof {
+		return
+	}
+	q.queue = append(q.queue, p)
+	q.size += len(p)
+	q.cond.Broadcast()
+}
+
+// close ends the input once what is queued is written.
+func (q *stdinQueue) close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.eof = true
+	q.cond.Broadcast()
+}
+
+func (q *stdinQueue) run() {
+	for {
+		q.mu.Lock()
+		for len(q.queue) == 0 && !q.eof {
+			q.cond.Wait()
+		}
+		if len(q.queue) == 0 || q.dead {
+			q.mu.Unlock()
+			q.w.Close()
+			return
+		}
+		p := q.queue[0]
+		q.queue = q.queue[1:]
+		q.mu.Unlock()
+		_, err := q.w.Write(p)
+		q.mu.Lock()
+		q.size -= len(p)
+		if err != nil {
+			q.dead, q.queue, q.size = true, nil, 0
+		}
+		q.cond.Broadcast()
+		q.mu.Unlock()
+	}
+}
