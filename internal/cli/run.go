@@ -21,6 +21,7 @@ import (
 	"github.com/hac-project/hac/internal/agent"
 	"github.com/hac-project/hac/internal/apiclient"
 	"github.com/hac-project/hac/internal/catalog"
+	"github.com/hac-project/hac/internal/cli/output"
 	"github.com/hac-project/hac/internal/workspace"
 )
 
@@ -225,7 +226,7 @@ func (a *app) sayWaiting(w, last *hacv1.Waiting) {
 		}
 		h := w.GetHolder()
 		a.say("warning", "%s is already in use by another process:", name)
-		a.say("warning", "  (pid: %d) %s", h.GetClientPid(), h.GetCommand())
+		a.say("warning", "  (pid: %d) %s", h.GetClientPid(), output.Clean(h.GetCommand()))
 		a.say("warning", "Two or more processes cannot use %s at the same time. The program will resume automatically after the process %d terminates...", name, h.GetClientPid())
 	case hacv1.Waiting_REASON_POOL_FULL:
 		if last == nil || last.Reason != w.Reason {

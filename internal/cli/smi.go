@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"unicode/utf8"
 
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
+	"github.com/hac-project/hac/internal/cli/output"
 )
 
 // smiColumn is one column of an smi table. The header cell is drawn at
@@ -37,7 +37,7 @@ var processColumns = []smiColumn{
 	{header: "Memory Usage", growPad: 4},
 }
 
-func width(s string) int { return utf8.RuneCountInString(s) }
+func width(s string) int { return output.Width(s) }
 
 // layout returns each column's width for the rows.
 func layout(cols []smiColumn, rows [][]string) []int {
@@ -111,7 +111,7 @@ func drawSMI(w io.Writer, acc *hacv1.Accelerator, clientVersion, serverVersion s
 	var procs [][]string
 	if j := acc.Job; j != nil {
 		usage, total = mib(j.UsedMib), mib(acc.MemoryMib)
-		procs = append(procs, []string{"1", j.Id, fmt.Sprint(j.ClientPid), j.Command, mib(j.UsedMib)})
+		procs = append(procs, []string{"1", j.Id, fmt.Sprint(j.ClientPid), output.Clean(j.Command), mib(j.UsedMib)})
 	}
 	rows := [][]string{{"1", acc.DisplayName, acc.Token, acc.Model, usage, total}}
 	widths := layout(deviceColumns, rows)

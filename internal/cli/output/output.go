@@ -6,8 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
+
+	"github.com/mattn/go-runewidth"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -49,14 +53,26 @@ func WriteJSON(w io.Writer, v any) error {
 }
 
 func writeTable(w io.Writer, t Table) error {
-	widths := make([]int, len(t.Header))
-	for i, h := range t.Header {
-		widths[i] = utf8.RuneCountInString(h)
+	clean := func(cells []string) []string {
+		out := make([]string, len(cells))
+		for i, c := range cells {
+			out[i] = Clean(c)
+		}
+		return out
 	}
-	for _, r := range t.Rows {
+	header := clean(t.Header)
+	rows := make([][]string, len(t.Rows))
+	for i, r := range t.Rows {
+		rows[i] = clean(r)
+	}
+	widths := make([]int, len(header))
+	for i, h := range header {
+		widths[i] = Width(h)
+	}
+	for _, r := range rows {
 		for i := range widths {
-			if i < len(r) && utf8.RuneCountInString(r[i]) > widths[i] {
-				widths[i] = utf8.RuneCountInString(r[i])
+			if i < len(r) && Width(r[i]) > widths[i] {
+				widths[i] = Width(r[i])
 			}
 		}
 	}
@@ -72,18 +88,46 @@ func writeTable(w io.Writer, t Table) error {
 				break
 			}
 			b.WriteString(cell)
-			b.WriteString(strings.Repeat(" ", widths[i]-utf8.RuneCountInString(cell)+3))
+			b.WriteString(strings.Repeat(" ", widths[i]-Width(cell)+3))
 		}
 		_, err := fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
 		return err
 	}
-	if err := line(t.Header); err != nil {
+	if err := line(header); err != nil {
 		return err
 	}
-	for _, r := range t.Rows {
+	for _, r := range rows {
 		if err := line(r); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// Clean makes text from others safe to show on a terminal: control and
+// format characters (an escape sequence or a newline in a tenant's command
+// line, a right-to-left override in a server's name) are shown escaped,
+// as Go quotes them, never sent raw to whoever reads the listing.
+func Clean(s string) string {
+	if !strings.ContainsFunc(s, unsafeRune) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unsafeRune(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func unsafeRune(r rune) bool {
+	return r == utf8.RuneError || unicode.IsControl(r) || unicode.Is(unicode.Cf, r)
+}
+
+// Width is how many terminal columns s takes: two for each wide
+// character (Korean, Chinese, Japanese), none for combining marks.
+func Width(s string) int { return runewidth.StringWidth(s) }

@@ -16,3 +16,24 @@ func TestTable(t *testing.T) {
 		t.Fatal("accepted -o yaml")
 	}
 }
+
+// TestTableCleansAndAligns: a cell's control and format characters are
+// shown escaped (a tenant's command line cannot drive the reader's
+// terminal), and columns align by display width (Korean takes two columns
+// a character).
+func TestTableCleansAndAligns(t *testing.T) {
+	var b bytes.Buffer
+	err := Write(&b, "table", Table{Header: []string{"SERVER", "COMMAND"}, Rows: [][]string{
+		{"학습서버", "python3 train.py"},
+		{"web1", "sh -c \x1b]0;pwned\x07\x1b[2J\nrm\u202e"},
+	}}, nil)
+	want := "SERVER     COMMAND\n" +
+		"학습서버   python3 train.py\n" +
+		"web1       sh -c \\x1b]0;pwned\\a\\x1b[2J\\nrm\\u202e\n"
+	if err != nil || b.String() != want {
+		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
+	}
+	if Width("학습") != 4 || Clean("plain") != "plain" {
+		t.Errorf("Width(학습) = %d, Clean(plain) = %q", Width("학습"), Clean("plain"))
+	}
+}
