@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/hac-project/hac/internal/runner"
+	"github.com/hac-project/hac/internal/version"
 	"github.com/hac-project/hac/internal/vm/local"
 
 	"connectrpc.com/connect"
@@ -156,7 +157,9 @@ func (a *app) rootCmd() *cobra.Command {
 		Short:         "hac: a pool of GPUs attached to your programs while they run",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.Version, // hac --version: this binary's; hac version asks the control plane too
 	}
+	root.SetVersionTemplate("Client Version: {{.Version}}\n")
 	root.CompletionOptions.DisableDefaultCmd = true
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.addr, "addr", "", "control plane URL (default: HAC_ADDR, then the config file)")

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -194,7 +195,7 @@ func (a *app) serve(ctx context.Context, cfg controlplane.Config, dev bool, gpus
 
 Client config written to %s. In another terminal, try:
   hac smi
-  hac run -- python3 examples/sample/train.py
+  %s
 
 From another account or machine, set:
   export HAC_ADDR=%s
@@ -203,8 +204,28 @@ From another account or machine, set:
   export HAC_SERVER=dev
 
 Stop with Ctrl+C.
-`, addr, cfg.DataDir, node, ag.Addr(), describeGPUs(devs), cfg.DefaultModel, path, addr, pin, creds.AdminToken)
+`, addr, cfg.DataDir, node, ag.Addr(), describeGPUs(devs), cfg.DefaultModel, path, sampleCommand(ctx), addr, pin, creds.AdminToken)
 	return <-errc
+}
+
+// sampleCommand is the banner's suggestion of a first run: the sample
+// with a python3 of this machine (the dev node's) that has torch, or a
+// program that needs nothing.
+func sampleCommand(ctx context.Context) string {
+	for _, py := range []string{"python3", "/usr/bin/python3"} {
+		path, err := exec.LookPath(py)
+		if err != nil {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		// Finds torch without importing it (an import takes seconds).
+		err = exec.CommandContext(cctx, path, "-c", "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)").Run()
+		cancel()
+		if err == nil {
+			return "cd examples/sample && hac run -- " + path + " train.py   (from hac's source folder)"
+		}
+	}
+	return `hac run -- sh -c 'echo hello from the GPU node; nproc'   (no python3 here has torch, which the sample in examples/sample needs)`
 }
 
 func describeGPUs(devs []gpu.Device) string {
