@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/hac-project/hac/internal/runner"
@@ -112,9 +113,14 @@ func markUsageErrors(cmd *cobra.Command) {
 		// A group: alone it shows its help; with a word it does not know,
 		// that word is a usage error.
 		cmd.Args = cobra.ArbitraryArgs
+		cmd.SuggestionsMinimumDistance = 2
 		cmd.RunE = func(c *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return usageError{fmt.Errorf("unknown command %q for %q", args[0], c.CommandPath())}
+				hint := ""
+				if near := c.SuggestionsFor(args[0]); len(near) > 0 {
+					hint = fmt.Sprintf("; did you mean %s?", strings.Join(near, " or "))
+				}
+				return usageError{fmt.Errorf("unknown command %q for %q%s", args[0], c.CommandPath(), hint)}
 			}
 			return c.Help()
 		}
@@ -160,7 +166,7 @@ func (a *app) rootCmd() *cobra.Command {
 		Version:       version.Version, // hac --version: this binary's; hac version asks the control plane too
 	}
 	root.SetVersionTemplate("Client Version: {{.Version}}\n")
-	root.CompletionOptions.DisableDefaultCmd = true
+	root.CompletionOptions.HiddenDefaultCmd = false // hac completion bash|zsh|fish|powershell
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.addr, "addr", "", "control plane URL (default: HAC_ADDR, then the config file)")
 	pf.StringVar(&a.token, "token", "", "API token (default: HAC_TOKEN, then the config file)")

@@ -8,7 +8,9 @@ import (
 )
 
 // Ignore is a list of gitignore-style patterns: "*.ckpt", "data/",
-// "/build", "logs/**", "!keep.txt". The last matching pattern wins.
+// "/build", "logs/**", "!keep.txt". The last matching pattern wins, so
+// that the patterns of a folder's own ignore file, added after its
+// parents', take precedence, as git's do.
 type Ignore struct {
 	rules []rule
 }
@@ -18,6 +20,9 @@ type rule struct {
 	negate   bool
 	dirOnly  bool
 	anchored bool // contains a slash: matched against the whole path
+	// base is the folder (slash-separated, relative) whose ignore file
+	// the pattern is from: it applies below it, relative to it.
+	base string
 }
 
 // ParseIgnore reads patterns, one per line; blank lines and # comments are
@@ -29,6 +34,15 @@ func ParseIgnore(r io.Reader) *Ignore {
 		ig.Add(s.Text())
 	}
 	return ig
+}
+
+// AddFile adds the patterns of an ignore file in folder base (relative,
+// slash-separated; "" for the root).
+func (ig *Ignore) AddFile(base string, r io.Reader) {
+	for _, rl := range ParseIgnore(r).rules {
+		rl.base = base
+		ig.rules = append(ig.rules, rl)
+	}
 }
 
 // Add adds one pattern line.
@@ -62,7 +76,14 @@ func (ig *Ignore) Match(p string, isDir bool) bool {
 		if r.dirOnly && !isDir {
 			continue
 		}
-		if r.matches(p) {
+		rel := p
+		if r.base != "" {
+			var below bool
+			if rel, below = strings.CutPrefix(p, r.base+"/"); !below {
+				continue
+			}
+		}
+		if r.matches(rel) {
 			ignored = !r.negate
 		}
 	}

@@ -14,7 +14,8 @@ import (
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 )
 
-// IgnoreFiles are read from the root of a workspace, in this order.
+// IgnoreFiles are read from every folder of a workspace, in this order;
+// a folder's patterns apply below it.
 var IgnoreFiles = []string{".gitignore", ".hacignore"}
 
 // Walk builds the manifest of root. Ignored files and directories are left
@@ -24,12 +25,15 @@ var IgnoreFiles = []string{".gitignore", ".hacignore"}
 func Walk(root string, hashes *HashCache) (*hacv1.Manifest, error) {
 	ig := &Ignore{}
 	ig.Add(".git/")
-	for _, name := range IgnoreFiles {
-		if f, err := os.Open(filepath.Join(root, name)); err == nil {
-			ig.rules = append(ig.rules, ParseIgnore(f).rules...)
-			f.Close()
+	readIgnores := func(dir, base string) {
+		for _, name := range IgnoreFiles {
+			if f, err := os.Open(filepath.Join(dir, name)); err == nil {
+				ig.AddFile(base, f)
+				f.Close()
+			}
 		}
 	}
+	readIgnores(root, "")
 	m := &hacv1.Manifest{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -45,6 +49,9 @@ func Walk(root string, hashes *HashCache) (*hacv1.Manifest, error) {
 				return filepath.SkipDir
 			}
 			return nil
+		}
+		if d.IsDir() {
+			readIgnores(p, rel) // for what is below it
 		}
 		info, err := d.Info()
 		if err != nil {

@@ -53,6 +53,33 @@ func TestWalkHonoursIgnoreFiles(t *testing.T) {
 	}
 }
 
+// TestWalkHonoursNestedIgnoreFiles: a folder's own .gitignore applies
+// below it, relative to it, and overrides its parents'; it does not reach
+// its siblings.
+func TestWalkHonoursNestedIgnoreFiles(t *testing.T) {
+	root := t.TempDir()
+	write(t, root, ".gitignore", "*.tmp\n")
+	write(t, root, "top.bin", "x")
+	write(t, root, "data/.gitignore", "*\n!.gitignore\n!keep.bin\n")
+	write(t, root, "data/huge.bin", "x")
+	write(t, root, "data/keep.bin", "x")
+	write(t, root, "src/.gitignore", "/build\n!wanted.tmp\n")
+	write(t, root, "src/build/out.o", "x")
+	write(t, root, "src/lib/build/kept.o", "x") // "/build" is anchored to src/
+	write(t, root, "src/wanted.tmp", "x")
+	write(t, root, "src/other.tmp", "x")
+	write(t, root, "other/huge.bin", "x") // data/'s patterns stay in data/
+	m, err := Walk(root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{".gitignore", "data", "data/.gitignore", "data/keep.bin", "other", "other/huge.bin",
+		"src", "src/.gitignore", "src/lib", "src/lib/build", "src/lib/build/kept.o", "src/wanted.tmp", "top.bin"}
+	if got := paths(m); !reflect.DeepEqual(got, want) {
+		t.Fatalf("paths =\n%v\nwant\n%v", got, want)
+	}
+}
+
 func TestGlob(t *testing.T) {
 	for _, tt := range []struct {
 		pattern, name string
