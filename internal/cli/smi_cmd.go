@@ -17,8 +17,9 @@ import (
 
 func (a *app) smiCmd() *cobra.Command {
 	var asJSON, reset bool
+	var format string
 	cmd := &cobra.Command{
-		Use:   "smi [--json] [--reset]",
+		Use:   "smi [-o table|json] [--reset]",
 		Short: "Show the accelerator's status (also: hac-smi)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -44,13 +45,20 @@ func (a *app) smiCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return writeJSON(a.stdout, resp.Msg)
+				format = "json"
 			}
-			drawSMI(a.stdout, resp.Msg.Accelerator, version.Version, resp.Msg.ServerVersion)
-			return nil
+			switch format {
+			case "json":
+				return writeJSON(a.stdout, resp.Msg)
+			case "table", "":
+				drawSMI(a.stdout, resp.Msg.Accelerator, version.Version, resp.Msg.ServerVersion)
+				return nil
+			}
+			return usageError{fmt.Errorf("unknown output format %q: use table or json", format)}
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVarP(&format, "output", "o", "table", "table (SPEC A1's two tables) or json")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (as -o json)")
 	cmd.Flags().BoolVar(&reset, "reset", false, "release a stuck allocation of this server")
 	return cmd
 }

@@ -115,6 +115,9 @@ func TestSMI(t *testing.T) {
 	if err := json.Unmarshal([]byte(js.stdout), &parsed); err != nil || parsed.Accelerator.Job.ID != id || parsed.Accelerator.Model != "small.16gb" {
 		t.Fatalf("smi --json: %v\n%s", err, js.stdout)
 	}
+	if o := runHac(t, env, "", nil, "smi", "-o", "json"); o.stdout != js.stdout {
+		t.Fatalf("smi -o json differs from smi --json:\n%s", o.stdout)
+	}
 	if r := runHac(t, env, "", nil, "smi", "--reset"); r.code != 0 || r.stdout != "Device release success.\n" {
 		t.Fatalf("reset: %+v", r)
 	}
