@@ -56,7 +56,7 @@ func (a acceleratorService) Allocate(ctx context.Context, req *connect.Request[h
 	if req.Msg.ClientPid < 0 {
 		return apiError(fmt.Errorf("%w: negative client pid", ErrInvalid))
 	}
-	j, err := a.s.broker.submit(ctx, srv, model.MemoryMiB, priority, command, req.Msg.ClientPid)
+	j, err := a.s.broker.submit(srv, model.MemoryMiB, priority, command, req.Msg.ClientPid)
 	if err != nil {
 		return apiError(err)
 	}
@@ -64,7 +64,7 @@ func (a acceleratorService) Allocate(ctx context.Context, req *connect.Request[h
 	defer func() {
 		if !granted {
 			// The client went away or the send failed: withdraw.
-			a.s.broker.end(context.WithoutCancel(ctx), j.ID, store.JobCanceled, sql.NullInt64{}, "withdrawn by the client")
+			a.s.broker.end(j.ID, store.JobCanceled, sql.NullInt64{}, "withdrawn by the client")
 		}
 	}()
 	var last *hacv1.Waiting
@@ -240,7 +240,7 @@ func (a acceleratorService) Release(ctx context.Context, req *connect.Request[ha
 		code = sql.NullInt64{Int64: int64(req.Msg.ExitCode), Valid: true}
 		state = stateForExit(req.Msg.ExitCode)
 	}
-	if _, err := a.s.broker.end(ctx, j.ID, state, code, "released by the client"); err != nil {
+	if _, err := a.s.broker.end(j.ID, state, code, "released by the client"); err != nil {
 		return nil, apiError(err)
 	}
 	return connect.NewResponse(&hacv1.ReleaseResponse{}), nil
@@ -286,7 +286,7 @@ func (a acceleratorService) SwitchModel(ctx context.Context, req *connect.Reques
 	if _, err := a.s.cfg.Catalog.Lookup(req.Msg.Model); err != nil {
 		return nil, apiError(err)
 	}
-	if err := a.s.broker.switchModel(ctx, srv.ID, req.Msg.Model); err != nil {
+	if err := a.s.broker.switchModel(srv.ID, req.Msg.Model); err != nil {
 		return nil, apiError(err)
 	}
 	srv.Model = req.Msg.Model
@@ -306,7 +306,7 @@ func (a acceleratorService) ResetAccelerator(ctx context.Context, req *connect.R
 	if !ok || j.State != store.JobRunning {
 		return connect.NewResponse(&hacv1.ResetAcceleratorResponse{}), nil
 	}
-	ended, err := a.s.broker.end(ctx, j.ID, store.JobCanceled, sql.NullInt64{}, "reset with hac smi --reset")
+	ended, err := a.s.broker.end(j.ID, store.JobCanceled, sql.NullInt64{}, "reset with hac smi --reset")
 	if err != nil {
 		return nil, apiError(err)
 	}

@@ -54,7 +54,7 @@ func (a agentService) RegisterNode(ctx context.Context, req *connect.Request[hac
 		seen[g.Uuid] = true
 		n.GPUs = append(n.GPUs, store.GPU{UUID: g.Uuid, Index: int(g.Index), Name: g.Name, MemoryMiB: g.MemoryMib})
 	}
-	if err := a.s.broker.registerNode(ctx, n); err != nil {
+	if err := a.s.broker.registerNode(n); err != nil {
 		return nil, apiError(err)
 	}
 	// An agent on the servers' gateway is one of the host ports servers reach.
@@ -120,7 +120,7 @@ func (a agentService) JobEnded(ctx context.Context, req *connect.Request[hacv1.J
 	if reason == "" {
 		reason = "program exited"
 	}
-	if _, err := a.s.broker.end(ctx, id, state, sql.NullInt64{Int64: int64(req.Msg.ExitCode), Valid: true}, reason); err != nil {
+	if _, err := a.s.broker.end(id, state, sql.NullInt64{Int64: int64(req.Msg.ExitCode), Valid: true}, reason); err != nil {
 		return nil, apiError(err)
 	}
 	return connect.NewResponse(&hacv1.JobEndedResponse{}), nil

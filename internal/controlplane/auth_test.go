@@ -33,7 +33,7 @@ func TestCachedAccountsFollowCommits(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := s.broker.switchModel(ctx, p.serverID, "large.64gb"); err != nil {
+	if err := s.broker.switchModel(p.serverID, "large.64gb"); err != nil {
 		t.Fatal(err)
 	}
 	if srv, err := s.resolveServer(ctx, p, ""); err != nil || srv.Model != "large.64gb" {

@@ -18,7 +18,9 @@ import (
 
 // broker owns the queue and the pool. A change is made in memory under mu
 // and queued for the store's group commit in the same order; its clients
-// hear of it once it committed (broker_commit.go).
+// hear of it once it committed (broker_commit.go). Its methods take no
+// context: once made in memory, a change is written whatever becomes of
+// the request that made it.
 type broker struct {
 	cfg   Config
 	store *store.Store
@@ -320,7 +322,7 @@ func toStore(p sched.Plan) []store.Placement {
 
 // submit queues a job for srv and runs a pass; the job may come back
 // already granted.
-func (b *broker) submit(ctx context.Context, srv store.Server, memMiB int64, priority int, command string, clientPID int64) (*jobState, error) {
+func (b *broker) submit(srv store.Server, memMiB int64, priority int, command string, clientPID int64) (*jobState, error) {
 	b.mu.Lock()
 	if max := b.cfg.Quotas.WaitingJobs; max > 0 {
 		if waiting := b.waitingOf[srv.UserID]; waiting >= max {
@@ -355,7 +357,7 @@ func (b *broker) submit(ctx context.Context, srv store.Server, memMiB int64, pri
 
 // end finishes a live job with a final state and frees what it held. It is
 // a no-op for a job that already ended, and reports whether it ended one.
-func (b *broker) end(ctx context.Context, id int64, state string, exitCode sql.NullInt64, reason string) (bool, error) {
+func (b *broker) end(id int64, state string, exitCode sql.NullInt64, reason string) (bool, error) {
 	b.mu.Lock()
 	ch := b.endLocked(id, state, exitCode, reason)
 	b.mu.Unlock()
@@ -480,7 +482,7 @@ func (b *broker) renew(id int64, ttl time.Duration, may func(*jobState) bool) er
 
 // switchModel changes a server's model unless a job holds or awaits its
 // accelerator; the check and the write happen under one lock.
-func (b *broker) switchModel(ctx context.Context, serverID int64, model string) error {
+func (b *broker) switchModel(serverID int64, model string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.serverJobLocked(serverID) != nil {
@@ -491,7 +493,7 @@ func (b *broker) switchModel(ctx context.Context, serverID int64, model string) 
 
 // expire ends running jobs whose lease passed and declares silent nodes
 // lost. It runs once per tick of the control plane's reaper.
-func (b *broker) expire(ctx context.Context) {
+func (b *broker) expire() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.cfg.Now()
@@ -524,7 +526,7 @@ func (b *broker) expire(ctx context.Context) {
 		b.log.Error("expire leases", "err", err)
 	}
 	for name, d := range silent {
-		if err := b.loseNodeLocked(ctx, name, "node lost: no heartbeat for "+d.Round(time.Second).String()); err != nil {
+		if err := b.loseNodeLocked(name, "node lost: no heartbeat for "+d.Round(time.Second).String()); err != nil {
 			b.log.Error("lose node", "node", name, "err", err)
 		}
 	}
@@ -532,7 +534,7 @@ func (b *broker) expire(ctx context.Context) {
 
 // removeNode takes a node out of the pool for good (hac node remove): its
 // running jobs end as lost, its credentials are revoked.
-func (b *broker) removeNode(ctx context.Context, name string) error {
+func (b *broker) removeNode(name string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	_, registered := b.nodes[name]
@@ -572,7 +574,7 @@ func (b *broker) removeNode(ctx context.Context, name string) error {
 }
 
 // drainNode stops (or resumes) new placements on a node.
-func (b *broker) drainNode(ctx context.Context, name string, drained bool) error {
+func (b *broker) drainNode(name string, drained bool) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n, ok := b.nodes[name]
@@ -602,7 +604,7 @@ func (b *broker) drainNode(ctx context.Context, name string, drained bool) error
 
 // loseNodeLocked fails the jobs on a node and takes its GPUs out of the
 // pool until it registers again.
-func (b *broker) loseNodeLocked(ctx context.Context, name, reason string) error {
+func (b *broker) loseNodeLocked(name, reason string) error {
 	b.markLostLocked(name)
 	if err := b.endJobsOnLocked(name, reason); err != nil {
 		return err
@@ -650,7 +652,7 @@ func (j *jobState) onNode(name string) bool {
 
 // registerNode adds or refreshes a node. Jobs it ran before are gone: the
 // agent restarted.
-func (b *broker) registerNode(ctx context.Context, n store.Node) error {
+func (b *broker) registerNode(n store.Node) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for other, o := range b.nodes {
@@ -871,7 +873,7 @@ func (b *broker) estimateStartLocked(pos int) (time.Time, bool) {
 }
 
 // cancelQueued withdraws a job that still waits, telling its client why.
-func (b *broker) cancelQueued(ctx context.Context, id int64, reason string) (bool, error) {
+func (b *broker) cancelQueued(id int64, reason string) (bool, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	j := b.jobs[id]

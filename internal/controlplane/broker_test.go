@@ -46,13 +46,12 @@ func userServer(t *testing.T, s *Server, user, server string) store.Server {
 // accelerator were busy (the scheduler once told servers apart by name).
 func TestServersOfTwoUsersWithOneName(t *testing.T) {
 	_, _, s := testPlane(t, store.Normal, 1, 0)
-	ctx := t.Context()
 	alice, bob := userServer(t, s, "alice", "train"), userServer(t, s, "bob", "train")
-	a, err := s.broker.submit(ctx, alice, 16384, 0, "a", 0)
+	a, err := s.broker.submit(alice, 16384, 0, "a", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := s.broker.submit(ctx, bob, 16384, 0, "b", 0)
+	b, err := s.broker.submit(bob, 16384, 0, "b", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,20 +68,19 @@ func TestServersOfTwoUsersWithOneName(t *testing.T) {
 // up as jobs start and leave, with the indexes in step with the jobs.
 func TestQueuePlaces(t *testing.T) {
 	_, _, s := testPlane(t, store.Normal, 1, 0) // one 80 GiB GPU: five 16 GiB shares
-	ctx := context.Background()
 	var servers []store.Server
 	for i := 0; i < 8; i++ {
 		servers = append(servers, userServer(t, s, fmt.Sprintf("u%d", i%3), fmt.Sprintf("s%d", i)))
 	}
 	var jobs []*jobState
 	for _, srv := range servers {
-		j, err := s.broker.submit(ctx, srv, 16384, 0, "x", 0)
+		j, err := s.broker.submit(srv, 16384, 0, "x", 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		jobs = append(jobs, j)
 	}
-	second, err := s.broker.submit(ctx, servers[0], 16384, 0, "again", 0) // waits for s0's own job
+	second, err := s.broker.submit(servers[0], 16384, 0, "again", 0) // waits for s0's own job
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,10 +98,10 @@ func TestQueuePlaces(t *testing.T) {
 		t.Fatalf("the busy job's holder: %+v, want job %d", p.holder, jobs[0].ID)
 	}
 	// Job 6 leaves the line; job 1 ends, so job 5 starts and 7 moves up.
-	if ok, err := s.broker.cancelQueued(ctx, jobs[6].ID, "canceled"); !ok || err != nil {
+	if ok, err := s.broker.cancelQueued(jobs[6].ID, "canceled"); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
-	if ok, err := s.broker.end(ctx, jobs[1].ID, store.JobCompleted, sql.NullInt64{Valid: true}, ""); !ok || err != nil {
+	if ok, err := s.broker.end(jobs[1].ID, store.JobCompleted, sql.NullInt64{Valid: true}, ""); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
 	if cur, _ := s.broker.job(jobs[5].ID); cur.State != store.JobRunning {
@@ -111,7 +109,7 @@ func TestQueuePlaces(t *testing.T) {
 	}
 	check(jobs[7].ID, sched.PoolFull, 1, 1)
 	// s0's first job ends: its second competes for the pool, behind job 7.
-	if _, err := s.broker.end(ctx, jobs[0].ID, store.JobCompleted, sql.NullInt64{Valid: true}, ""); err != nil {
+	if _, err := s.broker.end(jobs[0].ID, store.JobCompleted, sql.NullInt64{Valid: true}, ""); err != nil {
 		t.Fatal(err)
 	}
 	if cur, _ := s.broker.job(jobs[7].ID); cur.State != store.JobRunning {
@@ -140,7 +138,7 @@ func TestQueuePlaces(t *testing.T) {
 func TestHeartbeatsDoNotWaitForTheQueue(t *testing.T) {
 	_, _, s := testPlane(t, store.Normal, 1, 0)
 	srv := userServer(t, s, "alice", "a")
-	j, err := s.broker.submit(t.Context(), srv, 16384, 0, "x", 0)
+	j, err := s.broker.submit(srv, 16384, 0, "x", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,19 +182,18 @@ func TestHeartbeatsDoNotWaitForTheQueue(t *testing.T) {
 // for a node that is alive.
 func TestLostNodeGetsNoNewJobs(t *testing.T) {
 	_, _, s := testPool(t, store.Normal, 2, 1, 0) // two nodes of one 80 GiB GPU: five shares each
-	ctx := t.Context()
 	for i := 0; i < 10; i++ {
-		if _, err := s.broker.submit(ctx, userServer(t, s, "alice", fmt.Sprintf("s%d", i)), 16384, 0, "x", 0); err != nil {
+		if _, err := s.broker.submit(userServer(t, s, "alice", fmt.Sprintf("s%d", i)), 16384, 0, "x", 0); err != nil {
 			t.Fatal(err)
 		}
 	}
-	w, err := s.broker.submit(ctx, userServer(t, s, "bob", "w"), 16384, 0, "w", 0)
+	w, err := s.broker.submit(userServer(t, s, "bob", "w"), 16384, 0, "w", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := s.broker
 	b.mu.Lock()
-	err = b.loseNodeLocked(ctx, "node1", "test")
+	err = b.loseNodeLocked("node1", "test")
 	b.mu.Unlock()
 	if err != nil {
 		t.Fatal(err)
@@ -219,7 +216,7 @@ func TestFailedCommitReconciles(t *testing.T) {
 	whole := int64(80 * 1024)
 	var jobs []*jobState
 	for _, name := range []string{"a", "b", "c"} {
-		j, err := s.broker.submit(ctx, userServer(t, s, name, name), whole, 0, name, 0)
+		j, err := s.broker.submit(userServer(t, s, name, name), whole, 0, name, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

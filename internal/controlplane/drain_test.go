@@ -93,7 +93,7 @@ func BenchmarkQueueDrain(b *testing.B) {
 				}
 				var held []int64
 				for _, srv := range srvs {
-					j, err := s.broker.submit(ctx, srv, 16384, 0, "hold", 0)
+					j, err := s.broker.submit(srv, 16384, 0, "hold", 0)
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -155,7 +155,7 @@ func BenchmarkQueueDrain(b *testing.B) {
 				cpu0 := cpuTime()
 				t0 := time.Now()
 				for _, id := range held {
-					if _, err := s.broker.end(ctx, id, store.JobCompleted, sql.NullInt64{Valid: true}, ""); err != nil {
+					if _, err := s.broker.end(id, store.JobCompleted, sql.NullInt64{Valid: true}, ""); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -227,7 +227,7 @@ func BenchmarkWaitingMemory(b *testing.B) {
 			b.Fatal(err)
 		}
 		whole := int64(80 * 1024)
-		if _, err := s.broker.submit(ctx, srvs[0], whole, 0, "hold", 0); err != nil {
+		if _, err := s.broker.submit(srvs[0], whole, 0, "hold", 0); err != nil {
 			b.Fatal(err)
 		}
 		before := liveHeap()
@@ -237,7 +237,7 @@ func BenchmarkWaitingMemory(b *testing.B) {
 			go func() {
 				defer wg.Done()
 				for i := w; i < n; i += 32 {
-					if _, err := s.broker.submit(ctx, srvs[i%servers], whole, 0, "python3 train.py --epochs 10", 0); err != nil {
+					if _, err := s.broker.submit(srvs[i%servers], whole, 0, "python3 train.py --epochs 10", 0); err != nil {
 						b.Error(err)
 						return
 					}

@@ -71,7 +71,7 @@ func (ps poolService) RemoveNode(ctx context.Context, req *connect.Request[hacv1
 	if err := requireAdmin(ctx, "remove nodes"); err != nil {
 		return nil, apiError(err)
 	}
-	if err := ps.s.broker.removeNode(ctx, req.Msg.Name); err != nil {
+	if err := ps.s.broker.removeNode(req.Msg.Name); err != nil {
 		return nil, apiError(err)
 	}
 	return connect.NewResponse(&hacv1.RemoveNodeResponse{}), nil
@@ -81,7 +81,7 @@ func (ps poolService) DrainNode(ctx context.Context, req *connect.Request[hacv1.
 	if err := requireAdmin(ctx, "drain nodes"); err != nil {
 		return nil, apiError(err)
 	}
-	if err := ps.s.broker.drainNode(ctx, req.Msg.Name, !req.Msg.Resume); err != nil {
+	if err := ps.s.broker.drainNode(req.Msg.Name, !req.Msg.Resume); err != nil {
 		return nil, apiError(err)
 	}
 	return connect.NewResponse(&hacv1.DrainNodeResponse{}), nil

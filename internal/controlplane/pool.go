@@ -213,7 +213,7 @@ func (ps poolService) CancelJob(ctx context.Context, req *connect.Request[hacv1.
 	if j.State != store.JobQueued {
 		return nil, apiError(fmt.Errorf("%w: job %d is running, not queued: stop its program, or release it with hac smi --reset", ErrInvalid, id))
 	}
-	if _, err := ps.s.broker.cancelQueued(ctx, id, "canceled by "+p.user.Name); err != nil {
+	if _, err := ps.s.broker.cancelQueued(id, "canceled by "+p.user.Name); err != nil {
 		return nil, apiError(err)
 	}
 	return connect.NewResponse(&hacv1.CancelJobResponse{}), nil

@@ -225,7 +225,7 @@ func (p portalService) DeleteServer(ctx context.Context, req *connect.Request[ha
 		return nil, apiError(fmt.Errorf("%w: server %q is still being created: delete it once it is running or in error", ErrInvalid, srv.Name))
 	}
 	if j, ok := p.s.broker.serverJob(srv.ID); ok {
-		p.s.broker.end(ctx, j.ID, store.JobCanceled, sql.NullInt64{}, "the server was deleted")
+		p.s.broker.end(j.ID, store.JobCanceled, sql.NullInt64{}, "the server was deleted")
 	}
 	err = p.s.store.Update(ctx, func(tx *store.Tx) error {
 		if err := tx.RevokeTokens(store.ServerToken, srv.UserID, srv.ID, p.s.cfg.Now()); err != nil {
@@ -278,7 +278,7 @@ func (p portalService) SetServerModel(ctx context.Context, req *connect.Request[
 	if _, err := p.s.cfg.Catalog.Lookup(req.Msg.Model); err != nil {
 		return nil, apiError(err)
 	}
-	if err := p.s.broker.switchModel(ctx, srv.ID, req.Msg.Model); err != nil {
+	if err := p.s.broker.switchModel(srv.ID, req.Msg.Model); err != nil {
 		return nil, apiError(err)
 	}
 	srv.Model = req.Msg.Model
@@ -326,7 +326,7 @@ func (p portalService) setRunning(ctx context.Context, name string, run bool) (s
 		err = drv.Start(ctx, serverID(srv.ID))
 	} else {
 		if j, ok := p.s.broker.serverJob(srv.ID); ok {
-			p.s.broker.end(ctx, j.ID, store.JobCanceled, sql.NullInt64{}, "the server was stopped")
+			p.s.broker.end(j.ID, store.JobCanceled, sql.NullInt64{}, "the server was stopped")
 		}
 		err = drv.Stop(ctx, serverID(srv.ID))
 	}

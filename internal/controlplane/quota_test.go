@@ -37,7 +37,7 @@ func TestQuotas(t *testing.T) {
 	// The first run holds the accelerator; the second waits for it; a third
 	// would be a second waiting run.
 	for i, want := range []error{nil, nil, ErrQuota} {
-		if _, err := s.broker.submit(ctx, s0, 1024, 0, "x", 0); !errors.Is(err, want) {
+		if _, err := s.broker.submit(s0, 1024, 0, "x", 0); !errors.Is(err, want) {
 			t.Fatalf("run %d: %v, want %v", i+1, err, want)
 		}
 	}
@@ -58,9 +58,8 @@ func TestQuotas(t *testing.T) {
 // starts in its turn.
 func TestBurstMeetsTheCap(t *testing.T) {
 	_, _, s := testPlane(t, store.Normal, 1, 0)
-	ctx := t.Context()
 	whole := int64(80 * 1024)
-	holder, err := s.broker.submit(ctx, userServer(t, s, "carol", "hold"), whole, 0, "hold", 0)
+	holder, err := s.broker.submit(userServer(t, s, "carol", "hold"), whole, 0, "hold", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,13 +73,13 @@ func TestBurstMeetsTheCap(t *testing.T) {
 			defer wg.Done()
 			for i := w; i < 10000; i += 32 {
 				if w == 0 && i == 5000/32*32 {
-					b, err := s.broker.submit(ctx, userServer(t, s, "bob", "b"), whole, 0, "bob", 0)
+					b, err := s.broker.submit(userServer(t, s, "bob", "b"), whole, 0, "bob", 0)
 					if err != nil {
 						t.Errorf("bob's run during alice's burst: %v", err)
 					}
 					bob = b
 				}
-				_, err := s.broker.submit(ctx, alice, whole, 0, "x", 0)
+				_, err := s.broker.submit(alice, whole, 0, "x", 0)
 				switch {
 				case err == nil:
 					accepted.Add(1)
@@ -101,7 +100,7 @@ func TestBurstMeetsTheCap(t *testing.T) {
 		t.Fatal("bob's run was not submitted")
 	}
 	// Alice's runs take the pool one after another; bob's comes in turn.
-	if _, err := s.broker.end(ctx, holder.ID, store.JobCompleted, sql.NullInt64{Valid: true}, ""); err != nil {
+	if _, err := s.broker.end(holder.ID, store.JobCompleted, sql.NullInt64{Valid: true}, ""); err != nil {
 		t.Fatal(err)
 	}
 	for range 2000 {
@@ -117,7 +116,7 @@ func TestBurstMeetsTheCap(t *testing.T) {
 		if running == 0 {
 			t.Fatal("nothing runs and bob's run was not granted")
 		}
-		if _, err := s.broker.end(ctx, running, store.JobCompleted, sql.NullInt64{Valid: true}, ""); err != nil {
+		if _, err := s.broker.end(running, store.JobCompleted, sql.NullInt64{Valid: true}, ""); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -227,7 +227,7 @@ func (s *Server) reap(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.broker.expire(ctx)
+			s.broker.expire()
 		}
 	}
 }
