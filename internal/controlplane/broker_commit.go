@@ -16,7 +16,7 @@ import (
 // releases share one fsync, and the next change is computed while the
 // last is on its way to the disk. What a client hears (a grant, the end
 // of a job that never started, a release's answer) waits for the commit:
-// settle publishes a change once it committed.
+// settle publishes a change once it committed (docs/decisions/0006).
 //
 // A failed commit leaves memory ahead of the disk with changes that will
 // never be; reconcileLocked then reads the live jobs again from the store,
