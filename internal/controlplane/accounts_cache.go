@@ -27,6 +27,10 @@ const maxCachedAccounts = 1 << 16
 func (c *accountsCache[V]) get(gen uint64, key string) (V, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if gen < c.gen {
+		var zero V
+		return zero, false // read before the last flush: a miss, and no flush back
+	}
 	c.moveTo(gen)
 	v, ok := c.m[key]
 	return v, ok

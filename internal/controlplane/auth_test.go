@@ -71,3 +71,35 @@ func TestRefusalsSayWhoAndWhat(t *testing.T) {
 		t.Errorf("a server token naming another server: %v", err)
 	}
 }
+
+// TestSuspendedLeaseIsTheOwnersOnly: another server's token cannot ask for
+// the suspended lease (Ctrl+Z) of a job, which would keep its GPUs held;
+// the owner's gets it, never shorter than the lease.
+func TestSuspendedLeaseIsTheOwnersOnly(t *testing.T) {
+	url, toks, s := testPlane(t, store.Normal, 1, 2)
+	ctx := context.Background()
+	client := func(tok string) hacv1connect.AcceleratorServiceClient {
+		return hacv1connect.NewAcceleratorServiceClient(apiclient.New(s.Pin()), url, connect.WithInterceptors(apiclient.Bearer(tok)))
+	}
+	owner, other := client(toks[0]), client(toks[1])
+	stream, err := owner.Allocate(ctx, connect.NewRequest(&hacv1.AllocateRequest{Command: []string{"x"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var grant *hacv1.Grant
+	for stream.Receive() && grant == nil {
+		grant = stream.Msg().GetGrant()
+	}
+	stream.Close()
+	if grant == nil {
+		t.Fatalf("no grant: %v", stream.Err())
+	}
+	_, err = other.RenewLease(ctx, connect.NewRequest(&hacv1.RenewLeaseRequest{JobId: grant.JobId, Suspended: true}))
+	if connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("another server's suspended renewal: %v", err)
+	}
+	resp, err := owner.RenewLease(ctx, connect.NewRequest(&hacv1.RenewLeaseRequest{JobId: grant.JobId, Suspended: true}))
+	if err != nil || resp.Msg.LeaseTtlSeconds != int32(s.cfg.SuspendedLease.Seconds()) {
+		t.Errorf("the owner's suspended renewal: %v, %v", resp, err)
+	}
+}

@@ -52,6 +52,29 @@ func manyServers(t testing.TB, s *Server, n int) []string {
 	return toks
 }
 
+// serversOf returns the servers of server tokens.
+func serversOf(t testing.TB, s *Server, toks []string) []store.Server {
+	var srvs []store.Server
+	err := s.store.View(context.Background(), func(tx *store.Tx) error {
+		for _, tok := range toks {
+			tk, err := tx.TokenByHash(token.Hash(tok))
+			if err != nil {
+				return err
+			}
+			srv, err := tx.ServerByID(tk.ServerID)
+			if err != nil {
+				return err
+			}
+			srvs = append(srvs, srv)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srvs
+}
+
 // BenchmarkQueueDrain measures how fast a queue drains through the real
 // API with durable commits (FULL): n clients, one server each, wait on
 // Allocate while holders fill one node's 8 GPUs (40 shares of 16 GiB);
@@ -74,23 +97,7 @@ func BenchmarkQueueDrain(b *testing.B) {
 			var rates, beats, cpus, heaps []float64
 			for b.Loop() {
 				// Holders take the whole pool.
-				var srvs []store.Server
-				if err := s.store.View(ctx, func(tx *store.Tx) error {
-					for _, tok := range holders[:40] {
-						tk, err := tx.TokenByHash(token.Hash(tok))
-						if err != nil {
-							return err
-						}
-						srv, err := tx.ServerByID(tk.ServerID)
-						if err != nil {
-							return err
-						}
-						srvs = append(srvs, srv)
-					}
-					return nil
-				}); err != nil {
-					b.Fatal(err)
-				}
+				srvs := serversOf(b, s, holders[:40])
 				var held []int64
 				for _, srv := range srvs {
 					j, err := s.broker.submit(srv, 16384, 0, "hold", 0)
@@ -208,24 +215,7 @@ func BenchmarkWaitingMemory(b *testing.B) {
 		_, _, s := testPool(b, store.Normal, 1, 1, 0)
 		s.broker.cfg.Quotas.WaitingJobs = 0
 		toks := manyServers(b, s, servers)
-		var srvs []store.Server
-		ctx := context.Background()
-		if err := s.store.View(ctx, func(tx *store.Tx) error {
-			for _, tok := range toks {
-				tk, err := tx.TokenByHash(token.Hash(tok))
-				if err != nil {
-					return err
-				}
-				srv, err := tx.ServerByID(tk.ServerID)
-				if err != nil {
-					return err
-				}
-				srvs = append(srvs, srv)
-			}
-			return nil
-		}); err != nil {
-			b.Fatal(err)
-		}
+		srvs := serversOf(b, s, toks)
 		whole := int64(80 * 1024)
 		if _, err := s.broker.submit(srvs[0], whole, 0, "hold", 0); err != nil {
 			b.Fatal(err)
