@@ -84,6 +84,10 @@ type Agent struct {
 	cfg    Config
 	client hacv1connect.AgentServiceClient
 	cache  *workspace.Cache
+	// images and layers make jobs' roots from their servers' images and
+	// changes (SPEC A7).
+	images *images
+	layers *layerStore
 	ln     net.Listener
 	// launcher starts jobs, with a sandbox init kept ready.
 	launcher *runner.Launcher
@@ -189,6 +193,17 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.client = hacv1connect.NewAgentServiceClient(cfg.HTTPClient, cfg.ControlPlane,
 		connect.WithInterceptors(apiclient.Bearer(cfg.Token)))
+	// Images come uncompressed: gzip would cost more than the link saves.
+	imageClient := hacv1connect.NewAgentServiceClient(cfg.HTTPClient, cfg.ControlPlane,
+		connect.WithInterceptors(apiclient.Bearer(cfg.Token)), connect.WithAcceptCompression("gzip", nil, nil))
+	if a.images, err = newImages(filepath.Join(cfg.DataDir, "images"), imageClient, a.log.Info); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if a.layers, err = newLayerStore(filepath.Join(cfg.DataDir, "layers"), cache); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	return a, nil
 }
 

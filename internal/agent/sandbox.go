@@ -97,13 +97,18 @@ func workDirInside(cwd string) string {
 // jobFolders are a job's folders on the node, under its job folder (root's,
 // 0700): the workspace, a home, a /tmp, the empty root the sandbox is
 // assembled on, and the folder of simulated GPU allocations.
+//
+// A job on its server's files also has the overlay's upper and work
+// folders and the stage of its idmapped layers (root's).
 type jobFolders struct {
 	dir, work, home, tmp, root, gpu string
+	upper, ovlWork, stage           string
 }
 
 func newJobFolders(dir string) jobFolders {
 	return jobFolders{dir: dir, work: filepath.Join(dir, "work"), home: filepath.Join(dir, "home"),
-		tmp: filepath.Join(dir, "tmp"), root: filepath.Join(dir, "root"), gpu: filepath.Join(dir, "gpu")}
+		tmp: filepath.Join(dir, "tmp"), root: filepath.Join(dir, "root"), gpu: filepath.Join(dir, "gpu"),
+		upper: filepath.Join(dir, "upper"), ovlWork: filepath.Join(dir, "ovl"), stage: filepath.Join(dir, "stage")}
 }
 
 // make creates the folders; all but the root belong to uid (-1: the
@@ -112,17 +117,18 @@ func (f jobFolders) make(uid int) error {
 	if err := os.MkdirAll(f.dir, 0o700); err != nil {
 		return err
 	}
-	for _, d := range []string{f.work, f.home, f.tmp, f.gpu, f.root} {
+	for _, d := range []string{f.work, f.home, f.tmp, f.gpu, f.root, f.upper, f.ovlWork, f.stage} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
 		}
-		if uid > 0 && d != f.root {
+		if uid > 0 && d != f.root && d != f.upper && d != f.ovlWork && d != f.stage {
 			if err := os.Chown(d, uid, uid); err != nil {
 				return err
 			}
 		}
 	}
-	return nil
+	// The upper folder's root is the job's /: root's, open to all.
+	return os.Chmod(f.upper, 0o755)
 }
 
 // gpuNodes are the device nodes of the node's GPUs, found once when the

@@ -148,6 +148,10 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 		go a.reportEnd(claims.JobID, 2, "bad workspace", false)
 		return userError(s, "the workspace was refused: %v", err)
 	}
+	if err := checkEnvironment(claims, start.Environment); err != nil {
+		go a.reportEnd(claims.JobID, 2, "bad environment", false)
+		return userError(s, "the server's files were refused: %v", err)
+	}
 	uid := -1
 	if !a.cfg.NoSandbox {
 		if uid, err = a.allocUID(); err != nil {
@@ -157,6 +161,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 	}
 	folders := newJobFolders(filepath.Join(a.cfg.DataDir, "jobs", fmt.Sprint(claims.JobID)))
 	var job *runner.Job
+	var jos *jobOS // a job on its server's files
 	a.releases.Add(1)
 	defer func() {
 		// The job's folders and uid are kept until its cgroups are gone (a
@@ -171,6 +176,9 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 					a.log.Warn("job cleanup; its uid stays reserved", "job", claims.JobID, "uid", uid, "err", err)
 					return
 				}
+				if jos != nil {
+					jos.release()
+				}
 			}
 			os.RemoveAll(folders.dir)
 			if uid >= 0 {
@@ -183,11 +191,46 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 		return userError(s, "the node could not prepare the job's folder: %v", err)
 	}
 	workDir := folders.work
-	if err := w.receiveWorkspace(stream, s, start.Manifest, workDir, uid); err != nil {
-		go a.reportEnd(claims.JobID, 1, "workspace transfer failed", true)
-		return userError(s, "the workspace could not be transferred: %v", err)
+	if claims.Image != "" && uid > 0 {
+		// The server's image comes while its changes and the workspace do.
+		image := a.startImage(ctx, claims.Image)
+		env := start.Environment
+		all := &hacv1.Manifest{Files: append(append([]*hacv1.FileEntry(nil), start.Manifest.Files...), env.Layer.Files...)}
+		if err := a.fitsCache(all); err != nil {
+			go a.reportEnd(claims.JobID, 1, "environment too large", false)
+			return userError(s, "%v", err)
+		}
+		release, err := w.receiveBlobs(stream, s, all)
+		if err != nil {
+			go a.reportEnd(claims.JobID, 1, "workspace transfer failed", true)
+			return userError(s, "the workspace and the server's files could not be transferred: %v", err)
+		}
+		jos, err = a.prepareOS(claims, env, image)
+		if err == nil {
+			defer func() {
+				if job == nil {
+					jos.release()
+				}
+			}()
+			err = a.cache.Materialize(start.Manifest, workDir, uid)
+		}
+		release()
+		if err != nil {
+			go a.reportEnd(claims.JobID, 1, "environment", true)
+			return userError(s, "%v", err)
+		}
+	} else {
+		release, err := w.receiveBlobs(stream, s, start.Manifest)
+		if err == nil {
+			err = a.cache.Materialize(start.Manifest, workDir, uid)
+			release()
+		}
+		if err != nil {
+			go a.reportEnd(claims.JobID, 1, "workspace transfer failed", true)
+			return userError(s, "the workspace could not be transferred: %v", err)
+		}
 	}
-	spec, err := a.jobSpec(folders, uid, claims, start)
+	spec, err := a.jobSpec(folders, uid, claims, start, jos)
 	if err != nil {
 		go a.reportEnd(claims.JobID, 1, "sandbox", true)
 		return userError(s, "the node could not prepare the job's sandbox: %v", err)
@@ -249,13 +292,21 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 
 // jobSpec describes how the job's program runs: in a sandbox as uid, or,
 // with --no-sandbox, as the agent's user in the job folder.
-func (a *Agent) jobSpec(f jobFolders, uid int, c ticket.Claims, start *hacv1.Start) (runner.Spec, error) {
+func (a *Agent) jobSpec(f jobFolders, uid int, c ticket.Claims, start *hacv1.Start, jos *jobOS) (runner.Spec, error) {
 	spec := runner.Spec{Name: fmt.Sprint(c.JobID), Argv: start.Argv, TTY: start.Tty, CgroupRoot: a.cgroupRoot()}
 	if start.Window != nil {
 		spec.Rows, spec.Cols = uint16(start.Window.Rows), uint16(start.Window.Cols)
 	}
 	home, gpuDir := f.home, f.gpu
 	spec.Dir = f.work
+	if jos != nil {
+		sb, dir, env, err := a.osSandbox(f, uid, c, start, jos)
+		if err != nil {
+			return spec, err
+		}
+		spec.Sandbox, spec.Dir, spec.Env = sb, dir, env
+		return spec, nil
+	}
 	if uid > 0 {
 		inside := workDirInside(start.Cwd)
 		sb, err := a.sandbox(f, uid, c, inside)
@@ -278,11 +329,19 @@ func (a *Agent) simulated() bool {
 	return len(devs) > 0 && gpu.IsFake(devs[0])
 }
 
-// receiveWorkspace asks for the blobs the cache lacks, stores them and
-// materializes the tree.
-func (w *worker) receiveWorkspace(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, m *hacv1.Manifest, dest string, owner int) error {
+// receiveBlobs asks for the blobs of m the cache lacks and stores them;
+// the cache keeps m's blobs until release.
+func (w *worker) receiveBlobs(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, m *hacv1.Manifest) (release func(), err error) {
 	missing, release := w.a.cache.Reserve(m)
-	defer release()
+	if err := w.receiveMissing(stream, s, missing); err != nil {
+		release()
+		return nil, err
+	}
+	w.a.log.Info("blobs ready", "files", len(m.Files), "blobs_received", len(missing), "bytes", workspace.TotalSize(m))
+	return release, nil
+}
+
+func (w *worker) receiveMissing(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, missing []string) error {
 	if err := s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_NeedBlobs{NeedBlobs: &hacv1.NeedBlobs{Sha256: missing}}}); err != nil {
 		return err
 	}
@@ -331,8 +390,7 @@ func (w *worker) receiveWorkspace(stream *connect.BidiStream[hacv1.ExecRequest, 
 	if len(wanted) > 0 {
 		return fmt.Errorf("%d blobs were not sent", len(wanted))
 	}
-	w.a.log.Info("workspace ready", "files", len(m.Files), "blobs_received", len(missing), "bytes", workspace.TotalSize(m))
-	return w.a.cache.Materialize(m, dest, owner)
+	return nil
 }
 
 // relayInput feeds the client's stdin, signals and window sizes to the job.

@@ -26,21 +26,33 @@ const progressThreshold = 16 << 20
 
 const blobChunk = 256 << 10
 
+// blobSource is a folder whose files a manifest lists.
+type blobSource struct {
+	root string
+	m    *hacv1.Manifest
+}
+
 // upload sends the blobs the node asked for, then blobs_done.
-func (a *app) upload(root string, m *hacv1.Manifest, want []string, send func(*hacv1.ExecRequest) error) error {
-	byHash := map[string]*hacv1.FileEntry{}
-	for _, f := range m.Files {
-		if f.Sha256 != "" {
-			byHash[f.Sha256] = f
+func (a *app) upload(sources []blobSource, want []string, send func(*hacv1.ExecRequest) error) error {
+	type blobFile struct {
+		path string
+		size int64
+	}
+	byHash := map[string]blobFile{}
+	for _, s := range sources {
+		for _, f := range s.m.Files {
+			if f.Sha256 != "" {
+				byHash[f.Sha256] = blobFile{filepath.Join(s.root, filepath.FromSlash(f.Path)), f.Size}
+			}
 		}
 	}
 	var total int64
 	for _, sum := range want {
-		f := byHash[sum]
-		if f == nil {
+		f, ok := byHash[sum]
+		if !ok {
 			return fmt.Errorf("the node asked for unknown content %s", sum)
 		}
-		total += f.Size
+		total += f.size
 	}
 	var bar io.Writer = io.Discard
 	if total >= progressThreshold {
@@ -55,7 +67,15 @@ func (a *app) upload(root string, m *hacv1.Manifest, want []string, send func(*h
 	buf := make([]byte, blobChunk)
 	for _, sum := range want {
 		f := byHash[sum]
-		if err := sendBlob(filepath.Join(root, filepath.FromSlash(f.Path)), sum, f.Size, buf, send, bar); err != nil {
+		if sum == workspace.EmptySum {
+			// Nothing to read (an unreadable file of the server's layer
+			// travels as empty).
+			if err := send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Blob{Blob: &hacv1.Blob{Sha256: sum, Last: true}}}); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := sendBlob(f.path, sum, f.size, buf, send, bar); err != nil {
 			return err
 		}
 	}

@@ -99,6 +99,7 @@ func (a *app) run(ctx context.Context, argv, env []string, wait time.Duration, p
 	// Hash the workspace while the control plane finds resources.
 	type walked struct {
 		m   *hacv1.Manifest
+		env *hacv1.Environment
 		err error
 	}
 	manifest := make(chan walked, 1)
@@ -113,7 +114,11 @@ func (a *app) run(ctx context.Context, argv, env []string, wait time.Duration, p
 		if err == nil && hashes != nil {
 			hashes.Save() // a cache: without it the next run reads every file
 		}
-		manifest <- walked{m, err}
+		var env *hacv1.Environment
+		if err == nil {
+			env, err = serverEnvironment(cwd)
+		}
+		manifest <- walked{m, env, err}
 	}()
 
 	a.say("info", "Requesting resources for %s from the server...", catalog.DisplayName)
@@ -149,7 +154,7 @@ func (a *app) run(ctx context.Context, argv, env []string, wait time.Duration, p
 	for i, wk := range grant.Workers {
 		a.say("info", "[%d/%d] Connecting to resources on the server (%s)...", i+1, len(grant.Workers), wk.Address)
 	}
-	code, err := a.execute(ctx, grant.Workers[0], argv, env, cwd, w.m, sigs, jobID, held)
+	code, err := a.execute(ctx, grant.Workers[0], argv, env, cwd, w.m, w.env, sigs, jobID, held)
 	stopLease()
 	if errors.Is(err, errSyncIncomplete) {
 		release(&code)
@@ -308,7 +313,7 @@ func (l *lease) keep(ctx context.Context, ttl time.Duration) {
 
 // execute runs the program on one worker: upload, stdio, signals, exit
 // code, changed files.
-func (a *app) execute(ctx context.Context, wk *hacv1.Worker, argv, env []string, cwd string, m *hacv1.Manifest, sigs <-chan os.Signal, jobID string, lease *lease) (int32, error) {
+func (a *app) execute(ctx context.Context, wk *hacv1.Worker, argv, env []string, cwd string, m *hacv1.Manifest, osEnv *hacv1.Environment, sigs <-chan os.Signal, jobID string, lease *lease) (int32, error) {
 	if wk.CaPin == "" || wk.KeyPin == "" {
 		return 0, fmt.Errorf("the control plane named no certificate for node %s: upgrade hac serve", wk.Node)
 	}
@@ -321,7 +326,7 @@ func (a *app) execute(ctx context.Context, wk *hacv1.Worker, argv, env []string,
 	stream.RequestHeader().Set(agent.TicketHeader, wk.Ticket)
 	in, isFile := a.stdin.(*os.File)
 	tty := isFile && term.IsTerminal(int(in.Fd())) && term.IsTerminal(int(os.Stdout.Fd()))
-	start := &hacv1.Start{Ticket: wk.Ticket, Argv: argv, Env: env, Tty: tty, Manifest: m, Cwd: cwd}
+	start := &hacv1.Start{Ticket: wk.Ticket, Argv: argv, Env: env, Tty: tty, Manifest: m, Cwd: cwd, Environment: osEnv}
 	if tty {
 		if cols, rows, err := term.GetSize(int(os.Stdout.Fd())); err == nil {
 			start.Window = &hacv1.WindowSize{Rows: uint32(rows), Cols: uint32(cols)}
@@ -351,7 +356,11 @@ func (a *app) execute(ctx context.Context, wk *hacv1.Worker, argv, env []string,
 		return 0, errors.New("protocol error: the node did not ask for the workspace")
 	}
 	a.say("info", "Establishing links to the resources...")
-	if err := a.upload(cwd, m, need.Sha256, send); err != nil {
+	sources := []blobSource{{cwd, m}}
+	if osEnv != nil {
+		sources = append(sources, blobSource{serverLayer, osEnv.Layer})
+	}
+	if err := a.upload(sources, need.Sha256, send); err != nil {
 		return 0, lost(err)
 	}
 

@@ -160,6 +160,10 @@ func (a acceleratorService) grant(ctx context.Context, j jobState) (*hacv1.Grant
 		w.MemoryMib += p.MemoryMiB
 	}
 	exp := a.s.cfg.Now().Add(a.s.cfg.TicketTTL).Unix()
+	env, err := a.s.environment(j)
+	if err != nil {
+		return nil, err
+	}
 	for rank, name := range order {
 		w := byNode[name]
 		key, addr, keyPin, err := a.s.broker.nodeKey(name)
@@ -172,7 +176,7 @@ func (a acceleratorService) grant(ctx context.Context, j jobState) (*hacv1.Grant
 		}
 		w.Address, w.CaPin, w.KeyPin = addr, a.s.tls.workerPin, keyPin
 		w.Ticket = ticket.Sign(key, ticket.Claims{JobID: j.ID, Node: name, Model: j.Model, MemoryMiB: mem,
-			GPUs: w.GpuUuids, Rank: rank, Nodes: len(order), Expires: exp})
+			GPUs: w.GpuUuids, Rank: rank, Nodes: len(order), Expires: exp, Environment: env})
 		g.Workers = append(g.Workers, w)
 	}
 	return g, nil

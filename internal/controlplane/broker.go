@@ -76,6 +76,9 @@ type jobState struct {
 	store.Job
 	serverName string
 	userName   string
+	// image is the image of a server made by hac, whose jobs run on it
+	// with the server's changes (SPEC A7); empty for registered servers.
+	image string
 	lease      time.Time // running jobs: expiry
 	endErr     error     // set when the job ended before its grant
 	pid        int64     // the program's pid on its first node
@@ -92,6 +95,14 @@ type jobState struct {
 // id: two users may name theirs alike.
 func (j *jobState) schedJob() sched.Job {
 	return sched.Job{ID: strconv.FormatInt(j.ID, 10), Server: serverKey(j.ServerID), Priority: j.Priority, Seq: j.ID, MemoryMiB: j.MemoryMiB}
+}
+
+// imageOf is the image a server's jobs run on: a server made by hac's.
+func imageOf(srv store.Server) string {
+	if srv.Kind == store.KindVM {
+		return srv.Image
+	}
+	return ""
 }
 
 func serverKey(id int64) string { return strconv.FormatInt(id, 10) }
@@ -195,7 +206,7 @@ func (b *broker) describe(tx *store.Tx, j store.Job) (*jobState, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &jobState{Job: j, serverName: srv.Name, userName: srv.UserName, changed: make(chan struct{}, 1)}, nil
+	return &jobState{Job: j, serverName: srv.Name, userName: srv.UserName, image: imageOf(srv), changed: make(chan struct{}, 1)}, nil
 }
 
 // snapshotLocked returns the scheduler's view: ready nodes, and the memory
@@ -335,7 +346,7 @@ func (b *broker) submit(srv store.Server, memMiB int64, priority int, command st
 	j := &jobState{
 		Job: store.Job{ID: b.lastID, ServerID: srv.ID, UserID: srv.UserID, Model: srv.Model, MemoryMiB: memMiB, Priority: priority,
 			Command: command, ClientPID: clientPID, State: store.JobQueued, SubmittedAt: now},
-		serverName: srv.Name, userName: srv.UserName, changed: make(chan struct{}, 1),
+		serverName: srv.Name, userName: srv.UserName, image: imageOf(srv), changed: make(chan struct{}, 1),
 	}
 	row := j.Job
 	b.queue.Push(j.schedJob())

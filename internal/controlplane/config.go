@@ -3,6 +3,7 @@ package controlplane
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"time"
@@ -130,4 +131,10 @@ type ServerDriver interface {
 	PublicPortInUse(protocol string, port int) bool
 	// Close stops long work in progress (image builds) at shutdown.
 	Close()
+	// ImageDigest names an image's root for GPU nodes (package image),
+	// which WriteImage streams; ImageSharesHostUsr says that its servers
+	// see the host's /usr, so their jobs see the node's.
+	ImageDigest(name string) (string, error)
+	ImageSharesHostUsr(name string) bool
+	WriteImage(digest string, w io.Writer) error
 }

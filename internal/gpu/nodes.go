@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -102,3 +103,24 @@ func FakeMajor() (uint32, error) {
 	}
 	return 0, fmt.Errorf("gpu: no free major number for simulated GPUs in 240-254")
 }
+
+// driverPatterns are the NVIDIA driver's user-space files that CUDA
+// programs load or run, as the NVIDIA container toolkit injects them.
+var driverPatterns = []string{
+	"/usr/lib/x86_64-linux-gnu/libcuda.so*", "/usr/lib/x86_64-linux-gnu/libnvidia-*.so*", "/usr/lib/x86_64-linux-gnu/libnvcuvid.so*",
+	"/usr/lib64/libcuda.so*", "/usr/lib64/libnvidia-*.so*",
+	"/usr/lib/aarch64-linux-gnu/libcuda.so*", "/usr/lib/aarch64-linux-gnu/libnvidia-*.so*",
+	"/usr/bin/nvidia-smi", "/usr/bin/nvidia-debugdump", "/usr/bin/nvidia-cuda-mps-control", "/usr/bin/nvidia-cuda-mps-server",
+}
+
+// DriverFiles lists the node's NVIDIA driver files, which a job on its
+// server's own root sees at the same paths; none where the driver is not
+// installed (simulated GPUs need none).
+var DriverFiles = sync.OnceValue(func() []string {
+	var out []string
+	for _, p := range driverPatterns {
+		m, _ := filepath.Glob(p)
+		out = append(out, m...)
+	}
+	return out
+})

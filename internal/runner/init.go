@@ -17,6 +17,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hac-project/hac/internal/idmap"
 )
 
 func init() {
@@ -335,12 +337,16 @@ func buildRoot(cfg *initConfig) error {
 		return fmt.Errorf("make mounts private: %w", err)
 	}
 	root := cfg.Root
-	if err := unix.Mount("tmpfs", root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=16m"); err != nil {
+	if cfg.OS != nil {
+		if err := mountOS(root, cfg.OS); err != nil {
+			return err
+		}
+	} else if err := unix.Mount("tmpfs", root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=16m"); err != nil {
 		return fmt.Errorf("mount the root: %w", err)
 	}
-	// The shown files are written first, into the fresh tmpfs, where no
-	// bind (validate refuses binds under /.hac) can have put anything.
-	if err := os.Mkdir(filepath.Join(root, ".hac"), 0o755); err != nil {
+	// The shown files are written first, into a fresh tmpfs, where no bind
+	// (validate refuses binds under /.hac) can have put anything.
+	if err := mountAt(root, "/.hac", "tmpfs", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0700,size=16m"); err != nil {
 		return err
 	}
 	for i, f := range cfg.Files {
@@ -358,7 +364,7 @@ func buildRoot(cfg *initConfig) error {
 		}
 	}
 	for _, p := range cfg.Runtime {
-		if err := showRuntime(root, p); err != nil {
+		if err := showRuntime(root, p, cfg.OS != nil); err != nil {
 			return err
 		}
 	}
@@ -392,11 +398,37 @@ func buildRoot(cfg *initConfig) error {
 	if err := ensureDir(root, cfg.Dir); err != nil {
 		return err
 	}
-	return pivot(root)
+	// The shown files stay readable through their binds only.
+	if err := unix.Unmount(filepath.Join(root, ".hac"), unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach /.hac: %w", err)
+	}
+	return pivot(root, cfg.OS == nil)
 }
 
-// showRuntime shows a host path read-only at the same place.
-func showRuntime(root, p string) error {
+// mountOS mounts an overlay of o's folders on root; layers with an id
+// map are seen through idmapped mounts attached under o.Stage.
+func mountOS(root string, o *Overlay) error {
+	dirs := make([]string, len(o.Lower))
+	for i, l := range o.Lower {
+		dirs[i] = l.Dir
+		if len(l.IDs) == 0 {
+			continue
+		}
+		dirs[i] = filepath.Join(o.Stage, strconv.Itoa(i))
+		if err := idmap.Mount(l.Dir, dirs[i], l.IDs); err != nil {
+			return err
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(dirs, ":"), o.Upper, o.Work)
+	if err := unix.Mount("overlay", root, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		return fmt.Errorf("mount the job's root (the server's image and changes): %w", err)
+	}
+	return nil
+}
+
+// showRuntime shows a host path read-only at the same place; without an
+// OS of its own, a symlink is copied as one.
+func showRuntime(root, p string, inOS bool) error {
 	fi, err := os.Lstat(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -404,7 +436,7 @@ func showRuntime(root, p string) error {
 	if err != nil {
 		return err
 	}
-	if fi.Mode()&fs.ModeSymlink != 0 {
+	if fi.Mode()&fs.ModeSymlink != 0 && !inOS {
 		target, err := os.Readlink(p)
 		if err != nil {
 			return err
@@ -573,9 +605,9 @@ func makeDev(root string, devices []Device) error {
 	return unix.Mount("", dev, "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755,size=64k")
 }
 
-// pivot makes root the root of this mount namespace, drops the old one
-// and makes the new root read-only.
-func pivot(root string) error {
+// pivot makes root the root of this mount namespace and drops the old
+// one; a readOnly root is made read-only.
+func pivot(root string, readOnly bool) error {
 	old := filepath.Join(root, ".old")
 	if err := os.Mkdir(old, 0o700); err != nil {
 		return err
@@ -591,6 +623,9 @@ func pivot(root string) error {
 	}
 	if err := os.Remove("/.old"); err != nil {
 		return err
+	}
+	if !readOnly {
+		return nil
 	}
 	return unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=16m")
 }

@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hac-project/hac/internal/idmap"
 )
 
 // Sandbox describes the isolated world a job's program runs in (SPEC P8).
@@ -24,9 +26,15 @@ type Sandbox struct {
 	// Root is an empty host folder, private to the job, on which the job's
 	// root file system is assembled.
 	Root string
+	// OS, when set, is the job's root file system: its server's image
+	// under the server's changes (SPEC A7). Else the root is an empty
+	// read-only one with Runtime shown in it.
+	OS *Overlay
 	// Runtime lists host paths shown read-only at the same place (the
-	// node's runtime: /usr, /etc ...). Paths the host lacks are skipped;
-	// symlinks (/bin -> usr/bin) are copied as symlinks.
+	// node's runtime: /usr, /etc ...; with an OS, what the node lends it,
+	// such as the GPU driver's libraries). Paths the host lacks are
+	// skipped; without an OS, symlinks (/bin -> usr/bin) are copied as
+	// symlinks.
 	Runtime []string
 	// Binds are writable host folders shown inside, mounted in order.
 	Binds []Bind
@@ -40,6 +48,24 @@ type Sandbox struct {
 	// /etc/passwd that names the job's user).
 	Files []File
 	Limits
+}
+
+// Overlay is a job's root made of read-only folders, the job's writes
+// going to its own Upper (discarded with the job).
+type Overlay struct {
+	// Lower are the folders, top first.
+	Lower []Layer
+	// Upper and Work are empty folders of one file system (Work is
+	// overlayfs's own); Stage is an empty folder where the init attaches
+	// the idmapped views of Lower.
+	Upper, Work, Stage string
+}
+
+// Layer is a read-only folder of an Overlay, its owners mapped as IDs
+// says (none: as on disk).
+type Layer struct {
+	Dir string
+	IDs []idmap.Map
 }
 
 // Limits bounds a job's resources; zero means no limit.
@@ -124,12 +150,30 @@ func (s *Sandbox) validate(dir string) error {
 			}
 		}
 	}
+	if o := s.OS; o != nil {
+		if len(o.Lower) == 0 {
+			return errors.New("runner: a sandbox's OS needs a lower folder")
+		}
+		for _, p := range append([]string{o.Upper, o.Work, o.Stage}, layerDirs(o.Lower)...) {
+			if !filepath.IsAbs(p) || strings.ContainsAny(p, ",:\\") {
+				return fmt.Errorf("runner: overlay folder %q must be absolute, without , : or \\", p)
+			}
+		}
+	}
 	for _, d := range s.Devices {
 		if d.Path == "" || filepath.IsAbs(d.Path) || filepath.Clean(d.Path) != d.Path || strings.HasPrefix(d.Path, "..") {
 			return fmt.Errorf("runner: bad device path %q", d.Path)
 		}
 	}
 	return nil
+}
+
+func layerDirs(ls []Layer) []string {
+	out := make([]string, len(ls))
+	for i, l := range ls {
+		out[i] = l.Dir
+	}
+	return out
 }
 
 func bindTargets(bs []Bind) []string {

@@ -25,6 +25,19 @@ type Claims struct {
 	Rank    int   `json:"rank"`
 	Nodes   int   `json:"nodes"`
 	Expires int64 `json:"exp"` // Unix seconds
+	Environment
+}
+
+// Environment is what a job's root is made of on a node: for a server made
+// by hac, its image (by digest) under the server's own changes, which the
+// client ships; else (Image empty) the node's runtime.
+type Environment struct {
+	// Server keys the node's cache of the server's changes.
+	Server int64 `json:"srv,omitempty"`
+	// Image is the digest of the server's image (package image).
+	Image string `json:"img,omitempty"`
+	// HostUsr: the image shows the host's /usr, so jobs see the node's.
+	HostUsr bool `json:"husr,omitempty"`
 }
 
 var (

@@ -78,6 +78,9 @@ func NewCache(dir string, maxBytes int64) (*Cache, error) {
 	return c, nil
 }
 
+// Cap is the most the cache holds; 0 means no bound.
+func (c *Cache) Cap() int64 { return c.max }
+
 // Size is the bytes the cache holds.
 func (c *Cache) Size() int64 {
 	c.mu.Lock()
@@ -279,7 +282,7 @@ func (c *Cache) Materialize(m *hacv1.Manifest, dest string, owner int) error {
 			links = append(links, f) // last, so that nothing is written through them
 			continue
 		}
-		if err := c.copyOut(f.Sha256, p, mode.Perm(), owner); err != nil {
+		if err := c.CopyOut(f.Sha256, p, mode.Perm(), owner, owner); err != nil {
 			return fmt.Errorf("workspace: materialize %s: %w", f.Path, err)
 		}
 		mt := time.Unix(0, f.MtimeNs)
@@ -300,12 +303,13 @@ func (c *Cache) Materialize(m *hacv1.Manifest, dest string, owner int) error {
 	return nil
 }
 
-// copyOut writes a private copy of a blob to dst. A verified blob is
+// CopyOut writes a private copy of a blob to dst, owned by uid and gid
+// (-1: the caller's). A verified blob is
 // copied in the kernel (copy_file_range: no pass through user space, a
 // reflink where the file system has them) and checked by size; one an
 // earlier agent left is hashed on the way, once. A blob that no longer
 // matches is dropped from the cache.
-func (c *Cache) copyOut(sum, dst string, perm fs.FileMode, owner int) error {
+func (c *Cache) CopyOut(sum, dst string, perm fs.FileMode, uid, gid int) error {
 	c.mu.Lock()
 	b, ok := c.entries[sum]
 	verified := ok && b.verified
@@ -319,8 +323,8 @@ func (c *Cache) copyOut(sum, dst string, perm fs.FileMode, owner int) error {
 	if err != nil {
 		return err
 	}
-	if owner >= 0 {
-		if err := out.Chown(owner, owner); err != nil {
+	if uid >= 0 {
+		if err := out.Chown(uid, gid); err != nil {
 			out.Close()
 			return err
 		}

@@ -124,8 +124,14 @@ const (
 // ErrTooBig means a manifest is past MaxFiles or MaxTotalSize.
 var ErrTooBig = errors.New("workspace: too large")
 
-// Validate checks every entry of a manifest from the network.
-func Validate(m *hacv1.Manifest) error {
+// Validate checks every entry of a workspace's manifest from the network.
+func Validate(m *hacv1.Manifest) error { return validate(m, false) }
+
+// ValidateLayer checks a server layer's manifest (WalkLayer) from the
+// network: a workspace's entries, and whiteouts.
+func ValidateLayer(m *hacv1.Manifest) error { return validate(m, true) }
+
+func validate(m *hacv1.Manifest, layer bool) error {
 	if n := len(m.GetFiles()); n > MaxFiles {
 		return fmt.Errorf("%w: %d files, more than %d (list big data sets in .hacignore and read them from shared storage)", ErrTooBig, n, MaxFiles)
 	}
@@ -159,8 +165,11 @@ func Validate(m *hacv1.Manifest) error {
 		}
 		seen[f.Path] = true
 		mode := fs.FileMode(f.Mode)
+		if f.Whiteout != (layer && f.Mode == whiteoutMode) {
+			return fmt.Errorf("workspace: %q: a whiteout is a layer's deleted path, with its own mode", f.Path)
+		}
 		switch {
-		case mode.IsDir(), mode&fs.ModeSymlink != 0:
+		case f.Whiteout, mode.IsDir(), mode&fs.ModeSymlink != 0:
 		case mode.IsRegular():
 			if !validHash(f.Sha256) || f.Size < 0 {
 				return fmt.Errorf("workspace: %q: bad hash or size", f.Path)

@@ -21,6 +21,95 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type GetImageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// digest is "sha256:" and 64 lower-case hex digits, as a ticket names it.
+	Digest        string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetImageRequest) Reset() {
+	*x = GetImageRequest{}
+	mi := &file_hac_v1_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetImageRequest) ProtoMessage() {}
+
+func (x *GetImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetImageRequest.ProtoReflect.Descriptor instead.
+func (*GetImageRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *GetImageRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+type GetImageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetImageResponse) Reset() {
+	*x = GetImageResponse{}
+	mi := &file_hac_v1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetImageResponse) ProtoMessage() {}
+
+func (x *GetImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetImageResponse.ProtoReflect.Descriptor instead.
+func (*GetImageResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetImageResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type JoinRequest struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	ProtocolVersion int32                  `protobuf:"varint,1,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
@@ -30,7 +119,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_hac_v1_agent_proto_msgTypes[0]
+	mi := &file_hac_v1_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -42,7 +131,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_agent_proto_msgTypes[0]
+	mi := &file_hac_v1_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -55,7 +144,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *JoinRequest) GetProtocolVersion() int32 {
@@ -78,7 +167,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_hac_v1_agent_proto_msgTypes[1]
+	mi := &file_hac_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -90,7 +179,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_agent_proto_msgTypes[1]
+	mi := &file_hac_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -103,7 +192,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *JoinResponse) GetNodeName() string {
@@ -137,7 +226,7 @@ type RegisterNodeRequest struct {
 
 func (x *RegisterNodeRequest) Reset() {
 	*x = RegisterNodeRequest{}
-	mi := &file_hac_v1_agent_proto_msgTypes[2]
+	mi := &file_hac_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -149,7 +238,7 @@ func (x *RegisterNodeRequest) String() string {
 func (*RegisterNodeRequest) ProtoMessage() {}
 
 func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_agent_proto_msgTypes[2]
+	mi := &file_hac_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -162,7 +251,7 @@ func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeRequest.ProtoReflect.Descriptor instead.
 func (*RegisterNodeRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RegisterNodeRequest) GetProtocolVersion() int32 {
@@ -214,7 +303,7 @@ type RegisterNodeResponse struct {
 
 func (x *RegisterNodeResponse) Reset() {
 	*x = RegisterNodeResponse{}
-	mi := &file_hac_v1_agent_proto_msgTypes[3]
+	mi := &file_hac_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -226,7 +315,7 @@ func (x *RegisterNodeResponse) String() string {
 func (*RegisterNodeResponse) ProtoMessage() {}
 
 func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_agent_proto_msgTypes[3]
+	mi := &file_hac_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -239,7 +328,7 @@ func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeResponse.ProtoReflect.Descriptor instead.
 func (*RegisterNodeResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RegisterNodeResponse) GetTicketKey() []byte {
@@ -281,7 +370,7 @@ type RunningJob struct {
 
 func (x *RunningJob) Reset() {
 	*x = RunningJob{}
-	mi := &file_hac_v1_agent_proto_msgTypes[4]
+	mi := &file_hac_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -293,7 +382,7 @@ func (x *RunningJob) String() string {
 func (*RunningJob) ProtoMessage() {}
 
 func (x *RunningJob) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_agent_proto_msgTypes[4]
+	mi := &file_hac_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -306,7 +395,7 @@ func (x *RunningJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunningJob.ProtoReflect.Descriptor instead.
 func (*RunningJob) Descriptor() ([]byte, []int) {
-	return file_hac_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RunningJob) GetJobId() string {
@@ -343,7 +432,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_hac_v1_agent_proto_msgTypes[5]
+	mi := &file_hac_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -355,7 +444,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_agent_proto_msgTypes[5]
+	mi := &file_hac_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -368,7 +457,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HeartbeatRequest) GetName() string {
@@ -407,7 +496,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_hac_v1_agent_proto_msgTypes[6]
+	mi := &file_hac_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -419,7 +508,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_agent_proto_msgTypes[6]
+	mi := &file_hac_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -432,7 +521,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HeartbeatResponse) GetStopJobs() []string {
@@ -470,7 +559,7 @@ type JobEndedRequest struct {
 
 func (x *JobEndedRequest) Reset() {
 	*x = JobEndedRequest{}
-	mi := &file_hac_v1_agent_proto_msgTypes[7]
+	mi := &file_hac_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -482,7 +571,7 @@ func (x *JobEndedRequest) String() string {
 func (*JobEndedRequest) ProtoMessage() {}
 
 func (x *JobEndedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_agent_proto_msgTypes[7]
+	mi := &file_hac_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -495,7 +584,7 @@ func (x *JobEndedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEndedRequest.ProtoReflect.Descriptor instead.
 func (*JobEndedRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *JobEndedRequest) GetName() string {
@@ -541,7 +630,7 @@ type JobEndedResponse struct {
 
 func (x *JobEndedResponse) Reset() {
 	*x = JobEndedResponse{}
-	mi := &file_hac_v1_agent_proto_msgTypes[8]
+	mi := &file_hac_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -553,7 +642,7 @@ func (x *JobEndedResponse) String() string {
 func (*JobEndedResponse) ProtoMessage() {}
 
 func (x *JobEndedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_agent_proto_msgTypes[8]
+	mi := &file_hac_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -566,14 +655,18 @@ func (x *JobEndedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEndedResponse.ProtoReflect.Descriptor instead.
 func (*JobEndedResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 var File_hac_v1_agent_proto protoreflect.FileDescriptor
 
 const file_hac_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x12hac/v1/agent.proto\x12\x06hac.v1\x1a\x13hac/v1/common.proto\"8\n" +
+	"\x12hac/v1/agent.proto\x12\x06hac.v1\x1a\x13hac/v1/common.proto\")\n" +
+	"\x0fGetImageRequest\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\"&\n" +
+	"\x10GetImageResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"8\n" +
 	"\vJoinRequest\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\x05R\x0fprotocolVersion\"A\n" +
 	"\fJoinResponse\x12\x1b\n" +
@@ -614,12 +707,13 @@ const file_hac_v1_agent_proto_rawDesc = "" +
 	"\texit_code\x18\x03 \x01(\x05R\bexitCode\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x121\n" +
 	"\x14infrastructure_fault\x18\x05 \x01(\bR\x13infrastructureFault\"\x12\n" +
-	"\x10JobEndedResponse2\x8d\x02\n" +
+	"\x10JobEndedResponse2\xce\x02\n" +
 	"\fAgentService\x121\n" +
 	"\x04Join\x12\x13.hac.v1.JoinRequest\x1a\x14.hac.v1.JoinResponse\x12I\n" +
 	"\fRegisterNode\x12\x1b.hac.v1.RegisterNodeRequest\x1a\x1c.hac.v1.RegisterNodeResponse\x12@\n" +
 	"\tHeartbeat\x12\x18.hac.v1.HeartbeatRequest\x1a\x19.hac.v1.HeartbeatResponse\x12=\n" +
-	"\bJobEnded\x12\x17.hac.v1.JobEndedRequest\x1a\x18.hac.v1.JobEndedResponseB-Z+github.com/hac-project/hac/gen/hac/v1;hacv1b\x06proto3"
+	"\bJobEnded\x12\x17.hac.v1.JobEndedRequest\x1a\x18.hac.v1.JobEndedResponse\x12?\n" +
+	"\bGetImage\x12\x17.hac.v1.GetImageRequest\x1a\x18.hac.v1.GetImageResponse0\x01B-Z+github.com/hac-project/hac/gen/hac/v1;hacv1b\x06proto3"
 
 var (
 	file_hac_v1_agent_proto_rawDescOnce sync.Once
@@ -633,35 +727,39 @@ func file_hac_v1_agent_proto_rawDescGZIP() []byte {
 	return file_hac_v1_agent_proto_rawDescData
 }
 
-var file_hac_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_hac_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_hac_v1_agent_proto_goTypes = []any{
-	(*JoinRequest)(nil),          // 0: hac.v1.JoinRequest
-	(*JoinResponse)(nil),         // 1: hac.v1.JoinResponse
-	(*RegisterNodeRequest)(nil),  // 2: hac.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil), // 3: hac.v1.RegisterNodeResponse
-	(*RunningJob)(nil),           // 4: hac.v1.RunningJob
-	(*HeartbeatRequest)(nil),     // 5: hac.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),    // 6: hac.v1.HeartbeatResponse
-	(*JobEndedRequest)(nil),      // 7: hac.v1.JobEndedRequest
-	(*JobEndedResponse)(nil),     // 8: hac.v1.JobEndedResponse
-	(*GPU)(nil),                  // 9: hac.v1.GPU
+	(*GetImageRequest)(nil),      // 0: hac.v1.GetImageRequest
+	(*GetImageResponse)(nil),     // 1: hac.v1.GetImageResponse
+	(*JoinRequest)(nil),          // 2: hac.v1.JoinRequest
+	(*JoinResponse)(nil),         // 3: hac.v1.JoinResponse
+	(*RegisterNodeRequest)(nil),  // 4: hac.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil), // 5: hac.v1.RegisterNodeResponse
+	(*RunningJob)(nil),           // 6: hac.v1.RunningJob
+	(*HeartbeatRequest)(nil),     // 7: hac.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),    // 8: hac.v1.HeartbeatResponse
+	(*JobEndedRequest)(nil),      // 9: hac.v1.JobEndedRequest
+	(*JobEndedResponse)(nil),     // 10: hac.v1.JobEndedResponse
+	(*GPU)(nil),                  // 11: hac.v1.GPU
 }
 var file_hac_v1_agent_proto_depIdxs = []int32{
-	9, // 0: hac.v1.RegisterNodeRequest.gpus:type_name -> hac.v1.GPU
-	4, // 1: hac.v1.HeartbeatRequest.jobs:type_name -> hac.v1.RunningJob
-	0, // 2: hac.v1.AgentService.Join:input_type -> hac.v1.JoinRequest
-	2, // 3: hac.v1.AgentService.RegisterNode:input_type -> hac.v1.RegisterNodeRequest
-	5, // 4: hac.v1.AgentService.Heartbeat:input_type -> hac.v1.HeartbeatRequest
-	7, // 5: hac.v1.AgentService.JobEnded:input_type -> hac.v1.JobEndedRequest
-	1, // 6: hac.v1.AgentService.Join:output_type -> hac.v1.JoinResponse
-	3, // 7: hac.v1.AgentService.RegisterNode:output_type -> hac.v1.RegisterNodeResponse
-	6, // 8: hac.v1.AgentService.Heartbeat:output_type -> hac.v1.HeartbeatResponse
-	8, // 9: hac.v1.AgentService.JobEnded:output_type -> hac.v1.JobEndedResponse
-	6, // [6:10] is the sub-list for method output_type
-	2, // [2:6] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	11, // 0: hac.v1.RegisterNodeRequest.gpus:type_name -> hac.v1.GPU
+	6,  // 1: hac.v1.HeartbeatRequest.jobs:type_name -> hac.v1.RunningJob
+	2,  // 2: hac.v1.AgentService.Join:input_type -> hac.v1.JoinRequest
+	4,  // 3: hac.v1.AgentService.RegisterNode:input_type -> hac.v1.RegisterNodeRequest
+	7,  // 4: hac.v1.AgentService.Heartbeat:input_type -> hac.v1.HeartbeatRequest
+	9,  // 5: hac.v1.AgentService.JobEnded:input_type -> hac.v1.JobEndedRequest
+	0,  // 6: hac.v1.AgentService.GetImage:input_type -> hac.v1.GetImageRequest
+	3,  // 7: hac.v1.AgentService.Join:output_type -> hac.v1.JoinResponse
+	5,  // 8: hac.v1.AgentService.RegisterNode:output_type -> hac.v1.RegisterNodeResponse
+	8,  // 9: hac.v1.AgentService.Heartbeat:output_type -> hac.v1.HeartbeatResponse
+	10, // 10: hac.v1.AgentService.JobEnded:output_type -> hac.v1.JobEndedResponse
+	1,  // 11: hac.v1.AgentService.GetImage:output_type -> hac.v1.GetImageResponse
+	7,  // [7:12] is the sub-list for method output_type
+	2,  // [2:7] is the sub-list for method input_type
+	2,  // [2:2] is the sub-list for extension type_name
+	2,  // [2:2] is the sub-list for extension extendee
+	0,  // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_hac_v1_agent_proto_init() }
@@ -676,7 +774,7 @@ func file_hac_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hac_v1_agent_proto_rawDesc), len(file_hac_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

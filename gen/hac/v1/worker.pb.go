@@ -213,7 +213,10 @@ type Start struct {
 	Manifest *Manifest              `protobuf:"bytes,6,opt,name=manifest,proto3" json:"manifest,omitempty"`
 	// cwd is the client's working directory; the agent shows the workspace
 	// at that absolute path inside the job's sandbox when it can.
-	Cwd           string `protobuf:"bytes,7,opt,name=cwd,proto3" json:"cwd,omitempty"`
+	Cwd string `protobuf:"bytes,7,opt,name=cwd,proto3" json:"cwd,omitempty"`
+	// environment is what the server adds to its image, for a ticket that
+	// names one (Claims.Image): the job's root is then the server's own.
+	Environment   *Environment `protobuf:"bytes,8,opt,name=environment,proto3" json:"environment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -297,6 +300,78 @@ func (x *Start) GetCwd() string {
 	return ""
 }
 
+func (x *Start) GetEnvironment() *Environment {
+	if x != nil {
+		return x.Environment
+	}
+	return nil
+}
+
+// Environment is a server's files beyond its image: the changes its user
+// made (the server's writable layer), with paths relative to /, owners as
+// the server sees them, and deletions of the image's files as whiteouts.
+type Environment struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Layer *Manifest              `protobuf:"bytes,1,opt,name=layer,proto3" json:"layer,omitempty"`
+	// uid and gid are the client's own ids in the server: the job runs as the
+	// node's job user in their place.
+	Uid           uint32 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32 `protobuf:"varint,3,opt,name=gid,proto3" json:"gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Environment) Reset() {
+	*x = Environment{}
+	mi := &file_hac_v1_worker_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Environment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Environment) ProtoMessage() {}
+
+func (x *Environment) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_worker_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Environment.ProtoReflect.Descriptor instead.
+func (*Environment) Descriptor() ([]byte, []int) {
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Environment) GetLayer() *Manifest {
+	if x != nil {
+		return x.Layer
+	}
+	return nil
+}
+
+func (x *Environment) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *Environment) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
 type WindowSize struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Rows          uint32                 `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
@@ -307,7 +382,7 @@ type WindowSize struct {
 
 func (x *WindowSize) Reset() {
 	*x = WindowSize{}
-	mi := &file_hac_v1_worker_proto_msgTypes[2]
+	mi := &file_hac_v1_worker_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -319,7 +394,7 @@ func (x *WindowSize) String() string {
 func (*WindowSize) ProtoMessage() {}
 
 func (x *WindowSize) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_worker_proto_msgTypes[2]
+	mi := &file_hac_v1_worker_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -332,7 +407,7 @@ func (x *WindowSize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowSize.ProtoReflect.Descriptor instead.
 func (*WindowSize) Descriptor() ([]byte, []int) {
-	return file_hac_v1_worker_proto_rawDescGZIP(), []int{2}
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *WindowSize) GetRows() uint32 {
@@ -359,7 +434,7 @@ type Manifest struct {
 
 func (x *Manifest) Reset() {
 	*x = Manifest{}
-	mi := &file_hac_v1_worker_proto_msgTypes[3]
+	mi := &file_hac_v1_worker_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -371,7 +446,7 @@ func (x *Manifest) String() string {
 func (*Manifest) ProtoMessage() {}
 
 func (x *Manifest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_worker_proto_msgTypes[3]
+	mi := &file_hac_v1_worker_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -384,7 +459,7 @@ func (x *Manifest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Manifest.ProtoReflect.Descriptor instead.
 func (*Manifest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_worker_proto_rawDescGZIP(), []int{3}
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Manifest) GetFiles() []*FileEntry {
@@ -403,15 +478,21 @@ type FileEntry struct {
 	// sha256 is hex; empty for directories and symlinks.
 	Sha256 string `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	// link is a symlink's target.
-	Link          string `protobuf:"bytes,5,opt,name=link,proto3" json:"link,omitempty"`
-	MtimeNs       int64  `protobuf:"varint,6,opt,name=mtime_ns,json=mtimeNs,proto3" json:"mtime_ns,omitempty"`
+	Link    string `protobuf:"bytes,5,opt,name=link,proto3" json:"link,omitempty"`
+	MtimeNs int64  `protobuf:"varint,6,opt,name=mtime_ns,json=mtimeNs,proto3" json:"mtime_ns,omitempty"`
+	// uid and gid are the owner's, in an Environment's layer only.
+	Uid uint32 `protobuf:"varint,7,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid uint32 `protobuf:"varint,8,opt,name=gid,proto3" json:"gid,omitempty"`
+	// whiteout marks a path of the image that the server deleted (an
+	// Environment's layer only).
+	Whiteout      bool `protobuf:"varint,9,opt,name=whiteout,proto3" json:"whiteout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FileEntry) Reset() {
 	*x = FileEntry{}
-	mi := &file_hac_v1_worker_proto_msgTypes[4]
+	mi := &file_hac_v1_worker_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -423,7 +504,7 @@ func (x *FileEntry) String() string {
 func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_worker_proto_msgTypes[4]
+	mi := &file_hac_v1_worker_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -436,7 +517,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_hac_v1_worker_proto_rawDescGZIP(), []int{4}
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *FileEntry) GetPath() string {
@@ -481,6 +562,27 @@ func (x *FileEntry) GetMtimeNs() int64 {
 	return 0
 }
 
+func (x *FileEntry) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *FileEntry) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *FileEntry) GetWhiteout() bool {
+	if x != nil {
+		return x.Whiteout
+	}
+	return false
+}
+
 // Blob is a chunk of one file's content, addressed by its hash.
 type Blob struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -493,7 +595,7 @@ type Blob struct {
 
 func (x *Blob) Reset() {
 	*x = Blob{}
-	mi := &file_hac_v1_worker_proto_msgTypes[5]
+	mi := &file_hac_v1_worker_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -505,7 +607,7 @@ func (x *Blob) String() string {
 func (*Blob) ProtoMessage() {}
 
 func (x *Blob) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_worker_proto_msgTypes[5]
+	mi := &file_hac_v1_worker_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -518,7 +620,7 @@ func (x *Blob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Blob.ProtoReflect.Descriptor instead.
 func (*Blob) Descriptor() ([]byte, []int) {
-	return file_hac_v1_worker_proto_rawDescGZIP(), []int{5}
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Blob) GetSha256() string {
@@ -562,7 +664,7 @@ type ExecResponse struct {
 
 func (x *ExecResponse) Reset() {
 	*x = ExecResponse{}
-	mi := &file_hac_v1_worker_proto_msgTypes[6]
+	mi := &file_hac_v1_worker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -574,7 +676,7 @@ func (x *ExecResponse) String() string {
 func (*ExecResponse) ProtoMessage() {}
 
 func (x *ExecResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_worker_proto_msgTypes[6]
+	mi := &file_hac_v1_worker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -587,7 +689,7 @@ func (x *ExecResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecResponse.ProtoReflect.Descriptor instead.
 func (*ExecResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_worker_proto_rawDescGZIP(), []int{6}
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ExecResponse) GetMsg() isExecResponse_Msg {
@@ -748,7 +850,7 @@ type NeedBlobs struct {
 
 func (x *NeedBlobs) Reset() {
 	*x = NeedBlobs{}
-	mi := &file_hac_v1_worker_proto_msgTypes[7]
+	mi := &file_hac_v1_worker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +862,7 @@ func (x *NeedBlobs) String() string {
 func (*NeedBlobs) ProtoMessage() {}
 
 func (x *NeedBlobs) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_worker_proto_msgTypes[7]
+	mi := &file_hac_v1_worker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +875,7 @@ func (x *NeedBlobs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NeedBlobs.ProtoReflect.Descriptor instead.
 func (*NeedBlobs) Descriptor() ([]byte, []int) {
-	return file_hac_v1_worker_proto_rawDescGZIP(), []int{7}
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *NeedBlobs) GetSha256() []string {
@@ -792,7 +894,7 @@ type Started struct {
 
 func (x *Started) Reset() {
 	*x = Started{}
-	mi := &file_hac_v1_worker_proto_msgTypes[8]
+	mi := &file_hac_v1_worker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +906,7 @@ func (x *Started) String() string {
 func (*Started) ProtoMessage() {}
 
 func (x *Started) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_worker_proto_msgTypes[8]
+	mi := &file_hac_v1_worker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +919,7 @@ func (x *Started) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Started.ProtoReflect.Descriptor instead.
 func (*Started) Descriptor() ([]byte, []int) {
-	return file_hac_v1_worker_proto_rawDescGZIP(), []int{8}
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Started) GetPid() int64 {
@@ -839,7 +941,7 @@ type Exited struct {
 
 func (x *Exited) Reset() {
 	*x = Exited{}
-	mi := &file_hac_v1_worker_proto_msgTypes[9]
+	mi := &file_hac_v1_worker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -851,7 +953,7 @@ func (x *Exited) String() string {
 func (*Exited) ProtoMessage() {}
 
 func (x *Exited) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_worker_proto_msgTypes[9]
+	mi := &file_hac_v1_worker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -864,7 +966,7 @@ func (x *Exited) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exited.ProtoReflect.Descriptor instead.
 func (*Exited) Descriptor() ([]byte, []int) {
-	return file_hac_v1_worker_proto_rawDescGZIP(), []int{9}
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Exited) GetExitCode() int32 {
@@ -904,7 +1006,7 @@ type ChangedFile struct {
 
 func (x *ChangedFile) Reset() {
 	*x = ChangedFile{}
-	mi := &file_hac_v1_worker_proto_msgTypes[10]
+	mi := &file_hac_v1_worker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -916,7 +1018,7 @@ func (x *ChangedFile) String() string {
 func (*ChangedFile) ProtoMessage() {}
 
 func (x *ChangedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_worker_proto_msgTypes[10]
+	mi := &file_hac_v1_worker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -929,7 +1031,7 @@ func (x *ChangedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangedFile.ProtoReflect.Descriptor instead.
 func (*ChangedFile) Descriptor() ([]byte, []int) {
-	return file_hac_v1_worker_proto_rawDescGZIP(), []int{10}
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ChangedFile) GetPath() string {
@@ -997,7 +1099,7 @@ const file_hac_v1_worker_proto_rawDesc = "" +
 	"\n" +
 	"blobs_done\x18\a \x01(\bH\x00R\tblobsDone\x12\x1d\n" +
 	"\tsync_done\x18\b \x01(\bH\x00R\bsyncDoneB\x05\n" +
-	"\x03msg\"\xc3\x01\n" +
+	"\x03msg\"\xfa\x01\n" +
 	"\x05Start\x12\x16\n" +
 	"\x06ticket\x18\x01 \x01(\tR\x06ticket\x12\x12\n" +
 	"\x04argv\x18\x02 \x03(\tR\x04argv\x12\x10\n" +
@@ -1005,20 +1107,28 @@ const file_hac_v1_worker_proto_rawDesc = "" +
 	"\x03tty\x18\x04 \x01(\bR\x03tty\x12*\n" +
 	"\x06window\x18\x05 \x01(\v2\x12.hac.v1.WindowSizeR\x06window\x12,\n" +
 	"\bmanifest\x18\x06 \x01(\v2\x10.hac.v1.ManifestR\bmanifest\x12\x10\n" +
-	"\x03cwd\x18\a \x01(\tR\x03cwd\"4\n" +
+	"\x03cwd\x18\a \x01(\tR\x03cwd\x125\n" +
+	"\venvironment\x18\b \x01(\v2\x13.hac.v1.EnvironmentR\venvironment\"Y\n" +
+	"\vEnvironment\x12&\n" +
+	"\x05layer\x18\x01 \x01(\v2\x10.hac.v1.ManifestR\x05layer\x12\x10\n" +
+	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x03 \x01(\rR\x03gid\"4\n" +
 	"\n" +
 	"WindowSize\x12\x12\n" +
 	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
 	"\x04cols\x18\x02 \x01(\rR\x04cols\"3\n" +
 	"\bManifest\x12'\n" +
-	"\x05files\x18\x01 \x03(\v2\x11.hac.v1.FileEntryR\x05files\"\x8e\x01\n" +
+	"\x05files\x18\x01 \x03(\v2\x11.hac.v1.FileEntryR\x05files\"\xce\x01\n" +
 	"\tFileEntry\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\rR\x04mode\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x16\n" +
 	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04link\x18\x05 \x01(\tR\x04link\x12\x19\n" +
-	"\bmtime_ns\x18\x06 \x01(\x03R\amtimeNs\"F\n" +
+	"\bmtime_ns\x18\x06 \x01(\x03R\amtimeNs\x12\x10\n" +
+	"\x03uid\x18\a \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\b \x01(\rR\x03gid\x12\x1a\n" +
+	"\bwhiteout\x18\t \x01(\bR\bwhiteout\"F\n" +
 	"\x04Blob\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x12\n" +
@@ -1066,38 +1176,41 @@ func file_hac_v1_worker_proto_rawDescGZIP() []byte {
 	return file_hac_v1_worker_proto_rawDescData
 }
 
-var file_hac_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_hac_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_hac_v1_worker_proto_goTypes = []any{
 	(*ExecRequest)(nil),  // 0: hac.v1.ExecRequest
 	(*Start)(nil),        // 1: hac.v1.Start
-	(*WindowSize)(nil),   // 2: hac.v1.WindowSize
-	(*Manifest)(nil),     // 3: hac.v1.Manifest
-	(*FileEntry)(nil),    // 4: hac.v1.FileEntry
-	(*Blob)(nil),         // 5: hac.v1.Blob
-	(*ExecResponse)(nil), // 6: hac.v1.ExecResponse
-	(*NeedBlobs)(nil),    // 7: hac.v1.NeedBlobs
-	(*Started)(nil),      // 8: hac.v1.Started
-	(*Exited)(nil),       // 9: hac.v1.Exited
-	(*ChangedFile)(nil),  // 10: hac.v1.ChangedFile
+	(*Environment)(nil),  // 2: hac.v1.Environment
+	(*WindowSize)(nil),   // 3: hac.v1.WindowSize
+	(*Manifest)(nil),     // 4: hac.v1.Manifest
+	(*FileEntry)(nil),    // 5: hac.v1.FileEntry
+	(*Blob)(nil),         // 6: hac.v1.Blob
+	(*ExecResponse)(nil), // 7: hac.v1.ExecResponse
+	(*NeedBlobs)(nil),    // 8: hac.v1.NeedBlobs
+	(*Started)(nil),      // 9: hac.v1.Started
+	(*Exited)(nil),       // 10: hac.v1.Exited
+	(*ChangedFile)(nil),  // 11: hac.v1.ChangedFile
 }
 var file_hac_v1_worker_proto_depIdxs = []int32{
 	1,  // 0: hac.v1.ExecRequest.start:type_name -> hac.v1.Start
-	5,  // 1: hac.v1.ExecRequest.blob:type_name -> hac.v1.Blob
-	2,  // 2: hac.v1.ExecRequest.resize:type_name -> hac.v1.WindowSize
-	2,  // 3: hac.v1.Start.window:type_name -> hac.v1.WindowSize
-	3,  // 4: hac.v1.Start.manifest:type_name -> hac.v1.Manifest
-	4,  // 5: hac.v1.Manifest.files:type_name -> hac.v1.FileEntry
-	7,  // 6: hac.v1.ExecResponse.need_blobs:type_name -> hac.v1.NeedBlobs
-	8,  // 7: hac.v1.ExecResponse.started:type_name -> hac.v1.Started
-	9,  // 8: hac.v1.ExecResponse.exited:type_name -> hac.v1.Exited
-	10, // 9: hac.v1.ExecResponse.changed:type_name -> hac.v1.ChangedFile
-	0,  // 10: hac.v1.WorkerService.Exec:input_type -> hac.v1.ExecRequest
-	6,  // 11: hac.v1.WorkerService.Exec:output_type -> hac.v1.ExecResponse
-	11, // [11:12] is the sub-list for method output_type
-	10, // [10:11] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	6,  // 1: hac.v1.ExecRequest.blob:type_name -> hac.v1.Blob
+	3,  // 2: hac.v1.ExecRequest.resize:type_name -> hac.v1.WindowSize
+	3,  // 3: hac.v1.Start.window:type_name -> hac.v1.WindowSize
+	4,  // 4: hac.v1.Start.manifest:type_name -> hac.v1.Manifest
+	2,  // 5: hac.v1.Start.environment:type_name -> hac.v1.Environment
+	4,  // 6: hac.v1.Environment.layer:type_name -> hac.v1.Manifest
+	5,  // 7: hac.v1.Manifest.files:type_name -> hac.v1.FileEntry
+	8,  // 8: hac.v1.ExecResponse.need_blobs:type_name -> hac.v1.NeedBlobs
+	9,  // 9: hac.v1.ExecResponse.started:type_name -> hac.v1.Started
+	10, // 10: hac.v1.ExecResponse.exited:type_name -> hac.v1.Exited
+	11, // 11: hac.v1.ExecResponse.changed:type_name -> hac.v1.ChangedFile
+	0,  // 12: hac.v1.WorkerService.Exec:input_type -> hac.v1.ExecRequest
+	7,  // 13: hac.v1.WorkerService.Exec:output_type -> hac.v1.ExecResponse
+	13, // [13:14] is the sub-list for method output_type
+	12, // [12:13] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_hac_v1_worker_proto_init() }
@@ -1115,7 +1228,7 @@ func file_hac_v1_worker_proto_init() {
 		(*ExecRequest_BlobsDone)(nil),
 		(*ExecRequest_SyncDone)(nil),
 	}
-	file_hac_v1_worker_proto_msgTypes[6].OneofWrappers = []any{
+	file_hac_v1_worker_proto_msgTypes[7].OneofWrappers = []any{
 		(*ExecResponse_NeedBlobs)(nil),
 		(*ExecResponse_Started)(nil),
 		(*ExecResponse_Stdout)(nil),
@@ -1132,7 +1245,7 @@ func file_hac_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hac_v1_worker_proto_rawDesc), len(file_hac_v1_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

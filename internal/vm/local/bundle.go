@@ -1,6 +1,8 @@
 package local
 
 import (
+	"path/filepath"
+
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -42,7 +44,8 @@ func seccompProfile() *specs.LinuxSeccomp {
 
 // ociSpec is the runtime configuration of one server, in a user
 // namespace whose root is the host's idBase (userns.go).
-func ociSpec(id, hostname, image, netnsPath, rootfs, binDir string, cpus int, memMiB int64, idBase int) *specs.Spec {
+func ociSpec(id, hostname, image, netnsPath, rootfs, runDir string, cpus int, memMiB int64, idBase int) *specs.Spec {
+	binDir := filepath.Join(runDir, "bin")
 	period := uint64(100000)
 	quota := int64(cpus) * int64(period)
 	mem := memMiB << 20
@@ -96,5 +99,18 @@ func ociSpec(id, hostname, image, netnsPath, rootfs, binDir string, cpus int, me
 		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/usr", Type: "bind", Source: "/usr", Options: []string{"rbind", "ro", "nosuid", "nodev"}})
 	}
 	spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/usr/local/bin", Type: "bind", Source: binDir, Options: []string{"bind", "ro", "nosuid", "nodev"}})
+	if idBase >= 0 {
+		spec.Mounts = append(spec.Mounts, layerMount(runDir))
+	}
 	return spec
+}
+
+// LayerPath is where a server sees its own writable layer, read-only: the
+// files its users added or changed over the image, and whiteouts (0:0
+// character devices) for the image's files they deleted. hac run ships it
+// to the GPU node (docs/decisions/0007).
+const LayerPath = "/.hac/layer"
+
+func layerMount(runDir string) specs.Mount {
+	return specs.Mount{Destination: LayerPath, Type: "bind", Source: filepath.Join(runDir, "layer"), Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"}}
 }

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/hac-project/hac/internal/vm"
@@ -67,6 +68,9 @@ type Driver struct {
 	gateway net.IP
 	mu      sync.Mutex // one change at a time
 	imageMu sync.Mutex // one image build at a time, beside other changes
+	// digests are the images' digests (ImageDigest), computed once.
+	digestMu sync.Mutex
+	digests  map[string]string
 	// ctx ends with Close, stopping image builds.
 	ctx   context.Context
 	close context.CancelFunc
@@ -112,7 +116,7 @@ func New(cfg Config) (*Driver, error) {
 	copy(gw, subnet.IP.To4())
 	gw[3]++
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Driver{cfg: cfg, subnet: subnet, gateway: gw, ctx: ctx, close: cancel}, nil
+	return &Driver{cfg: cfg, subnet: subnet, gateway: gw, ctx: ctx, close: cancel, digests: map[string]string{}}, nil
 }
 
 // Close stops image builds in progress. Servers keep running.
@@ -199,7 +203,7 @@ func (d *Driver) createLocked(ctx context.Context, s vm.Spec) error {
 	if err := d.installHac(filepath.Join(dir, "bin")); err != nil {
 		return err
 	}
-	cfg := ociSpec(s.ID, s.Hostname, s.Image, "/run/netns/"+netnsName(s.ID), rootfs, filepath.Join(d.runDir(s.ID), "bin"), max(s.CPUs, 1), max(s.MemoryMiB, 256), d.cfg.IDBase)
+	cfg := ociSpec(s.ID, s.Hostname, s.Image, "/run/netns/"+netnsName(s.ID), rootfs, d.runDir(s.ID), max(s.CPUs, 1), max(s.MemoryMiB, 256), d.cfg.IDBase)
 	raw, _ := json.MarshalIndent(cfg, "", " ")
 	if err := os.WriteFile(filepath.Join(d.bundle(s.ID), "config.json"), raw, 0o644); err != nil {
 		return err
@@ -362,6 +366,57 @@ func (d *Driver) mountDisk(id string) (string, error) {
 	return mnt, nil
 }
 
+// bindReadOnly shows the folder src read-only at target, once.
+func bindReadOnly(src, target string) error {
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return err
+	}
+	if mounted(target) {
+		return nil
+	}
+	if err := syscall.Mount(src, target, "", syscall.MS_BIND, ""); err != nil {
+		return fmt.Errorf("vm/local: bind %s: %w", src, err)
+	}
+	if err := syscall.Mount("", target, "", syscall.MS_REMOUNT|syscall.MS_BIND|syscall.MS_RDONLY|syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
+		syscall.Unmount(target, syscall.MNT_DETACH)
+		return fmt.Errorf("vm/local: make %s read-only: %w", target, err)
+	}
+	return nil
+}
+
+// addLayerMount shows a server its own writable layer (LayerPath): what
+// its users changed of the image, which hac run ships to GPU nodes. A
+// server made before LayerPath existed gets it from its next start on.
+func (d *Driver) addLayerMount(id string) error {
+	if d.idBaseOf(id) < 0 {
+		return nil
+	}
+	dir, err := d.mountDisk(id)
+	if err != nil {
+		return err
+	}
+	if err := bindReadOnly(filepath.Join(dir, "upper"), filepath.Join(d.runDir(id), "layer")); err != nil {
+		return err
+	}
+	p := filepath.Join(d.bundle(id), "config.json")
+	raw, err := os.ReadFile(p)
+	if err != nil {
+		return err
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(raw, &spec); err != nil {
+		return fmt.Errorf("vm/local: %s: %w", p, err)
+	}
+	for _, m := range spec.Mounts {
+		if m.Destination == LayerPath {
+			return nil
+		}
+	}
+	spec.Mounts = append(spec.Mounts, layerMount(d.runDir(id)))
+	raw, _ = json.MarshalIndent(&spec, "", " ")
+	return os.WriteFile(p, raw, 0o644)
+}
+
 // mountsUnder lists the mount points at or below dir, from mountinfo.
 func mountsUnder(dir string) []string {
 	raw, err := os.ReadFile("/proc/self/mountinfo")
@@ -468,6 +523,9 @@ func (d *Driver) startLocked(ctx context.Context, id string) error {
 		return err
 	}
 	if err := d.mountRoot(id, lower); err != nil {
+		return err
+	}
+	if err := d.addLayerMount(id); err != nil {
 		return err
 	}
 	d.teardownNetwork(id)
@@ -591,7 +649,7 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 	// The root, then the layers under it (the disk's loop device goes
 	// with it).
 	run := d.runDir(id)
-	for _, m := range []string{d.rootfs(id), filepath.Join(run, "bin"), filepath.Join(d.dir(id), "lower"), filepath.Join(d.dir(id), "disk")} {
+	for _, m := range []string{d.rootfs(id), filepath.Join(run, "bin"), filepath.Join(run, "layer"), filepath.Join(d.dir(id), "lower"), filepath.Join(d.dir(id), "disk")} {
 		if mounted(m) {
 			if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
 				return fmt.Errorf("vm/local: unmount %s: %w", m, err)

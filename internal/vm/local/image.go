@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hac-project/hac/internal/image"
+	"github.com/hac-project/hac/internal/vm"
 )
 
 // Images are the server images the local driver can build.
@@ -119,6 +123,10 @@ func (d *Driver) ensureImage(name string) (string, error) {
 		return "", err
 	}
 	os.RemoveAll(root)
+	os.Remove(digestFile(root)) // the digest was the old root's
+	d.digestMu.Lock()
+	delete(d.digests, name)
+	d.digestMu.Unlock()
 	if err := os.MkdirAll(filepath.Dir(root), 0o755); err != nil {
 		return "", err
 	}
@@ -200,4 +208,52 @@ func unmountUnder(dir string) {
 	for _, p := range points {
 		syscall.Unmount(p, syscall.MNT_DETACH)
 	}
+}
+
+func digestFile(root string) string { return filepath.Join(filepath.Dir(root), "digest") }
+
+// ImageDigest names an image's root for GPU nodes (package image): jobs of
+// its servers run on it there. It is computed once per build (seconds for
+// debian-12), kept beside the root and in memory.
+func (d *Driver) ImageDigest(name string) (string, error) {
+	d.digestMu.Lock()
+	digest, ok := d.digests[name]
+	d.digestMu.Unlock()
+	if ok {
+		return digest, nil
+	}
+	root, err := d.BuildImage(name)
+	if err != nil {
+		return "", err
+	}
+	if raw, err := os.ReadFile(digestFile(root)); err == nil && image.ValidDigest(string(raw)) {
+		digest = string(raw)
+	} else {
+		if digest, err = image.Digest(root); err != nil {
+			return "", fmt.Errorf("vm/local: the digest of image %s: %w", name, err)
+		}
+		if err := os.WriteFile(digestFile(root), []byte(digest), 0o644); err != nil {
+			return "", err
+		}
+	}
+	d.digestMu.Lock()
+	d.digests[name] = digest
+	d.digestMu.Unlock()
+	return digest, nil
+}
+
+// ImageSharesHostUsr reports whether an image's servers see the host's
+// /usr: their jobs then see the node's.
+func (d *Driver) ImageSharesHostUsr(name string) bool { return sharesHostUsr(name) }
+
+// WriteImage writes the image with this digest as image.Write does; an
+// image built again since has another digest, and is not found.
+func (d *Driver) WriteImage(digest string, w io.Writer) error {
+	for name := range Images {
+		root := filepath.Join(d.cfg.DataDir, "images", name, "rootfs")
+		if raw, err := os.ReadFile(digestFile(root)); err == nil && string(raw) == digest {
+			return image.Write(root, w)
+		}
+	}
+	return fmt.Errorf("%w: no image has digest %s", vm.ErrNotFound, digest)
 }

@@ -42,6 +42,8 @@ const (
 	AgentServiceHeartbeatProcedure = "/hac.v1.AgentService/Heartbeat"
 	// AgentServiceJobEndedProcedure is the fully-qualified name of the AgentService's JobEnded RPC.
 	AgentServiceJobEndedProcedure = "/hac.v1.AgentService/JobEnded"
+	// AgentServiceGetImageProcedure is the fully-qualified name of the AgentService's GetImage RPC.
+	AgentServiceGetImageProcedure = "/hac.v1.AgentService/GetImage"
 )
 
 // AgentServiceClient is a client for the hac.v1.AgentService service.
@@ -56,6 +58,9 @@ type AgentServiceClient interface {
 	Heartbeat(context.Context, *connect.Request[v1.HeartbeatRequest]) (*connect.Response[v1.HeartbeatResponse], error)
 	// JobEnded reports that a job's program ended on the node.
 	JobEnded(context.Context, *connect.Request[v1.JobEndedRequest]) (*connect.Response[v1.JobEndedResponse], error)
+	// GetImage streams a server image, named by its digest, as the tar stream
+	// whose SHA-256 the digest is (package image); the node checks it.
+	GetImage(context.Context, *connect.Request[v1.GetImageRequest]) (*connect.ServerStreamForClient[v1.GetImageResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the hac.v1.AgentService service. By default, it
@@ -93,6 +98,12 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("JobEnded")),
 			connect.WithClientOptions(opts...),
 		),
+		getImage: connect.NewClient[v1.GetImageRequest, v1.GetImageResponse](
+			httpClient,
+			baseURL+AgentServiceGetImageProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("GetImage")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -102,6 +113,7 @@ type agentServiceClient struct {
 	registerNode *connect.Client[v1.RegisterNodeRequest, v1.RegisterNodeResponse]
 	heartbeat    *connect.Client[v1.HeartbeatRequest, v1.HeartbeatResponse]
 	jobEnded     *connect.Client[v1.JobEndedRequest, v1.JobEndedResponse]
+	getImage     *connect.Client[v1.GetImageRequest, v1.GetImageResponse]
 }
 
 // Join calls hac.v1.AgentService.Join.
@@ -124,6 +136,11 @@ func (c *agentServiceClient) JobEnded(ctx context.Context, req *connect.Request[
 	return c.jobEnded.CallUnary(ctx, req)
 }
 
+// GetImage calls hac.v1.AgentService.GetImage.
+func (c *agentServiceClient) GetImage(ctx context.Context, req *connect.Request[v1.GetImageRequest]) (*connect.ServerStreamForClient[v1.GetImageResponse], error) {
+	return c.getImage.CallServerStream(ctx, req)
+}
+
 // AgentServiceHandler is an implementation of the hac.v1.AgentService service.
 type AgentServiceHandler interface {
 	// Join trades a join token for the node's own credential, once.
@@ -136,6 +153,9 @@ type AgentServiceHandler interface {
 	Heartbeat(context.Context, *connect.Request[v1.HeartbeatRequest]) (*connect.Response[v1.HeartbeatResponse], error)
 	// JobEnded reports that a job's program ended on the node.
 	JobEnded(context.Context, *connect.Request[v1.JobEndedRequest]) (*connect.Response[v1.JobEndedResponse], error)
+	// GetImage streams a server image, named by its digest, as the tar stream
+	// whose SHA-256 the digest is (package image); the node checks it.
+	GetImage(context.Context, *connect.Request[v1.GetImageRequest], *connect.ServerStream[v1.GetImageResponse]) error
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -169,6 +189,12 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("JobEnded")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceGetImageHandler := connect.NewServerStreamHandler(
+		AgentServiceGetImageProcedure,
+		svc.GetImage,
+		connect.WithSchema(agentServiceMethods.ByName("GetImage")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hac.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceJoinProcedure:
@@ -179,6 +205,8 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceHeartbeatHandler.ServeHTTP(w, r)
 		case AgentServiceJobEndedProcedure:
 			agentServiceJobEndedHandler.ServeHTTP(w, r)
+		case AgentServiceGetImageProcedure:
+			agentServiceGetImageHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -202,4 +230,8 @@ func (UnimplementedAgentServiceHandler) Heartbeat(context.Context, *connect.Requ
 
 func (UnimplementedAgentServiceHandler) JobEnded(context.Context, *connect.Request[v1.JobEndedRequest]) (*connect.Response[v1.JobEndedResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.AgentService.JobEnded is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) GetImage(context.Context, *connect.Request[v1.GetImageRequest], *connect.ServerStream[v1.GetImageResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.AgentService.GetImage is not implemented"))
 }

@@ -1,0 +1,133 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	hacv1 "github.com/hac-project/hac/gen/hac/v1"
+	"github.com/hac-project/hac/gen/hac/v1/hacv1connect"
+	"github.com/hac-project/hac/internal/image"
+)
+
+// images are the server images this node holds, by digest, each unpacked
+// once from the control plane (GetImage) when a job first needs it:
+// DIR/HEX/rootfs, beside DIR/HEX/complete once it is whole.
+type images struct {
+	dir    string
+	client hacv1connect.AgentServiceClient
+	log    func(msg string, args ...any)
+
+	mu       sync.Mutex
+	fetching map[string]*imageFetch
+}
+
+type imageFetch struct {
+	done chan struct{}
+	err  error
+}
+
+// imageFetchTimeout bounds one image's transfer.
+const imageFetchTimeout = 30 * time.Minute
+
+func newImages(dir string, client hacv1connect.AgentServiceClient, log func(string, ...any)) (*images, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	// Transfers an earlier agent left half done start again.
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if _, err := os.Stat(filepath.Join(dir, e.Name(), "complete")); err != nil {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
+	return &images{dir: dir, client: client, log: log, fetching: map[string]*imageFetch{}}, nil
+}
+
+// root returns the root of the image with this digest, fetching it first
+// if the node lacks it. A fetch goes on for the next job when ctx ends.
+func (im *images) root(ctx context.Context, digest string) (string, error) {
+	if !image.ValidDigest(digest) {
+		return "", fmt.Errorf("the ticket names no valid image (%q)", digest)
+	}
+	dir := filepath.Join(im.dir, strings.TrimPrefix(digest, image.DigestPrefix))
+	root := filepath.Join(dir, "rootfs")
+	if _, err := os.Stat(filepath.Join(dir, "complete")); err == nil {
+		return root, nil
+	}
+	im.mu.Lock()
+	f := im.fetching[digest]
+	if f == nil {
+		f = &imageFetch{done: make(chan struct{})}
+		im.fetching[digest] = f
+		go func() {
+			f.err = im.fetch(digest, dir)
+			im.mu.Lock()
+			delete(im.fetching, digest)
+			im.mu.Unlock()
+			close(f.done)
+		}()
+	}
+	im.mu.Unlock()
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	if f.err != nil {
+		return "", f.err
+	}
+	return root, nil
+}
+
+func (im *images) fetch(digest, dir string) error {
+	t0 := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), imageFetchTimeout)
+	defer cancel()
+	os.RemoveAll(dir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	stream, err := im.client.GetImage(ctx, connect.NewRequest(&hacv1.GetImageRequest{Digest: digest}))
+	if err != nil {
+		return fmt.Errorf("the node could not fetch image %s from the control plane: %w", digest, err)
+	}
+	defer stream.Close()
+	pr, pw := io.Pipe()
+	go func() {
+		var err error
+		for stream.Receive() {
+			if _, err = pw.Write(stream.Msg().Data); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = stream.Err()
+		}
+		pw.CloseWithError(err)
+	}()
+	err = image.Unpack(pr, digest, filepath.Join(dir, "rootfs"))
+	pr.CloseWithError(errors.New("unpack ended"))
+	if err != nil {
+		os.RemoveAll(dir)
+		if ce := new(connect.Error); errors.As(err, &ce) {
+			return fmt.Errorf("the node could not fetch image %s from the control plane: %s", digest, ce.Message())
+		}
+		return fmt.Errorf("the node could not unpack image %s: %w", digest, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "complete"), nil, 0o600); err != nil {
+		return err
+	}
+	im.log("image ready", "digest", digest, "took", time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+func timeNs(ns int64) time.Time { return time.Unix(0, ns) }
