@@ -78,11 +78,11 @@ type jobState struct {
 	userName   string
 	// image is the image of a server made by hac, whose jobs run on it
 	// with the server's changes (SPEC A7); empty for registered servers.
-	image string
-	lease      time.Time // running jobs: expiry
-	endErr     error     // set when the job ended before its grant
-	pid        int64     // the program's pid on its first node
-	usedMiB    int64
+	image   string
+	lease   time.Time // running jobs: expiry
+	endErr  error     // set when the job ended before its grant
+	pid     int64     // the program's pid on its first node
+	usedMiB int64
 	// changed is signalled (without blocking) when the job's grant or end
 	// committed; its place in the queue is read when the client is told.
 	changed chan struct{}
