@@ -460,6 +460,11 @@ func (a *Agent) heartbeat(ctx context.Context, removed chan<- error) {
 			}
 			continue
 		}
+		if !a.cfg.NoSandbox {
+			for _, digest := range resp.Msg.Images {
+				a.images.prefetch(digest)
+			}
+		}
 		for _, raw := range resp.Msg.StopJobs {
 			id, _ := strconv.ParseInt(raw, 10, 64)
 			a.mu.Lock()

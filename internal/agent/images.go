@@ -28,7 +28,11 @@ type images struct {
 
 	mu       sync.Mutex
 	fetching map[string]*imageFetch
+	failed   map[string]time.Time // prefetches wait a while after a failure
 }
+
+// prefetchRetry is how long a failed prefetch waits to be tried again.
+const prefetchRetry = time.Minute
 
 type imageFetch struct {
 	done chan struct{}
@@ -49,7 +53,55 @@ func newImages(dir string, client hacv1connect.AgentServiceClient, log func(stri
 			os.RemoveAll(filepath.Join(dir, e.Name()))
 		}
 	}
-	return &images{dir: dir, client: client, log: log, fetching: map[string]*imageFetch{}}, nil
+	return &images{dir: dir, client: client, log: log, fetching: map[string]*imageFetch{}, failed: map[string]time.Time{}}, nil
+}
+
+// prefetch starts fetching an image the node lacks, for the jobs to come
+// (the control plane names the images in use); one that failed is tried
+// again at the next call.
+func (im *images) prefetch(digest string) {
+	if !image.ValidDigest(digest) || im.has(digest) {
+		return
+	}
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if len(im.fetching) == 0 && time.Since(im.failed[digest]) > prefetchRetry {
+		im.startLocked(digest) // one at a time: a job's own fetch goes beside it
+	}
+}
+
+func (im *images) has(digest string) bool {
+	_, err := os.Stat(filepath.Join(im.dirOf(digest), "complete"))
+	return err == nil
+}
+
+func (im *images) dirOf(digest string) string {
+	return filepath.Join(im.dir, strings.TrimPrefix(digest, image.DigestPrefix))
+}
+
+// startLocked starts a fetch unless one is under way, and returns it.
+func (im *images) startLocked(digest string) *imageFetch {
+	f := im.fetching[digest]
+	if f == nil {
+		f = &imageFetch{done: make(chan struct{})}
+		im.fetching[digest] = f
+		go func() {
+			f.err = im.fetch(digest, im.dirOf(digest))
+			if f.err != nil {
+				im.log("image fetch failed", "digest", digest, "err", f.err)
+			}
+			im.mu.Lock()
+			delete(im.fetching, digest)
+			if f.err != nil {
+				im.failed[digest] = time.Now()
+			} else {
+				delete(im.failed, digest)
+			}
+			im.mu.Unlock()
+			close(f.done)
+		}()
+	}
+	return f
 }
 
 // root returns the root of the image with this digest, fetching it first
@@ -58,24 +110,12 @@ func (im *images) root(ctx context.Context, digest string) (string, error) {
 	if !image.ValidDigest(digest) {
 		return "", fmt.Errorf("the ticket names no valid image (%q)", digest)
 	}
-	dir := filepath.Join(im.dir, strings.TrimPrefix(digest, image.DigestPrefix))
-	root := filepath.Join(dir, "rootfs")
-	if _, err := os.Stat(filepath.Join(dir, "complete")); err == nil {
+	root := filepath.Join(im.dirOf(digest), "rootfs")
+	if im.has(digest) {
 		return root, nil
 	}
 	im.mu.Lock()
-	f := im.fetching[digest]
-	if f == nil {
-		f = &imageFetch{done: make(chan struct{})}
-		im.fetching[digest] = f
-		go func() {
-			f.err = im.fetch(digest, dir)
-			im.mu.Lock()
-			delete(im.fetching, digest)
-			im.mu.Unlock()
-			close(f.done)
-		}()
-	}
+	f := im.startLocked(digest)
 	im.mu.Unlock()
 	select {
 	case <-f.done:

@@ -98,6 +98,9 @@ func (a agentService) Heartbeat(ctx context.Context, req *connect.Request[hacv1.
 	for _, id := range stop {
 		out.StopJobs = append(out.StopJobs, strconv.FormatInt(id, 10))
 	}
+	if a.s.cfg.Servers != nil {
+		out.Images = a.s.cfg.Servers.ImageDigests()
+	}
 	return connect.NewResponse(out), nil
 }
 

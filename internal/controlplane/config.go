@@ -135,6 +135,9 @@ type ServerDriver interface {
 	// which WriteImage streams; ImageSharesHostUsr says that its servers
 	// see the host's /usr, so their jobs see the node's.
 	ImageDigest(name string) (string, error)
+	// ImageDigests are the digests of the images built, which nodes
+	// fetch ahead of jobs.
+	ImageDigests() []string
 	ImageSharesHostUsr(name string) bool
 	WriteImage(digest string, w io.Writer) error
 }

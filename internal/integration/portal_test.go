@@ -404,7 +404,8 @@ func TestTenancy(t *testing.T) {
 
 // TestDebianImage covers issue 3 point 3: the default image, built with
 // debootstrap from Debian's repository on first use, gives a server with
-// OpenSSH, Python, PyTorch and the hac client.
+// OpenSSH, Python, PyTorch and the hac client; and issue 14: its jobs run
+// on the server's own files (checkServerEnvironment).
 func TestDebianImage(t *testing.T) {
 	if _, err := exec.LookPath("debootstrap"); err != nil {
 		t.Skip("debootstrap not installed (scripts/install-deps)")
@@ -428,6 +429,9 @@ func TestDebianImage(t *testing.T) {
 	if err != nil || !strings.HasPrefix(out, "bookworm\ntorch ") || !strings.Contains(out, "Client Version: ") || !strings.HasSuffix(out, "train.py\n") {
 		t.Fatalf("inside debian-12: %v\n%s", err, out)
 	}
+	t0 = time.Now()
+	checkServerEnvironment(t, key, "20060")
+	t.Logf("the server's environment through hac run: %v", time.Since(t0).Round(time.Second))
 	if r := c.hac(nil, "", "server", "delete", "deb1"); r.code != 0 {
 		t.Fatalf("delete: %+v", r)
 	}

@@ -408,6 +408,11 @@ func buildRoot(cfg *initConfig) error {
 // mountOS mounts an overlay of o's folders on root; layers with an id
 // map are seen through idmapped mounts attached under o.Stage.
 func mountOS(root string, o *Overlay) error {
+	// The user namespaces of idmapped mounts are made through /proc (the
+	// maps of a child): this namespace's, not the node's.
+	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount /proc: %w", err)
+	}
 	dirs := make([]string, len(o.Lower))
 	for i, l := range o.Lower {
 		dirs[i] = l.Dir

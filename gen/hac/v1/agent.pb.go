@@ -490,8 +490,11 @@ type HeartbeatResponse struct {
 	Reregister bool `protobuf:"varint,2,opt,name=reregister,proto3" json:"reregister,omitempty"`
 	// worker_certificate answers worker_csr (see RegisterNodeResponse).
 	WorkerCertificate [][]byte `protobuf:"bytes,3,rep,name=worker_certificate,json=workerCertificate,proto3" json:"worker_certificate,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// images are the digests of the images servers run on: the node fetches
+	// those it lacks (GetImage) before their first job needs them.
+	Images        []string `protobuf:"bytes,4,rep,name=images,proto3" json:"images,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HeartbeatResponse) Reset() {
@@ -541,6 +544,13 @@ func (x *HeartbeatResponse) GetReregister() bool {
 func (x *HeartbeatResponse) GetWorkerCertificate() [][]byte {
 	if x != nil {
 		return x.WorkerCertificate
+	}
+	return nil
+}
+
+func (x *HeartbeatResponse) GetImages() []string {
+	if x != nil {
+		return x.Images
 	}
 	return nil
 }
@@ -694,13 +704,14 @@ const file_hac_v1_agent_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12&\n" +
 	"\x04jobs\x18\x02 \x03(\v2\x12.hac.v1.RunningJobR\x04jobs\x12\x1d\n" +
 	"\n" +
-	"worker_csr\x18\x03 \x01(\fR\tworkerCsr\"\x7f\n" +
+	"worker_csr\x18\x03 \x01(\fR\tworkerCsr\"\x97\x01\n" +
 	"\x11HeartbeatResponse\x12\x1b\n" +
 	"\tstop_jobs\x18\x01 \x03(\tR\bstopJobs\x12\x1e\n" +
 	"\n" +
 	"reregister\x18\x02 \x01(\bR\n" +
 	"reregister\x12-\n" +
-	"\x12worker_certificate\x18\x03 \x03(\fR\x11workerCertificate\"\xa4\x01\n" +
+	"\x12worker_certificate\x18\x03 \x03(\fR\x11workerCertificate\x12\x16\n" +
+	"\x06images\x18\x04 \x03(\tR\x06images\"\xa4\x01\n" +
 	"\x0fJobEndedRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1b\n" +

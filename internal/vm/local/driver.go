@@ -116,7 +116,9 @@ func New(cfg Config) (*Driver, error) {
 	copy(gw, subnet.IP.To4())
 	gw[3]++
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Driver{cfg: cfg, subnet: subnet, gateway: gw, ctx: ctx, close: cancel, digests: map[string]string{}}, nil
+	d := &Driver{cfg: cfg, subnet: subnet, gateway: gw, ctx: ctx, close: cancel, digests: map[string]string{}}
+	go d.digestImages()
+	return d, nil
 }
 
 // Close stops image builds in progress. Servers keep running.

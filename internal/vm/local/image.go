@@ -122,15 +122,40 @@ func (d *Driver) ensureImage(name string) (string, error) {
 	if err := os.WriteFile(filepath.Join(tmp, ".complete"), nil, 0o644); err != nil {
 		return "", err
 	}
+	// Nodes know an image by its digest: computed with the build, so
+	// that no job's grant waits for it.
+	digest, err := image.Digest(tmp)
+	if err != nil {
+		return "", fmt.Errorf("vm/local: the digest of image %s: %w", name, err)
+	}
 	os.RemoveAll(root)
-	os.Remove(digestFile(root)) // the digest was the old root's
 	d.digestMu.Lock()
 	delete(d.digests, name)
 	d.digestMu.Unlock()
 	if err := os.MkdirAll(filepath.Dir(root), 0o755); err != nil {
 		return "", err
 	}
-	return root, os.Rename(tmp, root)
+	if err := os.Rename(tmp, root); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(digestFile(root), []byte(digest), 0o644); err != nil {
+		return "", err
+	}
+	d.digestMu.Lock()
+	d.digests[name] = digest
+	d.digestMu.Unlock()
+	return root, nil
+}
+
+// digestImages computes the digests of images built before digests were.
+func (d *Driver) digestImages() {
+	for name := range Images {
+		root := filepath.Join(d.cfg.DataDir, "images", name, "rootfs")
+		if _, err := os.Stat(filepath.Join(root, ".complete")); err != nil {
+			continue
+		}
+		d.ImageDigest(name) // reads the digest, or computes it once
+	}
 }
 
 // debianBase installs Debian 12 with debianPackages into dir: from the
@@ -240,6 +265,18 @@ func (d *Driver) ImageDigest(name string) (string, error) {
 	d.digests[name] = digest
 	d.digestMu.Unlock()
 	return digest, nil
+}
+
+// ImageDigests are the digests of the images built (and digested) so far.
+func (d *Driver) ImageDigests() []string {
+	d.digestMu.Lock()
+	defer d.digestMu.Unlock()
+	out := make([]string, 0, len(d.digests))
+	for _, digest := range d.digests {
+		out = append(out, digest)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // ImageSharesHostUsr reports whether an image's servers see the host's

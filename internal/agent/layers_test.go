@@ -1,0 +1,162 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	hacv1 "github.com/hac-project/hac/gen/hac/v1"
+	"github.com/hac-project/hac/internal/workspace"
+)
+
+// layerFixture is a layer store over a cache that holds the given files'
+// contents.
+func layerFixture(t *testing.T, contents ...string) (*layerStore, map[string]string) {
+	if os.Geteuid() != 0 {
+		t.Skip("layers keep owners and make whiteouts: needs root")
+	}
+	dir := t.TempDir()
+	cache, err := workspace.NewCache(filepath.Join(dir, "blobs"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sums := map[string]string{}
+	for _, c := range contents {
+		raw := sha256.Sum256([]byte(c))
+		sum := hex.EncodeToString(raw[:])
+		w, err := cache.Create(sum)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte(c))
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		sums[c] = sum
+	}
+	ls, err := newLayerStore(filepath.Join(dir, "layers"), cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ls, sums
+}
+
+func dirEntry(p string, uid uint32) *hacv1.FileEntry {
+	return &hacv1.FileEntry{Path: p, Mode: uint32(fs.ModeDir | 0o755), Uid: uid, Gid: uid}
+}
+
+func fileEntry(p, sum string, size int64, uid uint32, mode fs.FileMode) *hacv1.FileEntry {
+	return &hacv1.FileEntry{Path: p, Mode: uint32(mode), Sha256: sum, Size: size, Uid: uid, Gid: uid, MtimeNs: 1e18}
+}
+
+// TestLayersShipOnlyChanges: the first run makes a base, an unchanged one
+// nothing, a changed file a delta of that file, a removed one a whiteout;
+// owners other than root and the server's user become nobody, set-uid bits
+// go; a long chain folds into a new base, and a layer goes once no job
+// holds it.
+func TestLayersShipOnlyChanges(t *testing.T) {
+	ls, sums := layerFixture(t, "one", "two", "three")
+	m := &hacv1.Manifest{Files: []*hacv1.FileEntry{
+		dirEntry("home", 0), dirEntry("home/u", 1000),
+		fileEntry("home/u/a", sums["one"], 3, 1000, 0o4755),
+		fileEntry("home/u/b", sums["two"], 3, 1234, 0o644),
+		{Path: "usr/gone", Mode: uint32(fs.ModeDevice | fs.ModeCharDevice), Whiteout: true},
+	}}
+	dirs, release1, err := ls.prepare(7, m, 1000, 1000)
+	if err != nil || len(dirs) != 1 {
+		t.Fatalf("first: %v %v", dirs, err)
+	}
+	a, err := os.Stat(filepath.Join(dirs[0], "home/u/a"))
+	if err != nil || a.Mode() != 0o755 || owner(a) != 1000 {
+		t.Fatalf("a: %v %v (owner %d)", a, err, owner(a))
+	}
+	if b, _ := os.Stat(filepath.Join(dirs[0], "home/u/b")); b == nil || owner(b) != nobody {
+		t.Errorf("b's owner: want nobody")
+	}
+	if w, err := os.Lstat(filepath.Join(dirs[0], "usr/gone")); err != nil || w.Mode()&fs.ModeCharDevice == 0 {
+		t.Errorf("whiteout: %v %v", w, err)
+	}
+	again, release2, err := ls.prepare(7, m, 1000, 1000)
+	if err != nil || len(again) != 1 || again[0] != dirs[0] {
+		t.Fatalf("unchanged: %v %v, want %v", again, err, dirs)
+	}
+	release2()
+	// b changes, a goes.
+	m2 := &hacv1.Manifest{Files: []*hacv1.FileEntry{
+		dirEntry("home", 0), dirEntry("home/u", 1000),
+		fileEntry("home/u/b", sums["three"], 5, 1000, 0o644),
+		{Path: "usr/gone", Mode: uint32(fs.ModeDevice | fs.ModeCharDevice), Whiteout: true},
+	}}
+	dirs2, release3, err := ls.prepare(7, m2, 1000, 1000)
+	if err != nil || len(dirs2) != 2 || dirs2[1] != dirs[0] {
+		t.Fatalf("a delta over the base: %v %v", dirs2, err)
+	}
+	entries := walkAll(t, dirs2[0])
+	if len(entries) != 4 || entries["home/u/b"] == "" || entries["home/u/a"] != "whiteout" {
+		t.Fatalf("the delta holds %v, want the folders, b and a's whiteout", entries)
+	}
+	if got, err := readShown(dirs2, t.TempDir(), "home/u/b", 100); err != nil || string(got) != "three" {
+		t.Errorf("readShown b: %q %v", got, err)
+	}
+	if _, err := readShown(dirs2, t.TempDir(), "home/u/a", 100); err == nil {
+		t.Error("readShown found a removed file")
+	}
+	// Past maxDeltas, a new base; the old layers stay while held.
+	var last []string
+	for i := 0; i <= maxDeltas+1; i++ {
+		mode := fs.FileMode(0o644)
+		if i%2 == 0 {
+			mode = 0o600
+		}
+		mi := &hacv1.Manifest{Files: []*hacv1.FileEntry{dirEntry("home", 0), fileEntry("home/x", sums["one"], 3, 0, mode)}}
+		d, rel, err := ls.prepare(7, mi, 1000, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel()
+		last = d
+	}
+	if len(last) > maxDeltas+1 {
+		t.Errorf("the chain has %d layers, past %d", len(last), maxDeltas+1)
+	}
+	if _, err := os.Stat(dirs[0]); err != nil {
+		t.Errorf("a held layer was removed: %v", err)
+	}
+	release1()
+	release3()
+	if _, err := os.Stat(dirs[0]); err == nil {
+		t.Error("a folded layer stayed once no job held it")
+	}
+}
+
+func owner(fi fs.FileInfo) uint32 {
+	if fi == nil {
+		return 0
+	}
+	return fi.Sys().(*syscall.Stat_t).Uid
+}
+
+func walkAll(t *testing.T, dir string) map[string]string {
+	out := map[string]string{}
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if p == dir {
+			return nil
+		}
+		rel, _ := filepath.Rel(dir, p)
+		switch {
+		case d.Type()&fs.ModeCharDevice != 0:
+			out[rel] = "whiteout"
+		case d.IsDir():
+			out[rel] = "dir"
+		default:
+			raw, _ := os.ReadFile(p)
+			out[rel] = string(raw)
+		}
+		return nil
+	})
+	return out
+}
