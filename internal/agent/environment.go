@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 	"github.com/hac-project/hac/internal/gpu"
 	"github.com/hac-project/hac/internal/idmap"
+	"github.com/hac-project/hac/internal/image"
 	"github.com/hac-project/hac/internal/runner"
 	"github.com/hac-project/hac/internal/ticket"
 	"github.com/hac-project/hac/internal/workspace"
@@ -34,7 +36,10 @@ type jobOS struct {
 	uid     uint32   // the client's uid and gid in the server
 	gid     uint32
 	hostUsr bool
-	release func()
+	// user and home name the client's account where the root's own
+	// /etc/passwd lacks its uid (a registered machine's user).
+	user, home string
+	release    func()
 }
 
 // checkEnvironment refuses a Start whose ticket names an image but that
@@ -111,8 +116,18 @@ func (a *Agent) prepareOS(c ticket.Claims, env *hacv1.Environment, image *imageW
 		release()
 		return nil, image.err
 	}
-	return &jobOS{image: image.root, layers: layers, uid: env.Uid, gid: env.Gid, hostUsr: c.HostUsr, release: release}, nil
+	jos := &jobOS{image: image.root, layers: layers, uid: env.Uid, gid: env.Gid, hostUsr: c.HostUsr, user: jobUser, home: "/tmp", release: release}
+	if accountName.MatchString(env.User) {
+		jos.user = env.User
+	}
+	if filepath.IsAbs(env.Home) && filepath.Clean(env.Home) == env.Home && !strings.ContainsAny(env.Home, ":\n\x00") {
+		jos.home = env.Home
+	}
+	return jos, nil
 }
+
+// accountName is a user name that may go into a job's /etc/passwd.
+var accountName = regexp.MustCompile(`^[a-z_][a-z0-9_.-]{0,31}$`)
 
 // osReserved are the top folders of a job's root that a workspace cannot
 // be shown in.
@@ -146,7 +161,7 @@ func (a *Agent) osSandbox(f jobFolders, uid int, c ticket.Claims, start *hacv1.S
 	}
 	var runtime []string
 	if jos.hostUsr {
-		runtime = append(runtime, "/usr")
+		runtime = append(runtime, image.HostPaths...)
 	}
 	runtime = append(runtime, gpu.DriverFiles()...)
 	s := &runner.Sandbox{
@@ -171,8 +186,8 @@ func (a *Agent) osSandbox(f jobFolders, uid int, c ticket.Claims, start *hacv1.S
 	if a.simulated() {
 		extra = append(extra, gpu.FakeUsageEnv+"="+jobFakeGPU)
 	}
-	env := jobEnv(start.Env, c, or(clientValue(start.Env, "HOME"), home, "/"), start.Tty, extra...)
-	for _, k := range []string{"PATH", "LD_LIBRARY_PATH", "LD_PRELOAD"} {
+	env := jobEnv(start.Env, c, or(clientValue(start.Env, "HOME"), home, jos.home), start.Tty, extra...)
+	for _, k := range []string{"PATH", "LD_LIBRARY_PATH"} {
 		if v, ok := clientVar(start.Env, k); ok {
 			env = setVar(env, k, v)
 		}
@@ -204,9 +219,9 @@ func accountFile(jos *jobOS, rel string, serverID uint32, uid, field int) string
 	}
 	if !found {
 		if rel == "etc/passwd" {
-			fmt.Fprintf(&b, "%s:x:%d:%d:hac job:/tmp:/bin/sh\n", jobUser, uid, uid)
+			fmt.Fprintf(&b, "%s:x:%d:%d:hac job:%s:/bin/sh\n", jos.user, uid, uid, jos.home)
 		} else {
-			fmt.Fprintf(&b, "%s:x:%d:\n", jobUser, uid)
+			fmt.Fprintf(&b, "%s:x:%d:\n", jos.user, uid)
 		}
 	}
 	return b.String()

@@ -154,14 +154,6 @@ func (a *Agent) sandbox(f jobFolders, uid int, c ticket.Claims, inside string) (
 	if nodes.err != nil {
 		return nil, nodes.err
 	}
-	var devices []runner.Device
-	for uuid, n := range nodes.perGPU {
-		devices = append(devices, runner.Device{Path: n.Path, Major: n.Major, Minor: n.Minor, Allow: slices.Contains(c.GPUs, uuid)})
-	}
-	slices.SortFunc(devices, func(x, y runner.Device) int { return strings.Compare(x.Path, y.Path) })
-	for _, n := range nodes.control {
-		devices = append(devices, runner.Device{Path: n.Path, Major: n.Major, Minor: n.Minor, Allow: true})
-	}
 	s := &runner.Sandbox{
 		UID: uid, GID: uid, Root: f.root,
 		Runtime: runtimePaths,
@@ -172,7 +164,7 @@ func (a *Agent) sandbox(f jobFolders, uid int, c ticket.Claims, inside string) (
 			{Source: f.work, Target: inside},
 		},
 		Masked:  maskedPaths,
-		Devices: devices,
+		Devices: jobDevices(nodes, c),
 		Files: []runner.File{
 			{Path: "/etc/passwd", Content: withEntry("/etc/passwd", fmt.Sprintf("%s:x:%d:%d:hac job:%s:/bin/sh", jobUser, uid, uid, jobHome))},
 			{Path: "/etc/group", Content: withEntry("/etc/group", fmt.Sprintf("%s:x:%d:", jobUser, uid))},

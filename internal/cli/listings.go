@@ -131,9 +131,9 @@ func (a *app) queueCmd() *cobra.Command {
 
 func (a *app) serverCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "server", Short: "Create, register, show, list and delete servers"}
-	var model string
+	var model, image string
 	register := &cobra.Command{
-		Use:   "register NAME [--model MODEL]",
+		Use:   "register NAME [--model MODEL] [--image IMAGE]",
 		Short: "Register an existing machine as a server and print its token",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -141,7 +141,7 @@ func (a *app) serverCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			resp, err := c.servers.RegisterServer(cmd.Context(), connect.NewRequest(&hacv1.RegisterServerRequest{Name: args[0], Model: model}))
+			resp, err := c.servers.RegisterServer(cmd.Context(), connect.NewRequest(&hacv1.RegisterServerRequest{Name: args[0], Model: model, Image: image}))
 			if err != nil {
 				return err
 			}
@@ -152,6 +152,7 @@ func (a *app) serverCmd() *cobra.Command {
 		},
 	}
 	register.Flags().StringVar(&model, "model", "", "accelerator model (default small.16gb)")
+	register.Flags().StringVar(&image, "image", "", "the machine's base system among hac's images (debian-12, host): jobs run on it with the client's virtualenv, conda prefix and user site-packages")
 	list := a.listCmd("list", "List servers", func(cmd *cobra.Command, c *client) (output.Table, any, error) {
 		resp, err := c.servers.ListServers(cmd.Context(), connect.NewRequest(&hacv1.ListServersRequest{}))
 		if err != nil {

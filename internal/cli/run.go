@@ -47,12 +47,16 @@ func (a *app) runCmd() *cobra.Command {
 The current directory goes with it (files named in .hacignore or .gitignore
 stay behind), and the files it creates or changes there come back when it
 ends. Output, input, the terminal and signals work as if it ran here; the
-exit code is the program's.
+exit code is the program's. On a server made by hac (or registered with
+--image) it runs on this server's own files: its interpreter, the packages
+you installed (pip install --user, virtualenvs, conda), your home folder.
 
 Of this shell's environment only the locale (LANG, LANGUAGE, LC_*), the
 terminal (TERM, COLORTERM), the time zone (TZ), PYTHON* and OMP_* go with
-it, and what -e names: -e NAME forwards NAME's value, -e NAME=VALUE sets it.
-Tokens, keys and passwords stay here unless named.`,
+it, and what -e names: -e NAME forwards NAME's value, -e NAME=VALUE sets it;
+on this server's own files also PATH, LD_LIBRARY_PATH, HOME and the active
+virtualenv or conda environment. Tokens, keys and passwords stay here
+unless named.`,
 		Example: `  hac run -- python3 train.py --epochs 3
   hac run -e WANDB_API_KEY -e RUN_NAME=baseline -- python3 train.py
   hac run --wait 10m -- python3 eval.py`,
@@ -100,7 +104,9 @@ func (a *app) run(ctx context.Context, argv, env []string, wait time.Duration, p
 	type walked struct {
 		m   *hacv1.Manifest
 		env *hacv1.Environment
-		err error
+		// envRoot is the folder the environment's paths are below.
+		envRoot string
+		err     error
 	}
 	manifest := make(chan walked, 1)
 	go func() {
@@ -114,12 +120,19 @@ func (a *app) run(ctx context.Context, argv, env []string, wait time.Duration, p
 		if err == nil && hashes != nil {
 			hashes.Save() // a cache: without it the next run reads every file
 		}
-		var env *hacv1.Environment
-		if err == nil {
-			env, err = serverEnvironment(cwd)
-		}
-		manifest <- walked{m, env, err}
+		manifest <- walked{m: m, err: err}
 	}()
+	// What the server adds to its image: read meanwhile on a server made
+	// by hac, whose jobs run on its image; on another machine, once the
+	// grant says they do.
+	environment := make(chan walked, 1)
+	walkEnvironment := func() {
+		env, root, err := serverEnvironment(cwd)
+		environment <- walked{env: env, envRoot: root, err: err}
+	}
+	if madeByHac() {
+		go walkEnvironment()
+	}
 
 	a.say("info", "Requesting resources for %s from the server...", catalog.DisplayName)
 	sigs := make(chan os.Signal, 4)
@@ -151,10 +164,23 @@ func (a *app) run(ctx context.Context, argv, env []string, wait time.Duration, p
 		release(nil)
 		return fmt.Errorf("read the current folder: %w", w.err)
 	}
+	if grant.OnImage {
+		if !madeByHac() {
+			walkEnvironment()
+		}
+		e := <-environment
+		if e.err != nil {
+			release(nil)
+			return fmt.Errorf("read the server's files: %w", e.err)
+		}
+		w.env, w.envRoot = e.env, e.envRoot
+		a.shadowedTorch(w.env)
+		env = append(env, onImageEnv(os.Environ())...)
+	}
 	for i, wk := range grant.Workers {
 		a.say("info", "[%d/%d] Connecting to resources on the server (%s)...", i+1, len(grant.Workers), wk.Address)
 	}
-	code, err := a.execute(ctx, grant.Workers[0], argv, env, cwd, w.m, w.env, sigs, jobID, held)
+	code, err := a.execute(ctx, grant.Workers[0], argv, env, cwd, w.m, serverFiles{w.env, w.envRoot}, sigs, jobID, held)
 	stopLease()
 	if errors.Is(err, errSyncIncomplete) {
 		release(&code)
@@ -313,7 +339,7 @@ func (l *lease) keep(ctx context.Context, ttl time.Duration) {
 
 // execute runs the program on one worker: upload, stdio, signals, exit
 // code, changed files.
-func (a *app) execute(ctx context.Context, wk *hacv1.Worker, argv, env []string, cwd string, m *hacv1.Manifest, osEnv *hacv1.Environment, sigs <-chan os.Signal, jobID string, lease *lease) (int32, error) {
+func (a *app) execute(ctx context.Context, wk *hacv1.Worker, argv, env []string, cwd string, m *hacv1.Manifest, osEnv serverFiles, sigs <-chan os.Signal, jobID string, lease *lease) (int32, error) {
 	if wk.CaPin == "" || wk.KeyPin == "" {
 		return 0, fmt.Errorf("the control plane named no certificate for node %s: upgrade hac serve", wk.Node)
 	}
@@ -326,7 +352,7 @@ func (a *app) execute(ctx context.Context, wk *hacv1.Worker, argv, env []string,
 	stream.RequestHeader().Set(agent.TicketHeader, wk.Ticket)
 	in, isFile := a.stdin.(*os.File)
 	tty := isFile && term.IsTerminal(int(in.Fd())) && term.IsTerminal(int(os.Stdout.Fd()))
-	start := &hacv1.Start{Ticket: wk.Ticket, Argv: argv, Env: env, Tty: tty, Manifest: m, Cwd: cwd, Environment: osEnv}
+	start := &hacv1.Start{Ticket: wk.Ticket, Argv: argv, Env: env, Tty: tty, Manifest: m, Cwd: cwd, Environment: osEnv.env}
 	if tty {
 		if cols, rows, err := term.GetSize(int(os.Stdout.Fd())); err == nil {
 			start.Window = &hacv1.WindowSize{Rows: uint32(rows), Cols: uint32(cols)}
@@ -357,8 +383,8 @@ func (a *app) execute(ctx context.Context, wk *hacv1.Worker, argv, env []string,
 	}
 	a.say("info", "Establishing links to the resources...")
 	sources := []blobSource{{cwd, m}}
-	if osEnv != nil {
-		sources = append(sources, blobSource{serverLayer, osEnv.Layer})
+	if osEnv.env != nil {
+		sources = append(sources, blobSource{osEnv.root, osEnv.env.Layer})
 	}
 	if err := a.upload(sources, need.Sha256, send); err != nil {
 		return 0, lost(err)

@@ -19,6 +19,22 @@ var (
 	envName           = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
 
+// onImageNames are forwarded too when the job runs on its server's own
+// files (the grant's on_image), where the server's paths hold: which
+// programs and libraries a name finds, the active environment, and home.
+var onImageNames = []string{"PATH", "LD_LIBRARY_PATH", "HOME", "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "CONDA_EXE", "CONDA_PYTHON_EXE", "CONDA_SHLVL"}
+
+// onImageEnv is what of environ goes with onImageNames.
+func onImageEnv(environ []string) []string {
+	var out []string
+	for _, kv := range environ {
+		if k, _, ok := strings.Cut(kv, "="); ok && slices.Contains(onImageNames, k) {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
 // credentialish reports whether a name looks like it holds a secret; such
 // a variable is not forwarded by a prefix rule, only when named.
 func credentialish(key string) bool {

@@ -146,7 +146,7 @@ func (a acceleratorService) waiting(id int64) *hacv1.Waiting {
 // ticket signed by that node's key.
 func (a acceleratorService) grant(ctx context.Context, j jobState) (*hacv1.Grant, error) {
 	g := &hacv1.Grant{JobId: strconv.FormatInt(j.ID, 10), Model: j.Model, MemoryMib: j.MemoryMiB,
-		LeaseTtlSeconds: int32(a.s.cfg.LeaseTTL.Seconds())}
+		LeaseTtlSeconds: int32(a.s.cfg.LeaseTTL.Seconds()), OnImage: j.image != "" && a.s.cfg.Servers != nil}
 	var order []string
 	byNode := map[string]*hacv1.Worker{}
 	for _, p := range j.Placements {

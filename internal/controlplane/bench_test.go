@@ -53,7 +53,7 @@ func testPool(t testing.TB, d store.Durability, nodes, gpus, n int) (string, []s
 	}
 	var toks []string
 	for i := 0; i < n; i++ {
-		_, tok, err := s.createServer(ctx, u, fmt.Sprintf("s%d", i), "small.16gb")
+		_, tok, err := s.createServer(ctx, u, fmt.Sprintf("s%d", i), "small.16gb", "")
 		if err != nil {
 			t.Fatal(err)
 		}

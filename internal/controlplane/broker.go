@@ -97,13 +97,9 @@ func (j *jobState) schedJob() sched.Job {
 	return sched.Job{ID: strconv.FormatInt(j.ID, 10), Server: serverKey(j.ServerID), Priority: j.Priority, Seq: j.ID, MemoryMiB: j.MemoryMiB}
 }
 
-// imageOf is the image a server's jobs run on: a server made by hac's.
-func imageOf(srv store.Server) string {
-	if srv.Kind == store.KindVM {
-		return srv.Image
-	}
-	return ""
-}
+// imageOf is the image a server's jobs run on: a server made by hac's,
+// or the one a registered server named; empty: the node's own system.
+func imageOf(srv store.Server) string { return srv.Image }
 
 func serverKey(id int64) string { return strconv.FormatInt(id, 10) }
 

@@ -34,7 +34,7 @@ func userServer(t *testing.T, s *Server, user, server string) store.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, _, err := s.createServer(ctx, u, server, "small.16gb")
+	srv, _, err := s.createServer(ctx, u, server, "small.16gb", "")
 	if err != nil {
 		t.Fatal(err)
 	}

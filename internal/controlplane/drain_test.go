@@ -37,7 +37,7 @@ func manyServers(t testing.TB, s *Server, n int) []string {
 				return err
 			}
 			for i := first; i < min(n, first+100); i++ {
-				_, tok, err := addServer(tx, u, fmt.Sprintf("s%d", i), "small.16gb", now)
+				_, tok, err := addServer(tx, u, fmt.Sprintf("s%d", i), "small.16gb", "", now)
 				if err != nil {
 					return err
 				}

@@ -3,8 +3,11 @@ package controlplane
 import (
 	"context"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -127,7 +130,16 @@ func (ps poolService) RegisterServer(ctx context.Context, req *connect.Request[h
 	if _, err := ps.s.cfg.Catalog.Lookup(model); err != nil {
 		return nil, apiError(err)
 	}
-	srv, tok, err := ps.s.createServer(ctx, p.user, req.Msg.Name, model)
+	if img := req.Msg.Image; img != "" {
+		if ps.s.cfg.Servers == nil {
+			return nil, apiError(fmt.Errorf("%w: this control plane has no images (hac serve --servers local has them); register without --image", ErrInvalid))
+		}
+		images := slices.Sorted(maps.Keys(ps.s.cfg.Servers.Images()))
+		if !slices.Contains(images, img) {
+			return nil, apiError(fmt.Errorf("%w: unknown image %q: choose one of %s", ErrInvalid, img, strings.Join(images, ", ")))
+		}
+	}
+	srv, tok, err := ps.s.createServer(ctx, p.user, req.Msg.Name, model, req.Msg.Image)
 	if err != nil {
 		return nil, apiError(err)
 	}
@@ -151,20 +163,20 @@ func (s *Server) checkServerQuota(tx *store.Tx, u store.User) error {
 }
 
 // createServer adds a server for a user and returns it with its new token.
-func (s *Server) createServer(ctx context.Context, u store.User, name, model string) (srv store.Server, tok string, err error) {
+func (s *Server) createServer(ctx context.Context, u store.User, name, model, image string) (srv store.Server, tok string, err error) {
 	err = s.store.Update(ctx, func(tx *store.Tx) error {
 		if err := s.checkServerQuota(tx, u); err != nil {
 			return err
 		}
-		srv, tok, err = addServer(tx, u, name, model, s.cfg.Now())
+		srv, tok, err = addServer(tx, u, name, model, image, s.cfg.Now())
 		return err
 	})
 	return srv, tok, err
 }
 
 // addServer records a server of u's and its token in tx.
-func addServer(tx *store.Tx, u store.User, name, model string, now time.Time) (store.Server, string, error) {
-	srv := store.Server{UserID: u.ID, UserName: u.Name, Name: name, Model: model, AcceleratorToken: token.PublicID(), CreatedAt: now}
+func addServer(tx *store.Tx, u store.User, name, model, image string, now time.Time) (store.Server, string, error) {
+	srv := store.Server{UserID: u.ID, UserName: u.Name, Name: name, Model: model, Image: image, AcceleratorToken: token.PublicID(), CreatedAt: now}
 	tok := token.New(token.ServerPrefix)
 	id, err := tx.CreateServer(srv)
 	if err != nil {

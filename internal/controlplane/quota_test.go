@@ -23,7 +23,7 @@ func TestQuotas(t *testing.T) {
 	if err := s.store.View(ctx, func(tx *store.Tx) (err error) { admin, err = tx.UserByName("admin"); return }); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.createServer(ctx, admin, "s1", "small.16gb"); !errors.Is(err, ErrQuota) || !strings.Contains(err.Error(), "--max-servers") {
+	if _, _, err := s.createServer(ctx, admin, "s1", "small.16gb", ""); !errors.Is(err, ErrQuota) || !strings.Contains(err.Error(), "--max-servers") {
 		t.Fatalf("a second server past a quota of 1: %v", err)
 	}
 	var s0 store.Server
@@ -47,7 +47,7 @@ func TestQuotas(t *testing.T) {
 	}
 	var bob store.User
 	s.store.View(ctx, func(tx *store.Tx) (err error) { bob, err = tx.UserByName("bob"); return })
-	if _, _, err := s.createServer(ctx, bob, "b1", "small.16gb"); err != nil {
+	if _, _, err := s.createServer(ctx, bob, "b1", "small.16gb", ""); err != nil {
 		t.Fatalf("bob's first server: %v", err)
 	}
 }

@@ -292,7 +292,7 @@ func (s *Server) EnsureServer(ctx context.Context, adminName, name string) (stri
 	if err != nil {
 		return "", err
 	}
-	_, tok, err := s.createServer(ctx, u, name, s.cfg.DefaultModel)
+	_, tok, err := s.createServer(ctx, u, name, s.cfg.DefaultModel, "")
 	if err != nil {
 		return "", err
 	}

@@ -221,3 +221,9 @@ func Unpack(r io.Reader, digest, dir string) (err error) {
 	}
 	return nil
 }
+
+// HostPaths are what an image that shows its host's system (vm/local's
+// "host" image) takes from the host, read-only: the programs and
+// libraries, and what the dynamic linker and Debian's alternatives need
+// of /etc to find them. Its jobs take them from the node.
+var HostPaths = []string{"/usr", "/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d"}

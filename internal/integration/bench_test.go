@@ -6,7 +6,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -183,5 +186,124 @@ func BenchmarkWorkspace(b *testing.B) {
 		slices.Sort(r.s.base)
 		b.ReportMetric(float64(r.s.hac[len(r.s.hac)/2].Milliseconds()), r.name+"-hac-ms")
 		b.ReportMetric(float64(r.s.base[len(r.s.base)/2].Milliseconds()), r.name+"-baseline-ms")
+	}
+}
+
+// BenchmarkRunTrueOnImage measures what running on a server's own files
+// costs `hac run -- true` (issue 14 point 5): a server registered with an
+// image and an unchanged virtualenv of 200 files (the client walks it, the
+// node finds its layers made, the sandbox mounts the overlay and its
+// idmapped layers) against one on the node's own files, in turns within
+// each iteration. The cost is the median of the differences.
+func BenchmarkRunTrueOnImage(b *testing.B) {
+	if raceEnabled {
+		b.Skip("timing with -race measures the race detector")
+	}
+	c := portalCluster(b)
+	venv := filepath.Join(b.TempDir(), "venv")
+	for i := 0; i < 200; i++ {
+		p := filepath.Join(venv, "lib/python3.11/site-packages", fmt.Sprintf("pkg%d", i/20), fmt.Sprintf("m%d.py", i))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(fmt.Sprintf("X = %d\n", i)), 0o644)
+	}
+	plain := c.serverEnv(c.register("plain", ""))
+	r := c.hac(nil, "", "server", "register", "onimage", "--image", "host")
+	tok := regexp.MustCompile(`hacs_[A-Z0-9]+`).FindString(r.stdout)
+	if tok == "" {
+		b.Fatalf("register: %+v", r)
+	}
+	onImage := append(c.serverEnv(tok), "VIRTUAL_ENV="+venv)
+	dir := b.TempDir()
+	run := func(env []string) func() error {
+		return func() error {
+			cmd := exec.Command(hacBin, "run", "--", "true")
+			cmd.Env, cmd.Dir = env, dir
+			return cmd.Run()
+		}
+	}
+	modes := []struct {
+		name string
+		run  func() error
+	}{{"node-files", run(plain)}, {"server-image", run(onImage)}}
+	if err := modes[1].run(); err != nil { // the image reaches the node
+		b.Fatal(err)
+	}
+	times := make([][]time.Duration, len(modes))
+	var cost []time.Duration
+	i := 0
+	for b.Loop() {
+		var took [2]time.Duration
+		for k := range modes {
+			m := (k + i) % len(modes)
+			t0 := time.Now()
+			if err := modes[m].run(); err != nil {
+				b.Fatalf("%s: %v", modes[m].name, err)
+			}
+			took[m] = time.Since(t0)
+			times[m] = append(times[m], took[m])
+		}
+		cost = append(cost, took[1]-took[0])
+		i++
+	}
+	for m, mode := range modes {
+		reportPercentiles(b, times[m], mode.name+"-")
+	}
+	reportPercentiles(b, cost, "image-cost-")
+}
+
+// BenchmarkEnvironmentShip measures newly installed packages reaching a
+// node (issue 14 point 5): a virtualenv of HAC_BENCH_ENV_MB (512 by
+// default) in 4 MiB files, new to the node, shipped by the first `hac run
+// -- true` of a server registered with an image, against copying the same
+// folder locally (cp -a, the baseline); then the next run, which ships
+// nothing, against a run with no environment.
+func BenchmarkEnvironmentShip(b *testing.B) {
+	if raceEnabled {
+		b.Skip("timing with -race measures the race detector")
+	}
+	mb := 512
+	if v, err := strconv.Atoi(os.Getenv("HAC_BENCH_ENV_MB")); err == nil && v > 0 {
+		mb = v
+	}
+	c := portalCluster(b)
+	r := c.hac(nil, "", "server", "register", "onimage", "--image", "host")
+	tok := regexp.MustCompile(`hacs_[A-Z0-9]+`).FindString(r.stdout)
+	if tok == "" {
+		b.Fatalf("register: %+v", r)
+	}
+	dir := b.TempDir()
+	hacRun := func(env []string) time.Duration {
+		t0 := time.Now()
+		cmd := exec.Command(hacBin, "run", "--", "true")
+		cmd.Env, cmd.Dir = env, dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("hac run: %v\n%s", err, out)
+		}
+		return time.Since(t0)
+	}
+	hacRun(c.serverEnv(tok)) // the image reaches the node
+	for b.Loop() {
+		venv := filepath.Join(b.TempDir(), "venv")
+		chunk := make([]byte, 4<<20)
+		for i := 0; i < mb/4; i++ {
+			rand.Read(chunk)
+			p := filepath.Join(venv, "lib/python3.11/site-packages", fmt.Sprintf("pkg%d", i/16), fmt.Sprintf("lib%d.so", i))
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			os.WriteFile(p, chunk, 0o644)
+		}
+		exec.Command("sync").Run()
+		t0 := time.Now()
+		if out, err := exec.Command("cp", "-a", venv, filepath.Join(b.TempDir(), "copy")).CombinedOutput(); err != nil {
+			b.Fatalf("cp: %v %s", err, out)
+		}
+		local := time.Since(t0)
+		env := append(c.serverEnv(tok), "VIRTUAL_ENV="+venv)
+		first := hacRun(env)
+		next := hacRun(env)
+		none := hacRun(c.serverEnv(tok))
+		b.ReportMetric(float64(mb)/local.Seconds(), "local-copy-MB/s")
+		b.ReportMetric(float64(mb)/first.Seconds(), "first-run-MB/s")
+		b.ReportMetric(float64(next.Microseconds())/1000, "next-run-ms")
+		b.ReportMetric(float64(none.Microseconds())/1000, "no-environment-ms")
 	}
 }

@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -70,5 +72,64 @@ func checkServerEnvironment(t *testing.T, key, port string) {
 	want, got := losses.FindAllString(inServer, -1), losses.FindAllString(viaHac, -1)
 	if err != nil || len(want) == 0 || strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("the sample's losses: %v\nin the server:\n%s\nthrough hac run:\n%s", err, inServer, viaHac)
+	}
+	// A PyTorch of the user's hides the image's: hac run says so, and hac
+	// env reset moves it aside (point 4).
+	image, err := ssh(key, port, "python3 -c 'import torch; print(torch.__version__)'")
+	if err != nil {
+		t.Fatalf("the image's torch: %v %s", err, image)
+	}
+	out, err = ssh(key, port, `site=~/.local/lib/python3.11/site-packages; mkdir -p $site/torch $site/torch-9.9.9.dist-info && echo "__version__ = '9.9.9'" > $site/torch/version.py && touch $site/torch/__init__.py && cd proj && hac run -- true 2>&1`)
+	if err != nil || !strings.Contains(out, "torch (PyTorch 9.9.9) hides the image's PyTorch "+strings.TrimSpace(image)) || !strings.Contains(out, "hac env reset") {
+		t.Errorf("a shadowed torch: %v\n%s", err, out)
+	}
+	out, err = ssh(key, port, "hac env reset && hac run -- python3 -c 'import torch, hacmod_user; print(torch.__version__)' 2>&1")
+	if err != nil || !strings.Contains(out, "Moved /home/ubuntu/.local/lib/python3.11/site-packages/torch to ") || strings.Contains(out, "hides") || !strings.HasSuffix(out, image) {
+		t.Errorf("hac env reset: %v\n%s", err, out)
+	}
+}
+
+// TestRegisteredServerEnvironment covers issue 14 point 3: a registered
+// machine names its base image, and its jobs run on that image with what
+// the user's environment adds: the active virtualenv and the user
+// site-packages. An unknown image is refused at registration.
+func TestRegisteredServerEnvironment(t *testing.T) {
+	c := portalCluster(t)
+	if r := c.hac(nil, "", "server", "register", "reg2", "--image", "windows"); r.code == 0 || !strings.Contains(r.stderr, `unknown image "windows"`) || !strings.Contains(r.stderr, "debian-12, host") {
+		t.Errorf("an unknown image: %+v", r)
+	}
+	r := c.hac(nil, "", "server", "register", "reg1", "--image", "host")
+	tok := regexp.MustCompile(`hacs_[A-Z0-9]+`).FindString(r.stdout)
+	if r.code != 0 || tok == "" {
+		t.Fatalf("register with an image: %+v", r)
+	}
+	// Not under /tmp: the job has its own.
+	base, err := os.MkdirTemp("/srv", "hac-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	home := filepath.Join(base, "home")
+	site := filepath.Join(home, ".local/lib/python3.11/site-packages")
+	venv := filepath.Join(base, "venv")
+	for p, content := range map[string]string{
+		filepath.Join(site, "hacmod_user.py"):                              "WHERE = 'user site'\n",
+		filepath.Join(venv, "lib/python3.11/site-packages/hacmod_venv.py"): "WHERE = 'venv'\n",
+		filepath.Join(venv, "pyvenv.cfg"):                                  "home = /usr/bin\ninclude-system-site-packages = false\n",
+	} {
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(content), 0o644)
+	}
+	os.MkdirAll(filepath.Join(venv, "bin"), 0o755)
+	os.Symlink("/usr/bin/python3", filepath.Join(venv, "bin/python"))
+	env := append(c.serverEnv(tok), "VIRTUAL_ENV="+venv, "HOME="+home)
+	dir := workdir(t, map[string]string{"x.txt": "x"})
+	out := runHac(t, env, dir, nil, "run", "--", "/usr/bin/python3", "-c", "import hacmod_user, os; print(hacmod_user.WHERE, os.getcwd())")
+	if out.code != 0 || out.stdout != "user site "+dir+"\n" {
+		t.Errorf("the user site-packages: %+v", out)
+	}
+	out = runHac(t, env, dir, nil, "run", "--", filepath.Join(venv, "bin/python"), "-c", "import hacmod_venv, sys; print(hacmod_venv.WHERE, sys.prefix)")
+	if out.code != 0 || out.stdout != "venv "+venv+"\n" {
+		t.Errorf("the virtualenv: %+v", out)
 	}
 }

@@ -19,7 +19,7 @@ import (
 // portalCluster is a cluster whose control plane runs servers with the
 // local driver on its own bridge and subnet, with an agent on the gateway
 // so that servers reach it.
-func portalCluster(t *testing.T) *cluster {
+func portalCluster(t testing.TB) *cluster {
 	if os.Geteuid() != 0 {
 		t.Skip("the local server driver needs root")
 	}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -222,14 +223,29 @@ func HashCachePath(root string) (string, error) {
 	if untrustedIdentity[int64(fsys.Type)] {
 		return "", fmt.Errorf("workspace: %s is on a file system whose file identities hac does not trust for hashes (type %#x)", root, fsys.Type)
 	}
-	dir, err := os.UserCacheDir()
-	if err != nil {
-		return "", err
+	dir := OwnCacheDir()
+	if dir == "" {
+		return "", errors.New("workspace: no cache folder (set HOME or XDG_CACHE_HOME)")
 	}
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return "", err
 	}
 	h := sha256.Sum256([]byte(abs))
-	return filepath.Join(dir, "hac", "hashes", hex.EncodeToString(h[:16])), nil
+	return filepath.Join(dir, "hashes", hex.EncodeToString(h[:16])), nil
+}
+
+// OwnCacheDir is hac's folder in the user's cache (~/.cache/hac), which no
+// workspace takes along: it changes while one is uploaded. Empty when the
+// user has no cache folder.
+func OwnCacheDir() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	abs, err := filepath.Abs(filepath.Join(dir, "hac"))
+	if err != nil {
+		return ""
+	}
+	return abs
 }

@@ -19,8 +19,8 @@ import (
 var IgnoreFiles = []string{".gitignore", ".hacignore"}
 
 // Walk builds the manifest of root. Ignored files and directories are left
-// out, as are .git directories and anything that is not a regular file,
-// directory or symlink. Files whose identity hashes (if not nil) knows
+// out, as are .git directories, hac's own cache (OwnCacheDir) and anything
+// that is not a regular file, directory or symlink. Files whose identity hashes (if not nil) knows
 // are not read again; the caller saves hashes after.
 func Walk(root string, hashes *HashCache) (*hacv1.Manifest, error) {
 	ig := &Ignore{}
@@ -34,6 +34,7 @@ func Walk(root string, hashes *HashCache) (*hacv1.Manifest, error) {
 		}
 	}
 	readIgnores(root, "")
+	own := OwnCacheDir()
 	m := &hacv1.Manifest{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -41,6 +42,9 @@ func Walk(root string, hashes *HashCache) (*hacv1.Manifest, error) {
 		}
 		if p == root {
 			return nil
+		}
+		if d.IsDir() && p == own {
+			return filepath.SkipDir
 		}
 		rel, _ := filepath.Rel(root, p)
 		rel = filepath.ToSlash(rel)

@@ -302,3 +302,41 @@ func TestChangesStayInside(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateLayer: a server layer's manifest may hold whiteouts (with
+// their own mode, and only there); a workspace may not.
+func TestValidateLayer(t *testing.T) {
+	wo := &hacv1.FileEntry{Path: "usr/gone", Mode: whiteoutMode, Whiteout: true}
+	if err := ValidateLayer(&hacv1.Manifest{Files: []*hacv1.FileEntry{wo}}); err != nil {
+		t.Errorf("a whiteout in a layer: %v", err)
+	}
+	if err := Validate(&hacv1.Manifest{Files: []*hacv1.FileEntry{wo}}); err == nil {
+		t.Error("a whiteout in a workspace was taken")
+	}
+	for name, f := range map[string]*hacv1.FileEntry{
+		"whiteout flag on a file": {Path: "a", Mode: 0o644, Whiteout: true, Sha256: EmptySum},
+		"device without the flag": {Path: "a", Mode: whiteoutMode},
+		"a path out of the root":  {Path: "../etc/shadow", Mode: 0o644, Sha256: EmptySum},
+		"an absolute path":        {Path: "/etc/shadow", Mode: 0o644, Sha256: EmptySum},
+		"a file without its hash": {Path: "a", Mode: 0o644},
+	} {
+		if err := ValidateLayer(&hacv1.Manifest{Files: []*hacv1.FileEntry{f}}); err == nil {
+			t.Errorf("%s: taken", name)
+		}
+	}
+}
+
+// FuzzValidateLayer: a layer's manifest from the network never panics the
+// check, and one it takes names only clean paths.
+func FuzzValidateLayer(f *testing.F) {
+	f.Add("usr/gone", uint32(whiteoutMode), true, "")
+	f.Add("a/b", uint32(0o644), false, EmptySum)
+	f.Fuzz(func(t *testing.T, p string, mode uint32, whiteout bool, sum string) {
+		m := &hacv1.Manifest{Files: []*hacv1.FileEntry{{Path: p, Mode: mode, Whiteout: whiteout, Sha256: sum}}}
+		if ValidateLayer(m) == nil {
+			if _, err := CleanPath(p); err != nil {
+				t.Fatalf("took %q: %v", p, err)
+			}
+		}
+	})
+}

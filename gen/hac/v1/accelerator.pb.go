@@ -388,8 +388,11 @@ type Grant struct {
 	MemoryMib       int64                  `protobuf:"varint,3,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
 	LeaseTtlSeconds int32                  `protobuf:"varint,4,opt,name=lease_ttl_seconds,json=leaseTtlSeconds,proto3" json:"lease_ttl_seconds,omitempty"`
 	Workers         []*Worker              `protobuf:"bytes,5,rep,name=workers,proto3" json:"workers,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// on_image says the job runs on its server's image: the client sends what
+	// the server adds to it (Start.environment).
+	OnImage       bool `protobuf:"varint,6,opt,name=on_image,json=onImage,proto3" json:"on_image,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Grant) Reset() {
@@ -455,6 +458,13 @@ func (x *Grant) GetWorkers() []*Worker {
 		return x.Workers
 	}
 	return nil
+}
+
+func (x *Grant) GetOnImage() bool {
+	if x != nil {
+		return x.OnImage
+	}
+	return false
 }
 
 // Worker is one node's part of a grant: where to connect, and the ticket that
@@ -1222,14 +1232,15 @@ const file_hac_v1_accelerator_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1d\n" +
 	"\n" +
 	"client_pid\x18\x02 \x01(\x03R\tclientPid\x12\x18\n" +
-	"\acommand\x18\x03 \x01(\tR\acommand\"\xa9\x01\n" +
+	"\acommand\x18\x03 \x01(\tR\acommand\"\xc4\x01\n" +
 	"\x05Grant\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12\x1d\n" +
 	"\n" +
 	"memory_mib\x18\x03 \x01(\x03R\tmemoryMib\x12*\n" +
 	"\x11lease_ttl_seconds\x18\x04 \x01(\x05R\x0fleaseTtlSeconds\x12(\n" +
-	"\aworkers\x18\x05 \x03(\v2\x0e.hac.v1.WorkerR\aworkers\"\xba\x01\n" +
+	"\aworkers\x18\x05 \x03(\v2\x0e.hac.v1.WorkerR\aworkers\x12\x19\n" +
+	"\bon_image\x18\x06 \x01(\bR\aonImage\"\xba\x01\n" +
 	"\x06Worker\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +

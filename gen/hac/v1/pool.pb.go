@@ -625,9 +625,14 @@ func (x *ListQueueResponse) GetJobs() []*Job {
 }
 
 type RegisterServerRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Model         string                 `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Model string                 `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	// image names the machine's base system among the control plane's images
+	// (hac server create --image): its jobs then run on that image with what
+	// the user's environment adds, shipped by the client (SPEC A7). Empty: on
+	// the node's own system.
+	Image         string `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -672,6 +677,13 @@ func (x *RegisterServerRequest) GetName() string {
 func (x *RegisterServerRequest) GetModel() string {
 	if x != nil {
 		return x.Model
+	}
+	return ""
+}
+
+func (x *RegisterServerRequest) GetImage() string {
+	if x != nil {
+		return x.Image
 	}
 	return ""
 }
@@ -945,10 +957,11 @@ const file_hac_v1_pool_proto_rawDesc = "" +
 	"\x11CancelJobResponse\"\x12\n" +
 	"\x10ListQueueRequest\"4\n" +
 	"\x11ListQueueResponse\x12\x1f\n" +
-	"\x04jobs\x18\x01 \x03(\v2\v.hac.v1.JobR\x04jobs\"A\n" +
+	"\x04jobs\x18\x01 \x03(\v2\v.hac.v1.JobR\x04jobs\"W\n" +
 	"\x15RegisterServerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05model\x18\x02 \x01(\tR\x05model\"V\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12\x14\n" +
+	"\x05image\x18\x03 \x01(\tR\x05image\"V\n" +
 	"\x16RegisterServerResponse\x12&\n" +
 	"\x06server\x18\x01 \x01(\v2\x0e.hac.v1.ServerR\x06server\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\"\x14\n" +

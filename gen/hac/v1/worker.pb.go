@@ -315,8 +315,12 @@ type Environment struct {
 	Layer *Manifest              `protobuf:"bytes,1,opt,name=layer,proto3" json:"layer,omitempty"`
 	// uid and gid are the client's own ids in the server: the job runs as the
 	// node's job user in their place.
-	Uid           uint32 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
-	Gid           uint32 `protobuf:"varint,3,opt,name=gid,proto3" json:"gid,omitempty"`
+	Uid uint32 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid uint32 `protobuf:"varint,3,opt,name=gid,proto3" json:"gid,omitempty"`
+	// user and home name the client's account, for a job root whose
+	// /etc/passwd lacks its uid (a registered machine's user).
+	User          string `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
+	Home          string `protobuf:"bytes,5,opt,name=home,proto3" json:"home,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -370,6 +374,20 @@ func (x *Environment) GetGid() uint32 {
 		return x.Gid
 	}
 	return 0
+}
+
+func (x *Environment) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *Environment) GetHome() string {
+	if x != nil {
+		return x.Home
+	}
+	return ""
 }
 
 type WindowSize struct {
@@ -1108,11 +1126,13 @@ const file_hac_v1_worker_proto_rawDesc = "" +
 	"\x06window\x18\x05 \x01(\v2\x12.hac.v1.WindowSizeR\x06window\x12,\n" +
 	"\bmanifest\x18\x06 \x01(\v2\x10.hac.v1.ManifestR\bmanifest\x12\x10\n" +
 	"\x03cwd\x18\a \x01(\tR\x03cwd\x125\n" +
-	"\venvironment\x18\b \x01(\v2\x13.hac.v1.EnvironmentR\venvironment\"Y\n" +
+	"\venvironment\x18\b \x01(\v2\x13.hac.v1.EnvironmentR\venvironment\"\x81\x01\n" +
 	"\vEnvironment\x12&\n" +
 	"\x05layer\x18\x01 \x01(\v2\x10.hac.v1.ManifestR\x05layer\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
-	"\x03gid\x18\x03 \x01(\rR\x03gid\"4\n" +
+	"\x03gid\x18\x03 \x01(\rR\x03gid\x12\x12\n" +
+	"\x04user\x18\x04 \x01(\tR\x04user\x12\x12\n" +
+	"\x04home\x18\x05 \x01(\tR\x04home\"4\n" +
 	"\n" +
 	"WindowSize\x12\x12\n" +
 	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +

@@ -1,7 +1,10 @@
 package local
 
 import (
+	"os"
 	"path/filepath"
+
+	hacimage "github.com/hac-project/hac/internal/image"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -96,7 +99,11 @@ func ociSpec(id, hostname, image, netnsPath, rootfs, runDir string, cpus int, me
 		},
 	}
 	if sharesHostUsr(image) {
-		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/usr", Type: "bind", Source: "/usr", Options: []string{"rbind", "ro", "nosuid", "nodev"}})
+		for _, p := range hacimage.HostPaths {
+			if _, err := os.Stat(p); err == nil {
+				spec.Mounts = append(spec.Mounts, specs.Mount{Destination: p, Type: "bind", Source: p, Options: []string{"rbind", "ro", "nosuid", "nodev"}})
+			}
+		}
 	}
 	spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/usr/local/bin", Type: "bind", Source: binDir, Options: []string{"bind", "ro", "nosuid", "nodev"}})
 	if idBase >= 0 {

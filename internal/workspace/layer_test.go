@@ -1,0 +1,59 @@
+package workspace
+
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+// TestWalkLayer: a layer's folders, files and symlinks come with their
+// owners, 0:0 character devices as whiteouts, other devices not at all,
+// and skipped folders with nothing below them.
+func TestWalkLayer(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("whiteouts are made with mknod: needs root")
+	}
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "home/u/.local"), 0o755)
+	os.WriteFile(filepath.Join(root, "home/u/.local/m.py"), []byte("X = 1\n"), 0o644)
+	os.Chown(filepath.Join(root, "home/u/.local/m.py"), 1000, 1001)
+	os.Symlink("m.py", filepath.Join(root, "home/u/.local/link.py"))
+	syscall.Mknod(filepath.Join(root, "home/gone"), syscall.S_IFCHR, 0)
+	syscall.Mknod(filepath.Join(root, "home/null"), syscall.S_IFCHR|0o666, int(1<<8|3))
+	os.MkdirAll(filepath.Join(root, "tmp/x"), 0o755)
+	m, err := WalkLayer(root, func(rel string) bool { return UnderAny(rel, []string{"tmp"}) }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, f := range m.Files {
+		kind := "file"
+		switch {
+		case f.Whiteout:
+			kind = "whiteout"
+		case fs.FileMode(f.Mode).IsDir():
+			kind = "dir"
+		case f.Link != "":
+			kind = "link:" + f.Link
+		}
+		got[f.Path] = kind
+		if f.Path == "home/u/.local/m.py" && (f.Uid != 1000 || f.Gid != 1001 || f.Sha256 == "") {
+			t.Errorf("m.py: %+v", f)
+		}
+	}
+	want := map[string]string{"home": "dir", "home/u": "dir", "home/u/.local": "dir", "home/u/.local/m.py": "file",
+		"home/u/.local/link.py": "link:m.py", "home/gone": "whiteout"}
+	if len(got) != len(want) {
+		t.Fatalf("walked %v, want %v", got, want)
+	}
+	for p, k := range want {
+		if got[p] != k {
+			t.Errorf("%s: %q, want %q", p, got[p], k)
+		}
+	}
+	if err := ValidateLayer(m); err != nil {
+		t.Errorf("the walk's own manifest: %v", err)
+	}
+}
