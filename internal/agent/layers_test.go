@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -159,4 +160,28 @@ func walkAll(t *testing.T, dir string) map[string]string {
 		return nil
 	})
 	return out
+}
+
+// TestFitsCache: files past the node's cache are refused with their size,
+// the cache's, and the largest folders.
+func TestFitsCache(t *testing.T) {
+	cache, err := workspace.NewCache(t.TempDir(), 10<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{cache: cache}
+	m := &hacv1.Manifest{Files: []*hacv1.FileEntry{
+		{Path: "home/u/.local/lib/python3.11/site-packages/torch/lib/libtorch.so", Size: 9 << 20},
+		{Path: "opt/conda/lib/libmkl.so", Size: 3 << 20},
+		{Path: "small.txt", Size: 1},
+	}}
+	err = a.fitsCache(m)
+	for _, want := range []string{"12.0 MiB", "10.0 MiB", "home/u/.local (9.0 MiB)", "opt/conda/lib (3.0 MiB)", ".hacignore"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%v: want %q in it", err, want)
+		}
+	}
+	if err := a.fitsCache(&hacv1.Manifest{Files: m.Files[1:]}); err != nil {
+		t.Errorf("3 MiB in a 10 MiB cache: %v", err)
+	}
 }

@@ -191,44 +191,20 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 		return userError(s, "the node could not prepare the job's folder: %v", err)
 	}
 	workDir := folders.work
-	if claims.Image != "" && uid > 0 {
-		// The server's image comes while its changes and the workspace do.
-		image := a.startImage(ctx, claims.Image)
-		env := start.Environment
-		all := &hacv1.Manifest{Files: append(append([]*hacv1.FileEntry(nil), start.Manifest.Files...), env.Layer.Files...)}
-		if err := a.fitsCache(all); err != nil {
-			go a.reportEnd(claims.JobID, 1, "environment too large", false)
-			return userError(s, "%v", err)
-		}
-		release, err := w.receiveBlobs(stream, s, all)
-		if err != nil {
-			go a.reportEnd(claims.JobID, 1, "workspace transfer failed", true)
-			return userError(s, "the workspace and the server's files could not be transferred: %v", err)
-		}
-		jos, err = a.prepareOS(claims, env, image)
-		if err == nil {
-			defer func() {
-				if job == nil {
-					jos.release()
-				}
-			}()
-			err = a.cache.Materialize(start.Manifest, workDir, uid)
-		}
-		release()
-		if err != nil {
-			go a.reportEnd(claims.JobID, 1, "environment", true)
-			return userError(s, "%v", err)
-		}
-	} else {
-		release, err := w.receiveBlobs(stream, s, start.Manifest)
-		if err == nil {
-			err = a.cache.Materialize(start.Manifest, workDir, uid)
-			release()
-		}
-		if err != nil {
-			go a.reportEnd(claims.JobID, 1, "workspace transfer failed", true)
-			return userError(s, "the workspace could not be transferred: %v", err)
-		}
+	var release func()
+	jos, release, err = w.receiveFiles(ctx, stream, s, claims, start, workDir, uid)
+	if err != nil {
+		var pe *prepError
+		errors.As(err, &pe)
+		go a.reportEnd(claims.JobID, 1, pe.reason, pe.fault)
+		return userError(s, "%v", err)
+	}
+	if jos != nil {
+		defer func() {
+			if job == nil {
+				release() // else once the job's namespaces are gone
+			}
+		}()
 	}
 	spec, err := a.jobSpec(folders, uid, claims, start, jos)
 	if err != nil {
@@ -327,6 +303,59 @@ func (a *Agent) jobSpec(f jobFolders, uid int, c ticket.Claims, start *hacv1.Sta
 func (a *Agent) simulated() bool {
 	devs := a.devices()
 	return len(devs) > 0 && gpu.IsFake(devs[0])
+}
+
+// prepError is a job's files that could not be made ready: why, for the
+// job's end, and whether the node is at fault.
+type prepError struct {
+	reason string
+	fault  bool
+	err    error
+}
+
+func (e *prepError) Error() string { return e.err.Error() }
+
+// receiveFiles takes in a job's workspace into dir and, for a job on its
+// server's files, the server's changes and image (fetched meanwhile); jos
+// then describes them, holding their layers until release.
+func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, c ticket.Claims, start *hacv1.Start, dir string, uid int) (jos *jobOS, release func(), err error) {
+	a := w.a
+	if c.Image == "" || uid <= 0 {
+		done, err := w.receiveBlobs(stream, s, start.Manifest)
+		if err == nil {
+			err = a.cache.Materialize(start.Manifest, dir, uid)
+			done()
+		}
+		if err != nil {
+			return nil, nil, &prepError{"workspace transfer failed", true, fmt.Errorf("the workspace could not be transferred: %v", err)}
+		}
+		return nil, nil, nil
+	}
+	image := a.startImage(ctx, c.Image) // a client that goes stops the wait, not the fetch
+	env := start.Environment
+	all := &hacv1.Manifest{Files: append(append([]*hacv1.FileEntry(nil), start.Manifest.Files...), env.Layer.Files...)}
+	if err := a.fitsCache(all); err != nil {
+		return nil, nil, &prepError{"environment too large", false, err}
+	}
+	done, err := w.receiveBlobs(stream, s, all)
+	if err != nil {
+		return nil, nil, &prepError{"workspace transfer failed", true, fmt.Errorf("the workspace and the server's files could not be transferred: %v", err)}
+	}
+	defer done()
+	select {
+	case <-image.done:
+	default:
+		// Once per image and node, unless the heartbeat's prefetch was first.
+		s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Stderr{Stderr: []byte(fmt.Sprintf("[info] The server's image is on its way to node %s (once per image and node)...\n", a.cfg.Name))}})
+	}
+	if jos, err = a.prepareOS(c, env, image); err != nil {
+		return nil, nil, &prepError{"environment", true, err}
+	}
+	if err := a.cache.Materialize(start.Manifest, dir, uid); err != nil {
+		jos.release()
+		return nil, nil, &prepError{"workspace transfer failed", true, fmt.Errorf("the workspace could not be transferred: %v", err)}
+	}
+	return jos, jos.release, nil
 }
 
 // receiveBlobs asks for the blobs of m the cache lacks and stores them;

@@ -123,8 +123,8 @@ func (a *app) envReset(home string, all bool) error {
 			return err
 		}
 		for _, e := range entries {
-			if !all && !hidesImage(e.Name()) {
-				continue
+			if e.Name() == "__pycache__" || !all && !hidesImage(e.Name()) {
+				continue // compiled modules are Python's own, made again
 			}
 			rel, _ := filepath.Rel(home, filepath.Join(site, e.Name()))
 			dst := filepath.Join(backup, rel)

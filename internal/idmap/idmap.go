@@ -21,17 +21,38 @@ type Map struct{ From, To, Count int }
 // without set-uid programs or device nodes, with its owners mapped by
 // maps (the same for uids and gids); ids no map names show as nobody.
 func Mount(src, target string, maps []Map) error {
-	ns, err := userNS(maps)
+	ns, err := New(maps)
 	if err != nil {
 		return err
 	}
-	defer unix.Close(ns)
+	defer ns.Close()
+	return ns.Mount(src, target)
+}
+
+// Namespace is a user namespace whose maps idmapped mounts take: one for
+// many mounts costs one child process.
+type Namespace struct{ fd int }
+
+// New makes a Namespace with these maps.
+func New(maps []Map) (*Namespace, error) {
+	fd, err := userNS(maps)
+	if err != nil {
+		return nil, err
+	}
+	return &Namespace{fd: fd}, nil
+}
+
+// Close lets the namespace go (mounts made keep it).
+func (n *Namespace) Close() { unix.Close(n.fd) }
+
+// Mount is the package's Mount with n's maps.
+func (n *Namespace) Mount(src, target string) error {
 	tree, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
 	if err != nil {
 		return fmt.Errorf("idmap: open_tree %s: %w", src, err)
 	}
 	defer unix.Close(tree)
-	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP | unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV, Userns_fd: uint64(ns)}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP | unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV, Userns_fd: uint64(n.fd)}
 	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
 		return fmt.Errorf("idmap: an idmapped mount of %s: %w (needs Linux 5.12 or later, overlayfs over it 5.19, and a file system with idmapped mounts: ext4, xfs, btrfs, tmpfs)", src, err)
 	}

@@ -414,13 +414,28 @@ func mountOS(root string, o *Overlay) error {
 		return fmt.Errorf("mount /proc: %w", err)
 	}
 	dirs := make([]string, len(o.Lower))
+	namespaces := map[string]*idmap.Namespace{} // one per distinct map
+	defer func() {
+		for _, ns := range namespaces {
+			ns.Close()
+		}
+	}()
 	for i, l := range o.Lower {
 		dirs[i] = l.Dir
 		if len(l.IDs) == 0 {
 			continue
 		}
+		key := fmt.Sprint(l.IDs)
+		ns := namespaces[key]
+		if ns == nil {
+			var err error
+			if ns, err = idmap.New(l.IDs); err != nil {
+				return err
+			}
+			namespaces[key] = ns
+		}
 		dirs[i] = filepath.Join(o.Stage, strconv.Itoa(i))
-		if err := idmap.Mount(l.Dir, dirs[i], l.IDs); err != nil {
+		if err := ns.Mount(l.Dir, dirs[i]); err != nil {
 			return err
 		}
 	}

@@ -40,13 +40,13 @@ func WalkLayer(root string, skip func(rel string) bool, hashes *HashCache) (*hac
 			}
 			return nil
 		}
-		unreadable := false
 		if err != nil {
-			// A folder that cannot be listed is shown empty.
-			if d == nil || !d.IsDir() || !errors.Is(err, fs.ErrPermission) {
-				return err
+			// A folder that cannot be listed is shown empty (WalkDir
+			// listed it before it tried to read it).
+			if d != nil && d.IsDir() && errors.Is(err, fs.ErrPermission) {
+				return filepath.SkipDir
 			}
-			unreadable = true
+			return err
 		}
 		info, err := os.Lstat(p)
 		if err != nil {
@@ -80,9 +80,6 @@ func WalkLayer(root string, skip func(rel string) bool, hashes *HashCache) (*hac
 			return nil // sockets, pipes, devices
 		}
 		m.Files = append(m.Files, e)
-		if unreadable {
-			return filepath.SkipDir
-		}
 		return nil
 	})
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 )
 
 // TestWalkLayer: a layer's folders, files and symlinks come with their
@@ -55,5 +57,35 @@ func TestWalkLayer(t *testing.T) {
 	}
 	if err := ValidateLayer(m); err != nil {
 		t.Errorf("the walk's own manifest: %v", err)
+	}
+}
+
+// TestWalkUnreadable: a file or folder the caller may not read is listed
+// with its mode and no content, in a workspace and in a layer, once.
+func TestWalkUnreadable(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root reads everything; run as a user to see this")
+	}
+	root := t.TempDir()
+	os.WriteFile(filepath.Join(root, "secret"), []byte("x"), 0o000)
+	os.MkdirAll(filepath.Join(root, "closed/inner"), 0o755)
+	os.Chmod(filepath.Join(root, "closed"), 0o000)
+	t.Cleanup(func() { os.Chmod(filepath.Join(root, "closed"), 0o755) })
+	for name, walk := range map[string]func() (*hacv1.Manifest, error){
+		"workspace": func() (*hacv1.Manifest, error) { return Walk(root, nil) },
+		"layer":     func() (*hacv1.Manifest, error) { return WalkLayer(root, func(string) bool { return false }, nil) },
+	} {
+		m, err := walk()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(m.Files) != 2 {
+			t.Fatalf("%s: %v, want secret and closed", name, m.Files)
+		}
+		for _, f := range m.Files {
+			if f.Path == "secret" && (f.Sha256 != EmptySum || f.Size != 0) {
+				t.Errorf("%s: secret %+v", name, f)
+			}
+		}
 	}
 }

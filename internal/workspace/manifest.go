@@ -38,6 +38,11 @@ func Walk(root string, hashes *HashCache) (*hacv1.Manifest, error) {
 	m := &hacv1.Manifest{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
+			// A folder the user may not list goes empty, as the job sees it
+			// (WalkDir listed it before it tried to read it).
+			if p != root && d != nil && d.IsDir() && errors.Is(err, fs.ErrPermission) {
+				return filepath.SkipDir
+			}
 			return err
 		}
 		if p == root {
@@ -74,7 +79,11 @@ func Walk(root string, hashes *HashCache) (*hacv1.Manifest, error) {
 		case info.Mode().IsRegular():
 			e.Size = info.Size()
 			e.Sha256, err = hashes.sum(rel, p, info)
-			if err != nil {
+			if errors.Is(err, fs.ErrPermission) {
+				// Its mode travels, not its content: the job may not read
+				// it either.
+				e.Size, e.Sha256 = 0, EmptySum
+			} else if err != nil {
 				return err
 			}
 		default:
