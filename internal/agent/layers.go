@@ -91,6 +91,7 @@ func (ls *layerStore) prepare(server int64, m *hacv1.Manifest, uid, gid uint32) 
 			removed = append(removed, p)
 		}
 	}
+	changed = withOpaqueContent(changed, want)
 	if len(changed) > 0 || len(removed) > 0 || len(sl.chain) == 0 {
 		if len(sl.chain) > maxDeltas {
 			// Fold: a new base of everything.
@@ -121,6 +122,29 @@ func (ls *layerStore) prepare(server int64, m *hacv1.Manifest, uid, gid uint32) 
 	return dirs, func() { once.Do(func() { ls.unhold(held) }) }, nil
 }
 
+// withOpaqueContent adds to the changed entries everything below a folder
+// among them that is opaque: it hides all the chain holds below it, so its
+// layer must hold its whole content.
+func withOpaqueContent(changed []*hacv1.FileEntry, want map[string]*hacv1.FileEntry) []*hacv1.FileEntry {
+	var opaque []string
+	in := map[string]bool{}
+	for _, f := range changed {
+		in[f.Path] = true
+		if f.Opaque {
+			opaque = append(opaque, f.Path)
+		}
+	}
+	if len(opaque) == 0 {
+		return changed
+	}
+	for p, f := range want {
+		if !in[p] && workspace.UnderAny(p, opaque) {
+			changed = append(changed, f)
+		}
+	}
+	return changed
+}
+
 // drop takes layers out of their chain; each goes when no job holds it.
 func (ls *layerStore) drop(chain []*layer) {
 	ls.mu.Lock()
@@ -147,7 +171,7 @@ func (ls *layerStore) unhold(held []*layer) {
 // owners the server's user, root or nobody.
 func sanitized(f *hacv1.FileEntry, uid, gid uint32) *hacv1.FileEntry {
 	c := &hacv1.FileEntry{Path: f.Path, Mode: f.Mode &^ uint32(fs.ModeSetuid|fs.ModeSetgid), Size: f.Size, Sha256: f.Sha256, Link: f.Link,
-		MtimeNs: f.MtimeNs, Whiteout: f.Whiteout, Uid: nobody, Gid: nobody}
+		MtimeNs: f.MtimeNs, Whiteout: f.Whiteout, Opaque: f.Opaque, Uid: nobody, Gid: nobody}
 	if f.Uid == uid || f.Uid == 0 {
 		c.Uid = f.Uid
 	}
@@ -165,7 +189,7 @@ func sameEntry(a, b *hacv1.FileEntry) bool {
 	if a == nil {
 		return false
 	}
-	same := a.Mode == b.Mode && a.Sha256 == b.Sha256 && a.Link == b.Link && a.Uid == b.Uid && a.Gid == b.Gid && a.Whiteout == b.Whiteout
+	same := a.Mode == b.Mode && a.Sha256 == b.Sha256 && a.Link == b.Link && a.Uid == b.Uid && a.Gid == b.Gid && a.Whiteout == b.Whiteout && a.Opaque == b.Opaque
 	return same && (fs.FileMode(a.Mode).IsDir() || a.MtimeNs == b.MtimeNs)
 }
 
@@ -220,6 +244,11 @@ func (ls *layerStore) write(dir string, entries []*hacv1.FileEntry, removed []st
 			if err := mkdir(f.Path); err != nil {
 				return err
 			}
+			if f.Opaque {
+				if err := unix.Lsetxattr(p, "trusted.overlay.opaque", []byte("y"), 0); err != nil {
+					return fmt.Errorf("mark %s opaque: %w", f.Path, err)
+				}
+			}
 			continue
 		}
 		if err := mkdir(path.Dir(f.Path)); err != nil {
@@ -248,9 +277,15 @@ func (ls *layerStore) write(dir string, entries []*hacv1.FileEntry, removed []st
 	// A removed path hides what the chain below holds there, unless a
 	// removed folder above it or a new non-folder in its place does.
 	sort.Strings(removed)
+	opaqueHere := map[string]bool{}
+	for _, f := range entries {
+		if f.Opaque {
+			opaqueHere[f.Path] = true
+		}
+	}
 	hidden := func(p string) bool {
 		for d := path.Dir(p); d != "."; d = path.Dir(d) {
-			if f := want[d]; f != nil && !fs.FileMode(f.Mode).IsDir() || want[d] == nil && contains(removed, d) {
+			if f := want[d]; f != nil && !fs.FileMode(f.Mode).IsDir() || want[d] == nil && contains(removed, d) || opaqueHere[d] {
 				return true
 			}
 		}

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 	"github.com/hac-project/hac/internal/workspace"
 )
@@ -184,4 +186,48 @@ func TestFitsCache(t *testing.T) {
 	if err := a.fitsCache(&hacv1.Manifest{Files: m.Files[1:]}); err != nil {
 		t.Errorf("3 MiB in a 10 MiB cache: %v", err)
 	}
+}
+
+// TestLayersOpaque: a folder the server removed and made again hides the
+// image's: marked opaque in the layer that brings it, with its whole
+// content; a later change below it does not mark it again.
+func TestLayersOpaque(t *testing.T) {
+	ls, sums := layerFixture(t, "one", "two")
+	dir := &hacv1.FileEntry{Path: "usr/lib/pkg", Mode: uint32(fs.ModeDir | 0o755), Opaque: true}
+	m := &hacv1.Manifest{Files: []*hacv1.FileEntry{dirEntry("usr", 0), dirEntry("usr/lib", 0), dir,
+		fileEntry("usr/lib/pkg/a.py", sums["one"], 3, 0, 0o644), fileEntry("home", sums["two"], 3, 0, 0o644)}}
+	// First without the mark, then with it: the delta holds the folder whole.
+	plain := &hacv1.Manifest{Files: []*hacv1.FileEntry{dirEntry("usr", 0), dirEntry("usr/lib", 0), dirEntry("usr/lib/pkg", 0),
+		fileEntry("usr/lib/pkg/a.py", sums["one"], 3, 0, 0o644), fileEntry("home", sums["two"], 3, 0, 0o644)}}
+	_, r1, err := ls.prepare(3, plain, 1000, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1()
+	dirs, r2, err := ls.prepare(3, m, 1000, 1000)
+	if err != nil || len(dirs) != 2 {
+		t.Fatalf("%v %v", dirs, err)
+	}
+	r2()
+	if !isOpaque(filepath.Join(dirs[0], "usr/lib/pkg")) {
+		t.Error("the delta's folder is not marked opaque")
+	}
+	if got := walkAll(t, dirs[0]); got["usr/lib/pkg/a.py"] != "one" || got["home"] != "" {
+		t.Errorf("the delta holds %v, want the opaque folder whole and nothing else", got)
+	}
+	m.Files[3] = fileEntry("usr/lib/pkg/a.py", sums["two"], 3, 0, 0o644)
+	dirs, r3, err := ls.prepare(3, m, 1000, 1000)
+	if err != nil || len(dirs) != 3 {
+		t.Fatalf("%v %v", dirs, err)
+	}
+	r3()
+	if isOpaque(filepath.Join(dirs[0], "usr/lib/pkg")) {
+		t.Error("a change below an opaque folder marked it again, hiding the layers below")
+	}
+}
+
+func isOpaque(p string) bool {
+	buf := make([]byte, 4)
+	n, err := unix.Lgetxattr(p, "trusted.overlay.opaque", buf)
+	return err == nil && n == 1 && buf[0] == 'y'
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 )
 
@@ -61,6 +63,7 @@ func WalkLayer(root string, skip func(rel string) bool, hashes *HashCache) (*hac
 		switch {
 		case mode.IsDir():
 			e.Mode |= uint32(fs.ModeDir)
+			e.Opaque = opaque(p)
 		case mode&fs.ModeSymlink != 0:
 			if e.Link, err = os.Readlink(p); err != nil {
 				return err
@@ -86,6 +89,18 @@ func WalkLayer(root string, skip func(rel string) bool, hashes *HashCache) (*hac
 		return nil, fmt.Errorf("workspace: the server's layer: %w", err)
 	}
 	return m, nil
+}
+
+// opaqueXattr is where overlayfs marks an opaque folder in its upper
+// folder when mounted with userxattr (servers made by hac are): the server
+// removed the image's folder and made it again. A program in the server
+// cannot set it (overlayfs keeps what they set apart).
+const opaqueXattr = "user.overlay.opaque"
+
+func opaque(p string) bool {
+	buf := make([]byte, 4)
+	n, err := unix.Lgetxattr(p, opaqueXattr, buf)
+	return err == nil && n == 1 && buf[0] == 'y'
 }
 
 // UnderAny reports whether the slash-separated rel is one of tops or below

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
+	"golang.org/x/sys/unix"
 )
 
 // TestWalkLayer: a layer's folders, files and symlinks come with their
@@ -25,6 +26,10 @@ func TestWalkLayer(t *testing.T) {
 	syscall.Mknod(filepath.Join(root, "home/gone"), syscall.S_IFCHR, 0)
 	syscall.Mknod(filepath.Join(root, "home/null"), syscall.S_IFCHR|0o666, int(1<<8|3))
 	os.MkdirAll(filepath.Join(root, "tmp/x"), 0o755)
+	os.MkdirAll(filepath.Join(root, "home/again"), 0o755)
+	if err := unix.Lsetxattr(filepath.Join(root, "home/again"), "user.overlay.opaque", []byte("y"), 0); err != nil {
+		t.Fatal(err)
+	}
 	m, err := WalkLayer(root, func(rel string) bool { return UnderAny(rel, []string{"tmp"}) }, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -35,6 +40,8 @@ func TestWalkLayer(t *testing.T) {
 		switch {
 		case f.Whiteout:
 			kind = "whiteout"
+		case f.Opaque:
+			kind = "opaque"
 		case fs.FileMode(f.Mode).IsDir():
 			kind = "dir"
 		case f.Link != "":
@@ -46,7 +53,7 @@ func TestWalkLayer(t *testing.T) {
 		}
 	}
 	want := map[string]string{"home": "dir", "home/u": "dir", "home/u/.local": "dir", "home/u/.local/m.py": "file",
-		"home/u/.local/link.py": "link:m.py", "home/gone": "whiteout"}
+		"home/u/.local/link.py": "link:m.py", "home/gone": "whiteout", "home/again": "opaque"}
 	if len(got) != len(want) {
 		t.Fatalf("walked %v, want %v", got, want)
 	}

@@ -178,6 +178,9 @@ func validate(m *hacv1.Manifest, layer bool) error {
 		}
 		seen[f.Path] = true
 		mode := fs.FileMode(f.Mode)
+		if f.Opaque && (!layer || !mode.IsDir()) {
+			return fmt.Errorf("workspace: %q: only a layer's folder is opaque", f.Path)
+		}
 		if f.Whiteout != (layer && f.Mode == whiteoutMode) {
 			return fmt.Errorf("workspace: %q: a whiteout is a layer's deleted path, with its own mode", f.Path)
 		}

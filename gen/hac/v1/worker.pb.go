@@ -503,7 +503,10 @@ type FileEntry struct {
 	Gid uint32 `protobuf:"varint,8,opt,name=gid,proto3" json:"gid,omitempty"`
 	// whiteout marks a path of the image that the server deleted (an
 	// Environment's layer only).
-	Whiteout      bool `protobuf:"varint,9,opt,name=whiteout,proto3" json:"whiteout,omitempty"`
+	Whiteout bool `protobuf:"varint,9,opt,name=whiteout,proto3" json:"whiteout,omitempty"`
+	// opaque marks a folder that hides the image's folder of that name (the
+	// server removed it and made it again; an Environment's layer only).
+	Opaque        bool `protobuf:"varint,10,opt,name=opaque,proto3" json:"opaque,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -597,6 +600,13 @@ func (x *FileEntry) GetGid() uint32 {
 func (x *FileEntry) GetWhiteout() bool {
 	if x != nil {
 		return x.Whiteout
+	}
+	return false
+}
+
+func (x *FileEntry) GetOpaque() bool {
+	if x != nil {
+		return x.Opaque
 	}
 	return false
 }
@@ -1138,7 +1148,7 @@ const file_hac_v1_worker_proto_rawDesc = "" +
 	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
 	"\x04cols\x18\x02 \x01(\rR\x04cols\"3\n" +
 	"\bManifest\x12'\n" +
-	"\x05files\x18\x01 \x03(\v2\x11.hac.v1.FileEntryR\x05files\"\xce\x01\n" +
+	"\x05files\x18\x01 \x03(\v2\x11.hac.v1.FileEntryR\x05files\"\xe6\x01\n" +
 	"\tFileEntry\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\rR\x04mode\x12\x12\n" +
@@ -1148,7 +1158,9 @@ const file_hac_v1_worker_proto_rawDesc = "" +
 	"\bmtime_ns\x18\x06 \x01(\x03R\amtimeNs\x12\x10\n" +
 	"\x03uid\x18\a \x01(\rR\x03uid\x12\x10\n" +
 	"\x03gid\x18\b \x01(\rR\x03gid\x12\x1a\n" +
-	"\bwhiteout\x18\t \x01(\bR\bwhiteout\"F\n" +
+	"\bwhiteout\x18\t \x01(\bR\bwhiteout\x12\x16\n" +
+	"\x06opaque\x18\n" +
+	" \x01(\bR\x06opaque\"F\n" +
 	"\x04Blob\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x12\n" +

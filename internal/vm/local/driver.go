@@ -182,6 +182,12 @@ func (d *Driver) createLocked(ctx context.Context, s vm.Spec) error {
 	if err := os.MkdirAll(d.bundle(s.ID), 0o755); err != nil {
 		return err
 	}
+	// The overlay keeps its marks (opaque folders) in user.overlay.*
+	// attributes, which the server's client reads in its layer view; a
+	// server made before keeps trusted.overlay.* (userXattr).
+	if err := os.WriteFile(filepath.Join(dir, "userxattr"), nil, 0o644); err != nil {
+		return err
+	}
 	if err := os.WriteFile(filepath.Join(dir, "idbase"), []byte(strconv.Itoa(d.cfg.IDBase)), 0o644); err != nil {
 		return err
 	}
@@ -315,6 +321,9 @@ func (d *Driver) mountRoot(id, lower string) error {
 		}
 	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, filepath.Join(dir, "upper"), filepath.Join(dir, "work"))
+	if _, err := os.Stat(filepath.Join(d.dir(id), "userxattr")); err == nil {
+		opts += ",userxattr"
+	}
 	if err := syscall.Mount("overlay", rootfs, "overlay", 0, opts); err != nil {
 		return fmt.Errorf("vm/local: mount the root of %s: %w", id, err)
 	}
