@@ -200,7 +200,8 @@ func New(cfg Config) (*Agent, error) {
 		ln.Close()
 		return nil, err
 	}
-	if a.layers, err = newLayerStore(filepath.Join(cfg.DataDir, "layers"), cache); err != nil {
+	// Servers' layers get as much room as the cache their blobs come from.
+	if a.layers, err = newLayerStore(filepath.Join(cfg.DataDir, "layers"), cache, cfg.CacheBytes); err != nil {
 		ln.Close()
 		return nil, err
 	}

@@ -104,17 +104,16 @@ func (a *Agent) fitsCache(m *hacv1.Manifest) error {
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
-// prepareOS makes the server's changes into layers and waits for its
-// image.
+// prepareOS waits for the server's image and makes its changes into
+// layers over it.
 func (a *Agent) prepareOS(c ticket.Claims, env *hacv1.Environment, image *imageWait) (*jobOS, error) {
-	layers, release, err := a.layers.prepare(c.Server, env.Layer, env.Uid, env.Gid)
-	if err != nil {
-		return nil, err
-	}
 	<-image.done
 	if image.err != nil {
-		release()
 		return nil, image.err
+	}
+	layers, release, err := a.layers.prepare(c.Server, env.Layer, env.Uid, env.Gid, image.root)
+	if err != nil {
+		return nil, err
 	}
 	jos := &jobOS{image: image.root, layers: layers, uid: env.Uid, gid: env.Gid, hostUsr: c.HostUsr, user: jobUser, home: "/tmp", release: release}
 	if accountName.MatchString(env.User) {
@@ -147,10 +146,13 @@ func (a *Agent) osSandbox(f jobFolders, uid int, c ticket.Claims, start *hacv1.S
 		slices.Contains(osReserved, strings.SplitN(strings.TrimPrefix(inside, "/"), "/", 2)[0]) {
 		inside = jobWork
 	}
-	ids := idmap.Swap(int(jos.uid), uid)
+	if uid < 65536 {
+		return nil, "", nil, fmt.Errorf("job uid %d: a job on its server's files needs job uids from 65536 up (hac agent --job-uids), above the server's own ids", uid)
+	}
+	uids, gids := idmap.Swap(int(jos.uid), uid), idmap.Swap(int(jos.gid), uid)
 	lower := make([]runner.Layer, 0, len(jos.layers)+1)
 	for _, d := range jos.layers {
-		lower = append(lower, runner.Layer{Dir: d, IDs: ids})
+		lower = append(lower, runner.Layer{Dir: d, UIDs: uids, GIDs: gids})
 	}
 	lower = append(lower, runner.Layer{Dir: jos.image})
 	passwd, home := accountFile(jos, "etc/passwd", jos.uid, uid, 2), ""

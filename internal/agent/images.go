@@ -29,7 +29,12 @@ type images struct {
 	mu       sync.Mutex
 	fetching map[string]*imageFetch
 	failed   map[string]time.Time // prefetches wait a while after a failure
+	lastErr  map[string]error     // and jobs a little
 }
+
+// jobFetchRetry is how long jobs are told of a failed fetch before it is
+// tried again.
+const jobFetchRetry = 10 * time.Second
 
 // prefetchRetry is how long a failed prefetch waits to be tried again.
 const prefetchRetry = time.Minute
@@ -49,11 +54,11 @@ func newImages(dir string, client hacv1connect.AgentServiceClient, log func(stri
 	// Transfers an earlier agent left half done start again.
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if _, err := os.Stat(filepath.Join(dir, e.Name(), "complete")); err != nil {
+		if _, err := os.Stat(filepath.Join(dir, e.Name(), "complete")); err != nil || strings.HasPrefix(e.Name(), "fetch-") {
 			os.RemoveAll(filepath.Join(dir, e.Name()))
 		}
 	}
-	return &images{dir: dir, client: client, log: log, fetching: map[string]*imageFetch{}, failed: map[string]time.Time{}}, nil
+	return &images{dir: dir, client: client, log: log, fetching: map[string]*imageFetch{}, failed: map[string]time.Time{}, lastErr: map[string]error{}}, nil
 }
 
 // prefetch starts fetching an image the node lacks, for the jobs to come
@@ -79,9 +84,15 @@ func (im *images) dirOf(digest string) string {
 	return filepath.Join(im.dir, strings.TrimPrefix(digest, image.DigestPrefix))
 }
 
-// startLocked starts a fetch unless one is under way, and returns it.
+// startLocked starts a fetch unless one is under way or the image came
+// meanwhile, and returns it.
 func (im *images) startLocked(digest string) *imageFetch {
 	f := im.fetching[digest]
+	if f == nil && im.has(digest) {
+		f = &imageFetch{done: make(chan struct{})}
+		close(f.done)
+		return f
+	}
 	if f == nil {
 		f = &imageFetch{done: make(chan struct{})}
 		im.fetching[digest] = f
@@ -93,9 +104,10 @@ func (im *images) startLocked(digest string) *imageFetch {
 			im.mu.Lock()
 			delete(im.fetching, digest)
 			if f.err != nil {
-				im.failed[digest] = time.Now()
+				im.failed[digest], im.lastErr[digest] = time.Now(), f.err
 			} else {
 				delete(im.failed, digest)
+				delete(im.lastErr, digest)
 			}
 			im.mu.Unlock()
 			close(f.done)
@@ -115,6 +127,10 @@ func (im *images) root(ctx context.Context, digest string) (string, error) {
 		return root, nil
 	}
 	im.mu.Lock()
+	if err, at := im.lastErr[digest], im.failed[digest]; err != nil && time.Since(at) < jobFetchRetry {
+		im.mu.Unlock()
+		return "", err // a failed fetch is not tried again for every job at once
+	}
 	f := im.startLocked(digest)
 	im.mu.Unlock()
 	select {
@@ -132,10 +148,13 @@ func (im *images) fetch(digest, dir string) error {
 	t0 := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), imageFetchTimeout)
 	defer cancel()
-	os.RemoveAll(dir)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// Built aside and renamed into place whole: a complete image is never
+	// removed (jobs mount it).
+	tmp, err := os.MkdirTemp(im.dir, "fetch-")
+	if err != nil {
 		return err
 	}
+	defer os.RemoveAll(tmp)
 	stream, err := im.client.GetImage(ctx, connect.NewRequest(&hacv1.GetImageRequest{Digest: digest}))
 	if err != nil {
 		return fmt.Errorf("the node could not fetch image %s from the control plane: %w", digest, err)
@@ -154,16 +173,19 @@ func (im *images) fetch(digest, dir string) error {
 		}
 		pw.CloseWithError(err)
 	}()
-	err = image.Unpack(pr, digest, filepath.Join(dir, "rootfs"))
+	err = image.Unpack(pr, digest, filepath.Join(tmp, "rootfs"))
 	pr.CloseWithError(errors.New("unpack ended"))
 	if err != nil {
-		os.RemoveAll(dir)
 		if ce := new(connect.Error); errors.As(err, &ce) {
 			return fmt.Errorf("the node could not fetch image %s from the control plane: %s", digest, ce.Message())
 		}
 		return fmt.Errorf("the node could not unpack image %s: %w", digest, err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "complete"), nil, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(tmp, "complete"), nil, 0o600); err != nil {
+		return err
+	}
+	os.RemoveAll(dir) // an incomplete one: has() is false, or no fetch would run
+	if err := os.Rename(tmp, dir); err != nil {
 		return err
 	}
 	im.log("image ready", "digest", digest, "took", time.Since(t0).Round(time.Millisecond))

@@ -3,13 +3,16 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -28,10 +31,14 @@ import (
 type layerStore struct {
 	dir   string
 	cache *workspace.Cache
+	// budget bounds the bytes of all layers; past it the chains of servers
+	// no job holds go, least recently used first (0: no bound).
+	budget int64
 
 	mu      sync.Mutex
 	servers map[int64]*serverLayers
 	seq     int
+	bytes   int64 // of all layers on disk
 }
 
 // maxDeltas bounds a chain's deltas (overlayfs takes up to 500 layers; each
@@ -42,15 +49,17 @@ type serverLayers struct {
 	mu    sync.Mutex // one preparation at a time
 	chain []*layer   // base first
 	shown map[string]*hacv1.FileEntry
+	used  time.Time // last prepared (layerStore.mu)
 }
 
 type layer struct {
-	dir  string
-	refs int  // running jobs that mount it (layerStore.mu)
-	gone bool // out of its chain: removed at refs 0
+	dir   string
+	bytes int64
+	refs  int  // running jobs that mount it (layerStore.mu)
+	gone  bool // out of its chain: removed at refs 0
 }
 
-func newLayerStore(dir string, cache *workspace.Cache) (*layerStore, error) {
+func newLayerStore(dir string, cache *workspace.Cache, budget int64) (*layerStore, error) {
 	// Chains an earlier agent made are rebuilt from the cache on demand.
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, err
@@ -58,19 +67,21 @@ func newLayerStore(dir string, cache *workspace.Cache) (*layerStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	return &layerStore{dir: dir, cache: cache, servers: map[int64]*serverLayers{}}, nil
+	return &layerStore{dir: dir, cache: cache, budget: budget, servers: map[int64]*serverLayers{}}, nil
 }
 
 // prepare makes the folders that show server's layer m (its blobs are in
-// the cache), top first; owners are the server's, uid (the client's) among
-// them, every other but root's shown as nobody. release gives them back.
-func (ls *layerStore) prepare(server int64, m *hacv1.Manifest, uid, gid uint32) (dirs []string, release func(), err error) {
+// the cache) over the image at imageRoot, top first; owners are the
+// server's, uid and gid (the client's) among them, every other but root's
+// shown as nobody. release gives them back.
+func (ls *layerStore) prepare(server int64, m *hacv1.Manifest, uid, gid uint32, imageRoot string) (dirs []string, release func(), err error) {
 	ls.mu.Lock()
 	sl := ls.servers[server]
 	if sl == nil {
 		sl = &serverLayers{shown: map[string]*hacv1.FileEntry{}}
 		ls.servers[server] = sl
 	}
+	sl.used = time.Now()
 	ls.mu.Unlock()
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
@@ -80,31 +91,40 @@ func (ls *layerStore) prepare(server int64, m *hacv1.Manifest, uid, gid uint32) 
 		want[f.Path] = sanitized(f, uid, gid)
 	}
 	var changed []*hacv1.FileEntry
+	fold := len(sl.chain) == 0 || len(sl.chain) > maxDeltas
 	for p, f := range want {
-		if !sameEntry(sl.shown[p], f) {
+		if old := sl.shown[p]; !sameEntry(old, f) {
 			changed = append(changed, f)
+			// A mark that goes cannot be taken back by a layer above.
+			fold = fold || old != nil && old.Opaque && !f.Opaque
 		}
 	}
 	var removed []string
 	for p := range sl.shown {
 		if want[p] == nil {
 			removed = append(removed, p)
+			// A path that leaves the layer (a virtualenv no longer active, a
+			// new working folder) shows the image again, if it has it: only a
+			// new base does that; a whiteout would hide the image's too.
+			if _, err := os.Lstat(filepath.Join(imageRoot, filepath.FromSlash(p))); err == nil {
+				fold = true
+			}
 		}
 	}
-	changed = withOpaqueContent(changed, want)
-	if len(changed) > 0 || len(removed) > 0 || len(sl.chain) == 0 {
-		if len(sl.chain) > maxDeltas {
-			// Fold: a new base of everything.
-			changed, removed = m.Files[:0:0], nil
-			for _, f := range want {
-				changed = append(changed, f)
-			}
-			ls.drop(sl.chain)
-			sl.chain = nil
+	if fold {
+		changed, removed = make([]*hacv1.FileEntry, 0, len(want)), nil
+		for _, f := range want {
+			changed = append(changed, f)
 		}
-		l, err := ls.build(server, changed, removed, want)
+	}
+	if fold || len(changed) > 0 || len(removed) > 0 {
+		l, err := ls.build(server, withOpaqueContent(changed, want), removed, want)
 		if err != nil {
 			return nil, nil, err
+		}
+		if fold {
+			ls.drop(sl.chain) // each goes when no job holds it
+			sl.chain = nil
 		}
 		sl.chain = append(sl.chain, l)
 		sl.shown = want
@@ -114,6 +134,7 @@ func (ls *layerStore) prepare(server int64, m *hacv1.Manifest, uid, gid uint32) 
 	for _, l := range held {
 		l.refs++
 	}
+	ls.evictLocked(server)
 	ls.mu.Unlock()
 	for i := len(held) - 1; i >= 0; i-- {
 		dirs = append(dirs, held[i].dir)
@@ -122,24 +143,73 @@ func (ls *layerStore) prepare(server int64, m *hacv1.Manifest, uid, gid uint32) 
 	return dirs, func() { once.Do(func() { ls.unhold(held) }) }, nil
 }
 
+// evictLocked lets the chains of servers no job holds go, least recently
+// used first, while the layers pass the budget; keep's stays.
+func (ls *layerStore) evictLocked(keep int64) {
+	if ls.budget <= 0 || ls.bytes <= ls.budget {
+		return
+	}
+	type idle struct {
+		id   int64
+		used time.Time
+	}
+	var idles []idle
+	for id, sl := range ls.servers {
+		free := id != keep
+		for _, l := range sl.chain {
+			free = free && l.refs == 0
+		}
+		if free {
+			idles = append(idles, idle{id, sl.used})
+		}
+	}
+	sort.Slice(idles, func(i, j int) bool { return idles[i].used.Before(idles[j].used) })
+	for _, i := range idles {
+		if ls.bytes <= ls.budget {
+			return
+		}
+		sl := ls.servers[i.id]
+		if !sl.mu.TryLock() {
+			continue // being prepared
+		}
+		for _, l := range sl.chain {
+			l.gone = true
+			ls.removeLocked(l)
+		}
+		delete(ls.servers, i.id)
+		sl.mu.Unlock()
+	}
+}
+
+func (ls *layerStore) removeLocked(l *layer) {
+	os.RemoveAll(l.dir)
+	ls.bytes -= l.bytes
+}
+
 // withOpaqueContent adds to the changed entries everything below a folder
 // among them that is opaque: it hides all the chain holds below it, so its
 // layer must hold its whole content.
 func withOpaqueContent(changed []*hacv1.FileEntry, want map[string]*hacv1.FileEntry) []*hacv1.FileEntry {
-	var opaque []string
-	in := map[string]bool{}
+	opaque := map[string]bool{}
+	in := make(map[string]bool, len(changed))
 	for _, f := range changed {
 		in[f.Path] = true
 		if f.Opaque {
-			opaque = append(opaque, f.Path)
+			opaque[f.Path] = true
 		}
 	}
 	if len(opaque) == 0 {
 		return changed
 	}
 	for p, f := range want {
-		if !in[p] && workspace.UnderAny(p, opaque) {
-			changed = append(changed, f)
+		if in[p] {
+			continue
+		}
+		for d := path.Dir(p); d != "."; d = path.Dir(d) {
+			if opaque[d] {
+				changed = append(changed, f)
+				break
+			}
 		}
 	}
 	return changed
@@ -152,7 +222,7 @@ func (ls *layerStore) drop(chain []*layer) {
 	for _, l := range chain {
 		l.gone = true
 		if l.refs == 0 {
-			os.RemoveAll(l.dir)
+			ls.removeLocked(l)
 		}
 	}
 }
@@ -162,7 +232,7 @@ func (ls *layerStore) unhold(held []*layer) {
 	defer ls.mu.Unlock()
 	for _, l := range held {
 		if l.refs--; l.refs == 0 && l.gone {
-			os.RemoveAll(l.dir)
+			ls.removeLocked(l)
 		}
 	}
 }
@@ -210,7 +280,14 @@ func (ls *layerStore) build(server int64, entries []*hacv1.FileEntry, removed []
 	}
 	// The base of the overlay is the job's root: its mode is /'s.
 	os.Chmod(dir, 0o755)
-	return &layer{dir: dir}, nil
+	l := &layer{dir: dir}
+	for _, f := range entries {
+		l.bytes += f.Size
+	}
+	ls.mu.Lock()
+	ls.bytes += l.bytes
+	ls.mu.Unlock()
+	return l, nil
 }
 
 func (ls *layerStore) write(dir string, entries []*hacv1.FileEntry, removed []string, want map[string]*hacv1.FileEntry) error {
@@ -264,7 +341,7 @@ func (ls *layerStore) write(dir string, entries []*hacv1.FileEntry, removed []st
 				return err
 			}
 		default:
-			if err := ls.cache.CopyOut(f.Sha256, p, mode.Perm(), int(f.Uid), int(f.Gid)); err != nil {
+			if err := ls.cache.CopyOut(f.Sha256, p, mode.Perm()|mode&fs.ModeSticky, int(f.Uid), int(f.Gid), f.Size); err != nil {
 				return fmt.Errorf("%s: %w", f.Path, err)
 			}
 			os.Chtimes(p, timeNs(f.MtimeNs), timeNs(f.MtimeNs))
@@ -324,23 +401,66 @@ func whiteout(p string) error {
 
 var errNoFile = errors.New("not in the job's root")
 
-// readShown reads the file rel of a job's root, as its overlay shows it:
-// from the topmost of dirs that has it (a whiteout hides it), else from
-// the image's root.
+// readShown reads the file rel of a job's root as its overlay shows it:
+// resolved down the layers (dirs, top first, then the image's root) one
+// component at a time, as overlayfs does: the topmost entry of a name
+// decides, a non-folder hides the layers below, an opaque folder too.
+// Layers never change once made, and no component is followed through a
+// symlink: a layer cannot make the agent read a node file.
 func readShown(dirs []string, imageRoot, rel string, max int64) ([]byte, error) {
-	for _, d := range append(append([]string(nil), dirs...), imageRoot) {
-		p := filepath.Join(d, filepath.FromSlash(rel))
-		fi, err := os.Lstat(p)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
+	layers := append(append([]string(nil), dirs...), imageRoot)
+	parts := strings.Split(rel, "/")
+	for i := range parts {
+		p := filepath.Join(parts[:i+1]...)
+		var below []string
+		for _, d := range layers {
+			fi, err := os.Lstat(filepath.Join(d, p))
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			if i == len(parts)-1 {
+				if !fi.Mode().IsRegular() {
+					return nil, errNoFile
+				}
+				return readNoFollow(filepath.Join(d, p), max)
+			}
+			if !fi.IsDir() {
+				break // a file, symlink or whiteout hides the folders below
+			}
+			below = append(below, d)
+			if isOpaqueDir(filepath.Join(d, p)) {
+				break
+			}
 		}
-		if err != nil {
-			return nil, err
-		}
-		if !fi.Mode().IsRegular() || fi.Size() > max {
+		if len(below) == 0 {
 			return nil, errNoFile
 		}
-		return os.ReadFile(p)
+		layers = below
 	}
 	return nil, errNoFile
+}
+
+// readNoFollow reads at most max bytes of the regular file p, refusing a
+// symlink in its place.
+func readNoFollow(p string, max int64) ([]byte, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() > max {
+		return nil, errNoFile
+	}
+	return io.ReadAll(io.LimitReader(f, max))
+}
+
+func isOpaqueDir(p string) bool {
+	buf := make([]byte, 4)
+	n, err := unix.Lgetxattr(p, "trusted.overlay.opaque", buf)
+	return err == nil && n == 1 && buf[0] == 'y'
 }

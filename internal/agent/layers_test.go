@@ -41,7 +41,7 @@ func layerFixture(t *testing.T, contents ...string) (*layerStore, map[string]str
 		}
 		sums[c] = sum
 	}
-	ls, err := newLayerStore(filepath.Join(dir, "layers"), cache)
+	ls, err := newLayerStore(filepath.Join(dir, "layers"), cache, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestLayersShipOnlyChanges(t *testing.T) {
 		fileEntry("home/u/b", sums["two"], 3, 1234, 0o644),
 		{Path: "usr/gone", Mode: uint32(fs.ModeDevice | fs.ModeCharDevice), Whiteout: true},
 	}}
-	dirs, release1, err := ls.prepare(7, m, 1000, 1000)
+	dirs, release1, err := ls.prepare(7, m, 1000, 1000, t.TempDir())
 	if err != nil || len(dirs) != 1 {
 		t.Fatalf("first: %v %v", dirs, err)
 	}
@@ -83,7 +83,7 @@ func TestLayersShipOnlyChanges(t *testing.T) {
 	if w, err := os.Lstat(filepath.Join(dirs[0], "usr/gone")); err != nil || w.Mode()&fs.ModeCharDevice == 0 {
 		t.Errorf("whiteout: %v %v", w, err)
 	}
-	again, release2, err := ls.prepare(7, m, 1000, 1000)
+	again, release2, err := ls.prepare(7, m, 1000, 1000, t.TempDir())
 	if err != nil || len(again) != 1 || again[0] != dirs[0] {
 		t.Fatalf("unchanged: %v %v, want %v", again, err, dirs)
 	}
@@ -94,7 +94,7 @@ func TestLayersShipOnlyChanges(t *testing.T) {
 		fileEntry("home/u/b", sums["three"], 5, 1000, 0o644),
 		{Path: "usr/gone", Mode: uint32(fs.ModeDevice | fs.ModeCharDevice), Whiteout: true},
 	}}
-	dirs2, release3, err := ls.prepare(7, m2, 1000, 1000)
+	dirs2, release3, err := ls.prepare(7, m2, 1000, 1000, t.TempDir())
 	if err != nil || len(dirs2) != 2 || dirs2[1] != dirs[0] {
 		t.Fatalf("a delta over the base: %v %v", dirs2, err)
 	}
@@ -116,7 +116,7 @@ func TestLayersShipOnlyChanges(t *testing.T) {
 			mode = 0o600
 		}
 		mi := &hacv1.Manifest{Files: []*hacv1.FileEntry{dirEntry("home", 0), fileEntry("home/x", sums["one"], 3, 0, mode)}}
-		d, rel, err := ls.prepare(7, mi, 1000, 1000)
+		d, rel, err := ls.prepare(7, mi, 1000, 1000, t.TempDir())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -199,12 +199,12 @@ func TestLayersOpaque(t *testing.T) {
 	// First without the mark, then with it: the delta holds the folder whole.
 	plain := &hacv1.Manifest{Files: []*hacv1.FileEntry{dirEntry("usr", 0), dirEntry("usr/lib", 0), dirEntry("usr/lib/pkg", 0),
 		fileEntry("usr/lib/pkg/a.py", sums["one"], 3, 0, 0o644), fileEntry("home", sums["two"], 3, 0, 0o644)}}
-	_, r1, err := ls.prepare(3, plain, 1000, 1000)
+	_, r1, err := ls.prepare(3, plain, 1000, 1000, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	r1()
-	dirs, r2, err := ls.prepare(3, m, 1000, 1000)
+	dirs, r2, err := ls.prepare(3, m, 1000, 1000, t.TempDir())
 	if err != nil || len(dirs) != 2 {
 		t.Fatalf("%v %v", dirs, err)
 	}
@@ -216,7 +216,7 @@ func TestLayersOpaque(t *testing.T) {
 		t.Errorf("the delta holds %v, want the opaque folder whole and nothing else", got)
 	}
 	m.Files[3] = fileEntry("usr/lib/pkg/a.py", sums["two"], 3, 0, 0o644)
-	dirs, r3, err := ls.prepare(3, m, 1000, 1000)
+	dirs, r3, err := ls.prepare(3, m, 1000, 1000, t.TempDir())
 	if err != nil || len(dirs) != 3 {
 		t.Fatalf("%v %v", dirs, err)
 	}
@@ -230,4 +230,96 @@ func isOpaque(p string) bool {
 	buf := make([]byte, 4)
 	n, err := unix.Lgetxattr(p, "trusted.overlay.opaque", buf)
 	return err == nil && n == 1 && buf[0] == 'y'
+}
+
+// TestLayersLeavingShowsImage: a path that leaves the layer (a virtualenv
+// no longer active) shows the image again: a new base, not a whiteout that
+// would hide the image's /usr too. A build that fails keeps the chain.
+func TestLayersLeavingShowsImage(t *testing.T) {
+	ls, sums := layerFixture(t, "one")
+	image := t.TempDir()
+	os.MkdirAll(filepath.Join(image, "usr/bin"), 0o755)
+	venv := &hacv1.Manifest{Files: []*hacv1.FileEntry{dirEntry("usr", 0), dirEntry("usr/local", 0), dirEntry("usr/local/venv", 1000),
+		fileEntry("usr/local/venv/a.py", sums["one"], 3, 1000, 0o644)}}
+	first, r1, err := ls.prepare(5, venv, 1000, 1000, image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1()
+	// A build that fails (a blob the cache lacks) changes nothing.
+	bad := &hacv1.Manifest{Files: []*hacv1.FileEntry{fileEntry("home", strings.Repeat("0", 64), 3, 0, 0o644)}}
+	if _, _, err := ls.prepare(5, bad, 1000, 1000, image); err == nil {
+		t.Fatal("a layer of a missing blob was made")
+	}
+	again, r2, err := ls.prepare(5, venv, 1000, 1000, image)
+	if err != nil || len(again) != 1 || again[0] != first[0] {
+		t.Fatalf("after a failed build: %v %v, want the chain %v", again, err, first)
+	}
+	r2()
+	empty, r3, err := ls.prepare(5, &hacv1.Manifest{}, 1000, 1000, image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r3()
+	if len(empty) != 1 || len(walkAll(t, empty[0])) != 0 {
+		t.Errorf("leaving the layer made %v holding %v, want one empty base", empty, walkAll(t, empty[0]))
+	}
+}
+
+// TestLayersBudget: past the budget, the chains of servers no job holds
+// go, least recently used first; held ones stay.
+func TestLayersBudget(t *testing.T) {
+	ls, sums := layerFixture(t, "one")
+	ls.budget = 4
+	m := &hacv1.Manifest{Files: []*hacv1.FileEntry{fileEntry("a", sums["one"], 3, 0, 0o644)}}
+	d1, r1, err := ls.prepare(1, m, 1000, 1000, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2, r2, err := ls.prepare(2, m, 1000, 1000, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(d1[0]); err != nil {
+		t.Fatal("a held chain was evicted")
+	}
+	r1()
+	r2()
+	d3, r3, err := ls.prepare(3, m, 1000, 1000, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r3()
+	if _, err := os.Stat(d1[0]); err == nil {
+		t.Error("the least recently used idle chain stayed past the budget")
+	}
+	if _, err := os.Stat(d3[0]); err != nil {
+		t.Error("the chain just made was evicted")
+	}
+	_ = d2
+}
+
+// TestReadShownStaysInside: a layer whose etc was a symlink to a node
+// folder, under a layer whose etc is a folder, does not make the agent
+// read the node's file: overlayfs shows the folder alone, and so does
+// readShown; a symlinked passwd is not followed either.
+func TestReadShownStaysInside(t *testing.T) {
+	node := t.TempDir()
+	os.WriteFile(filepath.Join(node, "passwd"), []byte("NODE-SECRET\n"), 0o600)
+	base, delta, image := t.TempDir(), t.TempDir(), t.TempDir()
+	os.Symlink(node, filepath.Join(base, "etc"))
+	os.MkdirAll(filepath.Join(delta, "etc"), 0o755)
+	os.WriteFile(filepath.Join(delta, "etc/motd"), []byte("hi\n"), 0o644)
+	os.MkdirAll(filepath.Join(image, "etc"), 0o755)
+	os.WriteFile(filepath.Join(image, "etc/passwd"), []byte("root:x:0:0::/root:/bin/sh\n"), 0o644)
+	if got, err := readShown([]string{delta, base}, image, "etc/passwd", 1<<20); err == nil {
+		t.Errorf("read %q through a lower layer's symlink", got)
+	}
+	os.Symlink(filepath.Join(node, "passwd"), filepath.Join(delta, "etc/passwd"))
+	if got, err := readShown([]string{delta}, image, "etc/passwd", 1<<20); err == nil {
+		t.Errorf("read %q through a symlinked passwd", got)
+	}
+	if got, err := readShown(nil, image, "etc/passwd", 1<<20); err != nil || !strings.HasPrefix(string(got), "root:") {
+		t.Errorf("the image's passwd: %q %v", got, err)
+	}
 }

@@ -17,6 +17,10 @@ import (
 // (vm/local.LayerPath): what its users changed of its image.
 var serverLayer = "/.hac/layer"
 
+// homeNotShipped are what of home no job needs and a GPU node should not
+// keep: caches of pip and hac, private keys, shell histories.
+var homeNotShipped = []string{".cache/hac", ".cache/pip", ".ssh", ".gnupg", ".bash_history", ".zsh_history", ".python_history", ".lesshst"}
+
 // serverFiles is what the server adds to its image, and the folder its
 // paths are below.
 type serverFiles struct {
@@ -37,9 +41,8 @@ func madeByHac() bool {
 var notShipped = []string{".hac", "proc", "sys", "dev", "run", "tmp", "var/tmp", "etc/hac"}
 
 // serverEnvironment is what the server adds to its image, for the GPU node
-// to run the program on the server's own files (SPEC A7): nil on a machine
-// hac did not make. The workspace (cwd) travels on its own and is left
-// out, as are caches of pip and hac under home.
+// to run the program on the server's own files (SPEC A7). The workspace
+// (cwd) travels on its own and is left out, as is homeNotShipped.
 //
 // On a machine hac did not make (a registered server that named its base
 // image), what the user's environment adds travels instead: the active
@@ -53,7 +56,9 @@ func serverEnvironment(cwd string) (*hacv1.Environment, string, error) {
 	home, _ := os.UserHomeDir()
 	if filepath.IsAbs(home) && home != "/" {
 		h := strings.TrimPrefix(filepath.Clean(home), "/")
-		skip = append(skip, h+"/.cache/hac", h+"/.cache/pip")
+		for _, p := range homeNotShipped {
+			skip = append(skip, h+"/"+p)
+		}
 	}
 	env := &hacv1.Environment{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid()), Home: home}
 	if u, err := user.Current(); err == nil {

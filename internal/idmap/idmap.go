@@ -18,10 +18,10 @@ import (
 type Map struct{ From, To, Count int }
 
 // Mount shows the tree src at target (a folder it makes), read-only,
-// without set-uid programs or device nodes, with its owners mapped by
-// maps (the same for uids and gids); ids no map names show as nobody.
-func Mount(src, target string, maps []Map) error {
-	ns, err := New(maps)
+// without set-uid programs or device nodes, with its owners mapped by uids
+// and its groups by gids; ids no map names show as nobody.
+func Mount(src, target string, uids, gids []Map) error {
+	ns, err := New(uids, gids)
 	if err != nil {
 		return err
 	}
@@ -33,9 +33,9 @@ func Mount(src, target string, maps []Map) error {
 // many mounts costs one child process.
 type Namespace struct{ fd int }
 
-// New makes a Namespace with these maps.
-func New(maps []Map) (*Namespace, error) {
-	fd, err := userNS(maps)
+// New makes a Namespace with these maps of uids and gids.
+func New(uids, gids []Map) (*Namespace, error) {
+	fd, err := userNS(uids, gids)
 	if err != nil {
 		return nil, err
 	}
@@ -67,13 +67,16 @@ func (n *Namespace) Mount(src, target string) error {
 
 // userNS opens a user namespace with these maps: that of a child made
 // for it, which then ends (the descriptor keeps the namespace).
-func userNS(maps []Map) (int, error) {
-	m := make([]syscall.SysProcIDMap, len(maps))
-	for i, x := range maps {
-		m[i] = syscall.SysProcIDMap{ContainerID: x.From, HostID: x.To, Size: x.Count}
+func userNS(uids, gids []Map) (int, error) {
+	conv := func(maps []Map) []syscall.SysProcIDMap {
+		m := make([]syscall.SysProcIDMap, len(maps))
+		for i, x := range maps {
+			m[i] = syscall.SysProcIDMap{ContainerID: x.From, HostID: x.To, Size: x.Count}
+		}
+		return m
 	}
 	cmd := exec.Command("/bin/sh", "-c", "read x")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER, UidMappings: m, GidMappings: m}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER, UidMappings: conv(uids), GidMappings: conv(gids)}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return -1, err
@@ -90,7 +93,8 @@ func userNS(maps []Map) (int, error) {
 }
 
 // Swap maps the ids 0-65535 to themselves but one, from, which shows as
-// to: a server's user's files as a job's uid.
+// to (65536 or more, so that the ranges do not overlap): a server's user's
+// files as a job's uid.
 func Swap(from, to int) []Map {
 	const n = 65536
 	var out []Map

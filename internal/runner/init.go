@@ -422,14 +422,14 @@ func mountOS(root string, o *Overlay) error {
 	}()
 	for i, l := range o.Lower {
 		dirs[i] = l.Dir
-		if len(l.IDs) == 0 {
+		if len(l.UIDs) == 0 && len(l.GIDs) == 0 {
 			continue
 		}
-		key := fmt.Sprint(l.IDs)
+		key := fmt.Sprint(l.UIDs, l.GIDs)
 		ns := namespaces[key]
 		if ns == nil {
 			var err error
-			if ns, err = idmap.New(l.IDs); err != nil {
+			if ns, err = idmap.New(l.UIDs, l.GIDs); err != nil {
 				return err
 			}
 			namespaces[key] = ns

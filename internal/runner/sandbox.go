@@ -61,11 +61,11 @@ type Overlay struct {
 	Upper, Work, Stage string
 }
 
-// Layer is a read-only folder of an Overlay, its owners mapped as IDs
-// says (none: as on disk).
+// Layer is a read-only folder of an Overlay, its owners and groups mapped
+// as UIDs and GIDs say (none: as on disk).
 type Layer struct {
-	Dir string
-	IDs []idmap.Map
+	Dir        string
+	UIDs, GIDs []idmap.Map
 }
 
 // Limits bounds a job's resources; zero means no limit.

@@ -282,7 +282,7 @@ func (c *Cache) Materialize(m *hacv1.Manifest, dest string, owner int) error {
 			links = append(links, f) // last, so that nothing is written through them
 			continue
 		}
-		if err := c.CopyOut(f.Sha256, p, mode.Perm(), owner, owner); err != nil {
+		if err := c.CopyOut(f.Sha256, p, mode.Perm(), owner, owner, f.Size); err != nil {
 			return fmt.Errorf("workspace: materialize %s: %w", f.Path, err)
 		}
 		mt := time.Unix(0, f.MtimeNs)
@@ -304,16 +304,25 @@ func (c *Cache) Materialize(m *hacv1.Manifest, dest string, owner int) error {
 }
 
 // CopyOut writes a private copy of a blob to dst, owned by uid and gid
-// (-1: the caller's). A verified blob is
+// (-1: the caller's), with mode perm whatever the umask. size is what the
+// manifest says the file holds: a blob of another size is refused (sizes
+// from the network are what limits count). A verified blob is
 // copied in the kernel (copy_file_range: no pass through user space, a
 // reflink where the file system has them) and checked by size; one an
 // earlier agent left is hashed on the way, once. A blob that no longer
 // matches is dropped from the cache.
-func (c *Cache) CopyOut(sum, dst string, perm fs.FileMode, uid, gid int) error {
+func (c *Cache) CopyOut(sum, dst string, perm fs.FileMode, uid, gid int, size int64) error {
 	c.mu.Lock()
 	b, ok := c.entries[sum]
 	verified := ok && b.verified
+	var have int64
+	if ok {
+		have = b.size
+	}
 	c.mu.Unlock()
+	if ok && have != size {
+		return fmt.Errorf("workspace: a file of %d bytes by its manifest has content of %d bytes (%s)", size, have, sum)
+	}
 	in, err := os.Open(c.path(sum))
 	if err != nil {
 		return err
@@ -328,6 +337,10 @@ func (c *Cache) CopyOut(sum, dst string, perm fs.FileMode, uid, gid int) error {
 			out.Close()
 			return err
 		}
+	}
+	if err := out.Chmod(perm); err != nil {
+		out.Close()
+		return err
 	}
 	var n int64
 	h := sha256.New()

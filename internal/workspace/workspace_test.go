@@ -340,3 +340,23 @@ func FuzzValidateLayer(f *testing.F) {
 		}
 	})
 }
+
+// TestMaterializeRefusesDeclaredSize: a manifest that says a file is
+// smaller than its content (so that limits count less than the disk
+// takes) is refused; modes are kept whatever the umask.
+func TestMaterializeRefusesDeclaredSize(t *testing.T) {
+	c, _ := NewCache(t.TempDir(), 0)
+	sum := put(t, c, "sixty-four bytes, or so")
+	lying := &hacv1.Manifest{Files: []*hacv1.FileEntry{{Path: "f", Mode: 0o644, Size: 0, Sha256: sum}}}
+	if err := c.Materialize(lying, t.TempDir(), -1); err == nil || !strings.Contains(err.Error(), "by its manifest") {
+		t.Errorf("a file declared empty: %v", err)
+	}
+	dst := t.TempDir()
+	honest := &hacv1.Manifest{Files: []*hacv1.FileEntry{{Path: "f", Mode: 0o666, Size: 23, Sha256: sum}}}
+	if err := c.Materialize(honest, dst, -1); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(filepath.Join(dst, "f")); fi == nil || fi.Mode().Perm() != 0o666 {
+		t.Errorf("mode %v, want 0666 whatever the umask", fi)
+	}
+}

@@ -42,7 +42,8 @@ func (d *Driver) idBaseOf(id string) int {
 // by base (read-only: the image is every server's, and the overlay writes
 // to the upper folder only).
 func mountShifted(src, target string, base int) error {
-	return idmap.Mount(src, target, []idmap.Map{{From: 0, To: base, Count: idRange}})
+	shift := []idmap.Map{{From: 0, To: base, Count: idRange}}
+	return idmap.Mount(src, target, shift, shift)
 }
 
 // shiftOwner is chown with the owner moved into a server's range (base
