@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"testing"
 
@@ -68,21 +69,39 @@ func TestWalkLayer(t *testing.T) {
 }
 
 // TestWalkUnreadable: a file or folder the caller may not read is listed
-// with its mode and no content, in a workspace and in a layer, once.
+// with its mode and no content, in a workspace and in a layer, once. As
+// root, the walks run on a thread whose effective uid is nobody's.
 func TestWalkUnreadable(t *testing.T) {
-	if os.Geteuid() == 0 {
-		t.Skip("root reads everything; run as a user to see this")
+	root, err := os.MkdirTemp("", "unreadable-")
+	if err != nil {
+		t.Fatal(err)
 	}
-	root := t.TempDir()
+	t.Cleanup(func() { os.Chmod(filepath.Join(root, "closed"), 0o755); os.RemoveAll(root) })
+	os.Chmod(root, 0o755)
 	os.WriteFile(filepath.Join(root, "secret"), []byte("x"), 0o000)
 	os.MkdirAll(filepath.Join(root, "closed/inner"), 0o755)
 	os.Chmod(filepath.Join(root, "closed"), 0o000)
-	t.Cleanup(func() { os.Chmod(filepath.Join(root, "closed"), 0o755) })
+	asNobody := func(f func()) { f() }
+	if os.Geteuid() == 0 {
+		asNobody = func(f func()) {
+			// This thread only (credentials are per thread; syscall.Setresuid
+			// would change every thread's), and back before it is let go.
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			if _, _, e := syscall.RawSyscall(syscall.SYS_SETRESUID, ^uintptr(0), 65534, ^uintptr(0)); e != 0 {
+				t.Fatal(e)
+			}
+			defer syscall.RawSyscall(syscall.SYS_SETRESUID, ^uintptr(0), 0, ^uintptr(0))
+			f()
+		}
+	}
 	for name, walk := range map[string]func() (*hacv1.Manifest, error){
 		"workspace": func() (*hacv1.Manifest, error) { return Walk(root, nil) },
 		"layer":     func() (*hacv1.Manifest, error) { return WalkLayer(root, func(string) bool { return false }, nil) },
 	} {
-		m, err := walk()
+		var m *hacv1.Manifest
+		var err error
+		asNobody(func() { m, err = walk() })
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
