@@ -106,12 +106,16 @@ func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 // prepareOS waits for the server's image and makes its changes into
 // layers over it.
-func (a *Agent) prepareOS(c ticket.Claims, env *hacv1.Environment, image *imageWait) (*jobOS, error) {
+func (a *Agent) prepareOS(c ticket.Claims, env *hacv1.Environment, cwd string, image *imageWait) (*jobOS, error) {
 	<-image.done
 	if image.err != nil {
 		return nil, image.err
 	}
-	layers, release, err := a.layers.prepare(c.Server, env.Layer, env.Uid, env.Gid, image.root)
+	covered := ""
+	if dir := osWorkDir(cwd); dir != jobWork {
+		covered = strings.TrimPrefix(dir, "/")
+	}
+	layers, release, err := a.layers.prepare(c.Server, env.Layer, env.Uid, env.Gid, image.root, covered)
 	if err != nil {
 		return nil, err
 	}
@@ -132,6 +136,17 @@ var accountName = regexp.MustCompile(`^[a-z_][a-z0-9_.-]{0,31}$`)
 // be shown in.
 var osReserved = []string{"proc", "sys", "dev", ".hac", ".old"}
 
+// osWorkDir is where a job on its server's files sees its workspace: the
+// client's own folder, unless it is /, /tmp or in a folder the sandbox
+// makes itself; then /work.
+func osWorkDir(cwd string) string {
+	if !filepath.IsAbs(cwd) || filepath.Clean(cwd) != cwd || cwd == "/" || cwd == "/tmp" || strings.ContainsAny(cwd, "\x00\n") || len(cwd) > 1024 ||
+		slices.Contains(osReserved, strings.SplitN(strings.TrimPrefix(cwd, "/"), "/", 2)[0]) {
+		return jobWork
+	}
+	return cwd
+}
+
 // osSandbox is the sandbox of a job on its server's files, with the
 // folder the program starts in and its environment.
 func (a *Agent) osSandbox(f jobFolders, uid int, c ticket.Claims, start *hacv1.Start, jos *jobOS) (*runner.Sandbox, string, []string, error) {
@@ -141,11 +156,7 @@ func (a *Agent) osSandbox(f jobFolders, uid int, c ticket.Claims, start *hacv1.S
 	if nodes.err != nil {
 		return nil, "", nil, nodes.err
 	}
-	inside := start.Cwd
-	if !filepath.IsAbs(inside) || filepath.Clean(inside) != inside || inside == "/" || inside == "/tmp" || strings.ContainsAny(inside, "\x00\n") || len(inside) > 1024 ||
-		slices.Contains(osReserved, strings.SplitN(strings.TrimPrefix(inside, "/"), "/", 2)[0]) {
-		inside = jobWork
-	}
+	inside := osWorkDir(start.Cwd)
 	if uid < 65536 {
 		return nil, "", nil, fmt.Errorf("job uid %d: a job on its server's files needs job uids from 65536 up (hac agent --job-uids), above the server's own ids", uid)
 	}

@@ -127,7 +127,7 @@ func (im *images) root(ctx context.Context, digest string) (string, error) {
 		return root, nil
 	}
 	im.mu.Lock()
-	if err, at := im.lastErr[digest], im.failed[digest]; err != nil && time.Since(at) < jobFetchRetry {
+	if err, at := im.lastErr[digest], im.failed[digest]; im.fetching[digest] == nil && err != nil && time.Since(at) < jobFetchRetry {
 		im.mu.Unlock()
 		return "", err // a failed fetch is not tried again for every job at once
 	}

@@ -46,10 +46,13 @@ type layerStore struct {
 const maxDeltas = 8
 
 type serverLayers struct {
-	mu    sync.Mutex // one preparation at a time
+	mu    sync.Mutex // one preparation at a time; held to read or change chain and shown
 	chain []*layer   // base first
 	shown map[string]*hacv1.FileEntry
 	used  time.Time // last prepared (layerStore.mu)
+	// evicted: taken out of layerStore.servers; a preparation that waited
+	// for it looks its server up again.
+	evicted bool
 }
 
 type layer struct {
@@ -73,17 +76,27 @@ func newLayerStore(dir string, cache *workspace.Cache, budget int64) (*layerStor
 // prepare makes the folders that show server's layer m (its blobs are in
 // the cache) over the image at imageRoot, top first; owners are the
 // server's, uid and gid (the client's) among them, every other but root's
-// shown as nobody. release gives them back.
-func (ls *layerStore) prepare(server int64, m *hacv1.Manifest, uid, gid uint32, imageRoot string) (dirs []string, release func(), err error) {
-	ls.mu.Lock()
-	sl := ls.servers[server]
-	if sl == nil {
-		sl = &serverLayers{shown: map[string]*hacv1.FileEntry{}}
-		ls.servers[server] = sl
+// shown as nobody. covered is the slash-separated folder the job's
+// workspace is shown on (empty: none): what the chain holds below it is
+// hidden anyway, so its leaving the layer changes nothing. release gives
+// the folders back.
+func (ls *layerStore) prepare(server int64, m *hacv1.Manifest, uid, gid uint32, imageRoot, covered string) (dirs []string, release func(), err error) {
+	var sl *serverLayers
+	for {
+		ls.mu.Lock()
+		sl = ls.servers[server]
+		if sl == nil {
+			sl = &serverLayers{shown: map[string]*hacv1.FileEntry{}}
+			ls.servers[server] = sl
+		}
+		sl.used = time.Now()
+		ls.mu.Unlock()
+		sl.mu.Lock()
+		if !sl.evicted {
+			break
+		}
+		sl.mu.Unlock()
 	}
-	sl.used = time.Now()
-	ls.mu.Unlock()
-	sl.mu.Lock()
 	defer sl.mu.Unlock()
 
 	want := make(map[string]*hacv1.FileEntry, len(m.Files))
@@ -100,15 +113,18 @@ func (ls *layerStore) prepare(server int64, m *hacv1.Manifest, uid, gid uint32, 
 		}
 	}
 	var removed []string
-	for p := range sl.shown {
-		if want[p] == nil {
+	kept := map[string]*hacv1.FileEntry{}
+	for p, f := range sl.shown {
+		switch {
+		case want[p] != nil:
+		case covered != "" && workspace.UnderAny(p, []string{covered}):
+			kept[p] = f // under the workspace: still in the chain, unseen
+		default:
 			removed = append(removed, p)
-			// A path that leaves the layer (a virtualenv no longer active, a
-			// new working folder) shows the image again, if it has it: only a
-			// new base does that; a whiteout would hide the image's too.
-			if _, err := os.Lstat(filepath.Join(imageRoot, filepath.FromSlash(p))); err == nil {
-				fold = true
-			}
+			// A path that leaves the layer (a virtualenv no longer active)
+			// shows the image again, if it has it: only a new base does
+			// that; a whiteout would hide the image's too.
+			fold = fold || inImage(imageRoot, p)
 		}
 	}
 	if fold {
@@ -125,6 +141,10 @@ func (ls *layerStore) prepare(server int64, m *hacv1.Manifest, uid, gid uint32, 
 		if fold {
 			ls.drop(sl.chain) // each goes when no job holds it
 			sl.chain = nil
+		} else {
+			for p, f := range kept {
+				want[p] = f
+			}
 		}
 		sl.chain = append(sl.chain, l)
 		sl.shown = want
@@ -155,11 +175,7 @@ func (ls *layerStore) evictLocked(keep int64) {
 	}
 	var idles []idle
 	for id, sl := range ls.servers {
-		free := id != keep
-		for _, l := range sl.chain {
-			free = free && l.refs == 0
-		}
-		if free {
+		if id != keep {
 			idles = append(idles, idle{id, sl.used})
 		}
 	}
@@ -172,13 +188,35 @@ func (ls *layerStore) evictLocked(keep int64) {
 		if !sl.mu.TryLock() {
 			continue // being prepared
 		}
+		free := true
 		for _, l := range sl.chain {
-			l.gone = true
-			ls.removeLocked(l)
+			free = free && l.refs == 0
 		}
-		delete(ls.servers, i.id)
+		if free {
+			for _, l := range sl.chain {
+				l.gone = true
+				ls.removeLocked(l)
+			}
+			sl.chain, sl.shown, sl.evicted = nil, nil, true
+			delete(ls.servers, i.id)
+		}
 		sl.mu.Unlock()
 	}
+}
+
+// inImage reports whether the image's root holds rel, resolved without
+// following a symlink (the node's own files are not the image's).
+func inImage(imageRoot, rel string) bool {
+	p := imageRoot
+	parts := strings.Split(rel, "/")
+	for i, part := range parts {
+		p = filepath.Join(p, part)
+		fi, err := os.Lstat(p)
+		if err != nil || i < len(parts)-1 && !fi.IsDir() {
+			return false
+		}
+	}
+	return true
 }
 
 func (ls *layerStore) removeLocked(l *layer) {
@@ -240,8 +278,11 @@ func (ls *layerStore) unhold(held []*layer) {
 // sanitized is an entry as the node stores it: no set-uid or set-gid bits,
 // owners the server's user, root or nobody.
 func sanitized(f *hacv1.FileEntry, uid, gid uint32) *hacv1.FileEntry {
-	c := &hacv1.FileEntry{Path: f.Path, Mode: f.Mode &^ uint32(fs.ModeSetuid|fs.ModeSetgid), Size: f.Size, Sha256: f.Sha256, Link: f.Link,
+	c := &hacv1.FileEntry{Path: f.Path, Mode: f.Mode &^ uint32(fs.ModeSetuid|fs.ModeSetgid), Sha256: f.Sha256, Link: f.Link,
 		MtimeNs: f.MtimeNs, Whiteout: f.Whiteout, Opaque: f.Opaque, Uid: nobody, Gid: nobody}
+	if fs.FileMode(f.Mode).IsRegular() && !f.Whiteout {
+		c.Size = f.Size // checked against its blob when copied; others take no room
+	}
 	if f.Uid == uid || f.Uid == 0 {
 		c.Uid = f.Uid
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -69,7 +70,7 @@ func TestLayersShipOnlyChanges(t *testing.T) {
 		fileEntry("home/u/b", sums["two"], 3, 1234, 0o644),
 		{Path: "usr/gone", Mode: uint32(fs.ModeDevice | fs.ModeCharDevice), Whiteout: true},
 	}}
-	dirs, release1, err := ls.prepare(7, m, 1000, 1000, t.TempDir())
+	dirs, release1, err := ls.prepare(7, m, 1000, 1000, t.TempDir(), "")
 	if err != nil || len(dirs) != 1 {
 		t.Fatalf("first: %v %v", dirs, err)
 	}
@@ -83,7 +84,7 @@ func TestLayersShipOnlyChanges(t *testing.T) {
 	if w, err := os.Lstat(filepath.Join(dirs[0], "usr/gone")); err != nil || w.Mode()&fs.ModeCharDevice == 0 {
 		t.Errorf("whiteout: %v %v", w, err)
 	}
-	again, release2, err := ls.prepare(7, m, 1000, 1000, t.TempDir())
+	again, release2, err := ls.prepare(7, m, 1000, 1000, t.TempDir(), "")
 	if err != nil || len(again) != 1 || again[0] != dirs[0] {
 		t.Fatalf("unchanged: %v %v, want %v", again, err, dirs)
 	}
@@ -94,7 +95,7 @@ func TestLayersShipOnlyChanges(t *testing.T) {
 		fileEntry("home/u/b", sums["three"], 5, 1000, 0o644),
 		{Path: "usr/gone", Mode: uint32(fs.ModeDevice | fs.ModeCharDevice), Whiteout: true},
 	}}
-	dirs2, release3, err := ls.prepare(7, m2, 1000, 1000, t.TempDir())
+	dirs2, release3, err := ls.prepare(7, m2, 1000, 1000, t.TempDir(), "")
 	if err != nil || len(dirs2) != 2 || dirs2[1] != dirs[0] {
 		t.Fatalf("a delta over the base: %v %v", dirs2, err)
 	}
@@ -116,7 +117,7 @@ func TestLayersShipOnlyChanges(t *testing.T) {
 			mode = 0o600
 		}
 		mi := &hacv1.Manifest{Files: []*hacv1.FileEntry{dirEntry("home", 0), fileEntry("home/x", sums["one"], 3, 0, mode)}}
-		d, rel, err := ls.prepare(7, mi, 1000, 1000, t.TempDir())
+		d, rel, err := ls.prepare(7, mi, 1000, 1000, t.TempDir(), "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -199,12 +200,12 @@ func TestLayersOpaque(t *testing.T) {
 	// First without the mark, then with it: the delta holds the folder whole.
 	plain := &hacv1.Manifest{Files: []*hacv1.FileEntry{dirEntry("usr", 0), dirEntry("usr/lib", 0), dirEntry("usr/lib/pkg", 0),
 		fileEntry("usr/lib/pkg/a.py", sums["one"], 3, 0, 0o644), fileEntry("home", sums["two"], 3, 0, 0o644)}}
-	_, r1, err := ls.prepare(3, plain, 1000, 1000, t.TempDir())
+	_, r1, err := ls.prepare(3, plain, 1000, 1000, t.TempDir(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	r1()
-	dirs, r2, err := ls.prepare(3, m, 1000, 1000, t.TempDir())
+	dirs, r2, err := ls.prepare(3, m, 1000, 1000, t.TempDir(), "")
 	if err != nil || len(dirs) != 2 {
 		t.Fatalf("%v %v", dirs, err)
 	}
@@ -216,7 +217,7 @@ func TestLayersOpaque(t *testing.T) {
 		t.Errorf("the delta holds %v, want the opaque folder whole and nothing else", got)
 	}
 	m.Files[3] = fileEntry("usr/lib/pkg/a.py", sums["two"], 3, 0, 0o644)
-	dirs, r3, err := ls.prepare(3, m, 1000, 1000, t.TempDir())
+	dirs, r3, err := ls.prepare(3, m, 1000, 1000, t.TempDir(), "")
 	if err != nil || len(dirs) != 3 {
 		t.Fatalf("%v %v", dirs, err)
 	}
@@ -241,22 +242,22 @@ func TestLayersLeavingShowsImage(t *testing.T) {
 	os.MkdirAll(filepath.Join(image, "usr/bin"), 0o755)
 	venv := &hacv1.Manifest{Files: []*hacv1.FileEntry{dirEntry("usr", 0), dirEntry("usr/local", 0), dirEntry("usr/local/venv", 1000),
 		fileEntry("usr/local/venv/a.py", sums["one"], 3, 1000, 0o644)}}
-	first, r1, err := ls.prepare(5, venv, 1000, 1000, image)
+	first, r1, err := ls.prepare(5, venv, 1000, 1000, image, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	r1()
 	// A build that fails (a blob the cache lacks) changes nothing.
 	bad := &hacv1.Manifest{Files: []*hacv1.FileEntry{fileEntry("home", strings.Repeat("0", 64), 3, 0, 0o644)}}
-	if _, _, err := ls.prepare(5, bad, 1000, 1000, image); err == nil {
+	if _, _, err := ls.prepare(5, bad, 1000, 1000, image, ""); err == nil {
 		t.Fatal("a layer of a missing blob was made")
 	}
-	again, r2, err := ls.prepare(5, venv, 1000, 1000, image)
+	again, r2, err := ls.prepare(5, venv, 1000, 1000, image, "")
 	if err != nil || len(again) != 1 || again[0] != first[0] {
 		t.Fatalf("after a failed build: %v %v, want the chain %v", again, err, first)
 	}
 	r2()
-	empty, r3, err := ls.prepare(5, &hacv1.Manifest{}, 1000, 1000, image)
+	empty, r3, err := ls.prepare(5, &hacv1.Manifest{}, 1000, 1000, image, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,11 +273,11 @@ func TestLayersBudget(t *testing.T) {
 	ls, sums := layerFixture(t, "one")
 	ls.budget = 4
 	m := &hacv1.Manifest{Files: []*hacv1.FileEntry{fileEntry("a", sums["one"], 3, 0, 0o644)}}
-	d1, r1, err := ls.prepare(1, m, 1000, 1000, t.TempDir())
+	d1, r1, err := ls.prepare(1, m, 1000, 1000, t.TempDir(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	d2, r2, err := ls.prepare(2, m, 1000, 1000, t.TempDir())
+	d2, r2, err := ls.prepare(2, m, 1000, 1000, t.TempDir(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +286,7 @@ func TestLayersBudget(t *testing.T) {
 	}
 	r1()
 	r2()
-	d3, r3, err := ls.prepare(3, m, 1000, 1000, t.TempDir())
+	d3, r3, err := ls.prepare(3, m, 1000, 1000, t.TempDir(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,5 +322,75 @@ func TestReadShownStaysInside(t *testing.T) {
 	}
 	if got, err := readShown(nil, image, "etc/passwd", 1<<20); err != nil || !strings.HasPrefix(string(got), "root:") {
 		t.Errorf("the image's passwd: %q %v", got, err)
+	}
+}
+
+// TestLayersEvictionUnderLoad: servers prepared at once past a tiny budget
+// never get a chain that eviction removed, and when every job is done the
+// store's count and its folders agree (a stale record leaked layers and
+// counted them twice; found by review). A symlink's declared size takes no
+// room.
+func TestLayersEvictionUnderLoad(t *testing.T) {
+	ls, sums := layerFixture(t, "one")
+	ls.budget = 1
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 30; i++ {
+				m := &hacv1.Manifest{Files: []*hacv1.FileEntry{fileEntry("a", sums["one"], 3, 0, 0o644),
+					{Path: "l", Mode: uint32(fs.ModeSymlink | 0o777), Link: "a", Size: 1 << 40}}}
+				dirs, release, err := ls.prepare(int64(i%5), m, 1000, 1000, t.TempDir(), "")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for _, d := range dirs {
+					if _, err := os.Stat(d); err != nil {
+						t.Errorf("a chain handed out without its folder: %v", err)
+					}
+				}
+				release()
+			}
+		}()
+	}
+	wg.Wait()
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	var inChains int64
+	folders := 0
+	for _, sl := range ls.servers {
+		for _, l := range sl.chain {
+			inChains += l.bytes
+			folders++
+		}
+	}
+	onDisk, _ := filepath.Glob(filepath.Join(ls.dir, "*", "*"))
+	if ls.bytes != inChains || len(onDisk) != folders || ls.bytes < 0 {
+		t.Errorf("bytes %d, in chains %d; folders on disk %d, in chains %d", ls.bytes, inChains, len(onDisk), folders)
+	}
+}
+
+// TestLayersCoveredByWorkspace: what leaves the layer below the job's
+// workspace (the user now runs from that folder) changes nothing: no new
+// base, no whiteout.
+func TestLayersCoveredByWorkspace(t *testing.T) {
+	ls, sums := layerFixture(t, "one")
+	image := t.TempDir()
+	os.MkdirAll(filepath.Join(image, "home/u"), 0o755)
+	all := &hacv1.Manifest{Files: []*hacv1.FileEntry{dirEntry("home", 0), dirEntry("home/u", 1000), fileEntry("home/u/x", sums["one"], 3, 1000, 0o644)}}
+	d1, r1, err := ls.prepare(9, all, 1000, 1000, image, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1()
+	d2, r2, err := ls.prepare(9, &hacv1.Manifest{Files: all.Files[:1]}, 1000, 1000, image, "home/u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2()
+	if len(d2) != 1 || d2[0] != d1[0] {
+		t.Errorf("running from home/u made %v, want the chain %v as it was", d2, d1)
 	}
 }

@@ -348,7 +348,7 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 		// Once per image and node, unless the heartbeat's prefetch was first.
 		s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Stderr{Stderr: []byte(fmt.Sprintf("[info] The server's image is on its way to node %s (once per image and node)...\n", a.cfg.Name))}})
 	}
-	if jos, err = a.prepareOS(c, env, image); err != nil {
+	if jos, err = a.prepareOS(c, env, start.Cwd, image); err != nil {
 		return nil, nil, &prepError{"environment", true, err}
 	}
 	if err := a.cache.Materialize(start.Manifest, dir, uid); err != nil {

@@ -356,11 +356,15 @@ func (c *Cache) CopyOut(sum, dst string, perm fs.FileMode, uid, gid int, size in
 	if err := out.Close(); err != nil {
 		return err
 	}
+	sizeErr := error(nil)
+	if n != size {
+		sizeErr = fmt.Errorf("workspace: a file of %d bytes by its manifest has content of %d bytes (%s)", size, n, sum)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	b, ok = c.entries[sum]
 	if !ok {
-		return nil // evicted meanwhile; the copy is whole
+		return sizeErr // evicted meanwhile; the copy is whole
 	}
 	if n != b.size || !verified && hex.EncodeToString(h.Sum(nil)) != sum {
 		os.Remove(c.path(sum))
@@ -369,5 +373,5 @@ func (c *Cache) CopyOut(sum, dst string, perm fs.FileMode, uid, gid int, size in
 		return fmt.Errorf("%w %s (dropped from the cache; run the program again)", ErrHashMismatch, sum)
 	}
 	b.verified, b.used = true, time.Now()
-	return nil
+	return sizeErr
 }
