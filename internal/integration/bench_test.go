@@ -39,35 +39,52 @@ func BenchmarkRunTrue(b *testing.B) {
 			return cmd.Run()
 		}
 	}
-	modes := []struct {
-		name string
-		run  func() error
-	}{
+	modes := []benchMode{
 		{"local", func() error { return exec.Command("true").Run() }},
 		{"no-sandbox", run("--no-sandbox")},
 		{"sandbox", run()},
 	}
+	times := inTurns(b, modes)
+	reportPercentiles(b, differences(times[2], times[1]), "sandbox-cost-")
+}
+
+// benchMode is one way of doing what a benchmark times.
+type benchMode struct {
+	name string
+	run  func() error
+}
+
+// inTurns runs every mode once per iteration, each taking each place in
+// turn so that the machine's drift weighs on all alike, reports each
+// mode's percentiles, and returns the times by mode and iteration.
+func inTurns(b *testing.B, modes []benchMode) [][]time.Duration {
 	times := make([][]time.Duration, len(modes))
-	var cost []time.Duration
 	i := 0
 	for b.Loop() {
-		var took [3]time.Duration
 		for k := range modes {
-			m := (k + i) % len(modes) // each mode takes each place in turn
+			m := (k + i) % len(modes)
 			t0 := time.Now()
 			if err := modes[m].run(); err != nil {
 				b.Fatalf("%s: %v", modes[m].name, err)
 			}
-			took[m] = time.Since(t0)
-			times[m] = append(times[m], took[m])
+			times[m] = append(times[m], time.Since(t0))
 		}
-		cost = append(cost, took[2]-took[1])
 		i++
 	}
 	for m, mode := range modes {
-		reportPercentiles(b, times[m], mode.name+"-")
+		reportPercentiles(b, append([]time.Duration(nil), times[m]...), mode.name+"-")
 	}
-	reportPercentiles(b, cost, "sandbox-cost-")
+	return times
+}
+
+// differences are a[i]-b[i]: what one mode costs over another within each
+// iteration.
+func differences(a, b []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(a))
+	for i := range a {
+		out[i] = a[i] - b[i]
+	}
+	return out
 }
 
 // reportPercentiles reports the median and 90th percentile of ds.
@@ -221,34 +238,12 @@ func BenchmarkRunTrueOnImage(b *testing.B) {
 			return cmd.Run()
 		}
 	}
-	modes := []struct {
-		name string
-		run  func() error
-	}{{"node-files", run(plain)}, {"server-image", run(onImage)}}
+	modes := []benchMode{{"node-files", run(plain)}, {"server-image", run(onImage)}}
 	if err := modes[1].run(); err != nil { // the image reaches the node
 		b.Fatal(err)
 	}
-	times := make([][]time.Duration, len(modes))
-	var cost []time.Duration
-	i := 0
-	for b.Loop() {
-		var took [2]time.Duration
-		for k := range modes {
-			m := (k + i) % len(modes)
-			t0 := time.Now()
-			if err := modes[m].run(); err != nil {
-				b.Fatalf("%s: %v", modes[m].name, err)
-			}
-			took[m] = time.Since(t0)
-			times[m] = append(times[m], took[m])
-		}
-		cost = append(cost, took[1]-took[0])
-		i++
-	}
-	for m, mode := range modes {
-		reportPercentiles(b, times[m], mode.name+"-")
-	}
-	reportPercentiles(b, cost, "image-cost-")
+	times := inTurns(b, modes)
+	reportPercentiles(b, differences(times[1], times[0]), "image-cost-")
 }
 
 // BenchmarkEnvironmentShip measures newly installed packages reaching a
