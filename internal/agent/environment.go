@@ -99,7 +99,7 @@ func (a *Agent) fitsCache(m *hacv1.Manifest) error {
 	for _, t := range tops[:min(len(tops), 5)] {
 		largest = append(largest, fmt.Sprintf("%s (%s)", t, mib(sizes[t])))
 	}
-	return fmt.Errorf("the workspace and the server's files hold %s, more than this node's cache of %s; the largest: %s. Remove what jobs do not need (or list it in .hacignore), or ask the operator for a larger --cache", mib(total), mib(limit), strings.Join(largest, ", "))
+	return fmt.Errorf("the workspace and the server's files hold %s, more than this node's cache of %s; the largest: %s. Leave out what jobs do not need (list it in the workspace's .hacignore, or for the server's other files in ~/.hacignore), or ask the operator for a larger --cache", mib(total), mib(limit), strings.Join(largest, ", "))
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -49,15 +49,21 @@ var notShipped = []string{".hac", "proc", "sys", "dev", "run", "tmp", "var/tmp",
 // virtualenv and conda prefix, and the user site-packages.
 // Its files are read below the folder it returns.
 func serverEnvironment(cwd string) (*hacv1.Environment, string, error) {
-	skip := append([]string(nil), notShipped...)
+	skip := &layerFilter{tops: append([]string(nil), notShipped...)}
 	if rel := strings.TrimPrefix(cwd, "/"); rel != "" {
-		skip = append(skip, rel)
+		skip.tops = append(skip.tops, rel)
 	}
 	home, _ := os.UserHomeDir()
 	if filepath.IsAbs(home) && home != "/" {
-		h := strings.TrimPrefix(filepath.Clean(home), "/")
+		skip.home = strings.TrimPrefix(filepath.Clean(home), "/")
 		for _, p := range homeNotShipped {
-			skip = append(skip, h+"/"+p)
+			skip.tops = append(skip.tops, skip.home+"/"+p)
+		}
+		// What the user lists in ~/.hacignore stays too (data sets).
+		if f, err := os.Open(filepath.Join(home, ".hacignore")); err == nil {
+			skip.ignore = &workspace.Ignore{}
+			skip.ignore.AddFile("", f)
+			f.Close()
 		}
 	}
 	env := &hacv1.Environment{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid()), Home: home}
@@ -74,14 +80,32 @@ func serverEnvironment(cwd string) (*hacv1.Environment, string, error) {
 	return env, "/", err
 }
 
+// layerFilter says what of the server's files stays behind: tops and what
+// is below them, and what the home folder's .hacignore names.
+type layerFilter struct {
+	tops   []string
+	home   string // slash-separated, relative to /
+	ignore *workspace.Ignore
+}
+
+func (lf *layerFilter) skip(rel string, dir bool) bool {
+	if workspace.UnderAny(rel, lf.tops) {
+		return true
+	}
+	if below, ok := strings.CutPrefix(rel, lf.home+"/"); ok && lf.ignore != nil {
+		return lf.ignore.Match(below, dir)
+	}
+	return false
+}
+
 // walkRoot walks the folder root, shown at the slash-separated prefix of
 // the job's root, with its hash cache.
-func walkRoot(root, prefix string, skip []string) (*hacv1.Manifest, error) {
+func walkRoot(root, prefix string, skip *layerFilter) (*hacv1.Manifest, error) {
 	var hashes *workspace.HashCache
 	if p, err := workspace.HashCachePath(root); err == nil {
 		hashes = workspace.OpenHashCache(p)
 	}
-	m, err := workspace.WalkLayer(root, func(rel string) bool { return workspace.UnderAny(path.Join(prefix, rel), skip) }, hashes)
+	m, err := workspace.WalkLayer(root, func(rel string, dir bool) bool { return skip.skip(path.Join(prefix, rel), dir) }, hashes)
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +120,7 @@ func walkRoot(root, prefix string, skip []string) (*hacv1.Manifest, error) {
 
 // userAdditions lists what the user's environment adds to a registered
 // machine's base image, with the folders above each part.
-func userAdditions(home string, skip []string) (*hacv1.Manifest, error) {
+func userAdditions(home string, skip *layerFilter) (*hacv1.Manifest, error) {
 	var roots []string
 	for _, v := range []string{"VIRTUAL_ENV", "CONDA_PREFIX"} {
 		if p := os.Getenv(v); filepath.IsAbs(p) {
@@ -111,7 +135,7 @@ func userAdditions(home string, skip []string) (*hacv1.Manifest, error) {
 	seen := map[string]bool{}
 	for _, root := range roots {
 		rel := strings.TrimPrefix(root, "/")
-		if fi, err := os.Stat(root); err != nil || !fi.IsDir() || rel == "" || seen[rel] || workspace.UnderAny(rel, skip) {
+		if fi, err := os.Stat(root); err != nil || !fi.IsDir() || rel == "" || seen[rel] || skip.skip(rel, true) {
 			continue
 		}
 		// The folders above it, as they are.

@@ -25,10 +25,10 @@ const whiteoutMode = uint32(fs.ModeDevice | fs.ModeCharDevice)
 // WalkLayer builds the manifest of a server's writable layer at root (its
 // files as the server's overlayfs upper folder holds them): every folder,
 // file and symlink with its owner, and a whiteout for each 0:0 character
-// device. Paths for which skip says true are left out with what is below
-// them. A file or folder the caller may not read is listed with its owner
+// device. Paths for which skip says true (given whether they are folders)
+// are left out with what is below them. A file or folder the caller may not read is listed with its owner
 // and mode but no content, so that a job may not read it either.
-func WalkLayer(root string, skip func(rel string) bool, hashes *HashCache) (*hacv1.Manifest, error) {
+func WalkLayer(root string, skip func(rel string, dir bool) bool, hashes *HashCache) (*hacv1.Manifest, error) {
 	m := &hacv1.Manifest{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if p == root {
@@ -36,7 +36,7 @@ func WalkLayer(root string, skip func(rel string) bool, hashes *HashCache) (*hac
 		}
 		rel, _ := filepath.Rel(root, p)
 		rel = filepath.ToSlash(rel)
-		if skip(rel) {
+		if skip(rel, d != nil && d.IsDir()) {
 			if d != nil && d.IsDir() {
 				return filepath.SkipDir
 			}

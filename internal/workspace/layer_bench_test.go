@@ -37,7 +37,7 @@ func BenchmarkFindChanges(b *testing.B) {
 			run := func() int {
 				h := OpenHashCache(cache)
 				h.racy = 0
-				m, err := WalkLayer(root, func(string) bool { return false }, h)
+				m, err := WalkLayer(root, func(string, bool) bool { return false }, h)
 				if err != nil {
 					b.Fatal(err)
 				}

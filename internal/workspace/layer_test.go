@@ -31,7 +31,7 @@ func TestWalkLayer(t *testing.T) {
 	if err := unix.Lsetxattr(filepath.Join(root, "home/again"), "user.overlay.opaque", []byte("y"), 0); err != nil {
 		t.Fatal(err)
 	}
-	m, err := WalkLayer(root, func(rel string) bool { return UnderAny(rel, []string{"tmp"}) }, nil)
+	m, err := WalkLayer(root, func(rel string, _ bool) bool { return UnderAny(rel, []string{"tmp"}) }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestWalkUnreadable(t *testing.T) {
 	}
 	for name, walk := range map[string]func() (*hacv1.Manifest, error){
 		"workspace": func() (*hacv1.Manifest, error) { return Walk(root, nil) },
-		"layer":     func() (*hacv1.Manifest, error) { return WalkLayer(root, func(string) bool { return false }, nil) },
+		"layer":     func() (*hacv1.Manifest, error) { return WalkLayer(root, func(string, bool) bool { return false }, nil) },
 	} {
 		var m *hacv1.Manifest
 		var err error
