@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"slices"
@@ -23,9 +24,9 @@ func NodeSets(key string) bool {
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // jobEnv builds a job's environment: the client's variables (already
-// stripped of secrets by the client) minus what the node owns, then the
-// node's PATH, the job's HOME and the accelerator variables.
-func jobEnv(client []string, c ticket.Claims, home string, tty bool, extra ...string) []string {
+// stripped of secrets by the client) minus what the node owns, then PATH
+// (empty: the node's), the job's HOME and the accelerator variables.
+func jobEnv(client []string, c ticket.Claims, path, home string, tty bool, extra ...string) []string {
 	var env []string
 	for _, kv := range client {
 		k, _, ok := strings.Cut(kv, "=")
@@ -34,10 +35,7 @@ func jobEnv(client []string, c ticket.Claims, home string, tty bool, extra ...st
 		}
 		env = append(env, kv)
 	}
-	path := os.Getenv("PATH")
-	if path == "" {
-		path = defaultPath
-	}
+	path = cmp.Or(path, os.Getenv("PATH"), defaultPath)
 	env = append(env,
 		"PATH="+path,
 		"HOME="+home,

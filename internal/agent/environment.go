@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -119,14 +120,22 @@ func (a *Agent) prepareOS(c ticket.Claims, env *hacv1.Environment, cwd string, i
 	if err != nil {
 		return nil, err
 	}
-	jos := &jobOS{image: image.root, layers: layers, uid: env.Uid, gid: env.Gid, hostUsr: c.HostUsr, user: jobUser, home: "/tmp", release: release}
+	jos := &jobOS{image: image.root, layers: layers, uid: env.Uid, gid: env.Gid, hostUsr: c.HostUsr, release: release}
+	jos.user, jos.home = account(env)
+	return jos, nil
+}
+
+// account is the client's user name and home as a job's /etc/passwd may
+// hold them: what could add a line or a field to it is replaced.
+func account(env *hacv1.Environment) (user, home string) {
+	user, home = jobUser, "/tmp"
 	if accountName.MatchString(env.User) {
-		jos.user = env.User
+		user = env.User
 	}
 	if filepath.IsAbs(env.Home) && filepath.Clean(env.Home) == env.Home && !strings.ContainsAny(env.Home, ":\n\x00") {
-		jos.home = env.Home
+		home = env.Home
 	}
-	return jos, nil
+	return user, home
 }
 
 // accountName is a user name that may go into a job's /etc/passwd.
@@ -166,12 +175,8 @@ func (a *Agent) osSandbox(f jobFolders, uid int, c ticket.Claims, start *hacv1.S
 		lower = append(lower, runner.Layer{Dir: d, UIDs: uids, GIDs: gids})
 	}
 	lower = append(lower, runner.Layer{Dir: jos.image})
-	passwd, home := accountFile(jos, "etc/passwd", jos.uid, uid, 2), ""
-	for _, line := range strings.Split(passwd, "\n") {
-		if f := strings.Split(line, ":"); len(f) == 7 && f[2] == strconv.Itoa(uid) {
-			home = f[5]
-		}
-	}
+	passwd, home := accountFile(jos, "etc/passwd", jos.uid, uid)
+	group, _ := accountFile(jos, "etc/group", jos.gid, uid)
 	var runtime []string
 	if jos.hostUsr {
 		runtime = append(runtime, image.HostPaths...)
@@ -190,28 +195,32 @@ func (a *Agent) osSandbox(f jobFolders, uid int, c ticket.Claims, start *hacv1.S
 		Devices: jobDevices(nodes, c),
 		Files: []runner.File{
 			{Path: "/etc/passwd", Content: passwd},
-			{Path: "/etc/group", Content: accountFile(jos, "etc/group", jos.gid, uid, 2)},
+			{Path: "/etc/group", Content: group},
 		},
 		Limits: runner.Limits{MemoryBytes: a.jobMemory(len(c.GPUs)), Pids: a.cfg.JobPids},
 	}
 	// The server's PATH, HOME and library paths hold in its own files.
-	var extra []string
+	extra := []string{"PWD=" + inside}
+	if v, ok := clientVar(start.Env, "LD_LIBRARY_PATH"); ok {
+		extra = append(extra, "LD_LIBRARY_PATH="+v)
+	}
 	if a.simulated() {
 		extra = append(extra, gpu.FakeUsageEnv+"="+jobFakeGPU)
 	}
-	env := jobEnv(start.Env, c, or(clientValue(start.Env, "HOME"), home, jos.home), start.Tty, extra...)
-	for _, k := range []string{"PATH", "LD_LIBRARY_PATH"} {
-		if v, ok := clientVar(start.Env, k); ok {
-			env = setVar(env, k, v)
-		}
+	clientPath, _ := clientVar(start.Env, "PATH")
+	clientHome, _ := clientVar(start.Env, "HOME")
+	if !path.IsAbs(clientHome) {
+		clientHome = ""
 	}
-	return s, inside, append(env, "PWD="+inside), nil
+	env := jobEnv(start.Env, c, clientPath, cmp.Or(clientHome, home, jos.home), start.Tty, extra...)
+	return s, inside, env, nil
 }
 
 // accountFile is the job root's /etc/passwd or /etc/group with the server
-// user's (or group's) id, field field, made the job's uid; a root without
-// one gets an entry for the job's user.
-func accountFile(jos *jobOS, rel string, serverID uint32, uid, field int) string {
+// user's (or group's) id made the job's uid; a root without one gets an
+// entry for the job's user. For /etc/passwd it also says the user's home.
+func accountFile(jos *jobOS, rel string, serverID uint32, uid int) (content, home string) {
+	const field = 2 // the uid of a passwd line, the gid of a group line
 	raw, _ := readShown(jos.layers, jos.image, rel, 4<<20)
 	var b strings.Builder
 	found := false
@@ -223,8 +232,8 @@ func accountFile(jos *jobOS, rel string, serverID uint32, uid, field int) string
 		if len(f) > field+1 && f[field] == strconv.Itoa(int(serverID)) && !found {
 			found = true
 			f[field] = strconv.Itoa(uid)
-			if rel == "etc/passwd" {
-				f[3] = strconv.Itoa(uid)
+			if rel == "etc/passwd" && len(f) == 7 {
+				f[3], home = strconv.Itoa(uid), f[5]
 			}
 			line = strings.Join(f, ":")
 		}
@@ -233,11 +242,12 @@ func accountFile(jos *jobOS, rel string, serverID uint32, uid, field int) string
 	if !found {
 		if rel == "etc/passwd" {
 			fmt.Fprintf(&b, "%s:x:%d:%d:hac job:%s:/bin/sh\n", jos.user, uid, uid, jos.home)
+			home = jos.home
 		} else {
 			fmt.Fprintf(&b, "%s:x:%d:\n", jos.user, uid)
 		}
 	}
-	return b.String()
+	return b.String(), home
 }
 
 // jobDevices are the node's GPU device nodes for a job: its own granted.
@@ -260,31 +270,4 @@ func clientVar(env []string, key string) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-func clientValue(env []string, key string) string {
-	v, _ := clientVar(env, key)
-	if !path.IsAbs(v) {
-		return ""
-	}
-	return v
-}
-
-func setVar(env []string, key, value string) []string {
-	out := env[:0]
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, key+"=") {
-			out = append(out, kv)
-		}
-	}
-	return append(out, key+"="+value)
-}
-
-func or(vals ...string) string {
-	for _, v := range vals {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }

@@ -11,8 +11,6 @@ import (
 	"syscall"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 	"github.com/hac-project/hac/internal/workspace"
 )
@@ -210,7 +208,7 @@ func TestLayersOpaque(t *testing.T) {
 		t.Fatalf("%v %v", dirs, err)
 	}
 	r2()
-	if !isOpaque(filepath.Join(dirs[0], "usr/lib/pkg")) {
+	if !isOpaqueDir(filepath.Join(dirs[0], "usr/lib/pkg")) {
 		t.Error("the delta's folder is not marked opaque")
 	}
 	if got := walkAll(t, dirs[0]); got["usr/lib/pkg/a.py"] != "one" || got["home"] != "" {
@@ -222,15 +220,9 @@ func TestLayersOpaque(t *testing.T) {
 		t.Fatalf("%v %v", dirs, err)
 	}
 	r3()
-	if isOpaque(filepath.Join(dirs[0], "usr/lib/pkg")) {
+	if isOpaqueDir(filepath.Join(dirs[0], "usr/lib/pkg")) {
 		t.Error("a change below an opaque folder marked it again, hiding the layers below")
 	}
-}
-
-func isOpaque(p string) bool {
-	buf := make([]byte, 4)
-	n, err := unix.Lgetxattr(p, "trusted.overlay.opaque", buf)
-	return err == nil && n == 1 && buf[0] == 'y'
 }
 
 // TestLayersLeavingShowsImage: a path that leaves the layer (a virtualenv
@@ -392,5 +384,22 @@ func TestLayersCoveredByWorkspace(t *testing.T) {
 	r2()
 	if len(d2) != 1 || d2[0] != d1[0] {
 		t.Errorf("running from home/u made %v, want the chain %v as it was", d2, d1)
+	}
+}
+
+// TestAccountRefusesInjection: a client's user name or home that would add
+// a line or a field to the job's /etc/passwd is replaced.
+func TestAccountRefusesInjection(t *testing.T) {
+	for _, tc := range []struct{ user, home, wantUser, wantHome string }{
+		{"alice", "/home/alice", "alice", "/home/alice"},
+		{"root:x:0:0::/:/bin/sh\nevil", "/home/a", jobUser, "/home/a"},
+		{"bob", "/home/b:/bin/sh\nroot::0:0::/:/bin/sh", "bob", "/tmp"},
+		{"Bob", "relative", jobUser, "/tmp"},
+		{"a", "/home/../etc", "a", "/tmp"},
+	} {
+		u, h := account(&hacv1.Environment{User: tc.user, Home: tc.home})
+		if u != tc.wantUser || h != tc.wantHome {
+			t.Errorf("%q %q: %q %q, want %q %q", tc.user, tc.home, u, h, tc.wantUser, tc.wantHome)
+		}
 	}
 }

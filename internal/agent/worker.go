@@ -295,7 +295,7 @@ func (a *Agent) jobSpec(f jobFolders, uid int, c ticket.Claims, start *hacv1.Sta
 	if a.simulated() {
 		extra = append(extra, gpu.FakeUsageEnv+"="+gpuDir)
 	}
-	spec.Env = jobEnv(start.Env, c, home, start.Tty, extra...)
+	spec.Env = jobEnv(start.Env, c, "", home, start.Tty, extra...)
 	return spec, nil
 }
 

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -71,18 +72,11 @@ func (a *app) shadowedTorch(env *hacv1.Environment) {
 		mine, ok := torchVersion(dir)
 		switch {
 		case !ok:
-			a.say("warning", "%s is a broken PyTorch (version %q) that hides the image's PyTorch %s: run `hac env reset` to use the image's again.", dir, mine, or(image, "(none)"))
+			a.say("warning", "%s is a broken PyTorch (version %q) that hides the image's PyTorch %s: run `hac env reset` to use the image's again.", dir, mine, cmp.Or(image, "(none)"))
 		case imageOK && mine != image:
 			a.say("warning", "%s (PyTorch %s) hides the image's PyTorch %s: if that is not what you meant, run `hac env reset` to use the image's again.", dir, mine, image)
 		}
 	}
-}
-
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // envCmd is hac env: the server's Python environment.

@@ -54,7 +54,19 @@ func checkServerEnvironment(t *testing.T, key, port string) {
 	if !strings.Contains(local, "cwd /home/ubuntu/proj /home/ubuntu") || !strings.Contains(local, "secret denied") {
 		t.Fatalf("the probe in the server: %s", local)
 	}
-	out, err := ssh(key, port, "cd proj && hac run -- ~/venvs/v1/bin/python -c 'import sys, hacmod_venv; print(hacmod_venv.WHERE, sys.prefix)' 2>/dev/null; hac run -- whoami 2>/dev/null")
+	// The server's view of its own layer is read-only, and the opaque mark
+	// the client reads in it cannot be set from inside the server.
+	out, err := ssh(key, port, `touch /.hac/layer/x 2>/dev/null && echo writable; mkdir -p ~/forge && python3 -c '
+import os
+os.setxattr(os.path.expanduser("~/forge"), "user.overlay.opaque", b"y")
+try:
+    os.getxattr("/.hac/layer/home/ubuntu/forge", "user.overlay.opaque"); print("forged")
+except OSError:
+    print("not forged")'`)
+	if err != nil || out != "not forged\n" {
+		t.Errorf("the layer view: %v %q", err, out)
+	}
+	out, err = ssh(key, port, "cd proj && hac run -- ~/venvs/v1/bin/python -c 'import sys, hacmod_venv; print(hacmod_venv.WHERE, sys.prefix)' 2>/dev/null; hac run -- whoami 2>/dev/null")
 	if err != nil || out != "venv /home/ubuntu/venvs/v1\nubuntu\n" {
 		t.Errorf("a virtualenv outside the project, and the user: %v %q", err, out)
 	}

@@ -104,6 +104,17 @@ func privateInfo(info fs.FileInfo) bool {
 	return ok && int(st.Uid) == os.Geteuid() && info.Mode().Perm()&0o022 == 0
 }
 
+// content is the size and hash a manifest lists for the regular file at p:
+// for one the caller may not read, none (its mode travels, not its
+// content: the job may not read it either).
+func (c *HashCache) content(rel, p string, info fs.FileInfo) (int64, string, error) {
+	sum, err := c.sum(rel, p, info)
+	if errors.Is(err, fs.ErrPermission) {
+		return 0, EmptySum, nil
+	}
+	return info.Size(), sum, err
+}
+
 // sum returns the hash of the regular file at p (rel in the workspace),
 // from the cache when its identity is unchanged.
 func (c *HashCache) sum(rel, p string, info fs.FileInfo) (string, error) {

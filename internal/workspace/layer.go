@@ -26,8 +26,9 @@ const whiteoutMode = uint32(fs.ModeDevice | fs.ModeCharDevice)
 // files as the server's overlayfs upper folder holds them): every folder,
 // file and symlink with its owner, and a whiteout for each 0:0 character
 // device. Paths for which skip says true (given whether they are folders)
-// are left out with what is below them. A file or folder the caller may not read is listed with its owner
-// and mode but no content, so that a job may not read it either.
+// are left out with what is below them. A file or folder the caller may
+// not read is listed with its owner and mode but no content, so that a
+// job may not read it either.
 func WalkLayer(root string, skip func(rel string, dir bool) bool, hashes *HashCache) (*hacv1.Manifest, error) {
 	m := &hacv1.Manifest{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -70,11 +71,7 @@ func WalkLayer(root string, skip func(rel string, dir bool) bool, hashes *HashCa
 			}
 			e.Mode |= uint32(fs.ModeSymlink)
 		case mode.IsRegular():
-			e.Size = info.Size()
-			e.Sha256, err = hashes.sum(rel, p, info)
-			if errors.Is(err, fs.ErrPermission) {
-				e.Size, e.Sha256 = 0, EmptySum
-			} else if err != nil {
+			if e.Size, e.Sha256, err = hashes.content(rel, p, info); err != nil {
 				return err
 			}
 		case mode&fs.ModeCharDevice != 0 && st.Rdev == 0:

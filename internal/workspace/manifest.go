@@ -77,13 +77,7 @@ func Walk(root string, hashes *HashCache) (*hacv1.Manifest, error) {
 			}
 			e.Mode |= uint32(fs.ModeSymlink)
 		case info.Mode().IsRegular():
-			e.Size = info.Size()
-			e.Sha256, err = hashes.sum(rel, p, info)
-			if errors.Is(err, fs.ErrPermission) {
-				// Its mode travels, not its content: the job may not read
-				// it either.
-				e.Size, e.Sha256 = 0, EmptySum
-			} else if err != nil {
+			if e.Size, e.Sha256, err = hashes.content(rel, p, info); err != nil {
 				return err
 			}
 		default:
