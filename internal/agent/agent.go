@@ -22,7 +22,6 @@ import (
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 	"github.com/hac-project/hac/gen/hac/v1/hacv1connect"
 	"github.com/hac-project/hac/internal/apiclient"
-	"github.com/hac-project/hac/internal/controlplane"
 	"github.com/hac-project/hac/internal/gpu"
 	"github.com/hac-project/hac/internal/guard"
 	"github.com/hac-project/hac/internal/pki"
@@ -73,7 +72,13 @@ type Config struct {
 	// NoSandbox runs jobs as the agent's own user with no sandbox: only
 	// for a machine with one trusted user (hac serve --dev without root).
 	NoSandbox bool
-	Logger    *slog.Logger
+	// JobOutputBytes bounds the output kept of each detached job (its last
+	// part); DefaultJobOutputBytes when 0.
+	JobOutputBytes int64
+	// JobRetention is how long a detached job's output and files stay
+	// after its end; DefaultJobRetention when 0.
+	JobRetention time.Duration
+	Logger       *slog.Logger
 	// HTTPClient talks to the control plane; apiclient.New(CAPin) by
 	// default.
 	HTTPClient *http.Client
@@ -110,6 +115,7 @@ type Agent struct {
 	interval time.Duration
 	jobs     map[int64]*jobRun
 	used     map[int64]time.Time // job ids whose ticket was used, until expiry
+	kept     map[int64]*keptJob  // detached jobs' output and files
 }
 
 // New checks the configuration, binds the worker listener, opens the
@@ -149,6 +155,12 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.JobPids == 0 {
 		cfg.JobPids = DefaultJobPids
 	}
+	if cfg.JobOutputBytes <= 0 {
+		cfg.JobOutputBytes = DefaultJobOutputBytes
+	}
+	if cfg.JobRetention <= 0 {
+		cfg.JobRetention = DefaultJobRetention
+	}
 	if root := runner.CgroupV2Root(); cfg.CgroupRoot == "" && root != "" {
 		cfg.CgroupRoot = filepath.Join(root, cfg.Name)
 	}
@@ -182,7 +194,11 @@ func New(cfg Config) (*Agent, error) {
 		}
 		cfg.Advertise = ln.Addr().String()
 	}
-	a := &Agent{cfg: cfg, memTotal: memTotal(), cache: cache, ln: guard.Listen(ln, guard.DefaultLimits), log: cfg.Logger, jobs: map[int64]*jobRun{}, used: map[int64]time.Time{}, uids: map[int]bool{}}
+	a := &Agent{cfg: cfg, memTotal: memTotal(), cache: cache, ln: guard.Listen(ln, guard.DefaultLimits), log: cfg.Logger, jobs: map[int64]*jobRun{}, used: map[int64]time.Time{}, uids: map[int]bool{}, kept: map[int64]*keptJob{}}
+	if err := a.loadKept(); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("agent: detached jobs' records: %w", err)
+	}
 	if a.certKey, a.csr, err = pki.NewRequest(); err != nil {
 		ln.Close()
 		return nil, err
@@ -220,7 +236,7 @@ func (a *Agent) register(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("agent: list GPUs: %w", err)
 	}
-	req := &hacv1.RegisterNodeRequest{ProtocolVersion: controlplane.AgentProtocolVersion, Name: a.cfg.Name, Address: a.cfg.Advertise, WorkerCsr: a.csr}
+	req := &hacv1.RegisterNodeRequest{ProtocolVersion: hacv1.AgentProtocolVersion, Name: a.cfg.Name, Address: a.cfg.Advertise, WorkerCsr: a.csr}
 	for _, d := range devs {
 		req.Gpus = append(req.Gpus, &hacv1.GPU{Index: int32(d.Index), Uuid: d.UUID, Name: d.Name, MemoryMib: d.MemoryMiB})
 	}
@@ -283,7 +299,7 @@ const maxWorkerMessage = 96 << 20
 
 // TicketHeader carries the worker ticket, so that the agent checks it
 // before it reads a message.
-const TicketHeader = "Hac-Ticket"
+const TicketHeader = ticket.Header
 
 // claimsKey carries a checked ticket's claims from ticketFirst to Exec.
 type claimsKey struct{}
@@ -434,6 +450,7 @@ func (a *Agent) heartbeat(ctx context.Context, removed chan<- error) {
 			}
 		}
 		a.mu.Unlock()
+		a.expireKept(time.Now())
 		select {
 		case <-ctx.Done():
 			return
@@ -473,6 +490,15 @@ func (a *Agent) heartbeat(ctx context.Context, removed chan<- error) {
 			a.mu.Unlock()
 			if j != nil {
 				j.kill("The HAC AI Accelerator was released by the server (lease expired or reset).")
+			}
+		}
+		for _, t := range resp.Msg.Terminate {
+			id, _ := strconv.ParseInt(t.JobId, 10, 64)
+			a.mu.Lock()
+			j := a.jobs[id]
+			a.mu.Unlock()
+			if j != nil {
+				j.terminate(time.Duration(max(t.GraceSeconds, 0))*time.Second, t.Reason)
 			}
 		}
 	}

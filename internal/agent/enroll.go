@@ -14,7 +14,6 @@ import (
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 	"github.com/hac-project/hac/gen/hac/v1/hacv1connect"
 	"github.com/hac-project/hac/internal/apiclient"
-	"github.com/hac-project/hac/internal/controlplane"
 	"github.com/hac-project/hac/internal/pki"
 	"github.com/hac-project/hac/internal/token"
 )
@@ -85,7 +84,7 @@ func Enroll(ctx context.Context, cfg Config, join string) (Config, error) {
 		httpc = apiclient.New(cfg.CAPin)
 	}
 	c := hacv1connect.NewAgentServiceClient(httpc, cfg.ControlPlane, connect.WithInterceptors(apiclient.Bearer(join)))
-	resp, err := c.Join(ctx, connect.NewRequest(&hacv1.JoinRequest{ProtocolVersion: controlplane.AgentProtocolVersion}))
+	resp, err := c.Join(ctx, connect.NewRequest(&hacv1.JoinRequest{ProtocolVersion: hacv1.AgentProtocolVersion}))
 	if connect.CodeOf(err) == connect.CodeUnauthenticated {
 		return cfg, fmt.Errorf("agent: the join token is wrong, used or expired: make a new one with hac node add NAME")
 	}

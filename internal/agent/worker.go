@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -35,6 +36,49 @@ type jobRun struct {
 	usedMiB int64
 	// fakeDir holds the job's simulated GPU allocations, if any.
 	fakeDir string
+	// stopBy and stopReason: hac cancel's order, once given (terminate).
+	stopBy     time.Time
+	stopReason string
+	stopTimer  *time.Timer
+}
+
+// terminate stops the job as hac cancel asks: SIGTERM to the program now,
+// SIGKILL to its whole tree once grace has passed. The order is repeated
+// with every heartbeat: only one that ends sooner changes anything.
+func (j *jobRun) terminate(grace time.Duration, reason string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	by := time.Now().Add(grace)
+	if !j.stopBy.IsZero() && !by.Before(j.stopBy) {
+		return
+	}
+	first := j.stopBy.IsZero()
+	j.stopBy, j.stopReason = by, reason
+	if j.job == nil {
+		// Not started yet: it never will.
+		if j.reason == "" {
+			j.reason = reason
+		}
+		return
+	}
+	if first {
+		j.job.Signal(syscall.SIGTERM)
+	}
+	if j.stopTimer != nil {
+		j.stopTimer.Stop()
+	}
+	j.stopTimer = time.AfterFunc(grace, func() { j.kill(fmt.Sprintf("%s: killed after its grace period of %v", reason, grace)) })
+}
+
+// endReason is why the job ended, if not on its own: the agent's kill, or
+// else hac cancel's order that it followed.
+func (j *jobRun) endReason() string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.stopTimer != nil {
+		j.stopTimer.Stop()
+	}
+	return cmp.Or(j.reason, j.stopReason)
 }
 
 // used returns the GPU memory the job used at the last look.
@@ -65,10 +109,20 @@ func (j *jobRun) kill(reason string) {
 	}
 }
 
-func (j *jobRun) killReason() string {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return j.reason
+// signal passes a client's signal to the program: those a terminal or a
+// user sends; SIGKILL (a second Ctrl+C) kills the whole tree.
+func (j *jobRun) signal(sig syscall.Signal) {
+	switch sig {
+	case syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH:
+		j.mu.Lock()
+		job := j.job
+		j.mu.Unlock()
+		if job != nil {
+			job.Signal(sig)
+		}
+	case syscall.SIGKILL:
+		j.kill("killed with a second Ctrl+C")
+	}
 }
 
 // sender serializes sends on the stream; output goroutines share it.
@@ -122,7 +176,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 	}
 	// ticketFirst checked the header's ticket; the Start message names the same.
 	claims, ok := ctx.Value(claimsKey{}).(ticket.Claims)
-	if !ok || start.Ticket != stream.RequestHeader().Get(TicketHeader) {
+	if !ok || start.Ticket != stream.RequestHeader().Get(TicketHeader) || claims.Access != "" {
 		return connect.NewError(connect.CodePermissionDenied, errTicket)
 	}
 	a.mu.Lock()
@@ -134,10 +188,18 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 	run := &jobRun{id: claims.JobID, limitMiB: claims.MemoryMiB}
 	a.jobs[claims.JobID] = run
 	a.mu.Unlock()
-	defer func() {
+	// What the job holds goes when it ends: when Exec returns, or, for a
+	// detached job, when its program ended (handedOff).
+	handedOff := false
+	forget := func() {
 		a.mu.Lock()
 		delete(a.jobs, claims.JobID)
 		a.mu.Unlock()
+	}
+	defer func() {
+		if !handedOff {
+			forget()
+		}
 	}()
 
 	if len(start.Argv) == 0 || start.Argv[0] == "" {
@@ -163,10 +225,10 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 	var job *runner.Job
 	var jos *jobOS // a job on its server's files
 	a.releases.Add(1)
-	defer func() {
-		// The job's folders and uid are kept until its cgroups are gone (a
-		// sandbox's namespaces are taken down after its end), off the
-		// client's wait.
+	// The job's folders and uid are kept until its cgroups are gone (a
+	// sandbox's namespaces are taken down after its end), off the
+	// client's wait.
+	cleanup := func() {
 		go func() {
 			defer a.releases.Done()
 			if job != nil {
@@ -185,6 +247,11 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 				a.freeUID(uid)
 			}
 		}()
+	}
+	defer func() {
+		if !handedOff {
+			cleanup()
+		}
 	}()
 	if err := folders.make(uid); err != nil {
 		go a.reportEnd(claims.JobID, 1, "job folder", true)
@@ -212,10 +279,23 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 		return userError(s, "the node could not prepare the job's sandbox: %v", err)
 	}
 	spec.Stdout, spec.Stderr = output{s: s}, output{s: s, stderr: true}
+	var kept *keptJob
+	if claims.Detached {
+		if kept, err = a.keep(run, start.Manifest, workDir); err != nil {
+			go a.reportEnd(claims.JobID, 1, "job record", true)
+			return userError(s, "the node could not keep the detached job's output: %v", err)
+		}
+		// No client, so no terminal: the output goes to the node's record.
+		spec.TTY, spec.Stdout, spec.Stderr = false, kept.log.writer(streamStdout), kept.log.writer(streamStderr)
+	}
 	if a.simulated() {
 		run.fakeDir = folders.gpu
 	}
 	job, err = a.launcher.Start(spec)
+	if err != nil && kept != nil {
+		kept.log.write(streamStderr, []byte("hac: "+err.Error()+"\n"))
+		kept.ended(keptEnd{ExitCode: 127, Reason: "command not started", At: time.Now()})
+	}
 	if errors.Is(err, runner.ErrSandbox) {
 		a.log.Error("job sandbox", "job", claims.JobID, "err", err)
 		go a.reportEnd(claims.JobID, 1, "sandbox", true)
@@ -240,7 +320,28 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 		job.Kill()
 	}
 	s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Started{Started: &hacv1.Started{Pid: int64(job.Pid())}}})
-	a.log.Info("job started", "job", claims.JobID, "pid", job.Pid(), "gpus", claims.GPUs, "isolation", job.Isolation(), "cgroup", job.Cgroup())
+	a.log.Info("job started", "job", claims.JobID, "pid", job.Pid(), "gpus", claims.GPUs, "isolation", job.Isolation(), "cgroup", job.Cgroup(), "detached", claims.Detached)
+	if kept != nil {
+		// The client may go: the job runs on, and what it holds goes
+		// when its program ends.
+		job.Stdin().Close()
+		handedOff = true
+		go func() {
+			defer cleanup()
+			defer forget()
+			exit, err := job.Wait()
+			if err != nil {
+				a.log.Warn("job cleanup", "job", claims.JobID, "err", err)
+			}
+			reason := run.endReason()
+			go a.reportEnd(claims.JobID, exit.Code, reason, false)
+			a.log.Info("job ended", "job", claims.JobID, "exit", exit.Code, "reason", reason, "detached", true)
+			if err := kept.ended(keptEnd{ExitCode: int32(exit.Code), Signal: int32(exit.Signal), Reason: reason, At: time.Now()}); err != nil {
+				a.log.Warn("keep a detached job's files", "job", claims.JobID, "err", err)
+			}
+		}()
+		return nil
+	}
 
 	clientGone := make(chan struct{})
 	go w.relayInput(stream, s, job, run, clientGone)
@@ -254,7 +355,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 	if err != nil {
 		a.log.Warn("job cleanup", "job", claims.JobID, "err", err)
 	}
-	reason = run.killReason()
+	reason = run.endReason()
 	go a.reportEnd(claims.JobID, exit.Code, reason, false)
 	a.log.Info("job ended", "job", claims.JobID, "exit", exit.Code, "reason", reason)
 	select {
@@ -446,10 +547,8 @@ func (w *worker) relayInput(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.
 			job.Resize(uint16(m.Resize.Rows), uint16(m.Resize.Cols))
 		case *hacv1.ExecRequest_Signal:
 			switch sig := syscall.Signal(m.Signal); sig {
-			case syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH:
-				job.Signal(sig)
-			case syscall.SIGKILL: // a second Ctrl+C: the whole tree
-				run.kill("killed with a second Ctrl+C")
+			default:
+				run.signal(sig)
 			case syscall.SIGTSTP, syscall.SIGCONT: // Ctrl+Z and fg: the whole tree
 				frozen := sig == syscall.SIGTSTP
 				if err := job.Suspend(frozen); err != nil {
@@ -504,7 +603,7 @@ func (y *syncer) sync() error {
 		if err != nil {
 			continue
 		}
-		if err := sendFile(y.s, y.dir, c); err != nil {
+		if err := sendFile(y.send, y.dir, c); err != nil {
 			return err
 		}
 		y.base[c.Path] = &hacv1.FileEntry{Path: c.Path, Mode: uint32(fi.Mode()), Size: fi.Size(), MtimeNs: fi.ModTime().UnixNano(), Link: c.Link}
@@ -532,6 +631,10 @@ func (y *syncer) every(interval time.Duration, stop <-chan struct{}) {
 	}
 }
 
+func (y *syncer) send(c *hacv1.ChangedFile) error {
+	return y.s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Changed{Changed: c}})
+}
+
 // finish sends the last changes and says so.
 func (y *syncer) finish() error {
 	if err := y.sync(); err != nil {
@@ -544,10 +647,9 @@ func (y *syncer) finish() error {
 // message (empty when the file ends on a chunk boundary) has Last set. The
 // file is read through an os.Root: the program owns the folder and may
 // have replaced anything in it by a symlink or a FIFO since it was listed.
-func sendFile(s *sender, dir string, c workspace.Change) error {
+func sendFile(send func(*hacv1.ChangedFile) error, dir string, c workspace.Change) error {
 	if c.Mode&fs.ModeSymlink != 0 {
-		return s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Changed{Changed: &hacv1.ChangedFile{
-			Path: c.Path, Mode: uint32(c.Mode), Link: c.Link, First: true, Last: true}}})
+		return send(&hacv1.ChangedFile{Path: c.Path, Mode: uint32(c.Mode), Link: c.Link, First: true, Last: true})
 	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
@@ -564,7 +666,7 @@ func sendFile(s *sender, dir string, c workspace.Change) error {
 		n, err := io.ReadFull(f, buf)
 		last := err != nil
 		msg := &hacv1.ChangedFile{Path: c.Path, Mode: uint32(c.Mode.Perm()), Data: buf[:n], First: first, Last: last}
-		if err := s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Changed{Changed: msg}}); err != nil {
+		if err := send(msg); err != nil {
 			return err
 		}
 		if last {

@@ -10,21 +10,13 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/hac-project/hac/internal/client"
 	"github.com/hac-project/hac/internal/pki"
 	"github.com/hac-project/hac/internal/token"
 )
 
 // Config is what a client needs to reach the control plane.
-type Config struct {
-	Addr   string // control plane URL
-	Token  string
-	Server string // default server for user tokens
-	// CAPin names the CA the control plane's certificate is from
-	// (sha256:HEX); empty trusts the system's roots.
-	CAPin string
-	// Source says where Addr came from, for messages.
-	Source string
-}
+type Config = client.Config
 
 // ErrNoConfig is returned when no configuration is found anywhere.
 var ErrNoConfig = errors.New("no hac server configured: run hac serve --dev or set HAC_ADDR/HAC_TOKEN")

@@ -12,6 +12,7 @@ import (
 
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 	"github.com/hac-project/hac/internal/cli/output"
+	"github.com/hac-project/hac/internal/client"
 )
 
 func (a *app) keypairCmd() *cobra.Command {
@@ -41,7 +42,7 @@ for PuTTY. The control plane keeps only the public key.`,
 			if err != nil {
 				return err
 			}
-			resp, err := c.keys.CreateKeyPair(cmd.Context(), connect.NewRequest(&hacv1.CreateKeyPairRequest{Name: name, Type: typ, Ppk: ppk}))
+			resp, err := c.KeyPairs.CreateKeyPair(cmd.Context(), connect.NewRequest(&hacv1.CreateKeyPairRequest{Name: name, Type: typ, Ppk: ppk}))
 			if err != nil {
 				return err
 			}
@@ -78,7 +79,7 @@ for PuTTY. The control plane keeps only the public key.`,
 			if err != nil {
 				return err
 			}
-			resp, err := c.keys.ImportKeyPair(cmd.Context(), connect.NewRequest(&hacv1.ImportKeyPairRequest{Name: args[0], PublicKey: string(raw)}))
+			resp, err := c.KeyPairs.ImportKeyPair(cmd.Context(), connect.NewRequest(&hacv1.ImportKeyPairRequest{Name: args[0], PublicKey: string(raw)}))
 			if err != nil {
 				return err
 			}
@@ -87,8 +88,8 @@ for PuTTY. The control plane keeps only the public key.`,
 			return nil
 		},
 	}
-	list := a.listCmd("list", "List your key pairs", func(cmd *cobra.Command, c *client) (output.Table, any, error) {
-		resp, err := c.keys.ListKeyPairs(cmd.Context(), connect.NewRequest(&hacv1.ListKeyPairsRequest{}))
+	list := a.listCmd("list", "List your key pairs", func(cmd *cobra.Command, c *client.Conn) (output.Table, any, error) {
+		resp, err := c.KeyPairs.ListKeyPairs(cmd.Context(), connect.NewRequest(&hacv1.ListKeyPairsRequest{}))
 		if err != nil {
 			return output.Table{}, nil, err
 		}
@@ -107,7 +108,7 @@ for PuTTY. The control plane keeps only the public key.`,
 			if err != nil {
 				return err
 			}
-			if _, err := c.keys.DeleteKeyPair(cmd.Context(), connect.NewRequest(&hacv1.DeleteKeyPairRequest{Name: args[0]})); err != nil {
+			if _, err := c.KeyPairs.DeleteKeyPair(cmd.Context(), connect.NewRequest(&hacv1.DeleteKeyPairRequest{Name: args[0]})); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "Key pair %q deleted.\n", args[0])

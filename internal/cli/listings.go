@@ -12,13 +12,14 @@ import (
 
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 	"github.com/hac-project/hac/internal/cli/output"
+	"github.com/hac-project/hac/internal/client"
 	"github.com/hac-project/hac/internal/version"
 )
 
 func writeJSON(w io.Writer, v any) error { return output.WriteJSON(w, v) }
 
 // listCmd makes a command that prints one listing with -o table|json.
-func (a *app) listCmd(use, short string, fetch func(*cobra.Command, *client) (output.Table, any, error)) *cobra.Command {
+func (a *app) listCmd(use, short string, fetch func(*cobra.Command, *client.Conn) (output.Table, any, error)) *cobra.Command {
 	var format string
 	cmd := &cobra.Command{
 		Use:   use,
@@ -51,8 +52,8 @@ func when(t *timestamppb.Timestamp) string {
 }
 
 func (a *app) nodesCmd() *cobra.Command {
-	return a.listCmd("nodes", "List the GPU nodes of the pool", func(cmd *cobra.Command, c *client) (output.Table, any, error) {
-		resp, err := c.pool.ListNodes(cmd.Context(), connect.NewRequest(&hacv1.ListNodesRequest{}))
+	return a.listCmd("nodes", "List the GPU nodes of the pool", func(cmd *cobra.Command, c *client.Conn) (output.Table, any, error) {
+		resp, err := c.Pool.ListNodes(cmd.Context(), connect.NewRequest(&hacv1.ListNodesRequest{}))
 		if err != nil {
 			return output.Table{}, nil, err
 		}
@@ -83,8 +84,8 @@ func jobRow(j *hacv1.Job) []string {
 
 func (a *app) jobsCmd() *cobra.Command {
 	var limit int32
-	cmd := a.listCmd("jobs", "List recent jobs, newest first", func(cmd *cobra.Command, c *client) (output.Table, any, error) {
-		resp, err := c.pool.ListJobs(cmd.Context(), connect.NewRequest(&hacv1.ListJobsRequest{Limit: limit}))
+	cmd := a.listCmd("jobs", "List recent jobs, newest first", func(cmd *cobra.Command, c *client.Conn) (output.Table, any, error) {
+		resp, err := c.Pool.ListJobs(cmd.Context(), connect.NewRequest(&hacv1.ListJobsRequest{Limit: limit}))
 		if err != nil {
 			return output.Table{}, nil, err
 		}
@@ -99,8 +100,8 @@ func (a *app) jobsCmd() *cobra.Command {
 }
 
 func (a *app) queueCmd() *cobra.Command {
-	queue := a.listCmd("queue", "List the jobs waiting for the pool, in service order", func(cmd *cobra.Command, c *client) (output.Table, any, error) {
-		resp, err := c.pool.ListQueue(cmd.Context(), connect.NewRequest(&hacv1.ListQueueRequest{}))
+	queue := a.listCmd("queue", "List the jobs waiting for the pool, in service order", func(cmd *cobra.Command, c *client.Conn) (output.Table, any, error) {
+		resp, err := c.Pool.ListQueue(cmd.Context(), connect.NewRequest(&hacv1.ListQueueRequest{}))
 		if err != nil {
 			return output.Table{}, nil, err
 		}
@@ -119,7 +120,7 @@ func (a *app) queueCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if _, err := c.pool.CancelJob(cmd.Context(), connect.NewRequest(&hacv1.CancelJobRequest{JobId: args[0]})); err != nil {
+			if _, err := c.Pool.CancelJob(cmd.Context(), connect.NewRequest(&hacv1.CancelJobRequest{JobId: args[0]})); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "Job %s canceled.\n", args[0])
@@ -141,20 +142,20 @@ func (a *app) serverCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			resp, err := c.servers.RegisterServer(cmd.Context(), connect.NewRequest(&hacv1.RegisterServerRequest{Name: args[0], Model: model, Image: image}))
+			resp, err := c.Servers.RegisterServer(cmd.Context(), connect.NewRequest(&hacv1.RegisterServerRequest{Name: args[0], Model: model, Image: image}))
 			if err != nil {
 				return err
 			}
 			s := resp.Msg.Server
 			fmt.Fprintf(a.stdout, "Server %q registered (model %s).\nIts token, shown only now: %s\n\nOn that machine, write /etc/hac/config:\n%s",
-				s.Name, s.Model, resp.Msg.Token, FormatConfig(Config{Addr: c.cfg.Addr, CAPin: c.cfg.CAPin, Token: resp.Msg.Token}))
+				s.Name, s.Model, resp.Msg.Token, FormatConfig(Config{Addr: c.Config.Addr, CAPin: c.Config.CAPin, Token: resp.Msg.Token}))
 			return nil
 		},
 	}
 	register.Flags().StringVar(&model, "model", "", "accelerator model (default small.16gb)")
 	register.Flags().StringVar(&image, "image", "", "the machine's base system among hac's images (debian-12, host): jobs run on it with the client's virtualenv, conda prefix and user site-packages")
-	list := a.listCmd("list", "List servers", func(cmd *cobra.Command, c *client) (output.Table, any, error) {
-		resp, err := c.servers.ListServers(cmd.Context(), connect.NewRequest(&hacv1.ListServersRequest{}))
+	list := a.listCmd("list", "List servers", func(cmd *cobra.Command, c *client.Conn) (output.Table, any, error) {
+		resp, err := c.Servers.ListServers(cmd.Context(), connect.NewRequest(&hacv1.ListServersRequest{}))
 		if err != nil {
 			return output.Table{}, nil, err
 		}
@@ -188,7 +189,7 @@ func (a *app) versionCmd() *cobra.Command {
 				fmt.Fprintf(a.stdout, "Server Version: unknown (%s)\n", userMessage(err))
 				return nil
 			}
-			resp, err := c.acc.GetVersion(cmd.Context(), connect.NewRequest(&hacv1.GetVersionRequest{}))
+			resp, err := c.Accel.GetVersion(cmd.Context(), connect.NewRequest(&hacv1.GetVersionRequest{}))
 			if err != nil {
 				fmt.Fprintf(a.stdout, "Server Version: unknown (%s)\n", userMessage(err))
 				return nil

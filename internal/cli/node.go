@@ -29,13 +29,13 @@ Keep it off command lines and shells' history: write it to a file and pass
 			if err != nil {
 				return err
 			}
-			resp, err := c.pool.AddNode(cmd.Context(), connect.NewRequest(&hacv1.AddNodeRequest{Name: args[0], TtlSeconds: int64(ttl / time.Second)}))
+			resp, err := c.Pool.AddNode(cmd.Context(), connect.NewRequest(&hacv1.AddNodeRequest{Name: args[0], TtlSeconds: int64(ttl / time.Second)}))
 			if err != nil {
 				return err
 			}
 			fmt.Fprintln(a.stdout, resp.Msg.JoinToken)
 			fmt.Fprintf(a.stderr, "Join token for node %s, good once until %s. On the node:\n  hac agent --server %s --join-file FILE_WITH_THE_TOKEN\n",
-				args[0], resp.Msg.Expires.AsTime().Local().Format(time.RFC3339), c.cfg.Addr)
+				args[0], resp.Msg.Expires.AsTime().Local().Format(time.RFC3339), c.Config.Addr)
 			return nil
 		},
 	}
@@ -50,7 +50,7 @@ Keep it off command lines and shells' history: write it to a file and pass
 			if err != nil {
 				return err
 			}
-			if _, err := c.pool.DrainNode(cmd.Context(), connect.NewRequest(&hacv1.DrainNodeRequest{Name: args[0], Resume: resume})); err != nil {
+			if _, err := c.Pool.DrainNode(cmd.Context(), connect.NewRequest(&hacv1.DrainNodeRequest{Name: args[0], Resume: resume})); err != nil {
 				return err
 			}
 			if resume {
@@ -71,7 +71,7 @@ Keep it off command lines and shells' history: write it to a file and pass
 			if err != nil {
 				return err
 			}
-			if _, err := c.pool.RemoveNode(cmd.Context(), connect.NewRequest(&hacv1.RemoveNodeRequest{Name: args[0]})); err != nil {
+			if _, err := c.Pool.RemoveNode(cmd.Context(), connect.NewRequest(&hacv1.RemoveNodeRequest{Name: args[0]})); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "Node %s removed; its agent stops when it next reports.\n", args[0])

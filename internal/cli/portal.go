@@ -10,6 +10,7 @@ import (
 
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 	"github.com/hac-project/hac/internal/cli/output"
+	"github.com/hac-project/hac/internal/client"
 )
 
 func (a *app) serverCreateCmd() *cobra.Command {
@@ -25,7 +26,7 @@ func (a *app) serverCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			resp, err := c.portal.CreateServer(cmd.Context(), connect.NewRequest(req))
+			resp, err := c.Portal.CreateServer(cmd.Context(), connect.NewRequest(req))
 			if err != nil {
 				return err
 			}
@@ -35,7 +36,7 @@ func (a *app) serverCreateCmd() *cobra.Command {
 			}
 			deadline := time.Now().Add(wait)
 			for {
-				got, err := c.portal.GetServer(cmd.Context(), connect.NewRequest(&hacv1.GetServerRequest{Name: req.Name}))
+				got, err := c.Portal.GetServer(cmd.Context(), connect.NewRequest(&hacv1.GetServerRequest{Name: req.Name}))
 				if err != nil {
 					return err
 				}
@@ -76,7 +77,7 @@ func (a *app) serverShowCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			resp, err := c.portal.GetServer(cmd.Context(), connect.NewRequest(&hacv1.GetServerRequest{Name: args[0]}))
+			resp, err := c.Portal.GetServer(cmd.Context(), connect.NewRequest(&hacv1.GetServerRequest{Name: args[0]}))
 			if err != nil {
 				return err
 			}
@@ -119,7 +120,7 @@ func (a *app) serverDeleteCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if _, err := c.portal.DeleteServer(cmd.Context(), connect.NewRequest(&hacv1.DeleteServerRequest{Name: args[0]})); err != nil {
+			if _, err := c.Portal.DeleteServer(cmd.Context(), connect.NewRequest(&hacv1.DeleteServerRequest{Name: args[0]})); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "Server %q is being deleted.\n", args[0])
@@ -138,7 +139,7 @@ func (a *app) serverSetModelCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if _, err := c.portal.SetServerModel(cmd.Context(), connect.NewRequest(&hacv1.SetServerModelRequest{Name: args[0], Model: args[1]})); err != nil {
+			if _, err := c.Portal.SetServerModel(cmd.Context(), connect.NewRequest(&hacv1.SetServerModelRequest{Name: args[0], Model: args[1]})); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "Server %q now has accelerator model %s.\n", args[0], args[1])
@@ -160,7 +161,7 @@ func (a *app) portForwardCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			resp, err := c.portal.AddPortForward(cmd.Context(), connect.NewRequest(req))
+			resp, err := c.Portal.AddPortForward(cmd.Context(), connect.NewRequest(req))
 			if err != nil {
 				return err
 			}
@@ -175,8 +176,8 @@ func (a *app) portForwardCmd() *cobra.Command {
 	add.Flags().StringVar(&req.Protocol, "protocol", "tcp", "tcp or udp")
 	add.MarkFlagRequired("private-port")
 	var server string
-	list := a.listCmd("list", "List port forwards", func(cmd *cobra.Command, c *client) (output.Table, any, error) {
-		resp, err := c.portal.ListPortForwards(cmd.Context(), connect.NewRequest(&hacv1.ListPortForwardsRequest{Server: server}))
+	list := a.listCmd("list", "List port forwards", func(cmd *cobra.Command, c *client.Conn) (output.Table, any, error) {
+		resp, err := c.Portal.ListPortForwards(cmd.Context(), connect.NewRequest(&hacv1.ListPortForwardsRequest{Server: server}))
 		if err != nil {
 			return output.Table{}, nil, err
 		}
@@ -187,8 +188,8 @@ func (a *app) portForwardCmd() *cobra.Command {
 		return t, resp.Msg, nil
 	})
 	list.Flags().StringVar(&server, "server", "", "only this server's")
-	del := a.deleteByIDCmd("delete ID", "Delete a port forward", func(cmd *cobra.Command, c *client, id string) error {
-		_, err := c.portal.DeletePortForward(cmd.Context(), connect.NewRequest(&hacv1.DeletePortForwardRequest{Id: id}))
+	del := a.deleteByIDCmd("delete ID", "Delete a port forward", func(cmd *cobra.Command, c *client.Conn, id string) error {
+		_, err := c.Portal.DeletePortForward(cmd.Context(), connect.NewRequest(&hacv1.DeletePortForwardRequest{Id: id}))
 		return err
 	})
 	cmd.AddCommand(add, list, del)
@@ -208,7 +209,7 @@ func (a *app) firewallCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			resp, err := c.portal.AddFirewallRule(cmd.Context(), connect.NewRequest(req))
+			resp, err := c.Portal.AddFirewallRule(cmd.Context(), connect.NewRequest(req))
 			if err != nil {
 				return err
 			}
@@ -222,8 +223,8 @@ func (a *app) firewallCmd() *cobra.Command {
 	add.Flags().StringVar(&req.Source, "source", "0.0.0.0/0", "who may connect, as an IPv4 CIDR")
 	add.MarkFlagRequired("port")
 	var server string
-	list := a.listCmd("list", "List firewall rules", func(cmd *cobra.Command, c *client) (output.Table, any, error) {
-		resp, err := c.portal.ListFirewallRules(cmd.Context(), connect.NewRequest(&hacv1.ListFirewallRulesRequest{Server: server}))
+	list := a.listCmd("list", "List firewall rules", func(cmd *cobra.Command, c *client.Conn) (output.Table, any, error) {
+		resp, err := c.Portal.ListFirewallRules(cmd.Context(), connect.NewRequest(&hacv1.ListFirewallRulesRequest{Server: server}))
 		if err != nil {
 			return output.Table{}, nil, err
 		}
@@ -234,15 +235,15 @@ func (a *app) firewallCmd() *cobra.Command {
 		return t, resp.Msg, nil
 	})
 	list.Flags().StringVar(&server, "server", "", "only this server's")
-	del := a.deleteByIDCmd("delete ID", "Delete a firewall rule", func(cmd *cobra.Command, c *client, id string) error {
-		_, err := c.portal.DeleteFirewallRule(cmd.Context(), connect.NewRequest(&hacv1.DeleteFirewallRuleRequest{Id: id}))
+	del := a.deleteByIDCmd("delete ID", "Delete a firewall rule", func(cmd *cobra.Command, c *client.Conn, id string) error {
+		_, err := c.Portal.DeleteFirewallRule(cmd.Context(), connect.NewRequest(&hacv1.DeleteFirewallRuleRequest{Id: id}))
 		return err
 	})
 	cmd.AddCommand(add, list, del)
 	return cmd
 }
 
-func (a *app) deleteByIDCmd(use, short string, del func(*cobra.Command, *client, string) error) *cobra.Command {
+func (a *app) deleteByIDCmd(use, short string, del func(*cobra.Command, *client.Conn, string) error) *cobra.Command {
 	return &cobra.Command{
 		Use:   use,
 		Short: short,
@@ -279,13 +280,13 @@ func (a *app) serverPowerCmd(verb string) *cobra.Command {
 			}
 			var s *hacv1.ServerDetail
 			if verb == "start" {
-				resp, err := c.portal.StartServer(cmd.Context(), connect.NewRequest(&hacv1.StartServerRequest{Name: args[0]}))
+				resp, err := c.Portal.StartServer(cmd.Context(), connect.NewRequest(&hacv1.StartServerRequest{Name: args[0]}))
 				if err != nil {
 					return err
 				}
 				s = resp.Msg.Server
 			} else {
-				resp, err := c.portal.StopServer(cmd.Context(), connect.NewRequest(&hacv1.StopServerRequest{Name: args[0]}))
+				resp, err := c.Portal.StopServer(cmd.Context(), connect.NewRequest(&hacv1.StopServerRequest{Name: args[0]}))
 				if err != nil {
 					return err
 				}

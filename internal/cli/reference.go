@@ -10,13 +10,14 @@ import (
 
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 	"github.com/hac-project/hac/internal/cli/output"
+	"github.com/hac-project/hac/internal/client"
 	"github.com/hac-project/hac/internal/workspace"
 )
 
 func (a *app) referenceModelCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "reference-model", Short: "List and fetch ready-to-train reference models (SPEC S10)"}
-	list := a.listCmd("list", "List the reference models", func(cmd *cobra.Command, c *client) (output.Table, any, error) {
-		resp, err := c.catalog.ListReferenceModels(cmd.Context(), connect.NewRequest(&hacv1.ListReferenceModelsRequest{}))
+	list := a.listCmd("list", "List the reference models", func(cmd *cobra.Command, c *client.Conn) (output.Table, any, error) {
+		resp, err := c.Catalog.ListReferenceModels(cmd.Context(), connect.NewRequest(&hacv1.ListReferenceModelsRequest{}))
 		if err != nil {
 			return output.Table{}, nil, err
 		}
@@ -36,7 +37,7 @@ func (a *app) referenceModelCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			resp, err := c.catalog.GetReferenceModel(cmd.Context(), connect.NewRequest(&hacv1.GetReferenceModelRequest{Name: args[0]}))
+			resp, err := c.Catalog.GetReferenceModel(cmd.Context(), connect.NewRequest(&hacv1.GetReferenceModelRequest{Name: args[0]}))
 			if err != nil {
 				return err
 			}

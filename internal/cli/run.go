@@ -22,6 +22,7 @@ import (
 	"github.com/hac-project/hac/internal/apiclient"
 	"github.com/hac-project/hac/internal/catalog"
 	"github.com/hac-project/hac/internal/cli/output"
+	"github.com/hac-project/hac/internal/client"
 	"github.com/hac-project/hac/internal/workspace"
 )
 
@@ -146,17 +147,9 @@ func (a *app) run(ctx context.Context, argv, env []string, wait time.Duration, p
 	jobID := grant.JobId
 	leaseCtx, stopLease := context.WithCancel(ctx)
 	defer stopLease()
-	held := &lease{c: c, jobID: jobID}
-	go held.keep(leaseCtx, time.Duration(grant.LeaseTtlSeconds)*time.Second)
-	release := func(code *int32) {
-		req := &hacv1.ReleaseRequest{JobId: jobID}
-		if code != nil {
-			req.ExitCode, req.HasExitCode = *code, true
-		}
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		c.acc.Release(rctx, connect.NewRequest(req))
-	}
+	held := client.NewLease(c, jobID)
+	go held.Keep(leaseCtx, time.Duration(grant.LeaseTtlSeconds)*time.Second)
+	release := func(code *int32) { c.Release(ctx, jobID, code) }
 
 	a.say("info", "Initializing the worker daemon for %s...", catalog.DisplayName)
 	w := <-manifest
@@ -197,14 +190,14 @@ func (a *app) run(ctx context.Context, argv, env []string, wait time.Duration, p
 
 // allocate waits for a grant, printing SPEC A3/A5/A6 lines as the wait
 // changes.
-func (a *app) allocate(ctx context.Context, c *client, argv []string, wait time.Duration, priority *int, sigs <-chan os.Signal) (*hacv1.Grant, error) {
+func (a *app) allocate(ctx context.Context, c *client.Conn, argv []string, wait time.Duration, priority *int, sigs <-chan os.Signal) (*hacv1.Grant, error) {
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	req := &hacv1.AllocateRequest{Server: c.cfg.Server, Command: argv, ClientPid: int64(os.Getpid())}
+	req := &hacv1.AllocateRequest{Server: c.Config.Server, Command: argv, ClientPid: int64(os.Getpid())}
 	if priority != nil {
 		req.Priority, req.HasPriority = int32(*priority), true
 	}
-	stream, err := c.acc.Allocate(actx, connect.NewRequest(req))
+	stream, err := c.Accel.Allocate(actx, connect.NewRequest(req))
 	if err != nil {
 		return nil, err
 	}
@@ -271,75 +264,9 @@ func (a *app) sayWaiting(w, last *hacv1.Waiting) {
 	}
 }
 
-// lease keeps a job's lease alive. Renewals are made one at a time, so
-// that a periodic one already on its way cannot land after (and undo) the
-// suspended lease that Ctrl+Z asks for.
-type lease struct {
-	c     *client
-	jobID string
-	mu    sync.Mutex
-	// suspended: renewals ask for the suspended lease (Ctrl+Z).
-	suspended bool
-	ttl       time.Duration // the last renewal's
-}
-
-// renew renews once, as suspended says.
-func (l *lease) renew(ctx context.Context, timeout time.Duration) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.renewLocked(ctx, timeout)
-}
-
-func (l *lease) renewLocked(ctx context.Context, timeout time.Duration) error {
-	rctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	resp, err := l.c.acc.RenewLease(rctx, connect.NewRequest(&hacv1.RenewLeaseRequest{JobId: l.jobID, Suspended: l.suspended}))
-	if err == nil {
-		l.ttl = time.Duration(resp.Msg.LeaseTtlSeconds) * time.Second
-	}
-	return err
-}
-
-// suspend switches to (or back from) the suspended lease, and renews.
-func (l *lease) suspend(ctx context.Context, on bool) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.suspended = on
-	err := l.renewLocked(ctx, 5*time.Second)
-	if err != nil && on {
-		l.suspended = false
-	}
-	return err
-}
-
-// suspendedFor is how long the last suspended lease lasts.
-func (l *lease) suspendedFor() time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.ttl
-}
-
-// keep renews every third of ttl until ctx ends.
-func (l *lease) keep(ctx context.Context, ttl time.Duration) {
-	every := ttl / 3
-	if every < 100*time.Millisecond {
-		every = 100 * time.Millisecond
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			l.renew(ctx, every)
-		}
-	}
-}
-
 // execute runs the program on one worker: upload, stdio, signals, exit
 // code, changed files.
-func (a *app) execute(ctx context.Context, wk *hacv1.Worker, argv, env []string, cwd string, m *hacv1.Manifest, osEnv serverFiles, sigs <-chan os.Signal, jobID string, lease *lease) (int32, error) {
+func (a *app) execute(ctx context.Context, wk *hacv1.Worker, argv, env []string, cwd string, m *hacv1.Manifest, osEnv serverFiles, sigs <-chan os.Signal, jobID string, lease *client.Lease) (int32, error) {
 	if wk.CaPin == "" || wk.KeyPin == "" {
 		return 0, fmt.Errorf("the control plane named no certificate for node %s: upgrade hac serve", wk.Node)
 	}
@@ -382,9 +309,9 @@ func (a *app) execute(ctx context.Context, wk *hacv1.Worker, argv, env []string,
 		return 0, errors.New("protocol error: the node did not ask for the workspace")
 	}
 	a.say("info", "Establishing links to the resources...")
-	sources := []blobSource{{cwd, m}}
+	sources := []client.BlobSource{{Root: cwd, Manifest: m}}
 	if osEnv.env != nil {
-		sources = append(sources, blobSource{osEnv.root, osEnv.env.Layer})
+		sources = append(sources, client.BlobSource{Root: osEnv.root, Manifest: osEnv.env.Layer})
 	}
 	if err := a.upload(sources, need.Sha256, send); err != nil {
 		return 0, lost(err)
@@ -397,7 +324,7 @@ func (a *app) execute(ctx context.Context, wk *hacv1.Worker, argv, env []string,
 		}
 	}()
 	var stdinGate sync.RWMutex // held while the program is suspended (Ctrl+Z)
-	sync, err := newSyncBack(cwd, m, jobID)
+	sync, err := workspace.NewSyncBack(cwd, m, jobID)
 	if err != nil {
 		return 0, err
 	}
@@ -407,7 +334,7 @@ func (a *app) execute(ctx context.Context, wk *hacv1.Worker, argv, env []string,
 	for {
 		msg, err := stream.Receive()
 		if err != nil {
-			sync.finish()
+			sync.Finish()
 			if exited {
 				// The program is done, but not every file it changed came
 				// back: say so, and never exit 0 on that.
@@ -447,7 +374,7 @@ func (a *app) execute(ctx context.Context, wk *hacv1.Worker, argv, env []string,
 				a.say("error", "%s", r.Exited.Reason)
 			}
 		case *hacv1.ExecResponse_Changed:
-			if err := sync.receive(r.Changed); err != nil {
+			if err := sync.Receive(r.Changed); err != nil {
 				a.say("warning", "%v", err)
 			}
 		case *hacv1.ExecResponse_Suspended:
@@ -456,7 +383,7 @@ func (a *app) execute(ctx context.Context, wk *hacv1.Worker, argv, env []string,
 			default:
 			}
 		case *hacv1.ExecResponse_ChangesDone:
-			for _, w := range sync.finish() {
+			for _, w := range sync.Finish() {
 				a.say("warning", "%s", w)
 			}
 			send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_SyncDone{SyncDone: true}})
@@ -526,7 +453,7 @@ func (a *app) forwardSignals(ctx context.Context, sigs <-chan os.Signal, send fu
 // that nothing piles up in front of a frozen program. A client that is
 // not in the foreground of a terminal (a script, a service: no one to
 // continue it) does not stop.
-func (a *app) suspendOnCtrlZ(ctx context.Context, lease *lease, send func(*hacv1.ExecRequest) error, frozen <-chan bool, stdinGate *sync.RWMutex) {
+func (a *app) suspendOnCtrlZ(ctx context.Context, lease *client.Lease, send func(*hacv1.ExecRequest) error, frozen <-chan bool, stdinGate *sync.RWMutex) {
 	stops := make(chan os.Signal, 1)
 	signal.Notify(stops, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
 	defer signal.Stop(stops)
@@ -550,7 +477,7 @@ func (a *app) suspendOnCtrlZ(ctx context.Context, lease *lease, send func(*hacv1
 			a.say("warning", "Not suspended: this client is not in the foreground of a terminal, so no one could continue it.")
 			continue
 		}
-		if err := lease.suspend(ctx, true); err != nil {
+		if err := lease.Suspend(ctx, true); err != nil {
 			a.say("warning", "Not suspended: the control plane would not keep the job while the client is stopped (%v).", userMessage(err))
 			continue
 		}
@@ -566,15 +493,15 @@ func (a *app) suspendOnCtrlZ(ctx context.Context, lease *lease, send func(*hacv1
 			a.say("warning", "Not suspended: %s.", why)
 			send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Signal{Signal: int32(syscall.SIGCONT)}}) // if it froze late
 			stdinGate.Unlock()
-			lease.suspend(ctx, false)
+			lease.Suspend(ctx, false)
 			continue
 		}
-		a.say("info", "The program is suspended; fg resumes it (its GPUs stay held meanwhile, for up to %v).", lease.suspendedFor())
+		a.say("info", "The program is suspended; fg resumes it (its GPUs stay held meanwhile, for up to %v).", lease.SuspendedFor())
 		stopUntilContinued()
 		send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Signal{Signal: int32(syscall.SIGCONT)}})
 		answer() // thawed: drop the answer, so that the next Ctrl+Z reads its own
 		stdinGate.Unlock()
-		lease.suspend(ctx, false)
+		lease.Suspend(ctx, false)
 		drain(stops) // a second Ctrl+Z typed while this one was on its way
 	}
 }

@@ -29,7 +29,7 @@ func (a *app) smiCmd() *cobra.Command {
 			}
 			ctx := cmd.Context()
 			if reset {
-				resp, err := c.acc.ResetAccelerator(ctx, connect.NewRequest(&hacv1.ResetAcceleratorRequest{Server: c.cfg.Server}))
+				resp, err := c.Accel.ResetAccelerator(ctx, connect.NewRequest(&hacv1.ResetAcceleratorRequest{Server: c.Config.Server}))
 				if err != nil {
 					return err
 				}
@@ -40,7 +40,7 @@ func (a *app) smiCmd() *cobra.Command {
 				fmt.Fprintln(a.stdout, "Device release success.")
 				return nil
 			}
-			resp, err := c.acc.GetAccelerator(ctx, connect.NewRequest(&hacv1.GetAcceleratorRequest{Server: c.cfg.Server}))
+			resp, err := c.Accel.GetAccelerator(ctx, connect.NewRequest(&hacv1.GetAcceleratorRequest{Server: c.Config.Server}))
 			if err != nil {
 				return err
 			}
@@ -75,7 +75,7 @@ func (a *app) switchModelCmd() *cobra.Command {
 			}
 			ctx := cmd.Context()
 			switchTo := func(model string) (*hacv1.Accelerator, error) {
-				resp, err := c.acc.SwitchModel(ctx, connect.NewRequest(&hacv1.SwitchModelRequest{Server: c.cfg.Server, Model: model}))
+				resp, err := c.Accel.SwitchModel(ctx, connect.NewRequest(&hacv1.SwitchModelRequest{Server: c.Config.Server, Model: model}))
 				if err != nil {
 					if connect.CodeOf(err) == connect.CodeFailedPrecondition {
 						fmt.Fprintln(a.stdout, userMessage(err))
@@ -90,11 +90,11 @@ func (a *app) switchModelCmd() *cobra.Command {
 				_, err := switchTo(args[0])
 				return err
 			}
-			acc, err := c.acc.GetAccelerator(ctx, connect.NewRequest(&hacv1.GetAcceleratorRequest{Server: c.cfg.Server}))
+			acc, err := c.Accel.GetAccelerator(ctx, connect.NewRequest(&hacv1.GetAcceleratorRequest{Server: c.Config.Server}))
 			if err != nil {
 				return err
 			}
-			models, err := c.acc.ListModels(ctx, connect.NewRequest(&hacv1.ListModelsRequest{}))
+			models, err := c.Accel.ListModels(ctx, connect.NewRequest(&hacv1.ListModelsRequest{}))
 			if err != nil {
 				return err
 			}

@@ -21,12 +21,12 @@ func (a *app) userCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			resp, err := c.users.CreateUser(cmd.Context(), connect.NewRequest(&hacv1.CreateUserRequest{Name: args[0], Admin: admin}))
+			resp, err := c.Users.CreateUser(cmd.Context(), connect.NewRequest(&hacv1.CreateUserRequest{Name: args[0], Admin: admin}))
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "User %q created. Their token, shown only now: %s\n\nTheir ~/.config/hac/config:\n%s",
-				resp.Msg.Name, resp.Msg.Token, FormatConfig(Config{Addr: c.cfg.Addr, CAPin: c.cfg.CAPin, Token: resp.Msg.Token}))
+				resp.Msg.Name, resp.Msg.Token, FormatConfig(Config{Addr: c.Config.Addr, CAPin: c.Config.CAPin, Token: resp.Msg.Token}))
 			return nil
 		},
 	}

@@ -56,7 +56,7 @@ func (a acceleratorService) Allocate(ctx context.Context, req *connect.Request[h
 	if req.Msg.ClientPid < 0 {
 		return apiError(fmt.Errorf("%w: negative client pid", ErrInvalid))
 	}
-	j, err := a.s.broker.submit(srv, model.MemoryMiB, priority, command, req.Msg.ClientPid)
+	j, err := a.s.broker.submit(srv, model.MemoryMiB, priority, command, req.Msg.ClientPid, req.Msg.Detach)
 	if err != nil {
 		return apiError(err)
 	}
@@ -146,7 +146,7 @@ func (a acceleratorService) waiting(id int64) *hacv1.Waiting {
 // ticket signed by that node's key.
 func (a acceleratorService) grant(ctx context.Context, j jobState) (*hacv1.Grant, error) {
 	g := &hacv1.Grant{JobId: strconv.FormatInt(j.ID, 10), Model: j.Model, MemoryMib: j.MemoryMiB,
-		LeaseTtlSeconds: int32(a.s.cfg.LeaseTTL.Seconds()), OnImage: j.image != "" && a.s.cfg.Servers != nil}
+		LeaseTtlSeconds: int32(a.s.cfg.LeaseTTL.Seconds()), OnImage: j.image != "" && a.s.cfg.Servers != nil, Detached: j.Detached}
 	var order []string
 	byNode := map[string]*hacv1.Worker{}
 	for _, p := range j.Placements {
@@ -176,7 +176,7 @@ func (a acceleratorService) grant(ctx context.Context, j jobState) (*hacv1.Grant
 		}
 		w.Address, w.CaPin, w.KeyPin = addr, a.s.tls.workerPin, keyPin
 		w.Ticket = ticket.Sign(key, ticket.Claims{JobID: j.ID, Node: name, Model: j.Model, MemoryMiB: mem,
-			GPUs: w.GpuUuids, Rank: rank, Nodes: len(order), Expires: exp, Environment: env})
+			GPUs: w.GpuUuids, Rank: rank, Nodes: len(order), Expires: exp, Detached: j.Detached, Environment: env})
 		g.Workers = append(g.Workers, w)
 	}
 	return g, nil
@@ -333,7 +333,10 @@ func jobProto(j jobState) *hacv1.Job {
 	out := &hacv1.Job{Id: strconv.FormatInt(j.ID, 10), Server: j.serverName, User: j.userName, Model: j.Model,
 		State: j.State, Command: j.Command, ClientPid: j.ClientPID, Priority: int32(j.Priority), MemoryMib: j.MemoryMiB,
 		SubmittedAt: ts(j.SubmittedAt), AllocatedAt: ts(j.AllocatedAt), EndedAt: ts(j.EndedAt),
-		UsedMib: j.usedMiB, Pid: j.pid, EndReason: j.EndReason}
+		UsedMib: j.usedMiB, Pid: j.pid, EndReason: j.EndReason, Detached: j.Detached}
+	if j.stopping != nil {
+		out.StoppingSince = ts(j.stopping.since)
+	}
 	if j.ExitCode.Valid {
 		out.ExitCode, out.HasExitCode = int32(j.ExitCode.Int64), true
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -14,21 +15,13 @@ import (
 	"github.com/hac-project/hac/internal/store"
 )
 
-// AgentProtocolVersion is the agent protocol this control plane speaks.
-//
-// History:
-//   - 1 (2026-11-28): RegisterNode, Heartbeat, JobEnded; Exec on the worker.
-//   - 2 (2026-12-01): Join; every call as the node's own credential; the
-//     ticket also in the Hac-Ticket header of Exec.
-const AgentProtocolVersion = 3
-
 // agentService implements hacv1connect.AgentServiceHandler.
 type agentService struct{ s *Server }
 
 func (a agentService) RegisterNode(ctx context.Context, req *connect.Request[hacv1.RegisterNodeRequest]) (*connect.Response[hacv1.RegisterNodeResponse], error) {
 	m := req.Msg
-	if m.ProtocolVersion != AgentProtocolVersion {
-		return nil, apiError(fmt.Errorf("%w: the agent speaks %d, this control plane %d", ErrNodeProtocol, m.ProtocolVersion, AgentProtocolVersion))
+	if m.ProtocolVersion != hacv1.AgentProtocolVersion {
+		return nil, apiError(fmt.Errorf("%w: the agent speaks %d, this control plane %d", ErrNodeProtocol, m.ProtocolVersion, hacv1.AgentProtocolVersion))
 	}
 	if err := asNode(ctx, m.Name); err != nil {
 		return nil, apiError(err)
@@ -63,7 +56,7 @@ func (a agentService) RegisterNode(ctx context.Context, req *connect.Request[hac
 			a.s.cfg.Logger.Error("apply network rules", "err", err)
 		}
 	}
-	return connect.NewResponse(&hacv1.RegisterNodeResponse{TicketKey: key, ProtocolVersion: AgentProtocolVersion,
+	return connect.NewResponse(&hacv1.RegisterNodeResponse{TicketKey: key, ProtocolVersion: hacv1.AgentProtocolVersion,
 		HeartbeatIntervalMs: int32(a.s.cfg.HeartbeatInterval.Milliseconds()), WorkerCertificate: chain}), nil
 }
 
@@ -82,8 +75,8 @@ func (a agentService) Heartbeat(ctx context.Context, req *connect.Request[hacv1.
 		}
 		running[id] = jobReport{pid: j.Pid, usedMiB: j.UsedMib}
 	}
-	stop, rereg := a.s.broker.heartbeat(req.Msg.Name, running)
-	out := &hacv1.HeartbeatResponse{Reregister: rereg}
+	beat := a.s.broker.heartbeat(req.Msg.Name, running)
+	out := &hacv1.HeartbeatResponse{Reregister: beat.reregister}
 	if len(req.Msg.WorkerCsr) > 0 {
 		chain, keyPin, err := a.s.tls.workerCert(req.Msg.Name, req.Msg.WorkerCsr)
 		if err != nil {
@@ -95,8 +88,11 @@ func (a agentService) Heartbeat(ctx context.Context, req *connect.Request[hacv1.
 		}
 		out.WorkerCertificate = chain
 	}
-	for _, id := range stop {
+	for _, id := range beat.stop {
 		out.StopJobs = append(out.StopJobs, strconv.FormatInt(id, 10))
+	}
+	for id, o := range beat.terminate {
+		out.Terminate = append(out.Terminate, &hacv1.Terminate{JobId: strconv.FormatInt(id, 10), GraceSeconds: int32(o.grace / time.Second), Reason: o.reason})
 	}
 	if a.s.cfg.Servers != nil {
 		out.Images = a.s.cfg.Servers.ImageDigests()
@@ -119,6 +115,11 @@ func (a agentService) JobEnded(ctx context.Context, req *connect.Request[hacv1.J
 	state, reason := stateForExit(req.Msg.ExitCode), req.Msg.Reason
 	if req.Msg.InfrastructureFault {
 		state = store.JobLost
+	} else if j.stopping != nil {
+		state = store.JobCanceled // it ended as hac cancel asked
+		if reason == "" {
+			reason = j.stopping.reason
+		}
 	}
 	if reason == "" {
 		reason = "program exited"

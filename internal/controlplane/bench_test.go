@@ -76,7 +76,7 @@ func addNode(t testing.TB, s *Server, httpc connect.HTTPClient, nd, gpus int) ha
 		t.Fatal(err)
 	}
 	agent := hacv1connect.NewAgentServiceClient(httpc, s.URL(), connect.WithInterceptors(apiclient.Bearer(cred)))
-	req := &hacv1.RegisterNodeRequest{ProtocolVersion: AgentProtocolVersion, Name: name, Address: "127.0.0.1:1", WorkerCsr: csr}
+	req := &hacv1.RegisterNodeRequest{ProtocolVersion: hacv1.AgentProtocolVersion, Name: name, Address: "127.0.0.1:1", WorkerCsr: csr}
 	for i := 0; i < gpus; i++ {
 		req.Gpus = append(req.Gpus, &hacv1.GPU{Index: int32(i), Uuid: fmt.Sprintf("GPU-%d-%d", nd, i), MemoryMib: 80 * 1024})
 	}

@@ -89,7 +89,23 @@ type jobState struct {
 	// granted and ended: the job's grant or end committed, so that its
 	// client may hear of it (State runs ahead while it commits).
 	granted, ended bool
+	// stopping is hac cancel's order to a running job, under beats: its
+	// node hears it with every heartbeat until the job ends.
+	stopping *stopOrder
 }
+
+// stopOrder asks a running job's program to end: SIGTERM, then SIGKILL
+// to its tree once grace passed (hac cancel).
+type stopOrder struct {
+	since  time.Time
+	grace  time.Duration
+	reason string
+}
+
+// stopOverdue is how long past its grace a stopping job may run before the
+// control plane ends it itself (its node gone silent, or deaf to orders):
+// its GPUs are then free, and the node kills it on its next heartbeat.
+const stopOverdue = 30 * time.Second
 
 // schedJob is the job as the scheduler sees it. Servers are told apart by
 // id: two users may name theirs alike.
@@ -329,7 +345,7 @@ func toStore(p sched.Plan) []store.Placement {
 
 // submit queues a job for srv and runs a pass; the job may come back
 // already granted.
-func (b *broker) submit(srv store.Server, memMiB int64, priority int, command string, clientPID int64) (*jobState, error) {
+func (b *broker) submit(srv store.Server, memMiB int64, priority int, command string, clientPID int64, detached bool) (*jobState, error) {
 	b.mu.Lock()
 	if max := b.cfg.Quotas.WaitingJobs; max > 0 {
 		if waiting := b.waitingOf[srv.UserID]; waiting >= max {
@@ -341,7 +357,7 @@ func (b *broker) submit(srv store.Server, memMiB int64, priority int, command st
 	b.lastID++
 	j := &jobState{
 		Job: store.Job{ID: b.lastID, ServerID: srv.ID, UserID: srv.UserID, Model: srv.Model, MemoryMiB: memMiB, Priority: priority,
-			Command: command, ClientPID: clientPID, State: store.JobQueued, SubmittedAt: now},
+			Command: command, ClientPID: clientPID, State: store.JobQueued, SubmittedAt: now, Detached: detached},
 		serverName: srv.Name, userName: srv.UserName, image: imageOf(srv), changed: make(chan struct{}, 1),
 	}
 	row := j.Job
@@ -507,9 +523,12 @@ func (b *broker) expire() {
 	var expired []int64
 	silent := map[string]time.Duration{}
 	b.beats.Lock()
+	var overdue []*jobState
 	for id, j := range b.running {
 		if now.After(j.lease) {
 			expired = append(expired, id)
+		} else if o := j.stopping; o != nil && now.Sub(o.since) > o.grace+stopOverdue {
+			overdue = append(overdue, j)
 		}
 	}
 	for name, n := range b.nodes {
@@ -527,7 +546,19 @@ func (b *broker) expire() {
 		if renewed {
 			continue
 		}
-		changes = append(changes, b.endLocked(id, store.JobLost, sql.NullInt64{}, "lease expired: the client stopped renewing it"))
+		why := "lease expired: the client stopped renewing it"
+		if j.Detached {
+			why = "lease expired: its node stopped reporting it"
+		}
+		changes = append(changes, b.endLocked(id, store.JobLost, sql.NullInt64{}, why))
+	}
+	for _, j := range overdue {
+		if b.jobs[j.ID] == j {
+			b.beats.Lock()
+			reason := j.stopping.reason + " (its node did not report the end in time)"
+			b.beats.Unlock()
+			changes = append(changes, b.endLocked(j.ID, store.JobCanceled, sql.NullInt64{}, reason))
+		}
 	}
 	if err := b.settleLocked(changes...); err != nil {
 		b.log.Error("expire leases", "err", err)
@@ -708,28 +739,75 @@ type jobReport struct {
 	usedMiB int64 // GPU memory it uses
 }
 
-// heartbeat records a node's liveness and its jobs' usage, and returns the
-// jobs it must stop.
-func (b *broker) heartbeat(name string, running map[int64]jobReport) (stop []int64, reregister bool) {
+// beatAnswer is what a heartbeat tells its node: the jobs to kill (they
+// hold nothing any more), the jobs to stop gracefully (hac cancel), or to
+// register again.
+type beatAnswer struct {
+	stop       []int64
+	terminate  map[int64]stopOrder
+	reregister bool
+}
+
+// heartbeat records a node's liveness and its jobs' usage, keeps the
+// leases of its detached jobs (no client renews them), and says what the
+// node must stop.
+func (b *broker) heartbeat(name string, running map[int64]jobReport) beatAnswer {
 	b.beats.Lock()
 	defer b.beats.Unlock()
 	n := b.nodes[name]
 	if n == nil || n.lost {
-		return nil, true
+		return beatAnswer{reregister: true}
 	}
-	n.lastSeen = b.cfg.Now()
+	now := b.cfg.Now()
+	n.lastSeen = now
+	var out beatAnswer
 	for id, r := range running {
 		j := b.running[id]
 		if j == nil || !j.onNode(name) {
-			stop = append(stop, id)
+			out.stop = append(out.stop, id)
 			continue
 		}
-		if j.Placements[0].Node == name {
+		first := j.Placements[0].Node == name
+		if first {
 			j.pid = r.pid
+			if j.Detached {
+				j.lease = now.Add(b.cfg.LeaseTTL)
+			}
 		}
 		j.usedMiB = r.usedMiB
+		if j.stopping != nil {
+			if out.terminate == nil {
+				out.terminate = map[int64]stopOrder{}
+			}
+			out.terminate[id] = *j.stopping
+		}
 	}
-	return stop, false
+	return out
+}
+
+// stop orders a running job to stop within grace, or withdraws a waiting
+// one; it returns the job as it stands after.
+func (b *broker) stop(id int64, grace time.Duration, reason string, may func(*jobState) bool) (jobState, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	j := b.jobs[id]
+	if j == nil || !may(j) {
+		return jobState{}, fmt.Errorf("%w: job %d", ErrUnknownJob, id)
+	}
+	if j.State == store.JobQueued {
+		j.endErr = fmt.Errorf("%w: job %d was %s", ErrCanceled, id, reason)
+		if err := b.settleLocked(b.endLocked(id, store.JobCanceled, sql.NullInt64{}, reason)); err != nil {
+			return jobState{}, err
+		}
+		return b.copyLocked(j), nil
+	}
+	b.beats.Lock()
+	if j.stopping == nil || grace < j.stopping.grace-b.cfg.Now().Sub(j.stopping.since) {
+		// A second, shorter order wins; a longer one does not extend.
+		j.stopping = &stopOrder{since: b.cfg.Now(), grace: grace, reason: reason}
+	}
+	b.beats.Unlock()
+	return b.copyLocked(j), nil
 }
 
 // nodeKey returns the key that signs a node's tickets.

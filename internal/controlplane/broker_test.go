@@ -47,11 +47,11 @@ func userServer(t *testing.T, s *Server, user, server string) store.Server {
 func TestServersOfTwoUsersWithOneName(t *testing.T) {
 	_, _, s := testPlane(t, store.Normal, 1, 0)
 	alice, bob := userServer(t, s, "alice", "train"), userServer(t, s, "bob", "train")
-	a, err := s.broker.submit(alice, 16384, 0, "a", 0)
+	a, err := s.broker.submit(alice, 16384, 0, "a", 0, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := s.broker.submit(bob, 16384, 0, "b", 0)
+	b, err := s.broker.submit(bob, 16384, 0, "b", 0, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,13 +74,13 @@ func TestQueuePlaces(t *testing.T) {
 	}
 	var jobs []*jobState
 	for _, srv := range servers {
-		j, err := s.broker.submit(srv, 16384, 0, "x", 0)
+		j, err := s.broker.submit(srv, 16384, 0, "x", 0, false)
 		if err != nil {
 			t.Fatal(err)
 		}
 		jobs = append(jobs, j)
 	}
-	second, err := s.broker.submit(servers[0], 16384, 0, "again", 0) // waits for s0's own job
+	second, err := s.broker.submit(servers[0], 16384, 0, "again", 0, false) // waits for s0's own job
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestQueuePlaces(t *testing.T) {
 func TestHeartbeatsDoNotWaitForTheQueue(t *testing.T) {
 	_, _, s := testPlane(t, store.Normal, 1, 0)
 	srv := userServer(t, s, "alice", "a")
-	j, err := s.broker.submit(srv, 16384, 0, "x", 0)
+	j, err := s.broker.submit(srv, 16384, 0, "x", 0, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,8 @@ func TestHeartbeatsDoNotWaitForTheQueue(t *testing.T) {
 	defer b.mu.Unlock()
 	done := make(chan error, 1)
 	go func() {
-		stop, reregister := b.heartbeat("node1", map[int64]jobReport{j.ID: {pid: 42, usedMiB: 7}, 999: {}})
+		beat := b.heartbeat("node1", map[int64]jobReport{j.ID: {pid: 42, usedMiB: 7}, 999: {}})
+		stop, reregister := beat.stop, beat.reregister
 		if reregister || len(stop) != 1 || stop[0] != 999 {
 			done <- fmt.Errorf("heartbeat: stop %v, reregister %v; want job 999 stopped", stop, reregister)
 			return
@@ -183,11 +184,11 @@ func TestHeartbeatsDoNotWaitForTheQueue(t *testing.T) {
 func TestLostNodeGetsNoNewJobs(t *testing.T) {
 	_, _, s := testPool(t, store.Normal, 2, 1, 0) // two nodes of one 80 GiB GPU: five shares each
 	for i := 0; i < 10; i++ {
-		if _, err := s.broker.submit(userServer(t, s, "alice", fmt.Sprintf("s%d", i)), 16384, 0, "x", 0); err != nil {
+		if _, err := s.broker.submit(userServer(t, s, "alice", fmt.Sprintf("s%d", i)), 16384, 0, "x", 0, false); err != nil {
 			t.Fatal(err)
 		}
 	}
-	w, err := s.broker.submit(userServer(t, s, "bob", "w"), 16384, 0, "w", 0)
+	w, err := s.broker.submit(userServer(t, s, "bob", "w"), 16384, 0, "w", 0, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +217,7 @@ func TestFailedCommitReconciles(t *testing.T) {
 	whole := int64(80 * 1024)
 	var jobs []*jobState
 	for _, name := range []string{"a", "b", "c"} {
-		j, err := s.broker.submit(userServer(t, s, name, name), whole, 0, name, 0)
+		j, err := s.broker.submit(userServer(t, s, name, name), whole, 0, name, 0, false)
 		if err != nil {
 			t.Fatal(err)
 		}

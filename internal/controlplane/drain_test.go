@@ -100,7 +100,7 @@ func BenchmarkQueueDrain(b *testing.B) {
 				srvs := serversOf(b, s, holders[:40])
 				var held []int64
 				for _, srv := range srvs {
-					j, err := s.broker.submit(srv, 16384, 0, "hold", 0)
+					j, err := s.broker.submit(srv, 16384, 0, "hold", 0, false)
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -217,7 +217,7 @@ func BenchmarkWaitingMemory(b *testing.B) {
 		toks := manyServers(b, s, servers)
 		srvs := serversOf(b, s, toks)
 		whole := int64(80 * 1024)
-		if _, err := s.broker.submit(srvs[0], whole, 0, "hold", 0); err != nil {
+		if _, err := s.broker.submit(srvs[0], whole, 0, "hold", 0, false); err != nil {
 			b.Fatal(err)
 		}
 		before := liveHeap()
@@ -227,7 +227,7 @@ func BenchmarkWaitingMemory(b *testing.B) {
 			go func() {
 				defer wg.Done()
 				for i := w; i < n; i += 32 {
-					if _, err := s.broker.submit(srvs[i%servers], whole, 0, "python3 train.py --epochs 10", 0); err != nil {
+					if _, err := s.broker.submit(srvs[i%servers], whole, 0, "python3 train.py --epochs 10", 0, false); err != nil {
 						b.Error(err)
 						return
 					}

@@ -92,8 +92,8 @@ func (a agentService) Join(ctx context.Context, req *connect.Request[hacv1.JoinR
 	if p.kind != store.JoinToken {
 		return nil, apiError(fmt.Errorf("%w: Join takes the join token of hac node add", ErrPermission))
 	}
-	if req.Msg.ProtocolVersion != AgentProtocolVersion {
-		return nil, apiError(fmt.Errorf("%w: the agent speaks %d, this control plane %d", ErrNodeProtocol, req.Msg.ProtocolVersion, AgentProtocolVersion))
+	if req.Msg.ProtocolVersion != hacv1.AgentProtocolVersion {
+		return nil, apiError(fmt.Errorf("%w: the agent speaks %d, this control plane %d", ErrNodeProtocol, req.Msg.ProtocolVersion, hacv1.AgentProtocolVersion))
 	}
 	cred, err := a.s.EnrollNode(ctx, p.node, p.hash)
 	if err != nil {

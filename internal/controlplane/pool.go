@@ -223,7 +223,7 @@ func (ps poolService) CancelJob(ctx context.Context, req *connect.Request[hacv1.
 		return nil, apiError(fmt.Errorf("%w: job %d is not waiting in the queue", ErrUnknownJob, id))
 	}
 	if j.State != store.JobQueued {
-		return nil, apiError(fmt.Errorf("%w: job %d is running, not queued: stop its program, or release it with hac smi --reset", ErrInvalid, id))
+		return nil, apiError(fmt.Errorf("%w: job %d is running, not queued: stop it with hac cancel %d", ErrInvalid, id, id))
 	}
 	if _, err := ps.s.broker.cancelQueued(id, "canceled by "+p.user.Name); err != nil {
 		return nil, apiError(err)

@@ -37,7 +37,7 @@ func TestQuotas(t *testing.T) {
 	// The first run holds the accelerator; the second waits for it; a third
 	// would be a second waiting run.
 	for i, want := range []error{nil, nil, ErrQuota} {
-		if _, err := s.broker.submit(s0, 1024, 0, "x", 0); !errors.Is(err, want) {
+		if _, err := s.broker.submit(s0, 1024, 0, "x", 0, false); !errors.Is(err, want) {
 			t.Fatalf("run %d: %v, want %v", i+1, err, want)
 		}
 	}
@@ -59,7 +59,7 @@ func TestQuotas(t *testing.T) {
 func TestBurstMeetsTheCap(t *testing.T) {
 	_, _, s := testPlane(t, store.Normal, 1, 0)
 	whole := int64(80 * 1024)
-	holder, err := s.broker.submit(userServer(t, s, "carol", "hold"), whole, 0, "hold", 0)
+	holder, err := s.broker.submit(userServer(t, s, "carol", "hold"), whole, 0, "hold", 0, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,13 +73,13 @@ func TestBurstMeetsTheCap(t *testing.T) {
 			defer wg.Done()
 			for i := w; i < 10000; i += 32 {
 				if w == 0 && i == 5000/32*32 {
-					b, err := s.broker.submit(userServer(t, s, "bob", "b"), whole, 0, "bob", 0)
+					b, err := s.broker.submit(userServer(t, s, "bob", "b"), whole, 0, "bob", 0, false)
 					if err != nil {
 						t.Errorf("bob's run during alice's burst: %v", err)
 					}
 					bob = b
 				}
-				_, err := s.broker.submit(alice, whole, 0, "x", 0)
+				_, err := s.broker.submit(alice, whole, 0, "x", 0, false)
 				switch {
 				case err == nil:
 					accepted.Add(1)

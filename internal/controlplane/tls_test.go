@@ -28,7 +28,7 @@ func TestWorkerCertificates(t *testing.T) {
 		t.Fatal(err)
 	}
 	agent := hacv1connect.NewAgentServiceClient(apiclient.New(s.Pin()), url, connect.WithInterceptors(apiclient.Bearer(cred)))
-	reg := &hacv1.RegisterNodeRequest{ProtocolVersion: AgentProtocolVersion, Name: "gpu7", Address: "127.0.0.1:1",
+	reg := &hacv1.RegisterNodeRequest{ProtocolVersion: hacv1.AgentProtocolVersion, Name: "gpu7", Address: "127.0.0.1:1",
 		Gpus: []*hacv1.GPU{{Uuid: "GPU-7", MemoryMib: 1024}}}
 	if _, err := agent.RegisterNode(ctx, connect.NewRequest(reg)); connect.CodeOf(err) != connect.CodeInvalidArgument {
 		t.Fatalf("register without a certificate request: %v", err)

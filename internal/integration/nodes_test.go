@@ -46,14 +46,14 @@ func TestAttackNodeImpersonation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = evil.RegisterNode(ctx, connect.NewRequest(&hacv1.RegisterNodeRequest{ProtocolVersion: controlplane.AgentProtocolVersion,
+	_, err = evil.RegisterNode(ctx, connect.NewRequest(&hacv1.RegisterNodeRequest{ProtocolVersion: hacv1.AgentProtocolVersion,
 		Name: victim, Address: "127.0.0.1:1", WorkerCsr: csr, Gpus: []*hacv1.GPU{{Uuid: "GPU-evil", MemoryMib: 81920}}}))
 	refused("register under the victim's name", err)
 	_, err = evil.Heartbeat(ctx, connect.NewRequest(&hacv1.HeartbeatRequest{Name: victim}))
 	refused("the victim's heartbeat", err)
 	_, err = evil.JobEnded(ctx, connect.NewRequest(&hacv1.JobEndedRequest{Name: victim, JobId: id, ExitCode: 0}))
 	refused("a forged end of the victim's job", err)
-	_, err = evil.RegisterNode(ctx, connect.NewRequest(&hacv1.RegisterNodeRequest{ProtocolVersion: controlplane.AgentProtocolVersion,
+	_, err = evil.RegisterNode(ctx, connect.NewRequest(&hacv1.RegisterNodeRequest{ProtocolVersion: hacv1.AgentProtocolVersion,
 		Name: attacker, Address: "127.0.0.1:1", WorkerCsr: csr, Gpus: []*hacv1.GPU{{Uuid: "GPU-fake-" + victim + "-0", MemoryMib: 81920}}}))
 	refused("claiming the victim's GPU", err)
 	if j := c.job(id); j.State != "running" || j.Placements[0].Node != victim {
@@ -66,10 +66,10 @@ func TestAttackNodeImpersonation(t *testing.T) {
 	if r.code != 0 || !strings.HasPrefix(join, "hacj_") {
 		t.Fatalf("node add: %+v", r)
 	}
-	if _, err := c.agentClient(join).Join(ctx, connect.NewRequest(&hacv1.JoinRequest{ProtocolVersion: controlplane.AgentProtocolVersion})); err != nil {
+	if _, err := c.agentClient(join).Join(ctx, connect.NewRequest(&hacv1.JoinRequest{ProtocolVersion: hacv1.AgentProtocolVersion})); err != nil {
 		t.Fatalf("join: %v", err)
 	}
-	_, err = c.agentClient(join).Join(ctx, connect.NewRequest(&hacv1.JoinRequest{ProtocolVersion: controlplane.AgentProtocolVersion}))
+	_, err = c.agentClient(join).Join(ctx, connect.NewRequest(&hacv1.JoinRequest{ProtocolVersion: hacv1.AgentProtocolVersion}))
 	if connect.CodeOf(err) != connect.CodeUnauthenticated {
 		t.Errorf("a second join with one token: %v", err)
 	}

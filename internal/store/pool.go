@@ -137,7 +137,9 @@ type Job struct {
 	EndedAt     time.Time
 	ExitCode    sql.NullInt64
 	EndReason   string
-	Placements  []Placement
+	// Detached: the job runs without its client (hac run -d).
+	Detached   bool
+	Placements []Placement
 }
 
 // Placement is GPU memory held by a job.
@@ -150,9 +152,9 @@ type Placement struct {
 // InsertJob adds a queued job and returns its id: j.ID, when set.
 func (t *Tx) InsertJob(j Job) (int64, error) {
 	id := sql.NullInt64{Int64: j.ID, Valid: j.ID != 0}
-	r, err := t.exec(`INSERT INTO jobs (id, server_id, user_id, model, memory_mib, priority, command, client_pid, state, submitted_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		id, j.ServerID, j.UserID, j.Model, j.MemoryMiB, j.Priority, j.Command, j.ClientPID, JobQueued, nanos(j.SubmittedAt))
+	r, err := t.exec(`INSERT INTO jobs (id, server_id, user_id, model, memory_mib, priority, command, client_pid, state, submitted_at, detached)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		id, j.ServerID, j.UserID, j.Model, j.MemoryMiB, j.Priority, j.Command, j.ClientPID, JobQueued, nanos(j.SubmittedAt), j.Detached)
 	if err != nil {
 		return 0, fmt.Errorf("store: insert job: %w", err)
 	}
@@ -187,7 +189,7 @@ func (t *Tx) EndJob(id int64, state string, at time.Time, exitCode sql.NullInt64
 	return err
 }
 
-const jobColumns = `id, server_id, user_id, model, memory_mib, priority, command, client_pid, state, submitted_at, allocated_at, ended_at, exit_code, end_reason FROM jobs`
+const jobColumns = `id, server_id, user_id, model, memory_mib, priority, command, client_pid, state, submitted_at, allocated_at, ended_at, exit_code, end_reason, detached FROM jobs`
 
 // Jobs returns jobs newest first: those in the given states (all when none),
 // of one user (all when userID is 0), at most limit.
@@ -206,13 +208,33 @@ func (t *Tx) Jobs(userID int64, states []string, limit int) ([]Job, error) {
 	if err != nil {
 		return nil, err
 	}
+	return t.scanJobs(rows)
+}
+
+// Job returns one job with its placements, or ErrNotFound.
+func (t *Tx) Job(id int64) (Job, error) {
+	rows, err := t.query(`SELECT `+jobColumns+` WHERE id = ?`, id)
+	if err != nil {
+		return Job{}, err
+	}
+	jobs, err := t.scanJobs(rows)
+	if err != nil {
+		return Job{}, err
+	}
+	if len(jobs) == 0 {
+		return Job{}, ErrNotFound
+	}
+	return jobs[0], nil
+}
+
+func (t *Tx) scanJobs(rows *sql.Rows) ([]Job, error) {
 	var jobs []Job
 	for rows.Next() {
 		var j Job
 		var submitted int64
 		var allocated, ended sql.NullInt64
 		if err := rows.Scan(&j.ID, &j.ServerID, &j.UserID, &j.Model, &j.MemoryMiB, &j.Priority, &j.Command, &j.ClientPID,
-			&j.State, &submitted, &allocated, &ended, &j.ExitCode, &j.EndReason); err != nil {
+			&j.State, &submitted, &allocated, &ended, &j.ExitCode, &j.EndReason, &j.Detached); err != nil {
 			rows.Close()
 			return nil, err
 		}

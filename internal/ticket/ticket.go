@@ -14,6 +14,10 @@ import (
 	"time"
 )
 
+// Header carries the ticket on every call to a node's worker API, so that
+// the node refuses a call without a valid one before it reads the body.
+const Header = "Hac-Ticket"
+
 // Claims is what a ticket grants.
 type Claims struct {
 	JobID     int64    `json:"job"`
@@ -25,8 +29,22 @@ type Claims struct {
 	Rank    int   `json:"rank"`
 	Nodes   int   `json:"nodes"`
 	Expires int64 `json:"exp"` // Unix seconds
+	// Detached: the job runs without its client (hac run -d); the node
+	// keeps its output and files.
+	Detached bool `json:"det,omitempty"`
+	// Access is what a ticket of OpenJob lets its holder do with a job
+	// already started (AccessOutput, AccessAttach, AccessFetch); empty for
+	// the one-time ticket that starts it (Exec).
+	Access string `json:"acc,omitempty"`
 	Environment
 }
+
+// What a ticket of OpenJob is for (Claims.Access).
+const (
+	AccessOutput = "output"
+	AccessAttach = "attach"
+	AccessFetch  = "fetch"
+)
 
 // Environment is what a job's root is made of on a node: for a server made
 // by hac, its image (by digest) under the server's own changes, which the

@@ -22,6 +22,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// JobAccess is what an OpenJob ticket lets its holder do on the node.
+type JobAccess int32
+
+const (
+	JobAccess_JOB_ACCESS_UNSPECIFIED JobAccess = 0
+	// JOB_ACCESS_OUTPUT: read the output the node kept (WorkerService.Output).
+	JobAccess_JOB_ACCESS_OUTPUT JobAccess = 1
+	// JOB_ACCESS_ATTACH: follow the output and signal the program (Attach).
+	JobAccess_JOB_ACCESS_ATTACH JobAccess = 2
+	// JOB_ACCESS_FETCH: take the files the program created or changed (Fetch).
+	JobAccess_JOB_ACCESS_FETCH JobAccess = 3
+)
+
+// Enum value maps for JobAccess.
+var (
+	JobAccess_name = map[int32]string{
+		0: "JOB_ACCESS_UNSPECIFIED",
+		1: "JOB_ACCESS_OUTPUT",
+		2: "JOB_ACCESS_ATTACH",
+		3: "JOB_ACCESS_FETCH",
+	}
+	JobAccess_value = map[string]int32{
+		"JOB_ACCESS_UNSPECIFIED": 0,
+		"JOB_ACCESS_OUTPUT":      1,
+		"JOB_ACCESS_ATTACH":      2,
+		"JOB_ACCESS_FETCH":       3,
+	}
+)
+
+func (x JobAccess) Enum() *JobAccess {
+	p := new(JobAccess)
+	*p = x
+	return p
+}
+
+func (x JobAccess) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (JobAccess) Descriptor() protoreflect.EnumDescriptor {
+	return file_hac_v1_accelerator_proto_enumTypes[0].Descriptor()
+}
+
+func (JobAccess) Type() protoreflect.EnumType {
+	return &file_hac_v1_accelerator_proto_enumTypes[0]
+}
+
+func (x JobAccess) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use JobAccess.Descriptor instead.
+func (JobAccess) EnumDescriptor() ([]byte, []int) {
+	return file_hac_v1_accelerator_proto_rawDescGZIP(), []int{0}
+}
+
 type Waiting_Reason int32
 
 const (
@@ -57,11 +113,11 @@ func (x Waiting_Reason) String() string {
 }
 
 func (Waiting_Reason) Descriptor() protoreflect.EnumDescriptor {
-	return file_hac_v1_accelerator_proto_enumTypes[0].Descriptor()
+	return file_hac_v1_accelerator_proto_enumTypes[1].Descriptor()
 }
 
 func (Waiting_Reason) Type() protoreflect.EnumType {
-	return &file_hac_v1_accelerator_proto_enumTypes[0]
+	return &file_hac_v1_accelerator_proto_enumTypes[1]
 }
 
 func (x Waiting_Reason) Number() protoreflect.EnumNumber {
@@ -79,9 +135,13 @@ type AllocateRequest struct {
 	// command is the program's argv, for display (smi, the busy warning).
 	Command []string `protobuf:"bytes,2,rep,name=command,proto3" json:"command,omitempty"`
 	// client_pid is the pid of hac run on the server, for display.
-	ClientPid     int64 `protobuf:"varint,3,opt,name=client_pid,json=clientPid,proto3" json:"client_pid,omitempty"`
-	Priority      int32 `protobuf:"varint,4,opt,name=priority,proto3" json:"priority,omitempty"`
-	HasPriority   bool  `protobuf:"varint,5,opt,name=has_priority,json=hasPriority,proto3" json:"has_priority,omitempty"`
+	ClientPid   int64 `protobuf:"varint,3,opt,name=client_pid,json=clientPid,proto3" json:"client_pid,omitempty"`
+	Priority    int32 `protobuf:"varint,4,opt,name=priority,proto3" json:"priority,omitempty"`
+	HasPriority bool  `protobuf:"varint,5,opt,name=has_priority,json=hasPriority,proto3" json:"has_priority,omitempty"`
+	// detach runs the job without its client (hac run -d): the control plane
+	// keeps its lease while its node reports it running, and the node keeps
+	// its output and, after the end, its files (OpenJob).
+	Detach        bool `protobuf:"varint,6,opt,name=detach,proto3" json:"detach,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -147,6 +207,13 @@ func (x *AllocateRequest) GetPriority() int32 {
 func (x *AllocateRequest) GetHasPriority() bool {
 	if x != nil {
 		return x.HasPriority
+	}
+	return false
+}
+
+func (x *AllocateRequest) GetDetach() bool {
+	if x != nil {
+		return x.Detach
 	}
 	return false
 }
@@ -390,7 +457,9 @@ type Grant struct {
 	Workers         []*Worker              `protobuf:"bytes,5,rep,name=workers,proto3" json:"workers,omitempty"`
 	// on_image says the job runs on its server's image: the client sends what
 	// the server adds to it (Start.environment).
-	OnImage       bool `protobuf:"varint,6,opt,name=on_image,json=onImage,proto3" json:"on_image,omitempty"`
+	OnImage bool `protobuf:"varint,6,opt,name=on_image,json=onImage,proto3" json:"on_image,omitempty"`
+	// detached answers AllocateRequest.detach (the tickets say so too).
+	Detached      bool `protobuf:"varint,7,opt,name=detached,proto3" json:"detached,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -463,6 +532,13 @@ func (x *Grant) GetWorkers() []*Worker {
 func (x *Grant) GetOnImage() bool {
 	if x != nil {
 		return x.OnImage
+	}
+	return false
+}
+
+func (x *Grant) GetDetached() bool {
+	if x != nil {
+		return x.Detached
 	}
 	return false
 }
@@ -1201,18 +1277,320 @@ func (x *GetVersionResponse) GetVersion() string {
 	return ""
 }
 
+type GetJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetJobRequest) Reset() {
+	*x = GetJobRequest{}
+	mi := &file_hac_v1_accelerator_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetJobRequest) ProtoMessage() {}
+
+func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_accelerator_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
+func (*GetJobRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_accelerator_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetJobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type GetJobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetJobResponse) Reset() {
+	*x = GetJobResponse{}
+	mi := &file_hac_v1_accelerator_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetJobResponse) ProtoMessage() {}
+
+func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_accelerator_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
+func (*GetJobResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_accelerator_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+type OpenJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Access        JobAccess              `protobuf:"varint,2,opt,name=access,proto3,enum=hac.v1.JobAccess" json:"access,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenJobRequest) Reset() {
+	*x = OpenJobRequest{}
+	mi := &file_hac_v1_accelerator_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenJobRequest) ProtoMessage() {}
+
+func (x *OpenJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_accelerator_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenJobRequest.ProtoReflect.Descriptor instead.
+func (*OpenJobRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_accelerator_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *OpenJobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *OpenJobRequest) GetAccess() JobAccess {
+	if x != nil {
+		return x.Access
+	}
+	return JobAccess_JOB_ACCESS_UNSPECIFIED
+}
+
+type OpenJobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Job   *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// worker is the job's first node, with a ticket for the access asked.
+	Worker        *Worker `protobuf:"bytes,2,opt,name=worker,proto3" json:"worker,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenJobResponse) Reset() {
+	*x = OpenJobResponse{}
+	mi := &file_hac_v1_accelerator_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenJobResponse) ProtoMessage() {}
+
+func (x *OpenJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_accelerator_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenJobResponse.ProtoReflect.Descriptor instead.
+func (*OpenJobResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_accelerator_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *OpenJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *OpenJobResponse) GetWorker() *Worker {
+	if x != nil {
+		return x.Worker
+	}
+	return nil
+}
+
+type StopJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// grace_seconds is how long the program has between SIGTERM and SIGKILL
+	// (0..3600); without has_grace, 10 seconds.
+	GraceSeconds  int32 `protobuf:"varint,2,opt,name=grace_seconds,json=graceSeconds,proto3" json:"grace_seconds,omitempty"`
+	HasGrace      bool  `protobuf:"varint,3,opt,name=has_grace,json=hasGrace,proto3" json:"has_grace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopJobRequest) Reset() {
+	*x = StopJobRequest{}
+	mi := &file_hac_v1_accelerator_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopJobRequest) ProtoMessage() {}
+
+func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_accelerator_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopJobRequest.ProtoReflect.Descriptor instead.
+func (*StopJobRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_accelerator_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *StopJobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *StopJobRequest) GetGraceSeconds() int32 {
+	if x != nil {
+		return x.GraceSeconds
+	}
+	return 0
+}
+
+func (x *StopJobRequest) GetHasGrace() bool {
+	if x != nil {
+		return x.HasGrace
+	}
+	return false
+}
+
+type StopJobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// job is the job as it stands after the request: canceled if it waited,
+	// else still running until its node reports the end.
+	Job           *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopJobResponse) Reset() {
+	*x = StopJobResponse{}
+	mi := &file_hac_v1_accelerator_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopJobResponse) ProtoMessage() {}
+
+func (x *StopJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_accelerator_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopJobResponse.ProtoReflect.Descriptor instead.
+func (*StopJobResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_accelerator_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *StopJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
 var File_hac_v1_accelerator_proto protoreflect.FileDescriptor
 
 const file_hac_v1_accelerator_proto_rawDesc = "" +
 	"\n" +
-	"\x18hac/v1/accelerator.proto\x12\x06hac.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13hac/v1/common.proto\"\xa1\x01\n" +
+	"\x18hac/v1/accelerator.proto\x12\x06hac.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13hac/v1/common.proto\"\xb9\x01\n" +
 	"\x0fAllocateRequest\x12\x16\n" +
 	"\x06server\x18\x01 \x01(\tR\x06server\x12\x18\n" +
 	"\acommand\x18\x02 \x03(\tR\acommand\x12\x1d\n" +
 	"\n" +
 	"client_pid\x18\x03 \x01(\x03R\tclientPid\x12\x1a\n" +
 	"\bpriority\x18\x04 \x01(\x05R\bpriority\x12!\n" +
-	"\fhas_priority\x18\x05 \x01(\bR\vhasPriority\"o\n" +
+	"\fhas_priority\x18\x05 \x01(\bR\vhasPriority\x12\x16\n" +
+	"\x06detach\x18\x06 \x01(\bR\x06detach\"o\n" +
 	"\x10AllocateResponse\x12+\n" +
 	"\awaiting\x18\x01 \x01(\v2\x0f.hac.v1.WaitingH\x00R\awaiting\x12%\n" +
 	"\x05grant\x18\x02 \x01(\v2\r.hac.v1.GrantH\x00R\x05grantB\a\n" +
@@ -1232,7 +1610,7 @@ const file_hac_v1_accelerator_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1d\n" +
 	"\n" +
 	"client_pid\x18\x02 \x01(\x03R\tclientPid\x12\x18\n" +
-	"\acommand\x18\x03 \x01(\tR\acommand\"\xc4\x01\n" +
+	"\acommand\x18\x03 \x01(\tR\acommand\"\xe0\x01\n" +
 	"\x05Grant\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12\x1d\n" +
@@ -1240,7 +1618,8 @@ const file_hac_v1_accelerator_proto_rawDesc = "" +
 	"memory_mib\x18\x03 \x01(\x03R\tmemoryMib\x12*\n" +
 	"\x11lease_ttl_seconds\x18\x04 \x01(\x05R\x0fleaseTtlSeconds\x12(\n" +
 	"\aworkers\x18\x05 \x03(\v2\x0e.hac.v1.WorkerR\aworkers\x12\x19\n" +
-	"\bon_image\x18\x06 \x01(\bR\aonImage\"\xba\x01\n" +
+	"\bon_image\x18\x06 \x01(\bR\aonImage\x12\x1a\n" +
+	"\bdetached\x18\a \x01(\bR\bdetached\"\xba\x01\n" +
 	"\x06Worker\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
@@ -1279,7 +1658,28 @@ const file_hac_v1_accelerator_proto_rawDesc = "" +
 	"\x06models\x18\x01 \x03(\v2\r.hac.v1.ModelR\x06models\"\x13\n" +
 	"\x11GetVersionRequest\".\n" +
 	"\x12GetVersionResponse\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\tR\aversion2\xd0\x04\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\"&\n" +
+	"\rGetJobRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"/\n" +
+	"\x0eGetJobResponse\x12\x1d\n" +
+	"\x03job\x18\x01 \x01(\v2\v.hac.v1.JobR\x03job\"R\n" +
+	"\x0eOpenJobRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12)\n" +
+	"\x06access\x18\x02 \x01(\x0e2\x11.hac.v1.JobAccessR\x06access\"X\n" +
+	"\x0fOpenJobResponse\x12\x1d\n" +
+	"\x03job\x18\x01 \x01(\v2\v.hac.v1.JobR\x03job\x12&\n" +
+	"\x06worker\x18\x02 \x01(\v2\x0e.hac.v1.WorkerR\x06worker\"i\n" +
+	"\x0eStopJobRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12#\n" +
+	"\rgrace_seconds\x18\x02 \x01(\x05R\fgraceSeconds\x12\x1b\n" +
+	"\thas_grace\x18\x03 \x01(\bR\bhasGrace\"0\n" +
+	"\x0fStopJobResponse\x12\x1d\n" +
+	"\x03job\x18\x01 \x01(\v2\v.hac.v1.JobR\x03job*k\n" +
+	"\tJobAccess\x12\x1a\n" +
+	"\x16JOB_ACCESS_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11JOB_ACCESS_OUTPUT\x10\x01\x12\x15\n" +
+	"\x11JOB_ACCESS_ATTACH\x10\x02\x12\x14\n" +
+	"\x10JOB_ACCESS_FETCH\x10\x032\x81\x06\n" +
 	"\x12AcceleratorService\x12?\n" +
 	"\bAllocate\x12\x17.hac.v1.AllocateRequest\x1a\x18.hac.v1.AllocateResponse0\x01\x12C\n" +
 	"\n" +
@@ -1291,7 +1691,10 @@ const file_hac_v1_accelerator_proto_rawDesc = "" +
 	"\n" +
 	"ListModels\x12\x19.hac.v1.ListModelsRequest\x1a\x1a.hac.v1.ListModelsResponse\x12C\n" +
 	"\n" +
-	"GetVersion\x12\x19.hac.v1.GetVersionRequest\x1a\x1a.hac.v1.GetVersionResponseB-Z+github.com/hac-project/hac/gen/hac/v1;hacv1b\x06proto3"
+	"GetVersion\x12\x19.hac.v1.GetVersionRequest\x1a\x1a.hac.v1.GetVersionResponse\x127\n" +
+	"\x06GetJob\x12\x15.hac.v1.GetJobRequest\x1a\x16.hac.v1.GetJobResponse\x12:\n" +
+	"\aOpenJob\x12\x16.hac.v1.OpenJobRequest\x1a\x17.hac.v1.OpenJobResponse\x12:\n" +
+	"\aStopJob\x12\x16.hac.v1.StopJobRequest\x1a\x17.hac.v1.StopJobResponseB-Z+github.com/hac-project/hac/gen/hac/v1;hacv1b\x06proto3"
 
 var (
 	file_hac_v1_accelerator_proto_rawDescOnce sync.Once
@@ -1305,65 +1708,84 @@ func file_hac_v1_accelerator_proto_rawDescGZIP() []byte {
 	return file_hac_v1_accelerator_proto_rawDescData
 }
 
-var file_hac_v1_accelerator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hac_v1_accelerator_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_hac_v1_accelerator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_hac_v1_accelerator_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_hac_v1_accelerator_proto_goTypes = []any{
-	(Waiting_Reason)(0),              // 0: hac.v1.Waiting.Reason
-	(*AllocateRequest)(nil),          // 1: hac.v1.AllocateRequest
-	(*AllocateResponse)(nil),         // 2: hac.v1.AllocateResponse
-	(*Waiting)(nil),                  // 3: hac.v1.Waiting
-	(*Holder)(nil),                   // 4: hac.v1.Holder
-	(*Grant)(nil),                    // 5: hac.v1.Grant
-	(*Worker)(nil),                   // 6: hac.v1.Worker
-	(*RenewLeaseRequest)(nil),        // 7: hac.v1.RenewLeaseRequest
-	(*RenewLeaseResponse)(nil),       // 8: hac.v1.RenewLeaseResponse
-	(*ReleaseRequest)(nil),           // 9: hac.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),          // 10: hac.v1.ReleaseResponse
-	(*GetAcceleratorRequest)(nil),    // 11: hac.v1.GetAcceleratorRequest
-	(*GetAcceleratorResponse)(nil),   // 12: hac.v1.GetAcceleratorResponse
-	(*SwitchModelRequest)(nil),       // 13: hac.v1.SwitchModelRequest
-	(*SwitchModelResponse)(nil),      // 14: hac.v1.SwitchModelResponse
-	(*ResetAcceleratorRequest)(nil),  // 15: hac.v1.ResetAcceleratorRequest
-	(*ResetAcceleratorResponse)(nil), // 16: hac.v1.ResetAcceleratorResponse
-	(*ListModelsRequest)(nil),        // 17: hac.v1.ListModelsRequest
-	(*ListModelsResponse)(nil),       // 18: hac.v1.ListModelsResponse
-	(*GetVersionRequest)(nil),        // 19: hac.v1.GetVersionRequest
-	(*GetVersionResponse)(nil),       // 20: hac.v1.GetVersionResponse
-	(*timestamppb.Timestamp)(nil),    // 21: google.protobuf.Timestamp
-	(*Accelerator)(nil),              // 22: hac.v1.Accelerator
-	(*Model)(nil),                    // 23: hac.v1.Model
+	(JobAccess)(0),                   // 0: hac.v1.JobAccess
+	(Waiting_Reason)(0),              // 1: hac.v1.Waiting.Reason
+	(*AllocateRequest)(nil),          // 2: hac.v1.AllocateRequest
+	(*AllocateResponse)(nil),         // 3: hac.v1.AllocateResponse
+	(*Waiting)(nil),                  // 4: hac.v1.Waiting
+	(*Holder)(nil),                   // 5: hac.v1.Holder
+	(*Grant)(nil),                    // 6: hac.v1.Grant
+	(*Worker)(nil),                   // 7: hac.v1.Worker
+	(*RenewLeaseRequest)(nil),        // 8: hac.v1.RenewLeaseRequest
+	(*RenewLeaseResponse)(nil),       // 9: hac.v1.RenewLeaseResponse
+	(*ReleaseRequest)(nil),           // 10: hac.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),          // 11: hac.v1.ReleaseResponse
+	(*GetAcceleratorRequest)(nil),    // 12: hac.v1.GetAcceleratorRequest
+	(*GetAcceleratorResponse)(nil),   // 13: hac.v1.GetAcceleratorResponse
+	(*SwitchModelRequest)(nil),       // 14: hac.v1.SwitchModelRequest
+	(*SwitchModelResponse)(nil),      // 15: hac.v1.SwitchModelResponse
+	(*ResetAcceleratorRequest)(nil),  // 16: hac.v1.ResetAcceleratorRequest
+	(*ResetAcceleratorResponse)(nil), // 17: hac.v1.ResetAcceleratorResponse
+	(*ListModelsRequest)(nil),        // 18: hac.v1.ListModelsRequest
+	(*ListModelsResponse)(nil),       // 19: hac.v1.ListModelsResponse
+	(*GetVersionRequest)(nil),        // 20: hac.v1.GetVersionRequest
+	(*GetVersionResponse)(nil),       // 21: hac.v1.GetVersionResponse
+	(*GetJobRequest)(nil),            // 22: hac.v1.GetJobRequest
+	(*GetJobResponse)(nil),           // 23: hac.v1.GetJobResponse
+	(*OpenJobRequest)(nil),           // 24: hac.v1.OpenJobRequest
+	(*OpenJobResponse)(nil),          // 25: hac.v1.OpenJobResponse
+	(*StopJobRequest)(nil),           // 26: hac.v1.StopJobRequest
+	(*StopJobResponse)(nil),          // 27: hac.v1.StopJobResponse
+	(*timestamppb.Timestamp)(nil),    // 28: google.protobuf.Timestamp
+	(*Accelerator)(nil),              // 29: hac.v1.Accelerator
+	(*Model)(nil),                    // 30: hac.v1.Model
+	(*Job)(nil),                      // 31: hac.v1.Job
 }
 var file_hac_v1_accelerator_proto_depIdxs = []int32{
-	3,  // 0: hac.v1.AllocateResponse.waiting:type_name -> hac.v1.Waiting
-	5,  // 1: hac.v1.AllocateResponse.grant:type_name -> hac.v1.Grant
-	0,  // 2: hac.v1.Waiting.reason:type_name -> hac.v1.Waiting.Reason
-	4,  // 3: hac.v1.Waiting.holder:type_name -> hac.v1.Holder
-	21, // 4: hac.v1.Waiting.estimated_start:type_name -> google.protobuf.Timestamp
-	6,  // 5: hac.v1.Grant.workers:type_name -> hac.v1.Worker
-	22, // 6: hac.v1.GetAcceleratorResponse.accelerator:type_name -> hac.v1.Accelerator
-	22, // 7: hac.v1.SwitchModelResponse.accelerator:type_name -> hac.v1.Accelerator
-	23, // 8: hac.v1.ListModelsResponse.models:type_name -> hac.v1.Model
-	1,  // 9: hac.v1.AcceleratorService.Allocate:input_type -> hac.v1.AllocateRequest
-	7,  // 10: hac.v1.AcceleratorService.RenewLease:input_type -> hac.v1.RenewLeaseRequest
-	9,  // 11: hac.v1.AcceleratorService.Release:input_type -> hac.v1.ReleaseRequest
-	11, // 12: hac.v1.AcceleratorService.GetAccelerator:input_type -> hac.v1.GetAcceleratorRequest
-	13, // 13: hac.v1.AcceleratorService.SwitchModel:input_type -> hac.v1.SwitchModelRequest
-	15, // 14: hac.v1.AcceleratorService.ResetAccelerator:input_type -> hac.v1.ResetAcceleratorRequest
-	17, // 15: hac.v1.AcceleratorService.ListModels:input_type -> hac.v1.ListModelsRequest
-	19, // 16: hac.v1.AcceleratorService.GetVersion:input_type -> hac.v1.GetVersionRequest
-	2,  // 17: hac.v1.AcceleratorService.Allocate:output_type -> hac.v1.AllocateResponse
-	8,  // 18: hac.v1.AcceleratorService.RenewLease:output_type -> hac.v1.RenewLeaseResponse
-	10, // 19: hac.v1.AcceleratorService.Release:output_type -> hac.v1.ReleaseResponse
-	12, // 20: hac.v1.AcceleratorService.GetAccelerator:output_type -> hac.v1.GetAcceleratorResponse
-	14, // 21: hac.v1.AcceleratorService.SwitchModel:output_type -> hac.v1.SwitchModelResponse
-	16, // 22: hac.v1.AcceleratorService.ResetAccelerator:output_type -> hac.v1.ResetAcceleratorResponse
-	18, // 23: hac.v1.AcceleratorService.ListModels:output_type -> hac.v1.ListModelsResponse
-	20, // 24: hac.v1.AcceleratorService.GetVersion:output_type -> hac.v1.GetVersionResponse
-	17, // [17:25] is the sub-list for method output_type
-	9,  // [9:17] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	4,  // 0: hac.v1.AllocateResponse.waiting:type_name -> hac.v1.Waiting
+	6,  // 1: hac.v1.AllocateResponse.grant:type_name -> hac.v1.Grant
+	1,  // 2: hac.v1.Waiting.reason:type_name -> hac.v1.Waiting.Reason
+	5,  // 3: hac.v1.Waiting.holder:type_name -> hac.v1.Holder
+	28, // 4: hac.v1.Waiting.estimated_start:type_name -> google.protobuf.Timestamp
+	7,  // 5: hac.v1.Grant.workers:type_name -> hac.v1.Worker
+	29, // 6: hac.v1.GetAcceleratorResponse.accelerator:type_name -> hac.v1.Accelerator
+	29, // 7: hac.v1.SwitchModelResponse.accelerator:type_name -> hac.v1.Accelerator
+	30, // 8: hac.v1.ListModelsResponse.models:type_name -> hac.v1.Model
+	31, // 9: hac.v1.GetJobResponse.job:type_name -> hac.v1.Job
+	0,  // 10: hac.v1.OpenJobRequest.access:type_name -> hac.v1.JobAccess
+	31, // 11: hac.v1.OpenJobResponse.job:type_name -> hac.v1.Job
+	7,  // 12: hac.v1.OpenJobResponse.worker:type_name -> hac.v1.Worker
+	31, // 13: hac.v1.StopJobResponse.job:type_name -> hac.v1.Job
+	2,  // 14: hac.v1.AcceleratorService.Allocate:input_type -> hac.v1.AllocateRequest
+	8,  // 15: hac.v1.AcceleratorService.RenewLease:input_type -> hac.v1.RenewLeaseRequest
+	10, // 16: hac.v1.AcceleratorService.Release:input_type -> hac.v1.ReleaseRequest
+	12, // 17: hac.v1.AcceleratorService.GetAccelerator:input_type -> hac.v1.GetAcceleratorRequest
+	14, // 18: hac.v1.AcceleratorService.SwitchModel:input_type -> hac.v1.SwitchModelRequest
+	16, // 19: hac.v1.AcceleratorService.ResetAccelerator:input_type -> hac.v1.ResetAcceleratorRequest
+	18, // 20: hac.v1.AcceleratorService.ListModels:input_type -> hac.v1.ListModelsRequest
+	20, // 21: hac.v1.AcceleratorService.GetVersion:input_type -> hac.v1.GetVersionRequest
+	22, // 22: hac.v1.AcceleratorService.GetJob:input_type -> hac.v1.GetJobRequest
+	24, // 23: hac.v1.AcceleratorService.OpenJob:input_type -> hac.v1.OpenJobRequest
+	26, // 24: hac.v1.AcceleratorService.StopJob:input_type -> hac.v1.StopJobRequest
+	3,  // 25: hac.v1.AcceleratorService.Allocate:output_type -> hac.v1.AllocateResponse
+	9,  // 26: hac.v1.AcceleratorService.RenewLease:output_type -> hac.v1.RenewLeaseResponse
+	11, // 27: hac.v1.AcceleratorService.Release:output_type -> hac.v1.ReleaseResponse
+	13, // 28: hac.v1.AcceleratorService.GetAccelerator:output_type -> hac.v1.GetAcceleratorResponse
+	15, // 29: hac.v1.AcceleratorService.SwitchModel:output_type -> hac.v1.SwitchModelResponse
+	17, // 30: hac.v1.AcceleratorService.ResetAccelerator:output_type -> hac.v1.ResetAcceleratorResponse
+	19, // 31: hac.v1.AcceleratorService.ListModels:output_type -> hac.v1.ListModelsResponse
+	21, // 32: hac.v1.AcceleratorService.GetVersion:output_type -> hac.v1.GetVersionResponse
+	23, // 33: hac.v1.AcceleratorService.GetJob:output_type -> hac.v1.GetJobResponse
+	25, // 34: hac.v1.AcceleratorService.OpenJob:output_type -> hac.v1.OpenJobResponse
+	27, // 35: hac.v1.AcceleratorService.StopJob:output_type -> hac.v1.StopJobResponse
+	25, // [25:36] is the sub-list for method output_type
+	14, // [14:25] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_hac_v1_accelerator_proto_init() }
@@ -1381,8 +1803,8 @@ func file_hac_v1_accelerator_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hac_v1_accelerator_proto_rawDesc), len(file_hac_v1_accelerator_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   20,
+			NumEnums:      2,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -492,7 +492,11 @@ type HeartbeatResponse struct {
 	WorkerCertificate [][]byte `protobuf:"bytes,3,rep,name=worker_certificate,json=workerCertificate,proto3" json:"worker_certificate,omitempty"`
 	// images are the digests of the images servers run on: the node fetches
 	// those it lacks (GetImage) before their first job needs them.
-	Images        []string `protobuf:"bytes,4,rep,name=images,proto3" json:"images,omitempty"`
+	Images []string `protobuf:"bytes,4,rep,name=images,proto3" json:"images,omitempty"`
+	// terminate are jobs to stop gracefully (hac cancel): SIGTERM to the
+	// program, SIGKILL to its tree after the grace period. Sent on every
+	// heartbeat until the job ends.
+	Terminate     []*Terminate `protobuf:"bytes,5,rep,name=terminate,proto3" json:"terminate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -555,6 +559,74 @@ func (x *HeartbeatResponse) GetImages() []string {
 	return nil
 }
 
+func (x *HeartbeatResponse) GetTerminate() []*Terminate {
+	if x != nil {
+		return x.Terminate
+	}
+	return nil
+}
+
+type Terminate struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	JobId        string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	GraceSeconds int32                  `protobuf:"varint,2,opt,name=grace_seconds,json=graceSeconds,proto3" json:"grace_seconds,omitempty"`
+	// reason is the job's end reason once it ends.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Terminate) Reset() {
+	*x = Terminate{}
+	mi := &file_hac_v1_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Terminate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Terminate) ProtoMessage() {}
+
+func (x *Terminate) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Terminate.ProtoReflect.Descriptor instead.
+func (*Terminate) Descriptor() ([]byte, []int) {
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Terminate) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *Terminate) GetGraceSeconds() int32 {
+	if x != nil {
+		return x.GraceSeconds
+	}
+	return 0
+}
+
+func (x *Terminate) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type JobEndedRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -569,7 +641,7 @@ type JobEndedRequest struct {
 
 func (x *JobEndedRequest) Reset() {
 	*x = JobEndedRequest{}
-	mi := &file_hac_v1_agent_proto_msgTypes[9]
+	mi := &file_hac_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +653,7 @@ func (x *JobEndedRequest) String() string {
 func (*JobEndedRequest) ProtoMessage() {}
 
 func (x *JobEndedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_agent_proto_msgTypes[9]
+	mi := &file_hac_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +666,7 @@ func (x *JobEndedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEndedRequest.ProtoReflect.Descriptor instead.
 func (*JobEndedRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *JobEndedRequest) GetName() string {
@@ -640,7 +712,7 @@ type JobEndedResponse struct {
 
 func (x *JobEndedResponse) Reset() {
 	*x = JobEndedResponse{}
-	mi := &file_hac_v1_agent_proto_msgTypes[10]
+	mi := &file_hac_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +724,7 @@ func (x *JobEndedResponse) String() string {
 func (*JobEndedResponse) ProtoMessage() {}
 
 func (x *JobEndedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_agent_proto_msgTypes[10]
+	mi := &file_hac_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +737,7 @@ func (x *JobEndedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEndedResponse.ProtoReflect.Descriptor instead.
 func (*JobEndedResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_hac_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 var File_hac_v1_agent_proto protoreflect.FileDescriptor
@@ -704,14 +776,19 @@ const file_hac_v1_agent_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12&\n" +
 	"\x04jobs\x18\x02 \x03(\v2\x12.hac.v1.RunningJobR\x04jobs\x12\x1d\n" +
 	"\n" +
-	"worker_csr\x18\x03 \x01(\fR\tworkerCsr\"\x97\x01\n" +
+	"worker_csr\x18\x03 \x01(\fR\tworkerCsr\"\xc8\x01\n" +
 	"\x11HeartbeatResponse\x12\x1b\n" +
 	"\tstop_jobs\x18\x01 \x03(\tR\bstopJobs\x12\x1e\n" +
 	"\n" +
 	"reregister\x18\x02 \x01(\bR\n" +
 	"reregister\x12-\n" +
 	"\x12worker_certificate\x18\x03 \x03(\fR\x11workerCertificate\x12\x16\n" +
-	"\x06images\x18\x04 \x03(\tR\x06images\"\xa4\x01\n" +
+	"\x06images\x18\x04 \x03(\tR\x06images\x12/\n" +
+	"\tterminate\x18\x05 \x03(\v2\x11.hac.v1.TerminateR\tterminate\"_\n" +
+	"\tTerminate\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12#\n" +
+	"\rgrace_seconds\x18\x02 \x01(\x05R\fgraceSeconds\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xa4\x01\n" +
 	"\x0fJobEndedRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1b\n" +
@@ -738,7 +815,7 @@ func file_hac_v1_agent_proto_rawDescGZIP() []byte {
 	return file_hac_v1_agent_proto_rawDescData
 }
 
-var file_hac_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_hac_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_hac_v1_agent_proto_goTypes = []any{
 	(*GetImageRequest)(nil),      // 0: hac.v1.GetImageRequest
 	(*GetImageResponse)(nil),     // 1: hac.v1.GetImageResponse
@@ -749,28 +826,30 @@ var file_hac_v1_agent_proto_goTypes = []any{
 	(*RunningJob)(nil),           // 6: hac.v1.RunningJob
 	(*HeartbeatRequest)(nil),     // 7: hac.v1.HeartbeatRequest
 	(*HeartbeatResponse)(nil),    // 8: hac.v1.HeartbeatResponse
-	(*JobEndedRequest)(nil),      // 9: hac.v1.JobEndedRequest
-	(*JobEndedResponse)(nil),     // 10: hac.v1.JobEndedResponse
-	(*GPU)(nil),                  // 11: hac.v1.GPU
+	(*Terminate)(nil),            // 9: hac.v1.Terminate
+	(*JobEndedRequest)(nil),      // 10: hac.v1.JobEndedRequest
+	(*JobEndedResponse)(nil),     // 11: hac.v1.JobEndedResponse
+	(*GPU)(nil),                  // 12: hac.v1.GPU
 }
 var file_hac_v1_agent_proto_depIdxs = []int32{
-	11, // 0: hac.v1.RegisterNodeRequest.gpus:type_name -> hac.v1.GPU
+	12, // 0: hac.v1.RegisterNodeRequest.gpus:type_name -> hac.v1.GPU
 	6,  // 1: hac.v1.HeartbeatRequest.jobs:type_name -> hac.v1.RunningJob
-	2,  // 2: hac.v1.AgentService.Join:input_type -> hac.v1.JoinRequest
-	4,  // 3: hac.v1.AgentService.RegisterNode:input_type -> hac.v1.RegisterNodeRequest
-	7,  // 4: hac.v1.AgentService.Heartbeat:input_type -> hac.v1.HeartbeatRequest
-	9,  // 5: hac.v1.AgentService.JobEnded:input_type -> hac.v1.JobEndedRequest
-	0,  // 6: hac.v1.AgentService.GetImage:input_type -> hac.v1.GetImageRequest
-	3,  // 7: hac.v1.AgentService.Join:output_type -> hac.v1.JoinResponse
-	5,  // 8: hac.v1.AgentService.RegisterNode:output_type -> hac.v1.RegisterNodeResponse
-	8,  // 9: hac.v1.AgentService.Heartbeat:output_type -> hac.v1.HeartbeatResponse
-	10, // 10: hac.v1.AgentService.JobEnded:output_type -> hac.v1.JobEndedResponse
-	1,  // 11: hac.v1.AgentService.GetImage:output_type -> hac.v1.GetImageResponse
-	7,  // [7:12] is the sub-list for method output_type
-	2,  // [2:7] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	9,  // 2: hac.v1.HeartbeatResponse.terminate:type_name -> hac.v1.Terminate
+	2,  // 3: hac.v1.AgentService.Join:input_type -> hac.v1.JoinRequest
+	4,  // 4: hac.v1.AgentService.RegisterNode:input_type -> hac.v1.RegisterNodeRequest
+	7,  // 5: hac.v1.AgentService.Heartbeat:input_type -> hac.v1.HeartbeatRequest
+	10, // 6: hac.v1.AgentService.JobEnded:input_type -> hac.v1.JobEndedRequest
+	0,  // 7: hac.v1.AgentService.GetImage:input_type -> hac.v1.GetImageRequest
+	3,  // 8: hac.v1.AgentService.Join:output_type -> hac.v1.JoinResponse
+	5,  // 9: hac.v1.AgentService.RegisterNode:output_type -> hac.v1.RegisterNodeResponse
+	8,  // 10: hac.v1.AgentService.Heartbeat:output_type -> hac.v1.HeartbeatResponse
+	11, // 11: hac.v1.AgentService.JobEnded:output_type -> hac.v1.JobEndedResponse
+	1,  // 12: hac.v1.AgentService.GetImage:output_type -> hac.v1.GetImageResponse
+	8,  // [8:13] is the sub-list for method output_type
+	3,  // [3:8] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_hac_v1_agent_proto_init() }
@@ -785,7 +864,7 @@ func file_hac_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hac_v1_agent_proto_rawDesc), len(file_hac_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -184,8 +184,12 @@ type Job struct {
 	// used_mib is the memory the job uses now, as its nodes report it.
 	UsedMib int64 `protobuf:"varint,16,opt,name=used_mib,json=usedMib,proto3" json:"used_mib,omitempty"`
 	// pid is the program's process id on its node.
-	Pid           int64  `protobuf:"varint,17,opt,name=pid,proto3" json:"pid,omitempty"`
-	EndReason     string `protobuf:"bytes,18,opt,name=end_reason,json=endReason,proto3" json:"end_reason,omitempty"`
+	Pid       int64  `protobuf:"varint,17,opt,name=pid,proto3" json:"pid,omitempty"`
+	EndReason string `protobuf:"bytes,18,opt,name=end_reason,json=endReason,proto3" json:"end_reason,omitempty"`
+	// detached: the job runs without its client (hac run -d).
+	Detached bool `protobuf:"varint,19,opt,name=detached,proto3" json:"detached,omitempty"`
+	// stopping says since when the job is being stopped (hac cancel).
+	StoppingSince *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=stopping_since,json=stoppingSince,proto3" json:"stopping_since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -344,6 +348,20 @@ func (x *Job) GetEndReason() string {
 		return x.EndReason
 	}
 	return ""
+}
+
+func (x *Job) GetDetached() bool {
+	if x != nil {
+		return x.Detached
+	}
+	return false
+}
+
+func (x *Job) GetStoppingSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StoppingSince
+	}
+	return nil
 }
 
 // Placement is a share of one GPU held by a job.
@@ -689,7 +707,7 @@ const file_hac_v1_common_proto_rawDesc = "" +
 	"\x05model\x18\x04 \x01(\tR\x05model\x12\x1d\n" +
 	"\n" +
 	"memory_mib\x18\x05 \x01(\x03R\tmemoryMib\x12\x1d\n" +
-	"\x03job\x18\x06 \x01(\v2\v.hac.v1.JobR\x03job\"\xd6\x04\n" +
+	"\x03job\x18\x06 \x01(\v2\v.hac.v1.JobR\x03job\"\xb5\x05\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06server\x18\x02 \x01(\tR\x06server\x12\x12\n" +
@@ -714,7 +732,9 @@ const file_hac_v1_common_proto_rawDesc = "" +
 	"\bused_mib\x18\x10 \x01(\x03R\ausedMib\x12\x10\n" +
 	"\x03pid\x18\x11 \x01(\x03R\x03pid\x12\x1d\n" +
 	"\n" +
-	"end_reason\x18\x12 \x01(\tR\tendReason\"Y\n" +
+	"end_reason\x18\x12 \x01(\tR\tendReason\x12\x1a\n" +
+	"\bdetached\x18\x13 \x01(\bR\bdetached\x12A\n" +
+	"\x0estopping_since\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\rstoppingSince\"Y\n" +
 	"\tPlacement\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x19\n" +
 	"\bgpu_uuid\x18\x02 \x01(\tR\agpuUuid\x12\x1d\n" +
@@ -774,14 +794,15 @@ var file_hac_v1_common_proto_depIdxs = []int32{
 	7, // 2: hac.v1.Job.allocated_at:type_name -> google.protobuf.Timestamp
 	7, // 3: hac.v1.Job.ended_at:type_name -> google.protobuf.Timestamp
 	3, // 4: hac.v1.Job.placements:type_name -> hac.v1.Placement
-	4, // 5: hac.v1.Node.gpus:type_name -> hac.v1.GPU
-	7, // 6: hac.v1.Node.last_heartbeat:type_name -> google.protobuf.Timestamp
-	7, // 7: hac.v1.Server.created_at:type_name -> google.protobuf.Timestamp
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	7, // 5: hac.v1.Job.stopping_since:type_name -> google.protobuf.Timestamp
+	4, // 6: hac.v1.Node.gpus:type_name -> hac.v1.GPU
+	7, // 7: hac.v1.Node.last_heartbeat:type_name -> google.protobuf.Timestamp
+	7, // 8: hac.v1.Server.created_at:type_name -> google.protobuf.Timestamp
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_hac_v1_common_proto_init() }

@@ -21,6 +21,385 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type OutputRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ticket        string                 `protobuf:"bytes,1,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	Follow        bool                   `protobuf:"varint,2,opt,name=follow,proto3" json:"follow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutputRequest) Reset() {
+	*x = OutputRequest{}
+	mi := &file_hac_v1_worker_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutputRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutputRequest) ProtoMessage() {}
+
+func (x *OutputRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_worker_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutputRequest.ProtoReflect.Descriptor instead.
+func (*OutputRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *OutputRequest) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
+func (x *OutputRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+type OutputResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*OutputResponse_Stdout
+	//	*OutputResponse_Stderr
+	//	*OutputResponse_Exited
+	//	*OutputResponse_Dropped
+	Msg           isOutputResponse_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutputResponse) Reset() {
+	*x = OutputResponse{}
+	mi := &file_hac_v1_worker_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutputResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutputResponse) ProtoMessage() {}
+
+func (x *OutputResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_worker_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutputResponse.ProtoReflect.Descriptor instead.
+func (*OutputResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *OutputResponse) GetMsg() isOutputResponse_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *OutputResponse) GetStdout() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*OutputResponse_Stdout); ok {
+			return x.Stdout
+		}
+	}
+	return nil
+}
+
+func (x *OutputResponse) GetStderr() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*OutputResponse_Stderr); ok {
+			return x.Stderr
+		}
+	}
+	return nil
+}
+
+func (x *OutputResponse) GetExited() *Exited {
+	if x != nil {
+		if x, ok := x.Msg.(*OutputResponse_Exited); ok {
+			return x.Exited
+		}
+	}
+	return nil
+}
+
+func (x *OutputResponse) GetDropped() int64 {
+	if x != nil {
+		if x, ok := x.Msg.(*OutputResponse_Dropped); ok {
+			return x.Dropped
+		}
+	}
+	return 0
+}
+
+type isOutputResponse_Msg interface {
+	isOutputResponse_Msg()
+}
+
+type OutputResponse_Stdout struct {
+	Stdout []byte `protobuf:"bytes,1,opt,name=stdout,proto3,oneof"`
+}
+
+type OutputResponse_Stderr struct {
+	Stderr []byte `protobuf:"bytes,2,opt,name=stderr,proto3,oneof"`
+}
+
+type OutputResponse_Exited struct {
+	// exited ends the stream of a job that ended.
+	Exited *Exited `protobuf:"bytes,3,opt,name=exited,proto3,oneof"`
+}
+
+type OutputResponse_Dropped struct {
+	// dropped is how many bytes of the start of the output the node no
+	// longer has (it keeps the last part); sent first, when not 0.
+	Dropped int64 `protobuf:"varint,4,opt,name=dropped,proto3,oneof"`
+}
+
+func (*OutputResponse_Stdout) isOutputResponse_Msg() {}
+
+func (*OutputResponse_Stderr) isOutputResponse_Msg() {}
+
+func (*OutputResponse_Exited) isOutputResponse_Msg() {}
+
+func (*OutputResponse_Dropped) isOutputResponse_Msg() {}
+
+type AttachRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*AttachRequest_Open
+	//	*AttachRequest_Signal
+	Msg           isAttachRequest_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachRequest) Reset() {
+	*x = AttachRequest{}
+	mi := &file_hac_v1_worker_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachRequest) ProtoMessage() {}
+
+func (x *AttachRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_worker_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachRequest.ProtoReflect.Descriptor instead.
+func (*AttachRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AttachRequest) GetMsg() isAttachRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *AttachRequest) GetOpen() *OutputRequest {
+	if x != nil {
+		if x, ok := x.Msg.(*AttachRequest_Open); ok {
+			return x.Open
+		}
+	}
+	return nil
+}
+
+func (x *AttachRequest) GetSignal() int32 {
+	if x != nil {
+		if x, ok := x.Msg.(*AttachRequest_Signal); ok {
+			return x.Signal
+		}
+	}
+	return 0
+}
+
+type isAttachRequest_Msg interface {
+	isAttachRequest_Msg()
+}
+
+type AttachRequest_Open struct {
+	Open *OutputRequest `protobuf:"bytes,1,opt,name=open,proto3,oneof"`
+}
+
+type AttachRequest_Signal struct {
+	// signal is a signal number for the program, as ExecRequest.signal.
+	Signal int32 `protobuf:"varint,2,opt,name=signal,proto3,oneof"`
+}
+
+func (*AttachRequest_Open) isAttachRequest_Msg() {}
+
+func (*AttachRequest_Signal) isAttachRequest_Msg() {}
+
+type FetchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ticket        string                 `protobuf:"bytes,1,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchRequest) Reset() {
+	*x = FetchRequest{}
+	mi := &file_hac_v1_worker_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchRequest) ProtoMessage() {}
+
+func (x *FetchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_worker_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
+func (*FetchRequest) Descriptor() ([]byte, []int) {
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *FetchRequest) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
+type FetchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*FetchResponse_Changed
+	//	*FetchResponse_Done
+	Msg           isFetchResponse_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchResponse) Reset() {
+	*x = FetchResponse{}
+	mi := &file_hac_v1_worker_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchResponse) ProtoMessage() {}
+
+func (x *FetchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hac_v1_worker_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
+func (*FetchResponse) Descriptor() ([]byte, []int) {
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *FetchResponse) GetMsg() isFetchResponse_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *FetchResponse) GetChanged() *ChangedFile {
+	if x != nil {
+		if x, ok := x.Msg.(*FetchResponse_Changed); ok {
+			return x.Changed
+		}
+	}
+	return nil
+}
+
+func (x *FetchResponse) GetDone() bool {
+	if x != nil {
+		if x, ok := x.Msg.(*FetchResponse_Done); ok {
+			return x.Done
+		}
+	}
+	return false
+}
+
+type isFetchResponse_Msg interface {
+	isFetchResponse_Msg()
+}
+
+type FetchResponse_Changed struct {
+	Changed *ChangedFile `protobuf:"bytes,1,opt,name=changed,proto3,oneof"`
+}
+
+type FetchResponse_Done struct {
+	// done ends the stream: every changed file was sent.
+	Done bool `protobuf:"varint,2,opt,name=done,proto3,oneof"`
+}
+
+func (*FetchResponse_Changed) isFetchResponse_Msg() {}
+
+func (*FetchResponse_Done) isFetchResponse_Msg() {}
+
 type ExecRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -40,7 +419,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_hac_v1_worker_proto_msgTypes[0]
+	mi := &file_hac_v1_worker_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -52,7 +431,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_worker_proto_msgTypes[0]
+	mi := &file_hac_v1_worker_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -65,7 +444,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_worker_proto_rawDescGZIP(), []int{0}
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ExecRequest) GetMsg() isExecRequest_Msg {
@@ -223,7 +602,7 @@ type Start struct {
 
 func (x *Start) Reset() {
 	*x = Start{}
-	mi := &file_hac_v1_worker_proto_msgTypes[1]
+	mi := &file_hac_v1_worker_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -235,7 +614,7 @@ func (x *Start) String() string {
 func (*Start) ProtoMessage() {}
 
 func (x *Start) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_worker_proto_msgTypes[1]
+	mi := &file_hac_v1_worker_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -248,7 +627,7 @@ func (x *Start) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Start.ProtoReflect.Descriptor instead.
 func (*Start) Descriptor() ([]byte, []int) {
-	return file_hac_v1_worker_proto_rawDescGZIP(), []int{1}
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Start) GetTicket() string {
@@ -327,7 +706,7 @@ type Environment struct {
 
 func (x *Environment) Reset() {
 	*x = Environment{}
-	mi := &file_hac_v1_worker_proto_msgTypes[2]
+	mi := &file_hac_v1_worker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -339,7 +718,7 @@ func (x *Environment) String() string {
 func (*Environment) ProtoMessage() {}
 
 func (x *Environment) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_worker_proto_msgTypes[2]
+	mi := &file_hac_v1_worker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -352,7 +731,7 @@ func (x *Environment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Environment.ProtoReflect.Descriptor instead.
 func (*Environment) Descriptor() ([]byte, []int) {
-	return file_hac_v1_worker_proto_rawDescGZIP(), []int{2}
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Environment) GetLayer() *Manifest {
@@ -400,7 +779,7 @@ type WindowSize struct {
 
 func (x *WindowSize) Reset() {
 	*x = WindowSize{}
-	mi := &file_hac_v1_worker_proto_msgTypes[3]
+	mi := &file_hac_v1_worker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -412,7 +791,7 @@ func (x *WindowSize) String() string {
 func (*WindowSize) ProtoMessage() {}
 
 func (x *WindowSize) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_worker_proto_msgTypes[3]
+	mi := &file_hac_v1_worker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -425,7 +804,7 @@ func (x *WindowSize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowSize.ProtoReflect.Descriptor instead.
 func (*WindowSize) Descriptor() ([]byte, []int) {
-	return file_hac_v1_worker_proto_rawDescGZIP(), []int{3}
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WindowSize) GetRows() uint32 {
@@ -452,7 +831,7 @@ type Manifest struct {
 
 func (x *Manifest) Reset() {
 	*x = Manifest{}
-	mi := &file_hac_v1_worker_proto_msgTypes[4]
+	mi := &file_hac_v1_worker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -464,7 +843,7 @@ func (x *Manifest) String() string {
 func (*Manifest) ProtoMessage() {}
 
 func (x *Manifest) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_worker_proto_msgTypes[4]
+	mi := &file_hac_v1_worker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -477,7 +856,7 @@ func (x *Manifest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Manifest.ProtoReflect.Descriptor instead.
 func (*Manifest) Descriptor() ([]byte, []int) {
-	return file_hac_v1_worker_proto_rawDescGZIP(), []int{4}
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Manifest) GetFiles() []*FileEntry {
@@ -513,7 +892,7 @@ type FileEntry struct {
 
 func (x *FileEntry) Reset() {
 	*x = FileEntry{}
-	mi := &file_hac_v1_worker_proto_msgTypes[5]
+	mi := &file_hac_v1_worker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -525,7 +904,7 @@ func (x *FileEntry) String() string {
 func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_worker_proto_msgTypes[5]
+	mi := &file_hac_v1_worker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -538,7 +917,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_hac_v1_worker_proto_rawDescGZIP(), []int{5}
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FileEntry) GetPath() string {
@@ -623,7 +1002,7 @@ type Blob struct {
 
 func (x *Blob) Reset() {
 	*x = Blob{}
-	mi := &file_hac_v1_worker_proto_msgTypes[6]
+	mi := &file_hac_v1_worker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -635,7 +1014,7 @@ func (x *Blob) String() string {
 func (*Blob) ProtoMessage() {}
 
 func (x *Blob) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_worker_proto_msgTypes[6]
+	mi := &file_hac_v1_worker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -648,7 +1027,7 @@ func (x *Blob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Blob.ProtoReflect.Descriptor instead.
 func (*Blob) Descriptor() ([]byte, []int) {
-	return file_hac_v1_worker_proto_rawDescGZIP(), []int{6}
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Blob) GetSha256() string {
@@ -692,7 +1071,7 @@ type ExecResponse struct {
 
 func (x *ExecResponse) Reset() {
 	*x = ExecResponse{}
-	mi := &file_hac_v1_worker_proto_msgTypes[7]
+	mi := &file_hac_v1_worker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -704,7 +1083,7 @@ func (x *ExecResponse) String() string {
 func (*ExecResponse) ProtoMessage() {}
 
 func (x *ExecResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_worker_proto_msgTypes[7]
+	mi := &file_hac_v1_worker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -717,7 +1096,7 @@ func (x *ExecResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecResponse.ProtoReflect.Descriptor instead.
 func (*ExecResponse) Descriptor() ([]byte, []int) {
-	return file_hac_v1_worker_proto_rawDescGZIP(), []int{7}
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExecResponse) GetMsg() isExecResponse_Msg {
@@ -878,7 +1257,7 @@ type NeedBlobs struct {
 
 func (x *NeedBlobs) Reset() {
 	*x = NeedBlobs{}
-	mi := &file_hac_v1_worker_proto_msgTypes[8]
+	mi := &file_hac_v1_worker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +1269,7 @@ func (x *NeedBlobs) String() string {
 func (*NeedBlobs) ProtoMessage() {}
 
 func (x *NeedBlobs) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_worker_proto_msgTypes[8]
+	mi := &file_hac_v1_worker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +1282,7 @@ func (x *NeedBlobs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NeedBlobs.ProtoReflect.Descriptor instead.
 func (*NeedBlobs) Descriptor() ([]byte, []int) {
-	return file_hac_v1_worker_proto_rawDescGZIP(), []int{8}
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *NeedBlobs) GetSha256() []string {
@@ -922,7 +1301,7 @@ type Started struct {
 
 func (x *Started) Reset() {
 	*x = Started{}
-	mi := &file_hac_v1_worker_proto_msgTypes[9]
+	mi := &file_hac_v1_worker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1313,7 @@ func (x *Started) String() string {
 func (*Started) ProtoMessage() {}
 
 func (x *Started) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_worker_proto_msgTypes[9]
+	mi := &file_hac_v1_worker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1326,7 @@ func (x *Started) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Started.ProtoReflect.Descriptor instead.
 func (*Started) Descriptor() ([]byte, []int) {
-	return file_hac_v1_worker_proto_rawDescGZIP(), []int{9}
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Started) GetPid() int64 {
@@ -969,7 +1348,7 @@ type Exited struct {
 
 func (x *Exited) Reset() {
 	*x = Exited{}
-	mi := &file_hac_v1_worker_proto_msgTypes[10]
+	mi := &file_hac_v1_worker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -981,7 +1360,7 @@ func (x *Exited) String() string {
 func (*Exited) ProtoMessage() {}
 
 func (x *Exited) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_worker_proto_msgTypes[10]
+	mi := &file_hac_v1_worker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -994,7 +1373,7 @@ func (x *Exited) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exited.ProtoReflect.Descriptor instead.
 func (*Exited) Descriptor() ([]byte, []int) {
-	return file_hac_v1_worker_proto_rawDescGZIP(), []int{10}
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Exited) GetExitCode() int32 {
@@ -1034,7 +1413,7 @@ type ChangedFile struct {
 
 func (x *ChangedFile) Reset() {
 	*x = ChangedFile{}
-	mi := &file_hac_v1_worker_proto_msgTypes[11]
+	mi := &file_hac_v1_worker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1425,7 @@ func (x *ChangedFile) String() string {
 func (*ChangedFile) ProtoMessage() {}
 
 func (x *ChangedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_hac_v1_worker_proto_msgTypes[11]
+	mi := &file_hac_v1_worker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1438,7 @@ func (x *ChangedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangedFile.ProtoReflect.Descriptor instead.
 func (*ChangedFile) Descriptor() ([]byte, []int) {
-	return file_hac_v1_worker_proto_rawDescGZIP(), []int{11}
+	return file_hac_v1_worker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ChangedFile) GetPath() string {
@@ -1115,7 +1494,26 @@ var File_hac_v1_worker_proto protoreflect.FileDescriptor
 
 const file_hac_v1_worker_proto_rawDesc = "" +
 	"\n" +
-	"\x13hac/v1/worker.proto\x12\x06hac.v1\"\xa2\x02\n" +
+	"\x13hac/v1/worker.proto\x12\x06hac.v1\"?\n" +
+	"\rOutputRequest\x12\x16\n" +
+	"\x06ticket\x18\x01 \x01(\tR\x06ticket\x12\x16\n" +
+	"\x06follow\x18\x02 \x01(\bR\x06follow\"\x91\x01\n" +
+	"\x0eOutputResponse\x12\x18\n" +
+	"\x06stdout\x18\x01 \x01(\fH\x00R\x06stdout\x12\x18\n" +
+	"\x06stderr\x18\x02 \x01(\fH\x00R\x06stderr\x12(\n" +
+	"\x06exited\x18\x03 \x01(\v2\x0e.hac.v1.ExitedH\x00R\x06exited\x12\x1a\n" +
+	"\adropped\x18\x04 \x01(\x03H\x00R\adroppedB\x05\n" +
+	"\x03msg\"]\n" +
+	"\rAttachRequest\x12+\n" +
+	"\x04open\x18\x01 \x01(\v2\x15.hac.v1.OutputRequestH\x00R\x04open\x12\x18\n" +
+	"\x06signal\x18\x02 \x01(\x05H\x00R\x06signalB\x05\n" +
+	"\x03msg\"&\n" +
+	"\fFetchRequest\x12\x16\n" +
+	"\x06ticket\x18\x01 \x01(\tR\x06ticket\"]\n" +
+	"\rFetchResponse\x12/\n" +
+	"\achanged\x18\x01 \x01(\v2\x13.hac.v1.ChangedFileH\x00R\achanged\x12\x14\n" +
+	"\x04done\x18\x02 \x01(\bH\x00R\x04doneB\x05\n" +
+	"\x03msg\"\xa2\x02\n" +
 	"\vExecRequest\x12%\n" +
 	"\x05start\x18\x01 \x01(\v2\r.hac.v1.StartH\x00R\x05start\x12\"\n" +
 	"\x04blob\x18\x02 \x01(\v2\f.hac.v1.BlobH\x00R\x04blob\x12\x16\n" +
@@ -1192,9 +1590,12 @@ const file_hac_v1_worker_proto_rawDesc = "" +
 	"\x05first\x18\x04 \x01(\bR\x05first\x12\x12\n" +
 	"\x04last\x18\x05 \x01(\bR\x04last\x12\x18\n" +
 	"\adeleted\x18\x06 \x01(\bR\adeleted\x12\x12\n" +
-	"\x04link\x18\a \x01(\tR\x04link2F\n" +
+	"\x04link\x18\a \x01(\tR\x04link2\xf6\x01\n" +
 	"\rWorkerService\x125\n" +
-	"\x04Exec\x12\x13.hac.v1.ExecRequest\x1a\x14.hac.v1.ExecResponse(\x010\x01B-Z+github.com/hac-project/hac/gen/hac/v1;hacv1b\x06proto3"
+	"\x04Exec\x12\x13.hac.v1.ExecRequest\x1a\x14.hac.v1.ExecResponse(\x010\x01\x129\n" +
+	"\x06Output\x12\x15.hac.v1.OutputRequest\x1a\x16.hac.v1.OutputResponse0\x01\x12;\n" +
+	"\x06Attach\x12\x15.hac.v1.AttachRequest\x1a\x16.hac.v1.OutputResponse(\x010\x01\x126\n" +
+	"\x05Fetch\x12\x14.hac.v1.FetchRequest\x1a\x15.hac.v1.FetchResponse0\x01B-Z+github.com/hac-project/hac/gen/hac/v1;hacv1b\x06proto3"
 
 var (
 	file_hac_v1_worker_proto_rawDescOnce sync.Once
@@ -1208,41 +1609,55 @@ func file_hac_v1_worker_proto_rawDescGZIP() []byte {
 	return file_hac_v1_worker_proto_rawDescData
 }
 
-var file_hac_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_hac_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_hac_v1_worker_proto_goTypes = []any{
-	(*ExecRequest)(nil),  // 0: hac.v1.ExecRequest
-	(*Start)(nil),        // 1: hac.v1.Start
-	(*Environment)(nil),  // 2: hac.v1.Environment
-	(*WindowSize)(nil),   // 3: hac.v1.WindowSize
-	(*Manifest)(nil),     // 4: hac.v1.Manifest
-	(*FileEntry)(nil),    // 5: hac.v1.FileEntry
-	(*Blob)(nil),         // 6: hac.v1.Blob
-	(*ExecResponse)(nil), // 7: hac.v1.ExecResponse
-	(*NeedBlobs)(nil),    // 8: hac.v1.NeedBlobs
-	(*Started)(nil),      // 9: hac.v1.Started
-	(*Exited)(nil),       // 10: hac.v1.Exited
-	(*ChangedFile)(nil),  // 11: hac.v1.ChangedFile
+	(*OutputRequest)(nil),  // 0: hac.v1.OutputRequest
+	(*OutputResponse)(nil), // 1: hac.v1.OutputResponse
+	(*AttachRequest)(nil),  // 2: hac.v1.AttachRequest
+	(*FetchRequest)(nil),   // 3: hac.v1.FetchRequest
+	(*FetchResponse)(nil),  // 4: hac.v1.FetchResponse
+	(*ExecRequest)(nil),    // 5: hac.v1.ExecRequest
+	(*Start)(nil),          // 6: hac.v1.Start
+	(*Environment)(nil),    // 7: hac.v1.Environment
+	(*WindowSize)(nil),     // 8: hac.v1.WindowSize
+	(*Manifest)(nil),       // 9: hac.v1.Manifest
+	(*FileEntry)(nil),      // 10: hac.v1.FileEntry
+	(*Blob)(nil),           // 11: hac.v1.Blob
+	(*ExecResponse)(nil),   // 12: hac.v1.ExecResponse
+	(*NeedBlobs)(nil),      // 13: hac.v1.NeedBlobs
+	(*Started)(nil),        // 14: hac.v1.Started
+	(*Exited)(nil),         // 15: hac.v1.Exited
+	(*ChangedFile)(nil),    // 16: hac.v1.ChangedFile
 }
 var file_hac_v1_worker_proto_depIdxs = []int32{
-	1,  // 0: hac.v1.ExecRequest.start:type_name -> hac.v1.Start
-	6,  // 1: hac.v1.ExecRequest.blob:type_name -> hac.v1.Blob
-	3,  // 2: hac.v1.ExecRequest.resize:type_name -> hac.v1.WindowSize
-	3,  // 3: hac.v1.Start.window:type_name -> hac.v1.WindowSize
-	4,  // 4: hac.v1.Start.manifest:type_name -> hac.v1.Manifest
-	2,  // 5: hac.v1.Start.environment:type_name -> hac.v1.Environment
-	4,  // 6: hac.v1.Environment.layer:type_name -> hac.v1.Manifest
-	5,  // 7: hac.v1.Manifest.files:type_name -> hac.v1.FileEntry
-	8,  // 8: hac.v1.ExecResponse.need_blobs:type_name -> hac.v1.NeedBlobs
-	9,  // 9: hac.v1.ExecResponse.started:type_name -> hac.v1.Started
-	10, // 10: hac.v1.ExecResponse.exited:type_name -> hac.v1.Exited
-	11, // 11: hac.v1.ExecResponse.changed:type_name -> hac.v1.ChangedFile
-	0,  // 12: hac.v1.WorkerService.Exec:input_type -> hac.v1.ExecRequest
-	7,  // 13: hac.v1.WorkerService.Exec:output_type -> hac.v1.ExecResponse
-	13, // [13:14] is the sub-list for method output_type
-	12, // [12:13] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	15, // 0: hac.v1.OutputResponse.exited:type_name -> hac.v1.Exited
+	0,  // 1: hac.v1.AttachRequest.open:type_name -> hac.v1.OutputRequest
+	16, // 2: hac.v1.FetchResponse.changed:type_name -> hac.v1.ChangedFile
+	6,  // 3: hac.v1.ExecRequest.start:type_name -> hac.v1.Start
+	11, // 4: hac.v1.ExecRequest.blob:type_name -> hac.v1.Blob
+	8,  // 5: hac.v1.ExecRequest.resize:type_name -> hac.v1.WindowSize
+	8,  // 6: hac.v1.Start.window:type_name -> hac.v1.WindowSize
+	9,  // 7: hac.v1.Start.manifest:type_name -> hac.v1.Manifest
+	7,  // 8: hac.v1.Start.environment:type_name -> hac.v1.Environment
+	9,  // 9: hac.v1.Environment.layer:type_name -> hac.v1.Manifest
+	10, // 10: hac.v1.Manifest.files:type_name -> hac.v1.FileEntry
+	13, // 11: hac.v1.ExecResponse.need_blobs:type_name -> hac.v1.NeedBlobs
+	14, // 12: hac.v1.ExecResponse.started:type_name -> hac.v1.Started
+	15, // 13: hac.v1.ExecResponse.exited:type_name -> hac.v1.Exited
+	16, // 14: hac.v1.ExecResponse.changed:type_name -> hac.v1.ChangedFile
+	5,  // 15: hac.v1.WorkerService.Exec:input_type -> hac.v1.ExecRequest
+	0,  // 16: hac.v1.WorkerService.Output:input_type -> hac.v1.OutputRequest
+	2,  // 17: hac.v1.WorkerService.Attach:input_type -> hac.v1.AttachRequest
+	3,  // 18: hac.v1.WorkerService.Fetch:input_type -> hac.v1.FetchRequest
+	12, // 19: hac.v1.WorkerService.Exec:output_type -> hac.v1.ExecResponse
+	1,  // 20: hac.v1.WorkerService.Output:output_type -> hac.v1.OutputResponse
+	1,  // 21: hac.v1.WorkerService.Attach:output_type -> hac.v1.OutputResponse
+	4,  // 22: hac.v1.WorkerService.Fetch:output_type -> hac.v1.FetchResponse
+	19, // [19:23] is the sub-list for method output_type
+	15, // [15:19] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_hac_v1_worker_proto_init() }
@@ -1250,7 +1665,21 @@ func file_hac_v1_worker_proto_init() {
 	if File_hac_v1_worker_proto != nil {
 		return
 	}
-	file_hac_v1_worker_proto_msgTypes[0].OneofWrappers = []any{
+	file_hac_v1_worker_proto_msgTypes[1].OneofWrappers = []any{
+		(*OutputResponse_Stdout)(nil),
+		(*OutputResponse_Stderr)(nil),
+		(*OutputResponse_Exited)(nil),
+		(*OutputResponse_Dropped)(nil),
+	}
+	file_hac_v1_worker_proto_msgTypes[2].OneofWrappers = []any{
+		(*AttachRequest_Open)(nil),
+		(*AttachRequest_Signal)(nil),
+	}
+	file_hac_v1_worker_proto_msgTypes[4].OneofWrappers = []any{
+		(*FetchResponse_Changed)(nil),
+		(*FetchResponse_Done)(nil),
+	}
+	file_hac_v1_worker_proto_msgTypes[5].OneofWrappers = []any{
 		(*ExecRequest_Start)(nil),
 		(*ExecRequest_Blob)(nil),
 		(*ExecRequest_Stdin)(nil),
@@ -1260,7 +1689,7 @@ func file_hac_v1_worker_proto_init() {
 		(*ExecRequest_BlobsDone)(nil),
 		(*ExecRequest_SyncDone)(nil),
 	}
-	file_hac_v1_worker_proto_msgTypes[7].OneofWrappers = []any{
+	file_hac_v1_worker_proto_msgTypes[12].OneofWrappers = []any{
 		(*ExecResponse_NeedBlobs)(nil),
 		(*ExecResponse_Started)(nil),
 		(*ExecResponse_Stdout)(nil),
@@ -1277,7 +1706,7 @@ func file_hac_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hac_v1_worker_proto_rawDesc), len(file_hac_v1_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -57,6 +57,15 @@ const (
 	// AcceleratorServiceGetVersionProcedure is the fully-qualified name of the AcceleratorService's
 	// GetVersion RPC.
 	AcceleratorServiceGetVersionProcedure = "/hac.v1.AcceleratorService/GetVersion"
+	// AcceleratorServiceGetJobProcedure is the fully-qualified name of the AcceleratorService's GetJob
+	// RPC.
+	AcceleratorServiceGetJobProcedure = "/hac.v1.AcceleratorService/GetJob"
+	// AcceleratorServiceOpenJobProcedure is the fully-qualified name of the AcceleratorService's
+	// OpenJob RPC.
+	AcceleratorServiceOpenJobProcedure = "/hac.v1.AcceleratorService/OpenJob"
+	// AcceleratorServiceStopJobProcedure is the fully-qualified name of the AcceleratorService's
+	// StopJob RPC.
+	AcceleratorServiceStopJobProcedure = "/hac.v1.AcceleratorService/StopJob"
 )
 
 // AcceleratorServiceClient is a client for the hac.v1.AcceleratorService service.
@@ -80,6 +89,16 @@ type AcceleratorServiceClient interface {
 	ListModels(context.Context, *connect.Request[v1.ListModelsRequest]) (*connect.Response[v1.ListModelsResponse], error)
 	// GetVersion returns the control plane's version.
 	GetVersion(context.Context, *connect.Request[v1.GetVersionRequest]) (*connect.Response[v1.GetVersionResponse], error)
+	// GetJob returns one of the caller's jobs (a server token: its server's).
+	GetJob(context.Context, *connect.Request[v1.GetJobRequest]) (*connect.Response[v1.GetJobResponse], error)
+	// OpenJob gives access to a detached job on its node: its output (hac
+	// logs), its running program (hac attach) or its files (hac fetch). The
+	// worker it returns carries a ticket for that access to that job only.
+	OpenJob(context.Context, *connect.Request[v1.OpenJobRequest]) (*connect.Response[v1.OpenJobResponse], error)
+	// StopJob withdraws a waiting job, or stops a running one: SIGTERM to its
+	// program, then, after the grace period, SIGKILL to its whole tree (hac
+	// cancel). The job's end is reported as for any other job.
+	StopJob(context.Context, *connect.Request[v1.StopJobRequest]) (*connect.Response[v1.StopJobResponse], error)
 }
 
 // NewAcceleratorServiceClient constructs a client for the hac.v1.AcceleratorService service. By
@@ -141,6 +160,24 @@ func NewAcceleratorServiceClient(httpClient connect.HTTPClient, baseURL string, 
 			connect.WithSchema(acceleratorServiceMethods.ByName("GetVersion")),
 			connect.WithClientOptions(opts...),
 		),
+		getJob: connect.NewClient[v1.GetJobRequest, v1.GetJobResponse](
+			httpClient,
+			baseURL+AcceleratorServiceGetJobProcedure,
+			connect.WithSchema(acceleratorServiceMethods.ByName("GetJob")),
+			connect.WithClientOptions(opts...),
+		),
+		openJob: connect.NewClient[v1.OpenJobRequest, v1.OpenJobResponse](
+			httpClient,
+			baseURL+AcceleratorServiceOpenJobProcedure,
+			connect.WithSchema(acceleratorServiceMethods.ByName("OpenJob")),
+			connect.WithClientOptions(opts...),
+		),
+		stopJob: connect.NewClient[v1.StopJobRequest, v1.StopJobResponse](
+			httpClient,
+			baseURL+AcceleratorServiceStopJobProcedure,
+			connect.WithSchema(acceleratorServiceMethods.ByName("StopJob")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -154,6 +191,9 @@ type acceleratorServiceClient struct {
 	resetAccelerator *connect.Client[v1.ResetAcceleratorRequest, v1.ResetAcceleratorResponse]
 	listModels       *connect.Client[v1.ListModelsRequest, v1.ListModelsResponse]
 	getVersion       *connect.Client[v1.GetVersionRequest, v1.GetVersionResponse]
+	getJob           *connect.Client[v1.GetJobRequest, v1.GetJobResponse]
+	openJob          *connect.Client[v1.OpenJobRequest, v1.OpenJobResponse]
+	stopJob          *connect.Client[v1.StopJobRequest, v1.StopJobResponse]
 }
 
 // Allocate calls hac.v1.AcceleratorService.Allocate.
@@ -196,6 +236,21 @@ func (c *acceleratorServiceClient) GetVersion(ctx context.Context, req *connect.
 	return c.getVersion.CallUnary(ctx, req)
 }
 
+// GetJob calls hac.v1.AcceleratorService.GetJob.
+func (c *acceleratorServiceClient) GetJob(ctx context.Context, req *connect.Request[v1.GetJobRequest]) (*connect.Response[v1.GetJobResponse], error) {
+	return c.getJob.CallUnary(ctx, req)
+}
+
+// OpenJob calls hac.v1.AcceleratorService.OpenJob.
+func (c *acceleratorServiceClient) OpenJob(ctx context.Context, req *connect.Request[v1.OpenJobRequest]) (*connect.Response[v1.OpenJobResponse], error) {
+	return c.openJob.CallUnary(ctx, req)
+}
+
+// StopJob calls hac.v1.AcceleratorService.StopJob.
+func (c *acceleratorServiceClient) StopJob(ctx context.Context, req *connect.Request[v1.StopJobRequest]) (*connect.Response[v1.StopJobResponse], error) {
+	return c.stopJob.CallUnary(ctx, req)
+}
+
 // AcceleratorServiceHandler is an implementation of the hac.v1.AcceleratorService service.
 type AcceleratorServiceHandler interface {
 	// Allocate asks for pool resources for one program run. The stream reports
@@ -217,6 +272,16 @@ type AcceleratorServiceHandler interface {
 	ListModels(context.Context, *connect.Request[v1.ListModelsRequest]) (*connect.Response[v1.ListModelsResponse], error)
 	// GetVersion returns the control plane's version.
 	GetVersion(context.Context, *connect.Request[v1.GetVersionRequest]) (*connect.Response[v1.GetVersionResponse], error)
+	// GetJob returns one of the caller's jobs (a server token: its server's).
+	GetJob(context.Context, *connect.Request[v1.GetJobRequest]) (*connect.Response[v1.GetJobResponse], error)
+	// OpenJob gives access to a detached job on its node: its output (hac
+	// logs), its running program (hac attach) or its files (hac fetch). The
+	// worker it returns carries a ticket for that access to that job only.
+	OpenJob(context.Context, *connect.Request[v1.OpenJobRequest]) (*connect.Response[v1.OpenJobResponse], error)
+	// StopJob withdraws a waiting job, or stops a running one: SIGTERM to its
+	// program, then, after the grace period, SIGKILL to its whole tree (hac
+	// cancel). The job's end is reported as for any other job.
+	StopJob(context.Context, *connect.Request[v1.StopJobRequest]) (*connect.Response[v1.StopJobResponse], error)
 }
 
 // NewAcceleratorServiceHandler builds an HTTP handler from the service implementation. It returns
@@ -274,6 +339,24 @@ func NewAcceleratorServiceHandler(svc AcceleratorServiceHandler, opts ...connect
 		connect.WithSchema(acceleratorServiceMethods.ByName("GetVersion")),
 		connect.WithHandlerOptions(opts...),
 	)
+	acceleratorServiceGetJobHandler := connect.NewUnaryHandler(
+		AcceleratorServiceGetJobProcedure,
+		svc.GetJob,
+		connect.WithSchema(acceleratorServiceMethods.ByName("GetJob")),
+		connect.WithHandlerOptions(opts...),
+	)
+	acceleratorServiceOpenJobHandler := connect.NewUnaryHandler(
+		AcceleratorServiceOpenJobProcedure,
+		svc.OpenJob,
+		connect.WithSchema(acceleratorServiceMethods.ByName("OpenJob")),
+		connect.WithHandlerOptions(opts...),
+	)
+	acceleratorServiceStopJobHandler := connect.NewUnaryHandler(
+		AcceleratorServiceStopJobProcedure,
+		svc.StopJob,
+		connect.WithSchema(acceleratorServiceMethods.ByName("StopJob")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hac.v1.AcceleratorService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AcceleratorServiceAllocateProcedure:
@@ -292,6 +375,12 @@ func NewAcceleratorServiceHandler(svc AcceleratorServiceHandler, opts ...connect
 			acceleratorServiceListModelsHandler.ServeHTTP(w, r)
 		case AcceleratorServiceGetVersionProcedure:
 			acceleratorServiceGetVersionHandler.ServeHTTP(w, r)
+		case AcceleratorServiceGetJobProcedure:
+			acceleratorServiceGetJobHandler.ServeHTTP(w, r)
+		case AcceleratorServiceOpenJobProcedure:
+			acceleratorServiceOpenJobHandler.ServeHTTP(w, r)
+		case AcceleratorServiceStopJobProcedure:
+			acceleratorServiceStopJobHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -331,4 +420,16 @@ func (UnimplementedAcceleratorServiceHandler) ListModels(context.Context, *conne
 
 func (UnimplementedAcceleratorServiceHandler) GetVersion(context.Context, *connect.Request[v1.GetVersionRequest]) (*connect.Response[v1.GetVersionResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.AcceleratorService.GetVersion is not implemented"))
+}
+
+func (UnimplementedAcceleratorServiceHandler) GetJob(context.Context, *connect.Request[v1.GetJobRequest]) (*connect.Response[v1.GetJobResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.AcceleratorService.GetJob is not implemented"))
+}
+
+func (UnimplementedAcceleratorServiceHandler) OpenJob(context.Context, *connect.Request[v1.OpenJobRequest]) (*connect.Response[v1.OpenJobResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.AcceleratorService.OpenJob is not implemented"))
+}
+
+func (UnimplementedAcceleratorServiceHandler) StopJob(context.Context, *connect.Request[v1.StopJobRequest]) (*connect.Response[v1.StopJobResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.AcceleratorService.StopJob is not implemented"))
 }

@@ -35,6 +35,12 @@ const (
 const (
 	// WorkerServiceExecProcedure is the fully-qualified name of the WorkerService's Exec RPC.
 	WorkerServiceExecProcedure = "/hac.v1.WorkerService/Exec"
+	// WorkerServiceOutputProcedure is the fully-qualified name of the WorkerService's Output RPC.
+	WorkerServiceOutputProcedure = "/hac.v1.WorkerService/Output"
+	// WorkerServiceAttachProcedure is the fully-qualified name of the WorkerService's Attach RPC.
+	WorkerServiceAttachProcedure = "/hac.v1.WorkerService/Attach"
+	// WorkerServiceFetchProcedure is the fully-qualified name of the WorkerService's Fetch RPC.
+	WorkerServiceFetchProcedure = "/hac.v1.WorkerService/Fetch"
 )
 
 // WorkerServiceClient is a client for the hac.v1.WorkerService service.
@@ -43,6 +49,15 @@ type WorkerServiceClient interface {
 	// asks for the workspace blobs it lacks, starts the program, streams its
 	// output, and after the exit sends the files that changed.
 	Exec(context.Context) *connect.BidiStreamForClient[v1.ExecRequest, v1.ExecResponse]
+	// Output streams what a detached job's program wrote, as the node kept it
+	// (its last part), and with follow what it writes until it ends.
+	Output(context.Context, *connect.Request[v1.OutputRequest]) (*connect.ServerStreamForClient[v1.OutputResponse], error)
+	// Attach follows a running detached job's output, as Output does, and
+	// takes signals for its program. The first message opens it.
+	Attach(context.Context) *connect.BidiStreamForClient[v1.AttachRequest, v1.OutputResponse]
+	// Fetch sends the files a detached job's program created or changed in
+	// its workspace, as the Exec stream's ChangedFile messages do.
+	Fetch(context.Context, *connect.Request[v1.FetchRequest]) (*connect.ServerStreamForClient[v1.FetchResponse], error)
 }
 
 // NewWorkerServiceClient constructs a client for the hac.v1.WorkerService service. By default, it
@@ -62,17 +77,53 @@ func NewWorkerServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(workerServiceMethods.ByName("Exec")),
 			connect.WithClientOptions(opts...),
 		),
+		output: connect.NewClient[v1.OutputRequest, v1.OutputResponse](
+			httpClient,
+			baseURL+WorkerServiceOutputProcedure,
+			connect.WithSchema(workerServiceMethods.ByName("Output")),
+			connect.WithClientOptions(opts...),
+		),
+		attach: connect.NewClient[v1.AttachRequest, v1.OutputResponse](
+			httpClient,
+			baseURL+WorkerServiceAttachProcedure,
+			connect.WithSchema(workerServiceMethods.ByName("Attach")),
+			connect.WithClientOptions(opts...),
+		),
+		fetch: connect.NewClient[v1.FetchRequest, v1.FetchResponse](
+			httpClient,
+			baseURL+WorkerServiceFetchProcedure,
+			connect.WithSchema(workerServiceMethods.ByName("Fetch")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // workerServiceClient implements WorkerServiceClient.
 type workerServiceClient struct {
-	exec *connect.Client[v1.ExecRequest, v1.ExecResponse]
+	exec   *connect.Client[v1.ExecRequest, v1.ExecResponse]
+	output *connect.Client[v1.OutputRequest, v1.OutputResponse]
+	attach *connect.Client[v1.AttachRequest, v1.OutputResponse]
+	fetch  *connect.Client[v1.FetchRequest, v1.FetchResponse]
 }
 
 // Exec calls hac.v1.WorkerService.Exec.
 func (c *workerServiceClient) Exec(ctx context.Context) *connect.BidiStreamForClient[v1.ExecRequest, v1.ExecResponse] {
 	return c.exec.CallBidiStream(ctx)
+}
+
+// Output calls hac.v1.WorkerService.Output.
+func (c *workerServiceClient) Output(ctx context.Context, req *connect.Request[v1.OutputRequest]) (*connect.ServerStreamForClient[v1.OutputResponse], error) {
+	return c.output.CallServerStream(ctx, req)
+}
+
+// Attach calls hac.v1.WorkerService.Attach.
+func (c *workerServiceClient) Attach(ctx context.Context) *connect.BidiStreamForClient[v1.AttachRequest, v1.OutputResponse] {
+	return c.attach.CallBidiStream(ctx)
+}
+
+// Fetch calls hac.v1.WorkerService.Fetch.
+func (c *workerServiceClient) Fetch(ctx context.Context, req *connect.Request[v1.FetchRequest]) (*connect.ServerStreamForClient[v1.FetchResponse], error) {
+	return c.fetch.CallServerStream(ctx, req)
 }
 
 // WorkerServiceHandler is an implementation of the hac.v1.WorkerService service.
@@ -81,6 +132,15 @@ type WorkerServiceHandler interface {
 	// asks for the workspace blobs it lacks, starts the program, streams its
 	// output, and after the exit sends the files that changed.
 	Exec(context.Context, *connect.BidiStream[v1.ExecRequest, v1.ExecResponse]) error
+	// Output streams what a detached job's program wrote, as the node kept it
+	// (its last part), and with follow what it writes until it ends.
+	Output(context.Context, *connect.Request[v1.OutputRequest], *connect.ServerStream[v1.OutputResponse]) error
+	// Attach follows a running detached job's output, as Output does, and
+	// takes signals for its program. The first message opens it.
+	Attach(context.Context, *connect.BidiStream[v1.AttachRequest, v1.OutputResponse]) error
+	// Fetch sends the files a detached job's program created or changed in
+	// its workspace, as the Exec stream's ChangedFile messages do.
+	Fetch(context.Context, *connect.Request[v1.FetchRequest], *connect.ServerStream[v1.FetchResponse]) error
 }
 
 // NewWorkerServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -96,10 +156,34 @@ func NewWorkerServiceHandler(svc WorkerServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(workerServiceMethods.ByName("Exec")),
 		connect.WithHandlerOptions(opts...),
 	)
+	workerServiceOutputHandler := connect.NewServerStreamHandler(
+		WorkerServiceOutputProcedure,
+		svc.Output,
+		connect.WithSchema(workerServiceMethods.ByName("Output")),
+		connect.WithHandlerOptions(opts...),
+	)
+	workerServiceAttachHandler := connect.NewBidiStreamHandler(
+		WorkerServiceAttachProcedure,
+		svc.Attach,
+		connect.WithSchema(workerServiceMethods.ByName("Attach")),
+		connect.WithHandlerOptions(opts...),
+	)
+	workerServiceFetchHandler := connect.NewServerStreamHandler(
+		WorkerServiceFetchProcedure,
+		svc.Fetch,
+		connect.WithSchema(workerServiceMethods.ByName("Fetch")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hac.v1.WorkerService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case WorkerServiceExecProcedure:
 			workerServiceExecHandler.ServeHTTP(w, r)
+		case WorkerServiceOutputProcedure:
+			workerServiceOutputHandler.ServeHTTP(w, r)
+		case WorkerServiceAttachProcedure:
+			workerServiceAttachHandler.ServeHTTP(w, r)
+		case WorkerServiceFetchProcedure:
+			workerServiceFetchHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -111,4 +195,16 @@ type UnimplementedWorkerServiceHandler struct{}
 
 func (UnimplementedWorkerServiceHandler) Exec(context.Context, *connect.BidiStream[v1.ExecRequest, v1.ExecResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.WorkerService.Exec is not implemented"))
+}
+
+func (UnimplementedWorkerServiceHandler) Output(context.Context, *connect.Request[v1.OutputRequest], *connect.ServerStream[v1.OutputResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.WorkerService.Output is not implemented"))
+}
+
+func (UnimplementedWorkerServiceHandler) Attach(context.Context, *connect.BidiStream[v1.AttachRequest, v1.OutputResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.WorkerService.Attach is not implemented"))
+}
+
+func (UnimplementedWorkerServiceHandler) Fetch(context.Context, *connect.Request[v1.FetchRequest], *connect.ServerStream[v1.FetchResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("hac.v1.WorkerService.Fetch is not implemented"))
 }

@@ -1,0 +1,233 @@
+package agent
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// outputLog keeps the last part of a detached job's output: its newest
+// bytes, up to a bound, in two files of at most half the bound each.
+// Writes go to the newer file; once it is full it becomes the older one
+// (the older is removed) and a new one starts. Records are framed: one
+// byte (1 stdout, 2 stderr), a big-endian uint32 length, the data, so that
+// the two streams stay apart. Readers read the files directly, up to the
+// size the writer published: they never see half a record.
+type outputLog struct {
+	dir  string
+	half int64 // the bound on each file
+
+	mu      sync.Mutex
+	cur     *os.File // nil once closed
+	gen     int      // the newer file is output.GEN, the older output.GEN-1
+	size    int64    // of the newer file
+	prevLen int64    // payload bytes of the older file
+	curLen  int64    // payload bytes of the newer file
+	dropped int64    // payload bytes no longer kept
+	// changed is closed (and replaced) at every write and at close:
+	// followers wait on it.
+	changed chan struct{}
+	failed  error // the first write error: the rest of the output is lost
+}
+
+const (
+	recordHeader = 5
+	maxRecord    = 64 << 10
+	streamStdout = 1
+	streamStderr = 2
+)
+
+func outputFile(dir string, gen int) string {
+	return filepath.Join(dir, "output."+strconv.Itoa(gen))
+}
+
+// newOutputLog starts an empty log in dir, bounded to limit bytes.
+func newOutputLog(dir string, limit int64) (*outputLog, error) {
+	l := &outputLog{dir: dir, half: max(limit/2, recordHeader+maxRecord), gen: 1, changed: make(chan struct{})}
+	f, err := os.OpenFile(outputFile(dir, 1), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	l.cur = f
+	return l, nil
+}
+
+// openOutputLog reads back the closed log of an ended job (after an agent
+// restart): its files and how much was dropped.
+func openOutputLog(dir string, dropped int64) *outputLog {
+	l := &outputLog{dir: dir, dropped: dropped, changed: make(chan struct{})}
+	close(l.changed)
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if g, ok := strings.CutPrefix(e.Name(), "output."); ok {
+			if n, err := strconv.Atoi(g); err == nil {
+				l.gen = max(l.gen, n)
+			}
+		}
+	}
+	if fi, err := os.Stat(outputFile(dir, l.gen)); err == nil {
+		l.size = fi.Size()
+	}
+	return l
+}
+
+// writer returns an io.Writer for one of the streams. Writes never fail:
+// a program is not stopped because its node's disk is full; what it
+// writes then is lost, and Output says so.
+func (l *outputLog) writer(stream byte) io.Writer {
+	return writerFunc(func(p []byte) (int, error) {
+		l.write(stream, p)
+		return len(p), nil
+	})
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func (l *outputLog) write(stream byte, p []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cur == nil || l.failed != nil {
+		l.dropped += int64(len(p))
+		return
+	}
+	for len(p) > 0 {
+		n := min(len(p), maxRecord)
+		if l.size > 0 && l.size+recordHeader+int64(n) > l.half {
+			if err := l.rotateLocked(); err != nil {
+				l.failed = err
+				l.dropped += int64(len(p))
+				break
+			}
+		}
+		rec := make([]byte, recordHeader, recordHeader+n)
+		rec[0] = stream
+		binary.BigEndian.PutUint32(rec[1:], uint32(n))
+		rec = append(rec, p[:n]...)
+		if _, err := l.cur.Write(rec); err != nil {
+			l.failed = err
+			l.dropped += int64(len(p))
+			break
+		}
+		l.size += int64(len(rec))
+		l.curLen += int64(n)
+		p = p[n:]
+	}
+	l.notifyLocked()
+}
+
+func (l *outputLog) rotateLocked() error {
+	f, err := os.OpenFile(outputFile(l.dir, l.gen+1), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	l.cur.Close()
+	os.Remove(outputFile(l.dir, l.gen-1)) // a reader that has it open reads on
+	l.dropped += l.prevLen
+	l.prevLen, l.curLen = l.curLen, 0
+	l.cur, l.gen, l.size = f, l.gen+1, 0
+	return nil
+}
+
+func (l *outputLog) notifyLocked() {
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+// close ends the log: followers read what is left and stop.
+func (l *outputLog) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cur != nil {
+		l.cur.Close()
+		l.cur = nil
+		close(l.changed)
+	}
+}
+
+// state is what a reader needs: the newer file, its published size, how
+// much was dropped, whether the log is closed, and what to wait on.
+func (l *outputLog) state() (gen int, size, dropped int64, closed bool, changed <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.gen, l.size, l.dropped, l.cur == nil, l.changed
+}
+
+// logReader reads an outputLog from its oldest kept record on.
+type logReader struct {
+	l   *outputLog
+	gen int
+	f   *os.File
+	off int64
+}
+
+func (l *outputLog) reader() *logReader {
+	gen, _, _, _, _ := l.state()
+	return &logReader{l: l, gen: max(gen-1, 1)}
+}
+
+// next returns the next record: its stream and data. With nothing more to
+// read it returns io.EOF when the log is closed, else a channel to wait on
+// for more.
+func (r *logReader) next() (stream byte, data []byte, wait <-chan struct{}, err error) {
+	for {
+		gen, size, _, closed, changed := r.l.state()
+		if r.f == nil {
+			f, err := os.Open(outputFile(r.l.dir, r.gen))
+			if errors.Is(err, os.ErrNotExist) && r.gen < gen {
+				r.gen = max(gen-1, r.gen+1) // rotated away before it was opened
+				continue
+			}
+			if err != nil {
+				return 0, nil, nil, err
+			}
+			r.f, r.off = f, 0
+		}
+		limit := size // published size of the newer file
+		if r.gen < gen {
+			fi, err := r.f.Stat()
+			if err != nil {
+				return 0, nil, nil, err
+			}
+			limit = fi.Size() // an older file no longer grows
+		}
+		if r.off+recordHeader <= limit {
+			var h [recordHeader]byte
+			if _, err := r.f.ReadAt(h[:], r.off); err != nil {
+				return 0, nil, nil, fmt.Errorf("read the output: %w", err)
+			}
+			n := int64(binary.BigEndian.Uint32(h[1:]))
+			if n > maxRecord || r.off+recordHeader+n > limit {
+				return 0, nil, nil, errors.New("the output's record is damaged")
+			}
+			data := make([]byte, n)
+			if _, err := r.f.ReadAt(data, r.off+recordHeader); err != nil {
+				return 0, nil, nil, fmt.Errorf("read the output: %w", err)
+			}
+			r.off += recordHeader + n
+			return h[0], data, nil, nil
+		}
+		if r.gen < gen {
+			r.f.Close()
+			r.f, r.gen = nil, r.gen+1 // gone if the writer rotated past it: skipped
+			continue
+		}
+		if closed {
+			return 0, nil, nil, io.EOF
+		}
+		return 0, nil, changed, nil
+	}
+}
+
+func (r *logReader) close() {
+	if r.f != nil {
+		r.f.Close()
+	}
+}
