@@ -17,12 +17,10 @@ import (
 	"golang.org/x/term"
 
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
-	"github.com/hac-project/hac/gen/hac/v1/hacv1connect"
-	"github.com/hac-project/hac/internal/agent"
-	"github.com/hac-project/hac/internal/apiclient"
 	"github.com/hac-project/hac/internal/catalog"
 	"github.com/hac-project/hac/internal/cli/output"
 	"github.com/hac-project/hac/internal/client"
+	"github.com/hac-project/hac/internal/ticket"
 	"github.com/hac-project/hac/internal/workspace"
 )
 
@@ -37,11 +35,11 @@ const (
 )
 
 func (a *app) runCmd() *cobra.Command {
-	var wait time.Duration
+	var opts runOptions
 	var priority int
 	var envNames []string
 	cmd := &cobra.Command{
-		Use:   "run [--wait DURATION] -- COMMAND [ARGS...]",
+		Use:   "run [-d] [--wait DURATION] -- COMMAND [ARGS...]",
 		Short: "Run a program on the pool's GPUs",
 		Long: `Run a program on GPUs from the pool, sized by the server's accelerator model.
 
@@ -57,31 +55,38 @@ terminal (TERM, COLORTERM), the time zone (TZ), PYTHON* and OMP_* go with
 it, and what -e names: -e NAME forwards NAME's value, -e NAME=VALUE sets it;
 on this server's own files also PATH, LD_LIBRARY_PATH, HOME and the active
 virtualenv or conda environment. Tokens, keys and passwords stay here
-unless named.`,
+unless named.
+
+With -d the program runs detached: hac run prints its job id once it has
+started and leaves it running. Its node keeps its output (the last part)
+and, after it ends, its files: hac logs, hac attach, hac fetch and
+hac cancel take the job id.`,
 		Example: `  hac run -- python3 train.py --epochs 3
   hac run -e WANDB_API_KEY -e RUN_NAME=baseline -- python3 train.py
-  hac run --wait 10m -- python3 eval.py`,
+  hac run --wait 10m -- python3 eval.py
+  job=$(hac run -d -- python3 train.py --epochs 50); hac logs -f $job`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 || args[0] == "" {
 				return usageError{errors.New("no command given: use hac run -- COMMAND [ARGS...], such as hac run -- python3 train.py")}
 			}
-			if wait < 0 {
+			if opts.wait < 0 {
 				return usageError{errors.New("--wait must not be negative")}
 			}
-			var prio *int
 			if cmd.Flags().Changed("priority") {
-				prio = &priority
+				opts.priority = &priority
 			}
 			env, err := forwardedEnv(os.Environ(), envNames)
 			if err != nil {
 				return usageError{err}
 			}
-			return a.run(cmd.Context(), args, env, wait, prio)
+			opts.argv, opts.env = args, env
+			return a.run(cmd.Context(), opts)
 		},
 	}
 	cmd.Flags().SetInterspersed(false)
-	cmd.Flags().DurationVar(&wait, "wait", 0, "give up (exit 75) if the accelerator is not ready within this time; 0 waits forever")
+	cmd.Flags().BoolVarP(&opts.detach, "detach", "d", false, "run detached: print the job id once the program started, and leave it running")
+	cmd.Flags().DurationVar(&opts.wait, "wait", 0, "give up (exit 75) if the accelerator is not ready within this time; 0 waits forever")
 	cmd.Flags().IntVar(&priority, "priority", 0, "queue priority of this run, -99..99 (at most your own unless admin)")
 	cmd.Flags().StringArrayVarP(&envNames, "env", "e", nil, "forward NAME (or set NAME=VALUE) in the program's environment; repeatable")
 	return cmd
@@ -92,7 +97,19 @@ func (a *app) say(level, format string, args ...any) {
 	fmt.Fprintf(a.stderr, "["+level+"] "+format+"\n", args...)
 }
 
-func (a *app) run(ctx context.Context, argv, env []string, wait time.Duration, priority *int) error {
+// runOptions are hac run's command line.
+type runOptions struct {
+	argv, env []string
+	wait      time.Duration
+	priority  *int
+	detach    bool
+}
+
+// errStartedDetached ends a detached run's session once its program started.
+var errStartedDetached = errors.New("started detached")
+
+func (a *app) run(ctx context.Context, o runOptions) error {
+	argv, env := o.argv, o.env
 	c, err := a.client()
 	if err != nil {
 		return err
@@ -140,7 +157,7 @@ func (a *app) run(ctx context.Context, argv, env []string, wait time.Duration, p
 	// SIGQUIT too: Ctrl+\ goes to the program, not to a Go stack dump.
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
-	grant, err := a.allocate(ctx, c, argv, wait, priority, sigs)
+	grant, err := a.allocate(ctx, c, o, sigs)
 	if err != nil {
 		return err
 	}
@@ -173,8 +190,11 @@ func (a *app) run(ctx context.Context, argv, env []string, wait time.Duration, p
 	for i, wk := range grant.Workers {
 		a.say("info", "[%d/%d] Connecting to resources on the server (%s)...", i+1, len(grant.Workers), wk.Address)
 	}
-	code, err := a.execute(ctx, grant.Workers[0], argv, env, cwd, w.m, serverFiles{w.env, w.envRoot}, sigs, jobID, held)
+	code, err := a.execute(ctx, c, grant, argv, env, cwd, w.m, serverFiles{w.env, w.envRoot}, sigs, held)
 	stopLease()
+	if errors.Is(err, errStartedDetached) {
+		return nil // the job holds its resources on: no release
+	}
 	if errors.Is(err, errSyncIncomplete) {
 		release(&code)
 		a.say("error", "%v", err)
@@ -190,12 +210,13 @@ func (a *app) run(ctx context.Context, argv, env []string, wait time.Duration, p
 
 // allocate waits for a grant, printing SPEC A3/A5/A6 lines as the wait
 // changes.
-func (a *app) allocate(ctx context.Context, c *client.Conn, argv []string, wait time.Duration, priority *int, sigs <-chan os.Signal) (*hacv1.Grant, error) {
+func (a *app) allocate(ctx context.Context, c *client.Conn, o runOptions, sigs <-chan os.Signal) (*hacv1.Grant, error) {
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	req := &hacv1.AllocateRequest{Server: c.Config.Server, Command: argv, ClientPid: int64(os.Getpid())}
-	if priority != nil {
-		req.Priority, req.HasPriority = int32(*priority), true
+	wait := o.wait
+	req := &hacv1.AllocateRequest{Server: c.Config.Server, Command: o.argv, ClientPid: int64(os.Getpid()), Detach: o.detach}
+	if o.priority != nil {
+		req.Priority, req.HasPriority = int32(*o.priority), true
 	}
 	stream, err := c.Accel.Allocate(actx, connect.NewRequest(req))
 	if err != nil {
@@ -266,19 +287,19 @@ func (a *app) sayWaiting(w, last *hacv1.Waiting) {
 
 // execute runs the program on one worker: upload, stdio, signals, exit
 // code, changed files.
-func (a *app) execute(ctx context.Context, wk *hacv1.Worker, argv, env []string, cwd string, m *hacv1.Manifest, osEnv serverFiles, sigs <-chan os.Signal, jobID string, lease *client.Lease) (int32, error) {
-	if wk.CaPin == "" || wk.KeyPin == "" {
-		return 0, fmt.Errorf("the control plane named no certificate for node %s: upgrade hac serve", wk.Node)
+func (a *app) execute(ctx context.Context, c *client.Conn, grant *hacv1.Grant, argv, env []string, cwd string, m *hacv1.Manifest, osEnv serverFiles, sigs <-chan os.Signal, lease *client.Lease) (int32, error) {
+	wk, jobID := grant.Workers[0], grant.JobId
+	wc, err := client.Worker(wk)
+	if err != nil {
+		return 0, err
 	}
-	// No gzip: on these links it costs more than it saves (agent.outputCompression).
-	wc := hacv1connect.NewWorkerServiceClient(apiclient.Worker(wk.CaPin, wk.KeyPin, wk.Node), "https://"+wk.Address,
-		connect.WithAcceptCompression("gzip", nil, nil))
 	ectx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream := wc.Exec(ectx)
-	stream.RequestHeader().Set(agent.TicketHeader, wk.Ticket)
+	stream.RequestHeader().Set(ticket.Header, wk.Ticket)
 	in, isFile := a.stdin.(*os.File)
-	tty := isFile && term.IsTerminal(int(in.Fd())) && term.IsTerminal(int(os.Stdout.Fd()))
+	// A detached program has no terminal: no one is there to type.
+	tty := !grant.Detached && isFile && term.IsTerminal(int(in.Fd())) && term.IsTerminal(int(os.Stdout.Fd()))
 	start := &hacv1.Start{Ticket: wk.Ticket, Argv: argv, Env: env, Tty: tty, Manifest: m, Cwd: cwd, Environment: osEnv.env}
 	if tty {
 		if cols, rows, err := term.GetSize(int(os.Stdout.Fd())); err == nil {
@@ -344,6 +365,12 @@ func (a *app) execute(ctx context.Context, wk *hacv1.Worker, argv, env []string,
 		}
 		switch r := msg.Msg.(type) {
 		case *hacv1.ExecResponse_Started:
+			if grant.Detached {
+				stream.CloseRequest()
+				sync.Finish()
+				a.startedDetached(c, jobID, wk.Node, cwd, m)
+				return 0, errStartedDetached
+			}
 			a.say("info", "%s is ready to use.", catalog.DisplayName)
 			if tty {
 				if st, err := term.MakeRaw(int(in.Fd())); err == nil {

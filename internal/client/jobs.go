@@ -101,8 +101,9 @@ func (out Output) write(m *hacv1.OutputResponse) *hacv1.Exited {
 
 // Attach follows a running detached job's output and passes it the
 // signals that come on sigs, until the program ends (its end is
-// returned) or ctx ends (nil: the job runs on).
-func (c *Conn) Attach(ctx context.Context, jobID string, sigs <-chan syscall.Signal, out Output) (*hacv1.Exited, error) {
+// returned) or ctx ends (nil: the job runs on). attached, when not nil,
+// is called once the node accepted.
+func (c *Conn) Attach(ctx context.Context, jobID string, sigs <-chan syscall.Signal, out Output, attached func()) (*hacv1.Exited, error) {
 	o, err := c.open(ctx, jobID, hacv1.JobAccess_JOB_ACCESS_ATTACH)
 	if err != nil {
 		return nil, err
@@ -113,6 +114,9 @@ func (c *Conn) Attach(ctx context.Context, jobID string, sigs <-chan syscall.Sig
 	stream.RequestHeader().Set(ticket.Header, o.ticket)
 	if err := stream.Send(&hacv1.AttachRequest{Msg: &hacv1.AttachRequest_Open{Open: &hacv1.OutputRequest{Ticket: o.ticket, Follow: true}}}); err != nil {
 		return nil, lostNode(o.node, err)
+	}
+	if attached != nil {
+		attached()
 	}
 	go func() {
 		for {

@@ -14,7 +14,6 @@ import (
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 	"github.com/hac-project/hac/gen/hac/v1/hacv1connect"
 	"github.com/hac-project/hac/internal/apiclient"
-	"github.com/hac-project/hac/internal/controlplane"
 	"github.com/hac-project/hac/internal/pki"
 )
 

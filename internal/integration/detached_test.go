@@ -1,0 +1,115 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDetachedJob covers SPEC A11's detached jobs end to end, with a
+// server's own token: hac run -d prints the job id and leaves; the job
+// outlives its client's lease; hac logs shows stdout and stderr apart,
+// hac logs -f follows, hac attach follows until the end and exits with
+// the program's code; hac fetch brings the files back into the folder the
+// job was started from, while it runs and after; hac cancel --grace gives
+// a program that traps SIGTERM its time and ends the job canceled.
+func TestDetachedJob(t *testing.T) {
+	c := newCluster(t, "fake:1x80GiB") // lease TTL 3 s
+	env := c.serverEnv(c.register("web1", ""))
+	dir := workdir(t, map[string]string{"keep.txt": "mine\n", "data.txt": "v1\n"})
+	r := runHac(t, env, dir, nil, "run", "-d", "--", "sh", "-c",
+		`trap 'echo got-term; echo term > term.txt; exit 3' TERM; echo oops >&2; echo v2 > data.txt; i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.1; done`)
+	id := strings.TrimSpace(r.stdout)
+	if r.code != 0 || id == "" || !strings.Contains(r.stderr, "hac logs -f "+id) {
+		t.Fatalf("hac run -d: %+v", r)
+	}
+	eventually(t, 30*time.Second, "the detached program's output", func() bool {
+		r := runHac(t, env, "", nil, "logs", id)
+		return strings.Contains(r.stdout, "tick 3") && strings.Contains(r.stderr, "oops") && !strings.Contains(r.stdout, "oops")
+	})
+	time.Sleep(5 * time.Second) // more than a lease: no client renews it
+	if j := c.job(id); j.State != "running" {
+		t.Fatalf("the detached job after its client left: %+v", j)
+	}
+	follow := start(t, env, "", nil, "logs", "-f", id)
+	attach := start(t, env, "", nil, "attach", id)
+	eventually(t, 10*time.Second, "hac attach to follow", func() bool { return strings.Contains(attach.stdout.String(), "tick") })
+
+	// Fetch from elsewhere while it runs: the files go where it started.
+	if r := runHac(t, env, t.TempDir(), nil, "fetch", id); r.code != 0 || !strings.Contains(r.stderr, "written into "+dir) {
+		t.Fatalf("hac fetch while running: %+v", r)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "data.txt")); string(got) != "v2\n" {
+		t.Errorf("data.txt after the fetch = %q", got)
+	}
+
+	r = runHac(t, env, "", nil, "cancel", "--grace", "20s", id)
+	if r.code != 0 || !strings.Contains(r.stderr, "ended: canceled, exit code 3") {
+		t.Fatalf("hac cancel --grace 20s: %+v", r)
+	}
+	if code := attach.exitCode(); code != 3 || !strings.Contains(attach.stdout.String(), "got-term") {
+		t.Errorf("hac attach at the end: exit %d\n%s", code, attach.stderr.String())
+	}
+	if code := follow.exitCode(); code != 0 || !strings.Contains(follow.stdout.String(), "got-term") {
+		t.Errorf("hac logs -f at the end: exit %d", code)
+	}
+	if r := runHac(t, env, "", nil, "fetch", id); r.code != 0 {
+		t.Fatalf("hac fetch after the end: %+v", r)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "term.txt")); string(got) != "term\n" {
+		t.Errorf("term.txt after the end = %q", got)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "keep.txt")); string(got) != "mine\n" {
+		t.Errorf("keep.txt = %q", got)
+	}
+
+	// Bad input gets a clear error.
+	bob := c.user("bob")
+	for _, bad := range []struct {
+		env  []string
+		args []string
+		want string
+	}{
+		{env, []string{"attach", id}, "has ended (canceled, exit 3)"},
+		{env, []string{"logs", "99999"}, "there is no job 99999"},
+		{env, []string{"logs", "x1"}, "not a positive number"},
+		{bob, []string{"logs", id}, "there is no job " + id},
+		{bob, []string{"cancel", id}, "there is no job " + id},
+		{env, []string{"fetch", id, filepath.Join(dir, "gone")}, "is gone"},
+		{env, []string{"cancel", "--grace", "-1s", id}, "give 0s to 1h"},
+		{env, []string{"cancel", "--grace", "100h", id}, "give 0s to 1h"},
+		{env, []string{"cancel", id}, "has already ended"},
+	} {
+		r := runHac(t, bad.env, "", nil, bad.args...)
+		if r.code == 0 || !strings.Contains(r.stderr, bad.want) {
+			t.Errorf("hac %s: exit %d, want an error with %q:\n%s", strings.Join(bad.args, " "), r.code, bad.want, r.stderr)
+		}
+	}
+	// An attached run keeps nothing on the node: logs says why.
+	if r := runHac(t, env, t.TempDir(), nil, "run", "--", "true"); r.code != 0 {
+		t.Fatalf("hac run: %+v", r)
+	}
+	attached := c.jobs()[0].ID
+	if r := runHac(t, env, "", nil, "logs", attached); r.code == 0 || !strings.Contains(r.stderr, "ran attached") {
+		t.Errorf("hac logs of an attached run: %+v", r)
+	}
+}
+
+// TestDetachedJobNodeLost: a detached job whose node goes silent ends
+// lost, as an attached one does.
+func TestDetachedJobNodeLost(t *testing.T) {
+	c := newCluster(t, "fake:1x80GiB")
+	env := c.serverEnv(c.register("web1", ""))
+	r := runHac(t, env, t.TempDir(), nil, "run", "-d", "--", "sleep", "3021")
+	id := strings.TrimSpace(r.stdout)
+	if r.code != 0 {
+		t.Fatalf("hac run -d: %+v", r)
+	}
+	c.agents[0].cmd.Process.Kill()
+	eventually(t, 30*time.Second, "the job to end lost", func() bool { return c.job(id).State == "lost" })
+	if j := c.job(id); !strings.Contains(j.EndReason, "node lost") {
+		t.Errorf("end reason %q", j.EndReason)
+	}
+}
