@@ -27,11 +27,19 @@ func testPlane(t testing.TB, d store.Durability, gpus, n int) (string, []string,
 
 // testPool is testPlane with nodes nodes.
 func testPool(t testing.TB, d store.Durability, nodes, gpus, n int) (string, []string, *Server) {
+	return testPoolWith(t, d, nodes, gpus, n, nil)
+}
+
+// testPoolWith is testPool whose configuration tune changes first.
+func testPoolWith(t testing.TB, d store.Durability, nodes, gpus, n int, tune func(*Config)) (string, []string, *Server) {
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
 	cfg.Durability = d
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if tune != nil {
+		tune(&cfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := New(ctx, cfg)
 	if err != nil {

@@ -1,0 +1,106 @@
+package agent
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+)
+
+// readAll reads a log from its oldest kept record on, without waiting.
+func readAll(t *testing.T, l *outputLog) (stdout, stderr string, closed bool) {
+	t.Helper()
+	r := l.reader()
+	defer r.close()
+	var out, errb bytes.Buffer
+	for {
+		stream, data, wait, err := r.next()
+		if err == io.EOF {
+			return out.String(), errb.String(), true
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wait != nil {
+			return out.String(), errb.String(), false
+		}
+		if stream == streamStderr {
+			errb.Write(data)
+		} else {
+			out.Write(data)
+		}
+	}
+}
+
+// TestOutputLogKeepsTheLastPart: the log keeps stdout and stderr apart,
+// keeps the newest output within its bound as it grows past it, counts
+// what it dropped, wakes a follower at each write and at the end, and
+// reads back the same after an agent restart.
+func TestOutputLogKeepsTheLastPart(t *testing.T) {
+	dir := t.TempDir()
+	const limit = 4 * (recordHeader + maxRecord)
+	l, err := newOutputLog(dir, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.writer(streamStdout).Write([]byte("out\n"))
+	l.writer(streamStderr).Write([]byte("err\n"))
+	if out, errs, closed := readAll(t, l); out != "out\n" || errs != "err\n" || closed {
+		t.Fatalf("read %q %q closed %v", out, errs, closed)
+	}
+
+	// A follower waits, and wakes at a write.
+	r := l.reader()
+	defer r.close()
+	for {
+		_, _, wait, err := r.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wait != nil {
+			go l.writer(streamStdout).Write([]byte("more\n"))
+			select {
+			case <-wait:
+			case <-time.After(10 * time.Second):
+				t.Fatal("a write did not wake the follower")
+			}
+			break
+		}
+	}
+	if _, data, _, err := r.next(); err != nil || string(data) != "more\n" {
+		t.Fatalf("after waking: %q, %v", data, err)
+	}
+
+	// Far past the bound: only the newest output stays, in order.
+	var all bytes.Buffer
+	for i := range 20000 {
+		line := fmt.Sprintf("line %05d\n", i)
+		all.WriteString(line)
+		l.writer(streamStdout).Write([]byte(line))
+	}
+	out, _, _ := readAll(t, l)
+	if int64(len(out)) > limit || len(out) < limit/4 || !bytes.HasSuffix(all.Bytes(), []byte(out)) {
+		t.Fatalf("kept %d bytes (bound %d); a suffix of what was written: %v", len(out), limit, bytes.HasSuffix(all.Bytes(), []byte(out)))
+	}
+	_, _, dropped, _, _ := l.state()
+	if want := int64(len("out\nerr\nmore\n")+all.Len()) - int64(len(out)); dropped != want {
+		t.Errorf("dropped %d bytes, want %d", dropped, want)
+	}
+
+	// The end wakes followers and ends their read.
+	_, _, _, _, changed := l.state()
+	l.close()
+	select {
+	case <-changed:
+	default:
+		t.Fatal("closing did not wake followers")
+	}
+	if _, _, closed := readAll(t, l); !closed {
+		t.Fatal("the closed log reads on")
+	}
+	again := openOutputLog(dir, dropped)
+	if got, _, closed := readAll(t, again); got != out || !closed {
+		t.Fatalf("after a restart: %d bytes (want %d), closed %v", len(got), len(out), closed)
+	}
+}

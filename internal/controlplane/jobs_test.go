@@ -1,0 +1,92 @@
+package controlplane
+
+import (
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hac-project/hac/internal/store"
+)
+
+// testClock is a clock a test moves.
+type testClock struct{ ns atomic.Int64 }
+
+func (c *testClock) now() time.Time       { return time.Unix(0, c.ns.Load()) }
+func (c *testClock) add(d time.Duration)  { c.ns.Add(int64(d)) }
+func newTestClock(t time.Time) *testClock { c := &testClock{}; c.ns.Store(t.UnixNano()); return c }
+func anyone(*jobState) bool               { return true }
+func (b *broker) state(id int64) jobState { j, _ := b.job(id); return j }
+
+// TestDetachedLeaseAndStop: a detached job's lease is kept by its node's
+// heartbeats (no client renews it) and runs out when they stop; hac
+// cancel's order reaches the node with every heartbeat, a second order
+// only ever shortens it, and a job its node does not end in time is
+// ended by the control plane.
+func TestDetachedLeaseAndStop(t *testing.T) {
+	clock := newTestClock(time.Unix(1_000_000, 0))
+	_, _, s := testPoolWith(t, store.Normal, 1, 2, 0, func(c *Config) { c.Now = clock.now; c.NodeLostAfter = time.Hour })
+	b := s.broker
+	srv := userServer(t, s, "alice", "a")
+	j, err := b.submit(srv, 16384, 0, "train", 0, true)
+	if err != nil || b.state(j.ID).State != store.JobRunning {
+		t.Fatalf("submit: %v, %+v", err, b.state(j.ID))
+	}
+	beat := func() beatAnswer { return b.heartbeat("node1", map[int64]jobReport{j.ID: {pid: 7}}) }
+	for range 3 {
+		clock.add(b.cfg.LeaseTTL * 2 / 3)
+		beat()
+		b.expire()
+	}
+	if got := b.state(j.ID); got.State != store.JobRunning {
+		t.Fatalf("a detached job reported by its node lost its lease: %+v", got)
+	}
+
+	if _, err := b.stop(j.ID, 20*time.Second, "canceled by alice (hac cancel)", anyone); err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := beat().terminate[j.ID]; !ok || o.grace != 20*time.Second || !strings.Contains(o.reason, "hac cancel") {
+		t.Fatalf("the heartbeat's order: %+v, %v", o, ok)
+	}
+	b.stop(j.ID, time.Hour, "later", anyone) // does not extend
+	b.stop(j.ID, 5*time.Second, "sooner", anyone)
+	if o := beat().terminate[j.ID]; o.grace != 5*time.Second || o.reason != "sooner" {
+		t.Fatalf("after a shorter order: %+v", o)
+	}
+	for waited := time.Duration(0); waited <= 5*time.Second+stopOverdue; waited += 10 * time.Second {
+		clock.add(10 * time.Second) // under a lease at a time: the reaper runs meanwhile
+		beat()
+	}
+	b.expire()
+	if _, live := b.job(j.ID); live {
+		t.Fatalf("a job past its grace and overdue still runs: %+v", b.state(j.ID))
+	}
+	row := storedJob(t, s, j.ID)
+	if row.State != store.JobCanceled || !strings.Contains(row.EndReason, "did not report the end in time") {
+		t.Fatalf("the overdue job ended %s: %s", row.State, row.EndReason)
+	}
+
+	// Without heartbeats the lease runs out, as an attached run's does.
+	k, err := b.submit(srv, 16384, 0, "train", 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.add(b.cfg.LeaseTTL + time.Second)
+	b.expire()
+	if row := storedJob(t, s, k.ID); row.State != store.JobLost || !strings.Contains(row.EndReason, "its node stopped reporting it") {
+		t.Fatalf("a detached job nobody reports ended %s: %s", row.State, row.EndReason)
+	}
+}
+
+func storedJob(t *testing.T, s *Server, id int64) store.Job {
+	t.Helper()
+	var j store.Job
+	if err := s.store.View(t.Context(), func(tx *store.Tx) error {
+		var err error
+		j, err = tx.Job(id)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
