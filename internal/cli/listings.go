@@ -99,15 +99,42 @@ func (a *app) jobsCmd() *cobra.Command {
 	return cmd
 }
 
+// queueReason says where a job of hac queue stands, as squeue's REASON.
+func queueReason(j *hacv1.Job) string {
+	switch j.WaitReason {
+	case "":
+		if len(j.Placements) > 0 {
+			return "on " + j.Placements[0].Node
+		}
+		return "-"
+	case "priority":
+		return fmt.Sprintf("priority (%d ahead)", j.QueuePosition-1)
+	case "server-busy":
+		return "server busy"
+	}
+	return j.WaitReason
+}
+
+// queueStart says when a job of hac queue started or may start.
+func queueStart(j *hacv1.Job) string {
+	switch {
+	case j.AllocatedAt != nil:
+		return when(j.AllocatedAt)
+	case j.EstimatedStart != nil:
+		return fmt.Sprintf("%s (%d runs)", aboutIn(time.Until(j.EstimatedStart.AsTime())), j.EstimateSamples)
+	}
+	return "-"
+}
+
 func (a *app) queueCmd() *cobra.Command {
-	queue := a.listCmd("queue", "List the jobs waiting for the pool, in service order", func(cmd *cobra.Command, c *client.Conn) (output.Table, any, error) {
+	queue := a.listCmd("queue", "List running jobs, then waiting ones in service order, with why each waits", func(cmd *cobra.Command, c *client.Conn) (output.Table, any, error) {
 		resp, err := c.Pool.ListQueue(cmd.Context(), connect.NewRequest(&hacv1.ListQueueRequest{}))
 		if err != nil {
 			return output.Table{}, nil, err
 		}
-		t := output.Table{Header: []string{"POSITION", "JOB", "SERVER", "MODEL", "PRIORITY", "SUBMITTED", "COMMAND"}}
-		for i, j := range resp.Msg.Jobs {
-			t.Rows = append(t.Rows, []string{fmt.Sprint(i + 1), j.Id, j.User + "/" + j.Server, j.Model, fmt.Sprint(j.Priority), when(j.SubmittedAt), j.Command})
+		t := output.Table{Header: []string{"JOB", "STATE", "SERVER", "MODEL", "PRIORITY", "SUBMITTED", "REASON", "START", "COMMAND"}}
+		for _, j := range resp.Msg.Jobs {
+			t.Rows = append(t.Rows, []string{j.Id, j.State, j.User + "/" + j.Server, j.Model, fmt.Sprint(j.Priority), when(j.SubmittedAt), queueReason(j), queueStart(j), j.Command})
 		}
 		return t, resp.Msg, nil
 	})

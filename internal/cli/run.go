@@ -279,7 +279,7 @@ func (a *app) sayWaiting(w, last *hacv1.Waiting) {
 		}
 		eta := ""
 		if w.EstimatedStart != nil {
-			eta = " Estimated start: " + aboutIn(time.Until(w.EstimatedStart.AsTime())) + " (from recent run times)."
+			eta = " Estimated start: " + aboutIn(time.Until(w.EstimatedStart.AsTime())) + " (" + estimateBasis(w) + ")."
 		}
 		a.say("info", "Queue position: %d of %d.%s", w.Position, w.QueueLength, eta)
 	}
@@ -583,6 +583,15 @@ func watchWindow(ctx context.Context, send func(*hacv1.ExecRequest) error) {
 			}
 		}
 	}
+}
+
+// estimateBasis says what a start estimate rests on.
+func estimateBasis(w *hacv1.Waiting) string {
+	of := map[string]string{"command": "of this command", "model": "of this model", "pool": "in the pool"}[w.EstimateBasis]
+	if of == "" {
+		return "from recent run times"
+	}
+	return fmt.Sprintf("from %d recent runs %s", w.EstimateSamples, of)
 }
 
 // aboutIn says a wait in words: "in about 4 minutes", "any moment now".

@@ -137,6 +137,7 @@ func (a acceleratorService) waiting(id int64) *hacv1.Waiting {
 		w.Position, w.QueueLength = int32(p.wait.Position), int32(p.waiting)
 		if !p.estimate.IsZero() {
 			w.EstimatedStart = timestamppb.New(p.estimate)
+			w.EstimateSamples, w.EstimateBasis = int32(p.basis.samples), p.basis.of
 		}
 	}
 	return w

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -52,17 +53,13 @@ type broker struct {
 	// failed commit puts them back (reconcileLocked).
 	ending      map[int64]*jobState
 	runningEnds []time.Time // expected ends of running jobs, sorted; nil: stale
-	// runTimes are how long recent jobs held the pool, newest last, for
-	// start-time estimates; typical is their median.
-	runTimes []time.Duration
-	typical  time.Duration
+	// runTimes are how long recent jobs held the pool, for start-time
+	// estimates.
+	runTimes runTimes
 	// lastID is the highest job id given; the broker numbers jobs, so
 	// that a job is whole in memory before its row is written.
 	lastID int64
 }
-
-// maxRunTimes is how many recent run times estimates go by.
-const maxRunTimes = 200
 
 type nodeState struct {
 	store.Node
@@ -140,6 +137,16 @@ func newBroker(ctx context.Context, cfg Config, st *store.Store, obs *observer) 
 		}
 		if b.lastID, err = tx.LastJobID(); err != nil {
 			return err
+		}
+		// Estimates go by the runs before the restart too.
+		done, err := tx.Jobs(0, []string{store.JobCompleted, store.JobFailed, store.JobCanceled}, maxRunKinds)
+		if err != nil {
+			return err
+		}
+		for _, j := range slices.Backward(done) {
+			if !j.AllocatedAt.IsZero() && j.EndedAt.After(j.AllocatedAt) {
+				b.runTimes.add(j.Model, j.Command, j.EndedAt.Sub(j.AllocatedAt))
+			}
 		}
 		jobs, err := tx.Jobs(0, []string{store.JobQueued, store.JobRunning}, 1<<30)
 		if err != nil {
@@ -411,13 +418,7 @@ func (b *broker) endLocked(id int64, state string, exitCode sql.NullInt64, reaso
 		if b.snap != nil {
 			sched.Release(b.snap, j.plan())
 		}
-		b.runTimes = append(b.runTimes, now.Sub(j.AllocatedAt))
-		if len(b.runTimes) > maxRunTimes {
-			b.runTimes = b.runTimes[1:]
-		}
-		sorted := slices.Clone(b.runTimes)
-		slices.Sort(sorted)
-		b.typical = sorted[len(sorted)/2]
+		b.runTimes.add(j.Model, j.Command, now.Sub(j.AllocatedAt))
 		b.runningEnds = nil
 	}
 	j.State, j.EndedAt, j.ExitCode, j.EndReason = state, now, exitCode, reason
@@ -821,23 +822,43 @@ func (b *broker) nodeKey(name string) ([]byte, string, string, error) {
 	return n.TicketKey, n.Address, n.WorkerKeyPin, nil
 }
 
-// waitingJobs returns queued jobs in service order.
-func (b *broker) waitingJobs() []jobState {
+// queued is a waiting job and where it stands.
+type queued struct {
+	jobState
+	place place
+}
+
+// queueView is hac queue's: the running jobs by id, then the waiting ones
+// in service order (those waiting for their server's earlier job last),
+// each with where it stands; visible says whose.
+func (b *broker) queueView(visible func(*jobState) bool) (running []jobState, waiting []queued) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var out []jobState
 	for _, j := range b.jobs {
-		if j.State == store.JobQueued {
-			out = append(out, *j)
+		if !visible(j) {
+			continue
+		}
+		switch j.State {
+		case store.JobRunning:
+			running = append(running, b.copyLocked(j))
+		case store.JobQueued:
+			q := queued{jobState: b.copyLocked(j)}
+			q.place.wait, _ = b.queue.Wait(strconv.FormatInt(j.ID, 10))
+			if q.place.wait.Reason == sched.PoolFull {
+				q.place.estimate, q.place.basis, _ = b.estimateStartLocked(j, q.place.wait.Position)
+			}
+			waiting = append(waiting, q)
 		}
 	}
-	sort.Slice(out, func(a, c int) bool {
-		if out[a].Priority != out[c].Priority {
-			return out[a].Priority > out[c].Priority
+	slices.SortFunc(running, func(a, c jobState) int { return cmp.Compare(a.ID, c.ID) })
+	slices.SortFunc(waiting, func(a, c queued) int {
+		pa, pc := a.place.wait.Position, c.place.wait.Position
+		if (pa == 0) != (pc == 0) {
+			return cmp.Compare(pc, pa) // in line for the pool first
 		}
-		return out[a].ID < out[c].ID
+		return cmp.Or(cmp.Compare(pa, pc), cmp.Compare(a.ID, c.ID))
 	})
-	return out
+	return running, waiting
 }
 
 // nodesView returns the nodes with the memory jobs hold on each GPU.
@@ -872,6 +893,7 @@ type place struct {
 	// waiting is how many jobs wait for the pool (PoolFull).
 	waiting  int
 	estimate time.Time // zero without an estimate
+	basis    estimateBasis
 }
 
 // placeOf says where a waiting job stands; ok is false once it does not
@@ -894,7 +916,7 @@ func (b *broker) placeOf(id int64) (p place, ok bool) {
 		}
 	case sched.PoolFull:
 		p.waiting = b.queue.PoolWaiting()
-		p.estimate, _ = b.estimateStartLocked(p.wait.Position)
+		p.estimate, p.basis, _ = b.estimateStartLocked(j, p.wait.Position)
 	}
 	return p, true
 }
@@ -923,26 +945,32 @@ func rejectError(j *jobState, err error) error {
 	return err
 }
 
-// estimateStartLocked guesses when the job at queue position pos
-// (1-based) may start: each running job is expected to hold the pool for
-// the median of recent run times (at least until now), and one ending job
-// is taken to make room for one waiting job. It returns false without
-// history.
-func (b *broker) estimateStartLocked(pos int) (time.Time, bool) {
-	if len(b.runTimes) < 3 || pos < 1 {
-		return time.Time{}, false
+// estimateStartLocked guesses when waiting job j, at queue position pos
+// (1-based), may start: each running job is expected to hold the pool
+// for the typical run of its model and command (at least until now), one
+// ending job is taken to make room for one waiting job, and each place
+// beyond the running jobs waits another typical run of j's kind. It
+// returns false without history.
+func (b *broker) estimateStartLocked(j *jobState, pos int) (time.Time, estimateBasis, bool) {
+	own, basis, ok := b.runTimes.typical(j.Model, j.Command)
+	if !ok || pos < 1 {
+		return time.Time{}, estimateBasis{}, false
 	}
 	if b.runningEnds == nil {
 		b.runningEnds = make([]time.Time, 0, len(b.running))
-		for _, j := range b.running {
-			b.runningEnds = append(b.runningEnds, j.AllocatedAt.Add(b.typical))
+		for _, r := range b.running {
+			d, _, ok := b.runTimes.typical(r.Model, r.Command)
+			if !ok {
+				d = own
+			}
+			b.runningEnds = append(b.runningEnds, r.AllocatedAt.Add(d))
 		}
 		slices.SortFunc(b.runningEnds, func(a, c time.Time) int { return a.Compare(c) })
 	}
 	now := b.cfg.Now()
 	ends := b.runningEnds
 	if len(ends) == 0 {
-		return now, true
+		return now, basis, true
 	}
 	notBefore := func(t time.Time) time.Time {
 		if t.Before(now) {
@@ -951,10 +979,9 @@ func (b *broker) estimateStartLocked(pos int) (time.Time, bool) {
 		return t
 	}
 	if pos <= len(ends) {
-		return notBefore(ends[pos-1]), true
+		return notBefore(ends[pos-1]), basis, true
 	}
-	// Beyond the running jobs: each further place waits another typical run.
-	return notBefore(ends[len(ends)-1]).Add(time.Duration(pos-len(ends)) * b.typical), true
+	return notBefore(ends[len(ends)-1]).Add(time.Duration(pos-len(ends)) * own), basis, true
 }
 
 // cancelQueued withdraws a job that still waits, telling its client why.

@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
+	"github.com/hac-project/hac/internal/sched"
 	"github.com/hac-project/hac/internal/store"
 	"github.com/hac-project/hac/internal/token"
 )
@@ -98,11 +99,25 @@ func (ps poolService) ListJobs(ctx context.Context, req *connect.Request[hacv1.L
 
 func (ps poolService) ListQueue(ctx context.Context, _ *connect.Request[hacv1.ListQueueRequest]) (*connect.Response[hacv1.ListQueueResponse], error) {
 	p := principalFrom(ctx)
+	running, waiting := ps.s.broker.queueView(func(j *jobState) bool { return p.user.Admin || j.UserID == p.user.ID })
 	out := &hacv1.ListQueueResponse{}
-	for _, j := range ps.s.broker.waitingJobs() {
-		if p.user.Admin || j.UserID == p.user.ID {
-			out.Jobs = append(out.Jobs, jobProto(j))
+	for _, j := range running {
+		out.Jobs = append(out.Jobs, jobProto(j))
+	}
+	for _, q := range waiting {
+		pj := jobProto(q.jobState)
+		switch w := q.place.wait; {
+		case w.Reason == sched.Busy:
+			pj.WaitReason = "server-busy"
+		case w.Position == 1:
+			pj.WaitReason, pj.QueuePosition = "resources", 1
+		default:
+			pj.WaitReason, pj.QueuePosition = "priority", int32(w.Position)
 		}
+		if !q.place.estimate.IsZero() {
+			pj.EstimatedStart, pj.EstimateSamples = ts(q.place.estimate), int32(q.place.basis.samples)
+		}
+		out.Jobs = append(out.Jobs, pj)
 	}
 	return connect.NewResponse(out), nil
 }

@@ -78,13 +78,13 @@ func TestPoolFullQueues(t *testing.T) {
 	}
 	qa := start(t, a, workdir(t, nil), nil, "run", "--", "echo", "a ran")
 	eventually(t, 20*time.Second, "a to queue", func() bool { return strings.Contains(qa.stderr.String(), "Queue position: 1 of 1.") })
-	if !strings.Contains(qa.stderr.String(), "Queue position: 1 of 1. Estimated start: any moment now (from recent run times).") {
+	if !strings.Contains(qa.stderr.String(), "Queue position: 1 of 1. Estimated start: any moment now (from 3 recent runs of this model).") {
 		t.Errorf("no start estimate: %s", qa.stderr.String())
 	}
 	qb := start(t, b, workdir(t, nil), nil, "run", "--", "echo", "b ran")
 	eventually(t, 20*time.Second, "b to queue second", func() bool { return strings.Contains(qb.stderr.String(), "Queue position: 2 of 2.") })
 	q := c.hac(nil, "", "queue")
-	if !regexp.MustCompile(`(?s)1\s+\d+\s+admin/a .*\n2\s+\d+\s+admin/b `).MatchString(q.stdout) {
+	if !regexp.MustCompile(`(?s)\d+\s+running\s+admin/holder .*\n\d+\s+queued\s+admin/a .* resources .*\n\d+\s+queued\s+admin/b .* priority \(1 ahead\) `).MatchString(q.stdout) {
 		t.Fatalf("hac queue:\n%s", q.stdout)
 	}
 	stopHolder(t, c, "node1", hid)
@@ -158,13 +158,13 @@ func TestQueueCancel(t *testing.T) {
 	var q struct {
 		Jobs []struct{ ID string } `json:"jobs"`
 	}
-	if err := json.Unmarshal([]byte(c.hac(nil, "", "queue", "-o", "json").stdout), &q); err != nil || len(q.Jobs) != 1 {
+	if err := json.Unmarshal([]byte(c.hac(nil, "", "queue", "-o", "json").stdout), &q); err != nil || len(q.Jobs) != 2 || q.Jobs[0].ID != hid {
 		t.Fatalf("queue: %v %+v", err, q)
 	}
-	if r := c.hac(nil, "", "queue", "cancel", hid); r.code != 1 || !strings.Contains(r.stderr, "is running, not queued") {
+	if r := c.hac(nil, "", "queue", "cancel", hid); r.code != 1 || !strings.Contains(r.stderr, "is running, not queued: stop it with hac cancel") {
 		t.Errorf("cancel a running job: %+v", r)
 	}
-	if r := c.hac(nil, "", "queue", "cancel", q.Jobs[0].ID); r.code != 0 {
+	if r := c.hac(nil, "", "queue", "cancel", q.Jobs[1].ID); r.code != 0 {
 		t.Fatalf("cancel: %+v", r)
 	}
 	if code := w.exitCode(); code != 1 || !strings.Contains(w.stderr.String(), "was canceled by admin") || strings.Contains(w.stdout.String(), "never") {

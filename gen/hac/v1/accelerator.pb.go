@@ -312,8 +312,13 @@ type Waiting struct {
 	// estimated_start is when the job may start, from recent run times;
 	// unset when there is no history to go by.
 	EstimatedStart *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=estimated_start,json=estimatedStart,proto3" json:"estimated_start,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// estimate_samples is how many recent runs the estimate rests on, and
+	// estimate_basis which: "command" (the same model and command), "model"
+	// or "pool".
+	EstimateSamples int32  `protobuf:"varint,7,opt,name=estimate_samples,json=estimateSamples,proto3" json:"estimate_samples,omitempty"`
+	EstimateBasis   string `protobuf:"bytes,8,opt,name=estimate_basis,json=estimateBasis,proto3" json:"estimate_basis,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Waiting) Reset() {
@@ -386,6 +391,20 @@ func (x *Waiting) GetEstimatedStart() *timestamppb.Timestamp {
 		return x.EstimatedStart
 	}
 	return nil
+}
+
+func (x *Waiting) GetEstimateSamples() int32 {
+	if x != nil {
+		return x.EstimateSamples
+	}
+	return 0
+}
+
+func (x *Waiting) GetEstimateBasis() string {
+	if x != nil {
+		return x.EstimateBasis
+	}
+	return ""
 }
 
 type Holder struct {
@@ -1594,14 +1613,16 @@ const file_hac_v1_accelerator_proto_rawDesc = "" +
 	"\x10AllocateResponse\x12+\n" +
 	"\awaiting\x18\x01 \x01(\v2\x0f.hac.v1.WaitingH\x00R\awaiting\x12%\n" +
 	"\x05grant\x18\x02 \x01(\v2\r.hac.v1.GrantH\x00R\x05grantB\a\n" +
-	"\x05event\"\xc5\x02\n" +
+	"\x05event\"\x97\x03\n" +
 	"\aWaiting\x12.\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x16.hac.v1.Waiting.ReasonR\x06reason\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12&\n" +
 	"\x06holder\x18\x03 \x01(\v2\x0e.hac.v1.HolderR\x06holder\x12\x1a\n" +
 	"\bposition\x18\x04 \x01(\x05R\bposition\x12!\n" +
 	"\fqueue_length\x18\x05 \x01(\x05R\vqueueLength\x12C\n" +
-	"\x0festimated_start\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0eestimatedStart\"G\n" +
+	"\x0festimated_start\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0eestimatedStart\x12)\n" +
+	"\x10estimate_samples\x18\a \x01(\x05R\x0festimateSamples\x12%\n" +
+	"\x0eestimate_basis\x18\b \x01(\tR\restimateBasis\"G\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vREASON_BUSY\x10\x01\x12\x14\n" +

@@ -190,8 +190,17 @@ type Job struct {
 	Detached bool `protobuf:"varint,19,opt,name=detached,proto3" json:"detached,omitempty"`
 	// stopping says since when the job is being stopped (hac cancel).
 	StoppingSince *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=stopping_since,json=stoppingSince,proto3" json:"stopping_since,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// For a waiting job (hac queue): why it waits, "resources" (first in
+	// line for the pool), "priority" (jobs ahead of it) or "server-busy"
+	// (its server's earlier job holds or awaits the accelerator); its
+	// 1-based place in line for the pool (0 when server-busy); and when it
+	// may start, from how many recent runs (unset without history).
+	WaitReason      string                 `protobuf:"bytes,21,opt,name=wait_reason,json=waitReason,proto3" json:"wait_reason,omitempty"`
+	QueuePosition   int32                  `protobuf:"varint,22,opt,name=queue_position,json=queuePosition,proto3" json:"queue_position,omitempty"`
+	EstimatedStart  *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=estimated_start,json=estimatedStart,proto3" json:"estimated_start,omitempty"`
+	EstimateSamples int32                  `protobuf:"varint,24,opt,name=estimate_samples,json=estimateSamples,proto3" json:"estimate_samples,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -362,6 +371,34 @@ func (x *Job) GetStoppingSince() *timestamppb.Timestamp {
 		return x.StoppingSince
 	}
 	return nil
+}
+
+func (x *Job) GetWaitReason() string {
+	if x != nil {
+		return x.WaitReason
+	}
+	return ""
+}
+
+func (x *Job) GetQueuePosition() int32 {
+	if x != nil {
+		return x.QueuePosition
+	}
+	return 0
+}
+
+func (x *Job) GetEstimatedStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EstimatedStart
+	}
+	return nil
+}
+
+func (x *Job) GetEstimateSamples() int32 {
+	if x != nil {
+		return x.EstimateSamples
+	}
+	return 0
 }
 
 // Placement is a share of one GPU held by a job.
@@ -707,7 +744,7 @@ const file_hac_v1_common_proto_rawDesc = "" +
 	"\x05model\x18\x04 \x01(\tR\x05model\x12\x1d\n" +
 	"\n" +
 	"memory_mib\x18\x05 \x01(\x03R\tmemoryMib\x12\x1d\n" +
-	"\x03job\x18\x06 \x01(\v2\v.hac.v1.JobR\x03job\"\xb5\x05\n" +
+	"\x03job\x18\x06 \x01(\v2\v.hac.v1.JobR\x03job\"\xed\x06\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06server\x18\x02 \x01(\tR\x06server\x12\x12\n" +
@@ -734,7 +771,12 @@ const file_hac_v1_common_proto_rawDesc = "" +
 	"\n" +
 	"end_reason\x18\x12 \x01(\tR\tendReason\x12\x1a\n" +
 	"\bdetached\x18\x13 \x01(\bR\bdetached\x12A\n" +
-	"\x0estopping_since\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\rstoppingSince\"Y\n" +
+	"\x0estopping_since\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\rstoppingSince\x12\x1f\n" +
+	"\vwait_reason\x18\x15 \x01(\tR\n" +
+	"waitReason\x12%\n" +
+	"\x0equeue_position\x18\x16 \x01(\x05R\rqueuePosition\x12C\n" +
+	"\x0festimated_start\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\x0eestimatedStart\x12)\n" +
+	"\x10estimate_samples\x18\x18 \x01(\x05R\x0festimateSamples\"Y\n" +
 	"\tPlacement\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x19\n" +
 	"\bgpu_uuid\x18\x02 \x01(\tR\agpuUuid\x12\x1d\n" +
@@ -789,20 +831,21 @@ var file_hac_v1_common_proto_goTypes = []any{
 	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
 }
 var file_hac_v1_common_proto_depIdxs = []int32{
-	2, // 0: hac.v1.Accelerator.job:type_name -> hac.v1.Job
-	7, // 1: hac.v1.Job.submitted_at:type_name -> google.protobuf.Timestamp
-	7, // 2: hac.v1.Job.allocated_at:type_name -> google.protobuf.Timestamp
-	7, // 3: hac.v1.Job.ended_at:type_name -> google.protobuf.Timestamp
-	3, // 4: hac.v1.Job.placements:type_name -> hac.v1.Placement
-	7, // 5: hac.v1.Job.stopping_since:type_name -> google.protobuf.Timestamp
-	4, // 6: hac.v1.Node.gpus:type_name -> hac.v1.GPU
-	7, // 7: hac.v1.Node.last_heartbeat:type_name -> google.protobuf.Timestamp
-	7, // 8: hac.v1.Server.created_at:type_name -> google.protobuf.Timestamp
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	2,  // 0: hac.v1.Accelerator.job:type_name -> hac.v1.Job
+	7,  // 1: hac.v1.Job.submitted_at:type_name -> google.protobuf.Timestamp
+	7,  // 2: hac.v1.Job.allocated_at:type_name -> google.protobuf.Timestamp
+	7,  // 3: hac.v1.Job.ended_at:type_name -> google.protobuf.Timestamp
+	3,  // 4: hac.v1.Job.placements:type_name -> hac.v1.Placement
+	7,  // 5: hac.v1.Job.stopping_since:type_name -> google.protobuf.Timestamp
+	7,  // 6: hac.v1.Job.estimated_start:type_name -> google.protobuf.Timestamp
+	4,  // 7: hac.v1.Node.gpus:type_name -> hac.v1.GPU
+	7,  // 8: hac.v1.Node.last_heartbeat:type_name -> google.protobuf.Timestamp
+	7,  // 9: hac.v1.Server.created_at:type_name -> google.protobuf.Timestamp
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_hac_v1_common_proto_init() }
