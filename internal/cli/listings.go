@@ -18,7 +18,8 @@ import (
 
 func writeJSON(w io.Writer, v any) error { return output.WriteJSON(w, v) }
 
-// listCmd makes a command that prints one listing with -o table|json.
+// listCmd makes a command that prints one listing with -o
+// table|wide|json|yaml.
 func (a *app) listCmd(use, short string, fetch func(*cobra.Command, *client.Conn) (output.Table, any, error)) *cobra.Command {
 	var format string
 	cmd := &cobra.Command{
@@ -26,8 +27,8 @@ func (a *app) listCmd(use, short string, fetch func(*cobra.Command, *client.Conn
 		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if format != "table" && format != "json" {
-				return usageError{fmt.Errorf("-o %q: use table or json", format)}
+			if err := output.CheckFormat(format); err != nil {
+				return usageError{err}
 			}
 			c, err := a.client()
 			if err != nil {
@@ -40,7 +41,7 @@ func (a *app) listCmd(use, short string, fetch func(*cobra.Command, *client.Conn
 			return output.Write(a.stdout, format, t, data)
 		},
 	}
-	cmd.Flags().StringVarP(&format, "output", "o", "table", "table or json")
+	cmd.Flags().StringVarP(&format, "output", "o", "table", "table, wide (more columns), json or yaml (docs/output.md names the fields)")
 	return cmd
 }
 
@@ -70,16 +71,51 @@ func (a *app) nodesCmd() *cobra.Command {
 	})
 }
 
-func jobRow(j *hacv1.Job) []string {
-	exit := "-"
-	if j.HasExitCode {
-		exit = fmt.Sprint(j.ExitCode)
+// jobsTable is hac jobs' listing.
+func jobsTable(jobs []*hacv1.Job, now time.Time) output.Table {
+	t := output.Table{Header: []string{"JOB", "SERVER", "MODEL", "STATE", "EXIT", "SUBMITTED", "DURATION", "ENDED", "MODE", "NODE", "GPUS", "COMMAND"},
+		Wide: []string{"ENDED", "MODE", "NODE", "GPUS"}}
+	for _, j := range jobs {
+		exit := "-"
+		if j.HasExitCode {
+			exit = fmt.Sprint(j.ExitCode)
+		}
+		var gpus []string
+		node := "-"
+		for i, p := range j.Placements {
+			gpus = append(gpus, p.GpuUuid)
+			if i == 0 {
+				node = p.Node
+			}
+		}
+		mode := "attached"
+		if j.Detached {
+			mode = "detached"
+		}
+		t.Rows = append(t.Rows, []string{j.Id, j.User + "/" + j.Server, j.Model, j.State, exit, when(j.SubmittedAt), heldFor(j, now),
+			when(j.EndedAt), mode, node, strings.Join(gpus, ","), j.Command})
 	}
-	var gpus []string
-	for _, p := range j.Placements {
-		gpus = append(gpus, p.GpuUuid)
+	return t
+}
+
+// heldFor says how long a job held (or has held) its GPUs: what it is
+// billed for.
+func heldFor(j *hacv1.Job, now time.Time) string {
+	if j.AllocatedAt == nil {
+		return "-"
 	}
-	return []string{j.Id, j.User + "/" + j.Server, j.Model, j.State, exit, when(j.SubmittedAt), when(j.EndedAt), strings.Join(gpus, ","), j.Command}
+	end := now
+	if j.EndedAt != nil {
+		end = j.EndedAt.AsTime()
+	}
+	d := end.Sub(j.AllocatedAt.AsTime()).Round(time.Second)
+	switch {
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	case d >= time.Minute:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	}
+	return fmt.Sprintf("%ds", int(d.Seconds()))
 }
 
 func (a *app) jobsCmd() *cobra.Command {
@@ -89,11 +125,7 @@ func (a *app) jobsCmd() *cobra.Command {
 		if err != nil {
 			return output.Table{}, nil, err
 		}
-		t := output.Table{Header: []string{"JOB", "SERVER", "MODEL", "STATE", "EXIT", "SUBMITTED", "ENDED", "GPUS", "COMMAND"}}
-		for _, j := range resp.Msg.Jobs {
-			t.Rows = append(t.Rows, jobRow(j))
-		}
-		return t, resp.Msg, nil
+		return jobsTable(resp.Msg.Jobs, time.Now()), resp.Msg, nil
 	})
 	cmd.Flags().Int32Var(&limit, "limit", 20, "how many jobs")
 	return cmd

@@ -12,6 +12,7 @@ import (
 
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 	"github.com/hac-project/hac/internal/catalog"
+	"github.com/hac-project/hac/internal/cli/output"
 	"github.com/hac-project/hac/internal/version"
 )
 
@@ -48,16 +49,16 @@ func (a *app) smiCmd() *cobra.Command {
 				format = "json"
 			}
 			switch format {
-			case "json":
-				return writeJSON(a.stdout, resp.Msg)
+			case "json", "yaml":
+				return output.Write(a.stdout, format, output.Table{}, resp.Msg)
 			case "table", "":
 				drawSMI(a.stdout, resp.Msg.Accelerator, version.Version, resp.Msg.ServerVersion)
 				return nil
 			}
-			return usageError{fmt.Errorf("unknown output format %q: use table or json", format)}
+			return usageError{fmt.Errorf("-o %q: use table, json or yaml", format)}
 		},
 	}
-	cmd.Flags().StringVarP(&format, "output", "o", "table", "table (SPEC A1's two tables) or json")
+	cmd.Flags().StringVarP(&format, "output", "o", "table", "table (the accelerator's two tables), json or yaml")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (as -o json)")
 	cmd.Flags().BoolVar(&reset, "reset", false, "release a stuck allocation of this server")
 	return cmd

@@ -168,8 +168,8 @@ func TestBadInput(t *testing.T) {
 	if r := runHac(t, c.serverEnv(tok), "", nil, "nodes"); r.code != 1 || !strings.Contains(r.stderr, "may not") {
 		t.Errorf("server token listing nodes: %+v", r)
 	}
-	if r := c.hac(nil, "", "jobs", "-o", "yaml"); r.code != 2 {
-		t.Errorf("-o yaml: %+v", r)
+	if r := c.hac(nil, "", "jobs", "-o", "xml"); r.code != 2 {
+		t.Errorf("-o xml: %+v", r)
 	}
 	// The control plane is still healthy after all of that.
 	if r := c.hac(c.userEnv("web1"), "", "smi"); r.code != 0 {

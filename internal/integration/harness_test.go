@@ -287,7 +287,7 @@ type jobJSON struct {
 	Placements []struct {
 		Node      string `json:"node"`
 		GpuUUID   string `json:"gpuUuid"`
-		MemoryMib string `json:"memoryMib"`
+		MemoryMib int64  `json:"memoryMib"`
 	} `json:"placements"`
 }
 

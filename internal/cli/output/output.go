@@ -1,55 +1,93 @@
-// Package output renders every CLI listing, as an aligned table or as JSON
-// (-o table|json), so that all commands look and parse alike.
+// Package output renders every CLI listing, as an aligned table (-o table,
+// or -o wide with more columns) or as data for scripts (-o json, -o yaml:
+// the API's fields under its JSON names, numbers as numbers; see
+// docs/output.md), so that all commands look and parse alike.
 package output
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/mattn/go-runewidth"
-
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 )
 
 // Formats are the accepted -o values.
-var Formats = []string{"table", "json"}
+var Formats = []string{"table", "wide", "json", "yaml"}
 
-// Table is a listing: a header and rows of cells.
+// Table is a listing: a header and rows of cells. Columns named in Wide
+// show with -o wide only.
 type Table struct {
 	Header []string
 	Rows   [][]string
+	Wide   []string
 }
 
-// Write renders t as a table, or data as JSON, by format.
+// CheckFormat refuses an -o value that is not one of Formats.
+func CheckFormat(format string) error {
+	if !slices.Contains(Formats, format) {
+		return fmt.Errorf("-o %q: use %s", format, strings.Join(Formats, ", "))
+	}
+	return nil
+}
+
+// Write renders t as a table, or data as JSON or YAML, by format.
 func Write(w io.Writer, format string, t Table, data any) error {
 	switch format {
 	case "table", "":
+		return writeTable(w, t.narrow())
+	case "wide":
 		return writeTable(w, t)
 	case "json":
 		return WriteJSON(w, data)
-	}
-	return fmt.Errorf("unknown output format %q: use %s", format, strings.Join(Formats, " or "))
-}
-
-// WriteJSON writes v as indented JSON; protobuf messages use protojson.
-func WriteJSON(w io.Writer, v any) error {
-	if m, ok := v.(proto.Message); ok {
-		b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true}.Marshal(m)
+	case "yaml":
+		v, err := toObject(data)
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintf(w, "%s\n", b)
+		return writeYAML(w, v)
+	}
+	return CheckFormat(format)
+}
+
+// WriteJSON writes v as indented JSON: API messages as FromProto says.
+func WriteJSON(w io.Writer, v any) error {
+	o, err := toObject(v)
+	if err != nil {
 		return err
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	return writeJSON(w, o)
+}
+
+// narrow leaves out the wide columns.
+func (t Table) narrow() Table {
+	if len(t.Wide) == 0 {
+		return t
+	}
+	var keep []int
+	for i, h := range t.Header {
+		if !slices.Contains(t.Wide, h) {
+			keep = append(keep, i)
+		}
+	}
+	pick := func(cells []string) []string {
+		out := make([]string, 0, len(keep))
+		for _, i := range keep {
+			if i < len(cells) {
+				out = append(out, cells[i])
+			}
+		}
+		return out
+	}
+	n := Table{Header: pick(t.Header)}
+	for _, r := range t.Rows {
+		n.Rows = append(n.Rows, pick(r))
+	}
+	return n
 }
 
 func writeTable(w io.Writer, t Table) error {

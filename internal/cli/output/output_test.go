@@ -12,8 +12,8 @@ func TestTable(t *testing.T) {
 	if err != nil || b.String() != want {
 		t.Fatalf("got %q, %v", b.String(), err)
 	}
-	if err := Write(&b, "yaml", Table{}, nil); err == nil {
-		t.Fatal("accepted -o yaml")
+	if err := Write(&b, "xml", Table{}, nil); err == nil {
+		t.Fatal("accepted -o xml")
 	}
 }
 
