@@ -26,7 +26,7 @@ func exampleJobs() *hacv1.ListJobsResponse {
 		{Id: "43", Server: "학습서버", User: "alice", Model: "xlarge.96gb", State: "running", Command: "python3 train.py --epochs 50",
 			ClientPid: 4242, MemoryMib: 98304, SubmittedAt: at("2026-12-01T10:00:00Z"), AllocatedAt: at("2026-12-01T10:00:02Z"),
 			Placements: []*hacv1.Placement{{Node: "gpu1", GpuUuid: "GPU-1", MemoryMib: 81920}, {Node: "gpu1", GpuUuid: "GPU-2", MemoryMib: 16384}},
-			UsedMib: 70000, Pid: 99, Detached: true},
+			UsedMib:    70000, Pid: 99, Detached: true},
 		{Id: "42", Server: "web1", User: "alice", Model: "small.16gb", State: "completed", Command: "python3 eval.py",
 			ClientPid: 4141, MemoryMib: 16384, SubmittedAt: at("2026-12-01T09:00:00Z"), AllocatedAt: at("2026-12-01T09:00:01Z"),
 			EndedAt: at("2026-12-01T09:03:06Z"), ExitCode: 0, HasExitCode: true, EndReason: "program exited",
