@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -460,24 +461,97 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 }
 
 // receiveBlobs asks for the blobs of m the cache lacks and stores them;
-// the cache keeps m's blobs until release.
+// the cache keeps m's blobs until release. A file that changed while the
+// client sent it arrives under another hash (Blob.changed_to), which its
+// entry in m then names.
 func (w *worker) receiveBlobs(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, m *hacv1.Manifest) (release func(), err error) {
-	missing, release := w.a.cache.Reserve(m)
-	if err := w.receiveMissing(stream, s, missing); err != nil {
+	missing, reserved := w.a.cache.Reserve(m)
+	in := newIncoming(m, missing)
+	release = func() {
+		reserved()
+		for _, u := range in.unpin {
+			u()
+		}
+	}
+	if err := w.receiveMissing(stream, s, in); err != nil {
 		release()
 		return nil, err
 	}
-	w.a.log.Info("blobs ready", "files", len(m.Files), "blobs_received", len(missing), "bytes", workspace.TotalSize(m))
+	for _, f := range m.Files {
+		if c, ok := in.changed[in.key(f.Path, f.Sha256)]; ok {
+			f.Sha256, f.Size = c.sum, c.size
+		}
+	}
+	w.a.log.Info("blobs ready", "files", len(m.Files), "blobs_received", len(missing), "changed_in_transit", len(in.changed), "bytes", workspace.TotalSize(m))
 	return release, nil
 }
 
-func (w *worker) receiveMissing(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, missing []string) error {
-	if err := s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_NeedBlobs{NeedBlobs: &hacv1.NeedBlobs{Sha256: missing}}}); err != nil {
+// incoming is what a node still awaits of a workspace's blobs.
+type incoming struct {
+	// wanted are the blobs asked for: the size the manifest declares and
+	// the paths that name each (a path that changed in transit is served).
+	wanted  map[string]*wantedBlob
+	changed map[string]changedBlob // by key(path, the hash asked)
+	unpin   []func()
+}
+
+type wantedBlob struct {
+	size  int64
+	paths map[string]bool
+}
+
+// changedBlob is what came for one path whose file changed in transit.
+type changedBlob struct {
+	sum  string
+	size int64
+}
+
+func newIncoming(m *hacv1.Manifest, missing []string) *incoming {
+	in := &incoming{wanted: map[string]*wantedBlob{}, changed: map[string]changedBlob{}}
+	for _, sum := range missing {
+		in.wanted[sum] = &wantedBlob{paths: map[string]bool{}}
+	}
+	for _, f := range m.Files {
+		if b := in.wanted[f.Sha256]; b != nil {
+			b.size, b.paths[f.Path] = f.Size, true
+		}
+	}
+	return in
+}
+
+func (in *incoming) key(path, sum string) string { return sum + "\x00" + path }
+
+// arrived stores one blob received whole in cur.
+func (in *incoming) arrived(cur *workspace.Writer, b *hacv1.Blob) error {
+	want := in.wanted[b.Sha256]
+	if b.ChangedTo == "" {
+		delete(in.wanted, b.Sha256)
+		return cur.Commit()
+	}
+	if !want.paths[b.ChangedPath] || cur.Size() > want.size {
+		cur.Abort()
+		return fmt.Errorf("blob %s changed in transit, but not as a path of it (%q) of at most its %d bytes", b.Sha256, b.ChangedPath, want.size)
+	}
+	unpin, err := cur.CommitAs(b.ChangedTo)
+	if err != nil {
 		return err
 	}
-	wanted := map[string]bool{}
-	for _, sum := range missing {
-		wanted[sum] = true
+	in.unpin = append(in.unpin, unpin)
+	in.changed[in.key(b.ChangedPath, b.Sha256)] = changedBlob{b.ChangedTo, cur.Size()}
+	if delete(want.paths, b.ChangedPath); len(want.paths) == 0 {
+		delete(in.wanted, b.Sha256) // every path that named it changed
+	}
+	return nil
+}
+
+func (w *worker) receiveMissing(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, in *incoming) error {
+	missing := make([]string, 0, len(in.wanted))
+	for sum := range in.wanted {
+		missing = append(missing, sum)
+	}
+	slices.Sort(missing)
+	if err := s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_NeedBlobs{NeedBlobs: &hacv1.NeedBlobs{Sha256: missing}}}); err != nil {
+		return err
 	}
 	var cur *workspace.Writer
 	defer func() {
@@ -498,7 +572,7 @@ func (w *worker) receiveMissing(stream *connect.BidiStream[hacv1.ExecRequest, ha
 			return errors.New("protocol error: expected blobs")
 		}
 		if cur == nil {
-			if !wanted[b.Sha256] {
+			if in.wanted[b.Sha256] == nil {
 				return fmt.Errorf("blob %s was not asked for", b.Sha256)
 			}
 			if cur, err = w.a.cache.Create(b.Sha256); err != nil {
@@ -509,16 +583,15 @@ func (w *worker) receiveMissing(stream *connect.BidiStream[hacv1.ExecRequest, ha
 			return err
 		}
 		if b.Last {
-			err := cur.Commit()
+			err := in.arrived(cur, b)
 			cur = nil
 			if err != nil {
 				return err
 			}
-			delete(wanted, b.Sha256)
 		}
 	}
-	if len(wanted) > 0 {
-		return fmt.Errorf("%d blobs were not sent", len(wanted))
+	if len(in.wanted) > 0 {
+		return fmt.Errorf("%d blobs were not sent", len(in.wanted))
 	}
 	return nil
 }

@@ -31,5 +31,9 @@ func (a *app) upload(sources []client.BlobSource, want []string, send func(*hacv
 			a.say("info", "Uploading %d files (%.1f MiB) of the workspace...", u.Files(), float64(u.Total)/(1<<20))
 		}
 	}
-	return u.Send(send, bar)
+	err = u.Send(send, bar)
+	for _, path := range u.Changed {
+		a.say("warning", "%s changed while it was uploaded: the program sees it as it was read then (list it in .hacignore to leave it behind).", path)
+	}
+	return err
 }

@@ -22,34 +22,38 @@ type BlobSource struct {
 // Upload is the content a node asked for, file by file.
 type Upload struct {
 	want  []string
-	files map[string]blobFile
+	files map[string][]blobFile // the files that hold each hash
 	// Total is the bytes to send.
 	Total int64
+	// Changed names the files that changed while they were sent: the
+	// program sees them as they were read.
+	Changed []string
 }
 
 type blobFile struct {
-	path string
+	path string // on this machine
+	rel  string // as the manifest names it
 	size int64
 }
 
 // PlanUpload finds the files behind the hashes a node asked for.
 func PlanUpload(sources []BlobSource, want []string) (*Upload, error) {
-	u := &Upload{want: want, files: map[string]blobFile{}}
-	byHash := map[string]blobFile{}
+	u := &Upload{want: want, files: map[string][]blobFile{}}
+	byHash := map[string][]blobFile{}
 	for _, s := range sources {
 		for _, f := range s.Manifest.Files {
 			if f.Sha256 != "" {
-				byHash[f.Sha256] = blobFile{filepath.Join(s.Root, filepath.FromSlash(f.Path)), f.Size}
+				byHash[f.Sha256] = append(byHash[f.Sha256], blobFile{filepath.Join(s.Root, filepath.FromSlash(f.Path)), f.Path, f.Size})
 			}
 		}
 	}
 	for _, sum := range want {
-		f, ok := byHash[sum]
+		files, ok := byHash[sum]
 		if !ok {
 			return nil, fmt.Errorf("the node asked for unknown content %s", sum)
 		}
-		u.files[sum] = f
-		u.Total += f.size
+		u.files[sum] = files
+		u.Total += files[0].size
 	}
 	return u, nil
 }
@@ -60,10 +64,14 @@ func (u *Upload) Files() int { return len(u.want) }
 const blobChunk = 256 << 10
 
 // Send sends the blobs, then blobs_done; progress sees each chunk sent.
+// A file that changed since it was listed does not fail the run: what
+// grew at its end stays behind (the program sees the file as it was
+// listed: a log being appended to), and a file changed otherwise goes as
+// it is read, under its new hash (Changed names it); the content it had
+// is then sent from another file that held it, if any.
 func (u *Upload) Send(send func(*hacv1.ExecRequest) error, progress io.Writer) error {
 	buf := make([]byte, blobChunk)
 	for _, sum := range u.want {
-		f := u.files[sum]
 		if sum == workspace.EmptySum {
 			// Nothing to read (an unreadable file of the server's layer
 			// travels as empty).
@@ -72,43 +80,50 @@ func (u *Upload) Send(send func(*hacv1.ExecRequest) error, progress io.Writer) e
 			}
 			continue
 		}
-		if err := sendBlob(f.path, sum, f.size, buf, send, progress); err != nil {
-			return err
+		for _, f := range u.files[sum] {
+			same, err := sendBlob(f, sum, buf, send, progress)
+			if err != nil {
+				return err
+			}
+			if same {
+				break
+			}
+			u.Changed = append(u.Changed, f.path)
 		}
 	}
 	return send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_BlobsDone{BlobsDone: true}})
 }
 
-// sendBlob sends one file's content, checking on the way that it is still
-// what the manifest says: a file that grows, shrinks or changes while it
-// is uploaded is an error that names it, and its last chunk is never sent
-// (the node drops what it got).
-func sendBlob(path, sum string, size int64, buf []byte, send func(*hacv1.ExecRequest) error, progress io.Writer) error {
-	f, err := os.Open(path)
+// sendBlob sends one file's content as blob sum, its declared size at
+// most, and reports whether it was that content; if not, its last chunk
+// names what was sent instead (Blob.changed_to).
+func sendBlob(f blobFile, sum string, buf []byte, send func(*hacv1.ExecRequest) error, progress io.Writer) (same bool, err error) {
+	file, err := os.Open(f.path)
 	if err != nil {
-		return fmt.Errorf("upload %s: %w", path, err)
+		return false, fmt.Errorf("upload %s: %w (it was there when the folder was read: run the program again)", f.path, err)
 	}
-	defer f.Close()
-	changed := fmt.Errorf("%s changed while it was uploaded: run the program again once it is written (or list it in .hacignore)", path)
+	defer file.Close()
 	h := sha256.New()
-	in := io.LimitReader(f, size+1)
-	var sent int64
+	in := io.LimitReader(file, f.size)
 	for {
 		n, err := io.ReadFull(in, buf)
 		last := err != nil
 		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
-			return fmt.Errorf("upload %s: %w", path, err)
+			return false, fmt.Errorf("upload %s: %w", f.path, err)
 		}
 		h.Write(buf[:n])
-		if sent += int64(n); sent > size || last && (sent != size || hex.EncodeToString(h.Sum(nil)) != sum) {
-			return changed
-		}
 		progress.Write(buf[:n])
-		if err := send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Blob{Blob: &hacv1.Blob{Sha256: sum, Data: buf[:n], Last: last}}}); err != nil {
-			return err
+		b := &hacv1.Blob{Sha256: sum, Data: buf[:n], Last: last}
+		if last {
+			if got := hex.EncodeToString(h.Sum(nil)); got != sum {
+				b.ChangedTo, b.ChangedPath = got, f.rel
+			}
+		}
+		if err := send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Blob{Blob: b}}); err != nil {
+			return false, err
 		}
 		if last {
-			return nil
+			return b.ChangedTo == "", nil
 		}
 	}
 }

@@ -141,7 +141,7 @@ func TestExclusiveGPUs(t *testing.T) {
 		t.Fatalf("small model: %+v", r)
 	}
 	j := c.jobs()[0]
-	if len(j.Placements) != 1 || j.Placements[0].MemoryMib != "16384" {
+	if len(j.Placements) != 1 || j.Placements[0].MemoryMib != 16384 {
 		t.Fatalf("small model placement %+v, want a 16384 MiB share of one GPU", j.Placements)
 	}
 }

@@ -1,6 +1,9 @@
 package integration
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -367,5 +370,55 @@ func TestServerTokenBesideAConfigFile(t *testing.T) {
 	}
 	if r := c.hac(env, t.TempDir(), "run", "--", "true"); r.code != 0 {
 		t.Fatalf("hac run with a server token beside a config naming another server: %+v", r)
+	}
+}
+
+// TestFileGrowingDuringUpload: a log that another program appends to
+// while hac run reads and sends the folder does not fail the run: the
+// program sees it as it was listed, a prefix of what it is now.
+func TestFileGrowingDuringUpload(t *testing.T) {
+	c := newCluster(t, "fake:1x80GiB")
+	env := c.serverEnv(c.register("web1", ""))
+	dir := workdir(t, nil)
+	logPath := filepath.Join(dir, "grow.log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := bytes.Repeat([]byte("x"), 1023)
+	for range 32 << 10 { // 32 MiB to start with
+		f.Write(append(line, '\n'))
+	}
+	stop := make(chan struct{})
+	appended := make(chan struct{})
+	go func() {
+		defer close(appended)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				f.Write(append(line, '\n'))
+			}
+		}
+	}()
+	r := runHac(t, env, dir, nil, "run", "--", "sh", "-c", "wc -c < grow.log; sha256sum grow.log")
+	close(stop)
+	<-appended
+	f.Close()
+	if r.code != 0 {
+		t.Fatalf("hac run with a file growing meanwhile: %+v", r)
+	}
+	var size int64
+	var sum string
+	if _, err := fmt.Sscanf(r.stdout, "%d\n%s", &size, &sum); err != nil {
+		t.Fatalf("the program's output %q: %v", r.stdout, err)
+	}
+	local, _ := os.ReadFile(logPath)
+	if size < 32<<20 || size > int64(len(local)) {
+		t.Fatalf("the program saw %d bytes; the file had 32 MiB before and %d after", size, len(local))
+	}
+	if got := sha256.Sum256(local[:size]); hex.EncodeToString(got[:]) != sum {
+		t.Errorf("the program's copy is not what the file held at %d bytes", size)
 	}
 }

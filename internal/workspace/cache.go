@@ -165,6 +165,7 @@ var ErrHashMismatch = errors.New("workspace: blob content does not match its has
 type Writer struct {
 	c   *Cache
 	sum string
+	n   int64 // bytes written
 	f   *os.File
 	h   interface {
 		io.Writer
@@ -186,7 +187,44 @@ func (c *Cache) Create(sum string) (*Writer, error) {
 
 func (w *Writer) Write(p []byte) (int, error) {
 	w.h.Write(p)
+	w.n += int64(len(p))
 	return w.f.Write(p)
+}
+
+// Size is how many bytes were written.
+func (w *Writer) Size() int64 { return w.n }
+
+// CommitAs verifies and stores the blob under another name than it was
+// created with (the client's file changed while it was sent), pinned
+// until unpin is called: no Reserve awaited it.
+func (w *Writer) CommitAs(sum string) (unpin func(), err error) {
+	if !validHash(sum) {
+		w.Abort()
+		return nil, fmt.Errorf("workspace: bad blob hash %q", sum)
+	}
+	w.sum = sum
+	w.c.mu.Lock()
+	w.c.awaited[sum]++ // pinned as it lands
+	w.c.mu.Unlock()
+	var once sync.Once
+	unpin = func() {
+		once.Do(func() {
+			c := w.c
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if b, ok := c.entries[sum]; ok && b.pinned > 0 {
+				b.pinned--
+			} else if c.awaited[sum]--; c.awaited[sum] <= 0 {
+				delete(c.awaited, sum)
+			}
+			c.evict()
+		})
+	}
+	if err := w.Commit(); err != nil {
+		unpin()
+		return nil, err
+	}
+	return unpin, nil
 }
 
 // Commit verifies and stores the blob.

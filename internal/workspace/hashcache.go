@@ -31,7 +31,7 @@ type HashCache struct {
 	entries map[string]hashEntry // of this walk: what Save writes
 	changed bool
 	racy    time.Duration // racyWindow; tests shorten it
-	read    func(string) (string, error)
+	read    func(string, int64) (string, error)
 }
 
 type hashEntry struct {
@@ -119,11 +119,11 @@ func (c *HashCache) content(rel, p string, info fs.FileInfo) (int64, string, err
 // from the cache when its identity is unchanged.
 func (c *HashCache) sum(rel, p string, info fs.FileInfo) (string, error) {
 	if c == nil {
-		return HashFile(p)
+		return HashFile(p, info.Size())
 	}
 	st, ok := info.Sys().(*syscall.Stat_t)
 	if !ok {
-		return HashFile(p)
+		return HashFile(p, info.Size())
 	}
 	e := hashEntry{size: info.Size(), mtime: info.ModTime().UnixNano(), ctime: st.Ctim.Nano(), ino: st.Ino, dev: uint64(st.Dev)}
 	if old, ok := c.old[rel]; ok && old.size == e.size && old.mtime == e.mtime && old.ctime == e.ctime && old.ino == e.ino && old.dev == e.dev {
@@ -131,7 +131,7 @@ func (c *HashCache) sum(rel, p string, info fs.FileInfo) (string, error) {
 		return old.sum, nil
 	}
 	readAt := time.Now()
-	sum, err := c.read(p)
+	sum, err := c.read(p, info.Size())
 	if err != nil {
 		return "", err
 	}

@@ -92,14 +92,16 @@ func Walk(root string, hashes *HashCache) (*hacv1.Manifest, error) {
 	return m, nil
 }
 
-// HashFile returns the hex SHA-256 of a file's content.
-func HashFile(p string) (string, error) {
+// HashFile returns the hex SHA-256 of a file's first size bytes: the
+// size its listing saw, so that a file growing meanwhile (a log) is hashed
+// as listed; hac run's upload sends the same bytes.
+func HashFile(p string, size int64) (string, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	return hashOf(f)
+	return hashOf(io.LimitReader(f, size))
 }
 
 // hashOf returns the hex SHA-256 of what r holds.

@@ -992,10 +992,18 @@ func (x *FileEntry) GetOpaque() bool {
 
 // Blob is a chunk of one file's content, addressed by its hash.
 type Blob struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Sha256        string                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
-	Last          bool                   `protobuf:"varint,3,opt,name=last,proto3" json:"last,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Sha256 string                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Data   []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	Last   bool                   `protobuf:"varint,3,opt,name=last,proto3" json:"last,omitempty"`
+	// changed_to, on a last chunk only, says that the file at changed_path
+	// (as the manifest names it) changed while it was uploaded: what was sent
+	// (no more than the size the manifest declared) has this hash instead,
+	// and the node uses it for that entry. The blob sha256 is still owed for
+	// the manifest's other entries that name it, if any: the client sends it
+	// again from another of them.
+	ChangedTo     string `protobuf:"bytes,4,opt,name=changed_to,json=changedTo,proto3" json:"changed_to,omitempty"`
+	ChangedPath   string `protobuf:"bytes,5,opt,name=changed_path,json=changedPath,proto3" json:"changed_path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1049,6 +1057,20 @@ func (x *Blob) GetLast() bool {
 		return x.Last
 	}
 	return false
+}
+
+func (x *Blob) GetChangedTo() string {
+	if x != nil {
+		return x.ChangedTo
+	}
+	return ""
+}
+
+func (x *Blob) GetChangedPath() string {
+	if x != nil {
+		return x.ChangedPath
+	}
+	return ""
 }
 
 type ExecResponse struct {
@@ -1558,11 +1580,14 @@ const file_hac_v1_worker_proto_rawDesc = "" +
 	"\x03gid\x18\b \x01(\rR\x03gid\x12\x1a\n" +
 	"\bwhiteout\x18\t \x01(\bR\bwhiteout\x12\x16\n" +
 	"\x06opaque\x18\n" +
-	" \x01(\bR\x06opaque\"F\n" +
+	" \x01(\bR\x06opaque\"\x88\x01\n" +
 	"\x04Blob\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x12\n" +
-	"\x04last\x18\x03 \x01(\bR\x04last\"\xe2\x02\n" +
+	"\x04last\x18\x03 \x01(\bR\x04last\x12\x1d\n" +
+	"\n" +
+	"changed_to\x18\x04 \x01(\tR\tchangedTo\x12!\n" +
+	"\fchanged_path\x18\x05 \x01(\tR\vchangedPath\"\xe2\x02\n" +
 	"\fExecResponse\x122\n" +
 	"\n" +
 	"need_blobs\x18\x01 \x01(\v2\x11.hac.v1.NeedBlobsH\x00R\tneedBlobs\x12+\n" +
