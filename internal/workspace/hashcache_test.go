@@ -26,7 +26,10 @@ func TestHashCache(t *testing.T) {
 		c := OpenHashCache(cache)
 		c.racy = racy
 		var read []string
-		c.read = func(p string, size int64) (string, error) { read = append(read, filepath.Base(p)); return HashFile(p, size) }
+		c.read = func(p string, size int64) (string, error) {
+			read = append(read, filepath.Base(p))
+			return HashFile(p, size)
+		}
 		m, err := Walk(root, c)
 		if err != nil {
 			t.Fatal(err)
