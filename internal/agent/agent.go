@@ -78,6 +78,9 @@ type Config struct {
 	// JobRetention is how long a detached job's output and files stay
 	// after its end; DefaultJobRetention when 0.
 	JobRetention time.Duration
+	// JobKeepBytes bounds what the node keeps of ended detached jobs (the
+	// oldest go first); DefaultJobKeepBytes when 0.
+	JobKeepBytes int64
 	Logger       *slog.Logger
 	// HTTPClient talks to the control plane; apiclient.New(CAPin) by
 	// default.
@@ -160,6 +163,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.JobRetention <= 0 {
 		cfg.JobRetention = DefaultJobRetention
+	}
+	if cfg.JobKeepBytes <= 0 {
+		cfg.JobKeepBytes = DefaultJobKeepBytes
 	}
 	if root := runner.CgroupV2Root(); cfg.CgroupRoot == "" && root != "" {
 		cfg.CgroupRoot = filepath.Join(root, cfg.Name)

@@ -19,25 +19,34 @@ import (
 // and Fetch (hac fetch), each with a ticket of OpenJob for that access.
 
 // opened returns the detached job a ticket of OpenJob names, if the
-// ticket is for access.
-func (w *worker) opened(ctx context.Context, bodyTicket, access string, header string) (*keptJob, error) {
+// ticket (in the header, checked, and in the body) is for access.
+func (w *worker) opened(ctx context.Context, access, header, body string) (*keptJob, error) {
 	c, ok := ctx.Value(claimsKey{}).(ticket.Claims)
-	if !ok || bodyTicket != header || c.Access != access {
+	if !ok || body != header || c.Access != access {
 		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("this ticket is not for the job's %s: ask again (hac logs, hac attach, hac fetch do)", access))
 	}
 	k := w.a.keptJob(c.JobID)
 	if k == nil {
-		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("node %s no longer has job %d's output and files: a node keeps them for %v after the job ends (hac agent --job-retention)",
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("node %s has no output or files of job %d: a node keeps them from the job's start until %v after its end, or less when newer jobs need the room",
 			w.a.cfg.Name, c.JobID, w.a.cfg.JobRetention))
 	}
 	return k, nil
 }
 
+// tooManyStreams refuses a stream past maxJobStreams.
+func tooManyStreams(k *keptJob) error {
+	return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("job %d has %d readers already (hac logs -f, hac attach): stop one", k.id, maxJobStreams))
+}
+
 func (w *worker) Output(ctx context.Context, req *connect.Request[hacv1.OutputRequest], stream *connect.ServerStream[hacv1.OutputResponse]) error {
-	k, err := w.opened(ctx, req.Msg.Ticket, ticket.AccessOutput, req.Header().Get(TicketHeader))
+	k, err := w.opened(ctx, ticket.AccessOutput, req.Header().Get(TicketHeader), req.Msg.Ticket)
 	if err != nil {
 		return err
 	}
+	if !k.openStream() {
+		return tooManyStreams(k)
+	}
+	defer k.closeStream()
 	return k.streamOutput(ctx, req.Msg.Follow, stream.Send)
 }
 
@@ -50,29 +59,37 @@ func (w *worker) Attach(ctx context.Context, stream *connect.BidiStream[hacv1.At
 	if open == nil {
 		return connect.NewError(connect.CodeInvalidArgument, errors.New("protocol error: the first message must open the stream"))
 	}
-	k, err := w.opened(ctx, open.Ticket, ticket.AccessAttach, stream.RequestHeader().Get(TicketHeader))
+	k, err := w.opened(ctx, ticket.AccessAttach, stream.RequestHeader().Get(TicketHeader), open.Ticket)
 	if err != nil {
 		return err
 	}
+	if !k.openStream() {
+		return tooManyStreams(k)
+	}
+	defer k.closeStream()
 	go func() {
 		for {
 			msg, err := stream.Receive()
 			if err != nil {
 				return // the client went: the job runs on
 			}
-			if run, _, _ := k.state(); run != nil {
-				if sig := syscall.Signal(msg.GetSignal()); sig != syscall.SIGTSTP && sig != syscall.SIGCONT {
-					run.signal(sig)
-				}
+			if run, _ := k.state(); run != nil {
+				run.signal(syscall.Signal(msg.GetSignal()))
 			}
 		}
 	}()
 	return k.streamOutput(ctx, true, stream.Send)
 }
 
+// outputBatch bounds the output one message carries.
+const outputBatch = 256 << 10
+
 // streamOutput sends the output kept from its oldest part on and, with
 // follow, what comes until the program ends; the end (Exited) closes a
-// stream that reached it.
+// stream that reached it. Records of one stream go out together, up to
+// outputBatch a message, and the reader's file is closed while a message
+// is on its way: a client that stops reading holds no file (a rotated one
+// would stay on disk).
 func (k *keptJob) streamOutput(ctx context.Context, follow bool, send func(*hacv1.OutputResponse) error) error {
 	r := k.log.reader()
 	defer r.close()
@@ -80,6 +97,20 @@ func (k *keptJob) streamOutput(ctx context.Context, follow bool, send func(*hacv
 		if err := send(&hacv1.OutputResponse{Msg: &hacv1.OutputResponse_Dropped{Dropped: dropped}}); err != nil {
 			return err
 		}
+	}
+	var batch []byte
+	var batchStream byte
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		r.pause()
+		msg := &hacv1.OutputResponse{Msg: &hacv1.OutputResponse_Stdout{Stdout: batch}}
+		if batchStream == streamStderr {
+			msg.Msg = &hacv1.OutputResponse_Stderr{Stderr: batch}
+		}
+		batch = nil
+		return send(msg)
 	}
 	for {
 		stream, data, wait, err := r.next()
@@ -90,6 +121,9 @@ func (k *keptJob) streamOutput(ctx context.Context, follow bool, send func(*hacv
 			return err
 		}
 		if wait != nil {
+			if err := flush(); err != nil {
+				return err
+			}
 			if !follow {
 				return nil
 			}
@@ -100,42 +134,44 @@ func (k *keptJob) streamOutput(ctx context.Context, follow bool, send func(*hacv
 			}
 			continue
 		}
-		msg := &hacv1.OutputResponse{Msg: &hacv1.OutputResponse_Stdout{Stdout: data}}
-		if stream == streamStderr {
-			msg.Msg = &hacv1.OutputResponse_Stderr{Stderr: data}
+		if stream != batchStream || len(batch)+len(data) > outputBatch {
+			if err := flush(); err != nil {
+				return err
+			}
 		}
-		if err := send(msg); err != nil {
-			return err
-		}
+		batchStream, batch = stream, append(batch, data...)
 	}
-	if _, _, end := k.state(); end != nil {
+	if err := flush(); err != nil {
+		return err
+	}
+	if _, end := k.state(); end != nil {
 		return send(&hacv1.OutputResponse{Msg: &hacv1.OutputResponse_Exited{Exited: end.exited()}})
 	}
 	return nil
 }
 
 func (w *worker) Fetch(ctx context.Context, req *connect.Request[hacv1.FetchRequest], stream *connect.ServerStream[hacv1.FetchResponse]) error {
-	k, err := w.opened(ctx, req.Msg.Ticket, ticket.AccessFetch, req.Header().Get(TicketHeader))
+	k, err := w.opened(ctx, ticket.AccessFetch, req.Header().Get(TicketHeader), req.Msg.Ticket)
 	if err != nil {
 		return err
 	}
-	_, dir, _ := k.state()
-	if _, err := os.Lstat(dir); err != nil {
-		return connect.NewError(connect.CodeNotFound, fmt.Errorf("job %d's files are gone from node %s (its agent stopped while the job ran)", k.id, w.a.cfg.Name))
+	if _, err := os.Lstat(k.work); err != nil {
+		return connect.NewError(connect.CodeNotFound, fmt.Errorf("job %d's files are gone from node %s", k.id, w.a.cfg.Name))
 	}
 	m, err := k.uploaded()
 	if err != nil {
 		return connect.NewError(connect.CodeInternal, fmt.Errorf("job %d's record on node %s is damaged: %v", k.id, w.a.cfg.Name, err))
 	}
-	changes, err := workspace.Changes(m, dir)
+	changes, err := workspace.Changes(m, k.work)
 	if err != nil {
 		w.a.log.Warn("list a detached job's changed files", "job", k.id, "err", err)
+		return connect.NewError(connect.CodeInternal, fmt.Errorf("node %s could not list job %d's files: %v", w.a.cfg.Name, k.id, err))
 	}
 	send := func(c *hacv1.ChangedFile) error {
 		return stream.Send(&hacv1.FetchResponse{Msg: &hacv1.FetchResponse_Changed{Changed: c}})
 	}
 	for _, c := range changes {
-		if err := sendFile(send, dir, c); err != nil {
+		if err := sendFile(send, k.work, c); err != nil {
 			return err
 		}
 	}

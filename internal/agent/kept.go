@@ -3,8 +3,10 @@ package agent
 import (
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -16,12 +18,14 @@ import (
 
 // Detached jobs (hac run -d) run without their client. The node keeps
 // what the client would have had: the program's output (the last
-// Config.JobOutputBytes of it) from the start, and its workspace after
-// the end, for Config.JobRetention. Each lives in DataDir/kept/JOB:
-// output.N (outputLog), manifest.pb (what the client uploaded, to tell
-// what the program changed), work/ (the workspace, once the job ended)
-// and end.json (how it ended). An agent restart keeps what ended and
-// marks what ran as ended with the agent.
+// Config.JobOutputBytes of it) and its workspace, from its start until
+// Config.JobRetention after its end, or until newer records need the room
+// (Config.JobKeepBytes for all of them on the node). Each lives in
+// DataDir/kept/JOB: output.N (outputLog), manifest.pb (what the client
+// uploaded, to tell what the program changed), work/ (the workspace, which
+// the job's sandbox shows at the client's folder) and end.json (how it
+// ended). An agent restart keeps the records, and marks the jobs that ran
+// as ended with the agent.
 
 const (
 	// DefaultJobOutputBytes is how much of a detached job's output a node
@@ -30,19 +34,24 @@ const (
 	// DefaultJobRetention is how long a node keeps a detached job's output
 	// and files after it ended.
 	DefaultJobRetention = 24 * time.Hour
+	// DefaultJobKeepBytes bounds what a node keeps of all detached jobs
+	// that ended: the records that ended first go first.
+	DefaultJobKeepBytes = 20 << 30
 )
 
 // keptJob is a detached job's output and files on this node.
 type keptJob struct {
-	id  int64
-	dir string
-	log *outputLog
+	id   int64
+	dir  string
+	work string // the workspace
+	log  *outputLog
 
-	mu       sync.Mutex
-	run      *jobRun // nil once the program ended
-	work     string  // the workspace: the job's folder while it runs, dir/work after
-	manifest *hacv1.Manifest
-	end      *keptEnd // nil while it runs
+	mu   sync.Mutex
+	run  *jobRun  // nil once the program ended
+	end  *keptEnd // nil while it runs
+	size int64    // bytes on disk, once it ended
+	// streams counts the Output and Attach streams open on it.
+	streams int
 }
 
 // keptEnd is how a detached job ended (end.json).
@@ -56,68 +65,91 @@ type keptEnd struct {
 
 func (a *Agent) keptDir() string { return filepath.Join(a.cfg.DataDir, "kept") }
 
-// keep starts the record of a detached job about to run in work.
-func (a *Agent) keep(run *jobRun, m *hacv1.Manifest, work string) (*keptJob, error) {
+// keep starts the record of a detached job about to be prepared: its
+// workspace goes to the record's work/ (made by the job's folders).
+func (a *Agent) keep(run *jobRun) (*keptJob, error) {
 	dir := filepath.Join(a.keptDir(), strconv.FormatInt(run.id, 10))
-	os.RemoveAll(dir) // a job id is granted once; this is a retry's leftover
+	if _, err := os.Lstat(dir); err == nil {
+		return nil, errors.New("the node already has a record of this job")
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	raw, err := proto.Marshal(m)
-	if err == nil {
-		err = writeFileSync(filepath.Join(dir, "manifest.pb"), raw)
-	}
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	log, err := newOutputLog(dir, a.cfg.JobOutputBytes)
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	k := &keptJob{id: run.id, dir: dir, log: log, run: run, work: work, manifest: m}
+	k := &keptJob{id: run.id, dir: dir, work: filepath.Join(dir, "work"), run: run}
 	a.mu.Lock()
 	a.kept[run.id] = k
 	a.mu.Unlock()
 	return k, nil
 }
 
-// ended records the program's end: the workspace moves into the record
-// (the job's own folder goes with the job) and followers hear the end.
+// begin records what the client uploaded and opens the output log, once
+// the workspace is in place.
+func (k *keptJob) begin(m *hacv1.Manifest, outputBytes int64) error {
+	raw, err := proto.Marshal(m)
+	if err == nil {
+		err = writeFileSync(filepath.Join(k.dir, "manifest.pb"), raw)
+	}
+	if err != nil {
+		return err
+	}
+	k.log, err = newOutputLog(k.dir, outputBytes)
+	return err
+}
+
+// discard drops the record of a job that never started.
+func (a *Agent) discard(k *keptJob) {
+	a.mu.Lock()
+	delete(a.kept, k.id)
+	a.mu.Unlock()
+	os.RemoveAll(k.dir)
+}
+
+// ended records the program's end; followers hear it.
 func (k *keptJob) ended(e keptEnd) error {
 	_, _, dropped, _, _ := k.log.state()
 	e.Dropped = dropped
-	var err error
+	raw, err := json.Marshal(e)
+	if err == nil {
+		err = writeFileSync(filepath.Join(k.dir, "end.json"), raw)
+	}
+	size := diskUsage(k.dir)
 	k.mu.Lock()
-	kept := filepath.Join(k.dir, "work")
-	if err = os.Rename(k.work, kept); err == nil {
-		k.work = kept
-	}
-	k.run, k.end = nil, &e
+	k.run, k.end, k.size = nil, &e, size
 	k.mu.Unlock()
-	if raw, jerr := json.Marshal(e); jerr == nil {
-		err = errors.Join(err, writeFileSync(filepath.Join(k.dir, "end.json"), raw))
-	}
 	k.log.close()
 	return err
 }
 
-// state returns the job's running program (nil once it ended), its
-// workspace and its end.
-func (k *keptJob) state() (*jobRun, string, *keptEnd) {
+// state returns the job's running program (nil once it ended) and its end.
+func (k *keptJob) state() (*jobRun, *keptEnd) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.run, k.work, k.end
+	return k.run, k.end
 }
 
-// uploaded returns what the client uploaded, read back after a restart.
-func (k *keptJob) uploaded() (*hacv1.Manifest, error) {
+// maxJobStreams bounds the Output and Attach streams open on one job.
+const maxJobStreams = 8
+
+// openStream counts a stream on the job; false when it has too many.
+func (k *keptJob) openStream() bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.manifest != nil {
-		return k.manifest, nil
+	if k.streams >= maxJobStreams {
+		return false
 	}
+	k.streams++
+	return true
+}
+
+func (k *keptJob) closeStream() {
+	k.mu.Lock()
+	k.streams--
+	k.mu.Unlock()
+}
+
+// uploaded returns what the client uploaded (read back each time: a
+// manifest can be large, and records many).
+func (k *keptJob) uploaded() (*hacv1.Manifest, error) {
 	raw, err := os.ReadFile(filepath.Join(k.dir, "manifest.pb"))
 	if err != nil {
 		return nil, err
@@ -126,7 +158,6 @@ func (k *keptJob) uploaded() (*hacv1.Manifest, error) {
 	if err := proto.Unmarshal(raw, m); err != nil {
 		return nil, err
 	}
-	k.manifest = m
 	return m, nil
 }
 
@@ -137,7 +168,7 @@ func (e *keptEnd) exited() *hacv1.Exited {
 
 // loadKept reads back the records an earlier agent left: those that
 // ended stay until their retention ends; one whose program still ran
-// ended with that agent (its workspace went with the job's folder).
+// ended with that agent, now.
 func (a *Agent) loadKept() error {
 	if err := os.MkdirAll(a.keptDir(), 0o700); err != nil {
 		return err
@@ -149,23 +180,19 @@ func (a *Agent) loadKept() error {
 	for _, e := range entries {
 		id, err := strconv.ParseInt(e.Name(), 10, 64)
 		dir := filepath.Join(a.keptDir(), e.Name())
-		if err != nil || id <= 0 {
-			os.RemoveAll(dir)
+		if _, serr := os.Stat(filepath.Join(dir, "manifest.pb")); err != nil || id <= 0 || serr != nil {
+			os.RemoveAll(dir) // not a record, or one of a job that never started
 			continue
 		}
 		var end keptEnd
 		raw, err := os.ReadFile(filepath.Join(dir, "end.json"))
 		if err != nil || json.Unmarshal(raw, &end) != nil {
-			fi, err := e.Info()
-			if err != nil {
-				continue
-			}
-			end = keptEnd{ExitCode: 137, Reason: "the node agent stopped while it ran", At: fi.ModTime()}
+			end = keptEnd{ExitCode: 137, Reason: "the node agent stopped while it ran", At: time.Now()}
 			if raw, err := json.Marshal(end); err == nil {
 				writeFileSync(filepath.Join(dir, "end.json"), raw)
 			}
 		}
-		a.kept[id] = &keptJob{id: id, dir: dir, log: openOutputLog(dir, end.Dropped), work: filepath.Join(dir, "work"), end: &end}
+		a.kept[id] = &keptJob{id: id, dir: dir, work: filepath.Join(dir, "work"), log: openOutputLog(dir, end.Dropped), end: &end, size: diskUsage(dir)}
 	}
 	return nil
 }
@@ -178,15 +205,35 @@ func (a *Agent) keptJob(id int64) *keptJob {
 	return a.kept[id]
 }
 
-// expireKept removes the records whose retention ended.
+// expireKept removes the records whose retention ended, and then, while
+// ended records take more than Config.JobKeepBytes, the ones that ended
+// first.
 func (a *Agent) expireKept(now time.Time) {
 	a.mu.Lock()
-	var gone []*keptJob
-	for id, k := range a.kept {
-		if _, _, end := k.state(); end != nil && now.Sub(end.At) > a.cfg.JobRetention {
-			delete(a.kept, id)
-			gone = append(gone, k)
+	type ended struct {
+		k    *keptJob
+		at   time.Time
+		size int64
+	}
+	var done []ended
+	var total int64
+	for _, k := range a.kept {
+		k.mu.Lock()
+		if k.end != nil {
+			done = append(done, ended{k, k.end.At, k.size})
+			total += k.size
 		}
+		k.mu.Unlock()
+	}
+	slices.SortFunc(done, func(x, y ended) int { return x.at.Compare(y.at) })
+	var gone []*keptJob
+	for _, e := range done {
+		if now.Sub(e.at) <= a.cfg.JobRetention && total <= a.cfg.JobKeepBytes {
+			break
+		}
+		delete(a.kept, e.k.id)
+		gone = append(gone, e.k)
+		total -= e.size
 	}
 	a.mu.Unlock()
 	for _, k := range gone {
@@ -194,6 +241,20 @@ func (a *Agent) expireKept(now time.Time) {
 			a.log.Warn("remove a detached job's output and files", "job", k.id, "err", err)
 		}
 	}
+}
+
+// diskUsage is the bytes of the regular files under dir.
+func diskUsage(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
 }
 
 // writeFileSync writes a small file and syncs it, so that a crash leaves

@@ -166,6 +166,8 @@ type logReader struct {
 	gen int
 	f   *os.File
 	off int64
+	// paused: f was closed at off (pause), to be opened again there.
+	paused bool
 }
 
 func (l *outputLog) reader() *logReader {
@@ -182,13 +184,18 @@ func (r *logReader) next() (stream byte, data []byte, wait <-chan struct{}, err 
 		if r.f == nil {
 			f, err := os.Open(outputFile(r.l.dir, r.gen))
 			if errors.Is(err, os.ErrNotExist) && r.gen < gen {
-				r.gen = max(gen-1, r.gen+1) // rotated away before it was opened
+				// Rotated away before it was opened: on with the oldest kept.
+				r.gen, r.off, r.paused = max(gen-1, r.gen+1), 0, false
 				continue
 			}
 			if err != nil {
 				return 0, nil, nil, err
 			}
-			r.f, r.off = f, 0
+			r.f = f
+			if !r.paused {
+				r.off = 0
+			}
+			r.paused = false
 		}
 		limit := size // published size of the newer file
 		if r.gen < gen {
@@ -205,6 +212,9 @@ func (r *logReader) next() (stream byte, data []byte, wait <-chan struct{}, err 
 			}
 			n := int64(binary.BigEndian.Uint32(h[1:]))
 			if n > maxRecord || r.off+recordHeader+n > limit {
+				if closed && r.gen == gen {
+					return 0, nil, nil, io.EOF // a record cut short at the end (a full disk, a crash)
+				}
 				return 0, nil, nil, errors.New("the output's record is damaged")
 			}
 			data := make([]byte, n)
@@ -226,8 +236,14 @@ func (r *logReader) next() (stream byte, data []byte, wait <-chan struct{}, err 
 	}
 }
 
-func (r *logReader) close() {
+// pause closes the reader's file; next opens it again where it was, or,
+// if the writer rotated it away meanwhile, the oldest file kept.
+func (r *logReader) pause() {
 	if r.f != nil {
 		r.f.Close()
+		r.f = nil
+		r.paused = true
 	}
 }
+
+func (r *logReader) close() { r.pause() }

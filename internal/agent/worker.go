@@ -56,7 +56,7 @@ func (j *jobRun) terminate(grace time.Duration, reason string) {
 	first := j.stopBy.IsZero()
 	j.stopBy, j.stopReason = by, reason
 	if j.job == nil {
-		// Not started yet: it never will.
+		// Not started yet: Exec does not start it.
 		if j.reason == "" {
 			j.reason = reason
 		}
@@ -108,6 +108,13 @@ func (j *jobRun) kill(reason string) {
 	if j.job != nil {
 		j.job.Kill()
 	}
+}
+
+// killReason is why the agent killed the job (or will, once started).
+func (j *jobRun) killReason() string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.reason
 }
 
 // signal passes a client's signal to the program: those a terminal or a
@@ -254,6 +261,19 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 			cleanup()
 		}
 	}()
+	var kept *keptJob
+	if claims.Detached {
+		if kept, err = a.keep(run); err != nil {
+			go a.reportEnd(claims.JobID, 1, "job record", true)
+			return userError(s, "the node could not keep a record of the detached job: %v", err)
+		}
+		folders.work = kept.work // the workspace outlives the job's folder
+		defer func() {
+			if job == nil {
+				a.discard(kept) // never started: nothing to keep
+			}
+		}()
+	}
 	if err := folders.make(uid); err != nil {
 		go a.reportEnd(claims.JobID, 1, "job folder", true)
 		return userError(s, "the node could not prepare the job's folder: %v", err)
@@ -280,9 +300,8 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 		return userError(s, "the node could not prepare the job's sandbox: %v", err)
 	}
 	spec.Stdout, spec.Stderr = output{s: s}, output{s: s, stderr: true}
-	var kept *keptJob
-	if claims.Detached {
-		if kept, err = a.keep(run, start.Manifest, workDir); err != nil {
+	if kept != nil {
+		if err := kept.begin(start.Manifest, a.cfg.JobOutputBytes); err != nil {
 			go a.reportEnd(claims.JobID, 1, "job record", true)
 			return userError(s, "the node could not keep the detached job's output: %v", err)
 		}
@@ -292,11 +311,12 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 	if a.simulated() {
 		run.fakeDir = folders.gpu
 	}
-	job, err = a.launcher.Start(spec)
-	if err != nil && kept != nil {
-		kept.log.write(streamStderr, []byte("hac: "+err.Error()+"\n"))
-		kept.ended(keptEnd{ExitCode: 127, Reason: "command not started", At: time.Now()})
+	if reason := run.killReason(); reason != "" {
+		// Stopped (hac cancel) while its files came: it never starts.
+		go a.reportEnd(claims.JobID, 143, reason, false)
+		return userError(s, "%s", reason)
 	}
+	job, err = a.launcher.Start(spec)
 	if errors.Is(err, runner.ErrSandbox) {
 		a.log.Error("job sandbox", "job", claims.JobID, "err", err)
 		go a.reportEnd(claims.JobID, 1, "sandbox", true)
@@ -335,11 +355,12 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 				a.log.Warn("job cleanup", "job", claims.JobID, "err", err)
 			}
 			reason := run.endReason()
-			go a.reportEnd(claims.JobID, exit.Code, reason, false)
 			a.log.Info("job ended", "job", claims.JobID, "exit", exit.Code, "reason", reason, "detached", true)
+			// The record first: whoever hears of the end finds it complete.
 			if err := kept.ended(keptEnd{ExitCode: int32(exit.Code), Signal: int32(exit.Signal), Reason: reason, At: time.Now()}); err != nil {
-				a.log.Warn("keep a detached job's files", "job", claims.JobID, "err", err)
+				a.log.Warn("keep a detached job's record", "job", claims.JobID, "err", err)
 			}
+			go a.reportEnd(claims.JobID, exit.Code, reason, false)
 		}()
 		return nil
 	}
@@ -620,8 +641,6 @@ func (w *worker) relayInput(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.
 			job.Resize(uint16(m.Resize.Rows), uint16(m.Resize.Cols))
 		case *hacv1.ExecRequest_Signal:
 			switch sig := syscall.Signal(m.Signal); sig {
-			default:
-				run.signal(sig)
 			case syscall.SIGTSTP, syscall.SIGCONT: // Ctrl+Z and fg: the whole tree
 				frozen := sig == syscall.SIGTSTP
 				if err := job.Suspend(frozen); err != nil {
@@ -630,6 +649,8 @@ func (w *worker) relayInput(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.
 				}
 				// The client stops itself once it hears this.
 				s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Suspended{Suspended: frozen}})
+			default:
+				run.signal(sig)
 			}
 		case *hacv1.ExecRequest_SyncDone:
 			return

@@ -329,5 +329,7 @@ root; --no-sandbox is only for a machine whose only user is you.`,
 	cfg.JobOutputBytes, cfg.JobRetention = agent.DefaultJobOutputBytes, agent.DefaultJobRetention
 	f.Var(sizeFlag{&cfg.JobOutputBytes}, "job-output", "how much of each detached job's output the node keeps: its last part (default 64MiB)")
 	f.DurationVar(&cfg.JobRetention, "job-retention", agent.DefaultJobRetention, "how long a detached job's output and files stay after it ended")
+	cfg.JobKeepBytes = agent.DefaultJobKeepBytes
+	f.Var(sizeFlag{&cfg.JobKeepBytes}, "job-keep-size", "bound on what the node keeps of ended detached jobs; the oldest go first (default 20GiB)")
 	return cmd
 }

@@ -524,12 +524,12 @@ func (b *broker) expire() {
 	var expired []int64
 	silent := map[string]time.Duration{}
 	b.beats.Lock()
-	var overdue []*jobState
+	overdue := map[*jobState]string{} // stopping jobs past their grace, with the reason
 	for id, j := range b.running {
 		if now.After(j.lease) {
 			expired = append(expired, id)
 		} else if o := j.stopping; o != nil && now.Sub(o.since) > o.grace+stopOverdue {
-			overdue = append(overdue, j)
+			overdue[j] = o.reason
 		}
 	}
 	for name, n := range b.nodes {
@@ -549,16 +549,13 @@ func (b *broker) expire() {
 		}
 		why := "lease expired: the client stopped renewing it"
 		if j.Detached {
-			why = "lease expired: its node stopped reporting it"
+			why = "lease expired: neither its client (before the start) nor its node (after) renewed it"
 		}
 		changes = append(changes, b.endLocked(id, store.JobLost, sql.NullInt64{}, why))
 	}
-	for _, j := range overdue {
+	for j, reason := range overdue {
 		if b.jobs[j.ID] == j {
-			b.beats.Lock()
-			reason := j.stopping.reason + " (its node did not report the end in time)"
-			b.beats.Unlock()
-			changes = append(changes, b.endLocked(j.ID, store.JobCanceled, sql.NullInt64{}, reason))
+			changes = append(changes, b.endLocked(j.ID, store.JobCanceled, sql.NullInt64{}, reason+" (its node did not report the end in time)"))
 		}
 	}
 	if err := b.settleLocked(changes...); err != nil {

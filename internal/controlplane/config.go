@@ -96,7 +96,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("controlplane: lease TTL %v is too short: use at least 1s", c.LeaseTTL)
 	case c.SuspendedLease < 0 || c.SuspendedLease > 7*24*time.Hour:
 		return fmt.Errorf("controlplane: suspended lease %v: use at most 168h (never less than the lease TTL is used)", c.SuspendedLease)
-	case c.HeartbeatInterval <= 0 || c.NodeLostAfter < 2*c.HeartbeatInterval:
+	case c.HeartbeatInterval <= 0 || c.LeaseTTL < 2*c.HeartbeatInterval:
+		return fmt.Errorf("controlplane: lease TTL %v must be at least twice the heartbeat interval %v (heartbeats keep detached jobs' leases)", c.LeaseTTL, c.HeartbeatInterval)
+	case c.NodeLostAfter < 2*c.HeartbeatInterval:
 		return fmt.Errorf("controlplane: node-lost timeout %v must be at least twice the heartbeat interval %v", c.NodeLostAfter, c.HeartbeatInterval)
 	case c.TicketTTL <= 0:
 		return errors.New("controlplane: ticket TTL must be positive")

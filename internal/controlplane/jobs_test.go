@@ -73,7 +73,7 @@ func TestDetachedLeaseAndStop(t *testing.T) {
 	}
 	clock.add(b.cfg.LeaseTTL + time.Second)
 	b.expire()
-	if row := storedJob(t, s, k.ID); row.State != store.JobLost || !strings.Contains(row.EndReason, "its node stopped reporting it") {
+	if row := storedJob(t, s, k.ID); row.State != store.JobLost || !strings.Contains(row.EndReason, "nor its node (after) renewed it") {
 		t.Fatalf("a detached job nobody reports ended %s: %s", row.State, row.EndReason)
 	}
 }
