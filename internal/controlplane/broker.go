@@ -165,6 +165,9 @@ func newBroker(ctx context.Context, cfg Config, st *store.Store, obs *observer) 
 				return err
 			}
 			js.lease, js.granted = now.Add(cfg.LeaseTTL), true
+			if !j.StopAt.IsZero() {
+				js.stopping = &stopOrder{since: j.StopAt, grace: j.StopGrace, reason: j.StopReason}
+			}
 			b.track(js)
 		}
 		return nil
@@ -799,12 +802,20 @@ func (b *broker) stop(id int64, grace time.Duration, reason string, may func(*jo
 		}
 		return b.copyLocked(j), nil
 	}
+	now := b.cfg.Now()
 	b.beats.Lock()
-	if j.stopping == nil || grace < j.stopping.grace-b.cfg.Now().Sub(j.stopping.since) {
+	shorter := j.stopping == nil || grace < j.stopping.grace-now.Sub(j.stopping.since)
+	if shorter {
 		// A second, shorter order wins; a longer one does not extend.
-		j.stopping = &stopOrder{since: b.cfg.Now(), grace: grace, reason: reason}
+		j.stopping = &stopOrder{since: now, grace: grace, reason: reason}
 	}
 	b.beats.Unlock()
+	if shorter {
+		// Kept, so that a restart of the control plane still sends it.
+		if err := b.settleLocked(b.queueLocked(func(tx *store.Tx) error { return tx.StopJob(id, now, grace, reason) }, nil)); err != nil {
+			return jobState{}, err
+		}
+	}
 	return b.copyLocked(j), nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -111,5 +112,30 @@ func TestDetachedJobNodeLost(t *testing.T) {
 	eventually(t, 30*time.Second, "the job to end lost", func() bool { return c.job(id).State == "lost" })
 	if j := c.job(id); !strings.Contains(j.EndReason, "node lost") {
 		t.Errorf("end reason %q", j.EndReason)
+	}
+}
+
+// TestCancelSurvivesRestart: hac cancel's order is kept by the control
+// plane, so that its node hears it even when the control plane restarted
+// before the node's next heartbeat.
+func TestCancelSurvivesRestart(t *testing.T) {
+	c := newCluster(t, "fake:1x80GiB")
+	env := c.serverEnv(c.register("web1", ""))
+	r := runHac(t, env, t.TempDir(), nil, "run", "-d", "--", "sh", "-c", `trap 'exit 5' TERM; while :; do sleep 0.1; done`)
+	id := strings.TrimSpace(r.stdout)
+	if r.code != 0 {
+		t.Fatalf("hac run -d: %+v", r)
+	}
+	agent := c.agents[0].cmd.Process
+	agent.Signal(syscall.SIGSTOP) // it hears nothing until the restart
+	r = runHac(t, env, "", nil, "cancel", "--no-wait", "--grace", "30s", id)
+	c.restartServe()
+	agent.Signal(syscall.SIGCONT)
+	if r.code != 0 {
+		t.Fatalf("hac cancel --no-wait: %+v", r)
+	}
+	eventually(t, 30*time.Second, "the job to end", func() bool { return c.job(id).State != "running" })
+	if j := c.job(id); j.State != "canceled" || j.ExitCode != 5 || !strings.Contains(j.EndReason, "hac cancel") {
+		t.Fatalf("after the restart the job ended %+v", j)
 	}
 }

@@ -138,7 +138,12 @@ type Job struct {
 	ExitCode    sql.NullInt64
 	EndReason   string
 	// Detached: the job runs without its client (hac run -d).
-	Detached   bool
+	Detached bool
+	// StopAt, StopGrace and StopReason are hac cancel's order to a
+	// running job; StopAt is zero without one.
+	StopAt     time.Time
+	StopGrace  time.Duration
+	StopReason string
 	Placements []Placement
 }
 
@@ -182,6 +187,12 @@ func (t *Tx) GrantJob(id int64, at time.Time, ps []Placement) error {
 	return nil
 }
 
+// StopJob records hac cancel's order to a running job.
+func (t *Tx) StopJob(id int64, at time.Time, grace time.Duration, reason string) error {
+	_, err := t.exec(`UPDATE jobs SET stop_at = ?, stop_grace_ns = ?, stop_reason = ? WHERE id = ?`, nanos(at), int64(grace), reason, id)
+	return err
+}
+
 // EndJob records a job's final state.
 func (t *Tx) EndJob(id int64, state string, at time.Time, exitCode sql.NullInt64, reason string) error {
 	_, err := t.exec(`UPDATE jobs SET state = ?, ended_at = ?, exit_code = ?, end_reason = ? WHERE id = ?`,
@@ -189,7 +200,7 @@ func (t *Tx) EndJob(id int64, state string, at time.Time, exitCode sql.NullInt64
 	return err
 }
 
-const jobColumns = `id, server_id, user_id, model, memory_mib, priority, command, client_pid, state, submitted_at, allocated_at, ended_at, exit_code, end_reason, detached FROM jobs`
+const jobColumns = `id, server_id, user_id, model, memory_mib, priority, command, client_pid, state, submitted_at, allocated_at, ended_at, exit_code, end_reason, detached, stop_at, stop_grace_ns, stop_reason FROM jobs`
 
 // Jobs returns jobs newest first: those in the given states (all when none),
 // of one user (all when userID is 0), at most limit.
@@ -232,13 +243,15 @@ func (t *Tx) scanJobs(rows *sql.Rows) ([]Job, error) {
 	for rows.Next() {
 		var j Job
 		var submitted int64
-		var allocated, ended sql.NullInt64
+		var allocated, ended, stopAt sql.NullInt64
+		var grace int64
 		if err := rows.Scan(&j.ID, &j.ServerID, &j.UserID, &j.Model, &j.MemoryMiB, &j.Priority, &j.Command, &j.ClientPID,
-			&j.State, &submitted, &allocated, &ended, &j.ExitCode, &j.EndReason, &j.Detached); err != nil {
+			&j.State, &submitted, &allocated, &ended, &j.ExitCode, &j.EndReason, &j.Detached, &stopAt, &grace, &j.StopReason); err != nil {
 			rows.Close()
 			return nil, err
 		}
 		j.SubmittedAt, j.AllocatedAt, j.EndedAt = time.Unix(0, submitted), fromNanos(allocated), fromNanos(ended)
+		j.StopAt, j.StopGrace = fromNanos(stopAt), time.Duration(grace)
 		jobs = append(jobs, j)
 	}
 	rows.Close()
