@@ -20,12 +20,8 @@ import (
 // fetch and cancel.
 
 // startedDetached tells how to reach a detached job that just started,
-// prints its id on stdout (for scripts: job=$(hac run -d ...)) and keeps
-// this machine's record of it for hac fetch.
-func (a *app) startedDetached(c *client.Conn, jobID, node, cwd string, m *hacv1.Manifest) {
-	if err := client.NewRecord(c.Addr, jobID, cwd, m).Save(); err != nil {
-		a.say("warning", "Could not keep a record of job %s on this machine (%v): hac fetch will need the folder named, as in hac fetch %s %s.", jobID, err, jobID, cwd)
-	}
+// and prints its id on stdout (for scripts: job=$(hac run -d ...)).
+func (a *app) startedDetached(jobID, node string) {
 	a.say("info", "Job %s runs detached on node %s. Follow its output with hac logs -f %s, reconnect with hac attach %s, bring its files back here with hac fetch %s, stop it with hac cancel %s.",
 		jobID, node, jobID, jobID, jobID, jobID)
 	fmt.Fprintln(a.stdout, jobID)

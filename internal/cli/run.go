@@ -8,10 +8,10 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
@@ -20,13 +20,8 @@ import (
 	"github.com/hac-project/hac/internal/catalog"
 	"github.com/hac-project/hac/internal/cli/output"
 	"github.com/hac-project/hac/internal/client"
-	"github.com/hac-project/hac/internal/ticket"
 	"github.com/hac-project/hac/internal/workspace"
 )
-
-// errSyncIncomplete means the program ended but the files it changed did
-// not all come back.
-var errSyncIncomplete = errors.New("the program ended, but the files it changed did not all come back (files already written are complete; run it again for the rest)")
 
 // Exit codes of hac run besides the program's own.
 const (
@@ -104,9 +99,6 @@ type runOptions struct {
 	priority  *int
 	detach    bool
 }
-
-// errStartedDetached ends a detached run's session once its program started.
-var errStartedDetached = errors.New("started detached")
 
 func (a *app) run(ctx context.Context, o runOptions) error {
 	argv, env := o.argv, o.env
@@ -190,17 +182,19 @@ func (a *app) run(ctx context.Context, o runOptions) error {
 	for i, wk := range grant.Workers {
 		a.say("info", "[%d/%d] Connecting to resources on the server (%s)...", i+1, len(grant.Workers), wk.Address)
 	}
-	code, err := a.execute(ctx, c, grant, argv, env, cwd, w.m, serverFiles{w.env, w.envRoot}, sigs, held)
+	prog := client.Program{Argv: argv, Env: env, Dir: cwd, Files: w.m, Server: w.env, ServerRoot: w.envRoot}
+	res, err := a.execute(ctx, c, grant, prog, sigs, held)
 	stopLease()
-	if errors.Is(err, errStartedDetached) {
+	code := res.Code
+	switch {
+	case err == nil && res.Detached:
+		a.startedDetached(jobID, grant.Workers[0].Node)
 		return nil // the job holds its resources on: no release
-	}
-	if errors.Is(err, errSyncIncomplete) {
+	case errors.Is(err, client.ErrSyncIncomplete):
 		release(&code)
 		a.say("error", "%v", err)
 		return exitCode(int(code))
-	}
-	if err != nil {
+	case err != nil:
 		release(nil)
 		return err
 	}
@@ -209,57 +203,35 @@ func (a *app) run(ctx context.Context, o runOptions) error {
 }
 
 // allocate waits for a grant, printing SPEC A3/A5/A6 lines as the wait
-// changes.
+// changes; --wait running out or Ctrl+C withdraws the request.
 func (a *app) allocate(ctx context.Context, c *client.Conn, o runOptions, sigs <-chan os.Signal) (*hacv1.Grant, error) {
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wait := o.wait
-	req := &hacv1.AllocateRequest{Server: c.Config.Server, Command: o.argv, ClientPid: int64(os.Getpid()), Detach: o.detach}
-	if o.priority != nil {
-		req.Priority, req.HasPriority = int32(*o.priority), true
-	}
-	stream, err := c.Accel.Allocate(actx, connect.NewRequest(req))
-	if err != nil {
-		return nil, err
-	}
-	defer stream.Close()
-	var gaveUp, interrupted bool
-	var mu sync.Mutex
-	if wait > 0 {
-		t := time.AfterFunc(wait, func() { mu.Lock(); gaveUp = true; mu.Unlock(); cancel() })
+	var gaveUp, interrupted atomic.Bool
+	if o.wait > 0 {
+		t := time.AfterFunc(o.wait, func() { gaveUp.Store(true); cancel() })
 		defer t.Stop()
 	}
 	go func() {
 		select {
 		case <-sigs:
-			mu.Lock()
-			interrupted = true
-			mu.Unlock()
+			interrupted.Store(true)
 			cancel()
 		case <-actx.Done():
 		}
 	}()
 	var last *hacv1.Waiting
-	for stream.Receive() {
-		switch ev := stream.Msg().Event.(type) {
-		case *hacv1.AllocateResponse_Grant:
-			return ev.Grant, nil
-		case *hacv1.AllocateResponse_Waiting:
-			a.sayWaiting(ev.Waiting, last)
-			last = ev.Waiting
-		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
+	grant, err := c.Allocate(actx, client.Allocation{Argv: o.argv, ClientPID: int64(os.Getpid()), Priority: o.priority, Detach: o.detach},
+		func(w *hacv1.Waiting) { a.sayWaiting(w, last); last = w })
 	switch {
-	case gaveUp:
-		return nil, &exitError{code: exitGaveUp, err: fmt.Errorf("gave up waiting for %s after %v (--wait)", catalog.DisplayName, wait)}
-	case interrupted:
+	case err == nil:
+		return grant, nil
+	case gaveUp.Load():
+		return nil, &exitError{code: exitGaveUp, err: fmt.Errorf("gave up waiting for %s after %v (--wait)", catalog.DisplayName, o.wait)}
+	case interrupted.Load():
 		return nil, exitCode(exitCanceled)
-	case stream.Err() != nil:
-		return nil, stream.Err()
 	}
-	return nil, errors.New("the control plane ended the request without a grant: try again")
+	return nil, err
 }
 
 func (a *app) sayWaiting(w, last *hacv1.Waiting) {
@@ -285,154 +257,76 @@ func (a *app) sayWaiting(w, last *hacv1.Waiting) {
 	}
 }
 
-// execute runs the program on one worker: upload, stdio, signals, exit
-// code, changed files.
-func (a *app) execute(ctx context.Context, c *client.Conn, grant *hacv1.Grant, argv, env []string, cwd string, m *hacv1.Manifest, osEnv serverFiles, sigs <-chan os.Signal, lease *client.Lease) (int32, error) {
-	wk, jobID := grant.Workers[0], grant.JobId
-	wc, err := client.Worker(wk)
-	if err != nil {
-		return 0, err
-	}
-	ectx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream := wc.Exec(ectx)
-	stream.RequestHeader().Set(ticket.Header, wk.Ticket)
+// execute runs the program on the grant's node, with this terminal: its
+// output here, and from here its input, its window size, Ctrl+C and the
+// other signals, Ctrl+Z.
+func (a *app) execute(ctx context.Context, c *client.Conn, grant *hacv1.Grant, prog client.Program, sigs <-chan os.Signal, lease *client.Lease) (client.ExecResult, error) {
 	in, isFile := a.stdin.(*os.File)
 	// A detached program has no terminal: no one is there to type.
 	tty := !grant.Detached && isFile && term.IsTerminal(int(in.Fd())) && term.IsTerminal(int(os.Stdout.Fd()))
-	start := &hacv1.Start{Ticket: wk.Ticket, Argv: argv, Env: env, Tty: tty, Manifest: m, Cwd: cwd, Environment: osEnv.env}
-	if tty {
+	if prog.TTY = tty; tty {
 		if cols, rows, err := term.GetSize(int(os.Stdout.Fd())); err == nil {
-			start.Window = &hacv1.WindowSize{Rows: uint32(rows), Cols: uint32(cols)}
+			prog.Window = &hacv1.WindowSize{Rows: uint32(rows), Cols: uint32(cols)}
 		}
 	}
-	var sendMu sync.Mutex
-	send := func(r *hacv1.ExecRequest) error {
-		sendMu.Lock()
-		defer sendMu.Unlock()
-		return stream.Send(r)
-	}
-	lost := func(err error) error {
-		return fmt.Errorf("lost the connection to %s on %s: %v", catalog.DisplayName, wk.Node, userMessage(err))
-	}
-	if err := send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Start{Start: start}}); err != nil {
-		return 0, lost(err)
-	}
-	msg, err := stream.Receive()
-	if err != nil {
-		return 0, lost(err)
-	}
-	if e := msg.GetError(); e != "" {
-		return 0, errors.New(e)
-	}
-	need := msg.GetNeedBlobs()
-	if need == nil {
-		return 0, errors.New("protocol error: the node did not ask for the workspace")
-	}
-	a.say("info", "Establishing links to the resources...")
-	sources := []client.BlobSource{{Root: cwd, Manifest: m}}
-	if osEnv.env != nil {
-		sources = append(sources, client.BlobSource{Root: osEnv.root, Manifest: osEnv.env.Layer})
-	}
-	if err := a.upload(sources, need.Sha256, send); err != nil {
-		return 0, lost(err)
-	}
-
+	ectx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var restore func()
-	defer func() {
+	unraw := func() {
 		if restore != nil {
 			restore()
+			restore = nil
 		}
-	}()
-	var stdinGate sync.RWMutex // held while the program is suspended (Ctrl+Z)
-	sync, err := workspace.NewSyncBack(cwd, m, jobID)
-	if err != nil {
-		return 0, err
 	}
-	var code int32
-	exited := false
-	frozen := make(chan bool, 1) // the node's answers to Ctrl+Z and fg
-	for {
-		msg, err := stream.Receive()
-		if err != nil {
-			sync.Finish()
-			if exited {
-				// The program is done, but not every file it changed came
-				// back: say so, and never exit 0 on that.
-				return max(code, 1), fmt.Errorf("%w: %v", errSyncIncomplete, lost(err))
-			}
-			return 0, lost(err)
-		}
-		switch r := msg.Msg.(type) {
-		case *hacv1.ExecResponse_Started:
-			if grant.Detached {
-				stream.CloseRequest()
-				sync.Finish()
-				a.startedDetached(c, jobID, wk.Node, cwd, m)
-				return 0, errStartedDetached
-			}
+	defer unraw()
+	var stdinGate sync.RWMutex // held while the program is suspended (Ctrl+Z)
+	return c.Exec(ectx, grant, prog, client.ExecIO{
+		Stdout: os.Stdout,
+		Stderr: a.stderr,
+		Progress: func(u *client.Upload) io.Writer {
+			a.say("info", "Establishing links to the resources...")
+			return a.progress(u)
+		},
+		Started: func(ctl *client.Control) {
 			a.say("info", "%s is ready to use.", catalog.DisplayName)
 			if tty {
 				if st, err := term.MakeRaw(int(in.Fd())); err == nil {
 					restore = func() { term.Restore(int(in.Fd()), st) }
 				}
-				go watchWindow(ectx, send)
+				go watchWindow(ectx, ctl)
 			}
-			go pumpStdin(ectx, a.stdin, func(r *hacv1.ExecRequest) error {
-				stdinGate.RLock() // held while the program is suspended
-				defer stdinGate.RUnlock()
-				return send(r)
-			})
+			go pumpStdin(ectx, a.stdin, ctl, &stdinGate)
 			if !tty { // on a terminal, Ctrl+Z is a key for the program's own terminal
-				go a.suspendOnCtrlZ(ectx, lease, send, frozen, &stdinGate)
+				go a.suspendOnCtrlZ(ectx, lease, ctl, &stdinGate)
 			}
-			go a.forwardSignals(ectx, sigs, send)
-		case *hacv1.ExecResponse_Stdout:
-			os.Stdout.Write(r.Stdout)
-		case *hacv1.ExecResponse_Stderr:
-			a.stderr.Write(r.Stderr)
-		case *hacv1.ExecResponse_Exited:
-			if restore != nil {
-				restore()
-				restore = nil
+			go a.forwardSignals(ectx, sigs, ctl)
+		},
+		Exited: func(e *hacv1.Exited) {
+			unraw()
+			if e.Reason != "" && e.Reason != "the client disconnected" {
+				a.say("error", "%s", e.Reason)
 			}
-			code, exited = r.Exited.ExitCode, true
-			if r.Exited.Reason != "" && r.Exited.Reason != "the client disconnected" {
-				a.say("error", "%s", r.Exited.Reason)
-			}
-		case *hacv1.ExecResponse_Changed:
-			if err := sync.Receive(r.Changed); err != nil {
-				a.say("warning", "%v", err)
-			}
-		case *hacv1.ExecResponse_Suspended:
-			select {
-			case frozen <- r.Suspended:
-			default:
-			}
-		case *hacv1.ExecResponse_ChangesDone:
-			for _, w := range sync.Finish() {
-				a.say("warning", "%s", w)
-			}
-			send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_SyncDone{SyncDone: true}})
-			stream.CloseRequest()
-			return code, nil
-		case *hacv1.ExecResponse_Error:
-			return 0, errors.New(r.Error)
-		}
-	}
+		},
+		Warn: func(msg string) { a.say("warning", "%s", msg) },
+	})
 }
 
-func pumpStdin(ctx context.Context, r io.Reader, send func(*hacv1.ExecRequest) error) {
+// pumpStdin sends this process's input to the program; it waits while
+// the program is suspended (gate).
+func pumpStdin(ctx context.Context, r io.Reader, ctl *client.Control, gate *sync.RWMutex) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
-			if send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Stdin{Stdin: append([]byte(nil), buf[:n]...)}}) != nil {
+			gate.RLock()
+			serr := ctl.Stdin(buf[:n])
+			gate.RUnlock()
+			if serr != nil {
 				return
 			}
 		}
 		if err != nil {
-			send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_CloseStdin{CloseStdin: true}})
+			ctl.CloseStdin()
 			return
 		}
 		if ctx.Err() != nil {
@@ -445,7 +339,7 @@ func pumpStdin(ctx context.Context, r io.Reader, send func(*hacv1.ExecRequest) e
 // Ctrl+C within killAfterInterrupts of the first kills the program's whole
 // tree, as srun does: a program that traps SIGINT can still be stopped
 // from the keyboard.
-func (a *app) forwardSignals(ctx context.Context, sigs <-chan os.Signal, send func(*hacv1.ExecRequest) error) {
+func (a *app) forwardSignals(ctx context.Context, sigs <-chan os.Signal, ctl *client.Control) {
 	var lastInterrupt time.Time
 	for {
 		select {
@@ -465,7 +359,7 @@ func (a *app) forwardSignals(ctx context.Context, sigs <-chan os.Signal, send fu
 				}
 				lastInterrupt = time.Now()
 			}
-			send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Signal{Signal: int32(sig)}})
+			ctl.Signal(sig)
 		}
 	}
 }
@@ -480,20 +374,10 @@ func (a *app) forwardSignals(ctx context.Context, sigs <-chan os.Signal, send fu
 // that nothing piles up in front of a frozen program. A client that is
 // not in the foreground of a terminal (a script, a service: no one to
 // continue it) does not stop.
-func (a *app) suspendOnCtrlZ(ctx context.Context, lease *client.Lease, send func(*hacv1.ExecRequest) error, frozen <-chan bool, stdinGate *sync.RWMutex) {
+func (a *app) suspendOnCtrlZ(ctx context.Context, lease *client.Lease, ctl *client.Control, stdinGate *sync.RWMutex) {
 	stops := make(chan os.Signal, 1)
 	signal.Notify(stops, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
 	defer signal.Stop(stops)
-	answer := func() (bool, string) { // the node's answer to the last request
-		select {
-		case ok := <-frozen:
-			return ok, ""
-		case <-time.After(5 * time.Second):
-			return false, "the node did not answer (an older hac agent?)"
-		case <-ctx.Done():
-			return false, "the run ended"
-		}
-	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -509,24 +393,18 @@ func (a *app) suspendOnCtrlZ(ctx context.Context, lease *client.Lease, send func
 			continue
 		}
 		stdinGate.Lock()
-		drain(frozen)
-		send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Signal{Signal: int32(syscall.SIGTSTP)}})
 		// Stop only once the node has frozen the program: a stopped
 		// process sends nothing, not even what it queued.
-		if ok, why := answer(); !ok {
-			if why == "" {
-				why = "the node could not freeze the program"
-			}
+		if ok, why := ctl.Freeze(true); !ok {
 			a.say("warning", "Not suspended: %s.", why)
-			send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Signal{Signal: int32(syscall.SIGCONT)}}) // if it froze late
+			ctl.Freeze(false) // if it froze late
 			stdinGate.Unlock()
 			lease.Suspend(ctx, false)
 			continue
 		}
 		a.say("info", "The program is suspended; fg resumes it (its GPUs stay held meanwhile, for up to %v).", lease.SuspendedFor())
 		stopUntilContinued()
-		send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Signal{Signal: int32(syscall.SIGCONT)}})
-		answer() // thawed: drop the answer, so that the next Ctrl+Z reads its own
+		ctl.Freeze(false) // thawed: its answer read, so that the next Ctrl+Z reads its own
 		stdinGate.Unlock()
 		lease.Suspend(ctx, false)
 		drain(stops) // a second Ctrl+Z typed while this one was on its way
@@ -569,7 +447,7 @@ func drain[T any](ch <-chan T) {
 // killAfterInterrupts is how soon a second Ctrl+C kills the program (SPEC A12).
 const killAfterInterrupts = 2 * time.Second
 
-func watchWindow(ctx context.Context, send func(*hacv1.ExecRequest) error) {
+func watchWindow(ctx context.Context, ctl *client.Control) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGWINCH)
 	defer signal.Stop(ch)
@@ -579,7 +457,7 @@ func watchWindow(ctx context.Context, send func(*hacv1.ExecRequest) error) {
 			return
 		case <-ch:
 			if cols, rows, err := term.GetSize(int(os.Stdout.Fd())); err == nil {
-				send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Resize{Resize: &hacv1.WindowSize{Rows: uint32(rows), Cols: uint32(cols)}}})
+				ctl.Resize(uint16(rows), uint16(cols))
 			}
 		}
 	}
