@@ -15,8 +15,9 @@ import (
 	"github.com/hac-project/hac/internal/workspace"
 )
 
-// The worker API of detached jobs: Output (hac logs), Attach (hac attach)
-// and Fetch (hac fetch), each with a ticket of OpenJob for that access.
+// The worker API of started jobs: Output (hac logs), Attach (hac attach)
+// and, for detached ones, Fetch (hac fetch), each with a ticket of
+// OpenJob for that access.
 
 // opened returns the detached job a ticket of OpenJob names, if the
 // ticket (in the header, checked, and in the body) is for access.
@@ -26,6 +27,9 @@ func (w *worker) opened(ctx context.Context, access, header, body string) (*kept
 		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("this ticket is not for the job's %s: ask again (hac logs, hac attach, hac fetch do)", access))
 	}
 	k := w.a.keptJob(c.JobID)
+	if k != nil && k.output() == nil {
+		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("job %d is still being prepared on node %s: try again in a moment", c.JobID, w.a.cfg.Name))
+	}
 	if k == nil {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("node %s has no output or files of job %d: a node keeps them from the job's start until %v after its end, or less when newer jobs need the room",
 			w.a.cfg.Name, c.JobID, w.a.cfg.JobRetention))
@@ -91,9 +95,10 @@ const outputBatch = 256 << 10
 // is on its way: a client that stops reading holds no file (a rotated one
 // would stay on disk).
 func (k *keptJob) streamOutput(ctx context.Context, follow bool, send func(*hacv1.OutputResponse) error) error {
-	r := k.log.reader()
+	log := k.output()
+	r := log.reader()
 	defer r.close()
-	if _, _, dropped, _, _ := k.log.state(); dropped > 0 {
+	if _, _, dropped, _, _ := log.state(); dropped > 0 {
 		if err := send(&hacv1.OutputResponse{Msg: &hacv1.OutputResponse_Dropped{Dropped: dropped}}); err != nil {
 			return err
 		}
@@ -154,6 +159,9 @@ func (w *worker) Fetch(ctx context.Context, req *connect.Request[hacv1.FetchRequ
 	k, err := w.opened(ctx, ticket.AccessFetch, req.Header().Get(TicketHeader), req.Msg.Ticket)
 	if err != nil {
 		return err
+	}
+	if k.work == "" {
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("job %d ran attached: its files went back to its hac run", k.id))
 	}
 	if _, err := os.Lstat(k.work); err != nil {
 		return connect.NewError(connect.CodeNotFound, fmt.Errorf("job %d's files are gone from node %s", k.id, w.a.cfg.Name))

@@ -16,9 +16,9 @@ import (
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 )
 
-// Detached jobs (hac run -d) run without their client. The node keeps
-// what the client would have had: the program's output (the last
-// Config.JobOutputBytes of it) and its workspace, from its start until
+// A node keeps every job's output (the last Config.JobOutputBytes of it:
+// hac logs), and for detached jobs (hac run -d), which run without their
+// client, their workspace too (hac fetch), from the start until
 // Config.JobRetention after its end, or until newer records need the room
 // (Config.JobKeepBytes for all of them on the node). Each lives in
 // DataDir/kept/JOB: output.N (outputLog), manifest.pb (what the client
@@ -43,10 +43,10 @@ const (
 type keptJob struct {
 	id   int64
 	dir  string
-	work string // the workspace
-	log  *outputLog
+	work string // the workspace; empty for an attached job's
 
 	mu   sync.Mutex
+	log  *outputLog // set once the job is prepared (begin)
 	run  *jobRun  // nil once the program ended
 	end  *keptEnd // nil while it runs
 	size int64    // bytes on disk, once it ended
@@ -65,9 +65,9 @@ type keptEnd struct {
 
 func (a *Agent) keptDir() string { return filepath.Join(a.cfg.DataDir, "kept") }
 
-// keep starts the record of a detached job about to be prepared: its
+// keep starts the record of a job about to be prepared: a detached job's
 // workspace goes to the record's work/ (made by the job's folders).
-func (a *Agent) keep(run *jobRun) (*keptJob, error) {
+func (a *Agent) keep(run *jobRun, detached bool) (*keptJob, error) {
 	dir := filepath.Join(a.keptDir(), strconv.FormatInt(run.id, 10))
 	if _, err := os.Lstat(dir); err == nil {
 		return nil, errors.New("the node already has a record of this job")
@@ -75,25 +75,43 @@ func (a *Agent) keep(run *jobRun) (*keptJob, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	k := &keptJob{id: run.id, dir: dir, work: filepath.Join(dir, "work"), run: run}
+	k := &keptJob{id: run.id, dir: dir, run: run}
+	if detached {
+		k.work = filepath.Join(dir, "work")
+	}
 	a.mu.Lock()
 	a.kept[run.id] = k
 	a.mu.Unlock()
 	return k, nil
 }
 
-// begin records what the client uploaded and opens the output log, once
-// the workspace is in place.
+// begin opens the output log and, for a detached job, records what the
+// client uploaded, once the workspace is in place.
 func (k *keptJob) begin(m *hacv1.Manifest, outputBytes int64) error {
-	raw, err := proto.Marshal(m)
-	if err == nil {
-		err = writeFileSync(filepath.Join(k.dir, "manifest.pb"), raw)
+	if k.work != "" {
+		raw, err := proto.Marshal(m)
+		if err == nil {
+			err = writeFileSync(filepath.Join(k.dir, "manifest.pb"), raw)
+		}
+		if err != nil {
+			return err
+		}
 	}
+	log, err := newOutputLog(k.dir, outputBytes)
 	if err != nil {
 		return err
 	}
-	k.log, err = newOutputLog(k.dir, outputBytes)
-	return err
+	k.mu.Lock()
+	k.log = log
+	k.mu.Unlock()
+	return nil
+}
+
+// output is the job's output log; nil while the job is being prepared.
+func (k *keptJob) output() *outputLog {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.log
 }
 
 // discard drops the record of a job that never started.
@@ -104,19 +122,23 @@ func (a *Agent) discard(k *keptJob) {
 	os.RemoveAll(k.dir)
 }
 
-// ended records the program's end; followers hear it.
+// ended records the program's end; followers hear it. A detached job's
+// end is synced to the disk (its record is all there is of it).
 func (k *keptJob) ended(e keptEnd) error {
-	_, _, dropped, _, _ := k.log.state()
+	log := k.output()
+	_, _, dropped, _, _ := log.state()
 	e.Dropped = dropped
 	raw, err := json.Marshal(e)
-	if err == nil {
+	if err == nil && k.work != "" {
 		err = writeFileSync(filepath.Join(k.dir, "end.json"), raw)
+	} else if err == nil {
+		err = os.WriteFile(filepath.Join(k.dir, "end.json"), raw, 0o600)
 	}
 	size := diskUsage(k.dir)
 	k.mu.Lock()
 	k.run, k.end, k.size = nil, &e, size
 	k.mu.Unlock()
-	k.log.close()
+	log.close()
 	return err
 }
 
@@ -180,7 +202,7 @@ func (a *Agent) loadKept() error {
 	for _, e := range entries {
 		id, err := strconv.ParseInt(e.Name(), 10, 64)
 		dir := filepath.Join(a.keptDir(), e.Name())
-		if _, serr := os.Stat(filepath.Join(dir, "manifest.pb")); err != nil || id <= 0 || serr != nil {
+		if err != nil || id <= 0 || !hasOutput(dir) {
 			os.RemoveAll(dir) // not a record, or one of a job that never started
 			continue
 		}
@@ -192,7 +214,11 @@ func (a *Agent) loadKept() error {
 				writeFileSync(filepath.Join(dir, "end.json"), raw)
 			}
 		}
-		a.kept[id] = &keptJob{id: id, dir: dir, work: filepath.Join(dir, "work"), log: openOutputLog(dir, end.Dropped), end: &end, size: diskUsage(dir)}
+		k := &keptJob{id: id, dir: dir, log: openOutputLog(dir, end.Dropped), end: &end, size: diskUsage(dir)}
+		if _, err := os.Stat(filepath.Join(dir, "manifest.pb")); err == nil {
+			k.work = filepath.Join(dir, "work") // a detached job's
+		}
+		a.kept[id] = k
 	}
 	return nil
 }
@@ -241,6 +267,12 @@ func (a *Agent) expireKept(now time.Time) {
 			a.log.Warn("remove a detached job's output and files", "job", k.id, "err", err)
 		}
 	}
+}
+
+// hasOutput reports whether dir holds an output log's file.
+func hasOutput(dir string) bool {
+	m, _ := filepath.Glob(filepath.Join(dir, "output.*"))
+	return len(m) > 0
 }
 
 // diskUsage is the bytes of the regular files under dir.

@@ -261,18 +261,19 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 			cleanup()
 		}
 	}()
-	var kept *keptJob
-	if claims.Detached {
-		if kept, err = a.keep(run); err != nil {
-			go a.reportEnd(claims.JobID, 1, "job record", true)
-			return userError(s, "the node could not keep a record of the detached job: %v", err)
+	// Every job's output is kept (hac logs); a detached job's workspace too.
+	kept, err := a.keep(run, claims.Detached)
+	if err != nil {
+		go a.reportEnd(claims.JobID, 1, "job record", true)
+		return userError(s, "the node could not keep a record of the job: %v", err)
+	}
+	defer func() {
+		if job == nil {
+			a.discard(kept) // never started: nothing to keep
 		}
+	}()
+	if claims.Detached {
 		folders.work = kept.work // the workspace outlives the job's folder
-		defer func() {
-			if job == nil {
-				a.discard(kept) // never started: nothing to keep
-			}
-		}()
 	}
 	if err := folders.make(uid); err != nil {
 		go a.reportEnd(claims.JobID, 1, "job folder", true)
@@ -300,13 +301,17 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 		return userError(s, "the node could not prepare the job's sandbox: %v", err)
 	}
 	spec.Stdout, spec.Stderr = output{s: s}, output{s: s, stderr: true}
-	if kept != nil {
-		if err := kept.begin(start.Manifest, a.cfg.JobOutputBytes); err != nil {
-			go a.reportEnd(claims.JobID, 1, "job record", true)
-			return userError(s, "the node could not keep the detached job's output: %v", err)
-		}
+	if err := kept.begin(start.Manifest, a.cfg.JobOutputBytes); err != nil {
+		go a.reportEnd(claims.JobID, 1, "job record", true)
+		return userError(s, "the node could not keep the job's output: %v", err)
+	}
+	if claims.Detached {
 		// No client, so no terminal: the output goes to the node's record.
 		spec.TTY, spec.Stdout, spec.Stderr = false, kept.log.writer(streamStdout), kept.log.writer(streamStderr)
+	} else {
+		// The record first: a client that goes does not stop the copy.
+		spec.Stdout = io.MultiWriter(kept.log.writer(streamStdout), spec.Stdout)
+		spec.Stderr = io.MultiWriter(kept.log.writer(streamStderr), spec.Stderr)
 	}
 	if a.simulated() {
 		run.fakeDir = folders.gpu
@@ -342,7 +347,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 	}
 	s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Started{Started: &hacv1.Started{Pid: int64(job.Pid())}}})
 	a.log.Info("job started", "job", claims.JobID, "pid", job.Pid(), "gpus", claims.GPUs, "isolation", job.Isolation(), "cgroup", job.Cgroup(), "detached", claims.Detached)
-	if kept != nil {
+	if claims.Detached {
 		// The client may go: the job runs on, and what it holds goes
 		// when its program ends.
 		job.Stdin().Close()
@@ -380,6 +385,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 	reason = run.endReason()
 	go a.reportEnd(claims.JobID, exit.Code, reason, false)
 	a.log.Info("job ended", "job", claims.JobID, "exit", exit.Code, "reason", reason)
+	go kept.ended(keptEnd{ExitCode: int32(exit.Code), Signal: int32(exit.Signal), Reason: reason, At: time.Now()})
 	select {
 	case <-clientGone:
 		return nil

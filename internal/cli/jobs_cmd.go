@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
+	"github.com/hac-project/hac/internal/cli/output"
 	"github.com/hac-project/hac/internal/client"
 )
 
@@ -37,11 +38,11 @@ func (a *app) logsCmd() *cobra.Command {
 	var follow bool
 	cmd := &cobra.Command{
 		Use:   "logs [-f] JOB",
-		Short: "Show the output of a detached job (hac run -d)",
-		Long: `Show what a detached job's program wrote, stdout to stdout and stderr to
-stderr, as its node kept it: the last part (64 MiB unless the node's
-operator chose otherwise), for a while after the job ended (a day unless
-chosen otherwise). With -f, follow the output until the program ends.`,
+		Short: "Show the output of a job, attached or detached (hac run -d)",
+		Long: `Show what a job's program wrote, stdout to stdout and stderr to stderr,
+as its node kept it: the last part (64 MiB unless the node's operator
+chose otherwise), for a while after the job ended (a day unless chosen
+otherwise). With -f, follow the output until the program ends.`,
 		Example: `  hac logs 42
   hac logs -f 42 | grep loss`,
 		Args: cobra.ExactArgs(1),
@@ -64,8 +65,8 @@ chosen otherwise). With -f, follow the output until the program ends.`,
 func (a *app) attachCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "attach JOB",
-		Short: "Reconnect to a running detached job: its output, and Ctrl+C for its program",
-		Long: `Follow a running detached job's output, as hac logs -f does, and pass
+		Short: "Reconnect to a running job: its output, and Ctrl+C for its program",
+		Long: `Follow a running job's output, as hac logs -f does, and pass
 Ctrl+C (SIGINT; a second one within 2 s kills the program's whole tree)
 and Ctrl+\ (SIGQUIT) to its program. Closing the terminal, or SIGTERM,
 leaves without stopping it. When the program ends, hac attach exits with
@@ -283,4 +284,59 @@ func bytesIn(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d bytes", n)
+}
+
+func (a *app) jobCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "job", Short: "Show one job"}
+	var format string
+	show := &cobra.Command{
+		Use:   "show JOB",
+		Short: "Show one job whole: its state, times, GPUs, node, end",
+		Example: `  hac job show 42
+  hac job show 42 -o json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := output.CheckFormat(format); err != nil {
+				return usageError{err}
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			j, err := c.GetJob(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return output.WriteDetail(a.stdout, format, jobDetail(j, time.Now()), j)
+		},
+	}
+	show.Flags().StringVarP(&format, "output", "o", "table", "table, json or yaml")
+	cmd.AddCommand(show)
+	return cmd
+}
+
+// jobDetail is hac job show's text.
+func jobDetail(j *hacv1.Job, now time.Time) output.Detail {
+	d := output.Detail{
+		{"Job", j.Id}, {"Server", j.User + "/" + j.Server}, {"Command", j.Command}, {"State", j.State},
+		{"Mode", mode(j)}, {"Model", fmt.Sprintf("%s (%s)", j.Model, mib(j.MemoryMib))}, {"Priority", fmt.Sprint(j.Priority)},
+		{"Submitted", when(j.SubmittedAt)}, {"Waited", waited(j, now)}, {"Started", when(j.AllocatedAt)}, {"Ran", heldFor(j, now)},
+		{"Ended", when(j.EndedAt)}, {"Exit code", exitCell(j)},
+	}
+	if j.EndReason != "" {
+		d = append(d, [2]string{"End reason", j.EndReason})
+	}
+	if j.StoppingSince != nil && !client.Ended(j) {
+		d = append(d, [2]string{"Stopping since", when(j.StoppingSince)})
+	}
+	if j.WaitReason != "" {
+		d = append(d, [2]string{"Waiting for", queueReason(j)})
+	}
+	for i, p := range j.Placements {
+		d = append(d, [2]string{fmt.Sprintf("GPU %d", i), fmt.Sprintf("%s on %s, %s", p.GpuUuid, p.Node, mib(p.MemoryMib))})
+	}
+	if j.State == "running" {
+		d = append(d, [2]string{"Program pid", fmt.Sprintf("%d on %s", j.Pid, firstNode(j))}, [2]string{"GPU memory used", mib(j.UsedMib)})
+	}
+	return d
 }

@@ -73,29 +73,64 @@ func (a *app) nodesCmd() *cobra.Command {
 
 // jobsTable is hac jobs' listing.
 func jobsTable(jobs []*hacv1.Job, now time.Time) output.Table {
-	t := output.Table{Header: []string{"JOB", "SERVER", "MODEL", "STATE", "EXIT", "SUBMITTED", "DURATION", "ENDED", "MODE", "NODE", "GPUS", "COMMAND"},
-		Wide: []string{"ENDED", "MODE", "NODE", "GPUS"}}
+	t := output.Table{Header: []string{"JOB", "SERVER", "MODEL", "STATE", "EXIT", "SUBMITTED", "WAIT", "RUN", "GPUS", "ENDED", "MODE", "NODE", "GPU UUIDS", "COMMAND"},
+		Wide: []string{"ENDED", "MODE", "NODE", "GPU UUIDS"}}
 	for _, j := range jobs {
-		exit := "-"
-		if j.HasExitCode {
-			exit = fmt.Sprint(j.ExitCode)
+		var uuids []string
+		for _, p := range j.Placements {
+			uuids = append(uuids, p.GpuUuid)
 		}
-		var gpus []string
-		node := "-"
-		for i, p := range j.Placements {
-			gpus = append(gpus, p.GpuUuid)
-			if i == 0 {
-				node = p.Node
-			}
-		}
-		mode := "attached"
-		if j.Detached {
-			mode = "detached"
-		}
-		t.Rows = append(t.Rows, []string{j.Id, j.User + "/" + j.Server, j.Model, j.State, exit, when(j.SubmittedAt), heldFor(j, now),
-			when(j.EndedAt), mode, node, strings.Join(gpus, ","), j.Command})
+		t.Rows = append(t.Rows, []string{j.Id, j.User + "/" + j.Server, j.Model, j.State, exitCell(j), when(j.SubmittedAt), waited(j, now), heldFor(j, now),
+			fmt.Sprint(len(j.Placements)), when(j.EndedAt), mode(j), firstNode(j), strings.Join(uuids, ","), j.Command})
 	}
 	return t
+}
+
+func exitCell(j *hacv1.Job) string {
+	if j.HasExitCode {
+		return fmt.Sprint(j.ExitCode)
+	}
+	return "-"
+}
+
+func mode(j *hacv1.Job) string {
+	if j.Detached {
+		return "detached"
+	}
+	return "attached"
+}
+
+func firstNode(j *hacv1.Job) string {
+	if len(j.Placements) > 0 {
+		return j.Placements[0].Node
+	}
+	return "-"
+}
+
+// span says a duration as listings do: 45s, 3m05s, 1h02m.
+func span(d time.Duration) string {
+	d = d.Round(time.Second)
+	switch {
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	case d >= time.Minute:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	}
+	return fmt.Sprintf("%ds", int(d.Seconds()))
+}
+
+// waited says how long a job waited for its GPUs (so far, if it waits).
+func waited(j *hacv1.Job, now time.Time) string {
+	if j.SubmittedAt == nil {
+		return "-"
+	}
+	switch {
+	case j.AllocatedAt != nil:
+		return span(j.AllocatedAt.AsTime().Sub(j.SubmittedAt.AsTime()))
+	case j.EndedAt != nil:
+		return span(j.EndedAt.AsTime().Sub(j.SubmittedAt.AsTime()))
+	}
+	return span(now.Sub(j.SubmittedAt.AsTime()))
 }
 
 // heldFor says how long a job held (or has held) its GPUs: what it is
@@ -108,27 +143,52 @@ func heldFor(j *hacv1.Job, now time.Time) string {
 	if j.EndedAt != nil {
 		end = j.EndedAt.AsTime()
 	}
-	d := end.Sub(j.AllocatedAt.AsTime()).Round(time.Second)
-	switch {
-	case d >= time.Hour:
-		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
-	case d >= time.Minute:
-		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
-	}
-	return fmt.Sprintf("%ds", int(d.Seconds()))
+	return span(end.Sub(j.AllocatedAt.AsTime()))
 }
 
 func (a *app) jobsCmd() *cobra.Command {
-	var limit int32
+	var req hacv1.ListJobsRequest
+	var since string
 	cmd := a.listCmd("jobs", "List recent jobs, newest first", func(cmd *cobra.Command, c *client.Conn) (output.Table, any, error) {
-		resp, err := c.Pool.ListJobs(cmd.Context(), connect.NewRequest(&hacv1.ListJobsRequest{Limit: limit}))
+		if since != "" {
+			t, err := parseSince(since, time.Now())
+			if err != nil {
+				return output.Table{}, nil, usageError{err}
+			}
+			req.Since = timestamppb.New(t)
+		}
+		resp, err := c.Pool.ListJobs(cmd.Context(), connect.NewRequest(&req))
 		if err != nil {
 			return output.Table{}, nil, err
 		}
 		return jobsTable(resp.Msg.Jobs, time.Now()), resp.Msg, nil
 	})
-	cmd.Flags().Int32Var(&limit, "limit", 20, "how many jobs")
+	cmd.Long = `List recent jobs, newest first: state, exit code, how long each waited
+for its GPUs and held them (what is billed), how many GPUs. A server's
+token lists that server's jobs; an admin's anyone's.`
+	cmd.Example = `  hac jobs
+  hac jobs --state running --state queued
+  hac jobs --since 24h -o wide
+  hac jobs --server web1 -o json | jq '.jobs[].exitCode'`
+	cmd.Flags().Int32Var(&req.Limit, "limit", 20, "how many jobs")
+	cmd.Flags().StringSliceVar(&req.States, "state", nil, "only jobs in this state: queued, running, completed, failed, canceled, lost (repeatable)")
+	cmd.Flags().StringVar(&since, "since", "", "only jobs submitted since then: a duration ago (24h, 90m) or a date (2026-12-01, 2026-12-01T15:04)")
+	cmd.Flags().StringVar(&req.Server, "server", "", "only this server's jobs")
+	cmd.Flags().StringVar(&req.User, "user", "", "only this user's jobs (admins)")
 	return cmd
+}
+
+// parseSince reads --since: a duration before now, or a date or time.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	for _, layout := range []string{time.RFC3339, "2006-01-02T15:04", "2006-01-02 15:04", time.DateOnly} {
+		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("--since %q: give a duration ago (24h, 90m) or a date (2026-12-01, 2026-12-01T15:04)", s)
 }
 
 // queueReason says where a job of hac queue stands, as squeue's REASON.

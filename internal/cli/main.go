@@ -174,6 +174,6 @@ func (a *app) rootCmd() *cobra.Command {
 	pf.StringVar(&a.server, "server", "", "server whose accelerator to use, with a user token (default: HAC_SERVER, then the config file)")
 	defer markUsageErrors(root)
 	root.AddCommand(a.serveCmd(), a.agentCmd(), a.nodeCmd(), a.runCmd(), a.envCmd(), a.smiCmd(), a.switchModelCmd(), a.serverCmd(),
-		a.logsCmd(), a.attachCmd(), a.fetchCmd(), a.cancelCmd(), a.keypairCmd(), a.portForwardCmd(), a.firewallCmd(), a.nodesCmd(), a.jobsCmd(), a.queueCmd(), a.userCmd(), a.imageCmd(), a.referenceModelCmd(), a.versionCmd())
+		a.jobCmd(), a.logsCmd(), a.attachCmd(), a.fetchCmd(), a.cancelCmd(), a.keypairCmd(), a.portForwardCmd(), a.firewallCmd(), a.nodesCmd(), a.jobsCmd(), a.queueCmd(), a.userCmd(), a.imageCmd(), a.referenceModelCmd(), a.versionCmd())
 	return root
 }

@@ -50,6 +50,11 @@ func TestListingFormats(t *testing.T) {
 		}
 		golden(t, "jobs."+format+".golden", b.Bytes())
 	}
+	var b bytes.Buffer
+	if err := output.WriteDetail(&b, "table", jobDetail(resp.Jobs[0], time.Date(2026, 12, 1, 11, 0, 2, 0, time.UTC)), resp.Jobs[0]); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "job-show.golden", b.Bytes())
 }
 
 // TestOutputDocumented: docs/output.md lists every field that -o json and

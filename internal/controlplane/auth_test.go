@@ -60,10 +60,10 @@ func TestRefusalsSayWhoAndWhat(t *testing.T) {
 	ctx := context.Background()
 	httpc := apiclient.New(s.Pin())
 	pool := hacv1connect.NewPoolServiceClient(httpc, url, connect.WithInterceptors(apiclient.Bearer(toks[0])))
-	_, err := pool.ListJobs(ctx, connect.NewRequest(&hacv1.ListJobsRequest{}))
+	_, err := pool.ListNodes(ctx, connect.NewRequest(&hacv1.ListNodesRequest{}))
 	if connect.CodeOf(err) != connect.CodePermissionDenied || !strings.Contains(err.Error(), "server token of user admin") ||
-		!strings.Contains(err.Error(), "ListJobs") || !strings.Contains(err.Error(), "user token") {
-		t.Errorf("a server token's ListJobs: %v", err)
+		!strings.Contains(err.Error(), "ListNodes") || !strings.Contains(err.Error(), "user token") {
+		t.Errorf("a server token's ListNodes: %v", err)
 	}
 	acc := hacv1connect.NewAcceleratorServiceClient(httpc, url, connect.WithInterceptors(apiclient.Bearer(toks[0])))
 	_, err = acc.GetAccelerator(ctx, connect.NewRequest(&hacv1.GetAcceleratorRequest{Server: "dev"}))

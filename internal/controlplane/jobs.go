@@ -100,8 +100,8 @@ func (a acceleratorService) OpenJob(ctx context.Context, req *connect.Request[ha
 func mayOpen(j jobState, access string) error {
 	id := j.ID
 	switch {
-	case !j.Detached:
-		return fmt.Errorf("%w: job %d ran attached to its hac run, whose terminal had its output and which brought its files back; only a job started with hac run -d keeps them on its node", ErrInvalid, id)
+	case access == ticket.AccessFetch && !j.Detached:
+		return fmt.Errorf("%w: job %d ran attached: its files came back to its hac run as it ended; hac fetch is for jobs started with hac run -d", ErrInvalid, id)
 	case j.State == store.JobQueued:
 		return fmt.Errorf("%w: job %d still waits for the pool (hac queue); it has no output yet", ErrInvalid, id)
 	case len(j.Placements) == 0:

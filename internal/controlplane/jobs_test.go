@@ -1,12 +1,22 @@
 package controlplane
 
 import (
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+	hacv1 "github.com/hac-project/hac/gen/hac/v1"
+	"github.com/hac-project/hac/gen/hac/v1/hacv1connect"
+	"github.com/hac-project/hac/internal/apiclient"
 	"github.com/hac-project/hac/internal/store"
+	"github.com/hac-project/hac/internal/token"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // testClock is a clock a test moves.
@@ -89,4 +99,91 @@ func storedJob(t *testing.T, s *Server, id int64) store.Job {
 		t.Fatal(err)
 	}
 	return j
+}
+
+// TestListJobsFilters: hac jobs' filters, and who sees what: a server
+// token its own server's jobs only (even of an admin), a user no one
+// else's.
+func TestListJobsFilters(t *testing.T) {
+	url, toks, s := testPlane(t, store.Normal, 1, 2)
+	srv0, srv1 := serverByToken(t, s, toks[0]), serverByToken(t, s, toks[1])
+	a, err := s.broker.submit(srv0, 16384, 0, "a", 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.broker.end(a.ID, store.JobCompleted, sql.NullInt64{Valid: true}, "program exited")
+	if _, err := s.broker.submit(srv1, 16384, 0, "b", 0, false); err != nil {
+		t.Fatal(err)
+	}
+	list := func(tok string, req *hacv1.ListJobsRequest) ([]string, error) {
+		pool := hacv1connect.NewPoolServiceClient(apiclient.New(s.Pin()), url, connect.WithInterceptors(apiclient.Bearer(tok)))
+		resp, err := pool.ListJobs(t.Context(), connect.NewRequest(req))
+		if err != nil {
+			return nil, err
+		}
+		var cmds []string
+		for _, j := range resp.Msg.Jobs {
+			cmds = append(cmds, j.Command)
+		}
+		return cmds, nil
+	}
+	admin := adminToken(t, s)
+	for _, c := range []struct {
+		tok  string
+		req  *hacv1.ListJobsRequest
+		want string
+	}{
+		{toks[0], &hacv1.ListJobsRequest{}, "[a]"},
+		{toks[1], &hacv1.ListJobsRequest{}, "[b]"},
+		{admin, &hacv1.ListJobsRequest{}, "[b a]"},
+		{admin, &hacv1.ListJobsRequest{States: []string{"running"}}, "[b]"},
+		{admin, &hacv1.ListJobsRequest{Server: "s0"}, "[a]"},
+		{admin, &hacv1.ListJobsRequest{Since: timestamppb.New(time.Now().Add(time.Hour))}, "[]"},
+		{admin, &hacv1.ListJobsRequest{User: "admin"}, "[b a]"},
+	} {
+		got, err := list(c.tok, c.req)
+		if err != nil || fmt.Sprint(got) != c.want {
+			t.Errorf("ListJobs(%v): %v, %v; want %s", c.req, got, err, c.want)
+		}
+	}
+	for _, c := range []struct {
+		tok  string
+		req  *hacv1.ListJobsRequest
+		want string
+	}{
+		{admin, &hacv1.ListJobsRequest{States: []string{"done"}}, "use queued, running"},
+		{toks[0], &hacv1.ListJobsRequest{User: "admin"}, "only an admin"},
+		{toks[0], &hacv1.ListJobsRequest{Server: "s1"}, "acts on s0 only"},
+		{admin, &hacv1.ListJobsRequest{User: "nobody"}, "no user"},
+	} {
+		if _, err := list(c.tok, c.req); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("ListJobs(%v): %v; want an error with %q", c.req, err, c.want)
+		}
+	}
+}
+
+func serverByToken(t *testing.T, s *Server, tok string) store.Server {
+	t.Helper()
+	var srv store.Server
+	if err := s.store.View(t.Context(), func(tx *store.Tx) error {
+		tk, err := tx.TokenByHash(token.Hash(tok))
+		if err != nil {
+			return err
+		}
+		srv, err = tx.ServerByID(tk.ServerID)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return srv
+}
+
+func adminToken(t *testing.T, s *Server) string {
+	t.Helper()
+	raw, err := os.ReadFile(s.CredentialsPath())
+	var c Credentials
+	if err != nil || json.Unmarshal(raw, &c) != nil {
+		t.Fatalf("credentials: %v", err)
+	}
+	return c.AdminToken
 }

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"regexp"
@@ -53,19 +54,16 @@ func visibleUser(p principal) int64 {
 }
 
 func (ps poolService) ListJobs(ctx context.Context, req *connect.Request[hacv1.ListJobsRequest]) (*connect.Response[hacv1.ListJobsResponse], error) {
-	limit := int(req.Msg.Limit)
-	if limit < 0 || limit > 10000 {
-		return nil, apiError(fmt.Errorf("%w: limit %d is outside 0..10000", ErrInvalid, limit))
-	}
-	if limit == 0 {
-		limit = 100
-	}
 	p := principalFrom(ctx)
+	f, err := ps.jobFilter(ctx, p, req.Msg)
+	if err != nil {
+		return nil, apiError(err)
+	}
 	// The store first, the broker after: no request holds a store
 	// connection while it waits for the broker's lock.
 	var jobs []jobState
-	err := ps.s.store.View(ctx, func(tx *store.Tx) error {
-		rows, err := tx.Jobs(visibleUser(p), nil, limit)
+	err = ps.s.store.View(ctx, func(tx *store.Tx) error {
+		rows, err := tx.FindJobs(f)
 		if err != nil {
 			return err
 		}
@@ -99,7 +97,12 @@ func (ps poolService) ListJobs(ctx context.Context, req *connect.Request[hacv1.L
 
 func (ps poolService) ListQueue(ctx context.Context, _ *connect.Request[hacv1.ListQueueRequest]) (*connect.Response[hacv1.ListQueueResponse], error) {
 	p := principalFrom(ctx)
-	running, waiting := ps.s.broker.queueView(func(j *jobState) bool { return p.user.Admin || j.UserID == p.user.ID })
+	running, waiting := ps.s.broker.queueView(func(j *jobState) bool {
+		if p.kind == store.ServerToken {
+			return j.ServerID == p.serverID
+		}
+		return p.user.Admin || j.UserID == p.user.ID
+	})
 	out := &hacv1.ListQueueResponse{}
 	for _, j := range running {
 		out.Jobs = append(out.Jobs, jobProto(j))
@@ -120,6 +123,55 @@ func (ps poolService) ListQueue(ctx context.Context, _ *connect.Request[hacv1.Li
 		out.Jobs = append(out.Jobs, pj)
 	}
 	return connect.NewResponse(out), nil
+}
+
+// jobStates are the states a job may be in, as filters name them.
+var jobStates = []string{store.JobQueued, store.JobRunning, store.JobCompleted, store.JobFailed, store.JobCanceled, store.JobLost}
+
+// jobFilter turns hac jobs' filters into the store's, within what the
+// principal may see.
+func (ps poolService) jobFilter(ctx context.Context, p principal, req *hacv1.ListJobsRequest) (store.JobFilter, error) {
+	f := store.JobFilter{Limit: int(req.Limit), UserID: visibleUser(p)}
+	if f.Limit < 0 || f.Limit > 10000 {
+		return f, fmt.Errorf("%w: limit %d is outside 0..10000", ErrInvalid, f.Limit)
+	}
+	if f.Limit == 0 {
+		f.Limit = 100
+	}
+	for _, st := range req.States {
+		if !slices.Contains(jobStates, st) {
+			return f, fmt.Errorf("%w: state %q: use %s", ErrInvalid, st, strings.Join(jobStates, ", "))
+		}
+	}
+	f.States = req.States
+	if req.Since != nil {
+		if err := req.Since.CheckValid(); err != nil {
+			return f, fmt.Errorf("%w: since: %v", ErrInvalid, err)
+		}
+		f.Since = req.Since.AsTime()
+	}
+	if req.User != "" {
+		if !p.user.Admin || p.kind != store.UserToken {
+			return f, fmt.Errorf("%w: only an admin may list another user's jobs (--user)", ErrPermission)
+		}
+		if err := ps.s.store.View(ctx, func(tx *store.Tx) error {
+			u, err := tx.UserByName(req.User)
+			f.UserID = u.ID
+			return err
+		}); errors.Is(err, store.ErrNotFound) {
+			return f, fmt.Errorf("%w: there is no user %q", ErrInvalid, req.User)
+		} else if err != nil {
+			return f, err
+		}
+	}
+	if p.kind == store.ServerToken || req.Server != "" {
+		srv, err := ps.s.resolveServer(ctx, p, req.Server)
+		if err != nil {
+			return f, err
+		}
+		f.ServerID, f.UserID = srv.ID, srv.UserID
+	}
+	return f, nil
 }
 
 var serverName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)

@@ -132,7 +132,10 @@ func (s *Server) handler() http.Handler {
 	nodes := connect.WithHandlerOptions(limit, connect.WithInterceptors(authInterceptor{kinds: []store.TokenKind{store.NodeToken, store.JoinToken}}))
 	api := func(path string, h http.Handler) { mux.Handle(path, s.authenticateFirst(h)) }
 	api(hacv1connect.NewAcceleratorServiceHandler(acceleratorService{s}, anyClient))
-	api(hacv1connect.NewPoolServiceHandler(poolService{s}, users))
+	// A server token lists its own server's jobs (SPEC A11).
+	serverJobs := connect.WithHandlerOptions(limit, connect.WithInterceptors(authInterceptor{kinds: []store.TokenKind{store.UserToken},
+		also: map[string][]store.TokenKind{hacv1connect.PoolServiceListJobsProcedure: {store.ServerToken}, hacv1connect.PoolServiceListQueueProcedure: {store.ServerToken}}}))
+	api(hacv1connect.NewPoolServiceHandler(poolService{s}, serverJobs))
 	api(hacv1connect.NewServerServiceHandler(poolService{s}, users))
 	api(hacv1connect.NewKeyPairServiceHandler(keyPairService{s}, users))
 	api(hacv1connect.NewPortalServiceHandler(portalService{s}, users))

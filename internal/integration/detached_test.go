@@ -88,13 +88,17 @@ func TestDetachedJob(t *testing.T) {
 			t.Errorf("hac %s: exit %d, want an error with %q:\n%s", strings.Join(bad.args, " "), r.code, bad.want, r.stderr)
 		}
 	}
-	// An attached run keeps nothing on the node: logs says why.
-	if r := runHac(t, env, t.TempDir(), nil, "run", "--", "true"); r.code != 0 {
+	// An attached run's output is kept too; its files came back already.
+	if r := runHac(t, env, t.TempDir(), nil, "run", "--", "sh", "-c", "echo attached-out; echo attached-err >&2"); r.code != 0 {
 		t.Fatalf("hac run: %+v", r)
 	}
 	attached := c.jobs()[0].ID
-	if r := runHac(t, env, "", nil, "logs", attached); r.code == 0 || !strings.Contains(r.stderr, "ran attached") {
-		t.Errorf("hac logs of an attached run: %+v", r)
+	eventually(t, 10*time.Second, "an attached run's output", func() bool {
+		r := runHac(t, env, "", nil, "logs", attached)
+		return r.code == 0 && r.stdout == "attached-out\n" && r.stderr == "attached-err\n"
+	})
+	if r := runHac(t, env, "", nil, "fetch", attached, t.TempDir()); r.code == 0 || !strings.Contains(r.stderr, "ran attached") {
+		t.Errorf("hac fetch of an attached run: %+v", r)
 	}
 }
 

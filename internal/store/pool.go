@@ -3,6 +3,7 @@ package store
 import (
 	"database/sql"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 )
@@ -205,16 +206,34 @@ const jobColumns = `id, server_id, user_id, model, memory_mib, priority, command
 // Jobs returns jobs newest first: those in the given states (all when none),
 // of one user (all when userID is 0), at most limit.
 func (t *Tx) Jobs(userID int64, states []string, limit int) ([]Job, error) {
-	q := `SELECT ` + jobColumns + ` WHERE (? = 0 OR user_id = ?)`
-	args := []any{userID, userID}
-	if len(states) > 0 {
-		q += ` AND state IN (?` + strings.Repeat(", ?", len(states)-1) + `)`
-		for _, s := range states {
+	return t.FindJobs(JobFilter{UserID: userID, States: states, Limit: limit})
+}
+
+// JobFilter selects jobs; a zero field selects all.
+type JobFilter struct {
+	UserID, ServerID int64
+	States           []string
+	// Since keeps the jobs submitted at or after it.
+	Since time.Time
+	Limit int
+}
+
+// FindJobs returns the jobs f selects, newest first.
+func (t *Tx) FindJobs(f JobFilter) ([]Job, error) {
+	since := int64(math.MinInt64)
+	if !f.Since.IsZero() {
+		since = nanos(f.Since)
+	}
+	q := `SELECT ` + jobColumns + ` WHERE (? = 0 OR user_id = ?) AND (? = 0 OR server_id = ?) AND submitted_at >= ?`
+	args := []any{f.UserID, f.UserID, f.ServerID, f.ServerID, since}
+	if len(f.States) > 0 {
+		q += ` AND state IN (?` + strings.Repeat(", ?", len(f.States)-1) + `)`
+		for _, s := range f.States {
 			args = append(args, s)
 		}
 	}
 	q += ` ORDER BY id DESC LIMIT ?`
-	args = append(args, limit)
+	args = append(args, f.Limit)
 	rows, err := t.queryOnce(q, args...) // its shape varies with states
 	if err != nil {
 		return nil, err

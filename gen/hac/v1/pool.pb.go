@@ -378,7 +378,17 @@ func (x *ListNodesResponse) GetNodes() []*Node {
 type ListJobsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// limit caps the number of jobs, newest first; 0 means 100.
-	Limit         int32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	Limit int32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	// states keeps jobs in these states (queued, running, completed,
+	// failed, canceled, lost); none: all.
+	States []string `protobuf:"bytes,2,rep,name=states,proto3" json:"states,omitempty"`
+	// since keeps jobs submitted at or after it.
+	Since *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	// server keeps one server's jobs (an admin: USER/NAME for another
+	// user's); a server token sees its own server's only.
+	Server string `protobuf:"bytes,4,opt,name=server,proto3" json:"server,omitempty"`
+	// user keeps one user's jobs (admins only).
+	User          string `protobuf:"bytes,5,opt,name=user,proto3" json:"user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -418,6 +428,34 @@ func (x *ListJobsRequest) GetLimit() int32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *ListJobsRequest) GetStates() []string {
+	if x != nil {
+		return x.States
+	}
+	return nil
+}
+
+func (x *ListJobsRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListJobsRequest) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *ListJobsRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
 }
 
 type ListJobsResponse struct {
@@ -947,9 +985,13 @@ const file_hac_v1_pool_proto_rawDesc = "" +
 	"\x11DrainNodeResponse\"\x12\n" +
 	"\x10ListNodesRequest\"7\n" +
 	"\x11ListNodesResponse\x12\"\n" +
-	"\x05nodes\x18\x01 \x03(\v2\f.hac.v1.NodeR\x05nodes\"'\n" +
+	"\x05nodes\x18\x01 \x03(\v2\f.hac.v1.NodeR\x05nodes\"\x9d\x01\n" +
 	"\x0fListJobsRequest\x12\x14\n" +
-	"\x05limit\x18\x01 \x01(\x05R\x05limit\"3\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\x12\x16\n" +
+	"\x06states\x18\x02 \x03(\tR\x06states\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x16\n" +
+	"\x06server\x18\x04 \x01(\tR\x06server\x12\x12\n" +
+	"\x04user\x18\x05 \x01(\tR\x04user\"3\n" +
 	"\x10ListJobsResponse\x12\x1f\n" +
 	"\x04jobs\x18\x01 \x03(\v2\v.hac.v1.JobR\x04jobs\")\n" +
 	"\x10CancelJobRequest\x12\x15\n" +
@@ -1032,35 +1074,36 @@ var file_hac_v1_pool_proto_goTypes = []any{
 var file_hac_v1_pool_proto_depIdxs = []int32{
 	20, // 0: hac.v1.AddNodeResponse.expires:type_name -> google.protobuf.Timestamp
 	21, // 1: hac.v1.ListNodesResponse.nodes:type_name -> hac.v1.Node
-	22, // 2: hac.v1.ListJobsResponse.jobs:type_name -> hac.v1.Job
-	22, // 3: hac.v1.ListQueueResponse.jobs:type_name -> hac.v1.Job
-	23, // 4: hac.v1.RegisterServerResponse.server:type_name -> hac.v1.Server
-	23, // 5: hac.v1.ListServersResponse.servers:type_name -> hac.v1.Server
-	6,  // 6: hac.v1.PoolService.ListNodes:input_type -> hac.v1.ListNodesRequest
-	8,  // 7: hac.v1.PoolService.ListJobs:input_type -> hac.v1.ListJobsRequest
-	12, // 8: hac.v1.PoolService.ListQueue:input_type -> hac.v1.ListQueueRequest
-	10, // 9: hac.v1.PoolService.CancelJob:input_type -> hac.v1.CancelJobRequest
-	0,  // 10: hac.v1.PoolService.AddNode:input_type -> hac.v1.AddNodeRequest
-	2,  // 11: hac.v1.PoolService.RemoveNode:input_type -> hac.v1.RemoveNodeRequest
-	4,  // 12: hac.v1.PoolService.DrainNode:input_type -> hac.v1.DrainNodeRequest
-	14, // 13: hac.v1.ServerService.RegisterServer:input_type -> hac.v1.RegisterServerRequest
-	16, // 14: hac.v1.ServerService.ListServers:input_type -> hac.v1.ListServersRequest
-	18, // 15: hac.v1.UserService.CreateUser:input_type -> hac.v1.CreateUserRequest
-	7,  // 16: hac.v1.PoolService.ListNodes:output_type -> hac.v1.ListNodesResponse
-	9,  // 17: hac.v1.PoolService.ListJobs:output_type -> hac.v1.ListJobsResponse
-	13, // 18: hac.v1.PoolService.ListQueue:output_type -> hac.v1.ListQueueResponse
-	11, // 19: hac.v1.PoolService.CancelJob:output_type -> hac.v1.CancelJobResponse
-	1,  // 20: hac.v1.PoolService.AddNode:output_type -> hac.v1.AddNodeResponse
-	3,  // 21: hac.v1.PoolService.RemoveNode:output_type -> hac.v1.RemoveNodeResponse
-	5,  // 22: hac.v1.PoolService.DrainNode:output_type -> hac.v1.DrainNodeResponse
-	15, // 23: hac.v1.ServerService.RegisterServer:output_type -> hac.v1.RegisterServerResponse
-	17, // 24: hac.v1.ServerService.ListServers:output_type -> hac.v1.ListServersResponse
-	19, // 25: hac.v1.UserService.CreateUser:output_type -> hac.v1.CreateUserResponse
-	16, // [16:26] is the sub-list for method output_type
-	6,  // [6:16] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	20, // 2: hac.v1.ListJobsRequest.since:type_name -> google.protobuf.Timestamp
+	22, // 3: hac.v1.ListJobsResponse.jobs:type_name -> hac.v1.Job
+	22, // 4: hac.v1.ListQueueResponse.jobs:type_name -> hac.v1.Job
+	23, // 5: hac.v1.RegisterServerResponse.server:type_name -> hac.v1.Server
+	23, // 6: hac.v1.ListServersResponse.servers:type_name -> hac.v1.Server
+	6,  // 7: hac.v1.PoolService.ListNodes:input_type -> hac.v1.ListNodesRequest
+	8,  // 8: hac.v1.PoolService.ListJobs:input_type -> hac.v1.ListJobsRequest
+	12, // 9: hac.v1.PoolService.ListQueue:input_type -> hac.v1.ListQueueRequest
+	10, // 10: hac.v1.PoolService.CancelJob:input_type -> hac.v1.CancelJobRequest
+	0,  // 11: hac.v1.PoolService.AddNode:input_type -> hac.v1.AddNodeRequest
+	2,  // 12: hac.v1.PoolService.RemoveNode:input_type -> hac.v1.RemoveNodeRequest
+	4,  // 13: hac.v1.PoolService.DrainNode:input_type -> hac.v1.DrainNodeRequest
+	14, // 14: hac.v1.ServerService.RegisterServer:input_type -> hac.v1.RegisterServerRequest
+	16, // 15: hac.v1.ServerService.ListServers:input_type -> hac.v1.ListServersRequest
+	18, // 16: hac.v1.UserService.CreateUser:input_type -> hac.v1.CreateUserRequest
+	7,  // 17: hac.v1.PoolService.ListNodes:output_type -> hac.v1.ListNodesResponse
+	9,  // 18: hac.v1.PoolService.ListJobs:output_type -> hac.v1.ListJobsResponse
+	13, // 19: hac.v1.PoolService.ListQueue:output_type -> hac.v1.ListQueueResponse
+	11, // 20: hac.v1.PoolService.CancelJob:output_type -> hac.v1.CancelJobResponse
+	1,  // 21: hac.v1.PoolService.AddNode:output_type -> hac.v1.AddNodeResponse
+	3,  // 22: hac.v1.PoolService.RemoveNode:output_type -> hac.v1.RemoveNodeResponse
+	5,  // 23: hac.v1.PoolService.DrainNode:output_type -> hac.v1.DrainNodeResponse
+	15, // 24: hac.v1.ServerService.RegisterServer:output_type -> hac.v1.RegisterServerResponse
+	17, // 25: hac.v1.ServerService.ListServers:output_type -> hac.v1.ListServersResponse
+	19, // 26: hac.v1.UserService.CreateUser:output_type -> hac.v1.CreateUserResponse
+	17, // [17:27] is the sub-list for method output_type
+	7,  // [7:17] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_hac_v1_pool_proto_init() }

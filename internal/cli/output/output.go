@@ -169,3 +169,25 @@ func unsafeRune(r rune) bool {
 // Width is how many terminal columns s takes: two for each wide
 // character (Korean, Chinese, Japanese), none for combining marks.
 func Width(s string) int { return runewidth.StringWidth(s) }
+
+// Detail is one record shown whole: a label and a value a line, the
+// values aligned (hac job show).
+type Detail [][2]string
+
+// WriteDetail renders d as text, or data as JSON or YAML, by format.
+func WriteDetail(w io.Writer, format string, d Detail, data any) error {
+	if format != "table" && format != "wide" && format != "" {
+		return Write(w, format, Table{}, data)
+	}
+	width := 0
+	for _, kv := range d {
+		width = max(width, Width(kv[0]))
+	}
+	for _, kv := range d {
+		label := Clean(kv[0]) + ":"
+		if _, err := fmt.Fprintf(w, "%s%s%s\n", label, strings.Repeat(" ", width+3-Width(label)), Clean(kv[1])); err != nil {
+			return err
+		}
+	}
+	return nil
+}

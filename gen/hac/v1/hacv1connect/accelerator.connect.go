@@ -91,9 +91,10 @@ type AcceleratorServiceClient interface {
 	GetVersion(context.Context, *connect.Request[v1.GetVersionRequest]) (*connect.Response[v1.GetVersionResponse], error)
 	// GetJob returns one of the caller's jobs (a server token: its server's).
 	GetJob(context.Context, *connect.Request[v1.GetJobRequest]) (*connect.Response[v1.GetJobResponse], error)
-	// OpenJob gives access to a detached job on its node: its output (hac
-	// logs), its running program (hac attach) or its files (hac fetch). The
-	// worker it returns carries a ticket for that access to that job only.
+	// OpenJob gives access to a started job on its node: its output (hac
+	// logs), its running program (hac attach) or, for a detached job, its
+	// files (hac fetch). The worker it returns carries a ticket for that
+	// access to that job only.
 	OpenJob(context.Context, *connect.Request[v1.OpenJobRequest]) (*connect.Response[v1.OpenJobResponse], error)
 	// StopJob withdraws a waiting job, or stops a running one: SIGTERM to its
 	// program, then, after the grace period, SIGKILL to its whole tree (hac
@@ -274,9 +275,10 @@ type AcceleratorServiceHandler interface {
 	GetVersion(context.Context, *connect.Request[v1.GetVersionRequest]) (*connect.Response[v1.GetVersionResponse], error)
 	// GetJob returns one of the caller's jobs (a server token: its server's).
 	GetJob(context.Context, *connect.Request[v1.GetJobRequest]) (*connect.Response[v1.GetJobResponse], error)
-	// OpenJob gives access to a detached job on its node: its output (hac
-	// logs), its running program (hac attach) or its files (hac fetch). The
-	// worker it returns carries a ticket for that access to that job only.
+	// OpenJob gives access to a started job on its node: its output (hac
+	// logs), its running program (hac attach) or, for a detached job, its
+	// files (hac fetch). The worker it returns carries a ticket for that
+	// access to that job only.
 	OpenJob(context.Context, *connect.Request[v1.OpenJobRequest]) (*connect.Response[v1.OpenJobResponse], error)
 	// StopJob withdraws a waiting job, or stops a running one: SIGTERM to its
 	// program, then, after the grace period, SIGKILL to its whole tree (hac
