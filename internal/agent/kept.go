@@ -47,9 +47,9 @@ type keptJob struct {
 
 	mu   sync.Mutex
 	log  *outputLog // set once the job is prepared (begin)
-	run  *jobRun  // nil once the program ended
-	end  *keptEnd // nil while it runs
-	size int64    // bytes on disk, once it ended
+	run  *jobRun    // nil once the program ended
+	end  *keptEnd   // nil while it runs
+	size int64      // bytes on disk, once it ended
 	// streams counts the Output and Attach streams open on it.
 	streams int
 }
