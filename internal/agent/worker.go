@@ -43,8 +43,8 @@ type jobRun struct {
 	stopTimer  *time.Timer
 }
 
-// terminate stops the job as hac cancel asks: SIGTERM to the program now,
-// SIGKILL to its whole tree once grace has passed. The order is repeated
+// terminate stops the job as hac cancel asks: SIGTERM to each of its
+// processes now, SIGKILL to its whole tree once grace has passed. The order is repeated
 // with every heartbeat: only one that ends sooner changes anything.
 func (j *jobRun) terminate(grace time.Duration, reason string) {
 	j.mu.Lock()
@@ -63,7 +63,7 @@ func (j *jobRun) terminate(grace time.Duration, reason string) {
 		return
 	}
 	if first {
-		j.job.Signal(syscall.SIGTERM)
+		j.job.SignalAll(syscall.SIGTERM)
 	}
 	if j.stopTimer != nil {
 		j.stopTimer.Stop()

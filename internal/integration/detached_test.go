@@ -15,13 +15,16 @@ import (
 // hac logs -f follows, hac attach follows until the end and exits with
 // the program's code; hac fetch brings the files back into the folder the
 // job was started from, while it runs and after; hac cancel --grace gives
-// a program that traps SIGTERM its time and ends the job canceled.
+// a program that traps SIGTERM its time, sends SIGTERM to each of its
+// processes (one in a session of its own too), and ends the job canceled.
 func TestDetachedJob(t *testing.T) {
 	c := newCluster(t, "fake:1x80GiB") // lease TTL 3 s
 	env := c.serverEnv(c.register("web1", ""))
 	dir := workdir(t, map[string]string{"keep.txt": "mine\n", "data.txt": "v1\n"})
 	r := runHac(t, env, dir, nil, "run", "-d", "--", "sh", "-c",
-		`trap 'echo got-term; echo term > term.txt; exit 3' TERM; echo oops >&2; echo v2 > data.txt; i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.1; done`)
+		// A child in a session of its own gets hac cancel's SIGTERM too.
+		`setsid sh -c 'trap "echo child-term > child.txt; exit 0" TERM; while :; do sleep 0.1; done' & `+
+			`trap 'echo got-term; echo term > term.txt; wait; exit 3' TERM; echo oops >&2; echo v2 > data.txt; i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.1; done`)
 	id := strings.TrimSpace(r.stdout)
 	if r.code != 0 || id == "" || !strings.Contains(r.stderr, "hac logs -f "+id) {
 		t.Fatalf("hac run -d: %+v", r)
@@ -61,6 +64,9 @@ func TestDetachedJob(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(filepath.Join(dir, "term.txt")); string(got) != "term\n" {
 		t.Errorf("term.txt after the end = %q", got)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "child.txt")); string(got) != "child-term\n" {
+		t.Errorf("child.txt after the end = %q: the child in its own session did not get SIGTERM", got)
 	}
 	if got, _ := os.ReadFile(filepath.Join(dir, "keep.txt")); string(got) != "mine\n" {
 		t.Errorf("keep.txt = %q", got)

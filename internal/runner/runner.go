@@ -256,6 +256,25 @@ func (j *Job) Signal(sig syscall.Signal) error {
 	return syscall.Kill(-j.cmd.Process.Pid, sig)
 }
 
+// SignalAll sends sig to every process of the job, once each (hac
+// cancel's SIGTERM: as scancel does, also to those that left the
+// program's process group); without a cgroup, to the process group.
+func (j *Job) SignalAll(sig syscall.Signal) error {
+	if j.reaped.Load() {
+		return nil
+	}
+	if j.cg == nil {
+		return j.Signal(sig)
+	}
+	for _, pid := range j.cg.pids() {
+		if j.sandbox != nil && pid == j.cmd.Process.Pid {
+			continue // the sandbox's init, which would pass it on again
+		}
+		syscall.Kill(pid, sig)
+	}
+	return nil
+}
+
 // Suspend freezes (or thaws) the whole process tree, as Ctrl+Z and fg do
 // for a local program: through its cgroup's freezer, or SIGSTOP and
 // SIGCONT to its process group without one.
