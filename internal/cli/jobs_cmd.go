@@ -203,10 +203,10 @@ func (a *app) cancelCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cancel JOB [JOB...]",
 		Short: "Stop jobs: withdraw waiting ones, end running ones (SIGTERM, then SIGKILL)",
-		Long: `Stop jobs of yours (any, as an admin). A waiting job leaves the queue; a
-running one gets SIGTERM, and once the grace period has passed, SIGKILL
-for its whole tree, as scancel does. hac cancel waits until each job has
-ended, unless --no-wait.`,
+		Long: `Stop jobs of yours (any, as an admin). A waiting job leaves the queue; each
+process of a running one gets SIGTERM, and once the grace period has
+passed, its whole tree SIGKILL, as scancel does. hac cancel waits until
+each job has ended, unless --no-wait.`,
 		Example: `  hac cancel 42
   hac cancel --grace 2m 42 43`,
 		Args: cobra.MinimumNArgs(1),

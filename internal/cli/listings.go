@@ -22,11 +22,15 @@ func writeJSON(w io.Writer, v any) error { return output.WriteJSON(w, v) }
 // table|wide|json|yaml.
 func (a *app) listCmd(use, short string, fetch func(*cobra.Command, *client.Conn) (output.Table, any, error)) *cobra.Command {
 	var format string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   use,
 		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if asJSON {
+				format = "json"
+			}
 			if err := output.CheckFormat(format); err != nil {
 				return usageError{err}
 			}
@@ -42,6 +46,7 @@ func (a *app) listCmd(use, short string, fetch func(*cobra.Command, *client.Conn
 		},
 	}
 	cmd.Flags().StringVarP(&format, "output", "o", "table", "table, wide (more columns), json or yaml (docs/output.md names the fields)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (as -o json)")
 	return cmd
 }
 

@@ -173,7 +173,8 @@ func (a *app) rootCmd() *cobra.Command {
 	pf.StringVar(&a.caPin, "ca-pin", "", "the control plane's CA pin, sha256:HEX (default: HAC_CA_PIN, then the config file)")
 	pf.StringVar(&a.server, "server", "", "server whose accelerator to use, with a user token (default: HAC_SERVER, then the config file)")
 	defer markUsageErrors(root)
+	defer addExamples(root)
 	root.AddCommand(a.serveCmd(), a.agentCmd(), a.nodeCmd(), a.runCmd(), a.envCmd(), a.smiCmd(), a.switchModelCmd(), a.serverCmd(),
-		a.jobCmd(), a.logsCmd(), a.attachCmd(), a.fetchCmd(), a.cancelCmd(), a.keypairCmd(), a.portForwardCmd(), a.firewallCmd(), a.nodesCmd(), a.jobsCmd(), a.queueCmd(), a.userCmd(), a.imageCmd(), a.referenceModelCmd(), a.versionCmd())
+		a.jobCmd(), a.logsCmd(), a.attachCmd(), a.fetchCmd(), a.cancelCmd(), a.keypairCmd(), a.portForwardCmd(), a.firewallCmd(), a.nodesCmd(), a.jobsCmd(), a.queueCmd(), a.userCmd(), a.imageCmd(), a.referenceModelCmd(), a.versionCmd(), a.manCmd())
 	return root
 }

@@ -149,7 +149,7 @@ func (a *app) serverSetModelCmd() *cobra.Command {
 }
 
 func (a *app) portForwardCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "port-forward", Short: "Forward public ports to servers (SPEC S5)"}
+	cmd := &cobra.Command{Use: "port-forward", Short: "Forward public ports to servers"}
 	req := &hacv1.AddPortForwardRequest{}
 	add := &cobra.Command{
 		Use:   "add SERVER --private-port PORT [--public-port PORT] [--protocol tcp|udp]",
@@ -197,7 +197,7 @@ func (a *app) portForwardCmd() *cobra.Command {
 }
 
 func (a *app) firewallCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "firewall", Short: "Open forwarded ports to sources (SPEC S6; closed by default)"}
+	cmd := &cobra.Command{Use: "firewall", Short: "Open forwarded ports to sources (closed by default)"}
 	req := &hacv1.AddFirewallRuleRequest{}
 	add := &cobra.Command{
 		Use:   "add SERVER --port PUBLIC_PORT [--protocol tcp|udp] [--source CIDR]",

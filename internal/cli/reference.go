@@ -15,7 +15,7 @@ import (
 )
 
 func (a *app) referenceModelCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "reference-model", Short: "List and fetch ready-to-train reference models (SPEC S10)"}
+	cmd := &cobra.Command{Use: "reference-model", Short: "List and fetch ready-to-train reference models"}
 	list := a.listCmd("list", "List the reference models", func(cmd *cobra.Command, c *client.Conn) (output.Table, any, error) {
 		resp, err := c.Catalog.ListReferenceModels(cmd.Context(), connect.NewRequest(&hacv1.ListReferenceModelsRequest{}))
 		if err != nil {

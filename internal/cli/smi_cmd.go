@@ -20,7 +20,7 @@ func (a *app) smiCmd() *cobra.Command {
 	var asJSON, reset bool
 	var format string
 	cmd := &cobra.Command{
-		Use:   "smi [-o table|json] [--reset]",
+		Use:   "smi [-o table|wide|json|yaml] [--reset]",
 		Short: "Show the accelerator's status (also: hac-smi)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -51,14 +51,14 @@ func (a *app) smiCmd() *cobra.Command {
 			switch format {
 			case "json", "yaml":
 				return output.Write(a.stdout, format, output.Table{}, resp.Msg)
-			case "table", "":
+			case "table", "wide", "":
 				drawSMI(a.stdout, resp.Msg.Accelerator, version.Version, resp.Msg.ServerVersion)
 				return nil
 			}
-			return usageError{fmt.Errorf("-o %q: use table, json or yaml", format)}
+			return usageError{fmt.Errorf("-o %q: use table, wide, json or yaml", format)}
 		},
 	}
-	cmd.Flags().StringVarP(&format, "output", "o", "table", "table (the accelerator's two tables), json or yaml")
+	cmd.Flags().StringVarP(&format, "output", "o", "table", "table or wide (the accelerator's two tables), json or yaml")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (as -o json)")
 	cmd.Flags().BoolVar(&reset, "reset", false, "release a stuck allocation of this server")
 	return cmd
