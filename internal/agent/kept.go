@@ -67,16 +67,17 @@ func (a *Agent) keptDir() string { return filepath.Join(a.cfg.DataDir, "kept") }
 
 // keep starts the record of a job about to be prepared: a detached job's
 // workspace goes to the record's work/ (made by the job's folders).
+// An attached job's folder waits for the program's first output.
 func (a *Agent) keep(run *jobRun, detached bool) (*keptJob, error) {
 	dir := filepath.Join(a.keptDir(), strconv.FormatInt(run.id, 10))
-	if _, err := os.Lstat(dir); err == nil {
-		return nil, errors.New("the node already has a record of this job")
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
 	k := &keptJob{id: run.id, dir: dir, run: run}
 	if detached {
+		if _, err := os.Lstat(dir); err == nil {
+			return nil, errors.New("the node already has a record of this job")
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
 		k.work = filepath.Join(dir, "work")
 	}
 	a.mu.Lock()
@@ -97,10 +98,7 @@ func (k *keptJob) begin(m *hacv1.Manifest, outputBytes int64) error {
 			return err
 		}
 	}
-	log, err := newOutputLog(k.dir, outputBytes)
-	if err != nil {
-		return err
-	}
+	log := newOutputLog(k.dir, outputBytes)
 	k.mu.Lock()
 	k.log = log
 	k.mu.Unlock()
@@ -129,12 +127,18 @@ func (k *keptJob) ended(e keptEnd) error {
 	_, _, dropped, _, _ := log.state()
 	e.Dropped = dropped
 	raw, err := json.Marshal(e)
-	if err == nil && k.work != "" {
+	var size int64
+	switch {
+	case err != nil:
+	case k.work != "":
 		err = writeFileSync(filepath.Join(k.dir, "end.json"), raw)
-	} else if err == nil {
+		size = diskUsage(k.dir)
+	case log.written():
+		// An attached job's end: written as a courtesy to hac logs after
+		// a restart, not synced.
 		err = os.WriteFile(filepath.Join(k.dir, "end.json"), raw, 0o600)
+		size = diskUsage(k.dir)
 	}
-	size := diskUsage(k.dir)
 	k.mu.Lock()
 	k.run, k.end, k.size = nil, &e, size
 	k.mu.Unlock()
@@ -202,7 +206,8 @@ func (a *Agent) loadKept() error {
 	for _, e := range entries {
 		id, err := strconv.ParseInt(e.Name(), 10, 64)
 		dir := filepath.Join(a.keptDir(), e.Name())
-		if err != nil || id <= 0 || !hasOutput(dir) {
+		_, noManifest := os.Stat(filepath.Join(dir, "manifest.pb"))
+		if err != nil || id <= 0 || !hasOutput(dir) && noManifest != nil {
 			os.RemoveAll(dir) // not a record, or one of a job that never started
 			continue
 		}
@@ -231,9 +236,13 @@ func (a *Agent) keptJob(id int64) *keptJob {
 	return a.kept[id]
 }
 
+// maxKeptRecords bounds the records of ended jobs, whatever their size
+// (one that wrote nothing takes no disk, but memory).
+const maxKeptRecords = 10000
+
 // expireKept removes the records whose retention ended, and then, while
-// ended records take more than Config.JobKeepBytes, the ones that ended
-// first.
+// ended records take more than Config.JobKeepBytes or are more than
+// maxKeptRecords, the ones that ended first.
 func (a *Agent) expireKept(now time.Time) {
 	a.mu.Lock()
 	type ended struct {
@@ -253,8 +262,8 @@ func (a *Agent) expireKept(now time.Time) {
 	}
 	slices.SortFunc(done, func(x, y ended) int { return x.at.Compare(y.at) })
 	var gone []*keptJob
-	for _, e := range done {
-		if now.Sub(e.at) <= a.cfg.JobRetention && total <= a.cfg.JobKeepBytes {
+	for i, e := range done {
+		if now.Sub(e.at) <= a.cfg.JobRetention && total <= a.cfg.JobKeepBytes && len(done)-i <= maxKeptRecords {
 			break
 		}
 		delete(a.kept, e.k.id)

@@ -24,7 +24,8 @@ type outputLog struct {
 	half int64 // the bound on each file
 
 	mu      sync.Mutex
-	cur     *os.File // nil once closed
+	cur     *os.File // nil until the first write, and once closed
+	closed  bool
 	gen     int      // the newer file is output.GEN, the older output.GEN-1
 	size    int64    // of the newer file
 	prevLen int64    // payload bytes of the older file
@@ -47,21 +48,18 @@ func outputFile(dir string, gen int) string {
 	return filepath.Join(dir, "output."+strconv.Itoa(gen))
 }
 
-// newOutputLog starts an empty log in dir, bounded to limit bytes.
-func newOutputLog(dir string, limit int64) (*outputLog, error) {
-	l := &outputLog{dir: dir, half: max(limit/2, recordHeader+maxRecord), gen: 1, changed: make(chan struct{})}
-	f, err := os.OpenFile(outputFile(dir, 1), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	l.cur = f
-	return l, nil
+// newOutputLog starts an empty log in dir, bounded to limit bytes. Its
+// folder and first file are made at its first write: a program that
+// writes nothing costs no file (creating one is half a millisecond here,
+// on every run's way).
+func newOutputLog(dir string, limit int64) *outputLog {
+	return &outputLog{dir: dir, half: max(limit/2, recordHeader+maxRecord), gen: 1, changed: make(chan struct{})}
 }
 
 // openOutputLog reads back the closed log of an ended job (after an agent
 // restart): its files and how much was dropped.
 func openOutputLog(dir string, dropped int64) *outputLog {
-	l := &outputLog{dir: dir, dropped: dropped, changed: make(chan struct{})}
+	l := &outputLog{dir: dir, dropped: dropped, changed: make(chan struct{}), closed: true}
 	close(l.changed)
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
@@ -94,9 +92,18 @@ func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 func (l *outputLog) write(stream byte, p []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.cur == nil || l.failed != nil {
+	if l.closed || l.failed != nil {
 		l.dropped += int64(len(p))
 		return
+	}
+	if l.cur == nil {
+		f, err := l.create(l.gen)
+		if err != nil {
+			l.failed = err
+			l.dropped += int64(len(p))
+			return
+		}
+		l.cur = f
 	}
 	for len(p) > 0 {
 		n := min(len(p), maxRecord)
@@ -123,8 +130,24 @@ func (l *outputLog) write(stream byte, p []byte) {
 	l.notifyLocked()
 }
 
+func (l *outputLog) create(gen int) (*os.File, error) {
+	if gen == 1 {
+		if err := os.MkdirAll(l.dir, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	return os.OpenFile(outputFile(l.dir, gen), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+}
+
+// written reports whether the log has a file on disk.
+func (l *outputLog) written() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cur != nil || l.size > 0 || l.gen > 1
+}
+
 func (l *outputLog) rotateLocked() error {
-	f, err := os.OpenFile(outputFile(l.dir, l.gen+1), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	f, err := l.create(l.gen + 1)
 	if err != nil {
 		return err
 	}
@@ -145,11 +168,14 @@ func (l *outputLog) notifyLocked() {
 func (l *outputLog) close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	l.closed = true
 	if l.cur != nil {
 		l.cur.Close()
-		l.cur = nil
-		close(l.changed)
 	}
+	close(l.changed)
 }
 
 // state is what a reader needs: the newer file, its published size, how
@@ -157,7 +183,7 @@ func (l *outputLog) close() {
 func (l *outputLog) state() (gen int, size, dropped int64, closed bool, changed <-chan struct{}) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.gen, l.size, l.dropped, l.cur == nil, l.changed
+	return l.gen, l.size, l.dropped, l.closed, l.changed
 }
 
 // logReader reads an outputLog from its oldest kept record on.
@@ -187,6 +213,13 @@ func (r *logReader) next() (stream byte, data []byte, wait <-chan struct{}, err 
 				// Rotated away before it was opened: on with the oldest kept.
 				r.gen, r.off, r.paused = max(gen-1, r.gen+1), 0, false
 				continue
+			}
+			if errors.Is(err, os.ErrNotExist) && r.gen == gen && size == 0 {
+				// Nothing written yet.
+				if closed {
+					return 0, nil, nil, io.EOF
+				}
+				return 0, nil, changed, nil
 			}
 			if err != nil {
 				return 0, nil, nil, err

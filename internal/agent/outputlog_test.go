@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -40,9 +42,12 @@ func readAll(t *testing.T, l *outputLog) (stdout, stderr string, closed bool) {
 func TestOutputLogKeepsTheLastPart(t *testing.T) {
 	dir := t.TempDir()
 	const limit = 4 * (recordHeader + maxRecord)
-	l, err := newOutputLog(dir, limit)
-	if err != nil {
-		t.Fatal(err)
+	l := newOutputLog(filepath.Join(dir, "log"), limit)
+	if out, _, closed := readAll(t, l); out != "" || closed {
+		t.Fatalf("an empty log reads %q, closed %v", out, closed)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "log")); !os.IsNotExist(err) {
+		t.Fatalf("a log with nothing written made its folder: %v", err)
 	}
 	l.writer(streamStdout).Write([]byte("out\n"))
 	l.writer(streamStderr).Write([]byte("err\n"))
@@ -99,7 +104,7 @@ func TestOutputLogKeepsTheLastPart(t *testing.T) {
 	if _, _, closed := readAll(t, l); !closed {
 		t.Fatal("the closed log reads on")
 	}
-	again := openOutputLog(dir, dropped)
+	again := openOutputLog(filepath.Join(dir, "log"), dropped)
 	if got, _, closed := readAll(t, again); got != out || !closed {
 		t.Fatalf("after a restart: %d bytes (want %d), closed %v", len(got), len(out), closed)
 	}

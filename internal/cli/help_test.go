@@ -3,8 +3,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -51,24 +49,5 @@ func TestHelpGolden(t *testing.T) {
 			t.Fatalf("hac %s --help: exit %d, %s", cmd, code, errs.String())
 		}
 		golden(t, "help-"+cmd+".golden", out.Bytes())
-	}
-}
-
-// TestManPages: hac man writes a page for every command, with its examples.
-func TestManPages(t *testing.T) {
-	dir := t.TempDir()
-	var out, errs bytes.Buffer
-	if code := testApp(&out, &errs).main([]string{"hac", "man", dir}); code != 0 {
-		t.Fatalf("hac man: exit %d, %s", code, errs.String())
-	}
-	for _, page := range []string{"hac.1", "hac-run.1", "hac-logs.1", "hac-cancel.1", "hac-job-show.1", "hac-firewall-add.1"} {
-		raw, err := os.ReadFile(filepath.Join(dir, page))
-		if err != nil {
-			t.Errorf("%s: %v", page, err)
-			continue
-		}
-		if !bytes.Contains(raw, []byte(".SH NAME")) || page != "hac.1" && !bytes.Contains(raw, []byte(".SH EXAMPLE")) {
-			t.Errorf("%s lacks its name or examples:\n%s", page, raw)
-		}
 	}
 }

@@ -157,6 +157,12 @@ func userMessage(err error) string {
 	return err.Error()
 }
 
+// CommandTree is hac's whole command tree, for tools that document it
+// (cmd/hac-man writes the man pages from it).
+func CommandTree() *cobra.Command {
+	return (&app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, ctx: context.Background()}).rootCmd()
+}
+
 func (a *app) rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "hac",
@@ -175,6 +181,6 @@ func (a *app) rootCmd() *cobra.Command {
 	defer markUsageErrors(root)
 	defer addExamples(root)
 	root.AddCommand(a.serveCmd(), a.agentCmd(), a.nodeCmd(), a.runCmd(), a.envCmd(), a.smiCmd(), a.switchModelCmd(), a.serverCmd(),
-		a.jobCmd(), a.logsCmd(), a.attachCmd(), a.fetchCmd(), a.cancelCmd(), a.keypairCmd(), a.portForwardCmd(), a.firewallCmd(), a.nodesCmd(), a.jobsCmd(), a.queueCmd(), a.userCmd(), a.imageCmd(), a.referenceModelCmd(), a.versionCmd(), a.manCmd())
+		a.jobCmd(), a.logsCmd(), a.attachCmd(), a.fetchCmd(), a.cancelCmd(), a.keypairCmd(), a.portForwardCmd(), a.firewallCmd(), a.nodesCmd(), a.jobsCmd(), a.queueCmd(), a.userCmd(), a.imageCmd(), a.referenceModelCmd(), a.versionCmd())
 	return root
 }
