@@ -26,11 +26,11 @@ type outputLog struct {
 	mu      sync.Mutex
 	cur     *os.File // nil until the first write, and once closed
 	closed  bool
-	gen     int      // the newer file is output.GEN, the older output.GEN-1
-	size    int64    // of the newer file
-	prevLen int64    // payload bytes of the older file
-	curLen  int64    // payload bytes of the newer file
-	dropped int64    // payload bytes no longer kept
+	gen     int   // the newer file is output.GEN, the older output.GEN-1
+	size    int64 // of the newer file
+	prevLen int64 // payload bytes of the older file
+	curLen  int64 // payload bytes of the newer file
+	dropped int64 // payload bytes no longer kept
 	// changed is closed (and replaced) at every write and at close:
 	// followers wait on it.
 	changed chan struct{}
