@@ -75,6 +75,9 @@ type Config struct {
 	// JobOutputBytes bounds the output kept of each detached job (its last
 	// part); DefaultJobOutputBytes when 0.
 	JobOutputBytes int64
+	// RunOutputBytes bounds the output kept of each attached run (its
+	// last part, in memory while it runs); DefaultRunOutputBytes when 0.
+	RunOutputBytes int64
 	// JobRetention is how long a detached job's output and files stay
 	// after its end; DefaultJobRetention when 0.
 	JobRetention time.Duration
@@ -160,6 +163,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.JobOutputBytes <= 0 {
 		cfg.JobOutputBytes = DefaultJobOutputBytes
+	}
+	if cfg.RunOutputBytes <= 0 {
+		cfg.RunOutputBytes = DefaultRunOutputBytes
 	}
 	if cfg.JobRetention <= 0 {
 		cfg.JobRetention = DefaultJobRetention

@@ -98,7 +98,7 @@ func (k *keptJob) streamOutput(ctx context.Context, follow bool, send func(*hacv
 	log := k.output()
 	r := log.reader()
 	defer r.close()
-	if _, _, dropped, _, _ := log.state(); dropped > 0 {
+	if dropped := log.dropped(); dropped > 0 {
 		if err := send(&hacv1.OutputResponse{Msg: &hacv1.OutputResponse_Dropped{Dropped: dropped}}); err != nil {
 			return err
 		}

@@ -46,10 +46,10 @@ type keptJob struct {
 	work string // the workspace; empty for an attached job's
 
 	mu   sync.Mutex
-	log  *outputLog // set once the job is prepared (begin)
-	run  *jobRun    // nil once the program ended
-	end  *keptEnd   // nil while it runs
-	size int64      // bytes on disk, once it ended
+	log  jobOutput // set once the job is prepared (begin)
+	run  *jobRun   // nil once the program ended
+	end  *keptEnd  // nil while it runs
+	size int64     // bytes on disk, once it ended
 	// streams counts the Output and Attach streams open on it.
 	streams int
 }
@@ -88,7 +88,7 @@ func (a *Agent) keep(run *jobRun, detached bool) (*keptJob, error) {
 
 // begin opens the output log and, for a detached job, records what the
 // client uploaded, once the workspace is in place.
-func (k *keptJob) begin(m *hacv1.Manifest, outputBytes int64) error {
+func (k *keptJob) begin(m *hacv1.Manifest, outputBytes, runOutputBytes int64) error {
 	if k.work != "" {
 		raw, err := proto.Marshal(m)
 		if err == nil {
@@ -98,7 +98,10 @@ func (k *keptJob) begin(m *hacv1.Manifest, outputBytes int64) error {
 			return err
 		}
 	}
-	log := newOutputLog(k.dir, outputBytes)
+	var log jobOutput = newMemLog(runOutputBytes)
+	if k.work != "" {
+		log = newOutputLog(k.dir, outputBytes)
+	}
 	k.mu.Lock()
 	k.log = log
 	k.mu.Unlock()
@@ -106,7 +109,7 @@ func (k *keptJob) begin(m *hacv1.Manifest, outputBytes int64) error {
 }
 
 // output is the job's output log; nil while the job is being prepared.
-func (k *keptJob) output() *outputLog {
+func (k *keptJob) output() jobOutput {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.log
@@ -121,11 +124,12 @@ func (a *Agent) discard(k *keptJob) {
 }
 
 // ended records the program's end; followers hear it. A detached job's
-// end is synced to the disk (its record is all there is of it).
+// end is synced to the disk (its record is all there is of it); an
+// attached run's output goes to the disk now, if it wrote any.
 func (k *keptJob) ended(e keptEnd) error {
 	log := k.output()
-	_, _, dropped, _, _ := log.state()
-	e.Dropped = dropped
+	e.Dropped = log.dropped()
+	after := log // what later readers read
 	raw, err := json.Marshal(e)
 	var size int64
 	switch {
@@ -134,15 +138,20 @@ func (k *keptJob) ended(e keptEnd) error {
 		err = writeFileSync(filepath.Join(k.dir, "end.json"), raw)
 		size = diskUsage(k.dir)
 	case log.written():
-		// An attached job's end: written as a courtesy to hac logs after
-		// a restart, not synced.
-		err = os.WriteFile(filepath.Join(k.dir, "end.json"), raw, 0o600)
+		// Not synced: a courtesy to hac logs after a restart.
+		if mem, ok := log.(*memLog); ok {
+			err = mem.save(k.dir)
+		}
+		if err == nil {
+			err = os.WriteFile(filepath.Join(k.dir, "end.json"), raw, 0o600)
+			after = openOutputLog(k.dir, e.Dropped)
+		}
 		size = diskUsage(k.dir)
 	}
 	k.mu.Lock()
-	k.run, k.end, k.size = nil, &e, size
+	k.run, k.end, k.size, k.log = nil, &e, size, after
 	k.mu.Unlock()
-	log.close()
+	log.close() // its followers read to the end, then find the end above
 	return err
 }
 

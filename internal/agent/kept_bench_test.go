@@ -17,7 +17,7 @@ func BenchmarkKeptRecord(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := k.begin(&hacv1.Manifest{}, a.cfg.JobOutputBytes); err != nil {
+		if err := k.begin(&hacv1.Manifest{}, a.cfg.JobOutputBytes, DefaultRunOutputBytes); err != nil {
 			b.Fatal(err)
 		}
 		k.ended(keptEnd{At: time.Now()})

@@ -12,7 +12,8 @@ import (
 	"sync"
 )
 
-// outputLog keeps the last part of a detached job's output: its newest
+// outputLog keeps the last part of a detached job's output (and an
+// attached run's, after its end): its newest
 // bytes, up to a bound, in two files of at most half the bound each.
 // Writes go to the newer file; once it is full it becomes the older one
 // (the older is removed) and a new one starts. Records are framed: one
@@ -30,7 +31,7 @@ type outputLog struct {
 	size    int64 // of the newer file
 	prevLen int64 // payload bytes of the older file
 	curLen  int64 // payload bytes of the newer file
-	dropped int64 // payload bytes no longer kept
+	drop    int64 // payload bytes no longer kept
 	// changed is closed (and replaced) at every write and at close:
 	// followers wait on it.
 	changed chan struct{}
@@ -59,7 +60,7 @@ func newOutputLog(dir string, limit int64) *outputLog {
 // openOutputLog reads back the closed log of an ended job (after an agent
 // restart): its files and how much was dropped.
 func openOutputLog(dir string, dropped int64) *outputLog {
-	l := &outputLog{dir: dir, dropped: dropped, changed: make(chan struct{}), closed: true}
+	l := &outputLog{dir: dir, drop: dropped, changed: make(chan struct{}), closed: true}
 	close(l.changed)
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
@@ -93,14 +94,14 @@ func (l *outputLog) write(stream byte, p []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed || l.failed != nil {
-		l.dropped += int64(len(p))
+		l.drop += int64(len(p))
 		return
 	}
 	if l.cur == nil {
 		f, err := l.create(l.gen)
 		if err != nil {
 			l.failed = err
-			l.dropped += int64(len(p))
+			l.drop += int64(len(p))
 			return
 		}
 		l.cur = f
@@ -110,7 +111,7 @@ func (l *outputLog) write(stream byte, p []byte) {
 		if l.size > 0 && l.size+recordHeader+int64(n) > l.half {
 			if err := l.rotateLocked(); err != nil {
 				l.failed = err
-				l.dropped += int64(len(p))
+				l.drop += int64(len(p))
 				break
 			}
 		}
@@ -120,7 +121,7 @@ func (l *outputLog) write(stream byte, p []byte) {
 		rec = append(rec, p[:n]...)
 		if _, err := l.cur.Write(rec); err != nil {
 			l.failed = err
-			l.dropped += int64(len(p))
+			l.drop += int64(len(p))
 			break
 		}
 		l.size += int64(len(rec))
@@ -153,7 +154,7 @@ func (l *outputLog) rotateLocked() error {
 	}
 	l.cur.Close()
 	os.Remove(outputFile(l.dir, l.gen-1)) // a reader that has it open reads on
-	l.dropped += l.prevLen
+	l.drop += l.prevLen
 	l.prevLen, l.curLen = l.curLen, 0
 	l.cur, l.gen, l.size = f, l.gen+1, 0
 	return nil
@@ -183,7 +184,7 @@ func (l *outputLog) close() {
 func (l *outputLog) state() (gen int, size, dropped int64, closed bool, changed <-chan struct{}) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.gen, l.size, l.dropped, l.closed, l.changed
+	return l.gen, l.size, l.drop, l.closed, l.changed
 }
 
 // logReader reads an outputLog from its oldest kept record on.
@@ -196,9 +197,14 @@ type logReader struct {
 	paused bool
 }
 
-func (l *outputLog) reader() *logReader {
+func (l *outputLog) reader() outputReader {
 	gen, _, _, _, _ := l.state()
 	return &logReader{l: l, gen: max(gen-1, 1)}
+}
+
+func (l *outputLog) dropped() int64 {
+	_, _, d, _, _ := l.state()
+	return d
 }
 
 // next returns the next record: its stream and data. With nothing more to

@@ -11,7 +11,7 @@ import (
 )
 
 // readAll reads a log from its oldest kept record on, without waiting.
-func readAll(t *testing.T, l *outputLog) (stdout, stderr string, closed bool) {
+func readAll(t *testing.T, l jobOutput) (stdout, stderr string, closed bool) {
 	t.Helper()
 	r := l.reader()
 	defer r.close()
@@ -107,5 +107,53 @@ func TestOutputLogKeepsTheLastPart(t *testing.T) {
 	again := openOutputLog(filepath.Join(dir, "log"), dropped)
 	if got, _, closed := readAll(t, again); got != out || !closed {
 		t.Fatalf("after a restart: %d bytes (want %d), closed %v", len(got), len(out), closed)
+	}
+}
+
+// TestMemLogKeepsTheLastPart: an attached run's output is kept in memory,
+// its last part, streams apart; a follower wakes at each write and at
+// the end; saved, it reads back as the file log does.
+func TestMemLogKeepsTheLastPart(t *testing.T) {
+	l := newMemLog(4 * maxRecord)
+	r := l.reader()
+	if _, _, wait, err := r.next(); wait == nil || err != nil {
+		t.Fatalf("an empty log: %v, %v", wait, err)
+	}
+	var all bytes.Buffer
+	for i := range 50000 {
+		line := fmt.Sprintf("line %05d\n", i)
+		all.WriteString(line)
+		l.writer(streamStdout).Write([]byte(line))
+	}
+	l.writer(streamStderr).Write([]byte("err\n"))
+	var out, errs bytes.Buffer
+	for {
+		stream, data, wait, err := r.next()
+		if err != nil || wait != nil {
+			break
+		}
+		if stream == streamStderr {
+			errs.Write(data)
+		} else {
+			out.Write(data)
+		}
+	}
+	if out.Len() > 4*maxRecord || !bytes.HasSuffix(all.Bytes(), out.Bytes()) || errs.String() != "err\n" {
+		t.Fatalf("kept %d bytes, a suffix: %v, stderr %q", out.Len(), bytes.HasSuffix(all.Bytes(), out.Bytes()), errs.String())
+	}
+	if want := int64(all.Len() - out.Len()); l.dropped() != want {
+		t.Errorf("dropped %d, want %d", l.dropped(), want)
+	}
+	dir := filepath.Join(t.TempDir(), "rec")
+	if err := l.save(dir); err != nil {
+		t.Fatal(err)
+	}
+	l.close()
+	if _, _, _, err := r.next(); err != io.EOF {
+		t.Fatalf("after close: %v", err)
+	}
+	got, gotErr, closed := readAll(t, openOutputLog(dir, l.dropped()))
+	if got != out.String() || gotErr != "err\n" || !closed {
+		t.Fatalf("saved: %d bytes (want %d), %q, closed %v", len(got), out.Len(), gotErr, closed)
 	}
 }

@@ -301,17 +301,17 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 		return userError(s, "the node could not prepare the job's sandbox: %v", err)
 	}
 	spec.Stdout, spec.Stderr = output{s: s}, output{s: s, stderr: true}
-	if err := kept.begin(start.Manifest, a.cfg.JobOutputBytes); err != nil {
+	if err := kept.begin(start.Manifest, a.cfg.JobOutputBytes, a.cfg.RunOutputBytes); err != nil {
 		go a.reportEnd(claims.JobID, 1, "job record", true)
 		return userError(s, "the node could not keep the job's output: %v", err)
 	}
 	if claims.Detached {
 		// No client, so no terminal: the output goes to the node's record.
-		spec.TTY, spec.Stdout, spec.Stderr = false, kept.log.writer(streamStdout), kept.log.writer(streamStderr)
+		spec.TTY, spec.Stdout, spec.Stderr = false, kept.output().writer(streamStdout), kept.output().writer(streamStderr)
 	} else {
 		// The record first: a client that goes does not stop the copy.
-		spec.Stdout = io.MultiWriter(kept.log.writer(streamStdout), spec.Stdout)
-		spec.Stderr = io.MultiWriter(kept.log.writer(streamStderr), spec.Stderr)
+		spec.Stdout = io.MultiWriter(kept.output().writer(streamStdout), spec.Stdout)
+		spec.Stderr = io.MultiWriter(kept.output().writer(streamStderr), spec.Stderr)
 	}
 	if a.simulated() {
 		run.fakeDir = folders.gpu

@@ -326,8 +326,9 @@ root; --no-sandbox is only for a machine whose only user is you.`,
 	f.Var(sizeFlag{&cfg.JobMemoryBytes}, "job-memory", "memory limit of each job, such as 64GiB (default: the node's memory shared out by GPUs)")
 	f.Int64Var(&cfg.JobPids, "job-pids", agent.DefaultJobPids, "limit on each job's processes and threads")
 	f.BoolVar(&cfg.NoSandbox, "no-sandbox", false, "run jobs as the agent's user without a sandbox (only on a machine whose only user is you)")
-	cfg.JobOutputBytes, cfg.JobRetention = agent.DefaultJobOutputBytes, agent.DefaultJobRetention
+	cfg.JobOutputBytes, cfg.RunOutputBytes, cfg.JobRetention = agent.DefaultJobOutputBytes, agent.DefaultRunOutputBytes, agent.DefaultJobRetention
 	f.Var(sizeFlag{&cfg.JobOutputBytes}, "job-output", "how much of each detached job's output the node keeps: its last part (default 64MiB)")
+	f.Var(sizeFlag{&cfg.RunOutputBytes}, "run-output", "how much of each attached run's output the node keeps: its last part, in memory while it runs (default 1MiB)")
 	f.DurationVar(&cfg.JobRetention, "job-retention", agent.DefaultJobRetention, "how long a detached job's output and files stay after it ended")
 	cfg.JobKeepBytes = agent.DefaultJobKeepBytes
 	f.Var(sizeFlag{&cfg.JobKeepBytes}, "job-keep-size", "bound on what the node keeps of ended detached jobs; the oldest go first (default 20GiB)")

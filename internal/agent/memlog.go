@@ -1,0 +1,173 @@
+package agent
+
+import (
+	"bufio"
+	"encoding/binary"
+	"io"
+	"os"
+	"sync"
+)
+
+// jobOutput is where a job's output is kept while it runs: a file log
+// (outputLog) for a detached job, whose output is all there is of it, or
+// a memory ring (memLog) for an attached run, whose output reaches its
+// client's terminal anyway: copying it to the disk as it comes cost a
+// third of hac run's output rate (BENCHMARKS.md (d)).
+type jobOutput interface {
+	writer(stream byte) io.Writer
+	reader() outputReader
+	// dropped is how many bytes of the output's start are no longer kept.
+	dropped() int64
+	close()
+	// written reports whether any output came.
+	written() bool
+}
+
+// outputReader reads a jobOutput's records in order, from its oldest kept.
+type outputReader interface {
+	// next returns the next record; with nothing more, io.EOF once the
+	// output is closed, else a channel to wait on.
+	next() (stream byte, data []byte, wait <-chan struct{}, err error)
+	// pause lets go of what the reader holds while a message is on its way.
+	pause()
+	close()
+}
+
+// DefaultRunOutputBytes is how much of an attached run's output its node
+// keeps, in memory while it runs and on disk after.
+const DefaultRunOutputBytes = 1 << 20
+
+// memLog keeps the last limit bytes of an attached run's output in
+// memory, as records.
+type memLog struct {
+	limit int64
+
+	mu      sync.Mutex
+	recs    []memRecord // oldest first
+	first   uint64      // the sequence number of recs[0]
+	bytes   int64
+	drop    int64
+	closed  bool
+	changed chan struct{}
+}
+
+type memRecord struct {
+	stream byte
+	data   []byte
+}
+
+func newMemLog(limit int64) *memLog {
+	return &memLog{limit: max(limit, maxRecord), changed: make(chan struct{})}
+}
+
+func (l *memLog) writer(stream byte) io.Writer {
+	return writerFunc(func(p []byte) (int, error) {
+		l.write(stream, p)
+		return len(p), nil
+	})
+}
+
+func (l *memLog) write(stream byte, p []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		l.drop += int64(len(p))
+		return
+	}
+	for len(p) > 0 {
+		n := min(len(p), maxRecord)
+		l.recs = append(l.recs, memRecord{stream, append([]byte(nil), p[:n]...)})
+		l.bytes += int64(n)
+		p = p[n:]
+	}
+	for l.bytes > l.limit {
+		old := l.recs[0]
+		l.recs[0] = memRecord{}
+		l.recs = l.recs[1:]
+		l.first++
+		l.bytes -= int64(len(old.data))
+		l.drop += int64(len(old.data))
+	}
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+func (l *memLog) dropped() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.drop
+}
+
+func (l *memLog) written() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.recs) > 0 || l.drop > 0
+}
+
+func (l *memLog) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.closed {
+		l.closed = true
+		close(l.changed)
+	}
+}
+
+// save writes what the log keeps as an outputLog's file in dir, for the
+// readers after the run (and after an agent restart).
+func (l *memLog) save(dir string) error {
+	l.mu.Lock()
+	recs := l.recs
+	l.mu.Unlock()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(outputFile(dir, 1), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 256<<10)
+	for _, r := range recs {
+		var h [recordHeader]byte
+		h[0] = r.stream
+		binary.BigEndian.PutUint32(h[1:], uint32(len(r.data)))
+		w.Write(h[:])
+		w.Write(r.data)
+	}
+	err = w.Flush()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (l *memLog) reader() outputReader {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return &memReader{l: l, seq: l.first}
+}
+
+// memReader reads a memLog by sequence number; records dropped before it
+// read them are skipped.
+type memReader struct {
+	l   *memLog
+	seq uint64
+}
+
+func (r *memReader) next() (byte, []byte, <-chan struct{}, error) {
+	l := r.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r.seq = max(r.seq, l.first)
+	if i := r.seq - l.first; i < uint64(len(l.recs)) {
+		r.seq++
+		return l.recs[i].stream, l.recs[i].data, nil, nil
+	}
+	if l.closed {
+		return 0, nil, nil, io.EOF
+	}
+	return 0, nil, l.changed, nil
+}
+
+func (r *memReader) pause() {}
+func (r *memReader) close() {}
