@@ -500,10 +500,16 @@ func (w *worker) receiveBlobs(stream *connect.BidiStream[hacv1.ExecRequest, hacv
 			u()
 		}
 	}
+	ok := false
+	defer func() {
+		if !ok { // an error, or a panic: the pins go either way
+			release()
+		}
+	}()
 	if err := w.receiveMissing(stream, s, in); err != nil {
-		release()
 		return nil, err
 	}
+	ok = true
 	for _, f := range m.Files {
 		if c, ok := in.changed[in.key(f.Path, f.Sha256)]; ok {
 			f.Sha256, f.Size = c.sum, c.size
@@ -548,25 +554,25 @@ func newIncoming(m *hacv1.Manifest, missing []string) *incoming {
 
 func (in *incoming) key(path, sum string) string { return sum + "\x00" + path }
 
-// arrived stores one blob received whole in cur.
-func (in *incoming) arrived(cur *workspace.Writer, b *hacv1.Blob) error {
-	want := in.wanted[b.Sha256]
+// arrived stores one blob received whole in cur, asked as sum.
+func (in *incoming) arrived(cur *workspace.Writer, sum string, b *hacv1.Blob) error {
+	want := in.wanted[sum]
 	if b.ChangedTo == "" {
-		delete(in.wanted, b.Sha256)
+		delete(in.wanted, sum)
 		return cur.Commit()
 	}
 	if !want.paths[b.ChangedPath] || cur.Size() > want.size {
 		cur.Abort()
-		return fmt.Errorf("blob %s changed in transit, but not as a path of it (%q) of at most its %d bytes", b.Sha256, b.ChangedPath, want.size)
+		return fmt.Errorf("blob %s changed in transit, but not as a path of it (%q) of at most its %d bytes", sum, b.ChangedPath, want.size)
 	}
 	unpin, err := cur.CommitAs(b.ChangedTo)
 	if err != nil {
 		return err
 	}
 	in.unpin = append(in.unpin, unpin)
-	in.changed[in.key(b.ChangedPath, b.Sha256)] = changedBlob{b.ChangedTo, cur.Size()}
+	in.changed[in.key(b.ChangedPath, sum)] = changedBlob{b.ChangedTo, cur.Size()}
 	if delete(want.paths, b.ChangedPath); len(want.paths) == 0 {
-		delete(in.wanted, b.Sha256) // every path that named it changed
+		delete(in.wanted, sum) // every path that named it changed
 	}
 	return nil
 }
@@ -581,6 +587,7 @@ func (w *worker) receiveMissing(stream *connect.BidiStream[hacv1.ExecRequest, ha
 		return err
 	}
 	var cur *workspace.Writer
+	var curSum string // the blob cur receives
 	defer func() {
 		if cur != nil {
 			cur.Abort()
@@ -605,12 +612,18 @@ func (w *worker) receiveMissing(stream *connect.BidiStream[hacv1.ExecRequest, ha
 			if cur, err = w.a.cache.Create(b.Sha256); err != nil {
 				return err
 			}
+			curSum = b.Sha256
+		} else if b.Sha256 != curSum {
+			return fmt.Errorf("protocol error: a chunk of blob %s while blob %s was not whole", b.Sha256, curSum)
 		}
 		if _, err := cur.Write(b.Data); err != nil {
 			return err
 		}
+		if cur.Size() > in.wanted[curSum].size {
+			return fmt.Errorf("blob %s is longer than its declared %d bytes", curSum, in.wanted[curSum].size)
+		}
 		if b.Last {
-			err := in.arrived(cur, b)
+			err := in.arrived(cur, curSum, b)
 			cur = nil
 			if err != nil {
 				return err

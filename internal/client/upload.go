@@ -105,6 +105,7 @@ func sendBlob(f blobFile, sum string, buf []byte, send func(*hacv1.ExecRequest) 
 	defer file.Close()
 	h := sha256.New()
 	in := io.LimitReader(file, f.size)
+	var sent int64
 	for {
 		n, err := io.ReadFull(in, buf)
 		last := err != nil
@@ -113,9 +114,11 @@ func sendBlob(f blobFile, sum string, buf []byte, send func(*hacv1.ExecRequest) 
 		}
 		h.Write(buf[:n])
 		progress.Write(buf[:n])
+		sent += int64(n)
 		b := &hacv1.Blob{Sha256: sum, Data: buf[:n], Last: last}
 		if last {
-			if got := hex.EncodeToString(h.Sum(nil)); got != sum {
+			// Shorter than listed (it shrank), or other bytes: as read.
+			if got := hex.EncodeToString(h.Sum(nil)); got != sum || sent != f.size {
 				b.ChangedTo, b.ChangedPath = got, f.rel
 			}
 		}

@@ -145,7 +145,7 @@ func newBroker(ctx context.Context, cfg Config, st *store.Store, obs *observer) 
 		}
 		for _, j := range slices.Backward(done) {
 			if !j.AllocatedAt.IsZero() && j.EndedAt.After(j.AllocatedAt) {
-				b.runTimes.add(j.Model, j.Command, j.EndedAt.Sub(j.AllocatedAt))
+				b.runTimes.add(j.UserID, j.Model, j.Command, j.EndedAt.Sub(j.AllocatedAt))
 			}
 		}
 		jobs, err := tx.Jobs(0, []string{store.JobQueued, store.JobRunning}, 1<<30)
@@ -166,7 +166,8 @@ func newBroker(ctx context.Context, cfg Config, st *store.Store, obs *observer) 
 			}
 			js.lease, js.granted = now.Add(cfg.LeaseTTL), true
 			if !j.StopAt.IsZero() {
-				js.stopping = &stopOrder{since: j.StopAt, grace: j.StopGrace, reason: j.StopReason}
+				// Its node may not have heard it: its grace starts again.
+				js.stopping = &stopOrder{since: now, grace: j.StopGrace, reason: j.StopReason}
 			}
 			b.track(js)
 		}
@@ -421,7 +422,7 @@ func (b *broker) endLocked(id int64, state string, exitCode sql.NullInt64, reaso
 		if b.snap != nil {
 			sched.Release(b.snap, j.plan())
 		}
-		b.runTimes.add(j.Model, j.Command, now.Sub(j.AllocatedAt))
+		b.runTimes.add(j.UserID, j.Model, j.Command, now.Sub(j.AllocatedAt))
 		b.runningEnds = nil
 	}
 	j.State, j.EndedAt, j.ExitCode, j.EndReason = state, now, exitCode, reason
@@ -804,18 +805,20 @@ func (b *broker) stop(id int64, grace time.Duration, reason string, may func(*jo
 	}
 	now := b.cfg.Now()
 	b.beats.Lock()
+	// A second, shorter order wins; a longer one does not extend.
 	shorter := j.stopping == nil || grace < j.stopping.grace-now.Sub(j.stopping.since)
-	if shorter {
-		// A second, shorter order wins; a longer one does not extend.
-		j.stopping = &stopOrder{since: now, grace: grace, reason: reason}
-	}
 	b.beats.Unlock()
-	if shorter {
-		// Kept, so that a restart of the control plane still sends it.
-		if err := b.settleLocked(b.queueLocked(func(tx *store.Tx) error { return tx.StopJob(id, now, grace, reason) }, nil)); err != nil {
-			return jobState{}, err
-		}
+	if !shorter {
+		return b.copyLocked(j), nil
 	}
+	// Kept first, so that a restart of the control plane still sends it;
+	// only then sent.
+	if err := b.settleLocked(b.queueLocked(func(tx *store.Tx) error { return tx.StopJob(id, now, grace, reason) }, nil)); err != nil {
+		return jobState{}, err
+	}
+	b.beats.Lock()
+	j.stopping = &stopOrder{since: now, grace: grace, reason: reason}
+	b.beats.Unlock()
 	return b.copyLocked(j), nil
 }
 
@@ -960,14 +963,14 @@ func rejectError(j *jobState, err error) error {
 // beyond the running jobs waits another typical run of j's kind. It
 // returns false without history.
 func (b *broker) estimateStartLocked(j *jobState, pos int) (time.Time, estimateBasis, bool) {
-	own, basis, ok := b.runTimes.typical(j.Model, j.Command)
+	own, basis, ok := b.runTimes.typical(j.UserID, j.Model, j.Command)
 	if !ok || pos < 1 {
 		return time.Time{}, estimateBasis{}, false
 	}
 	if b.runningEnds == nil {
 		b.runningEnds = make([]time.Time, 0, len(b.running))
 		for _, r := range b.running {
-			d, _, ok := b.runTimes.typical(r.Model, r.Command)
+			d, _, ok := b.runTimes.typical(r.UserID, r.Model, r.Command)
 			if !ok {
 				d = own
 			}

@@ -20,10 +20,10 @@ func TestEstimateStart(t *testing.T) {
 		t.Fatal("an estimate without history")
 	}
 	for _, d := range []time.Duration{time.Minute, time.Minute, 2 * time.Minute} {
-		b.runTimes.add("small.16gb", "python3 eval.py", d)
+		b.runTimes.add(0, "small.16gb", "python3 eval.py", d)
 	}
 	for _, d := range []time.Duration{time.Hour, time.Hour, 2 * time.Hour} {
-		b.runTimes.add("small.16gb", "python3 train.py", d)
+		b.runTimes.add(0, "small.16gb", "python3 train.py", d)
 	}
 	// Two running trainings: one 10 minutes in, one overdue.
 	b.track(&jobState{Job: store.Job{ID: 1, ServerID: 1, State: store.JobRunning, Model: "small.16gb", Command: "python3 train.py", AllocatedAt: now.Add(-10 * time.Minute)}})
@@ -37,6 +37,10 @@ func TestEstimateStart(t *testing.T) {
 		if !ok || !got.Equal(want) || basis != (estimateBasis{3, "command"}) {
 			t.Errorf("position %d: %v (%+v), want %v", pos, got.Sub(now), basis, want.Sub(now))
 		}
+	}
+	// Another user's runs of the same command are not its own.
+	if _, basis, _ := b.estimateStartLocked(&jobState{Job: store.Job{UserID: 7, Model: "small.16gb", Command: "python3 eval.py"}}, 1); basis.of != "model" {
+		t.Errorf("another user's estimate rests on %+v", basis)
 	}
 	// A command never seen goes by its model, then by the pool.
 	if _, basis, _ := b.estimateStartLocked(&jobState{Job: store.Job{Model: "small.16gb", Command: "new"}}, 1); basis != (estimateBasis{6, "model"}) {
@@ -52,18 +56,18 @@ func TestEstimateStart(t *testing.T) {
 func TestRunTimesBounded(t *testing.T) {
 	var r runTimes
 	for i := range 3 {
-		r.add("m", "kept", time.Duration(i+1)*time.Minute)
+		r.add(0, "m", "kept", time.Duration(i+1)*time.Minute)
 	}
 	for i := range 3 * maxRunKinds {
-		r.add("m", fmt.Sprint("spam ", i), time.Second)
+		r.add(0, "m", fmt.Sprint("spam ", i), time.Second)
 		if i%100 == 0 {
-			r.add("m", "kept", 2*time.Minute) // in use: never the oldest
+			r.add(0, "m", "kept", 2*time.Minute) // in use: never the oldest
 		}
 	}
 	if len(r.byKey) > maxRunKinds || len(r.pool.d) > maxRunTimes {
 		t.Fatalf("%d kinds, %d pool samples", len(r.byKey), len(r.pool.d))
 	}
-	if d, basis, ok := r.typical("m", "kept"); !ok || d != 2*time.Minute || basis.of != "command" {
+	if d, basis, ok := r.typical(0, "m", "kept"); !ok || d != 2*time.Minute || basis.of != "command" {
 		t.Fatalf("the command in use was evicted: %v %+v %v", d, basis, ok)
 	}
 }

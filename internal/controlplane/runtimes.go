@@ -2,12 +2,15 @@ package controlplane
 
 import (
 	"slices"
+	"strconv"
 	"time"
 )
 
 // runTimes remembers how long recent jobs held the pool, for start-time
-// estimates (SPEC A6): the median of the recent runs of the same model
-// and command, else of the model, else of the whole pool, each once it
+// estimates (SPEC A6): the median of the recent runs of the same user's
+// model and command (another user's commands are none of one's business:
+// "from 3 runs of this command" would tell who ran what), else of the
+// model, else of the whole pool, each once it
 // rests on minSamples runs. The commands it remembers are bounded: a
 // tenant that makes up a new command each run evicts only the command
 // used longest ago.
@@ -47,16 +50,18 @@ func (r *recentRuns) add(d time.Duration, clock uint64) {
 	r.median, r.used = sorted[len(sorted)/2], clock
 }
 
-func runKey(model, command string) string { return model + "\x00" + command }
+func runKey(user int64, model, command string) string {
+	return strconv.FormatInt(user, 10) + "\x00" + model + "\x00" + command
+}
 
-// add records that a job of model and command held the pool for d.
-func (r *runTimes) add(model, command string, d time.Duration) {
+// add records that a user's job of model and command held the pool for d.
+func (r *runTimes) add(user int64, model, command string, d time.Duration) {
 	if r.byKey == nil {
 		r.byKey = map[string]*recentRuns{}
 	}
 	r.clock++
 	r.pool.add(d, r.clock)
-	for _, k := range []string{runKey(model, command), model} {
+	for _, k := range []string{runKey(user, model, command), model} {
 		rr := r.byKey[k]
 		if rr == nil {
 			if len(r.byKey) >= maxRunKinds {
@@ -83,11 +88,11 @@ func (r *runTimes) evict() {
 
 // typical is how long a job of model and command is expected to hold the
 // pool, and what that rests on; ok is false without enough history.
-func (r *runTimes) typical(model, command string) (time.Duration, estimateBasis, bool) {
+func (r *runTimes) typical(user int64, model, command string) (time.Duration, estimateBasis, bool) {
 	for _, c := range []struct {
 		rr *recentRuns
 		of string
-	}{{r.byKey[runKey(model, command)], "command"}, {r.byKey[model], "model"}, {&r.pool, "pool"}} {
+	}{{r.byKey[runKey(user, model, command)], "command"}, {r.byKey[model], "model"}, {&r.pool, "pool"}} {
 		if c.rr != nil && len(c.rr.d) >= minSamples {
 			return c.rr.median, estimateBasis{len(c.rr.d), c.of}, true
 		}

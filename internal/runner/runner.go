@@ -266,11 +266,18 @@ func (j *Job) SignalAll(sig syscall.Signal) error {
 	if j.cg == nil {
 		return j.Signal(sig)
 	}
+	// Frozen meanwhile, none of its processes can exit and have its pid
+	// taken by another's before the signal lands. (A program suspended
+	// with Ctrl+Z is thawed too: it is being stopped.)
+	frozen := j.cg.freeze(true) == nil
 	for _, pid := range j.cg.pids() {
 		if j.sandbox != nil && pid == j.cmd.Process.Pid {
 			continue // the sandbox's init, which would pass it on again
 		}
 		syscall.Kill(pid, sig)
+	}
+	if frozen {
+		return j.cg.freeze(false)
 	}
 	return nil
 }

@@ -203,32 +203,30 @@ func (w *Writer) CommitAs(sum string) (unpin func(), err error) {
 		return nil, fmt.Errorf("workspace: bad blob hash %q", sum)
 	}
 	w.sum = sum
-	w.c.mu.Lock()
-	w.c.awaited[sum]++ // pinned as it lands
-	w.c.mu.Unlock()
+	if err := w.commit(1); err != nil {
+		return nil, err
+	}
 	var once sync.Once
-	unpin = func() {
+	return func() {
 		once.Do(func() {
 			c := w.c
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			if b, ok := c.entries[sum]; ok && b.pinned > 0 {
 				b.pinned--
-			} else if c.awaited[sum]--; c.awaited[sum] <= 0 {
-				delete(c.awaited, sum)
 			}
 			c.evict()
 		})
-	}
-	if err := w.Commit(); err != nil {
-		unpin()
-		return nil, err
-	}
-	return unpin, nil
+	}, nil
 }
 
 // Commit verifies and stores the blob.
-func (w *Writer) Commit() error {
+func (w *Writer) Commit() error { return w.commit(0) }
+
+// commit verifies and stores the blob, with pins more than the Reserves
+// that await it (taken only once it is verified: a wrong hash pins
+// nothing, another job's pins included).
+func (w *Writer) commit(pins int) error {
 	defer os.Remove(w.f.Name())
 	if err := w.f.Close(); err != nil {
 		return err
@@ -251,7 +249,7 @@ func (w *Writer) Commit() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	// Pinned for the jobs whose Reserve is waiting for it.
-	pins := c.awaited[w.sum]
+	pins += c.awaited[w.sum]
 	delete(c.awaited, w.sum)
 	if old, ok := c.entries[w.sum]; ok {
 		c.size -= old.size

@@ -3,6 +3,7 @@ package workspace
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -358,5 +359,34 @@ func TestMaterializeRefusesDeclaredSize(t *testing.T) {
 	}
 	if fi, _ := os.Stat(filepath.Join(dst, "f")); fi == nil || fi.Mode().Perm() != 0o666 {
 		t.Errorf("mode %v, want 0666 whatever the umask", fi)
+	}
+}
+
+// TestCommitAsWrongHashPinsNothing: a blob a client claims changed in
+// transit into a hash its bytes do not have is refused, and takes no pin,
+// another job's least of all: the other job's blob stays until it lets go.
+func TestCommitAsWrongHashPinsNothing(t *testing.T) {
+	c, _ := NewCache(t.TempDir(), 1) // any blob not pinned goes at once
+	data := []byte("another tenant's weights")
+	sum := sha256.Sum256(data)
+	victim := hex.EncodeToString(sum[:])
+	m := &hacv1.Manifest{Files: []*hacv1.FileEntry{{Path: "w.bin", Sha256: victim, Size: int64(len(data))}}}
+	_, release := c.Reserve(m)
+	w, _ := c.Create(victim)
+	w.Write(data)
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	evil, _ := c.Create(EmptySum)
+	evil.Write([]byte("junk"))
+	if _, err := evil.CommitAs(victim); err == nil {
+		t.Fatal("a blob under a hash its bytes do not have was taken")
+	}
+	if !c.Has(victim) {
+		t.Fatal("the refused blob took the other job's pin: its blob is gone")
+	}
+	release()
+	if c.Has(victim) {
+		t.Fatal("the other job's blob stayed pinned after it let go")
 	}
 }
