@@ -179,7 +179,9 @@ func (w *worker) Fetch(ctx context.Context, req *connect.Request[hacv1.FetchRequ
 		return stream.Send(&hacv1.FetchResponse{Msg: &hacv1.FetchResponse_Changed{Changed: c}})
 	}
 	for _, c := range changes {
-		if err := sendFile(send, k.work, c); err != nil {
+		if err := workspace.SendChanged(send, k.work, c); errors.Is(err, workspace.ErrUnreadable) {
+			w.a.log.Warn("send a detached job's file", "job", k.id, "path", c.Path, "err", err)
+		} else if err != nil {
 			return err
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -677,8 +676,6 @@ func (w *worker) relayInput(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.
 	}
 }
 
-const chunkSize = 256 << 10
-
 // syncer sends the files the program created or changed, and remembers
 // what it sent, so that each sync sends only what changed since the last.
 type syncer struct {
@@ -716,7 +713,10 @@ func (y *syncer) sync() error {
 		if err != nil {
 			continue
 		}
-		if err := sendFile(y.send, y.dir, c); err != nil {
+		if err := workspace.SendChanged(y.send, y.dir, c); errors.Is(err, workspace.ErrUnreadable) {
+			y.log("send a changed file", "path", c.Path, "err", err)
+			continue // not sent whole: again next time
+		} else if err != nil {
 			return err
 		}
 		y.base[c.Path] = &hacv1.FileEntry{Path: c.Path, Mode: uint32(fi.Mode()), Size: fi.Size(), MtimeNs: fi.ModTime().UnixNano(), Link: c.Link}
@@ -754,36 +754,4 @@ func (y *syncer) finish() error {
 		return err
 	}
 	return y.s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_ChangesDone{ChangesDone: true}})
-}
-
-// sendFile sends one file in chunks, one message per chunk; the last
-// message (empty when the file ends on a chunk boundary) has Last set. The
-// file is read through an os.Root: the program owns the folder and may
-// have replaced anything in it by a symlink or a FIFO since it was listed.
-func sendFile(send func(*hacv1.ChangedFile) error, dir string, c workspace.Change) error {
-	if c.Mode&fs.ModeSymlink != 0 {
-		return send(&hacv1.ChangedFile{Path: c.Path, Mode: uint32(c.Mode), Link: c.Link, First: true, Last: true})
-	}
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return nil
-	}
-	defer root.Close()
-	f, err := workspace.OpenRegular(root, c.Path)
-	if err != nil {
-		return nil // removed or replaced since it was listed
-	}
-	defer f.Close()
-	buf := make([]byte, chunkSize)
-	for first := true; ; first = false {
-		n, err := io.ReadFull(f, buf)
-		last := err != nil
-		msg := &hacv1.ChangedFile{Path: c.Path, Mode: uint32(c.Mode.Perm()), Data: buf[:n], First: first, Last: last}
-		if err := send(msg); err != nil {
-			return err
-		}
-		if last {
-			return nil
-		}
-	}
 }
