@@ -101,17 +101,8 @@ func (a *app) attach(ctx context.Context, c *client.Conn, jobID string) error {
 				case syscall.SIGTERM, syscall.SIGHUP:
 					detach()
 					return
-				case syscall.SIGINT:
-					if !lastInterrupt.IsZero() && time.Since(lastInterrupt) < killAfterInterrupts {
-						a.say("warning", "Interrupted twice: killing the program and everything it started...")
-						sig = syscall.SIGKILL
-					} else {
-						a.say("info", "Interrupt sent to the program; press Ctrl+C again within %v to kill it.", killAfterInterrupts)
-					}
-					lastInterrupt = time.Now()
-					toJob <- sig
 				default:
-					toJob <- sig
+					toJob <- a.escalate(sig, &lastInterrupt)
 				}
 			}
 		}

@@ -350,16 +350,7 @@ func (a *app) forwardSignals(ctx context.Context, sigs <-chan os.Signal, ctl *cl
 			if !ok {
 				continue
 			}
-			if sig == syscall.SIGINT {
-				if !lastInterrupt.IsZero() && time.Since(lastInterrupt) < killAfterInterrupts {
-					a.say("warning", "Interrupted twice: killing the program and everything it started...")
-					sig = syscall.SIGKILL
-				} else {
-					a.say("info", "Interrupt sent to the program; press Ctrl+C again within %v to kill it.", killAfterInterrupts)
-				}
-				lastInterrupt = time.Now()
-			}
-			ctl.Signal(sig)
+			ctl.Signal(a.escalate(sig, &lastInterrupt))
 		}
 	}
 }
@@ -446,6 +437,23 @@ func drain[T any](ch <-chan T) {
 
 // killAfterInterrupts is how soon a second Ctrl+C kills the program (SPEC A12).
 const killAfterInterrupts = 2 * time.Second
+
+// escalate turns a second Ctrl+C within killAfterInterrupts of the last
+// (at *last) into SIGKILL for the program's whole tree, as srun does, and
+// says which it sends; other signals pass as they are.
+func (a *app) escalate(sig syscall.Signal, last *time.Time) syscall.Signal {
+	if sig != syscall.SIGINT {
+		return sig
+	}
+	if !last.IsZero() && time.Since(*last) < killAfterInterrupts {
+		a.say("warning", "Interrupted twice: killing the program and everything it started...")
+		sig = syscall.SIGKILL
+	} else {
+		a.say("info", "Interrupt sent to the program; press Ctrl+C again within %v to kill it.", killAfterInterrupts)
+	}
+	*last = time.Now()
+	return sig
+}
 
 func watchWindow(ctx context.Context, ctl *client.Control) {
 	ch := make(chan os.Signal, 1)

@@ -797,8 +797,7 @@ func (b *broker) stop(id int64, grace time.Duration, reason string, may func(*jo
 		return jobState{}, fmt.Errorf("%w: job %d", ErrUnknownJob, id)
 	}
 	if j.State == store.JobQueued {
-		j.endErr = fmt.Errorf("%w: job %d was %s", ErrCanceled, id, reason)
-		if err := b.settleLocked(b.endLocked(id, store.JobCanceled, sql.NullInt64{}, reason)); err != nil {
+		if _, err := b.cancelQueuedLocked(id, reason); err != nil {
 			return jobState{}, err
 		}
 		return b.copyLocked(j), nil
@@ -999,6 +998,10 @@ func (b *broker) estimateStartLocked(j *jobState, pos int) (time.Time, estimateB
 func (b *broker) cancelQueued(id int64, reason string) (bool, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.cancelQueuedLocked(id, reason)
+}
+
+func (b *broker) cancelQueuedLocked(id int64, reason string) (bool, error) {
 	j := b.jobs[id]
 	if j == nil || j.State != store.JobQueued {
 		return false, nil
