@@ -326,7 +326,7 @@ func jobDetail(j *hacv1.Job, now time.Time) output.Detail {
 	for i, p := range j.Placements {
 		d = append(d, [2]string{fmt.Sprintf("GPU %d", i), fmt.Sprintf("%s on %s, %s", p.GpuUuid, p.Node, mib(p.MemoryMib))})
 	}
-	if j.State == "running" {
+	if client.Running(j) {
 		d = append(d, [2]string{"Program pid", fmt.Sprintf("%d on %s", j.Pid, firstNode(j))}, [2]string{"GPU memory used", mib(j.UsedMib)})
 	}
 	return d

@@ -223,14 +223,21 @@ func (c *Conn) Stop(ctx context.Context, jobID string, grace *time.Duration) (*h
 	return resp.Msg.Job, nil
 }
 
+// The job states the API reports that are not final (store.JobState
+// holds them all).
+const (
+	stateQueued  = "queued"
+	stateRunning = "running"
+)
+
 // Ended reports whether a job's state is final.
 func Ended(j *hacv1.Job) bool {
-	switch j.GetState() {
-	case "queued", "running":
-		return false
-	}
-	return true
+	s := j.GetState()
+	return s != stateQueued && s != stateRunning
 }
+
+// Running reports whether a job holds its GPUs now.
+func Running(j *hacv1.Job) bool { return j.GetState() == stateRunning }
 
 // WaitEnded polls a job until it ended or ctx ends.
 func (c *Conn) WaitEnded(ctx context.Context, jobID string) (*hacv1.Job, error) {

@@ -251,7 +251,7 @@ func (a acceleratorService) Release(ctx context.Context, req *connect.Request[ha
 	return connect.NewResponse(&hacv1.ReleaseResponse{}), nil
 }
 
-func stateForExit(code int32) string {
+func stateForExit(code int32) store.JobState {
 	if code == 0 {
 		return store.JobCompleted
 	}
@@ -332,7 +332,7 @@ func (a acceleratorService) GetVersion(context.Context, *connect.Request[hacv1.G
 
 func jobProto(j jobState) *hacv1.Job {
 	out := &hacv1.Job{Id: strconv.FormatInt(j.ID, 10), Server: j.serverName, User: j.userName, Model: j.Model,
-		State: j.State, Command: j.Command, ClientPid: j.ClientPID, Priority: int32(j.Priority), MemoryMib: j.MemoryMiB,
+		State: string(j.State), Command: j.Command, ClientPid: j.ClientPID, Priority: int32(j.Priority), MemoryMib: j.MemoryMiB,
 		SubmittedAt: ts(j.SubmittedAt), AllocatedAt: ts(j.AllocatedAt), EndedAt: ts(j.EndedAt),
 		UsedMib: j.usedMiB, Pid: j.pid, EndReason: j.EndReason, Detached: j.Detached}
 	if j.stopping != nil {

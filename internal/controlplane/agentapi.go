@@ -38,7 +38,7 @@ func (a agentService) RegisterNode(ctx context.Context, req *connect.Request[hac
 	}
 	key := make([]byte, 32)
 	rand.Read(key)
-	n := store.Node{Name: m.Name, Address: m.Address, TicketKey: key, State: "ready", RegisteredAt: a.s.cfg.Now(), WorkerKeyPin: keyPin}
+	n := store.Node{Name: m.Name, Address: m.Address, TicketKey: key, State: store.NodeReady, RegisteredAt: a.s.cfg.Now(), WorkerKeyPin: keyPin}
 	seen := map[string]bool{}
 	for _, g := range m.Gpus {
 		if g.Uuid == "" || len(g.Uuid) > 128 || seen[g.Uuid] || g.MemoryMib <= 0 || g.MemoryMib > maxGPUMemoryMiB || len(g.Name) > 256 {

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -107,14 +106,12 @@ const stopOverdue = 30 * time.Second
 // schedJob is the job as the scheduler sees it. Servers are told apart by
 // id: two users may name theirs alike.
 func (j *jobState) schedJob() sched.Job {
-	return sched.Job{ID: strconv.FormatInt(j.ID, 10), Server: serverKey(j.ServerID), Priority: j.Priority, Seq: j.ID, MemoryMiB: j.MemoryMiB}
+	return sched.Job{ID: j.ID, Server: j.ServerID, Priority: j.Priority, Seq: j.ID, MemoryMiB: j.MemoryMiB}
 }
 
 // imageOf is the image a server's jobs run on: a server made by hac's,
 // or the one a registered server named; empty: the node's own system.
 func imageOf(srv store.Server) string { return srv.Image }
-
-func serverKey(id int64) string { return strconv.FormatInt(id, 10) }
 
 func (j *jobState) notify() {
 	select {
@@ -133,13 +130,13 @@ func newBroker(ctx context.Context, cfg Config, st *store.Store, obs *observer) 
 			return err
 		}
 		for _, n := range nodes {
-			b.nodes[n.Name] = &nodeState{Node: n, lastSeen: now, lost: n.State == "lost"}
+			b.nodes[n.Name] = &nodeState{Node: n, lastSeen: now, lost: n.State == store.NodeLost}
 		}
 		if b.lastID, err = tx.LastJobID(); err != nil {
 			return err
 		}
 		// Estimates go by the runs before the restart too.
-		done, err := tx.Jobs(0, []string{store.JobCompleted, store.JobFailed, store.JobCanceled}, maxRunKinds)
+		done, err := tx.Jobs(0, []store.JobState{store.JobCompleted, store.JobFailed, store.JobCanceled}, maxRunKinds)
 		if err != nil {
 			return err
 		}
@@ -148,7 +145,7 @@ func newBroker(ctx context.Context, cfg Config, st *store.Store, obs *observer) 
 				b.runTimes.add(j.UserID, j.Model, j.Command, j.EndedAt.Sub(j.AllocatedAt))
 			}
 		}
-		jobs, err := tx.Jobs(0, []string{store.JobQueued, store.JobRunning}, 1<<30)
+		jobs, err := tx.Jobs(0, []store.JobState{store.JobQueued, store.JobRunning}, 1<<30)
 		if err != nil {
 			return err
 		}
@@ -216,7 +213,7 @@ func (b *broker) rebuildLocked() {
 	b.queue = sched.NewQueue()
 	for _, j := range b.jobs {
 		if j.State == store.JobRunning {
-			b.queue.Hold(serverKey(j.ServerID))
+			b.queue.Hold(j.ServerID)
 		} else {
 			b.queue.Push(j.schedJob())
 		}
@@ -289,12 +286,12 @@ func (b *broker) passLocked(gone *jobState) sched.Result {
 // writeResult records a pass's grants and rejects in tx.
 func (b *broker) writeResult(tx *store.Tx, res sched.Result, now time.Time) error {
 	for _, g := range res.Grants {
-		if err := tx.GrantJob(parseID(g.JobID), now, toStore(g.Plan)); err != nil {
+		if err := tx.GrantJob(g.JobID, now, toStore(g.Plan)); err != nil {
 			return err
 		}
 	}
 	for _, r := range res.Rejects {
-		if err := tx.EndJob(parseID(r.JobID), store.JobCanceled, now, sql.NullInt64{}, r.Err.Error()); err != nil {
+		if err := tx.EndJob(r.JobID, store.JobCanceled, now, sql.NullInt64{}, r.Err.Error()); err != nil {
 			return err
 		}
 	}
@@ -307,7 +304,7 @@ func (b *broker) writeResult(tx *store.Tx, res sched.Result, now time.Time) erro
 func (b *broker) applyResultLocked(res sched.Result, now time.Time) (publish func()) {
 	var granted, rejected []*jobState
 	for _, g := range res.Grants {
-		j := b.jobs[parseID(g.JobID)]
+		j := b.jobs[g.JobID]
 		if b.snap != nil {
 			sched.Apply(b.snap, g.Plan)
 		}
@@ -318,7 +315,7 @@ func (b *broker) applyResultLocked(res sched.Result, now time.Time) (publish fun
 		granted = append(granted, j)
 	}
 	for _, r := range res.Rejects {
-		j := b.jobs[parseID(r.JobID)]
+		j := b.jobs[r.JobID]
 		b.untrack(j)
 		j.State, j.EndedAt, j.EndReason, j.endErr = store.JobCanceled, now, r.Err.Error(), rejectError(j, r.Err)
 		b.ending[j.ID] = j
@@ -336,14 +333,9 @@ func (b *broker) applyResultLocked(res sched.Result, now time.Time) (publish fun
 		// Other waiting clients read their place once a second; the one
 		// now first in line hears at once.
 		if next, ok := b.queue.Next(); ok {
-			b.jobs[parseID(next.ID)].notify()
+			b.jobs[next.ID].notify()
 		}
 	}
-}
-
-func parseID(s string) int64 {
-	id, _ := strconv.ParseInt(s, 10, 64)
-	return id
 }
 
 func toStore(p sched.Plan) []store.Placement {
@@ -391,7 +383,7 @@ func (b *broker) submit(srv store.Server, memMiB int64, priority int, command st
 
 // end finishes a live job with a final state and frees what it held. It is
 // a no-op for a job that already ended, and reports whether it ended one.
-func (b *broker) end(id int64, state string, exitCode sql.NullInt64, reason string) (bool, error) {
+func (b *broker) end(id int64, state store.JobState, exitCode sql.NullInt64, reason string) (bool, error) {
 	b.mu.Lock()
 	ch := b.endLocked(id, state, exitCode, reason)
 	b.mu.Unlock()
@@ -403,7 +395,7 @@ func (b *broker) end(id int64, state string, exitCode sql.NullInt64, reason stri
 
 // endLocked ends a live job in memory and queues the write; it returns
 // nil when the job ended already.
-func (b *broker) endLocked(id int64, state string, exitCode sql.NullInt64, reason string) *change {
+func (b *broker) endLocked(id int64, state store.JobState, exitCode sql.NullInt64, reason string) *change {
 	j := b.jobs[id]
 	if j == nil {
 		return nil
@@ -411,10 +403,10 @@ func (b *broker) endLocked(id int64, state string, exitCode sql.NullInt64, reaso
 	now := b.cfg.Now()
 	var gone *jobState
 	if j.State == store.JobRunning {
-		b.queue.Free(serverKey(j.ServerID))
+		b.queue.Free(j.ServerID)
 		gone = j
 	} else {
-		b.queue.Remove(strconv.FormatInt(id, 10))
+		b.queue.Remove(id)
 	}
 	res := b.passLocked(gone)
 	b.untrack(j)
@@ -437,9 +429,9 @@ func (b *broker) endLocked(id int64, state string, exitCode sql.NullInt64, reaso
 	}, func() {
 		b.endedLocked(j)
 		publish()
-		if first, ok := b.queue.First(serverKey(j.ServerID)); ok {
+		if first, ok := b.queue.First(j.ServerID); ok {
 			// The server's next job no longer waits for this one.
-			b.jobs[parseID(first.ID)].notify()
+			b.jobs[first.ID].notify()
 		}
 	})
 }
@@ -451,7 +443,7 @@ func (b *broker) endedLocked(j *jobState) {
 	}
 	if !j.ended {
 		j.ended = true
-		b.obs.ended.WithLabelValues(j.State).Inc()
+		b.obs.ended.WithLabelValues(string(j.State)).Inc()
 	}
 	j.notify()
 }
@@ -490,8 +482,8 @@ func (b *broker) serverJobLocked(serverID int64) *jobState {
 	if h := b.holders[serverID]; h != nil {
 		return h
 	}
-	if first, ok := b.queue.First(serverKey(serverID)); ok {
-		return b.jobs[parseID(first.ID)]
+	if first, ok := b.queue.First(serverID); ok {
+		return b.jobs[first.ID]
 	}
 	return nil
 }
@@ -649,7 +641,7 @@ func (b *broker) loseNodeLocked(name, reason string) error {
 	if err := b.endJobsOnLocked(name, reason); err != nil {
 		return err
 	}
-	if err := b.settleLocked(b.queueLocked(func(tx *store.Tx) error { return tx.SetNodeState(name, "lost") }, nil)); err != nil {
+	if err := b.settleLocked(b.queueLocked(func(tx *store.Tx) error { return tx.SetNodeState(name, store.NodeLost) }, nil)); err != nil {
 		return err
 	}
 	b.log.Warn("node lost", "node", name, "reason", reason)
@@ -853,7 +845,7 @@ func (b *broker) queueView(visible func(*jobState) bool) (running []jobState, wa
 			running = append(running, b.copyLocked(j))
 		case store.JobQueued:
 			q := queued{jobState: b.copyLocked(j)}
-			q.place.wait, _ = b.queue.Wait(strconv.FormatInt(j.ID, 10))
+			q.place.wait, _ = b.queue.Wait(j.ID)
 			if q.place.wait.Reason == sched.PoolFull {
 				q.place.estimate, q.place.basis, _ = b.estimateStartLocked(j, q.place.wait.Position)
 			}
@@ -915,7 +907,7 @@ func (b *broker) placeOf(id int64) (p place, ok bool) {
 	if j == nil || j.State != store.JobQueued {
 		return place{}, false
 	}
-	if p.wait, ok = b.queue.Wait(strconv.FormatInt(id, 10)); !ok {
+	if p.wait, ok = b.queue.Wait(id); !ok {
 		return place{}, false
 	}
 	switch p.wait.Reason {

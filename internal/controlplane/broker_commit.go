@@ -102,7 +102,7 @@ func (b *broker) reconcileLocked(cause error) {
 	stored := map[int64]store.Job{}
 	var revived []*jobState
 	err := b.store.View(context.Background(), func(tx *store.Tx) error {
-		jobs, err := tx.Jobs(0, []string{store.JobQueued, store.JobRunning}, 1<<30)
+		jobs, err := tx.Jobs(0, []store.JobState{store.JobQueued, store.JobRunning}, 1<<30)
 		if err != nil {
 			return err
 		}
@@ -181,7 +181,7 @@ const endAgainAfter = time.Second
 // endAgain is an end that did not commit, to queue again.
 type endAgain struct {
 	j        *jobState
-	state    string
+	state    store.JobState
 	exitCode sql.NullInt64
 	reason   string
 	err      error

@@ -244,7 +244,7 @@ func TestFailedCommitReconciles(t *testing.T) {
 	}
 	for _, w := range []struct {
 		j     *jobState
-		state string
+		state store.JobState
 	}{{a, store.JobRunning}, {b, store.JobQueued}, {c, store.JobQueued}} {
 		cur := br.published(w.j)
 		if live, _ := br.job(w.j.ID); cur.State != w.state || cur.ended || cur.granted != (w.state == store.JobRunning) || live.Command != w.j.Command {
@@ -271,7 +271,7 @@ func TestFailedCommitReconciles(t *testing.T) {
 	if err := br.published(c).endErr; !errors.Is(err, ErrCanceled) {
 		t.Errorf("c's client is told %v, want its cancel", err)
 	}
-	var state string
+	var state store.JobState
 	s.store.View(ctx, func(tx *store.Tx) error {
 		js, err := tx.Jobs(0, nil, 10)
 		for _, j := range js {

@@ -27,14 +27,14 @@ func (ps poolService) ListNodes(ctx context.Context, _ *connect.Request[hacv1.Li
 	nodes, held, used := ps.s.broker.nodesView()
 	out := &hacv1.ListNodesResponse{}
 	for _, n := range nodes {
-		state := "ready"
+		state := store.NodeReady
 		switch {
 		case n.lost:
-			state = "lost"
+			state = store.NodeLost
 		case n.Drained:
-			state = "drained"
+			state = store.NodeDrained
 		}
-		pn := &hacv1.Node{Name: n.Name, Address: n.Address, State: state, LastHeartbeat: ts(n.lastSeen)}
+		pn := &hacv1.Node{Name: n.Name, Address: n.Address, State: string(state), LastHeartbeat: ts(n.lastSeen)}
 		for _, g := range n.GPUs {
 			pn.Gpus = append(pn.Gpus, &hacv1.GPU{Index: int32(g.Index), Uuid: g.UUID, Name: g.Name, MemoryMib: g.MemoryMiB,
 				AllocatedMib: held[g.UUID], UsedMib: used[g.UUID]})
@@ -125,8 +125,14 @@ func (ps poolService) ListQueue(ctx context.Context, _ *connect.Request[hacv1.Li
 	return connect.NewResponse(out), nil
 }
 
-// jobStates are the states a job may be in, as filters name them.
-var jobStates = []string{store.JobQueued, store.JobRunning, store.JobCompleted, store.JobFailed, store.JobCanceled, store.JobLost}
+// joinStates lists states for an error message.
+func joinStates[S ~string](states []S) string {
+	names := make([]string, len(states))
+	for i, s := range states {
+		names[i] = string(s)
+	}
+	return strings.Join(names, ", ")
+}
 
 // jobFilter turns hac jobs' filters into the store's, within what the
 // principal may see.
@@ -139,11 +145,11 @@ func (ps poolService) jobFilter(ctx context.Context, p principal, req *hacv1.Lis
 		f.Limit = 100
 	}
 	for _, st := range req.States {
-		if !slices.Contains(jobStates, st) {
-			return f, fmt.Errorf("%w: state %q: use %s", ErrInvalid, st, strings.Join(jobStates, ", "))
+		if !slices.Contains(store.JobStates, store.JobState(st)) {
+			return f, fmt.Errorf("%w: state %q: use %s", ErrInvalid, st, joinStates(store.JobStates))
 		}
+		f.States = append(f.States, store.JobState(st))
 	}
-	f.States = req.States
 	if req.Since != nil {
 		if err := req.Since.CheckValid(); err != nil {
 			return f, fmt.Errorf("%w: since: %v", ErrInvalid, err)
@@ -276,7 +282,7 @@ func (ps poolService) ListServers(ctx context.Context, _ *connect.Request[hacv1.
 
 func serverProto(s store.Server, jobID string) *hacv1.Server {
 	return &hacv1.Server{Name: s.Name, User: s.UserName, Model: s.Model, AcceleratorToken: s.AcceleratorToken,
-		CreatedAt: ts(s.CreatedAt), JobId: jobID, State: s.State, PrivateAddress: s.PrivateIP}
+		CreatedAt: ts(s.CreatedAt), JobId: jobID, State: string(s.State), PrivateAddress: s.PrivateIP}
 }
 
 func (ps poolService) CancelJob(ctx context.Context, req *connect.Request[hacv1.CancelJobRequest]) (*connect.Response[hacv1.CancelJobResponse], error) {

@@ -46,7 +46,7 @@ func (p portalService) driver() (ServerDriver, error) {
 }
 
 func (p portalService) detail(srv store.Server) *hacv1.ServerDetail {
-	d := &hacv1.ServerDetail{Name: srv.Name, State: srv.State, StateReason: srv.StateReason, Zone: srv.Zone, Tier: srv.Tier,
+	d := &hacv1.ServerDetail{Name: srv.Name, State: string(srv.State), StateReason: srv.StateReason, Zone: srv.Zone, Tier: srv.Tier,
 		Type: srv.Type, Image: srv.Image, KeyPair: srv.KeyPairName, PrivateAddress: srv.PrivateIP, Model: srv.Model,
 		ReferenceModel: srv.ReferenceModel, AcceleratorToken: srv.AcceleratorToken, CreatedAt: ts(srv.CreatedAt)}
 	if t, err := catalog.LookupServerType(srv.Type); err == nil {

@@ -78,7 +78,7 @@ func BenchmarkSchedulePass(b *testing.B) {
 	sizes := []int64{16, 32, 96, 16, 384}
 	var queue []Job
 	for i := 0; i < 100; i++ {
-		queue = append(queue, Job{ID: fmt.Sprint(i), Server: fmt.Sprint(i), Seq: int64(i), MemoryMiB: sizes[i%len(sizes)] * gib})
+		queue = append(queue, Job{ID: int64(i), Server: int64(i), Seq: int64(i), MemoryMiB: sizes[i%len(sizes)] * gib})
 	}
 	b.Run("warm", func(b *testing.B) {
 		snap := bigPool()

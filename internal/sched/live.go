@@ -17,22 +17,22 @@ import (
 //
 // A Queue is not safe for concurrent use.
 type Queue struct {
-	jobs    map[string]*serverJobs // by job ID: its server's entry
-	servers map[string]*serverJobs
+	jobs    map[int64]*serverJobs // by job ID: its server's entry
+	servers map[int64]*serverJobs
 	heads   []Job // the first waiting job of each free server, in order
 }
 
 // serverJobs is one server's waiting jobs, in order, and whether a job of
 // the server holds its accelerator.
 type serverJobs struct {
-	name string
+	id   int64
 	jobs []Job
 	held bool
 }
 
 // NewQueue returns an empty queue.
 func NewQueue() *Queue {
-	return &Queue{jobs: map[string]*serverJobs{}, servers: map[string]*serverJobs{}}
+	return &Queue{jobs: map[int64]*serverJobs{}, servers: map[int64]*serverJobs{}}
 }
 
 // before orders a and b as they are served: priority, then arrival (then
@@ -48,11 +48,11 @@ func before(a, b Job) int {
 	return cmp.Compare(a.ID, b.ID)
 }
 
-func (q *Queue) server(name string) *serverJobs {
-	s := q.servers[name]
+func (q *Queue) server(id int64) *serverJobs {
+	s := q.servers[id]
 	if s == nil {
-		s = &serverJobs{name: name}
-		q.servers[name] = s
+		s = &serverJobs{id: id}
+		q.servers[id] = s
 	}
 	return s
 }
@@ -60,7 +60,7 @@ func (q *Queue) server(name string) *serverJobs {
 // forget drops a server's entry once it has nothing to remember.
 func (q *Queue) forget(s *serverJobs) {
 	if len(s.jobs) == 0 && !s.held {
-		delete(q.servers, s.name)
+		delete(q.servers, s.id)
 	}
 }
 
@@ -112,7 +112,7 @@ func (q *Queue) Push(j Job) {
 
 // Remove takes a waiting job out (it was withdrawn or canceled); it
 // reports whether the job was waiting.
-func (q *Queue) Remove(id string) bool {
+func (q *Queue) Remove(id int64) bool {
 	s := q.jobs[id]
 	if s == nil {
 		return false
@@ -126,13 +126,13 @@ func (q *Queue) Remove(id string) bool {
 
 // Hold records that a job of server holds its accelerator (a job that was
 // running before the queue was built); Pass holds a granted job's server.
-func (q *Queue) Hold(server string) {
+func (q *Queue) Hold(server int64) {
 	s := q.server(server)
 	q.change(s, func() { s.held = true })
 }
 
 // Free records that the server's accelerator was released.
-func (q *Queue) Free(server string) {
+func (q *Queue) Free(server int64) {
 	if s := q.servers[server]; s != nil {
 		q.change(s, func() { s.held = false })
 	}
@@ -175,7 +175,7 @@ func (q *Queue) Pass(snap *Snapshot) Result {
 // Wait says why a waiting job waits and, for PoolFull, its 1-based place
 // among the jobs waiting for the pool; ok is false for a job not waiting.
 // It is true after a Pass: the first head is the one that did not fit.
-func (q *Queue) Wait(id string) (w Wait, ok bool) {
+func (q *Queue) Wait(id int64) (w Wait, ok bool) {
 	s := q.jobs[id]
 	if s == nil {
 		return Wait{}, false
@@ -188,7 +188,7 @@ func (q *Queue) Wait(id string) (w Wait, ok bool) {
 }
 
 // First is the first waiting job of server, if any.
-func (q *Queue) First(server string) (Job, bool) {
+func (q *Queue) First(server int64) (Job, bool) {
 	s := q.servers[server]
 	if s == nil || len(s.jobs) == 0 {
 		return Job{}, false

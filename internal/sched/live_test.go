@@ -21,25 +21,25 @@ func TestQueueMatchesSchedule(t *testing.T) {
 		snap := pool([]int64{80, 80}, []int64{40})
 		q := NewQueue()
 		var waiting []Job
-		busy := map[string]bool{}
-		running := map[string]Grant{} // by server
+		busy := map[int64]bool{}
+		running := map[int64]Grant{} // by server
 		seq := int64(0)
 		for step := 0; step < 600; step++ {
 			switch op := r.IntN(10); {
 			case op < 5: // a job arrives
 				seq++
-				j := Job{ID: fmt.Sprint(seq), Server: fmt.Sprintf("s%d", r.IntN(12)), Priority: r.IntN(3) - 1, Seq: seq,
+				j := Job{ID: seq, Server: int64(r.IntN(12)), Priority: r.IntN(3) - 1, Seq: seq,
 					MemoryMiB: sizes[r.IntN(len(sizes))] * gib}
 				waiting = append(waiting, j)
 				q.Push(j)
 			case op < 7 && len(waiting) > 0: // a waiting job is withdrawn
 				i := r.IntN(len(waiting))
 				if !q.Remove(waiting[i].ID) {
-					t.Fatalf("seed %d step %d: job %s was not waiting", seed, step, waiting[i].ID)
+					t.Fatalf("seed %d step %d: job %d was not waiting", seed, step, waiting[i].ID)
 				}
 				waiting = slices.Delete(waiting, i, i+1)
 			case len(running) > 0: // a running job ends
-				servers := make([]string, 0, len(running))
+				servers := make([]int64, 0, len(running))
 				for s := range running {
 					servers = append(servers, s)
 				}
@@ -66,7 +66,7 @@ func TestQueueMatchesSchedule(t *testing.T) {
 			pool := 0
 			for _, w := range want.Waits {
 				if got, ok := q.Wait(w.JobID); !ok || got != w {
-					t.Fatalf("seed %d step %d: Wait(%s) = %+v, %v; want %+v", seed, step, w.JobID, got, ok, w)
+					t.Fatalf("seed %d step %d: Wait(%d) = %+v, %v; want %+v", seed, step, w.JobID, got, ok, w)
 				}
 				if w.Reason == PoolFull {
 					pool++
@@ -86,23 +86,23 @@ func sameRejects(a, b []Reject) bool {
 	return slices.Equal(rejectIDs(a), rejectIDs(b))
 }
 
-func rejectIDs(rs []Reject) []string {
-	var out []string
+func rejectIDs(rs []Reject) []int64 {
+	var out []int64
 	for _, r := range rs {
 		out = append(out, r.JobID)
 	}
 	return out
 }
 
-func ids(gs []Grant) []string {
-	var out []string
+func ids(gs []Grant) []int64 {
+	var out []int64
 	for _, g := range gs {
 		out = append(out, g.JobID)
 	}
 	return out
 }
 
-func jobByID(jobs []Job, id string) Job {
+func jobByID(jobs []Job, id int64) Job {
 	for _, j := range jobs {
 		if j.ID == id {
 			return j
@@ -116,13 +116,13 @@ func jobByID(jobs []Job, id string) Job {
 // queue (the reference, as the broker ran it before).
 func BenchmarkQueuePass(b *testing.B) {
 	for _, n := range []int{100, 10000} {
-		setup := func() (*Snapshot, []Job, map[string]bool) {
+		setup := func() (*Snapshot, []Job, map[int64]bool) {
 			snap := pool(eight(80))
 			var jobs []Job
 			for i := 0; i < n; i++ {
-				jobs = append(jobs, Job{ID: fmt.Sprint(i), Server: fmt.Sprint(i), Seq: int64(i), MemoryMiB: 16 * gib})
+				jobs = append(jobs, Job{ID: int64(i), Server: int64(i), Seq: int64(i), MemoryMiB: 16 * gib})
 			}
-			return snap, jobs, map[string]bool{}
+			return snap, jobs, map[int64]bool{}
 		}
 		b.Run(fmt.Sprintf("waiting=%d/queue", n), func(b *testing.B) {
 			snap, jobs, _ := setup()
@@ -141,8 +141,8 @@ func BenchmarkQueuePass(b *testing.B) {
 				g := running[0]
 				running = running[1:]
 				Release(snap, g.Plan)
-				q.Free(g.JobID) // server names are job ids here
-				q.Push(Job{ID: fmt.Sprint(next), Server: fmt.Sprint(next), Seq: next, MemoryMiB: 16 * gib})
+				q.Free(g.JobID) // server ids are job ids here
+				q.Push(Job{ID: next, Server: next, Seq: next, MemoryMiB: 16 * gib})
 				next++
 				res := q.Pass(snap)
 				for _, g := range res.Grants {
@@ -166,7 +166,7 @@ func BenchmarkQueuePass(b *testing.B) {
 				running = running[1:]
 				Release(snap, g.Plan)
 				delete(busy, g.JobID)
-				jobs = append(jobs, Job{ID: fmt.Sprint(next), Server: fmt.Sprint(next), Seq: next, MemoryMiB: 16 * gib})
+				jobs = append(jobs, Job{ID: next, Server: next, Seq: next, MemoryMiB: 16 * gib})
 				next++
 				res := Schedule(snap, jobs, busy)
 				for _, g := range res.Grants {

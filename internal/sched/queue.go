@@ -8,8 +8,8 @@ import (
 
 // Job is a request waiting in the queue.
 type Job struct {
-	ID        string
-	Server    string
+	ID        int64 // the store's job id
+	Server    int64 // the store's server id: one job of a server at a time
 	Priority  int   // -99..99, higher first
 	Seq       int64 // arrival order, lower first
 	MemoryMiB int64
@@ -27,7 +27,7 @@ const (
 
 // Wait is a job that keeps waiting, and why.
 type Wait struct {
-	JobID  string
+	JobID  int64
 	Reason Reason
 	// Position is the 1-based place among jobs waiting for the pool
 	// (PoolFull only).
@@ -36,13 +36,13 @@ type Wait struct {
 
 // Grant is a job that may start, with its plan.
 type Grant struct {
-	JobID string
+	JobID int64
 	Plan  Plan
 }
 
 // Reject is a job that can never be served, with the reason.
 type Reject struct {
-	JobID string
+	JobID int64
 	Err   error
 }
 
@@ -68,10 +68,10 @@ func Order(jobs []Job) {
 // accelerator is held now. Neither queue nor busy is changed; snap is
 // changed during the pass and restored before Schedule returns, so that its
 // index stays warm for the next pass (it is not safe for concurrent use).
-func Schedule(snap *Snapshot, queue []Job, busy map[string]bool) Result {
+func Schedule(snap *Snapshot, queue []Job, busy map[int64]bool) Result {
 	jobs := slices.Clone(queue)
 	Order(jobs)
-	held := make(map[string]bool, len(busy))
+	held := make(map[int64]bool, len(busy))
 	for s, b := range busy {
 		held[s] = b
 	}

@@ -96,11 +96,11 @@ func TestPlace(t *testing.T) {
 func TestScheduleOrderAndBlocking(t *testing.T) {
 	snap := pool([]int64{80, 80})
 	queue := []Job{
-		{ID: "a", Server: "s1", Seq: 1, MemoryMiB: 96 * gib}, // takes both GPUs
-		{ID: "b", Server: "s2", Seq: 2, MemoryMiB: 16 * gib}, // blocked behind c
-		{ID: "c", Server: "s3", Seq: 3, Priority: 5, MemoryMiB: 160 * gib},
-		{ID: "d", Server: "s1", Seq: 4, MemoryMiB: 16 * gib},  // same server as a
-		{ID: "e", Server: "s4", Seq: 5, MemoryMiB: 999 * gib}, // never fits
+		{ID: 1, Server: 1, Seq: 1, MemoryMiB: 96 * gib}, // takes both GPUs
+		{ID: 2, Server: 2, Seq: 2, MemoryMiB: 16 * gib}, // blocked behind c
+		{ID: 3, Server: 3, Seq: 3, Priority: 5, MemoryMiB: 160 * gib},
+		{ID: 4, Server: 1, Seq: 4, MemoryMiB: 16 * gib},  // same server as a
+		{ID: 5, Server: 4, Seq: 5, MemoryMiB: 999 * gib}, // never fits
 	}
 	before := snap.Clone()
 	res := Schedule(snap, queue, nil)
@@ -108,12 +108,12 @@ func TestScheduleOrderAndBlocking(t *testing.T) {
 		t.Fatal("Schedule left its snapshot changed")
 	}
 	want := Result{
-		Grants: []Grant{{JobID: "c", Plan: Plan{Placements: []Placement{pl("n0", "n0-g0", 80), pl("n0", "n0-g1", 80)}}}},
+		Grants: []Grant{{JobID: 3, Plan: Plan{Placements: []Placement{pl("n0", "n0-g0", 80), pl("n0", "n0-g1", 80)}}}},
 		Waits: []Wait{
-			{JobID: "a", Reason: PoolFull, Position: 1},
-			{JobID: "b", Reason: PoolFull, Position: 2},
-			{JobID: "d", Reason: Busy},
-			{JobID: "e", Reason: PoolFull, Position: 3},
+			{JobID: 1, Reason: PoolFull, Position: 1},
+			{JobID: 2, Reason: PoolFull, Position: 2},
+			{JobID: 4, Reason: Busy},
+			{JobID: 5, Reason: PoolFull, Position: 3},
 		},
 	}
 	if !reflect.DeepEqual(res, want) {
@@ -124,24 +124,24 @@ func TestScheduleOrderAndBlocking(t *testing.T) {
 func TestScheduleBusyServerDoesNotBlock(t *testing.T) {
 	snap := pool([]int64{80})
 	queue := []Job{
-		{ID: "a", Server: "s1", Seq: 1, MemoryMiB: 16 * gib},
-		{ID: "b", Server: "s2", Seq: 2, MemoryMiB: 16 * gib},
+		{ID: 1, Server: 1, Seq: 1, MemoryMiB: 16 * gib},
+		{ID: 2, Server: 2, Seq: 2, MemoryMiB: 16 * gib},
 	}
-	res := Schedule(snap, queue, map[string]bool{"s1": true})
-	if len(res.Grants) != 1 || res.Grants[0].JobID != "b" {
+	res := Schedule(snap, queue, map[int64]bool{1: true})
+	if len(res.Grants) != 1 || res.Grants[0].JobID != 2 {
 		t.Fatalf("grants = %+v, want only b", res.Grants)
 	}
-	if !reflect.DeepEqual(res.Waits, []Wait{{JobID: "a", Reason: Busy}}) {
+	if !reflect.DeepEqual(res.Waits, []Wait{{JobID: 1, Reason: Busy}}) {
 		t.Fatalf("waits = %+v", res.Waits)
 	}
 }
 
 func TestScheduleRejectsWhatNeverFits(t *testing.T) {
-	res := Schedule(pool([]int64{80}), []Job{{ID: "a", Server: "s", MemoryMiB: 96 * gib}, {ID: "b", Server: "s", MemoryMiB: 16 * gib, Seq: 1}}, nil)
-	if len(res.Rejects) != 1 || res.Rejects[0].JobID != "a" || !errors.Is(res.Rejects[0].Err, ErrNeverFits) {
+	res := Schedule(pool([]int64{80}), []Job{{ID: 1, Server: 1, MemoryMiB: 96 * gib}, {ID: 2, Server: 1, MemoryMiB: 16 * gib, Seq: 1}}, nil)
+	if len(res.Rejects) != 1 || res.Rejects[0].JobID != 1 || !errors.Is(res.Rejects[0].Err, ErrNeverFits) {
 		t.Fatalf("rejects = %+v", res.Rejects)
 	}
-	if len(res.Grants) != 1 || res.Grants[0].JobID != "b" {
+	if len(res.Grants) != 1 || res.Grants[0].JobID != 2 {
 		t.Fatalf("a rejected job must not hold its server: grants = %+v", res.Grants)
 	}
 }
@@ -154,14 +154,14 @@ func TestScheduleNeverOvercommits(t *testing.T) {
 	sizes := []int64{16, 32, 48, 64, 96, 192, 288, 384}
 	var queue []Job
 	for i := 0; i < 200; i++ {
-		queue = append(queue, Job{ID: fmt.Sprint(i), Server: fmt.Sprint("s", i), Seq: int64(i), MemoryMiB: sizes[(i*7)%len(sizes)] * gib})
+		queue = append(queue, Job{ID: int64(i), Server: int64(i), Seq: int64(i), MemoryMiB: sizes[(i*7)%len(sizes)] * gib})
 	}
 	for round := 0; round < 50 && len(queue) > 0; round++ {
 		res := Schedule(snap, queue, nil)
 		if len(res.Grants) == 0 {
 			break
 		}
-		granted := map[string]bool{}
+		granted := map[int64]bool{}
 		for _, g := range res.Grants {
 			Apply(snap, g.Plan)
 			granted[g.JobID] = true
@@ -176,7 +176,7 @@ func TestScheduleNeverOvercommits(t *testing.T) {
 				}
 			}
 			if sum < want {
-				t.Fatalf("job %s granted %d MiB, asked %d", g.JobID, sum, want)
+				t.Fatalf("job %d granted %d MiB, asked %d", g.JobID, sum, want)
 			}
 		}
 		var rest []Job

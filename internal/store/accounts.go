@@ -26,8 +26,8 @@ type Server struct {
 	AcceleratorToken string
 	CreatedAt        time.Time
 
-	Kind           string // registered or vm
-	State          string // registered; vm: creating, running, stopped, error, deleting, deleted
+	Kind           ServerKind
+	State          ServerState
 	StateReason    string
 	Zone           string
 	Tier           string
@@ -39,17 +39,33 @@ type Server struct {
 	ReferenceModel string
 }
 
-// Server kinds and the states of vm servers.
-const (
-	KindRegistered = "registered"
-	KindVM         = "vm"
+// ServerKind says who runs a server: its user (registered) or hac (vm).
+type ServerKind string
 
-	ServerCreating = "creating"
-	ServerRunning  = "running"
-	ServerStopped  = "stopped"
-	ServerError    = "error"
-	ServerDeleting = "deleting"
-	ServerDeleted  = "deleted"
+// The server kinds.
+const (
+	KindRegistered ServerKind = "registered"
+	KindVM         ServerKind = "vm"
+)
+
+// ServerState is where a server is in its life. A registered server is
+// always ServerRegistered; a vm server goes
+//
+//	creating --> running <--> stopped
+//	    '--------'---> error    any --> deleting --> deleted
+//
+// The values are the API's and the CLI's words.
+type ServerState string
+
+// The server states.
+const (
+	ServerRegistered ServerState = "registered"
+	ServerCreating   ServerState = "creating"
+	ServerRunning    ServerState = "running"
+	ServerStopped    ServerState = "stopped"
+	ServerError      ServerState = "error"
+	ServerDeleting   ServerState = "deleting"
+	ServerDeleted    ServerState = "deleted"
 )
 
 // TokenKind says what a token acts for.
@@ -179,7 +195,7 @@ func nullID(id int64) sql.NullInt64 { return sql.NullInt64{Int64: id, Valid: id 
 // CreateServer adds a server and returns its id.
 func (t *Tx) CreateServer(s Server) (int64, error) {
 	if s.Kind == "" {
-		s.Kind, s.State = KindRegistered, KindRegistered
+		s.Kind, s.State = KindRegistered, ServerRegistered
 	}
 	var ip sql.NullString
 	if s.PrivateIP != "" {
@@ -246,7 +262,7 @@ func (t *Tx) Servers(userID int64) ([]Server, error) {
 }
 
 // SetServerState records a vm server's state and why.
-func (t *Tx) SetServerState(id int64, state, reason string) error {
+func (t *Tx) SetServerState(id int64, state ServerState, reason string) error {
 	_, err := t.exec(`UPDATE servers SET state = ?, state_reason = ? WHERE id = ?`, state, reason, id)
 	return err
 }

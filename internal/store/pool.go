@@ -13,7 +13,7 @@ type Node struct {
 	Name         string
 	Address      string
 	TicketKey    []byte
-	State        string
+	State        NodeState
 	RegisteredAt time.Time
 	GPUs         []GPU
 	// Drained nodes take no new jobs; registering again keeps the mark.
@@ -60,8 +60,20 @@ func (t *Tx) SetNodeDrained(name string, drained bool) error {
 	return err
 }
 
-// SetNodeState records a node's state (ready, lost).
-func (t *Tx) SetNodeState(name, state string) error {
+// NodeState says whether a node is heard from.
+type NodeState string
+
+// The node states: ready once registered, lost once its heartbeats stopped
+// (until it registers again). Listings show a ready node that is Drained
+// as NodeDrained, which is never stored.
+const (
+	NodeReady   NodeState = "ready"
+	NodeLost    NodeState = "lost"
+	NodeDrained NodeState = "drained"
+)
+
+// SetNodeState records a node's state.
+func (t *Tx) SetNodeState(name string, state NodeState) error {
 	_, err := t.exec(`UPDATE nodes SET state = ? WHERE name = ?`, state, name)
 	return err
 }
@@ -113,14 +125,25 @@ func (t *Tx) Nodes() ([]Node, error) {
 //	   |                 |----reset------> canceled
 //	   |                 '----lease/node--> lost
 //	   '--withdrawn/rejected--> canceled
+//
+// The values are the API's and the CLI's words.
+type JobState string
+
+// The job states.
 const (
-	JobQueued    = "queued"
-	JobRunning   = "running"
-	JobCompleted = "completed"
-	JobFailed    = "failed"
-	JobCanceled  = "canceled"
-	JobLost      = "lost"
+	JobQueued    JobState = "queued"
+	JobRunning   JobState = "running"
+	JobCompleted JobState = "completed"
+	JobFailed    JobState = "failed"
+	JobCanceled  JobState = "canceled"
+	JobLost      JobState = "lost"
 )
+
+// JobStates are all the job states, in the order of a job's life.
+var JobStates = []JobState{JobQueued, JobRunning, JobCompleted, JobFailed, JobCanceled, JobLost}
+
+// Ended reports whether s is a final state.
+func (s JobState) Ended() bool { return s != JobQueued && s != JobRunning }
 
 // Job is one run of an accelerator program.
 type Job struct {
@@ -132,7 +155,7 @@ type Job struct {
 	Priority    int
 	Command     string
 	ClientPID   int64
-	State       string
+	State       JobState
 	SubmittedAt time.Time
 	AllocatedAt time.Time
 	EndedAt     time.Time
@@ -195,7 +218,7 @@ func (t *Tx) StopJob(id int64, at time.Time, grace time.Duration, reason string)
 }
 
 // EndJob records a job's final state.
-func (t *Tx) EndJob(id int64, state string, at time.Time, exitCode sql.NullInt64, reason string) error {
+func (t *Tx) EndJob(id int64, state JobState, at time.Time, exitCode sql.NullInt64, reason string) error {
 	_, err := t.exec(`UPDATE jobs SET state = ?, ended_at = ?, exit_code = ?, end_reason = ? WHERE id = ?`,
 		state, nanos(at), exitCode, reason, id)
 	return err
@@ -205,14 +228,14 @@ const jobColumns = `id, server_id, user_id, model, memory_mib, priority, command
 
 // Jobs returns jobs newest first: those in the given states (all when none),
 // of one user (all when userID is 0), at most limit.
-func (t *Tx) Jobs(userID int64, states []string, limit int) ([]Job, error) {
+func (t *Tx) Jobs(userID int64, states []JobState, limit int) ([]Job, error) {
 	return t.FindJobs(JobFilter{UserID: userID, States: states, Limit: limit})
 }
 
 // JobFilter selects jobs; a zero field selects all.
 type JobFilter struct {
 	UserID, ServerID int64
-	States           []string
+	States           []JobState
 	// Since keeps the jobs submitted at or after it.
 	Since time.Time
 	Limit int
