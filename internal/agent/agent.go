@@ -454,7 +454,8 @@ func (a *Agent) heartbeat(ctx context.Context, removed chan<- error) {
 			req.WorkerCsr = a.csr
 		}
 		for id, j := range a.jobs {
-			req.Jobs = append(req.Jobs, &hacv1.RunningJob{JobId: strconv.FormatInt(id, 10), Pid: int64(j.pid()), UsedMib: j.used()})
+			req.Jobs = append(req.Jobs, &hacv1.RunningJob{JobId: strconv.FormatInt(id, 10), Pid: int64(j.pid()), UsedMib: j.used(),
+				SuspendedMs: j.suspendedFor().Milliseconds()})
 		}
 		for id, exp := range a.used {
 			if time.Now().After(exp) {

@@ -40,6 +40,31 @@ type jobRun struct {
 	stopBy     time.Time
 	stopReason string
 	stopTimer  *time.Timer
+	// suspendedAt is when the client suspended the job (Ctrl+Z); zero
+	// while it runs.
+	suspendedAt time.Time
+}
+
+// setSuspended records that the client suspended the job or let it go on.
+func (j *jobRun) setSuspended(frozen bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	switch {
+	case !frozen:
+		j.suspendedAt = time.Time{}
+	case j.suspendedAt.IsZero():
+		j.suspendedAt = time.Now()
+	}
+}
+
+// suspendedFor is how long the client has held the job suspended.
+func (j *jobRun) suspendedFor() time.Duration {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.suspendedAt.IsZero() {
+		return 0
+	}
+	return max(time.Since(j.suspendedAt), time.Millisecond)
 }
 
 // terminate stops the job as hac cancel asks: SIGTERM to each of its
@@ -665,6 +690,7 @@ func (w *worker) relayInput(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.
 					w.a.log.Warn("suspend a job", "err", err)
 					frozen = false
 				}
+				run.setSuspended(frozen)
 				// The client stops itself once it hears this.
 				s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Suspended{Suspended: frozen}})
 			default:

@@ -73,7 +73,7 @@ func (a agentService) Heartbeat(ctx context.Context, req *connect.Request[hacv1.
 		if err != nil {
 			return nil, apiError(fmt.Errorf("%w: job id %q", ErrInvalid, j.JobId))
 		}
-		running[id] = jobReport{pid: j.Pid, usedMiB: j.UsedMib}
+		running[id] = jobReport{pid: j.Pid, usedMiB: j.UsedMib, suspended: time.Duration(max(j.SuspendedMs, 0)) * time.Millisecond}
 	}
 	beat := a.s.broker.heartbeat(req.Msg.Name, running)
 	out := &hacv1.HeartbeatResponse{Reregister: beat.reregister}

@@ -731,6 +731,8 @@ func (b *broker) registerNode(n store.Node) error {
 type jobReport struct {
 	pid     int64 // the program's pid on the node
 	usedMiB int64 // GPU memory it uses
+	// suspended is how long its client has held it suspended (Ctrl+Z).
+	suspended time.Duration
 }
 
 // beatAnswer is what a heartbeat tells its node: the jobs to kill (they
@@ -766,6 +768,13 @@ func (b *broker) heartbeat(name string, running map[int64]jobReport) beatAnswer 
 			j.pid = r.pid
 			if j.Detached {
 				j.lease = now.Add(b.cfg.LeaseTTL)
+			}
+			// The suspended lease the client asked for, from the node's
+			// word: a restarted control plane keeps it too.
+			if r.suspended > 0 {
+				if until := now.Add(b.cfg.SuspendedLease - r.suspended); until.After(j.lease) {
+					j.lease = until
+				}
 			}
 		}
 		j.usedMiB = r.usedMiB

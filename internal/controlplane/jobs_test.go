@@ -88,6 +88,54 @@ func TestDetachedLeaseAndStop(t *testing.T) {
 	}
 }
 
+// TestSuspendedLeaseFromTheNode: a job its client suspended (Ctrl+Z) keeps
+// its suspended lease by its node's word, which a restarted control plane
+// hears too (it forgot the client's request), and only for as long as the
+// suspended lease: counted from the suspension, not from the restart.
+func TestSuspendedLeaseFromTheNode(t *testing.T) {
+	clock := newTestClock(time.Unix(1_000_000, 0))
+	_, _, s := testPoolWith(t, store.Normal, 1, 2, 0, func(c *Config) {
+		c.Now, c.NodeLostAfter, c.SuspendedLease = clock.now, time.Hour, 10*time.Minute
+	})
+	b := s.broker
+	j, err := b.submit(userServer(t, s, "alice", "a"), 16384, 0, "train", 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	suspended := time.Minute // when the control plane came back
+	for suspended < 10*time.Minute-b.cfg.LeaseTTL {
+		b.heartbeat("node1", map[int64]jobReport{j.ID: {pid: 7, suspended: suspended}})
+		clock.add(b.cfg.LeaseTTL / 2)
+		suspended += b.cfg.LeaseTTL / 2
+		b.expire()
+		if got := b.state(j.ID); got.State != store.JobRunning {
+			t.Fatalf("suspended %v of 10m: the job ended %+v", suspended, got)
+		}
+	}
+	for range 4 {
+		b.heartbeat("node1", map[int64]jobReport{j.ID: {pid: 7, suspended: suspended}})
+		clock.add(b.cfg.LeaseTTL / 2)
+		suspended += b.cfg.LeaseTTL / 2
+		b.expire()
+	}
+	if row := storedJob(t, s, j.ID); row.State != store.JobLost {
+		t.Fatalf("a job suspended past its suspended lease is %s", row.State)
+	}
+	// A running job's report extends nothing: its client renews.
+	k, err := b.submit(userServer(t, s, "alice", "b"), 16384, 0, "train", 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		b.heartbeat("node1", map[int64]jobReport{k.ID: {pid: 8}})
+		clock.add(b.cfg.LeaseTTL / 2)
+		b.expire()
+	}
+	if row := storedJob(t, s, k.ID); row.State != store.JobLost {
+		t.Fatalf("an attached job no client renews is %s", row.State)
+	}
+}
+
 func storedJob(t *testing.T, s *Server, id int64) store.Job {
 	t.Helper()
 	var j store.Job

@@ -274,9 +274,10 @@ func TestInterruptTwiceAndQuit(t *testing.T) {
 // TestCtrlZThenFg covers SPEC A12's Ctrl+Z under a real terminal (the
 // client's stdin and controlling terminal; its output to a file, so no
 // raw mode): Ctrl+Z stops the client and freezes the program's whole tree;
-// the job outlives many lease times suspended (its GPUs held); fg
-// (SIGCONT to the group, as a shell sends it) thaws it, twice over, and
-// Ctrl+C then ends it as usual.
+// the job outlives many lease times suspended (its GPUs held), also
+// across a restart of the control plane (which hears of the suspension
+// from the node); fg (SIGCONT to the group, as a shell sends it) thaws it,
+// twice over, and Ctrl+C then ends it as usual.
 func TestCtrlZThenFg(t *testing.T) {
 	c := newCluster(t, "fake:1x80GiB") // lease TTL 3 s
 	env := c.serverEnv(c.register("web1", ""))
@@ -309,6 +310,9 @@ func TestCtrlZThenFg(t *testing.T) {
 		ptmx.Write([]byte{0x1a}) // Ctrl+Z
 		eventually(t, 10*time.Second, "the client to stop", func() bool { return procState(cmd.Process.Pid) == "T" })
 		eventually(t, 10*time.Second, "the program to freeze", func() bool { return frozen(t, prog) })
+		if round == 0 {
+			c.restartServe() // forgets the client's request for the suspended lease
+		}
 		time.Sleep(time.Duration(8-4*round) * time.Second) // over a lease time: the behaviour under test is what happens over time
 		if j := c.job(id); j.State != "running" {
 			t.Fatalf("round %d: the job while suspended: %+v", round, j)

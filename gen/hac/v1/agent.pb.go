@@ -360,10 +360,14 @@ func (x *RegisterNodeResponse) GetWorkerCertificate() [][]byte {
 }
 
 type RunningJob struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Pid           int64                  `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
-	UsedMib       int64                  `protobuf:"varint,3,opt,name=used_mib,json=usedMib,proto3" json:"used_mib,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Pid     int64                  `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
+	UsedMib int64                  `protobuf:"varint,3,opt,name=used_mib,json=usedMib,proto3" json:"used_mib,omitempty"`
+	// suspended_ms is how long the job's client has held it suspended
+	// (Ctrl+Z), 0 when it is not: the control plane keeps the job's lease
+	// for the suspended lease from then, also when it restarted meanwhile.
+	SuspendedMs   int64 `protobuf:"varint,4,opt,name=suspended_ms,json=suspendedMs,proto3" json:"suspended_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -415,6 +419,13 @@ func (x *RunningJob) GetPid() int64 {
 func (x *RunningJob) GetUsedMib() int64 {
 	if x != nil {
 		return x.UsedMib
+	}
+	return 0
+}
+
+func (x *RunningJob) GetSuspendedMs() int64 {
+	if x != nil {
+		return x.SuspendedMs
 	}
 	return 0
 }
@@ -766,12 +777,13 @@ const file_hac_v1_agent_proto_rawDesc = "" +
 	"ticket_key\x18\x01 \x01(\fR\tticketKey\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x02 \x01(\x05R\x13heartbeatIntervalMs\x12)\n" +
 	"\x10protocol_version\x18\x03 \x01(\x05R\x0fprotocolVersion\x12-\n" +
-	"\x12worker_certificate\x18\x04 \x03(\fR\x11workerCertificate\"P\n" +
+	"\x12worker_certificate\x18\x04 \x03(\fR\x11workerCertificate\"s\n" +
 	"\n" +
 	"RunningJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\x03R\x03pid\x12\x19\n" +
-	"\bused_mib\x18\x03 \x01(\x03R\ausedMib\"m\n" +
+	"\bused_mib\x18\x03 \x01(\x03R\ausedMib\x12!\n" +
+	"\fsuspended_ms\x18\x04 \x01(\x03R\vsuspendedMs\"m\n" +
 	"\x10HeartbeatRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12&\n" +
 	"\x04jobs\x18\x02 \x03(\v2\x12.hac.v1.RunningJobR\x04jobs\x12\x1d\n" +
