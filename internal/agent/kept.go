@@ -20,12 +20,15 @@ import (
 // hac logs), and for detached jobs (hac run -d), which run without their
 // client, their workspace too (hac fetch), from the start until
 // Config.JobRetention after its end, or until newer records need the room
-// (Config.JobKeepBytes for all of them on the node). Each lives in
+// (Config.JobKeepBytes for all of them on the node: the user who holds the
+// most gives way first, so that one user's many jobs cannot push out
+// everyone else's). Each lives in
 // DataDir/kept/JOB: output.N (outputLog), manifest.pb (what the client
 // uploaded, to tell what the program changed), work/ (the workspace, which
-// the job's sandbox shows at the client's folder) and end.json (how it
-// ended). An agent restart keeps the records, and marks the jobs that ran
-// as ended with the agent.
+// the job's sandbox shows at the client's folder), end.json (how it ended,
+// and whose it is) and, for a detached job, user (whose it is, known
+// before it ends). An agent restart keeps the records, and marks the jobs
+// that ran as ended with the agent.
 
 const (
 	// DefaultJobOutputBytes is how much of a detached job's output a node
@@ -42,6 +45,7 @@ const (
 // keptJob is a detached job's output and files on this node.
 type keptJob struct {
 	id   int64
+	user int64 // the job's user; 0 when not known (a record of an older agent)
 	dir  string
 	work string // the workspace; empty for an attached job's
 
@@ -61,6 +65,7 @@ type keptEnd struct {
 	Reason   string    `json:"reason,omitempty"`
 	At       time.Time `json:"at"`
 	Dropped  int64     `json:"dropped,omitempty"`
+	User     int64     `json:"user,omitempty"`
 }
 
 func (a *Agent) keptDir() string { return filepath.Join(a.cfg.DataDir, "kept") }
@@ -68,14 +73,17 @@ func (a *Agent) keptDir() string { return filepath.Join(a.cfg.DataDir, "kept") }
 // keep starts the record of a job about to be prepared: a detached job's
 // workspace goes to the record's work/ (made by the job's folders).
 // An attached job's folder waits for the program's first output.
-func (a *Agent) keep(run *jobRun, detached bool) (*keptJob, error) {
+func (a *Agent) keep(run *jobRun, user int64, detached bool) (*keptJob, error) {
 	dir := filepath.Join(a.keptDir(), strconv.FormatInt(run.id, 10))
-	k := &keptJob{id: run.id, dir: dir, run: run}
+	k := &keptJob{id: run.id, user: user, dir: dir, run: run}
 	if detached {
 		if _, err := os.Lstat(dir); err == nil {
 			return nil, errors.New("the node already has a record of this job")
 		}
 		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "user"), []byte(strconv.FormatInt(user, 10)), 0o600); err != nil {
 			return nil, err
 		}
 		k.work = filepath.Join(dir, "work")
@@ -128,7 +136,7 @@ func (a *Agent) discard(k *keptJob) {
 // attached run's output goes to the disk now, if it wrote any.
 func (k *keptJob) ended(e keptEnd) error {
 	log := k.output()
-	e.Dropped = log.dropped()
+	e.Dropped, e.User = log.dropped(), k.user
 	after := log // what later readers read
 	raw, err := json.Marshal(e)
 	var size int64
@@ -224,11 +232,14 @@ func (a *Agent) loadKept() error {
 		raw, err := os.ReadFile(filepath.Join(dir, "end.json"))
 		if err != nil || json.Unmarshal(raw, &end) != nil {
 			end = keptEnd{ExitCode: 137, Reason: "the node agent stopped while it ran", At: time.Now()}
+			if raw, err := os.ReadFile(filepath.Join(dir, "user")); err == nil {
+				end.User, _ = strconv.ParseInt(string(raw), 10, 64)
+			}
 			if raw, err := json.Marshal(end); err == nil {
 				writeFileSync(filepath.Join(dir, "end.json"), raw)
 			}
 		}
-		k := &keptJob{id: id, dir: dir, log: openOutputLog(dir, end.Dropped), end: &end, size: diskUsage(dir)}
+		k := &keptJob{id: id, user: end.User, dir: dir, log: openOutputLog(dir, end.Dropped), end: &end, size: diskUsage(dir)}
 		if _, err := os.Stat(filepath.Join(dir, "manifest.pb")); err == nil {
 			k.work = filepath.Join(dir, "work") // a detached job's
 		}
@@ -249,35 +260,74 @@ func (a *Agent) keptJob(id int64) *keptJob {
 // (one that wrote nothing takes no disk, but memory).
 const maxKeptRecords = 10000
 
+// keptRecord is an ended job's record as expireKept weighs it.
+type keptRecord struct {
+	k    *keptJob
+	at   time.Time
+	size int64
+}
+
 // expireKept removes the records whose retention ended, and then, while
 // ended records take more than Config.JobKeepBytes or are more than
-// maxKeptRecords, the ones that ended first.
+// maxKeptRecords, one of the user who holds the most of them (bytes, or
+// records for the count): that user's that ended first. A user who fills
+// the node's budget with many jobs so loses their own records, not
+// everyone else's.
 func (a *Agent) expireKept(now time.Time) {
 	a.mu.Lock()
-	type ended struct {
-		k    *keptJob
-		at   time.Time
-		size int64
-	}
-	var done []ended
+	byUser := map[int64][]keptRecord{}
+	bytes := map[int64]int64{}
 	var total int64
+	count := 0
 	for _, k := range a.kept {
 		k.mu.Lock()
 		if k.end != nil {
-			done = append(done, ended{k, k.end.At, k.size})
+			byUser[k.user] = append(byUser[k.user], keptRecord{k, k.end.At, k.size})
+			bytes[k.user] += k.size
 			total += k.size
+			count++
 		}
 		k.mu.Unlock()
 	}
-	slices.SortFunc(done, func(x, y ended) int { return x.at.Compare(y.at) })
 	var gone []*keptJob
-	for i, e := range done {
-		if now.Sub(e.at) <= a.cfg.JobRetention && total <= a.cfg.JobKeepBytes && len(done)-i <= maxKeptRecords {
-			break
+	drop := func(user int64) {
+		r := byUser[user][0]
+		byUser[user] = byUser[user][1:]
+		bytes[user] -= r.size
+		total -= r.size
+		count--
+		delete(a.kept, r.k.id)
+		gone = append(gone, r.k)
+	}
+	for user, rs := range byUser {
+		slices.SortFunc(rs, func(x, y keptRecord) int { return x.at.Compare(y.at) })
+		for len(rs) > 0 && now.Sub(rs[0].at) > a.cfg.JobRetention {
+			drop(user)
+			rs = byUser[user]
 		}
-		delete(a.kept, e.k.id)
-		gone = append(gone, e.k)
-		total -= e.size
+	}
+	// heaviest is the user whose record gives way: the one holding the
+	// most bytes (records, when only their count is over), then the one
+	// whose record is oldest.
+	heaviest := func(byCount bool) int64 {
+		weight := func(user int64) int64 {
+			if byCount {
+				return int64(len(byUser[user]))
+			}
+			return bytes[user]
+		}
+		var most int64
+		found := false
+		for user, rs := range byUser {
+			if len(rs) > 0 && (!found || weight(user) > weight(most) ||
+				weight(user) == weight(most) && rs[0].at.Before(byUser[most][0].at)) {
+				most, found = user, true
+			}
+		}
+		return most
+	}
+	for total > a.cfg.JobKeepBytes || count > maxKeptRecords {
+		drop(heaviest(total <= a.cfg.JobKeepBytes))
 	}
 	a.mu.Unlock()
 	for _, k := range gone {

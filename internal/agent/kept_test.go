@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -44,6 +45,33 @@ func TestKeptRecordsBounded(t *testing.T) {
 	}
 }
 
+// TestKeptRecordsSharedAmongUsers: past the node's budget, the records
+// that go are those of the user who holds the most, oldest first: one
+// user's many jobs cannot push out another's output, even older.
+func TestKeptRecordsSharedAmongUsers(t *testing.T) {
+	now := time.Now()
+	a := &Agent{cfg: Config{DataDir: t.TempDir(), JobRetention: time.Hour, JobKeepBytes: 100}, kept: map[int64]*keptJob{}, log: slog.Default()}
+	record := func(id, user int64, ended time.Duration) {
+		dir := filepath.Join(a.keptDir(), strconv.FormatInt(id, 10))
+		os.MkdirAll(dir, 0o700)
+		os.WriteFile(filepath.Join(dir, "output.0"), make([]byte, 30), 0o600)
+		a.kept[id] = &keptJob{id: id, user: user, dir: dir, size: diskUsage(dir), end: &keptEnd{At: now.Add(-ended), User: user}}
+	}
+	record(1, 2, 50*time.Minute) // bob's, the oldest
+	for id := int64(2); id <= 6; id++ {
+		record(id, 1, time.Duration(10-id)*time.Minute) // alice's many
+	}
+	a.expireKept(now)
+	var kept []int64
+	for id := range a.kept {
+		kept = append(kept, id)
+	}
+	slices.Sort(kept)
+	if !slices.Equal(kept, []int64{1, 5, 6}) {
+		t.Fatalf("kept %v, want bob's and alice's two newest", kept)
+	}
+}
+
 // TestKeptStreamsBounded: one job takes at most maxJobStreams readers.
 func TestKeptStreamsBounded(t *testing.T) {
 	k := &keptJob{}
@@ -58,5 +86,35 @@ func TestKeptStreamsBounded(t *testing.T) {
 	k.closeStream()
 	if !k.openStream() {
 		t.Fatal("a stream was refused after one closed")
+	}
+}
+
+// TestKeptRecordsReadBack: a restarted agent knows whose each record is,
+// also for a detached job that ran when the agent stopped.
+func TestKeptRecordsReadBack(t *testing.T) {
+	dir := t.TempDir()
+	a := &Agent{cfg: Config{DataDir: dir}, kept: map[int64]*keptJob{}, log: slog.Default()}
+	if _, err := a.keep(&jobRun{id: 3}, 7, true); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(a.keptDir(), "3", "manifest.pb"), nil, 0o600) // begun
+	ended, err := a.keep(&jobRun{id: 4}, 9, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(a.keptDir(), "4", "manifest.pb"), nil, 0o600)
+	ended.log = newOutputLog(ended.dir, 1<<20)
+	if err := ended.ended(keptEnd{ExitCode: 0, At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	b := &Agent{cfg: Config{DataDir: dir}, kept: map[int64]*keptJob{}, log: slog.Default()}
+	if err := b.loadKept(); err != nil {
+		t.Fatal(err)
+	}
+	if k := b.kept[3]; k == nil || k.user != 7 || k.end.ExitCode != 137 {
+		t.Fatalf("the job that ran: %+v", k)
+	}
+	if k := b.kept[4]; k == nil || k.user != 9 || k.end.ExitCode != 0 {
+		t.Fatalf("the job that ended: %+v", k)
 	}
 }

@@ -286,7 +286,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 		}
 	}()
 	// Every job's output is kept (hac logs); a detached job's workspace too.
-	kept, err := a.keep(run, claims.Detached)
+	kept, err := a.keep(run, claims.User, claims.Detached)
 	if err != nil {
 		go a.reportEnd(claims.JobID, 1, "job record", true)
 		return userError(s, "the node could not keep a record of the job: %v", err)

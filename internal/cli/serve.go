@@ -331,6 +331,6 @@ root; --no-sandbox is only for a machine whose only user is you.`,
 	f.Var(sizeFlag{&cfg.RunOutputBytes}, "run-output", "how much of each attached run's output the node keeps: its last part, in memory while it runs (default 1MiB)")
 	f.DurationVar(&cfg.JobRetention, "job-retention", agent.DefaultJobRetention, "how long a detached job's output and files stay after it ended")
 	cfg.JobKeepBytes = agent.DefaultJobKeepBytes
-	f.Var(sizeFlag{&cfg.JobKeepBytes}, "job-keep-size", "bound on what the node keeps of ended detached jobs; the oldest go first (default 20GiB)")
+	f.Var(sizeFlag{&cfg.JobKeepBytes}, "job-keep-size", "bound on what the node keeps of ended jobs; past it the oldest records of the user who holds the most go first (default 20GiB)")
 	return cmd
 }

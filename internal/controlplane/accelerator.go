@@ -176,7 +176,7 @@ func (a acceleratorService) grant(ctx context.Context, j jobState) (*hacv1.Grant
 			mem = j.MemoryMiB
 		}
 		w.Address, w.CaPin, w.KeyPin = addr, a.s.tls.workerPin, keyPin
-		w.Ticket = ticket.Sign(key, ticket.Claims{JobID: j.ID, Node: name, Model: j.Model, MemoryMiB: mem,
+		w.Ticket = ticket.Sign(key, ticket.Claims{JobID: j.ID, User: j.UserID, Node: name, Model: j.Model, MemoryMiB: mem,
 			GPUs: w.GpuUuids, Rank: rank, Nodes: len(order), Expires: exp, Detached: j.Detached, Environment: env})
 		g.Workers = append(g.Workers, w)
 	}
