@@ -20,7 +20,7 @@ const Header = "Hac-Ticket"
 
 // Claims is what a ticket grants.
 type Claims struct {
-	JobID     int64    `json:"job"`
+	JobID int64 `json:"job"`
 	// User is the job's user: a node shares what it keeps of ended jobs
 	// out among users.
 	User      int64    `json:"usr,omitempty"`
