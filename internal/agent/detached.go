@@ -93,7 +93,8 @@ const outputBatch = 256 << 10
 // stream that reached it. Records of one stream go out together, up to
 // outputBatch a message, and the reader's file is closed while a message
 // is on its way: a client that stops reading holds no file (a rotated one
-// would stay on disk).
+// would stay on disk). Output a slow stream missed (the log dropped it
+// before the stream came to it) is said (Skipped) where it was.
 func (k *keptJob) streamOutput(ctx context.Context, follow bool, send func(*hacv1.OutputResponse) error) error {
 	log := k.output()
 	r := log.reader()
@@ -138,6 +139,15 @@ func (k *keptJob) streamOutput(ctx context.Context, follow bool, send func(*hacv
 			case <-wait:
 			}
 			continue
+		}
+		if skipped := r.skipped(); skipped > 0 {
+			// Said where it happened: between what came and what comes.
+			if err := flush(); err != nil {
+				return err
+			}
+			if err := send(&hacv1.OutputResponse{Msg: &hacv1.OutputResponse_Skipped{Skipped: skipped}}); err != nil {
+				return err
+			}
 		}
 		if stream != batchStream || len(batch)+len(data) > outputBatch {
 			if err := flush(); err != nil {

@@ -28,6 +28,9 @@ type outputReader interface {
 	// next returns the next record; with nothing more, io.EOF once the
 	// output is closed, else a channel to wait on.
 	next() (stream byte, data []byte, wait <-chan struct{}, err error)
+	// skipped returns how many bytes the reader passed unread since the
+	// last call: dropped by the log before the reader came to them.
+	skipped() int64
 	// pause lets go of what the reader holds while a message is on its way.
 	pause()
 	close()
@@ -47,6 +50,7 @@ type memLog struct {
 	first   uint64      // the sequence number of recs[0]
 	bytes   int64
 	drop    int64
+	gone    int64 // bytes of the records dropped from the front
 	closed  bool
 	changed chan struct{}
 }
@@ -87,6 +91,7 @@ func (l *memLog) write(stream byte, p []byte) {
 		l.first++
 		l.bytes -= int64(len(old.data))
 		l.drop += int64(len(old.data))
+		l.gone += int64(len(old.data))
 	}
 	close(l.changed)
 	l.changed = make(chan struct{})
@@ -144,29 +149,41 @@ func (l *memLog) save(dir string) error {
 func (l *memLog) reader() outputReader {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return &memReader{l: l, seq: l.first}
+	return &memReader{l: l, seq: l.first, pos: l.gone}
 }
 
 // memReader reads a memLog by sequence number; records dropped before it
-// read them are skipped.
+// read them are skipped, and counted.
 type memReader struct {
-	l   *memLog
-	seq uint64
+	l    *memLog
+	seq  uint64
+	pos  int64 // the output's bytes before seq
+	skip int64
 }
 
 func (r *memReader) next() (byte, []byte, <-chan struct{}, error) {
 	l := r.l
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	r.seq = max(r.seq, l.first)
+	if r.seq < l.first {
+		r.skip += l.gone - r.pos
+		r.seq, r.pos = l.first, l.gone
+	}
 	if i := r.seq - l.first; i < uint64(len(l.recs)) {
 		r.seq++
+		r.pos += int64(len(l.recs[i].data))
 		return l.recs[i].stream, l.recs[i].data, nil, nil
 	}
 	if l.closed {
 		return 0, nil, nil, io.EOF
 	}
 	return 0, nil, l.changed, nil
+}
+
+func (r *memReader) skipped() int64 {
+	n := r.skip
+	r.skip = 0
+	return n
 }
 
 func (r *memReader) pause() {}

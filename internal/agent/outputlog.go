@@ -32,6 +32,7 @@ type outputLog struct {
 	prevLen int64 // payload bytes of the older file
 	curLen  int64 // payload bytes of the newer file
 	drop    int64 // payload bytes no longer kept
+	rotated int64 // payload bytes of the files removed: the older file starts there
 	// changed is closed (and replaced) at every write and at close:
 	// followers wait on it.
 	changed chan struct{}
@@ -155,6 +156,7 @@ func (l *outputLog) rotateLocked() error {
 	l.cur.Close()
 	os.Remove(outputFile(l.dir, l.gen-1)) // a reader that has it open reads on
 	l.drop += l.prevLen
+	l.rotated += l.prevLen
 	l.prevLen, l.curLen = l.curLen, 0
 	l.cur, l.gen, l.size = f, l.gen+1, 0
 	return nil
@@ -187,6 +189,17 @@ func (l *outputLog) state() (gen int, size, dropped int64, closed bool, changed 
 	return l.gen, l.size, l.drop, l.closed, l.changed
 }
 
+// start is where file g's payload starts in the output (g is the newer
+// file or the older).
+func (l *outputLog) start(g int) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if g >= l.gen {
+		return l.rotated + l.prevLen
+	}
+	return l.rotated
+}
+
 // logReader reads an outputLog from its oldest kept record on.
 type logReader struct {
 	l   *outputLog
@@ -195,11 +208,20 @@ type logReader struct {
 	off int64
 	// paused: f was closed at off (pause), to be opened again there.
 	paused bool
+	pos    int64 // the output's payload bytes before the next record
+	skip   int64
 }
 
 func (l *outputLog) reader() outputReader {
-	gen, _, _, _, _ := l.state()
-	return &logReader{l: l, gen: max(gen-1, 1)}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return &logReader{l: l, gen: max(l.gen-1, 1), pos: l.rotated}
+}
+
+func (r *logReader) skipped() int64 {
+	n := r.skip
+	r.skip = 0
+	return n
 }
 
 func (l *outputLog) dropped() int64 {
@@ -216,8 +238,13 @@ func (r *logReader) next() (stream byte, data []byte, wait <-chan struct{}, err 
 		if r.f == nil {
 			f, err := os.Open(outputFile(r.l.dir, r.gen))
 			if errors.Is(err, os.ErrNotExist) && r.gen < gen {
-				// Rotated away before it was opened: on with the oldest kept.
+				// Rotated away before it was opened: on with the oldest
+				// kept; what the reader had not read of it is skipped.
 				r.gen, r.off, r.paused = max(gen-1, r.gen+1), 0, false
+				if at := r.l.start(r.gen); at > r.pos {
+					r.skip += at - r.pos
+					r.pos = at
+				}
 				continue
 			}
 			if errors.Is(err, os.ErrNotExist) && r.gen == gen && size == 0 {
@@ -261,6 +288,7 @@ func (r *logReader) next() (stream byte, data []byte, wait <-chan struct{}, err 
 				return 0, nil, nil, fmt.Errorf("read the output: %w", err)
 			}
 			r.off += recordHeader + n
+			r.pos += n
 			return h[0], data, nil, nil
 		}
 		if r.gen < gen {

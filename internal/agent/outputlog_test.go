@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -155,5 +156,86 @@ func TestMemLogKeepsTheLastPart(t *testing.T) {
 	got, gotErr, closed := readAll(t, openOutputLog(dir, l.dropped()))
 	if got != out.String() || gotErr != "err\n" || !closed {
 		t.Fatalf("saved: %d bytes (want %d), %q, closed %v", len(got), out.Len(), gotErr, closed)
+	}
+}
+
+// TestSlowReaderCountsWhatItMissed: a reader that falls behind while the
+// log drops its oldest part is told how much went by unread, where it did:
+// what it read, what it was told it skipped and what was gone before it
+// came add up to all that was written, in order. For both logs, with the
+// file log's reader paused (its file closed) as a stream's is while a
+// message is on its way, and kept open.
+func TestSlowReaderCountsWhatItMissed(t *testing.T) {
+	const limit = 4 * (recordHeader + maxRecord)
+	for name, newLog := range map[string]func() jobOutput{
+		"file": func() jobOutput { return newOutputLog(filepath.Join(t.TempDir(), "log"), limit) },
+		"mem":  func() jobOutput { return newMemLog(limit) },
+	} {
+		for _, pause := range []bool{true, false} {
+			l := newLog()
+			var all bytes.Buffer
+			write := func(n int) {
+				for range n {
+					line := fmt.Sprintf("line %07d\n", all.Len())
+					all.WriteString(line)
+					l.writer(streamStdout).Write([]byte(line))
+				}
+			}
+			write(1000)
+			r := l.reader()
+			var read bytes.Buffer
+			var skipped int64
+			for round := range 20 {
+				// A few records, then the writer runs far ahead.
+				for range 3 {
+					_, data, wait, err := r.next()
+					if err != nil || wait != nil {
+						break
+					}
+					if s := r.skipped(); s > 0 {
+						if int64(read.Len())+s > int64(all.Len()) {
+							t.Fatalf("%s: skipped %d past what was written", name, s)
+						}
+						skipped += s
+						read.WriteString(strings.Repeat("?", int(s)))
+					}
+					read.Write(data)
+				}
+				if pause {
+					r.pause()
+				}
+				write(round * 300)
+			}
+			l.close()
+			for {
+				_, data, _, err := r.next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if s := r.skipped(); s > 0 {
+					skipped += s
+					read.WriteString(strings.Repeat("?", int(s)))
+				}
+				read.Write(data)
+			}
+			r.close()
+			if skipped == 0 {
+				t.Fatalf("%s pause %v: a reader far behind skipped nothing", name, pause)
+			}
+			// Each line read sits where it was written: the skips are
+			// said where they happened.
+			got, want := read.Bytes(), all.Bytes()
+			if len(got) != len(want) {
+				t.Fatalf("%s pause %v: read %d + skipped %d = %d, written %d", name, pause, read.Len()-int(skipped), skipped, len(got), len(want))
+			}
+			for i := range got {
+				if got[i] != '?' && got[i] != want[i] {
+					t.Fatalf("%s pause %v: byte %d is %q, written %q", name, pause, i, got[i], want[i])
+				}
+			}
+		}
 	}
 }

@@ -31,6 +31,8 @@ func (a *app) startedDetached(jobID, node string) {
 func (a *app) output() client.Output {
 	return client.Output{Stdout: a.stdout, Stderr: a.stderr, Dropped: func(n int64) {
 		a.say("info", "The node keeps the last part of the job's output: its first %s are gone.", bytesIn(n))
+	}, Skipped: func(n int64) {
+		a.say("warning", "%s of the job's output went by unread here: the node keeps only its last part, and this connection fell behind.", bytesIn(n))
 	}}
 }
 

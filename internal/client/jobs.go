@@ -23,6 +23,9 @@ type Output struct {
 	// Dropped hears how many bytes of the output's start its node no
 	// longer keeps; nil ignores it.
 	Dropped func(int64)
+	// Skipped hears how many bytes went by unread, where they did: the
+	// node dropped them while this reader was behind; nil ignores it.
+	Skipped func(int64)
 }
 
 // opened is a detached job opened on its node.
@@ -92,6 +95,10 @@ func (out Output) write(m *hacv1.OutputResponse) *hacv1.Exited {
 	case *hacv1.OutputResponse_Dropped:
 		if out.Dropped != nil {
 			out.Dropped(r.Dropped)
+		}
+	case *hacv1.OutputResponse_Skipped:
+		if out.Skipped != nil {
+			out.Skipped(r.Skipped)
 		}
 	case *hacv1.OutputResponse_Exited:
 		return r.Exited

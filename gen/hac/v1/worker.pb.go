@@ -81,6 +81,7 @@ type OutputResponse struct {
 	//	*OutputResponse_Stderr
 	//	*OutputResponse_Exited
 	//	*OutputResponse_Dropped
+	//	*OutputResponse_Skipped
 	Msg           isOutputResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -159,6 +160,15 @@ func (x *OutputResponse) GetDropped() int64 {
 	return 0
 }
 
+func (x *OutputResponse) GetSkipped() int64 {
+	if x != nil {
+		if x, ok := x.Msg.(*OutputResponse_Skipped); ok {
+			return x.Skipped
+		}
+	}
+	return 0
+}
+
 type isOutputResponse_Msg interface {
 	isOutputResponse_Msg()
 }
@@ -182,6 +192,13 @@ type OutputResponse_Dropped struct {
 	Dropped int64 `protobuf:"varint,4,opt,name=dropped,proto3,oneof"`
 }
 
+type OutputResponse_Skipped struct {
+	// skipped is how many bytes went by unread: the node dropped them
+	// while this stream was behind (a slow connection, a reader that
+	// does not read), to keep the output's last part.
+	Skipped int64 `protobuf:"varint,5,opt,name=skipped,proto3,oneof"`
+}
+
 func (*OutputResponse_Stdout) isOutputResponse_Msg() {}
 
 func (*OutputResponse_Stderr) isOutputResponse_Msg() {}
@@ -189,6 +206,8 @@ func (*OutputResponse_Stderr) isOutputResponse_Msg() {}
 func (*OutputResponse_Exited) isOutputResponse_Msg() {}
 
 func (*OutputResponse_Dropped) isOutputResponse_Msg() {}
+
+func (*OutputResponse_Skipped) isOutputResponse_Msg() {}
 
 type AttachRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1519,12 +1538,13 @@ const file_hac_v1_worker_proto_rawDesc = "" +
 	"\x13hac/v1/worker.proto\x12\x06hac.v1\"?\n" +
 	"\rOutputRequest\x12\x16\n" +
 	"\x06ticket\x18\x01 \x01(\tR\x06ticket\x12\x16\n" +
-	"\x06follow\x18\x02 \x01(\bR\x06follow\"\x91\x01\n" +
+	"\x06follow\x18\x02 \x01(\bR\x06follow\"\xad\x01\n" +
 	"\x0eOutputResponse\x12\x18\n" +
 	"\x06stdout\x18\x01 \x01(\fH\x00R\x06stdout\x12\x18\n" +
 	"\x06stderr\x18\x02 \x01(\fH\x00R\x06stderr\x12(\n" +
 	"\x06exited\x18\x03 \x01(\v2\x0e.hac.v1.ExitedH\x00R\x06exited\x12\x1a\n" +
-	"\adropped\x18\x04 \x01(\x03H\x00R\adroppedB\x05\n" +
+	"\adropped\x18\x04 \x01(\x03H\x00R\adropped\x12\x1a\n" +
+	"\askipped\x18\x05 \x01(\x03H\x00R\askippedB\x05\n" +
 	"\x03msg\"]\n" +
 	"\rAttachRequest\x12+\n" +
 	"\x04open\x18\x01 \x01(\v2\x15.hac.v1.OutputRequestH\x00R\x04open\x12\x18\n" +
@@ -1695,6 +1715,7 @@ func file_hac_v1_worker_proto_init() {
 		(*OutputResponse_Stderr)(nil),
 		(*OutputResponse_Exited)(nil),
 		(*OutputResponse_Dropped)(nil),
+		(*OutputResponse_Skipped)(nil),
 	}
 	file_hac_v1_worker_proto_msgTypes[2].OneofWrappers = []any{
 		(*AttachRequest_Open)(nil),
