@@ -474,7 +474,7 @@ func (e *prepError) Error() string { return e.err.Error() }
 func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, c ticket.Claims, start *hacv1.Start, dir string, uid int) (jos *jobOS, release func(), err error) {
 	a := w.a
 	if c.Image == "" || uid <= 0 {
-		done, err := w.receiveBlobs(stream, s, start.Manifest)
+		done, err := w.receiveBlobs(stream, s, start.Manifest, nil)
 		if err == nil {
 			err = a.cache.Materialize(start.Manifest, dir, uid)
 			done()
@@ -490,7 +490,7 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 	if err := a.fitsCache(all); err != nil {
 		return nil, nil, &prepError{"environment too large", false, err}
 	}
-	done, err := w.receiveBlobs(stream, s, all)
+	done, err := w.receiveBlobs(stream, s, start.Manifest, env.Layer)
 	if err != nil {
 		return nil, nil, &prepError{"workspace transfer failed", true, fmt.Errorf("the workspace and the server's files could not be transferred: %v", err)}
 	}
@@ -511,13 +511,18 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 	return jos, jos.release, nil
 }
 
-// receiveBlobs asks for the blobs of m the cache lacks and stores them;
-// the cache keeps m's blobs until release. A file that changed while the
-// client sent it arrives under another hash (Blob.changed_to), which its
-// entry in m then names.
-func (w *worker) receiveBlobs(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, m *hacv1.Manifest) (release func(), err error) {
+// receiveBlobs asks for the blobs of the workspace and the server's layer
+// (nil for none) the cache lacks and stores them; the cache keeps their
+// blobs until release. A file that changed while the client sent it
+// arrives under another hash (Blob.changed_to), which its entry then
+// names.
+func (w *worker) receiveBlobs(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, work, layer *hacv1.Manifest) (release func(), err error) {
+	m := work
+	if layer != nil {
+		m = &hacv1.Manifest{Files: append(append([]*hacv1.FileEntry(nil), work.Files...), layer.Files...)}
+	}
 	missing, reserved := w.a.cache.Reserve(m)
-	in := newIncoming(m, missing)
+	in := newIncoming(work, layer, missing)
 	release = func() {
 		reserved()
 		for _, u := range in.unpin {
@@ -534,9 +539,14 @@ func (w *worker) receiveBlobs(stream *connect.BidiStream[hacv1.ExecRequest, hacv
 		return nil, err
 	}
 	ok = true
-	for _, f := range m.Files {
-		if c, ok := in.changed[in.key(f.Path, f.Sha256)]; ok {
-			f.Sha256, f.Size = c.sum, c.size
+	for _, src := range []struct {
+		m     *hacv1.Manifest
+		layer bool
+	}{{work, false}, {layer, true}} {
+		for _, f := range src.m.GetFiles() {
+			if c, ok := in.changed[entryKey{src.layer, f.Path, f.Sha256}]; ok {
+				f.Sha256, f.Size = c.sum, c.size
+			}
 		}
 	}
 	w.a.log.Info("blobs ready", "files", len(m.Files), "blobs_received", len(missing), "changed_in_transit", len(in.changed), "bytes", workspace.TotalSize(m))
@@ -548,13 +558,26 @@ type incoming struct {
 	// wanted are the blobs asked for: the size the manifest declares and
 	// the paths that name each (a path that changed in transit is served).
 	wanted  map[string]*wantedBlob
-	changed map[string]changedBlob // by key(path, the hash asked)
+	changed map[entryKey]changedBlob // by the entry and the hash asked
 	unpin   []func()
 }
 
 type wantedBlob struct {
 	size  int64
-	paths map[string]bool
+	paths map[entryPath]bool
+}
+
+// entryPath names a manifest entry: the workspace's or the layer's (the
+// same path may be in both).
+type entryPath struct {
+	layer bool
+	path  string
+}
+
+// entryKey is an entry and the hash it was asked as.
+type entryKey struct {
+	layer     bool
+	path, sum string
 }
 
 // changedBlob is what came for one path whose file changed in transit.
@@ -563,20 +586,20 @@ type changedBlob struct {
 	size int64
 }
 
-func newIncoming(m *hacv1.Manifest, missing []string) *incoming {
-	in := &incoming{wanted: map[string]*wantedBlob{}, changed: map[string]changedBlob{}}
+func newIncoming(work, layer *hacv1.Manifest, missing []string) *incoming {
+	in := &incoming{wanted: map[string]*wantedBlob{}, changed: map[entryKey]changedBlob{}}
 	for _, sum := range missing {
-		in.wanted[sum] = &wantedBlob{paths: map[string]bool{}}
+		in.wanted[sum] = &wantedBlob{paths: map[entryPath]bool{}}
 	}
-	for _, f := range m.Files {
-		if b := in.wanted[f.Sha256]; b != nil {
-			b.size, b.paths[f.Path] = f.Size, true
+	for i, m := range []*hacv1.Manifest{work, layer} {
+		for _, f := range m.GetFiles() {
+			if b := in.wanted[f.Sha256]; b != nil {
+				b.size, b.paths[entryPath{i == 1, f.Path}] = f.Size, true
+			}
 		}
 	}
 	return in
 }
-
-func (in *incoming) key(path, sum string) string { return sum + "\x00" + path }
 
 // arrived stores one blob received whole in cur, asked as sum.
 func (in *incoming) arrived(cur *workspace.Writer, sum string, b *hacv1.Blob) error {
@@ -585,7 +608,8 @@ func (in *incoming) arrived(cur *workspace.Writer, sum string, b *hacv1.Blob) er
 		delete(in.wanted, sum)
 		return cur.Commit()
 	}
-	if !want.paths[b.ChangedPath] || cur.Size() > want.size {
+	entry := entryPath{b.ChangedInLayer, b.ChangedPath}
+	if !want.paths[entry] || cur.Size() > want.size {
 		cur.Abort()
 		return fmt.Errorf("blob %s changed in transit, but not as a path of it (%q) of at most its %d bytes", sum, b.ChangedPath, want.size)
 	}
@@ -594,8 +618,8 @@ func (in *incoming) arrived(cur *workspace.Writer, sum string, b *hacv1.Blob) er
 		return err
 	}
 	in.unpin = append(in.unpin, unpin)
-	in.changed[in.key(b.ChangedPath, sum)] = changedBlob{b.ChangedTo, cur.Size()}
-	if delete(want.paths, b.ChangedPath); len(want.paths) == 0 {
+	in.changed[entryKey{entry.layer, entry.path, sum}] = changedBlob{b.ChangedTo, cur.Size()}
+	if delete(want.paths, entry); len(want.paths) == 0 {
 		delete(in.wanted, sum) // every path that named it changed
 	}
 	return nil
@@ -610,6 +634,12 @@ func (w *worker) receiveMissing(stream *connect.BidiStream[hacv1.ExecRequest, ha
 	if err := s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_NeedBlobs{NeedBlobs: &hacv1.NeedBlobs{Sha256: missing}}}); err != nil {
 		return err
 	}
+	return in.receive(w.a.cache, stream.Receive)
+}
+
+// receive stores the blobs recv brings into cache, until blobs_done: each
+// blob asked, whole (its chunks in a row), at most its declared size.
+func (in *incoming) receive(cache *workspace.Cache, recv func() (*hacv1.ExecRequest, error)) error {
 	var cur *workspace.Writer
 	var curSum string // the blob cur receives
 	defer func() {
@@ -618,7 +648,7 @@ func (w *worker) receiveMissing(stream *connect.BidiStream[hacv1.ExecRequest, ha
 		}
 	}()
 	for {
-		msg, err := stream.Receive()
+		msg, err := recv()
 		if err != nil {
 			return err
 		}
@@ -633,7 +663,7 @@ func (w *worker) receiveMissing(stream *connect.BidiStream[hacv1.ExecRequest, ha
 			if in.wanted[b.Sha256] == nil {
 				return fmt.Errorf("blob %s was not asked for", b.Sha256)
 			}
-			if cur, err = w.a.cache.Create(b.Sha256); err != nil {
+			if cur, err = cache.Create(b.Sha256); err != nil {
 				return err
 			}
 			curSum = b.Sha256

@@ -118,7 +118,7 @@ func (c *Conn) Exec(ctx context.Context, grant *hacv1.Grant, prog Program, out E
 	}
 	sources := []BlobSource{{Root: prog.Dir, Manifest: prog.Files}}
 	if prog.Server != nil {
-		sources = append(sources, BlobSource{Root: prog.ServerRoot, Manifest: prog.Server.Layer})
+		sources = append(sources, BlobSource{Root: prog.ServerRoot, Manifest: prog.Server.Layer, Layer: true})
 	}
 	up, err := PlanUpload(sources, need.Sha256)
 	if err != nil {

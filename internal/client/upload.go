@@ -17,6 +17,9 @@ import (
 type BlobSource struct {
 	Root     string
 	Manifest *hacv1.Manifest
+	// Layer: the manifest is the server's layer (Start.environment.layer),
+	// not the workspace.
+	Layer bool
 }
 
 // Upload is the content a node asked for, file by file.
@@ -31,9 +34,10 @@ type Upload struct {
 }
 
 type blobFile struct {
-	path string // on this machine
-	rel  string // as the manifest names it
-	size int64
+	path  string // on this machine
+	rel   string // as the manifest names it
+	layer bool   // the manifest is the server's layer
+	size  int64
 }
 
 // PlanUpload finds the files behind the hashes a node asked for.
@@ -43,7 +47,7 @@ func PlanUpload(sources []BlobSource, want []string) (*Upload, error) {
 	for _, s := range sources {
 		for _, f := range s.Manifest.Files {
 			if f.Sha256 != "" {
-				byHash[f.Sha256] = append(byHash[f.Sha256], blobFile{filepath.Join(s.Root, filepath.FromSlash(f.Path)), f.Path, f.Size})
+				byHash[f.Sha256] = append(byHash[f.Sha256], blobFile{filepath.Join(s.Root, filepath.FromSlash(f.Path)), f.Path, s.Layer, f.Size})
 			}
 		}
 	}
@@ -119,7 +123,7 @@ func sendBlob(f blobFile, sum string, buf []byte, send func(*hacv1.ExecRequest) 
 		if last {
 			// Shorter than listed (it shrank), or other bytes: as read.
 			if got := hex.EncodeToString(h.Sum(nil)); got != sum || sent != f.size {
-				b.ChangedTo, b.ChangedPath = got, f.rel
+				b.ChangedTo, b.ChangedPath, b.ChangedInLayer = got, f.rel, f.layer
 			}
 		}
 		if err := send(&hacv1.ExecRequest{Msg: &hacv1.ExecRequest_Blob{Blob: b}}); err != nil {

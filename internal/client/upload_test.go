@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -84,5 +85,39 @@ func TestUploadFileChangingMeanwhile(t *testing.T) {
 	}
 	if len(u.Changed) != 1 || filepath.Base(u.Changed[0]) != "a.cfg" {
 		t.Errorf("Changed = %v, want a.cfg only", u.Changed)
+	}
+}
+
+// TestUploadChangeNamesItsManifest: a change in transit names the entry
+// it is for, the workspace's or the server layer's, also where both hold
+// the same path.
+func TestUploadChangeNamesItsManifest(t *testing.T) {
+	work, root := t.TempDir(), t.TempDir()
+	for _, d := range []string{work, root} {
+		os.WriteFile(filepath.Join(d, "train.py"), []byte("print(1)\n"), 0o644)
+	}
+	wm, err := workspace.Walk(work, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lm, err := workspace.Walk(root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(work, "train.py"), []byte("print(2)\n"), 0o644)
+	os.WriteFile(filepath.Join(root, "train.py"), []byte("print(3)\n"), 0o644)
+	u, err := PlanUpload([]BlobSource{{Root: work, Manifest: wm}, {Root: root, Manifest: lm, Layer: true}}, []string{sumOf([]byte("print(1)\n"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	u.Send(func(r *hacv1.ExecRequest) error {
+		if b := r.GetBlob(); b.GetLast() {
+			got = append(got, fmt.Sprintf("%s layer=%v %s", b.ChangedPath, b.ChangedInLayer, b.Data))
+		}
+		return nil
+	}, io.Discard)
+	if want := []string{"train.py layer=false print(2)\n", "train.py layer=true print(3)\n"}; !slices.Equal(got, want) {
+		t.Fatalf("sent %q, want %q", got, want)
 	}
 }

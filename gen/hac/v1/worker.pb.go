@@ -1021,10 +1021,13 @@ type Blob struct {
 	// and the node uses it for that entry. The blob sha256 is still owed for
 	// the manifest's other entries that name it, if any: the client sends it
 	// again from another of them.
-	ChangedTo     string `protobuf:"bytes,4,opt,name=changed_to,json=changedTo,proto3" json:"changed_to,omitempty"`
-	ChangedPath   string `protobuf:"bytes,5,opt,name=changed_path,json=changedPath,proto3" json:"changed_path,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ChangedTo   string `protobuf:"bytes,4,opt,name=changed_to,json=changedTo,proto3" json:"changed_to,omitempty"`
+	ChangedPath string `protobuf:"bytes,5,opt,name=changed_path,json=changedPath,proto3" json:"changed_path,omitempty"`
+	// changed_in_layer: changed_path is an entry of the server's layer
+	// (Start.environment.layer), not of the workspace (Start.manifest).
+	ChangedInLayer bool `protobuf:"varint,6,opt,name=changed_in_layer,json=changedInLayer,proto3" json:"changed_in_layer,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Blob) Reset() {
@@ -1090,6 +1093,13 @@ func (x *Blob) GetChangedPath() string {
 		return x.ChangedPath
 	}
 	return ""
+}
+
+func (x *Blob) GetChangedInLayer() bool {
+	if x != nil {
+		return x.ChangedInLayer
+	}
+	return false
 }
 
 type ExecResponse struct {
@@ -1600,14 +1610,15 @@ const file_hac_v1_worker_proto_rawDesc = "" +
 	"\x03gid\x18\b \x01(\rR\x03gid\x12\x1a\n" +
 	"\bwhiteout\x18\t \x01(\bR\bwhiteout\x12\x16\n" +
 	"\x06opaque\x18\n" +
-	" \x01(\bR\x06opaque\"\x88\x01\n" +
+	" \x01(\bR\x06opaque\"\xb2\x01\n" +
 	"\x04Blob\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x12\n" +
 	"\x04last\x18\x03 \x01(\bR\x04last\x12\x1d\n" +
 	"\n" +
 	"changed_to\x18\x04 \x01(\tR\tchangedTo\x12!\n" +
-	"\fchanged_path\x18\x05 \x01(\tR\vchangedPath\"\xe2\x02\n" +
+	"\fchanged_path\x18\x05 \x01(\tR\vchangedPath\x12(\n" +
+	"\x10changed_in_layer\x18\x06 \x01(\bR\x0echangedInLayer\"\xe2\x02\n" +
 	"\fExecResponse\x122\n" +
 	"\n" +
 	"need_blobs\x18\x01 \x01(\v2\x11.hac.v1.NeedBlobsH\x00R\tneedBlobs\x12+\n" +
