@@ -71,14 +71,26 @@ func (w *worker) Attach(ctx context.Context, stream *connect.BidiStream[hacv1.At
 		return tooManyStreams(k)
 	}
 	defer k.closeStream()
+	if err := stream.Send(&hacv1.OutputResponse{Msg: &hacv1.OutputResponse_StdinOpen{StdinOpen: k.input() != nil}}); err != nil {
+		return err
+	}
 	go func() {
 		for {
 			msg, err := stream.Receive()
 			if err != nil {
 				return // the client went: the job runs on
 			}
-			if run, _ := k.state(); run != nil {
-				run.signal(syscall.Signal(msg.GetSignal()))
+			switch m := msg.Msg.(type) {
+			case *hacv1.AttachRequest_Signal:
+				if run, _ := k.state(); run != nil {
+					run.signal(syscall.Signal(m.Signal))
+				}
+			case *hacv1.AttachRequest_Stdin:
+				if in := k.input(); in != nil {
+					in.write(m.Stdin) // waits while the program reads slower than it comes
+				}
+			case *hacv1.AttachRequest_CloseStdin:
+				k.closeStdin()
 			}
 		}
 	}()

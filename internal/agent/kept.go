@@ -3,6 +3,7 @@ package agent
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -56,6 +57,33 @@ type keptJob struct {
 	size int64     // bytes on disk, once it ended
 	// streams counts the Output and Attach streams open on it.
 	streams int
+	// stdin is the program's standard input, for a detached job that
+	// keeps it open (hac run -d -i) while it runs; hac attach writes to it.
+	stdin *stdinQueue
+}
+
+// openStdin keeps the program's standard input for attachers.
+func (k *keptJob) openStdin(w io.WriteCloser) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.stdin = newStdinQueue(w, stdinBacklog)
+}
+
+// closeStdin ends the program's standard input, for every attacher.
+func (k *keptJob) closeStdin() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.stdin != nil {
+		k.stdin.close()
+		k.stdin = nil
+	}
+}
+
+// input is the program's standard input, nil when it is not open.
+func (k *keptJob) input() *stdinQueue {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.stdin
 }
 
 // keptEnd is how a detached job ended (end.json).
@@ -159,7 +187,8 @@ func (k *keptJob) ended(e keptEnd) error {
 	k.mu.Lock()
 	k.run, k.end, k.size, k.log = nil, &e, size, after
 	k.mu.Unlock()
-	log.close() // its followers read to the end, then find the end above
+	k.closeStdin() // a writer waiting on it returns
+	log.close()    // its followers read to the end, then find the end above
 	return err
 }
 

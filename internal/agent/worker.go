@@ -374,7 +374,11 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 	if claims.Detached {
 		// The client may go: the job runs on, and what it holds goes
 		// when its program ends.
-		job.Stdin().Close()
+		if start.KeepStdin {
+			kept.openStdin(job.Stdin()) // for hac attach
+		} else {
+			job.Stdin().Close()
+		}
 		handedOff = true
 		go func() {
 			defer cleanup()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -65,27 +66,38 @@ otherwise). With -f, follow the output until the program ends.`,
 }
 
 func (a *app) attachCmd() *cobra.Command {
-	return &cobra.Command{
+	var noStdin bool
+	cmd := &cobra.Command{
 		Use:   "attach JOB",
-		Short: "Reconnect to a running job: its output, and Ctrl+C for its program",
+		Short: "Reconnect to a running job: its output, its input, and Ctrl+C for its program",
 		Long: `Follow a running job's output, as hac logs -f does, and pass
 Ctrl+C (SIGINT; a second one within 2 s kills the program's whole tree)
-and Ctrl+\ (SIGQUIT) to its program. Closing the terminal, or SIGTERM,
-leaves without stopping it. When the program ends, hac attach exits with
-its exit code.`,
-		Example: `  hac attach 42`,
-		Args:    cobra.ExactArgs(1),
+and Ctrl+\ (SIGQUIT) to its program. For a job started with hac run -d -i,
+what you type goes to the program's standard input, and Ctrl+D (the end of
+this input) ends it; --no-stdin keeps this input here. Closing the
+terminal, or SIGTERM, leaves without stopping the job. When the program
+ends, hac attach exits with its exit code.`,
+		Example: `  hac attach 42
+  job=$(hac run -d -i -- python3 repl.py); hac attach $job
+  hac attach --no-stdin 42 < /dev/null`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client()
 			if err != nil {
 				return err
 			}
-			return a.attach(cmd.Context(), c, args[0])
+			var stdin io.Reader
+			if !noStdin {
+				stdin = a.stdin
+			}
+			return a.attach(cmd.Context(), c, args[0], stdin)
 		},
 	}
+	cmd.Flags().BoolVar(&noStdin, "no-stdin", false, "do not pass this input to the program")
+	return cmd
 }
 
-func (a *app) attach(ctx context.Context, c *client.Conn, jobID string) error {
+func (a *app) attach(ctx context.Context, c *client.Conn, jobID string, stdin io.Reader) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
@@ -109,9 +121,13 @@ func (a *app) attach(ctx context.Context, c *client.Conn, jobID string) error {
 			}
 		}
 	}()
-	exit, err := c.Attach(actx, jobID, toJob, a.output(), func() {
-		a.say("info", "Attached to job %s: Ctrl+C interrupts its program; closing this terminal leaves it running.", jobID)
-	})
+	exit, err := c.Attach(actx, jobID, client.AttachIO{Signals: toJob, Stdin: stdin, Attached: func(input bool) {
+		if input {
+			a.say("info", "Attached to job %s: what you type goes to its program (Ctrl+D ends its input), Ctrl+C interrupts it; closing this terminal leaves it running.", jobID)
+		} else {
+			a.say("info", "Attached to job %s: Ctrl+C interrupts its program; closing this terminal leaves it running.", jobID)
+		}
+	}}, a.output())
 	if err != nil {
 		return err
 	}

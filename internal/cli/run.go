@@ -55,7 +55,8 @@ unless named.
 With -d the program runs detached: hac run prints its job id once it has
 started and leaves it running. Its node keeps its output (the last part)
 and, after it ends, its files: hac logs, hac attach, hac fetch and
-hac cancel take the job id.`,
+hac cancel take the job id. With -d -i its standard input stays open:
+what you type in hac attach goes to it.`,
 		Example: `  hac run -- python3 train.py --epochs 3
   hac run -e WANDB_API_KEY -e RUN_NAME=baseline -- python3 train.py
   hac run --wait 10m -- python3 eval.py
@@ -81,6 +82,7 @@ hac cancel take the job id.`,
 	}
 	cmd.Flags().SetInterspersed(false)
 	cmd.Flags().BoolVarP(&opts.detach, "detach", "d", false, "run detached: print the job id once the program started, and leave it running")
+	cmd.Flags().BoolVarP(&opts.interactive, "interactive", "i", false, "with -d: keep the program's standard input open for hac attach to type into (else it reads an empty one)")
 	cmd.Flags().DurationVar(&opts.wait, "wait", 0, "give up (exit 75) if the accelerator is not ready within this time; 0 waits forever")
 	cmd.Flags().IntVar(&priority, "priority", 0, "queue priority of this run, -99..99 (at most your own unless admin)")
 	cmd.Flags().StringArrayVarP(&envNames, "env", "e", nil, "forward NAME (or set NAME=VALUE) in the program's environment; repeatable")
@@ -98,9 +100,14 @@ type runOptions struct {
 	wait      time.Duration
 	priority  *int
 	detach    bool
+	// interactive keeps a detached program's stdin open (-i).
+	interactive bool
 }
 
 func (a *app) run(ctx context.Context, o runOptions) error {
+	if o.interactive && !o.detach {
+		return usageError{errors.New("-i keeps a detached program's input open (hac run -d -i): an attached run reads this terminal already")}
+	}
 	argv, env := o.argv, o.env
 	c, err := a.client()
 	if err != nil {
@@ -182,7 +189,7 @@ func (a *app) run(ctx context.Context, o runOptions) error {
 	for i, wk := range grant.Workers {
 		a.say("info", "[%d/%d] Connecting to resources on the server (%s)...", i+1, len(grant.Workers), wk.Address)
 	}
-	prog := client.Program{Argv: argv, Env: env, Dir: cwd, Files: w.m, Server: w.env, ServerRoot: w.envRoot}
+	prog := client.Program{Argv: argv, Env: env, Dir: cwd, Files: w.m, Server: w.env, ServerRoot: w.envRoot, KeepStdin: o.interactive}
 	res, err := a.execute(ctx, c, grant, prog, sigs, held)
 	stopLease()
 	code := res.Code

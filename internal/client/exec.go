@@ -27,6 +27,9 @@ type Program struct {
 	// TTY runs it on a terminal of Window's size.
 	TTY    bool
 	Window *hacv1.WindowSize
+	// KeepStdin keeps a detached program's standard input open, for
+	// Attach to write to; without it the program reads an empty one.
+	KeepStdin bool
 }
 
 // ExecIO is where a run's session goes. Its functions are called from
@@ -91,7 +94,7 @@ func (c *Conn) Exec(ctx context.Context, grant *hacv1.Grant, prog Program, out E
 	stream := wc.Exec(ectx)
 	stream.RequestHeader().Set(ticket.Header, wk.Ticket)
 	start := &hacv1.Start{Ticket: wk.Ticket, Argv: prog.Argv, Env: prog.Env, Tty: prog.TTY && !grant.Detached, Manifest: prog.Files,
-		Cwd: prog.Dir, Environment: prog.Server}
+		Cwd: prog.Dir, Environment: prog.Server, KeepStdin: prog.KeepStdin && grant.Detached}
 	if start.Tty {
 		start.Window = prog.Window
 	}

@@ -106,11 +106,22 @@ func (out Output) write(m *hacv1.OutputResponse) *hacv1.Exited {
 	return nil
 }
 
-// Attach follows a running detached job's output and passes it the
-// signals that come on sigs, until the program ends (its end is
-// returned) or ctx ends (nil: the job runs on). attached, when not nil,
-// is called once the node accepted.
-func (c *Conn) Attach(ctx context.Context, jobID string, sigs <-chan syscall.Signal, out Output, attached func()) (*hacv1.Exited, error) {
+// AttachIO is what an attacher passes to a detached job's program.
+type AttachIO struct {
+	// Signals go to the program as they come.
+	Signals <-chan syscall.Signal
+	// Stdin, when not nil, goes to the program's standard input if the job
+	// keeps it open (hac run -d -i); its end ends the program's input.
+	Stdin io.Reader
+	// Attached, when not nil, is called once the node took the attacher
+	// in; stdin says whether Stdin goes to the program.
+	Attached func(stdin bool)
+}
+
+// Attach follows a running detached job's output and passes it signals
+// and input, until the program ends (its end is returned) or ctx ends
+// (nil: the job runs on).
+func (c *Conn) Attach(ctx context.Context, jobID string, in AttachIO, out Output) (*hacv1.Exited, error) {
 	o, err := c.open(ctx, jobID, hacv1.JobAccess_JOB_ACCESS_ATTACH)
 	if err != nil {
 		return nil, err
@@ -122,18 +133,27 @@ func (c *Conn) Attach(ctx context.Context, jobID string, sigs <-chan syscall.Sig
 	if err := stream.Send(&hacv1.AttachRequest{Msg: &hacv1.AttachRequest_Open{Open: &hacv1.OutputRequest{Ticket: o.ticket, Follow: true}}}); err != nil {
 		return nil, lostNode(o.node, err)
 	}
-	if attached != nil {
-		attached()
-	}
+	input := make(chan []byte) // nil: the input's end
+	// One goroutine sends: signals and input, in the order they come.
 	go func() {
 		for {
+			var msg *hacv1.AttachRequest
 			select {
 			case <-actx.Done():
+				// The request's end lets the transport see the cancel: a
+				// stream whose request is open waits on it, not on ctx.
+				stream.CloseRequest()
 				return
-			case sig := <-sigs:
-				if stream.Send(&hacv1.AttachRequest{Msg: &hacv1.AttachRequest_Signal{Signal: int32(sig)}}) != nil {
-					return
+			case sig := <-in.Signals:
+				msg = &hacv1.AttachRequest{Msg: &hacv1.AttachRequest_Signal{Signal: int32(sig)}}
+			case p := <-input:
+				msg = &hacv1.AttachRequest{Msg: &hacv1.AttachRequest_Stdin{Stdin: p}}
+				if p == nil {
+					msg.Msg = &hacv1.AttachRequest_CloseStdin{CloseStdin: true}
 				}
+			}
+			if stream.Send(msg) != nil {
+				return
 			}
 		}
 	}()
@@ -145,9 +165,46 @@ func (c *Conn) Attach(ctx context.Context, jobID string, sigs <-chan syscall.Sig
 			}
 			return nil, lostNode(o.node, err)
 		}
+		if open, ok := msg.Msg.(*hacv1.OutputResponse_StdinOpen); ok {
+			stdin := open.StdinOpen && in.Stdin != nil
+			if stdin {
+				go readInput(actx, in.Stdin, input)
+			}
+			if in.Attached != nil {
+				in.Attached(stdin)
+			}
+			continue
+		}
 		if exit := out.write(msg); exit != nil {
 			stream.CloseRequest()
 			return exit, nil
+		}
+	}
+}
+
+// readInput passes what r reads to input, then nil at its end (io.EOF:
+// Ctrl+D on a terminal, the end of a pipe). A read error (a terminal that
+// went away) ends nothing: the program's input stays open.
+func readInput(ctx context.Context, r io.Reader, input chan<- []byte) {
+	send := func(p []byte) bool {
+		select {
+		case input <- p:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for {
+		buf := make([]byte, 32<<10)
+		n, err := r.Read(buf)
+		if n > 0 && !send(buf[:n]) {
+			return
+		}
+		if errors.Is(err, io.EOF) {
+			send(nil)
+		}
+		if err != nil {
+			return
 		}
 	}
 }

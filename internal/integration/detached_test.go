@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,6 +106,57 @@ func TestDetachedJob(t *testing.T) {
 	})
 	if r := runHac(t, env, "", nil, "fetch", attached, t.TempDir()); r.code == 0 || !strings.Contains(r.stderr, "ran attached") {
 		t.Errorf("hac fetch of an attached run: %+v", r)
+	}
+}
+
+// TestDetachedInteractive: hac run -d -i keeps the program's standard
+// input open; hac attach passes what it reads to it, and its end (Ctrl+D,
+// the end of a pipe) ends the program's input. An attacher that comes and
+// goes with --no-stdin passes nothing; a job without -i reads an empty
+// input, and its attachers are told they cannot type into it.
+func TestDetachedInteractive(t *testing.T) {
+	c := newCluster(t, "fake:1x80GiB")
+	env := c.serverEnv(c.register("web1", ""))
+	r := runHac(t, env, t.TempDir(), nil, "run", "-d", "-i", "--", "sh", "-c",
+		`echo ready; read a; echo got-$a; read b; echo got-$b; read c || echo input-ended; exit 5`)
+	id := strings.TrimSpace(r.stdout)
+	if r.code != 0 {
+		t.Fatalf("hac run -d -i: %+v", r)
+	}
+	quiet := start(t, env, "", strings.NewReader("not-for-it\n"), "attach", "--no-stdin", id)
+	eventually(t, 30*time.Second, "the first attacher", func() bool { return strings.Contains(quiet.stdout.String(), "ready") })
+	quiet.cmd.Process.Signal(syscall.SIGTERM) // leaves; the job runs on
+	if code := quiet.exitCode(); code != 0 {
+		t.Fatalf("hac attach --no-stdin after SIGTERM: exit %d\n%s", code, quiet.stderr.String())
+	}
+	inR, inW := io.Pipe()
+	attach := start(t, env, "", inR, "attach", id)
+	eventually(t, 30*time.Second, "hac attach to take input", func() bool {
+		return strings.Contains(attach.stderr.String(), "what you type goes to its program")
+	})
+	io.WriteString(inW, "one\n")
+	eventually(t, 10*time.Second, "the program to read its input", func() bool { return strings.Contains(attach.stdout.String(), "got-one") })
+	io.WriteString(inW, "two\n")
+	inW.Close() // the input's end
+	if code := attach.exitCode(); code != 5 {
+		t.Fatalf("hac attach: exit %d\nstdout %s\nstderr %s", code, attach.stdout.String(), attach.stderr.String())
+	}
+	out := attach.stdout.String()
+	if !strings.Contains(out, "got-two") || !strings.Contains(out, "input-ended") || strings.Contains(out, "not-for-it") {
+		t.Fatalf("the program's output: %q", out)
+	}
+
+	// Without -i: an empty input, and no typing into it.
+	r = runHac(t, env, t.TempDir(), nil, "run", "-d", "--", "sh", "-c", `read a || echo empty-input; sleep 3022`)
+	plain := strings.TrimSpace(r.stdout)
+	p := start(t, env, "", strings.NewReader("x\n"), "attach", plain)
+	eventually(t, 30*time.Second, "the attacher of a job without -i", func() bool {
+		return strings.Contains(p.stdout.String(), "empty-input") && strings.Contains(p.stderr.String(), "Attached to job "+plain+": Ctrl+C")
+	})
+	runHac(t, env, "", nil, "cancel", plain)
+	p.exitCode()
+	if r := runHac(t, env, t.TempDir(), nil, "run", "-i", "--", "true"); r.code != 2 || !strings.Contains(r.stderr, "hac run -d -i") {
+		t.Errorf("hac run -i without -d: %+v", r)
 	}
 }
 

@@ -82,6 +82,7 @@ type OutputResponse struct {
 	//	*OutputResponse_Exited
 	//	*OutputResponse_Dropped
 	//	*OutputResponse_Skipped
+	//	*OutputResponse_StdinOpen
 	Msg           isOutputResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -169,6 +170,15 @@ func (x *OutputResponse) GetSkipped() int64 {
 	return 0
 }
 
+func (x *OutputResponse) GetStdinOpen() bool {
+	if x != nil {
+		if x, ok := x.Msg.(*OutputResponse_StdinOpen); ok {
+			return x.StdinOpen
+		}
+	}
+	return false
+}
+
 type isOutputResponse_Msg interface {
 	isOutputResponse_Msg()
 }
@@ -199,6 +209,13 @@ type OutputResponse_Skipped struct {
 	Skipped int64 `protobuf:"varint,5,opt,name=skipped,proto3,oneof"`
 }
 
+type OutputResponse_StdinOpen struct {
+	// stdin_open comes first on every Attach stream, once the node took the
+	// attacher in: whether the program's standard input is open for the
+	// attacher's input (AttachRequest.stdin; hac run -d -i).
+	StdinOpen bool `protobuf:"varint,6,opt,name=stdin_open,json=stdinOpen,proto3,oneof"`
+}
+
 func (*OutputResponse_Stdout) isOutputResponse_Msg() {}
 
 func (*OutputResponse_Stderr) isOutputResponse_Msg() {}
@@ -209,12 +226,16 @@ func (*OutputResponse_Dropped) isOutputResponse_Msg() {}
 
 func (*OutputResponse_Skipped) isOutputResponse_Msg() {}
 
+func (*OutputResponse_StdinOpen) isOutputResponse_Msg() {}
+
 type AttachRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
 	//
 	//	*AttachRequest_Open
 	//	*AttachRequest_Signal
+	//	*AttachRequest_Stdin
+	//	*AttachRequest_CloseStdin
 	Msg           isAttachRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -275,6 +296,24 @@ func (x *AttachRequest) GetSignal() int32 {
 	return 0
 }
 
+func (x *AttachRequest) GetStdin() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*AttachRequest_Stdin); ok {
+			return x.Stdin
+		}
+	}
+	return nil
+}
+
+func (x *AttachRequest) GetCloseStdin() bool {
+	if x != nil {
+		if x, ok := x.Msg.(*AttachRequest_CloseStdin); ok {
+			return x.CloseStdin
+		}
+	}
+	return false
+}
+
 type isAttachRequest_Msg interface {
 	isAttachRequest_Msg()
 }
@@ -288,9 +327,24 @@ type AttachRequest_Signal struct {
 	Signal int32 `protobuf:"varint,2,opt,name=signal,proto3,oneof"`
 }
 
+type AttachRequest_Stdin struct {
+	// stdin is input for the program, of a job that keeps its standard
+	// input open (Start.keep_stdin; the stream said stdin_open).
+	Stdin []byte `protobuf:"bytes,3,opt,name=stdin,proto3,oneof"`
+}
+
+type AttachRequest_CloseStdin struct {
+	// close_stdin ends the program's standard input, for every attacher.
+	CloseStdin bool `protobuf:"varint,4,opt,name=close_stdin,json=closeStdin,proto3,oneof"`
+}
+
 func (*AttachRequest_Open) isAttachRequest_Msg() {}
 
 func (*AttachRequest_Signal) isAttachRequest_Msg() {}
+
+func (*AttachRequest_Stdin) isAttachRequest_Msg() {}
+
+func (*AttachRequest_CloseStdin) isAttachRequest_Msg() {}
 
 type FetchRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -614,7 +668,10 @@ type Start struct {
 	Cwd string `protobuf:"bytes,7,opt,name=cwd,proto3" json:"cwd,omitempty"`
 	// environment is what the server adds to its image, for a ticket that
 	// names one (Claims.Image): the job's root is then the server's own.
-	Environment   *Environment `protobuf:"bytes,8,opt,name=environment,proto3" json:"environment,omitempty"`
+	Environment *Environment `protobuf:"bytes,8,opt,name=environment,proto3" json:"environment,omitempty"`
+	// keep_stdin: a detached job's standard input stays open, for hac attach
+	// to write to (hac run -d -i); without it the program reads an empty one.
+	KeepStdin     bool `protobuf:"varint,9,opt,name=keep_stdin,json=keepStdin,proto3" json:"keep_stdin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -703,6 +760,13 @@ func (x *Start) GetEnvironment() *Environment {
 		return x.Environment
 	}
 	return nil
+}
+
+func (x *Start) GetKeepStdin() bool {
+	if x != nil {
+		return x.KeepStdin
+	}
+	return false
 }
 
 // Environment is a server's files beyond its image: the changes its user
@@ -1548,17 +1612,22 @@ const file_hac_v1_worker_proto_rawDesc = "" +
 	"\x13hac/v1/worker.proto\x12\x06hac.v1\"?\n" +
 	"\rOutputRequest\x12\x16\n" +
 	"\x06ticket\x18\x01 \x01(\tR\x06ticket\x12\x16\n" +
-	"\x06follow\x18\x02 \x01(\bR\x06follow\"\xad\x01\n" +
+	"\x06follow\x18\x02 \x01(\bR\x06follow\"\xce\x01\n" +
 	"\x0eOutputResponse\x12\x18\n" +
 	"\x06stdout\x18\x01 \x01(\fH\x00R\x06stdout\x12\x18\n" +
 	"\x06stderr\x18\x02 \x01(\fH\x00R\x06stderr\x12(\n" +
 	"\x06exited\x18\x03 \x01(\v2\x0e.hac.v1.ExitedH\x00R\x06exited\x12\x1a\n" +
 	"\adropped\x18\x04 \x01(\x03H\x00R\adropped\x12\x1a\n" +
-	"\askipped\x18\x05 \x01(\x03H\x00R\askippedB\x05\n" +
-	"\x03msg\"]\n" +
+	"\askipped\x18\x05 \x01(\x03H\x00R\askipped\x12\x1f\n" +
+	"\n" +
+	"stdin_open\x18\x06 \x01(\bH\x00R\tstdinOpenB\x05\n" +
+	"\x03msg\"\x98\x01\n" +
 	"\rAttachRequest\x12+\n" +
 	"\x04open\x18\x01 \x01(\v2\x15.hac.v1.OutputRequestH\x00R\x04open\x12\x18\n" +
-	"\x06signal\x18\x02 \x01(\x05H\x00R\x06signalB\x05\n" +
+	"\x06signal\x18\x02 \x01(\x05H\x00R\x06signal\x12\x16\n" +
+	"\x05stdin\x18\x03 \x01(\fH\x00R\x05stdin\x12!\n" +
+	"\vclose_stdin\x18\x04 \x01(\bH\x00R\n" +
+	"closeStdinB\x05\n" +
 	"\x03msg\"&\n" +
 	"\fFetchRequest\x12\x16\n" +
 	"\x06ticket\x18\x01 \x01(\tR\x06ticket\"]\n" +
@@ -1577,7 +1646,7 @@ const file_hac_v1_worker_proto_rawDesc = "" +
 	"\n" +
 	"blobs_done\x18\a \x01(\bH\x00R\tblobsDone\x12\x1d\n" +
 	"\tsync_done\x18\b \x01(\bH\x00R\bsyncDoneB\x05\n" +
-	"\x03msg\"\xfa\x01\n" +
+	"\x03msg\"\x99\x02\n" +
 	"\x05Start\x12\x16\n" +
 	"\x06ticket\x18\x01 \x01(\tR\x06ticket\x12\x12\n" +
 	"\x04argv\x18\x02 \x03(\tR\x04argv\x12\x10\n" +
@@ -1586,7 +1655,9 @@ const file_hac_v1_worker_proto_rawDesc = "" +
 	"\x06window\x18\x05 \x01(\v2\x12.hac.v1.WindowSizeR\x06window\x12,\n" +
 	"\bmanifest\x18\x06 \x01(\v2\x10.hac.v1.ManifestR\bmanifest\x12\x10\n" +
 	"\x03cwd\x18\a \x01(\tR\x03cwd\x125\n" +
-	"\venvironment\x18\b \x01(\v2\x13.hac.v1.EnvironmentR\venvironment\"\x81\x01\n" +
+	"\venvironment\x18\b \x01(\v2\x13.hac.v1.EnvironmentR\venvironment\x12\x1d\n" +
+	"\n" +
+	"keep_stdin\x18\t \x01(\bR\tkeepStdin\"\x81\x01\n" +
 	"\vEnvironment\x12&\n" +
 	"\x05layer\x18\x01 \x01(\v2\x10.hac.v1.ManifestR\x05layer\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
@@ -1727,10 +1798,13 @@ func file_hac_v1_worker_proto_init() {
 		(*OutputResponse_Exited)(nil),
 		(*OutputResponse_Dropped)(nil),
 		(*OutputResponse_Skipped)(nil),
+		(*OutputResponse_StdinOpen)(nil),
 	}
 	file_hac_v1_worker_proto_msgTypes[2].OneofWrappers = []any{
 		(*AttachRequest_Open)(nil),
 		(*AttachRequest_Signal)(nil),
+		(*AttachRequest_Stdin)(nil),
+		(*AttachRequest_CloseStdin)(nil),
 	}
 	file_hac_v1_worker_proto_msgTypes[4].OneofWrappers = []any{
 		(*FetchResponse_Changed)(nil),
