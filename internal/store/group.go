@@ -112,11 +112,23 @@ func (s *Store) commitGroups() {
 		batch := g.queue[:n:n]
 		g.queue = g.queue[n:]
 		g.mu.Unlock()
-		err := s.commitGroup(batch)
+		failed, err := s.commitGroup(batch)
 		if err != nil {
+			// Before any change is told: whoever hears of the failure
+			// finds the store failed.
 			g.mu.Lock()
 			g.failed = err
 			g.mu.Unlock()
+		}
+		for i, c := range batch {
+			switch {
+			case err == nil:
+				c.finish(nil)
+			case i == failed:
+				c.finish(err)
+			default:
+				c.finish(fmt.Errorf("%w: %w", ErrNotWritten, err))
+			}
 		}
 	}
 }
@@ -128,11 +140,12 @@ type CommitObserver func(changes int, d time.Duration)
 // ObserveCommits sets the store's CommitObserver; call it before Queue.
 func (s *Store) ObserveCommits(o CommitObserver) { s.group.observe = o }
 
-// commitGroup writes batch in one transaction and tells every change.
-func (s *Store) commitGroup(batch []*Change) error {
+// commitGroup writes batch in one transaction; on an error it says which
+// change failed (-1: the commit itself).
+func (s *Store) commitGroup(batch []*Change) (failed int, err error) {
 	start := time.Now()
-	failed := -1
-	err := s.Update(context.Background(), func(tx *Tx) error {
+	failed = -1
+	err = s.Update(context.Background(), func(tx *Tx) error {
 		for i, c := range batch {
 			if err := c.fn(tx); err != nil {
 				failed = i
@@ -144,17 +157,7 @@ func (s *Store) commitGroup(batch []*Change) error {
 	if s.group.observe != nil {
 		s.group.observe(len(batch), time.Since(start))
 	}
-	for i, c := range batch {
-		switch {
-		case err == nil:
-			c.finish(nil)
-		case i == failed:
-			c.finish(err)
-		default:
-			c.finish(fmt.Errorf("%w: %w", ErrNotWritten, err))
-		}
-	}
-	return err
+	return failed, err
 }
 
 // waitIdle waits until no group commit runs.
