@@ -71,9 +71,11 @@ func (w *worker) Attach(ctx context.Context, stream *connect.BidiStream[hacv1.At
 		return tooManyStreams(k)
 	}
 	defer k.closeStream()
-	if err := stream.Send(&hacv1.OutputResponse{Msg: &hacv1.OutputResponse_StdinOpen{StdinOpen: k.input() != nil}}); err != nil {
+	if err := stream.Send(&hacv1.OutputResponse{Msg: &hacv1.OutputResponse_StdinOpen{StdinOpen: k.keepsStdin()}}); err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	go func() {
 		for {
 			msg, err := stream.Receive()
@@ -86,15 +88,27 @@ func (w *worker) Attach(ctx context.Context, stream *connect.BidiStream[hacv1.At
 					run.signal(syscall.Signal(m.Signal))
 				}
 			case *hacv1.AttachRequest_Stdin:
-				if in := k.input(); in != nil {
-					in.write(m.Stdin) // waits while the program reads slower than it comes
+				if len(m.Stdin) > maxStdinMessage {
+					cancel(connect.NewError(connect.CodeInvalidArgument, errors.New("a message of input past 1 MiB")))
+					return
+				}
+				// Waits while the program reads slower than input comes
+				// (signals too, behind it), until the stream ends.
+				if in := k.input(ctx); in != nil {
+					in.write(ctx, m.Stdin)
 				}
 			case *hacv1.AttachRequest_CloseStdin:
-				k.closeStdin()
+				if k.input(ctx) != nil {
+					k.closeStdin()
+				}
 			}
 		}
 	}()
-	return k.streamOutput(ctx, true, stream.Send)
+	err = k.streamOutput(ctx, true, stream.Send)
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return err
 }
 
 // outputBatch bounds the output one message carries.
@@ -108,10 +122,9 @@ const outputBatch = 256 << 10
 // would stay on disk). Output a slow stream missed (the log dropped it
 // before the stream came to it) is said (Skipped) where it was.
 func (k *keptJob) streamOutput(ctx context.Context, follow bool, send func(*hacv1.OutputResponse) error) error {
-	log := k.output()
-	r := log.reader()
+	r := k.output().reader()
 	defer r.close()
-	if dropped := log.dropped(); dropped > 0 {
+	if dropped := r.gone(); dropped > 0 {
 		if err := send(&hacv1.OutputResponse{Msg: &hacv1.OutputResponse_Dropped{Dropped: dropped}}); err != nil {
 			return err
 		}

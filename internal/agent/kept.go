@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -58,8 +60,12 @@ type keptJob struct {
 	// streams counts the Output and Attach streams open on it.
 	streams int
 	// stdin is the program's standard input, for a detached job that
-	// keeps it open (hac run -d -i) while it runs; hac attach writes to it.
-	stdin *stdinQueue
+	// keeps it open (hac run -d -i) while it runs; hac attach writes to
+	// it. stdinReady, nil for a job without it, is closed once the
+	// program started (stdin is set) or never will (stdin stays nil).
+	stdin      *stdinQueue
+	stdinReady chan struct{}
+	stdinDone  bool // stdinReady is closed
 }
 
 // openStdin keeps the program's standard input for attachers.
@@ -67,9 +73,18 @@ func (k *keptJob) openStdin(w io.WriteCloser) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.stdin = newStdinQueue(w, stdinBacklog)
+	k.stdinDecidedLocked()
 }
 
-// closeStdin ends the program's standard input, for every attacher.
+func (k *keptJob) stdinDecidedLocked() {
+	if k.stdinReady != nil && !k.stdinDone {
+		close(k.stdinReady)
+		k.stdinDone = true
+	}
+}
+
+// closeStdin ends the program's standard input, for every attacher; a
+// program that did not start yet never gets it.
 func (k *keptJob) closeStdin() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -77,10 +92,23 @@ func (k *keptJob) closeStdin() {
 		k.stdin.close()
 		k.stdin = nil
 	}
+	k.stdinDecidedLocked()
 }
 
-// input is the program's standard input, nil when it is not open.
-func (k *keptJob) input() *stdinQueue {
+// keepsStdin reports whether the job was started to keep its input open.
+func (k *keptJob) keepsStdin() bool { return k.stdinReady != nil }
+
+// input is the program's standard input once it started, nil when it is
+// not open (or ctx ended first).
+func (k *keptJob) input(ctx context.Context) *stdinQueue {
+	if k.stdinReady == nil {
+		return nil
+	}
+	select {
+	case <-k.stdinReady:
+	case <-ctx.Done():
+		return nil
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.stdin
@@ -101,9 +129,12 @@ func (a *Agent) keptDir() string { return filepath.Join(a.cfg.DataDir, "kept") }
 // keep starts the record of a job about to be prepared: a detached job's
 // workspace goes to the record's work/ (made by the job's folders).
 // An attached job's folder waits for the program's first output.
-func (a *Agent) keep(run *jobRun, user int64, detached bool) (*keptJob, error) {
+func (a *Agent) keep(run *jobRun, user int64, detached, keepStdin bool) (*keptJob, error) {
 	dir := filepath.Join(a.keptDir(), strconv.FormatInt(run.id, 10))
 	k := &keptJob{id: run.id, user: user, dir: dir, run: run}
+	if detached && keepStdin {
+		k.stdinReady = make(chan struct{})
+	}
 	if detached {
 		if _, err := os.Lstat(dir); err == nil {
 			return nil, errors.New("the node already has a record of this job")
@@ -153,6 +184,7 @@ func (k *keptJob) output() jobOutput {
 
 // discard drops the record of a job that never started.
 func (a *Agent) discard(k *keptJob) {
+	k.closeStdin() // attachers waiting for it hear there is none
 	a.mu.Lock()
 	delete(a.kept, k.id)
 	a.mu.Unlock()
@@ -372,19 +404,34 @@ func hasOutput(dir string) bool {
 	return len(m) > 0
 }
 
-// diskUsage is the bytes of the regular files under dir.
+// diskUsage is what dir takes of the disk: its blocks, and an inode for
+// each entry that takes none.
 func diskUsage(dir string) int64 {
 	var n int64
 	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			if fi, err := d.Info(); err == nil {
-				n += fi.Size()
-			}
+		if err != nil {
+			return nil
 		}
+		fi, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		// What it takes of the disk: its blocks (a sparse file takes
+		// few), and an inode's worth for what takes none (an empty file,
+		// a link, a million folders).
+		used := fi.Size()
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			used = st.Blocks * 512
+		}
+		n += max(used, inodeWeight)
 		return nil
 	})
 	return n
 }
+
+// inodeWeight is what an entry that takes no block weighs in a record's
+// size: an ext4 inode.
+const inodeWeight = 256
 
 // writeFileSync writes a small file and syncs it, so that a crash leaves
 // it whole or absent.

@@ -13,7 +13,7 @@ import (
 func BenchmarkKeptRecord(b *testing.B) {
 	a := &Agent{cfg: Config{DataDir: b.TempDir(), JobOutputBytes: DefaultJobOutputBytes}, kept: map[int64]*keptJob{}, log: slog.Default()}
 	for i := range b.N {
-		k, err := a.keep(&jobRun{id: int64(i + 1)}, 1, false)
+		k, err := a.keep(&jobRun{id: int64(i + 1)}, 1, false, false)
 		if err != nil {
 			b.Fatal(err)
 		}

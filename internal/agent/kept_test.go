@@ -34,6 +34,7 @@ func TestKeptRecordsBounded(t *testing.T) {
 	record(3, 60, 20*time.Minute)
 	newest := record(4, 60, 10*time.Minute)
 	record(5, 1, 2*time.Hour) // past its retention
+	a.cfg.JobKeepBytes = newest.size * 3 / 2 // room for one
 	a.expireKept(now)
 	if len(a.kept) != 2 || a.kept[1] != running || a.kept[4] != newest {
 		t.Fatalf("kept %v, want the running job's and the newest", a.kept)
@@ -61,6 +62,7 @@ func TestKeptRecordsSharedAmongUsers(t *testing.T) {
 	for id := int64(2); id <= 6; id++ {
 		record(id, 1, time.Duration(10-id)*time.Minute) // alice's many
 	}
+	a.cfg.JobKeepBytes = a.kept[1].size*3 + a.kept[1].size/2 // room for three
 	a.expireKept(now)
 	var kept []int64
 	for id := range a.kept {
@@ -94,11 +96,11 @@ func TestKeptStreamsBounded(t *testing.T) {
 func TestKeptRecordsReadBack(t *testing.T) {
 	dir := t.TempDir()
 	a := &Agent{cfg: Config{DataDir: dir}, kept: map[int64]*keptJob{}, log: slog.Default()}
-	if _, err := a.keep(&jobRun{id: 3}, 7, true); err != nil {
+	if _, err := a.keep(&jobRun{id: 3}, 7, true, false); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(a.keptDir(), "3", "manifest.pb"), nil, 0o600) // begun
-	ended, err := a.keep(&jobRun{id: 4}, 9, true)
+	ended, err := a.keep(&jobRun{id: 4}, 9, true, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,5 +118,19 @@ func TestKeptRecordsReadBack(t *testing.T) {
 	}
 	if k := b.kept[4]; k == nil || k.user != 9 || k.end.ExitCode != 0 {
 		t.Fatalf("the job that ended: %+v", k)
+	}
+}
+
+// TestDiskUsageWeighsWhatTakesNoBytes: a record of empty files and
+// folders weighs their inodes, so that one cannot fill a node's disk with
+// them while weighing nothing.
+func TestDiskUsageWeighsWhatTakesNoBytes(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 100 {
+		os.Mkdir(filepath.Join(dir, strconv.Itoa(i)), 0o700)
+		os.WriteFile(filepath.Join(dir, strconv.Itoa(i), "empty"), nil, 0o600)
+	}
+	if got := diskUsage(dir); got < 200*inodeWeight {
+		t.Fatalf("100 folders with an empty file each weigh %d bytes", got)
 	}
 }

@@ -28,6 +28,9 @@ type outputReader interface {
 	// next returns the next record; with nothing more, io.EOF once the
 	// output is closed, else a channel to wait on.
 	next() (stream byte, data []byte, wait <-chan struct{}, err error)
+	// gone is how many bytes of the output's start were no longer kept
+	// when the reader began (what it skipped after is skipped's).
+	gone() int64
 	// skipped returns how many bytes the reader passed unread since the
 	// last call: dropped by the log before the reader came to them.
 	skipped() int64
@@ -149,17 +152,20 @@ func (l *memLog) save(dir string) error {
 func (l *memLog) reader() outputReader {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return &memReader{l: l, seq: l.first, pos: l.gone}
+	return &memReader{l: l, seq: l.first, pos: l.gone, begin: l.gone}
 }
 
 // memReader reads a memLog by sequence number; records dropped before it
 // read them are skipped, and counted.
 type memReader struct {
-	l    *memLog
-	seq  uint64
-	pos  int64 // the output's bytes before seq
-	skip int64
+	l     *memLog
+	seq   uint64
+	pos   int64 // the output's bytes before seq
+	begin int64 // pos when the reader began
+	skip  int64
 }
+
+func (r *memReader) gone() int64 { return r.begin }
 
 func (r *memReader) next() (byte, []byte, <-chan struct{}, error) {
 	l := r.l

@@ -61,7 +61,7 @@ func newOutputLog(dir string, limit int64) *outputLog {
 // openOutputLog reads back the closed log of an ended job (after an agent
 // restart): its files and how much was dropped.
 func openOutputLog(dir string, dropped int64) *outputLog {
-	l := &outputLog{dir: dir, drop: dropped, changed: make(chan struct{}), closed: true}
+	l := &outputLog{dir: dir, drop: dropped, rotated: dropped, changed: make(chan struct{}), closed: true}
 	close(l.changed)
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
@@ -209,13 +209,16 @@ type logReader struct {
 	// paused: f was closed at off (pause), to be opened again there.
 	paused bool
 	pos    int64 // the output's payload bytes before the next record
+	begin  int64 // pos when the reader began
 	skip   int64
 }
+
+func (r *logReader) gone() int64 { return r.begin }
 
 func (l *outputLog) reader() outputReader {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return &logReader{l: l, gen: max(l.gen-1, 1), pos: l.rotated}
+	return &logReader{l: l, gen: max(l.gen-1, 1), pos: l.rotated, begin: l.rotated}
 }
 
 func (r *logReader) skipped() int64 {

@@ -239,3 +239,42 @@ func TestSlowReaderCountsWhatItMissed(t *testing.T) {
 		}
 	}
 }
+
+// TestReaderCountsEachDropOnce: what was gone before a reader began
+// (Dropped) and what it skipped after (Skipped) are told apart, each byte
+// once, also when the log drops more between the reader's start and its
+// first read.
+func TestReaderCountsEachDropOnce(t *testing.T) {
+	const limit = 4 * (recordHeader + maxRecord)
+	for name, l := range map[string]jobOutput{
+		"file": newOutputLog(filepath.Join(t.TempDir(), "log"), limit),
+		"mem":  newMemLog(limit),
+	} {
+		chunk := bytes.Repeat([]byte("x"), maxRecord)
+		var written, read, skipped int64
+		for range 6 {
+			l.writer(streamStdout).Write(chunk)
+			written += maxRecord
+		}
+		r := l.reader()
+		for range 6 {
+			l.writer(streamStdout).Write(chunk)
+			written += maxRecord
+		}
+		l.close()
+		for {
+			_, d, _, err := r.next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			skipped += r.skipped()
+			read += int64(len(d))
+		}
+		if r.gone()+skipped+read != written || r.gone() == 0 || skipped == 0 {
+			t.Errorf("%s: gone %d + skipped %d + read %d, written %d", name, r.gone(), skipped, read, written)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"io"
 	"sync"
 )
@@ -26,6 +27,10 @@ type stdinQueue struct {
 // client may fill (Go's transport: 4 MiB).
 const stdinBacklog = 8 << 20
 
+// maxStdinMessage bounds one message of input (clients send 32 KiB): the
+// backlog's bound is what the queue holds, a message past it would pass.
+const maxStdinMessage = 1 << 20
+
 func newStdinQueue(w io.WriteCloser, max int) *stdinQueue {
 	q := &stdinQueue{w: w, max: max}
 	q.cond = sync.NewCond(&q.mu)
@@ -33,14 +38,21 @@ func newStdinQueue(w io.WriteCloser, max int) *stdinQueue {
 	return q
 }
 
-// write queues p for the program.
-func (q *stdinQueue) write(p []byte) {
+// write queues p for the program, waiting while the queue is full, until
+// ctx ends.
+func (q *stdinQueue) write(ctx context.Context, p []byte) {
+	stop := context.AfterFunc(ctx, func() {
+		q.mu.Lock()
+		q.cond.Broadcast()
+		q.mu.Unlock()
+	})
+	defer stop()
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for q.size >= q.max && !q.dead && !q.eof {
+	for q.size > 0 && q.size+len(p) > q.max && !q.dead && !q.eof && ctx.Err() == nil {
 		q.cond.Wait()
 	}
-	if q.dead || q.eof {
+	if q.dead || q.eof || ctx.Err() != nil {
 		return
 	}
 	q.queue = append(q.queue, p)

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"io"
 	"testing"
 	"time"
@@ -15,7 +16,7 @@ func TestStdinQueueDoesNotBlock(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		for range 100 {
-			q.write(make([]byte, 4096)) // 400 KiB, no reader yet
+			q.write(t.Context(), make([]byte, 4096)) // 400 KiB, no reader yet
 		}
 		q.close()
 		close(done)
@@ -28,5 +29,39 @@ func TestStdinQueueDoesNotBlock(t *testing.T) {
 	n, err := io.Copy(io.Discard, r)
 	if err != nil || n != 100*4096 {
 		t.Fatalf("read %d, %v; want all of it, then EOF", n, err)
+	}
+}
+
+// TestStdinQueueBounded: the queue holds at most its bound (a write that
+// would pass it waits, however large), and a waiting write returns when
+// its stream ends, so that an attacher who leaves leaves nothing behind.
+func TestStdinQueueBounded(t *testing.T) {
+	r, w := io.Pipe()
+	defer r.Close()
+	q := newStdinQueue(w, 8<<20)
+	defer q.close()
+	q.write(t.Context(), make([]byte, 4<<20)) // the program reads nothing
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		q.write(ctx, make([]byte, 6<<20))
+		close(done)
+	}()
+	select {
+	case <-done:
+		t.Fatal("a write past the bound was queued")
+	case <-time.After(200 * time.Millisecond):
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a waiting write outlived its stream")
+	}
+	q.mu.Lock()
+	size := q.size
+	q.mu.Unlock()
+	if size > 8<<20 {
+		t.Fatalf("the queue holds %d bytes past its bound", size)
 	}
 }

@@ -88,6 +88,7 @@ func (j *jobRun) terminate(grace time.Duration, reason string) {
 	}
 	if first {
 		j.job.SignalAll(syscall.SIGTERM)
+		j.suspendedAt = time.Time{} // thawed too: it is being stopped
 	}
 	if j.stopTimer != nil {
 		j.stopTimer.Stop()
@@ -286,7 +287,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 		}
 	}()
 	// Every job's output is kept (hac logs); a detached job's workspace too.
-	kept, err := a.keep(run, claims.User, claims.Detached)
+	kept, err := a.keep(run, claims.User, claims.Detached, start.KeepStdin)
 	if err != nil {
 		go a.reportEnd(claims.JobID, 1, "job record", true)
 		return userError(s, "the node could not keep a record of the job: %v", err)
@@ -399,7 +400,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 	}
 
 	clientGone := make(chan struct{})
-	go w.relayInput(stream, s, job, run, clientGone)
+	go w.relayInput(ctx, stream, s, job, run, clientGone)
 	// Files come back while the program runs too, so checkpoints survive.
 	files := newSyncer(s, workDir, start.Manifest, a.log.Warn)
 	stopSync, syncDone := make(chan struct{}), make(chan struct{})
@@ -615,7 +616,11 @@ func (in *incoming) arrived(cur *workspace.Writer, sum string, b *hacv1.Blob) er
 	entry := entryPath{b.ChangedInLayer, b.ChangedPath}
 	if !want.paths[entry] || cur.Size() > want.size {
 		cur.Abort()
-		return fmt.Errorf("blob %s changed in transit, but not as a path of it (%q) of at most its %d bytes", sum, b.ChangedPath, want.size)
+		where := "the workspace's"
+		if entry.layer {
+			where = "the server layer's"
+		}
+		return fmt.Errorf("blob %s changed in transit, but not as a path of it (%s %q) of at most its %d bytes", sum, where, b.ChangedPath, want.size)
 	}
 	unpin, err := cur.CommitAs(b.ChangedTo)
 	if err != nil {
@@ -696,7 +701,7 @@ func (in *incoming) receive(cache *workspace.Cache, recv func() (*hacv1.ExecRequ
 
 // relayInput feeds the client's stdin, signals and window sizes to the job.
 // When the client goes away the job is killed: nothing outlives its client.
-func (w *worker) relayInput(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, job *runner.Job, run *jobRun, gone chan struct{}) {
+func (w *worker) relayInput(ctx context.Context, stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, job *runner.Job, run *jobRun, gone chan struct{}) {
 	stdin := newStdinQueue(job.Stdin(), stdinBacklog)
 	defer stdin.close()
 	for {
@@ -711,7 +716,11 @@ func (w *worker) relayInput(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.
 		}
 		switch m := msg.Msg.(type) {
 		case *hacv1.ExecRequest_Stdin:
-			stdin.write(m.Stdin)
+			if len(m.Stdin) > maxStdinMessage {
+				run.kill("the client sent a message of input past 1 MiB")
+				return
+			}
+			stdin.write(ctx, m.Stdin) // waits while the program reads slower than it comes
 		case *hacv1.ExecRequest_CloseStdin:
 			stdin.close()
 		case *hacv1.ExecRequest_Resize:
@@ -723,8 +732,9 @@ func (w *worker) relayInput(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.
 				if err := job.Suspend(frozen); err != nil {
 					w.a.log.Warn("suspend a job", "err", err)
 					frozen = false
+				} else {
+					run.setSuspended(frozen)
 				}
-				run.setSuspended(frozen)
 				// The client stops itself once it hears this.
 				s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Suspended{Suspended: frozen}})
 			default:

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	hacv1 "github.com/hac-project/hac/gen/hac/v1"
 	"github.com/hac-project/hac/internal/cli/output"
@@ -74,7 +75,10 @@ func (a *app) attachCmd() *cobra.Command {
 Ctrl+C (SIGINT; a second one within 2 s kills the program's whole tree)
 and Ctrl+\ (SIGQUIT) to its program. For a job started with hac run -d -i,
 what you type goes to the program's standard input, and Ctrl+D (the end of
-this input) ends it; --no-stdin keeps this input here. Closing the
+this input) ends it; so does a pipe or a file given as input. A terminal
+this is not in the foreground of (hac attach JOB &) and other devices
+(/dev/null under cron or systemd) are not read; --no-stdin keeps any input
+here. Closing the
 terminal, or SIGTERM, leaves without stopping the job. When the program
 ends, hac attach exits with its exit code.`,
 		Example: `  hac attach 42
@@ -87,7 +91,7 @@ ends, hac attach exits with its exit code.`,
 				return err
 			}
 			var stdin io.Reader
-			if !noStdin {
+			if !noStdin && passInput(a.stdin) {
 				stdin = a.stdin
 			}
 			return a.attach(cmd.Context(), c, args[0], stdin)
@@ -137,6 +141,29 @@ func (a *app) attach(ctx context.Context, c *client.Conn, jobID string, stdin io
 	}
 	a.sayEnd(jobID, exit)
 	return exitCode(int(exit.ExitCode))
+}
+
+// passInput reports whether hac attach passes its input on: a terminal it
+// is in the foreground of, a pipe, a file or a socket someone gave it; not
+// a terminal it is in the background of (reading would stop it) nor
+// another device (/dev/null under cron or systemd, whose end would end
+// the program's input at once).
+func passInput(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return r != nil
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	switch m := fi.Mode(); {
+	case m&os.ModeCharDevice != 0:
+		return term.IsTerminal(int(f.Fd())) && inTerminalForeground()
+	case m&(os.ModeNamedPipe|os.ModeSocket) != 0, m.IsRegular():
+		return true
+	}
+	return false
 }
 
 // sayEnd tells how a detached job ended and where its files are.

@@ -74,11 +74,15 @@ type jobState struct {
 	userName   string
 	// image is the image of a server made by hac, whose jobs run on it
 	// with the server's changes (SPEC A7); empty for registered servers.
-	image   string
-	lease   time.Time // running jobs: expiry
-	endErr  error     // set when the job ended before its grant
-	pid     int64     // the program's pid on its first node
-	usedMiB int64
+	image string
+	lease time.Time // running jobs: expiry
+	// suspendedByNode: the node said the job is suspended (Ctrl+Z), and
+	// its lease was held on that word; the next report that it is not
+	// takes the lease back to a client's renewal.
+	suspendedByNode bool
+	endErr          error // set when the job ended before its grant
+	pid             int64 // the program's pid on its first node
+	usedMiB         int64
 	// changed is signalled (without blocking) when the job's grant or end
 	// committed; its place in the queue is read when the client is told.
 	changed chan struct{}
@@ -770,11 +774,18 @@ func (b *broker) heartbeat(name string, running map[int64]jobReport) beatAnswer 
 				j.lease = now.Add(b.cfg.LeaseTTL)
 			}
 			// The suspended lease the client asked for, from the node's
-			// word: a restarted control plane keeps it too.
-			if r.suspended > 0 {
+			// word: a restarted control plane keeps it too. Once the job
+			// runs again its client renews, as before the suspension: a
+			// brief suspension buys no long lease.
+			switch {
+			case r.suspended > 0:
 				if until := now.Add(b.cfg.SuspendedLease - r.suspended); until.After(j.lease) {
 					j.lease = until
 				}
+				j.suspendedByNode = true
+			case j.suspendedByNode:
+				j.suspendedByNode = false
+				j.lease = minTime(j.lease, now.Add(b.cfg.LeaseTTL))
 			}
 		}
 		j.usedMiB = r.usedMiB
@@ -1009,4 +1020,11 @@ func (b *broker) cancelQueuedLocked(id int64, reason string) (bool, error) {
 	}
 	j.endErr = fmt.Errorf("%w: job %d was %s", ErrCanceled, id, reason)
 	return true, b.settleLocked(b.endLocked(id, store.JobCanceled, sql.NullInt64{}, reason))
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }

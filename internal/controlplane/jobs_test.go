@@ -134,6 +134,21 @@ func TestSuspendedLeaseFromTheNode(t *testing.T) {
 	if row := storedJob(t, s, k.ID); row.State != store.JobLost {
 		t.Fatalf("an attached job no client renews is %s", row.State)
 	}
+	// A brief suspension buys no long lease: once the node says the job
+	// runs again, its client must renew.
+	m, err := b.submit(userServer(t, s, "alice", "c"), 16384, 0, "train", 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.heartbeat("node1", map[int64]jobReport{m.ID: {pid: 9, suspended: time.Millisecond}})
+	for range 4 {
+		b.heartbeat("node1", map[int64]jobReport{m.ID: {pid: 9}})
+		clock.add(b.cfg.LeaseTTL / 2)
+		b.expire()
+	}
+	if row := storedJob(t, s, m.ID); row.State != store.JobLost {
+		t.Fatalf("a job suspended for a moment, then running unrenewed, is %s", row.State)
+	}
 }
 
 func storedJob(t *testing.T, s *Server, id int64) store.Job {

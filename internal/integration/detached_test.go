@@ -85,6 +85,7 @@ func TestDetachedJob(t *testing.T) {
 		{env, []string{"logs", "x1"}, "not a positive number"},
 		{bob, []string{"logs", id}, "there is no job " + id},
 		{bob, []string{"cancel", id}, "there is no job " + id},
+		{bob, []string{"attach", id}, "there is no job " + id},
 		{env, []string{"fetch", id, filepath.Join(dir, "gone")}, "is gone"},
 		{env, []string{"cancel", "--grace", "-1s", id}, "give 0s to 1h"},
 		{env, []string{"cancel", "--grace", "100h", id}, "give 0s to 1h"},
@@ -112,8 +113,9 @@ func TestDetachedJob(t *testing.T) {
 // TestDetachedInteractive: hac run -d -i keeps the program's standard
 // input open; hac attach passes what it reads to it, and its end (Ctrl+D,
 // the end of a pipe) ends the program's input. An attacher that comes and
-// goes with --no-stdin passes nothing; a job without -i reads an empty
-// input, and its attachers are told they cannot type into it.
+// goes with --no-stdin, or with /dev/null as its input, passes nothing and
+// ends nothing; a job without -i reads an empty input, and its attachers
+// are told they cannot type into it.
 func TestDetachedInteractive(t *testing.T) {
 	c := newCluster(t, "fake:1x80GiB")
 	env := c.serverEnv(c.register("web1", ""))
@@ -129,6 +131,19 @@ func TestDetachedInteractive(t *testing.T) {
 	if code := quiet.exitCode(); code != 0 {
 		t.Fatalf("hac attach --no-stdin after SIGTERM: exit %d\n%s", code, quiet.stderr.String())
 	}
+	// Under cron or systemd (input /dev/null): its input is not read, so
+	// its end does not end the program's.
+	devNull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devNull.Close()
+	cron := start(t, env, "", devNull, "attach", id)
+	eventually(t, 30*time.Second, "the attacher from cron", func() bool {
+		return strings.Contains(cron.stderr.String(), "Attached to job "+id+": Ctrl+C")
+	})
+	cron.cmd.Process.Signal(syscall.SIGTERM)
+	cron.exitCode()
 	inR, inW := io.Pipe()
 	attach := start(t, env, "", inR, "attach", id)
 	eventually(t, 30*time.Second, "hac attach to take input", func() bool {
