@@ -33,7 +33,7 @@ func TestKeptRecordsBounded(t *testing.T) {
 	record(2, 60, 30*time.Minute)
 	record(3, 60, 20*time.Minute)
 	newest := record(4, 60, 10*time.Minute)
-	record(5, 1, 2*time.Hour) // past its retention
+	record(5, 1, 2*time.Hour)                // past its retention
 	a.cfg.JobKeepBytes = newest.size * 3 / 2 // room for one
 	a.expireKept(now)
 	if len(a.kept) != 2 || a.kept[1] != running || a.kept[4] != newest {
