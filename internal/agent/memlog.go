@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"io"
 	"os"
@@ -44,7 +45,10 @@ type outputReader interface {
 const DefaultRunOutputBytes = 1 << 20
 
 // memLog keeps the last limit bytes of an attached run's output in
-// memory, as records.
+// memory, as records. Their bytes live in chunks of memChunk bytes, filled
+// in order and reused once their records are dropped, so that a write
+// costs one copy and no allocation (it is on every attached run's output
+// path: BENCHMARKS.md (d)); readers copy what they read.
 type memLog struct {
 	limit int64
 
@@ -56,12 +60,22 @@ type memLog struct {
 	gone    int64 // bytes of the records dropped from the front
 	closed  bool
 	changed chan struct{}
+	watched bool // a reader waits on changed: the next write closes it
+	// cur is the chunk being filled; free holds chunks to reuse.
+	cur  []byte
+	free [][]byte
 }
 
 type memRecord struct {
 	stream byte
-	data   []byte
+	data   []byte // in a chunk
+	// chunk is set on the last record of a chunk no longer filled:
+	// dropping the record frees it.
+	chunk []byte
 }
+
+// memChunk is the size of a memLog's chunks: a record at most.
+const memChunk = maxRecord
 
 func newMemLog(limit int64) *memLog {
 	return &memLog{limit: max(limit, maxRecord), changed: make(chan struct{})}
@@ -74,6 +88,24 @@ func (l *memLog) writer(stream byte) io.Writer {
 	})
 }
 
+// room returns n bytes of chunk for a record, moving to another chunk when
+// the current one is full.
+func (l *memLog) room(n int) []byte {
+	if cap(l.cur)-len(l.cur) < n {
+		if len(l.recs) > 0 {
+			l.recs[len(l.recs)-1].chunk = l.cur[:0]
+		}
+		if k := len(l.free); k > 0 {
+			l.cur, l.free = l.free[k-1][:0], l.free[:k-1]
+		} else {
+			l.cur = make([]byte, 0, memChunk)
+		}
+	}
+	start := len(l.cur)
+	l.cur = l.cur[:start+n]
+	return l.cur[start : start+n : start+n]
+}
+
 func (l *memLog) write(stream byte, p []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -83,7 +115,9 @@ func (l *memLog) write(stream byte, p []byte) {
 	}
 	for len(p) > 0 {
 		n := min(len(p), maxRecord)
-		l.recs = append(l.recs, memRecord{stream, append([]byte(nil), p[:n]...)})
+		data := l.room(n)
+		copy(data, p[:n])
+		l.recs = append(l.recs, memRecord{stream: stream, data: data})
 		l.bytes += int64(n)
 		p = p[n:]
 	}
@@ -95,9 +129,14 @@ func (l *memLog) write(stream byte, p []byte) {
 		l.bytes -= int64(len(old.data))
 		l.drop += int64(len(old.data))
 		l.gone += int64(len(old.data))
+		if old.chunk != nil {
+			l.free = append(l.free, old.chunk)
+		}
 	}
-	close(l.changed)
-	l.changed = make(chan struct{})
+	if l.watched {
+		close(l.changed)
+		l.changed, l.watched = make(chan struct{}), false
+	}
 }
 
 func (l *memLog) dropped() int64 {
@@ -124,9 +163,9 @@ func (l *memLog) close() {
 // save writes what the log keeps as an outputLog's file in dir, for the
 // readers after the run (and after an agent restart).
 func (l *memLog) save(dir string) error {
-	l.mu.Lock()
+	l.mu.Lock() // held: the records' chunks are reused by writes
+	defer l.mu.Unlock()
 	recs := l.recs
-	l.mu.Unlock()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -177,12 +216,14 @@ func (r *memReader) next() (byte, []byte, <-chan struct{}, error) {
 	}
 	if i := r.seq - l.first; i < uint64(len(l.recs)) {
 		r.seq++
-		r.pos += int64(len(l.recs[i].data))
-		return l.recs[i].stream, l.recs[i].data, nil, nil
+		rec := l.recs[i]
+		r.pos += int64(len(rec.data))
+		return rec.stream, bytes.Clone(rec.data), nil, nil // its chunk is reused
 	}
 	if l.closed {
 		return 0, nil, nil, io.EOF
 	}
+	l.watched = true
 	return 0, nil, l.changed, nil
 }
 
