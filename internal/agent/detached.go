@@ -88,14 +88,13 @@ func (w *worker) Attach(ctx context.Context, stream *connect.BidiStream[hacv1.At
 					run.signal(syscall.Signal(m.Signal))
 				}
 			case *hacv1.AttachRequest_Stdin:
-				if len(m.Stdin) > maxStdinMessage {
-					cancel(connect.NewError(connect.CodeInvalidArgument, errors.New("a message of input past 1 MiB")))
-					return
-				}
 				// Waits while the program reads slower than input comes
 				// (signals too, behind it), until the stream ends.
 				if in := k.input(ctx); in != nil {
-					in.write(ctx, m.Stdin)
+					if err := in.write(ctx, m.Stdin); err != nil {
+						cancel(connect.NewError(connect.CodeInvalidArgument, err))
+						return
+					}
 				}
 			case *hacv1.AttachRequest_CloseStdin:
 				if k.input(ctx) != nil {

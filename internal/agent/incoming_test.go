@@ -81,10 +81,10 @@ func TestReceiveBlobsChecksTheClient(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c := in.changed[entryKey{false, "train.py", sumOf(old)}]; c.sum != sumOf(short) {
+		if c := in.changed[entryKey{entryPath{false, "train.py"}, sumOf(old)}]; c.sum != sumOf(short) {
 			t.Fatalf("the workspace's entry: %+v", in.changed)
 		}
-		if _, ok := in.changed[entryKey{true, "train.py", sumOf(old)}]; ok || len(in.changed) != 1 {
+		if _, ok := in.changed[entryKey{entryPath{true, "train.py"}, sumOf(old)}]; ok || len(in.changed) != 1 {
 			t.Fatalf("the layer's entry changed too: %+v", in.changed)
 		}
 	})

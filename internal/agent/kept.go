@@ -65,7 +65,6 @@ type keptJob struct {
 	// program started (stdin is set) or never will (stdin stays nil).
 	stdin      *stdinQueue
 	stdinReady chan struct{}
-	stdinDone  bool // stdinReady is closed
 }
 
 // openStdin keeps the program's standard input for attachers.
@@ -77,9 +76,13 @@ func (k *keptJob) openStdin(w io.WriteCloser) {
 }
 
 func (k *keptJob) stdinDecidedLocked() {
-	if k.stdinReady != nil && !k.stdinDone {
+	if k.stdinReady == nil {
+		return
+	}
+	select {
+	case <-k.stdinReady: // decided already
+	default:
 		close(k.stdinReady)
-		k.stdinDone = true
 	}
 }
 
@@ -362,9 +365,8 @@ func (a *Agent) expireKept(now time.Time) {
 	}
 	for user, rs := range byUser {
 		slices.SortFunc(rs, func(x, y keptRecord) int { return x.at.Compare(y.at) })
-		for len(rs) > 0 && now.Sub(rs[0].at) > a.cfg.JobRetention {
+		for len(byUser[user]) > 0 && now.Sub(byUser[user][0].at) > a.cfg.JobRetention {
 			drop(user)
-			rs = byUser[user]
 		}
 	}
 	// heaviest is the user whose record gives way: the one holding the

@@ -191,28 +191,50 @@ func (l *memLog) save(dir string) error {
 func (l *memLog) reader() outputReader {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return &memReader{l: l, seq: l.first, pos: l.gone, begin: l.gone}
+	return &memReader{l: l, seq: l.first, readPlace: newReadPlace(l.gone)}
+}
+
+// readPlace is where a reader is in the output, counted in the output's
+// bytes, and what it passed unread: both logs' readers keep one.
+type readPlace struct {
+	pos   int64 // the output's bytes before the next record
+	begin int64 // pos when the reader began
+	skip  int64 // passed unread since skipped was last called
+}
+
+func newReadPlace(at int64) readPlace { return readPlace{pos: at, begin: at} }
+
+func (p *readPlace) gone() int64 { return p.begin }
+
+// skipTo moves the reader to at, past what it did not read.
+func (p *readPlace) skipTo(at int64) {
+	if at > p.pos {
+		p.skip += at - p.pos
+		p.pos = at
+	}
+}
+
+func (p *readPlace) skipped() int64 {
+	n := p.skip
+	p.skip = 0
+	return n
 }
 
 // memReader reads a memLog by sequence number; records dropped before it
 // read them are skipped, and counted.
 type memReader struct {
-	l     *memLog
-	seq   uint64
-	pos   int64 // the output's bytes before seq
-	begin int64 // pos when the reader began
-	skip  int64
+	l   *memLog
+	seq uint64
+	readPlace
 }
-
-func (r *memReader) gone() int64 { return r.begin }
 
 func (r *memReader) next() (byte, []byte, <-chan struct{}, error) {
 	l := r.l
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if r.seq < l.first {
-		r.skip += l.gone - r.pos
-		r.seq, r.pos = l.first, l.gone
+		r.skipTo(l.gone)
+		r.seq = l.first
 	}
 	if i := r.seq - l.first; i < uint64(len(l.recs)) {
 		r.seq++
@@ -225,12 +247,6 @@ func (r *memReader) next() (byte, []byte, <-chan struct{}, error) {
 	}
 	l.watched = true
 	return 0, nil, l.changed, nil
-}
-
-func (r *memReader) skipped() int64 {
-	n := r.skip
-	r.skip = 0
-	return n
 }
 
 func (r *memReader) pause() {}

@@ -208,23 +208,13 @@ type logReader struct {
 	off int64
 	// paused: f was closed at off (pause), to be opened again there.
 	paused bool
-	pos    int64 // the output's payload bytes before the next record
-	begin  int64 // pos when the reader began
-	skip   int64
+	readPlace
 }
-
-func (r *logReader) gone() int64 { return r.begin }
 
 func (l *outputLog) reader() outputReader {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return &logReader{l: l, gen: max(l.gen-1, 1), pos: l.rotated, begin: l.rotated}
-}
-
-func (r *logReader) skipped() int64 {
-	n := r.skip
-	r.skip = 0
-	return n
+	return &logReader{l: l, gen: max(l.gen-1, 1), readPlace: newReadPlace(l.rotated)}
 }
 
 func (l *outputLog) dropped() int64 {
@@ -244,10 +234,7 @@ func (r *logReader) next() (stream byte, data []byte, wait <-chan struct{}, err 
 				// Rotated away before it was opened: on with the oldest
 				// kept; what the reader had not read of it is skipped.
 				r.gen, r.off, r.paused = max(gen-1, r.gen+1), 0, false
-				if at := r.l.start(r.gen); at > r.pos {
-					r.skip += at - r.pos
-					r.pos = at
-				}
+				r.skipTo(r.l.start(r.gen))
 				continue
 			}
 			if errors.Is(err, os.ErrNotExist) && r.gen == gen && size == 0 {

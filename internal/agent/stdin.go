@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"io"
 	"sync"
 )
@@ -38,9 +39,15 @@ func newStdinQueue(w io.WriteCloser, max int) *stdinQueue {
 	return q
 }
 
+// errInputTooLarge refuses a message of input past maxStdinMessage.
+var errInputTooLarge = errors.New("a message of input past 1 MiB")
+
 // write queues p for the program, waiting while the queue is full, until
-// ctx ends.
-func (q *stdinQueue) write(ctx context.Context, p []byte) {
+// ctx ends. A message past maxStdinMessage is refused.
+func (q *stdinQueue) write(ctx context.Context, p []byte) error {
+	if len(p) > maxStdinMessage {
+		return errInputTooLarge
+	}
 	stop := context.AfterFunc(ctx, func() {
 		q.mu.Lock()
 		q.cond.Broadcast()
@@ -53,11 +60,12 @@ func (q *stdinQueue) write(ctx context.Context, p []byte) {
 		q.cond.Wait()
 	}
 	if q.dead || q.eof || ctx.Err() != nil {
-		return
+		return nil
 	}
 	q.queue = append(q.queue, p)
 	q.size += len(p)
 	q.cond.Broadcast()
+	return nil
 }
 
 // close ends the input once what is queued is written.

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"io"
 	"testing"
 	"time"
@@ -32,19 +33,24 @@ func TestStdinQueueDoesNotBlock(t *testing.T) {
 	}
 }
 
-// TestStdinQueueBounded: the queue holds at most its bound (a write that
-// would pass it waits, however large), and a waiting write returns when
+// TestStdinQueueBounded: a message is at most 1 MiB, the queue holds at
+// most its bound (a write that would pass it waits), and a waiting write returns when
 // its stream ends, so that an attacher who leaves leaves nothing behind.
 func TestStdinQueueBounded(t *testing.T) {
 	r, w := io.Pipe()
 	defer r.Close()
 	q := newStdinQueue(w, 8<<20)
 	defer q.close()
-	q.write(t.Context(), make([]byte, 4<<20)) // the program reads nothing
+	if err := q.write(t.Context(), make([]byte, 2<<20)); !errors.Is(err, errInputTooLarge) {
+		t.Fatalf("a 2 MiB message: %v", err)
+	}
+	for range 8 {
+		q.write(t.Context(), make([]byte, 1<<20)) // the program reads nothing
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() {
-		q.write(ctx, make([]byte, 6<<20))
+		q.write(ctx, make([]byte, 1<<20))
 		close(done)
 	}()
 	select {

@@ -479,7 +479,7 @@ func (e *prepError) Error() string { return e.err.Error() }
 func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, c ticket.Claims, start *hacv1.Start, dir string, uid int) (jos *jobOS, release func(), err error) {
 	a := w.a
 	if c.Image == "" || uid <= 0 {
-		done, err := w.receiveBlobs(stream, s, start.Manifest, nil)
+		done, err := w.receiveBlobs(stream, s, start.Manifest, start.Manifest, nil)
 		if err == nil {
 			err = a.cache.Materialize(start.Manifest, dir, uid)
 			done()
@@ -495,7 +495,7 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 	if err := a.fitsCache(all); err != nil {
 		return nil, nil, &prepError{"environment too large", false, err}
 	}
-	done, err := w.receiveBlobs(stream, s, start.Manifest, env.Layer)
+	done, err := w.receiveBlobs(stream, s, all, start.Manifest, env.Layer)
 	if err != nil {
 		return nil, nil, &prepError{"workspace transfer failed", true, fmt.Errorf("the workspace and the server's files could not be transferred: %v", err)}
 	}
@@ -517,15 +517,11 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 }
 
 // receiveBlobs asks for the blobs of the workspace and the server's layer
-// (nil for none) the cache lacks and stores them; the cache keeps their
-// blobs until release. A file that changed while the client sent it
-// arrives under another hash (Blob.changed_to), which its entry then
-// names.
-func (w *worker) receiveBlobs(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, work, layer *hacv1.Manifest) (release func(), err error) {
-	m := work
-	if layer != nil {
-		m = &hacv1.Manifest{Files: append(append([]*hacv1.FileEntry(nil), work.Files...), layer.Files...)}
-	}
+// (nil for none) the cache lacks and stores them; m is both together. The
+// cache keeps their blobs until release. A file that changed while the
+// client sent it arrives under another hash (Blob.changed_to), which its
+// entry then names.
+func (w *worker) receiveBlobs(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, m, work, layer *hacv1.Manifest) (release func(), err error) {
 	missing, reserved := w.a.cache.Reserve(m)
 	in := newIncoming(work, layer, missing)
 	release = func() {
@@ -544,22 +540,18 @@ func (w *worker) receiveBlobs(stream *connect.BidiStream[hacv1.ExecRequest, hacv
 		return nil, err
 	}
 	ok = true
-	for _, src := range []struct {
-		m     *hacv1.Manifest
-		layer bool
-	}{{work, false}, {layer, true}} {
-		for _, f := range src.m.GetFiles() {
-			if c, ok := in.changed[entryKey{src.layer, f.Path, f.Sha256}]; ok {
-				f.Sha256, f.Size = c.sum, c.size
-			}
+	in.entries(func(e entryPath, f *hacv1.FileEntry) {
+		if c, ok := in.changed[entryKey{e, f.Sha256}]; ok {
+			f.Sha256, f.Size = c.sum, c.size
 		}
-	}
+	})
 	w.a.log.Info("blobs ready", "files", len(m.Files), "blobs_received", len(missing), "changed_in_transit", len(in.changed), "bytes", workspace.TotalSize(m))
 	return release, nil
 }
 
 // incoming is what a node still awaits of a workspace's blobs.
 type incoming struct {
+	work, layer *hacv1.Manifest // layer is nil without one
 	// wanted are the blobs asked for: the size the manifest declares and
 	// the paths that name each (a path that changed in transit is served).
 	wanted  map[string]*wantedBlob
@@ -581,8 +573,8 @@ type entryPath struct {
 
 // entryKey is an entry and the hash it was asked as.
 type entryKey struct {
-	layer     bool
-	path, sum string
+	entryPath
+	sum string
 }
 
 // changedBlob is what came for one path whose file changed in transit.
@@ -592,18 +584,26 @@ type changedBlob struct {
 }
 
 func newIncoming(work, layer *hacv1.Manifest, missing []string) *incoming {
-	in := &incoming{wanted: map[string]*wantedBlob{}, changed: map[entryKey]changedBlob{}}
+	in := &incoming{work: work, layer: layer, wanted: map[string]*wantedBlob{}, changed: map[entryKey]changedBlob{}}
 	for _, sum := range missing {
 		in.wanted[sum] = &wantedBlob{paths: map[entryPath]bool{}}
 	}
-	for i, m := range []*hacv1.Manifest{work, layer} {
-		for _, f := range m.GetFiles() {
-			if b := in.wanted[f.Sha256]; b != nil {
-				b.size, b.paths[entryPath{i == 1, f.Path}] = f.Size, true
-			}
+	in.entries(func(e entryPath, f *hacv1.FileEntry) {
+		if b := in.wanted[f.Sha256]; b != nil {
+			b.size, b.paths[e] = f.Size, true
 		}
-	}
+	})
 	return in
+}
+
+// entries calls f with each entry of the workspace, then of the layer.
+func (in *incoming) entries(f func(entryPath, *hacv1.FileEntry)) {
+	for _, fe := range in.work.GetFiles() {
+		f(entryPath{false, fe.Path}, fe)
+	}
+	for _, fe := range in.layer.GetFiles() {
+		f(entryPath{true, fe.Path}, fe)
+	}
 }
 
 // arrived stores one blob received whole in cur, asked as sum.
@@ -627,7 +627,7 @@ func (in *incoming) arrived(cur *workspace.Writer, sum string, b *hacv1.Blob) er
 		return err
 	}
 	in.unpin = append(in.unpin, unpin)
-	in.changed[entryKey{entry.layer, entry.path, sum}] = changedBlob{b.ChangedTo, cur.Size()}
+	in.changed[entryKey{entry, sum}] = changedBlob{b.ChangedTo, cur.Size()}
 	if delete(want.paths, entry); len(want.paths) == 0 {
 		delete(in.wanted, sum) // every path that named it changed
 	}
@@ -716,11 +716,11 @@ func (w *worker) relayInput(ctx context.Context, stream *connect.BidiStream[hacv
 		}
 		switch m := msg.Msg.(type) {
 		case *hacv1.ExecRequest_Stdin:
-			if len(m.Stdin) > maxStdinMessage {
-				run.kill("the client sent a message of input past 1 MiB")
+			// Waits while the program reads slower than it comes.
+			if err := stdin.write(ctx, m.Stdin); err != nil {
+				run.kill("the client sent " + err.Error())
 				return
 			}
-			stdin.write(ctx, m.Stdin) // waits while the program reads slower than it comes
 		case *hacv1.ExecRequest_CloseStdin:
 			stdin.close()
 		case *hacv1.ExecRequest_Resize:
