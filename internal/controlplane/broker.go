@@ -785,7 +785,9 @@ func (b *broker) heartbeat(name string, running map[int64]jobReport) beatAnswer 
 				j.suspendedByNode = true
 			case j.suspendedByNode:
 				j.suspendedByNode = false
-				j.lease = minTime(j.lease, now.Add(b.cfg.LeaseTTL))
+				if renewed := now.Add(b.cfg.LeaseTTL); j.lease.After(renewed) {
+					j.lease = renewed
+				}
 			}
 		}
 		j.usedMiB = r.usedMiB
@@ -1020,11 +1022,4 @@ func (b *broker) cancelQueuedLocked(id int64, reason string) (bool, error) {
 	}
 	j.endErr = fmt.Errorf("%w: job %d was %s", ErrCanceled, id, reason)
 	return true, b.settleLocked(b.endLocked(id, store.JobCanceled, sql.NullInt64{}, reason))
-}
-
-func minTime(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
 }
