@@ -129,7 +129,7 @@ func (a *app) serve(ctx context.Context, cfg controlplane.Config, dev bool, gpus
 		return err
 	}
 	// The address file lets scripts and tests find a port-0 listener.
-	os.WriteFile(filepath.Join(cfg.DataDir, "serve.addr"), []byte(srv.Addr()), 0o600)
+	publish(filepath.Join(cfg.DataDir, "serve.addr"), srv.Addr())
 	admin := "admin"
 	if dev {
 		admin = "dev"
@@ -140,7 +140,7 @@ func (a *app) serve(ctx context.Context, cfg controlplane.Config, dev bool, gpus
 	}
 	addr, pin := srv.URL(), srv.Pin()
 	// Scripts and tests find the pin beside the address.
-	os.WriteFile(filepath.Join(cfg.DataDir, "serve.pin"), []byte(pin), 0o600)
+	publish(filepath.Join(cfg.DataDir, "serve.pin"), pin)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 2)
@@ -333,4 +333,13 @@ root; --no-sandbox is only for a machine whose only user is you.`,
 	cfg.JobKeepBytes = agent.DefaultJobKeepBytes
 	f.Var(sizeFlag{&cfg.JobKeepBytes}, "job-keep-size", "bound on what the node keeps of ended jobs; past it the oldest records of the user who holds the most go first (default 20GiB)")
 	return cmd
+}
+
+// publish writes a file that others poll for (serve.addr, serve.pin)
+// whole or not at all: a reader never sees it empty.
+func publish(path, content string) {
+	tmp := path + ".new"
+	if os.WriteFile(tmp, []byte(content), 0o600) == nil {
+		os.Rename(tmp, path)
+	}
 }
