@@ -95,6 +95,7 @@ type Agent struct {
 	cfg    Config
 	client hacv1connect.AgentServiceClient
 	cache  *workspace.Cache
+	trees  *workspace.Trees // sandboxed jobs' workspaces, made from cache
 	// images and layers make jobs' roots from their servers' images and
 	// changes (SPEC A7).
 	images *images
@@ -230,6 +231,11 @@ func New(cfg Config) (*Agent, error) {
 	}
 	// Servers' layers get as much room as the cache their blobs come from.
 	if a.layers, err = newLayerStore(filepath.Join(cfg.DataDir, "layers"), cache, cfg.CacheBytes); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	// So do the workspaces' trees that idle jobs left.
+	if a.trees, err = workspace.NewTrees(filepath.Join(cfg.DataDir, "trees"), cache, cfg.CacheBytes); err != nil {
 		ln.Close()
 		return nil, err
 	}

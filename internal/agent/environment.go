@@ -158,7 +158,8 @@ func osWorkDir(cwd string) string {
 
 // osSandbox is the sandbox of a job on its server's files, with the
 // folder the program starts in and its environment.
-func (a *Agent) osSandbox(f jobFolders, uid int, c ticket.Claims, start *hacv1.Start, jos *jobOS) (*runner.Sandbox, string, []string, error) {
+func (a *Agent) osSandbox(f jobFolders, uid int, c ticket.Claims, start *hacv1.Start, files jobFiles) (*runner.Sandbox, string, []string, error) {
+	jos := files.jos
 	a.mu.Lock()
 	nodes := a.nodes
 	a.mu.Unlock()
@@ -189,7 +190,7 @@ func (a *Agent) osSandbox(f jobFolders, uid int, c ticket.Claims, start *hacv1.S
 		Binds: []runner.Bind{
 			{Source: f.tmp, Target: "/tmp"},
 			{Source: f.gpu, Target: jobFakeGPU},
-			{Source: f.work, Target: inside},
+			f.workBind(inside, files.tree, uid),
 		},
 		Masked:  maskedPaths,
 		Devices: jobDevices(nodes, c),

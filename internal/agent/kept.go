@@ -292,6 +292,7 @@ func (a *Agent) loadKept() error {
 			os.RemoveAll(dir) // not a record, or one of a job that never started
 			continue
 		}
+		os.RemoveAll(filepath.Join(dir, "work.ovl")) // its overlay's, gone with its job
 		var end keptEnd
 		raw, err := os.ReadFile(filepath.Join(dir, "end.json"))
 		if err != nil || json.Unmarshal(raw, &end) != nil {

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/hac-project/hac/internal/gpu"
+	"github.com/hac-project/hac/internal/idmap"
 	"github.com/hac-project/hac/internal/runner"
 	"github.com/hac-project/hac/internal/ticket"
 )
@@ -98,17 +99,38 @@ func workDirInside(cwd string) string {
 // 0700): the workspace, a home, a /tmp, the empty root the sandbox is
 // assembled on, and the folder of simulated GPU allocations.
 //
-// A job on its server's files also has the overlay's upper and work
-// folders and the stage of its idmapped layers (root's).
+// A sandboxed job's workspace is an overlay whose upper folder is work:
+// it also has that overlay's work folder (beside work, on its file
+// system) and the stage of its idmapped lower layer. A job on its server's
+// files also has its root overlay's upper and work folders and the stage
+// of its idmapped layers. All those are root's.
 type jobFolders struct {
 	dir, work, home, tmp, root, gpu string
 	upper, ovlWork, stage           string
+	workStage                       string
 }
 
 func newJobFolders(dir string) jobFolders {
 	return jobFolders{dir: dir, work: filepath.Join(dir, "work"), home: filepath.Join(dir, "home"),
 		tmp: filepath.Join(dir, "tmp"), root: filepath.Join(dir, "root"), gpu: filepath.Join(dir, "gpu"),
-		upper: filepath.Join(dir, "upper"), ovlWork: filepath.Join(dir, "ovl"), stage: filepath.Join(dir, "stage")}
+		upper: filepath.Join(dir, "upper"), ovlWork: filepath.Join(dir, "ovl"), stage: filepath.Join(dir, "stage"),
+		workStage: filepath.Join(dir, "work.stage")}
+}
+
+// workOverlay is overlayfs's work folder for the workspace's overlay.
+func (f jobFolders) workOverlay() string { return f.work + ".ovl" }
+
+// workBind shows the workspace at inside: over tree, the node's shared
+// copy of the uploaded files (root's, shown as uid's), the job's writes
+// going to its folder; or, without a tree, the folder alone.
+func (f jobFolders) workBind(inside, tree string, uid int) runner.Bind {
+	b := runner.Bind{Source: f.work, Target: inside}
+	if tree != "" {
+		ids := []idmap.Map{{From: 0, To: uid, Count: 1}}
+		b.Lower = []runner.Layer{{Dir: tree, UIDs: ids, GIDs: ids}}
+		b.Work, b.Stage = f.workOverlay(), f.workStage
+	}
+	return b
 }
 
 // make creates the folders; all but the root belong to uid (-1: the
@@ -117,11 +139,12 @@ func (f jobFolders) make(uid int) error {
 	if err := os.MkdirAll(f.dir, 0o700); err != nil {
 		return err
 	}
-	for _, d := range []string{f.work, f.home, f.tmp, f.gpu, f.root, f.upper, f.ovlWork, f.stage} {
+	rootOwn := []string{f.root, f.upper, f.ovlWork, f.stage, f.workOverlay(), f.workStage}
+	for _, d := range append([]string{f.work, f.home, f.tmp, f.gpu}, rootOwn...) {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
 		}
-		if uid > 0 && d != f.root && d != f.upper && d != f.ovlWork && d != f.stage {
+		if uid > 0 && !slices.Contains(rootOwn, d) {
 			if err := os.Chown(d, uid, uid); err != nil {
 				return err
 			}
@@ -147,7 +170,7 @@ func findGPUNodes(devs []gpu.Device) gpuNodes {
 // sandbox describes a job's sandbox: the node's runtime read-only, its
 // own /tmp, home and workspace, the GPUs it was granted and nothing else
 // of the node or of other jobs.
-func (a *Agent) sandbox(f jobFolders, uid int, c ticket.Claims, inside string) (*runner.Sandbox, error) {
+func (a *Agent) sandbox(f jobFolders, uid int, c ticket.Claims, inside, tree string) (*runner.Sandbox, error) {
 	a.mu.Lock()
 	nodes := a.nodes
 	a.mu.Unlock()
@@ -161,7 +184,7 @@ func (a *Agent) sandbox(f jobFolders, uid int, c ticket.Claims, inside string) (
 			{Source: f.tmp, Target: "/tmp"},
 			{Source: f.home, Target: jobHome},
 			{Source: f.gpu, Target: jobFakeGPU},
-			{Source: f.work, Target: inside},
+			f.workBind(inside, tree, uid),
 		},
 		Masked:  maskedPaths,
 		Devices: jobDevices(nodes, c),

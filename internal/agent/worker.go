@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -256,10 +257,10 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 	}
 	folders := newJobFolders(filepath.Join(a.cfg.DataDir, "jobs", fmt.Sprint(claims.JobID)))
 	var job *runner.Job
-	var jos *jobOS // a job on its server's files
+	var files jobFiles
 	a.releases.Add(1)
-	// The job's folders and uid are kept until its cgroups are gone (a
-	// sandbox's namespaces are taken down after its end), off the
+	// The job's folders, files and uid are kept until its cgroups are gone
+	// (a sandbox's namespaces are taken down after its end), off the
 	// client's wait.
 	cleanup := func() {
 		go func() {
@@ -271,11 +272,12 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 					a.log.Warn("job cleanup; its uid stays reserved", "job", claims.JobID, "uid", uid, "err", err)
 					return
 				}
-				if jos != nil {
-					jos.release()
-				}
+			}
+			if files.release != nil {
+				files.release()
 			}
 			os.RemoveAll(folders.dir)
+			os.RemoveAll(folders.workOverlay()) // a detached job's is beside its record's
 			if uid >= 0 {
 				a.freeUID(uid)
 			}
@@ -305,22 +307,14 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 		return userError(s, "the node could not prepare the job's folder: %v", err)
 	}
 	workDir := folders.work
-	var release func()
-	jos, release, err = w.receiveFiles(ctx, stream, s, claims, start, workDir, uid)
+	files, err = w.receiveFiles(ctx, stream, s, claims, start, workDir, uid)
 	if err != nil {
 		var pe *prepError
 		errors.As(err, &pe)
 		go a.reportEnd(claims.JobID, 1, pe.reason, pe.fault)
 		return userError(s, "%v", err)
 	}
-	if jos != nil {
-		defer func() {
-			if job == nil {
-				release() // else once the job's namespaces are gone
-			}
-		}()
-	}
-	spec, err := a.jobSpec(folders, uid, claims, start, jos)
+	spec, err := a.jobSpec(folders, uid, claims, start, files)
 	if err != nil {
 		go a.reportEnd(claims.JobID, 1, "sandbox", true)
 		return userError(s, "the node could not prepare the job's sandbox: %v", err)
@@ -402,9 +396,9 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 	clientGone := make(chan struct{})
 	go w.relayInput(ctx, stream, s, job, run, clientGone)
 	// Files come back while the program runs too, so checkpoints survive.
-	files := newSyncer(s, workDir, start.Manifest, a.log.Warn)
+	changes := newSyncer(s, workDir, start.Manifest, a.log.Warn)
 	stopSync, syncDone := make(chan struct{}), make(chan struct{})
-	go func() { files.every(a.cfg.SyncInterval, stopSync); close(syncDone) }()
+	go func() { changes.every(a.cfg.SyncInterval, stopSync); close(syncDone) }()
 	exit, err := job.Wait()
 	close(stopSync)
 	<-syncDone
@@ -421,20 +415,20 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 	default:
 	}
 	s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Exited{Exited: &hacv1.Exited{ExitCode: int32(exit.Code), Signal: int32(exit.Signal), Reason: reason}}})
-	return files.finish()
+	return changes.finish()
 }
 
 // jobSpec describes how the job's program runs: in a sandbox as uid, or,
 // with --no-sandbox, as the agent's user in the job folder.
-func (a *Agent) jobSpec(f jobFolders, uid int, c ticket.Claims, start *hacv1.Start, jos *jobOS) (runner.Spec, error) {
+func (a *Agent) jobSpec(f jobFolders, uid int, c ticket.Claims, start *hacv1.Start, files jobFiles) (runner.Spec, error) {
 	spec := runner.Spec{Name: fmt.Sprint(c.JobID), Argv: start.Argv, TTY: start.Tty, CgroupRoot: a.cgroupRoot()}
 	if start.Window != nil {
 		spec.Rows, spec.Cols = uint16(start.Window.Rows), uint16(start.Window.Cols)
 	}
 	home, gpuDir := f.home, f.gpu
 	spec.Dir = f.work
-	if jos != nil {
-		sb, dir, env, err := a.osSandbox(f, uid, c, start, jos)
+	if files.jos != nil {
+		sb, dir, env, err := a.osSandbox(f, uid, c, start, files)
 		if err != nil {
 			return spec, err
 		}
@@ -443,7 +437,7 @@ func (a *Agent) jobSpec(f jobFolders, uid int, c ticket.Claims, start *hacv1.Sta
 	}
 	if uid > 0 {
 		inside := workDirInside(start.Cwd)
-		sb, err := a.sandbox(f, uid, c, inside)
+		sb, err := a.sandbox(f, uid, c, inside, files.tree)
 		if err != nil {
 			return spec, err
 		}
@@ -473,31 +467,56 @@ type prepError struct {
 
 func (e *prepError) Error() string { return e.err.Error() }
 
-// receiveFiles takes in a job's workspace into dir and, for a job on its
-// server's files, the server's changes and image (fetched meanwhile); jos
-// then describes them, holding their layers until release.
-func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, c ticket.Claims, start *hacv1.Start, dir string, uid int) (jos *jobOS, release func(), err error) {
+// jobFiles are a job's files once received.
+type jobFiles struct {
+	// jos describes a job on its server's files: its layers and image.
+	jos *jobOS
+	// tree is the node's shared read-only copy of the workspace, the lower
+	// layer of its overlay in the sandbox; "" when it was copied into the
+	// job's folder (no sandbox).
+	tree string
+	// release lets go of what they hold, once the job's namespaces are gone.
+	release func()
+}
+
+// receiveFiles takes in a job's workspace and, for a job on its server's
+// files, the server's changes and image (fetched meanwhile). A sandboxed
+// job's workspace is a tree shared while its manifest is unchanged (its
+// writes go to dir, the overlay's upper); without a sandbox it is copied
+// into dir.
+func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, c ticket.Claims, start *hacv1.Start, dir string, uid int) (files jobFiles, err error) {
 	a := w.a
+	transferFailed := func(err error) error {
+		return &prepError{"workspace transfer failed", true, fmt.Errorf("the workspace could not be transferred: %v", err)}
+	}
+	workspaceFiles := func() error {
+		if uid <= 0 {
+			return a.cache.Materialize(start.Manifest, dir, uid)
+		}
+		tree, release, err := a.trees.Acquire(strconv.FormatInt(c.User, 10), start.Manifest)
+		files.tree, files.release = tree, release
+		return err
+	}
 	if c.Image == "" || uid <= 0 {
 		done, err := w.receiveBlobs(stream, s, start.Manifest, start.Manifest, nil)
 		if err == nil {
-			err = a.cache.Materialize(start.Manifest, dir, uid)
+			err = workspaceFiles()
 			done()
 		}
 		if err != nil {
-			return nil, nil, &prepError{"workspace transfer failed", true, fmt.Errorf("the workspace could not be transferred: %v", err)}
+			return files, transferFailed(err)
 		}
-		return nil, nil, nil
+		return files, nil
 	}
 	image := a.startImage(ctx, c.Image) // a client that goes stops the wait, not the fetch
 	env := start.Environment
 	all := &hacv1.Manifest{Files: append(append([]*hacv1.FileEntry(nil), start.Manifest.Files...), env.Layer.Files...)}
 	if err := a.fitsCache(all); err != nil {
-		return nil, nil, &prepError{"environment too large", false, err}
+		return files, &prepError{"environment too large", false, err}
 	}
 	done, err := w.receiveBlobs(stream, s, all, start.Manifest, env.Layer)
 	if err != nil {
-		return nil, nil, &prepError{"workspace transfer failed", true, fmt.Errorf("the workspace and the server's files could not be transferred: %v", err)}
+		return files, &prepError{"workspace transfer failed", true, fmt.Errorf("the workspace and the server's files could not be transferred: %v", err)}
 	}
 	defer done()
 	select {
@@ -506,14 +525,21 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 		// Once per image and node, unless the heartbeat's prefetch was first.
 		s.send(&hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Stderr{Stderr: []byte(fmt.Sprintf("[info] The server's image is on its way to node %s (once per image and node)...\n", a.cfg.Name))}})
 	}
-	if jos, err = a.prepareOS(c, env, start.Cwd, image); err != nil {
-		return nil, nil, &prepError{"environment", true, err}
+	jos, err := a.prepareOS(c, env, start.Cwd, image)
+	if err != nil {
+		return files, &prepError{"environment", true, err}
 	}
-	if err := a.cache.Materialize(start.Manifest, dir, uid); err != nil {
+	if err := workspaceFiles(); err != nil {
 		jos.release()
-		return nil, nil, &prepError{"workspace transfer failed", true, fmt.Errorf("the workspace could not be transferred: %v", err)}
+		return files, transferFailed(err)
 	}
-	return jos, jos.release, nil
+	files.jos = jos
+	releaseTree := files.release
+	files.release = func() {
+		releaseTree()
+		jos.release()
+	}
+	return files, nil
 }
 
 // receiveBlobs asks for the blobs of the workspace and the server's layer

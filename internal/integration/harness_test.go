@@ -360,12 +360,30 @@ func workdir(t testing.TB, files map[string]string) string {
 	return dir
 }
 
-// writeIn creates a file in a running job's work folder on a node, the way
-// tests tell a program to go on without a second client.
+// writeIn creates a file in a running job's workspace on a node, the way
+// tests tell a program to go on without a second client. A sandboxed
+// job's workspace is an overlay in its own mount namespace, so the file is
+// made through the program's current folder as /proc shows it (a file put
+// in the overlay's upper folder from outside may never be seen); the
+// program is found by its HAC_JOB_ID, on this node by the file's landing
+// in the node's folder of the job.
 func writeIn(t testing.TB, c *cluster, node, jobID, name string) {
 	t.Helper()
-	p := filepath.Join(c.dir, node, "jobs", jobID, "work", name)
-	if err := os.WriteFile(p, nil, 0o644); err != nil {
-		t.Fatalf("signal job %s: %v", jobID, err)
+	upper := filepath.Join(c.dir, node, "jobs", jobID, "work", name)
+	pids, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range pids {
+		env, err := os.ReadFile(filepath.Join(p, "environ"))
+		if err != nil || !bytes.Contains(append([]byte{0}, env...), []byte("\x00HAC_JOB_ID="+jobID+"\x00")) {
+			continue
+		}
+		inJob := filepath.Join(p, "cwd", name)
+		if err := os.WriteFile(inJob, nil, 0o644); err != nil {
+			continue
+		}
+		if _, err := os.Lstat(upper); err == nil {
+			return
+		}
+		os.Remove(inJob) // another node's rank of the job
 	}
+	t.Fatalf("signal job %s: no program of it on %s", jobID, node)
 }

@@ -426,3 +426,44 @@ func TestFileGrowingDuringUpload(t *testing.T) {
 		t.Errorf("the program's copy is not what the file held at %d bytes", size)
 	}
 }
+
+// TestWorkspaceOverlay: a sandboxed job's workspace is the node's shared
+// copy of the uploaded files under an overlay whose upper takes the job's
+// writes. The job owns its files and may change, rename and remove them;
+// what it changed comes back (a folder it renamed arrives copied); and
+// nothing it did reaches the shared copy: the next run of the same files
+// finds them as uploaded, on the very same inodes (no copy was made).
+func TestWorkspaceOverlay(t *testing.T) {
+	c := newCluster(t, "fake:1x80GiB")
+	env := c.serverEnv(c.register("web1", ""))
+	dir := workdir(t, map[string]string{
+		"a.txt":       "alpha\n",
+		"bin/run.sh":  "#!/bin/sh\necho run\n",
+		"sub/data.in": "12345\n",
+	})
+	os.Chmod(filepath.Join(dir, "bin/run.sh"), 0o755)
+	r := runHac(t, env, dir, nil, "run", "--", "sh", "-c", `set -e
+echo uid $(id -u); stat -c '%n %u %a %i' a.txt bin/run.sh
+echo evil > a.txt; rm a.txt; chmod 600 bin/run.sh; rm bin/run.sh
+mv sub moved; echo more >> moved/data.in; echo new > new.txt`)
+	if r.code != 0 {
+		t.Fatalf("first run: %+v", r)
+	}
+	uid := regexp.MustCompile(`uid (\d+)`).FindStringSubmatch(r.stdout)
+	first := regexp.MustCompile(`a\.txt (\d+) (\d+) (\d+)`).FindStringSubmatch(r.stdout)
+	script := regexp.MustCompile(`bin/run\.sh (\d+) (\d+)`).FindStringSubmatch(r.stdout)
+	if uid == nil || first == nil || script == nil || first[1] != uid[1] || first[2] != "644" || script[1] != uid[1] || script[2] != "755" {
+		t.Fatalf("the workspace's files are not the job's own, with their modes: %q", r.stdout)
+	}
+	for rel, want := range map[string]string{"moved/data.in": "12345\nmore\n", "new.txt": "new\n", "a.txt": "alpha\n", "sub/data.in": "12345\n"} {
+		if got, _ := os.ReadFile(filepath.Join(dir, rel)); string(got) != want {
+			t.Errorf("%s here after the run: %q, want %q", rel, got, want)
+		}
+	}
+	os.RemoveAll(filepath.Join(dir, "moved"))
+	os.Remove(filepath.Join(dir, "new.txt"))
+	r = runHac(t, env, dir, nil, "run", "--", "sh", "-c", `cat a.txt bin/run.sh sub/data.in; stat -c '%n %i' a.txt`)
+	if r.code != 0 || r.stdout != "alpha\n#!/bin/sh\necho run\n12345\na.txt "+first[3]+"\n" {
+		t.Fatalf("the next run of the same files: %+v, want them as uploaded on inode %s", r, first[3])
+	}
+}

@@ -337,9 +337,14 @@ func buildRoot(cfg *initConfig) error {
 		return fmt.Errorf("make mounts private: %w", err)
 	}
 	root := cfg.Root
+	if cfg.needsIDMaps() {
+		if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+			return fmt.Errorf("mount /proc: %w", err)
+		}
+	}
 	if cfg.OS != nil {
-		if err := mountOS(root, cfg.OS); err != nil {
-			return err
+		if err := mountOverlay(root, cfg.OS, ""); err != nil {
+			return fmt.Errorf("mount the job's root (the server's image and changes): %w", err)
 		}
 	} else if err := unix.Mount("tmpfs", root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=16m"); err != nil {
 		return fmt.Errorf("mount the root: %w", err)
@@ -379,6 +384,15 @@ func buildRoot(cfg *initConfig) error {
 		return err
 	}
 	for _, b := range cfg.Binds {
+		if len(b.Lower) > 0 {
+			if err := ensureDir(root, b.Target); err != nil {
+				return err
+			}
+			if err := mountOverlay(filepath.Join(root, b.Target), b.overlay(), workspaceOverlay); err != nil {
+				return fmt.Errorf("mount the overlay on %s: %w", b.Target, err)
+			}
+			continue
+		}
 		if err := bindAt(root, b.Source, b.Target, false); err != nil {
 			return err
 		}
@@ -405,14 +419,28 @@ func buildRoot(cfg *initConfig) error {
 	return pivot(root, cfg.OS == nil)
 }
 
-// mountOS mounts an overlay of o's folders on root; layers with an id
-// map are seen through idmapped mounts attached under o.Stage.
-func mountOS(root string, o *Overlay) error {
-	// The user namespaces of idmapped mounts are made through /proc (the
-	// maps of a child): this namespace's, not the node's.
-	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return fmt.Errorf("mount /proc: %w", err)
+// needsIDMaps reports whether a layer is seen through an idmapped mount.
+func (cfg *initConfig) needsIDMaps() bool {
+	var layers []Layer
+	if cfg.OS != nil {
+		layers = cfg.OS.Lower
 	}
+	for _, b := range cfg.Binds {
+		layers = append(layers, b.Lower...)
+	}
+	for _, l := range layers {
+		if len(l.UIDs) > 0 || len(l.GIDs) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// mountOverlay mounts an overlay of o's folders on dst, with extra
+// options; layers with an id map are seen through idmapped mounts
+// attached under o.Stage. The user namespaces of those are made through
+// /proc (the maps of a child): buildRoot mounts this namespace's first.
+func mountOverlay(dst string, o *Overlay, extra string) error {
 	dirs := make([]string, len(o.Lower))
 	namespaces := map[string]*idmap.Namespace{} // one per distinct map
 	defer func() {
@@ -440,11 +468,18 @@ func mountOS(root string, o *Overlay) error {
 		}
 	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(dirs, ":"), o.Upper, o.Work)
-	if err := unix.Mount("overlay", root, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
-		return fmt.Errorf("mount the job's root (the server's image and changes): %w", err)
+	if extra != "" {
+		opts += "," + extra
 	}
-	return nil
+	return unix.Mount("overlay", dst, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts)
 }
+
+// workspaceOverlay is the options of a workspace's overlay: its upper
+// folder alone must tell what the program changed, so a renamed folder
+// is copied (no redirects: rename(2) of an uploaded folder says EXDEV,
+// which mv and shutil.move handle) and a changed mode copies the data
+// too (no metacopy).
+const workspaceOverlay = "redirect_dir=off,metacopy=off"
 
 // showRuntime shows a host path read-only at the same place; without an
 // OS of its own, a symlink is copied as one.

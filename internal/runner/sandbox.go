@@ -74,9 +74,14 @@ type Limits struct {
 	Pids        int64
 }
 
-// Bind shows the host folder Source at Target inside the sandbox.
+// Bind shows the host folder Source at Target inside the sandbox. With
+// Lower it is an overlay instead: Lower's read-only folders under Source,
+// which takes the job's writes (a job's workspace over the node's shared
+// copy of its files); Work and Stage are then as an Overlay's.
 type Bind struct {
 	Source, Target string
+	Lower          []Layer
+	Work, Stage    string
 }
 
 // Device is a character device node.
@@ -154,15 +159,35 @@ func (s *Sandbox) validate(dir string) error {
 		if len(o.Lower) == 0 {
 			return errors.New("runner: a sandbox's OS needs a lower folder")
 		}
-		for _, p := range append([]string{o.Upper, o.Work, o.Stage}, layerDirs(o.Lower)...) {
-			if !filepath.IsAbs(p) || strings.ContainsAny(p, ",:\\") {
-				return fmt.Errorf("runner: overlay folder %q must be absolute, without , : or \\", p)
+		if err := o.validate(); err != nil {
+			return err
+		}
+	}
+	for _, b := range s.Binds {
+		if len(b.Lower) > 0 {
+			if err := b.overlay().validate(); err != nil {
+				return err
 			}
 		}
 	}
 	for _, d := range s.Devices {
 		if d.Path == "" || filepath.IsAbs(d.Path) || filepath.Clean(d.Path) != d.Path || strings.HasPrefix(d.Path, "..") {
 			return fmt.Errorf("runner: bad device path %q", d.Path)
+		}
+	}
+	return nil
+}
+
+// overlay is an overlay Bind's folders.
+func (b Bind) overlay() *Overlay {
+	return &Overlay{Lower: b.Lower, Upper: b.Source, Work: b.Work, Stage: b.Stage}
+}
+
+// validate checks that the folders can be named in overlayfs's options.
+func (o *Overlay) validate() error {
+	for _, p := range append([]string{o.Upper, o.Work, o.Stage}, layerDirs(o.Lower)...) {
+		if !filepath.IsAbs(p) || strings.ContainsAny(p, ",:\\") {
+			return fmt.Errorf("runner: overlay folder %q must be absolute, without , : or \\", p)
 		}
 	}
 	return nil
