@@ -471,7 +471,15 @@ func mountOverlay(dst string, o *Overlay, extra string) error {
 	if extra != "" {
 		opts += "," + extra
 	}
-	return unix.Mount("overlay", dst, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts)
+	// volatile: no sync of the node's whole file system when the job's
+	// namespace goes (overlayfs syncs its upper's on unmount; a job's
+	// writes are no more durable than in a plain folder: kernels since
+	// 5.10).
+	err := unix.Mount("overlay", dst, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts+",volatile")
+	if errors.Is(err, unix.EINVAL) {
+		err = unix.Mount("overlay", dst, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts)
+	}
+	return err
 }
 
 // workspaceOverlay is the options of a workspace's overlay: its upper

@@ -24,6 +24,10 @@ import (
 // changed manifest hard-links every file an earlier tree already holds
 // with the same content, mode and mtime, and copies only the others.
 //
+// A tree's file is its blob itself where the blob is not yet another
+// tree's (Cache.LinkOut), so the first run of new files writes them once;
+// else a copy.
+//
 // Everything in a tree is root's (an idmapped mount shows it as the job's
 // uid) and is never written after it is made. Trees and their files are
 // keyed by their owner too: a job can never learn from a file's link
@@ -254,14 +258,16 @@ func (t *Trees) file(key treeFileKey, size int64) (string, error) {
 	t.mu.Unlock()
 	p := filepath.Join(t.dir, "files", rand.Text())
 	tmp := p + ".tmp"
-	if err := t.cache.CopyOut(key.sum, tmp, key.perm, -1, -1, size); err != nil {
-		os.Remove(tmp)
-		return "", err
-	}
 	mt := time.Unix(0, key.mtime)
-	if err := os.Chtimes(tmp, mt, mt); err != nil {
-		os.Remove(tmp)
-		return "", err
+	if !t.cache.LinkOut(key.sum, tmp, key.perm, mt, size) {
+		if err := t.cache.CopyOut(key.sum, tmp, key.perm, -1, -1, size); err != nil {
+			os.Remove(tmp)
+			return "", err
+		}
+		if err := os.Chtimes(tmp, mt, mt); err != nil {
+			os.Remove(tmp)
+			return "", err
+		}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()

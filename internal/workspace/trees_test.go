@@ -65,6 +65,12 @@ func TestTreesShareUnchangedFiles(t *testing.T) {
 	if l, _ := os.Readlink(filepath.Join(d1, "sub/link")); l != "../a" {
 		t.Fatalf("sub/link -> %q", l)
 	}
+	// New files cost no copy: the tree's file is the blob.
+	for _, f := range m1.Files {
+		if f.Path == "a" && !sameFile(t, filepath.Join(d1, "a"), c.path(f.Sha256)) {
+			t.Fatal("a new tree's file is a copy of its blob, not the blob")
+		}
+	}
 	if changes, err := Changes(m1, d1); err != nil || len(changes) != 0 {
 		t.Fatalf("a fresh tree differs from its manifest: %v %v", changes, err)
 	}
