@@ -322,7 +322,7 @@ root; --no-sandbox is only for a machine whose only user is you.`,
 	f.DurationVar(&cfg.MemoryInterval, "memory-interval", time.Second, "how often the memory watchdog measures each job's GPU memory")
 	f.Var(uidRangeFlag{&cfg.JobUIDs}, "job-uids", "uids jobs run as, FIRST-LAST, one per running job (default 3000000-3099999)")
 	cfg.CacheBytes = agent.DefaultCacheBytes
-	f.Var(sizeFlag{&cfg.CacheBytes}, "cache-size", "bound on the workspace blob cache; the blobs used longest ago go first (default 50GiB)")
+	f.Var(sizeFlag{&cfg.CacheBytes}, "cache-size", "bound on the workspace blob cache, and again on the workspace trees and servers' layers made from it; what was used longest ago goes first (default 50GiB)")
 	f.Var(sizeFlag{&cfg.JobMemoryBytes}, "job-memory", "memory limit of each job, such as 64GiB (default: the node's memory shared out by GPUs)")
 	f.Int64Var(&cfg.JobPids, "job-pids", agent.DefaultJobPids, "limit on each job's processes and threads")
 	f.BoolVar(&cfg.NoSandbox, "no-sandbox", false, "run jobs as the agent's user without a sandbox (only on a machine whose only user is you)")
