@@ -490,7 +490,9 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 		return &prepError{"workspace transfer failed", true, fmt.Errorf("the workspace could not be transferred: %v", err)}
 	}
 	workspaceFiles := func() error {
-		if uid <= 0 {
+		if uid <= 0 || len(start.Manifest.GetFiles()) == 0 {
+			// No sandbox, or nothing to show: no overlay (its idmapped
+			// layer costs a user namespace).
 			return a.cache.Materialize(start.Manifest, dir, uid)
 		}
 		tree, release, err := a.trees.Acquire(strconv.FormatInt(c.User, 10), start.Manifest)
