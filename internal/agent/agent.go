@@ -28,6 +28,7 @@ import (
 	"github.com/hac-project/hac/internal/runner"
 	"github.com/hac-project/hac/internal/ticket"
 	"github.com/hac-project/hac/internal/workspace"
+	"golang.org/x/sys/unix"
 )
 
 // Config configures an agent.
@@ -95,7 +96,7 @@ type Agent struct {
 	cfg    Config
 	client hacv1connect.AgentServiceClient
 	cache  *workspace.Cache
-	trees  *workspace.Trees // sandboxed jobs' workspaces, made from cache
+	trees  *workspace.Trees // sandboxed jobs' workspaces, made from cache; nil: copies
 	// images and layers make jobs' roots from their servers' images and
 	// changes (SPEC A7).
 	images *images
@@ -234,12 +235,37 @@ func New(cfg Config) (*Agent, error) {
 		ln.Close()
 		return nil, err
 	}
-	// So do the workspaces' trees that idle jobs left.
-	if a.trees, err = workspace.NewTrees(filepath.Join(cfg.DataDir, "trees"), cache, cfg.CacheBytes); err != nil {
+	// So do the workspaces' trees that idle jobs left, where overlays
+	// with idmapped layers work; elsewhere each job gets a copy.
+	if fs, ok := overlayUpperFS(cfg.DataDir); !ok {
+		a.log.Warn("the data folder's file system takes no idmapped overlay: every sandboxed job gets a copy of its workspace (slower); use ext4, XFS, Btrfs or tmpfs for --data-dir", "file_system", fs)
+	} else if a.trees, err = workspace.NewTrees(filepath.Join(cfg.DataDir, "trees"), cache, cfg.CacheBytes); err != nil {
 		ln.Close()
 		return nil, err
 	}
 	return a, nil
+}
+
+// overlayUpperFS reports whether dir's file system is one a job's
+// workspace overlay works on (its upper folder and an idmapped lower
+// layer: not NFS, FUSE or an overlay itself, as in a container), and
+// names it.
+func overlayUpperFS(dir string) (string, bool) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return err.Error(), false
+	}
+	switch int64(st.Type) {
+	case unix.EXT4_SUPER_MAGIC:
+		return "ext4", true
+	case unix.XFS_SUPER_MAGIC:
+		return "xfs", true
+	case unix.BTRFS_SUPER_MAGIC:
+		return "btrfs", true
+	case unix.TMPFS_MAGIC:
+		return "tmpfs", true
+	}
+	return fmt.Sprintf("%#x", st.Type), false
 }
 
 // Addr is the worker API's advertised address.

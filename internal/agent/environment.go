@@ -185,12 +185,13 @@ func (a *Agent) osSandbox(f jobFolders, uid int, c ticket.Claims, start *hacv1.S
 	runtime = append(runtime, gpu.DriverFiles()...)
 	s := &runner.Sandbox{
 		UID: uid, GID: uid, Root: f.root,
-		OS:      &runner.Overlay{Lower: lower, Upper: f.upper, Work: f.ovlWork, Stage: f.stage},
+		// The root's writes go with the job.
+		OS:      &runner.Overlay{Lower: lower, Upper: f.upper, Work: f.ovlWork, Stage: f.stage, Volatile: true},
 		Runtime: runtime,
 		Binds: []runner.Bind{
 			{Source: f.tmp, Target: "/tmp"},
 			{Source: f.gpu, Target: jobFakeGPU},
-			f.workBind(inside, files.tree, uid),
+			f.workBind(inside, files.tree, uid, c.Detached),
 		},
 		Masked:  maskedPaths,
 		Devices: jobDevices(nodes, c),

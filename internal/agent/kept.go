@@ -27,8 +27,11 @@ import (
 // most gives way first, so that one user's many jobs cannot push out
 // everyone else's). Each lives in
 // DataDir/kept/JOB: output.N (outputLog), manifest.pb (what the client
-// uploaded, to tell what the program changed), work/ (the workspace, which
-// the job's sandbox shows at the client's folder), end.json (how it ended,
+// uploaded, to tell what the program changed), work/ (what the program
+// wrote in its workspace: the upper folder of the overlay the sandbox
+// shows at the client's folder, whiteouts included; the whole workspace
+// where the node copies it instead), work.ovl/ (that overlay's own, while
+// the job runs), end.json (how it ended,
 // and whose it is) and, for a detached job, user (whose it is, known
 // before it ends). An agent restart keeps the records, and marks the jobs
 // that ran as ended with the agent.

@@ -122,13 +122,16 @@ func (f jobFolders) workOverlay() string { return f.work + ".ovl" }
 
 // workBind shows the workspace at inside: over tree, the node's shared
 // copy of the uploaded files (root's, shown as uid's), the job's writes
-// going to its folder; or, without a tree, the folder alone.
-func (f jobFolders) workBind(inside, tree string, uid int) runner.Bind {
+// going to its folder; or, without a tree, the folder alone. An attached
+// job's writes come back to its client while it runs, so its overlay is
+// volatile; a detached job's folder is its record: a program's fsync
+// holds there.
+func (f jobFolders) workBind(inside, tree string, uid int, detached bool) runner.Bind {
 	b := runner.Bind{Source: f.work, Target: inside}
 	if tree != "" {
 		ids := []idmap.Map{{From: 0, To: uid, Count: 1}}
 		b.Lower = []runner.Layer{{Dir: tree, UIDs: ids, GIDs: ids}}
-		b.Work, b.Stage = f.workOverlay(), f.workStage
+		b.Work, b.Stage, b.Volatile = f.workOverlay(), f.workStage, !detached
 	}
 	return b
 }
@@ -184,7 +187,7 @@ func (a *Agent) sandbox(f jobFolders, uid int, c ticket.Claims, inside, tree str
 			{Source: f.tmp, Target: "/tmp"},
 			{Source: f.home, Target: jobHome},
 			{Source: f.gpu, Target: jobFakeGPU},
-			f.workBind(inside, tree, uid),
+			f.workBind(inside, tree, uid, c.Detached),
 		},
 		Masked:  maskedPaths,
 		Devices: jobDevices(nodes, c),

@@ -17,3 +17,14 @@ func TestWorkDirInside(t *testing.T) {
 		}
 	}
 }
+
+// TestOverlayUpperFS: the workspace overlay is used on the file systems
+// it works on, not on others (a copy then).
+func TestOverlayUpperFS(t *testing.T) {
+	if fs, ok := overlayUpperFS(t.TempDir()); !ok {
+		t.Errorf("the test's own folder (%s) takes no overlay", fs)
+	}
+	if fs, ok := overlayUpperFS("/proc"); ok {
+		t.Errorf("/proc (%s) would hold a job's writes", fs)
+	}
+}

@@ -489,26 +489,30 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 	transferFailed := func(err error) error {
 		return &prepError{"workspace transfer failed", true, fmt.Errorf("the workspace could not be transferred: %v", err)}
 	}
+	// workspaceFiles makes the received workspace the job's. An error is
+	// the node's (its disk), not the upload's.
 	workspaceFiles := func() error {
-		if uid <= 0 || len(start.Manifest.GetFiles()) == 0 {
-			// No sandbox, or nothing to show: no overlay (its idmapped
-			// layer costs a user namespace).
-			return a.cache.Materialize(start.Manifest, dir, uid)
+		var err error
+		if uid <= 0 || a.trees == nil || len(start.Manifest.GetFiles()) == 0 {
+			// No sandbox, no overlay on this disk, or nothing to show (an
+			// overlay's idmapped layer costs a user namespace): a copy.
+			err = a.cache.Materialize(start.Manifest, dir, uid)
+		} else {
+			files.tree, files.release, err = a.trees.Acquire(strconv.FormatInt(c.User, 10), start.Manifest)
 		}
-		tree, release, err := a.trees.Acquire(strconv.FormatInt(c.User, 10), start.Manifest)
-		files.tree, files.release = tree, release
-		return err
+		if err != nil {
+			a.log.Error("job workspace", "job", c.JobID, "err", err)
+			return &prepError{"workspace", true, errors.New("the node could not lay out the workspace it received (an operator can see why in the agent's log: the data folder's free space and inodes); run the program again")}
+		}
+		return nil
 	}
 	if c.Image == "" || uid <= 0 {
 		done, err := w.receiveBlobs(stream, s, start.Manifest, start.Manifest, nil)
-		if err == nil {
-			err = workspaceFiles()
-			done()
-		}
 		if err != nil {
 			return files, transferFailed(err)
 		}
-		return files, nil
+		defer done()
+		return files, workspaceFiles()
 	}
 	image := a.startImage(ctx, c.Image) // a client that goes stops the wait, not the fetch
 	env := start.Environment
@@ -533,7 +537,7 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 	}
 	if err := workspaceFiles(); err != nil {
 		jos.release()
-		return files, transferFailed(err)
+		return files, err
 	}
 	files.jos = jos
 	releaseTree := files.release

@@ -25,7 +25,7 @@ func TestDetachedJob(t *testing.T) {
 	r := runHac(t, env, dir, nil, "run", "-d", "--", "sh", "-c",
 		// A child in a session of its own gets hac cancel's SIGTERM too.
 		`setsid sh -c 'trap "echo child-term > child.txt; exit 0" TERM; while :; do sleep 0.1; done' & `+
-			`trap 'echo got-term; echo term > term.txt; wait; exit 3' TERM; echo oops >&2; echo v2 > data.txt; i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.1; done`)
+			`trap 'echo got-term; echo term > term.txt; wait; exit 3' TERM; echo oops >&2; echo v2 > data.txt; grep -c volatile /proc/self/mountinfo > volatile.txt; i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.1; done`)
 	id := strings.TrimSpace(r.stdout)
 	if r.code != 0 || id == "" || !strings.Contains(r.stderr, "hac logs -f "+id) {
 		t.Fatalf("hac run -d: %+v", r)
@@ -48,6 +48,10 @@ func TestDetachedJob(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(filepath.Join(dir, "data.txt")); string(got) != "v2\n" {
 		t.Errorf("data.txt after the fetch = %q", got)
+	}
+	// Its workspace is its record: a program's fsync holds there.
+	if got, _ := os.ReadFile(filepath.Join(dir, "volatile.txt")); string(got) != "0\n" {
+		t.Errorf("a detached job's workspace is mounted volatile (%q mounts)", got)
 	}
 
 	r = runHac(t, env, "", nil, "cancel", "--grace", "20s", id)

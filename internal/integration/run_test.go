@@ -445,7 +445,8 @@ func TestWorkspaceOverlay(t *testing.T) {
 	r := runHac(t, env, dir, nil, "run", "--", "sh", "-c", `set -e
 echo uid $(id -u); stat -c '%n %u %a %i' a.txt bin/run.sh
 echo evil > a.txt; rm a.txt; chmod 600 bin/run.sh; rm bin/run.sh
-mv sub moved; echo more >> moved/data.in; echo new > new.txt`)
+mv sub moved; echo more >> moved/data.in; echo new > new.txt
+echo volatile $(grep -c volatile /proc/self/mountinfo)`)
 	if r.code != 0 {
 		t.Fatalf("first run: %+v", r)
 	}
@@ -454,6 +455,9 @@ mv sub moved; echo more >> moved/data.in; echo new > new.txt`)
 	script := regexp.MustCompile(`bin/run\.sh (\d+) (\d+)`).FindStringSubmatch(r.stdout)
 	if uid == nil || first == nil || script == nil || first[1] != uid[1] || first[2] != "644" || script[1] != uid[1] || script[2] != "755" {
 		t.Fatalf("the workspace's files are not the job's own, with their modes: %q", r.stdout)
+	}
+	if !strings.Contains(r.stdout, "volatile 1") {
+		t.Errorf("an attached job's workspace overlay is not volatile (its end would sync the node's disk): %q", r.stdout)
 	}
 	for rel, want := range map[string]string{"moved/data.in": "12345\nmore\n", "new.txt": "new\n", "a.txt": "alpha\n", "sub/data.in": "12345\n"} {
 		if got, _ := os.ReadFile(filepath.Join(dir, rel)); string(got) != want {

@@ -471,15 +471,13 @@ func mountOverlay(dst string, o *Overlay, extra string) error {
 	if extra != "" {
 		opts += "," + extra
 	}
-	// volatile: no sync of the node's whole file system when the job's
-	// namespace goes (overlayfs syncs its upper's on unmount; a job's
-	// writes are no more durable than in a plain folder: kernels since
-	// 5.10).
-	err := unix.Mount("overlay", dst, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts+",volatile")
-	if errors.Is(err, unix.EINVAL) {
-		err = unix.Mount("overlay", dst, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts)
+	if o.Volatile {
+		// Kernels since 5.10; before, the syncs stay.
+		if err := unix.Mount("overlay", dst, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts+",volatile"); !errors.Is(err, unix.EINVAL) {
+			return err
+		}
 	}
-	return err
+	return unix.Mount("overlay", dst, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts)
 }
 
 // workspaceOverlay is the options of a workspace's overlay: its upper

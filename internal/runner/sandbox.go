@@ -59,6 +59,11 @@ type Overlay struct {
 	// overlayfs's own); Stage is an empty folder where the init attaches
 	// the idmapped views of Lower.
 	Upper, Work, Stage string
+	// Volatile: Upper's writes need not last past the job (it is
+	// discarded, or what matters of it is sent back while the job
+	// runs): overlayfs then skips its syncs, fsync(2) included, and does
+	// not sync Upper's whole file system when the job's namespace goes.
+	Volatile bool
 }
 
 // Layer is a read-only folder of an Overlay, its owners and groups mapped
@@ -77,11 +82,12 @@ type Limits struct {
 // Bind shows the host folder Source at Target inside the sandbox. With
 // Lower it is an overlay instead: Lower's read-only folders under Source,
 // which takes the job's writes (a job's workspace over the node's shared
-// copy of its files); Work and Stage are then as an Overlay's.
+// copy of its files); Work, Stage and Volatile are then as an Overlay's.
 type Bind struct {
 	Source, Target string
 	Lower          []Layer
 	Work, Stage    string
+	Volatile       bool
 }
 
 // Device is a character device node.
@@ -180,7 +186,7 @@ func (s *Sandbox) validate(dir string) error {
 
 // overlay is an overlay Bind's folders.
 func (b Bind) overlay() *Overlay {
-	return &Overlay{Lower: b.Lower, Upper: b.Source, Work: b.Work, Stage: b.Stage}
+	return &Overlay{Lower: b.Lower, Upper: b.Source, Work: b.Work, Stage: b.Stage, Volatile: b.Volatile}
 }
 
 // validate checks that the folders can be named in overlayfs's options.

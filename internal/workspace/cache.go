@@ -41,9 +41,6 @@ type blob struct {
 	// file of the right size with other bytes); after that the agent
 	// alone can write them.
 	verified bool
-	// lent: its file is also a tree's (LinkOut), with that file's mode
-	// and mtime.
-	lent bool
 }
 
 // NewCache opens (creating) a blob cache in dir of at most maxBytes, and
@@ -340,27 +337,6 @@ func (c *Cache) Materialize(m *hacv1.Manifest, dest string, owner int) error {
 		os.Chmod(filepath.Join(dest, filepath.FromSlash(dirs[i].Path)), fs.FileMode(dirs[i].Mode).Perm()|0o700)
 	}
 	return nil
-}
-
-// LinkOut makes dst a hard link of the verified blob sum of size bytes,
-// with mode perm and mtime set on it, so that a tree's file costs no copy
-// (Trees: never written after, by anyone). A blob is lent once, as its
-// mode and mtime are then the link's; ok is false when it was not linked
-// (lent before, not verified, not of that size, or on another file
-// system), and the caller copies it instead.
-func (c *Cache) LinkOut(sum, dst string, perm fs.FileMode, mtime time.Time, size int64) (ok bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	b := c.entries[sum]
-	if b == nil || !b.verified || b.lent || b.size != size {
-		return false
-	}
-	p := c.path(sum)
-	if os.Chmod(p, perm) != nil || os.Chtimes(p, mtime, mtime) != nil || os.Link(p, dst) != nil {
-		return false
-	}
-	b.lent, b.used = true, time.Now()
-	return true
 }
 
 // CopyOut writes a private copy of a blob to dst, owned by uid and gid

@@ -24,14 +24,13 @@ import (
 // changed manifest hard-links every file an earlier tree already holds
 // with the same content, mode and mtime, and copies only the others.
 //
-// A tree's file is its blob itself where the blob is not yet another
-// tree's (Cache.LinkOut), so the first run of new files writes them once;
-// else a copy.
-//
 // Everything in a tree is root's (an idmapped mount shows it as the job's
-// uid) and is never written after it is made. Trees and their files are
-// keyed by their owner too: a job can never learn from a file's link
-// count that another tenant holds the same file.
+// uid) and is never written after it is made. A tree's files are its
+// owner's alone: never the cache's blob itself (whose reads for other
+// jobs would show in its atime and page cache) and never another owner's
+// (whose link count would tell that they hold the same file). Files are
+// shared by path too, so two files of one tree are never one inode (tar
+// and du would take them for hard links).
 type Trees struct {
 	cache *Cache
 	dir   string
@@ -57,10 +56,11 @@ type tree struct {
 	files []treeFileKey
 }
 
-// treeFileKey is what a tree's file is: an owner's content, mode and
-// mtime. Trees share a file with the same key.
+// treeFileKey is what a tree's file is: an owner's file at a path, with
+// its content, mode and mtime. Trees share a file with the same key.
 type treeFileKey struct {
 	owner string
+	path  string
 	sum   string
 	perm  fs.FileMode
 	mtime int64
@@ -225,7 +225,7 @@ func (t *Trees) build(tr *tree, owner string, m *hacv1.Manifest) (err error) {
 			links = append(links, f)
 			continue
 		}
-		key := treeFileKey{owner: owner, sum: f.Sha256, perm: mode.Perm(), mtime: f.MtimeNs}
+		key := treeFileKey{owner: owner, path: f.Path, sum: f.Sha256, perm: mode.Perm(), mtime: f.MtimeNs}
 		src, err := t.file(key, f.Size)
 		if err != nil {
 			return fmt.Errorf("workspace: tree file %s: %w", f.Path, err)
@@ -258,16 +258,14 @@ func (t *Trees) file(key treeFileKey, size int64) (string, error) {
 	t.mu.Unlock()
 	p := filepath.Join(t.dir, "files", rand.Text())
 	tmp := p + ".tmp"
+	if err := t.cache.CopyOut(key.sum, tmp, key.perm, -1, -1, size); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
 	mt := time.Unix(0, key.mtime)
-	if !t.cache.LinkOut(key.sum, tmp, key.perm, mt, size) {
-		if err := t.cache.CopyOut(key.sum, tmp, key.perm, -1, -1, size); err != nil {
-			os.Remove(tmp)
-			return "", err
-		}
-		if err := os.Chtimes(tmp, mt, mt); err != nil {
-			os.Remove(tmp)
-			return "", err
-		}
+	if err := os.Chtimes(tmp, mt, mt); err != nil {
+		os.Remove(tmp)
+		return "", err
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()

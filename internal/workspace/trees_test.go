@@ -65,10 +65,11 @@ func TestTreesShareUnchangedFiles(t *testing.T) {
 	if l, _ := os.Readlink(filepath.Join(d1, "sub/link")); l != "../a" {
 		t.Fatalf("sub/link -> %q", l)
 	}
-	// New files cost no copy: the tree's file is the blob.
+	// The tree's files are its owner's alone: not the cache's blob (its
+	// reads for other jobs would show), not another file of the tree.
 	for _, f := range m1.Files {
-		if f.Path == "a" && !sameFile(t, filepath.Join(d1, "a"), c.path(f.Sha256)) {
-			t.Fatal("a new tree's file is a copy of its blob, not the blob")
+		if f.Path == "a" && sameFile(t, filepath.Join(d1, "a"), c.path(f.Sha256)) {
+			t.Fatal("a tree's file is the cache's blob")
 		}
 	}
 	if changes, err := Changes(m1, d1); err != nil || len(changes) != 0 {
@@ -95,6 +96,17 @@ func TestTreesShareUnchangedFiles(t *testing.T) {
 	}
 	if want := int64(len("alpha") + len("beta") + len("gamma") + len("BETA")); trees.Size() != want {
 		t.Fatalf("trees hold %d bytes, want %d (each file once)", trees.Size(), want)
+	}
+
+	// Two files of one tree with the same content are two inodes.
+	m0 := treeManifest(t, c, map[string]string{"x": "same", "y": "same"})
+	d0, rel0, err := trees.Acquire("9", m0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rel0()
+	if sameFile(t, filepath.Join(d0, "x"), filepath.Join(d0, "y")) {
+		t.Fatal("two files of one tree are one inode: tar would store a hard link")
 	}
 
 	d3, rel3, err := trees.Acquire("8", m1)
