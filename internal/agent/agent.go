@@ -238,7 +238,7 @@ func New(cfg Config) (*Agent, error) {
 	// So do the workspaces' trees that idle jobs left, where overlays
 	// with idmapped layers work; elsewhere each job gets a copy.
 	if fs, ok := overlayUpperFS(cfg.DataDir); !ok {
-		a.log.Warn("the data folder's file system takes no idmapped overlay: every sandboxed job gets a copy of its workspace (slower); use ext4, XFS, Btrfs or tmpfs for --data-dir", "file_system", fs)
+		a.log.Warn("the data folder's file system takes no idmapped overlay: every sandboxed job gets a copy of its workspace (slower), and jobs on their servers' images (hac server create, --image) cannot start; use ext4, XFS, Btrfs or tmpfs for --data-dir", "file_system", fs)
 	} else if a.trees, err = workspace.NewTrees(filepath.Join(cfg.DataDir, "trees"), cache, cfg.CacheBytes); err != nil {
 		ln.Close()
 		return nil, err

@@ -18,12 +18,10 @@ func TestWorkDirInside(t *testing.T) {
 	}
 }
 
-// TestOverlayUpperFS: the workspace overlay is used on the file systems
-// it works on, not on others (a copy then).
+// TestOverlayUpperFS: the workspace overlay is not used on a file system
+// it does not work on (a copy then). (Which one the test's own folder is
+// on depends on the machine.)
 func TestOverlayUpperFS(t *testing.T) {
-	if fs, ok := overlayUpperFS(t.TempDir()); !ok {
-		t.Errorf("the test's own folder (%s) takes no overlay", fs)
-	}
 	if fs, ok := overlayUpperFS("/proc"); ok {
 		t.Errorf("/proc (%s) would hold a job's writes", fs)
 	}

@@ -500,9 +500,13 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 		} else {
 			files.tree, files.release, err = a.trees.Acquire(strconv.FormatInt(c.User, 10), start.Manifest)
 		}
-		if err != nil {
+		switch {
+		case errors.Is(err, workspace.ErrDeclaredSize):
+			// The client's manifest: what the cache holds is not said.
+			return &prepError{"bad workspace", false, errors.New("the workspace was refused: a file's declared size is not its content's")}
+		case err != nil:
 			a.log.Error("job workspace", "job", c.JobID, "err", err)
-			return &prepError{"workspace", true, errors.New("the node could not lay out the workspace it received (an operator can see why in the agent's log: the data folder's free space and inodes); run the program again")}
+			return &prepError{"workspace layout failed", true, errors.New("the node could not lay out the workspace it received (an operator can see why in the agent's log: the data folder's free space and inodes); run the program again")}
 		}
 		return nil
 	}
@@ -540,9 +544,11 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 		return files, err
 	}
 	files.jos = jos
-	releaseTree := files.release
+	releaseTree := files.release // nil for a copy
 	files.release = func() {
-		releaseTree()
+		if releaseTree != nil {
+			releaseTree()
+		}
 		jos.release()
 	}
 	return files, nil

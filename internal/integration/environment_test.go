@@ -144,4 +144,11 @@ func TestRegisteredServerEnvironment(t *testing.T) {
 	if out.code != 0 || out.stdout != "venv "+venv+"\n" {
 		t.Errorf("the virtualenv: %+v", out)
 	}
+	// From an empty folder (no workspace tree to let go of at the end,
+	// which once crashed the agent), twice: the node is still there.
+	for i := range 2 {
+		if out := runHac(t, env, workdir(t, nil), nil, "run", "--", "true"); out.code != 0 {
+			t.Fatalf("run %d from an empty folder: %+v", i+1, out)
+		}
+	}
 }

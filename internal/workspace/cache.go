@@ -158,6 +158,10 @@ func (c *Cache) evict() {
 	}
 }
 
+// ErrDeclaredSize means a manifest declares a file of another size than
+// its content's: the client's doing.
+var ErrDeclaredSize = errors.New("workspace: a declared size is not its content's")
+
 // ErrHashMismatch means a blob's content does not match its name.
 var ErrHashMismatch = errors.New("workspace: blob content does not match its hash")
 
@@ -357,7 +361,7 @@ func (c *Cache) CopyOut(sum, dst string, perm fs.FileMode, uid, gid int, size in
 	}
 	c.mu.Unlock()
 	if ok && have != size {
-		return fmt.Errorf("workspace: a file of %d bytes by its manifest has content of %d bytes (%s)", size, have, sum)
+		return fmt.Errorf("%w: a file of %d bytes by its manifest has content of %d bytes (%s)", ErrDeclaredSize, size, have, sum)
 	}
 	in, err := os.Open(c.path(sum))
 	if err != nil {
@@ -394,7 +398,7 @@ func (c *Cache) CopyOut(sum, dst string, perm fs.FileMode, uid, gid int, size in
 	}
 	sizeErr := error(nil)
 	if n != size {
-		sizeErr = fmt.Errorf("workspace: a file of %d bytes by its manifest has content of %d bytes (%s)", size, n, sum)
+		sizeErr = fmt.Errorf("%w: a file of %d bytes by its manifest has content of %d bytes (%s)", ErrDeclaredSize, size, n, sum)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
