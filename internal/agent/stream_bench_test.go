@@ -21,7 +21,8 @@ import (
 // what the worker did before) and without (what it does now). The data is
 // random bytes (incompressible: model weights, tensors) and log lines
 // (text compresses about 5x). The baseline is the same bytes through a
-// local pipe.
+// local pipe. Then 256 MiB of random bytes without gzip in messages of 32
+// KiB to 4 MiB: the size the runner reads at once (runner.outputBuffer).
 func BenchmarkOutputStream(b *testing.B) {
 	const total, chunk = 64 << 20, 32 << 10
 	random := make([]byte, chunk)
@@ -50,41 +51,51 @@ func BenchmarkOutputStream(b *testing.B) {
 			}
 		})
 		for _, gzip := range []bool{true, false} {
-			b.Run(fmt.Sprintf("data=%s/gzip=%v", data.name, gzip), func(b *testing.B) {
-				var opts []connect.HandlerOption
-				if !gzip {
-					opts = append(opts, outputCompression...)
-				}
-				h := connect.NewServerStreamHandler("/bench.Out/Out", func(ctx context.Context, _ *connect.Request[hacv1.ExecRequest], s *connect.ServerStream[hacv1.ExecResponse]) error {
-					msg := &hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Stdout{Stdout: data.chunk}}
-					for n := 0; n < total; n += chunk {
-						if err := s.Send(msg); err != nil {
-							return err
-						}
-					}
-					return nil
-				}, opts...)
-				srv := httptest.NewUnstartedServer(h)
-				srv.EnableHTTP2 = true
-				srv.StartTLS()
-				defer srv.Close()
-				client := connect.NewClient[hacv1.ExecRequest, hacv1.ExecResponse](srv.Client(), srv.URL+"/bench.Out/Out")
-				b.SetBytes(total)
-				for b.Loop() {
-					stream, err := client.CallServerStream(context.Background(), connect.NewRequest(&hacv1.ExecRequest{}))
-					if err != nil {
-						b.Fatal(err)
-					}
-					got := 0
-					for stream.Receive() {
-						got += len(stream.Msg().GetStdout())
-					}
-					if err := stream.Err(); err != nil || got < total {
-						b.Fatalf("received %d bytes: %v", got, err)
-					}
-					stream.Close()
-				}
-			})
+			var opts []connect.HandlerOption
+			if !gzip {
+				opts = outputCompression
+			}
+			b.Run(fmt.Sprintf("data=%s/gzip=%v", data.name, gzip), func(b *testing.B) { streamOutput(b, data.chunk, total, opts...) })
 		}
+	}
+	// The runner reads up to 256 KiB at once: what a message's size does.
+	for _, size := range []int{32 << 10, 256 << 10, 1 << 20, 4 << 20} {
+		msg := make([]byte, size)
+		rand.Read(msg)
+		b.Run(fmt.Sprintf("data=random/gzip=false/message=%dKiB", size>>10), func(b *testing.B) { streamOutput(b, msg, 256<<20, outputCompression...) })
+	}
+}
+
+// streamOutput sends total bytes in messages of msg through a Connect
+// server stream over TLS on loopback, once an iteration.
+func streamOutput(b *testing.B, msg []byte, total int, opts ...connect.HandlerOption) {
+	h := connect.NewServerStreamHandler("/bench.Out/Out", func(ctx context.Context, _ *connect.Request[hacv1.ExecRequest], s *connect.ServerStream[hacv1.ExecResponse]) error {
+		m := &hacv1.ExecResponse{Msg: &hacv1.ExecResponse_Stdout{Stdout: msg}}
+		for n := 0; n < total; n += len(msg) {
+			if err := s.Send(m); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, opts...)
+	srv := httptest.NewUnstartedServer(h)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	client := connect.NewClient[hacv1.ExecRequest, hacv1.ExecResponse](srv.Client(), srv.URL+"/bench.Out/Out")
+	b.SetBytes(int64(total))
+	for b.Loop() {
+		stream, err := client.CallServerStream(context.Background(), connect.NewRequest(&hacv1.ExecRequest{}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		got := 0
+		for stream.Receive() {
+			got += len(stream.Msg().GetStdout())
+		}
+		if err := stream.Err(); err != nil || got < total {
+			b.Fatalf("received %d bytes: %v", got, err)
+		}
+		stream.Close()
 	}
 }

@@ -273,9 +273,7 @@ func (w *worker) Exec(ctx context.Context, stream *connect.BidiStream[hacv1.Exec
 					return
 				}
 			}
-			if files.release != nil {
-				files.release()
-			}
+			files.release()
 			os.RemoveAll(folders.dir)
 			os.RemoveAll(folders.workOverlay()) // a detached job's is beside its record's
 			if uid >= 0 {
@@ -473,10 +471,21 @@ type jobFiles struct {
 	jos *jobOS
 	// tree is the node's shared read-only copy of the workspace, the lower
 	// layer of its overlay in the sandbox; "" when it was copied into the
-	// job's folder (no sandbox).
-	tree string
-	// release lets go of what they hold, once the job's namespaces are gone.
-	release func()
+	// job's folder (no sandbox, an empty workspace, or a data folder
+	// without overlays), and releaseTree nil.
+	tree        string
+	releaseTree func()
+}
+
+// release lets go of what the files hold, once the job's namespaces are
+// gone.
+func (f jobFiles) release() {
+	if f.releaseTree != nil {
+		f.releaseTree()
+	}
+	if f.jos != nil {
+		f.jos.release()
+	}
 }
 
 // receiveFiles takes in a job's workspace and, for a job on its server's
@@ -490,7 +499,8 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 		return &prepError{"workspace transfer failed", true, fmt.Errorf("the workspace could not be transferred: %v", err)}
 	}
 	// workspaceFiles makes the received workspace the job's. An error is
-	// the node's (its disk), not the upload's.
+	// the node's (its disk), but for a declared size that is not its
+	// content's.
 	workspaceFiles := func() error {
 		var err error
 		if uid <= 0 || a.trees == nil || len(start.Manifest.GetFiles()) == 0 {
@@ -498,7 +508,7 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 			// overlay's idmapped layer costs a user namespace): a copy.
 			err = a.cache.Materialize(start.Manifest, dir, uid)
 		} else {
-			files.tree, files.release, err = a.trees.Acquire(strconv.FormatInt(c.User, 10), start.Manifest)
+			files.tree, files.releaseTree, err = a.trees.Acquire(strconv.FormatInt(c.User, 10), start.Manifest)
 		}
 		switch {
 		case errors.Is(err, workspace.ErrDeclaredSize):
@@ -544,13 +554,6 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 		return files, err
 	}
 	files.jos = jos
-	releaseTree := files.release // nil for a copy
-	files.release = func() {
-		if releaseTree != nil {
-			releaseTree()
-		}
-		jos.release()
-	}
 	return files, nil
 }
 

@@ -352,9 +352,10 @@ func (j *Job) pipes(s Spec) ([]*os.File, error) {
 }
 
 // outputBuffer is the most of a program's stdout or stderr read at once,
-// and so the most one output message carries: at 32 KiB (io.Copy's) the
-// stream's framing cost 28% of its rate (internal/agent
-// BenchmarkOutputStream), at 256 KiB it moves as fast as at 4 MiB.
+// and so the most one output message carries: in 32 KiB messages
+// (io.Copy's) a stream moves 28% less than in 256 KiB ones, which move
+// within a few percent of 4 MiB ones (internal/agent BenchmarkOutputStream,
+// message=...).
 const outputBuffer = 256 << 10
 
 // widenPipe lets a pipe hold 1 MiB (the default unprivileged bound,

@@ -279,6 +279,21 @@ func (c *Cache) Materialize(m *hacv1.Manifest, dest string, owner int) error {
 	if err := Validate(m); err != nil {
 		return err
 	}
+	return layOut(m, dest, owner, func(f *hacv1.FileEntry, p string) error {
+		if err := c.CopyOut(f.Sha256, p, fs.FileMode(f.Mode).Perm(), owner, owner, f.Size); err != nil {
+			return fmt.Errorf("workspace: materialize %s: %w", f.Path, err)
+		}
+		mt := time.Unix(0, f.MtimeNs)
+		os.Chtimes(p, mt, mt)
+		return nil
+	})
+}
+
+// layOut makes a validated manifest's folders and symlinks under dest,
+// owned by owner (-1: the caller's), and has place put each regular file
+// at its path p. Symlinks come last, so that nothing is written through
+// them; folders get their modes (with the owner's rwx) at the very end.
+func layOut(m *hacv1.Manifest, dest string, owner int, place func(f *hacv1.FileEntry, p string) error) error {
 	chown := func(p string) error {
 		if owner < 0 {
 			return nil
@@ -317,16 +332,13 @@ func (c *Cache) Materialize(m *hacv1.Manifest, dest string, owner int) error {
 				return err
 			}
 			dirs = append(dirs, f)
-			continue
 		case mode&fs.ModeSymlink != 0:
-			links = append(links, f) // last, so that nothing is written through them
-			continue
+			links = append(links, f)
+		default:
+			if err := place(f, p); err != nil {
+				return err
+			}
 		}
-		if err := c.CopyOut(f.Sha256, p, mode.Perm(), owner, owner, f.Size); err != nil {
-			return fmt.Errorf("workspace: materialize %s: %w", f.Path, err)
-		}
-		mt := time.Unix(0, f.MtimeNs)
-		os.Chtimes(p, mt, mt)
 	}
 	for _, f := range links {
 		p := filepath.Join(dest, filepath.FromSlash(f.Path))

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -22,7 +21,8 @@ import (
 // to its own upper folder). A tree is kept while its owner's manifest is
 // the same, so an unchanged workspace costs no copy at all; a tree for a
 // changed manifest hard-links every file an earlier tree already holds
-// with the same content, mode and mtime, and copies only the others.
+// at the same path with the same content, mode and mtime, and copies only
+// the others.
 //
 // Everything in a tree is root's (an idmapped mount shows it as the job's
 // uid) and is never written after it is made. A tree's files are its
@@ -34,7 +34,7 @@ import (
 type Trees struct {
 	cache *Cache
 	dir   string
-	max   int64 // bytes of files kept for idle trees (0: no bound)
+	max   int64 // bytes of all trees' files past which idle trees go (0: no bound)
 
 	mu    sync.Mutex
 	trees map[string]*tree
@@ -191,57 +191,17 @@ func (t *Trees) build(tr *tree, owner string, m *hacv1.Manifest) (err error) {
 	if err := os.Mkdir(tmp, 0o755); err != nil {
 		return err
 	}
-	files := append([]*hacv1.FileEntry(nil), m.Files...)
-	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
-	made := map[string]bool{tmp: true}
-	mkdir := func(dir string) error {
-		var missing []string
-		for d := dir; !made[d]; d = filepath.Dir(d) {
-			missing = append(missing, d)
-		}
-		for i := len(missing) - 1; i >= 0; i-- {
-			if err := os.Mkdir(missing[i], 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-				return err
-			}
-			made[missing[i]] = true
-		}
-		return nil
-	}
-	var dirs, links []*hacv1.FileEntry
-	for _, f := range files {
-		p := filepath.Join(tmp, filepath.FromSlash(f.Path))
-		if err := mkdir(filepath.Dir(p)); err != nil {
-			return err
-		}
-		mode := fs.FileMode(f.Mode)
-		switch {
-		case mode.IsDir():
-			if err := mkdir(p); err != nil {
-				return err
-			}
-			dirs = append(dirs, f)
-			continue
-		case mode&fs.ModeSymlink != 0:
-			links = append(links, f)
-			continue
-		}
-		key := treeFileKey{owner: owner, path: f.Path, sum: f.Sha256, perm: mode.Perm(), mtime: f.MtimeNs}
+	err = layOut(m, tmp, -1, func(f *hacv1.FileEntry, p string) error {
+		key := treeFileKey{owner: owner, path: f.Path, sum: f.Sha256, perm: fs.FileMode(f.Mode).Perm(), mtime: f.MtimeNs}
 		src, err := t.file(key, f.Size)
 		if err != nil {
 			return fmt.Errorf("workspace: tree file %s: %w", f.Path, err)
 		}
 		tr.files = append(tr.files, key)
-		if err := os.Link(src, p); err != nil {
-			return err
-		}
-	}
-	for _, f := range links {
-		if err := os.Symlink(f.Link, filepath.Join(tmp, filepath.FromSlash(f.Path))); err != nil {
-			return err
-		}
-	}
-	for i := len(dirs) - 1; i >= 0; i-- {
-		os.Chmod(filepath.Join(tmp, filepath.FromSlash(dirs[i].Path)), fs.FileMode(dirs[i].Mode).Perm()|0o700)
+		return os.Link(src, p)
+	})
+	if err != nil {
+		return err
 	}
 	return os.Rename(tmp, tr.dir)
 }

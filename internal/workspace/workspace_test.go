@@ -285,6 +285,13 @@ func TestChangesStayInside(t *testing.T) {
 	if err := syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// An overlay's whiteout (a file the program removed, as its upper
+	// folder shows it): a character device 0/0, where root may make one.
+	if os.Geteuid() == 0 {
+		if err := syscall.Mknod(filepath.Join(dir, "whiteout"), syscall.S_IFCHR|0o600, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
 	changes, err := Changes(&hacv1.Manifest{}, dir)
 	if err != nil {
 		t.Fatal(err)
@@ -296,7 +303,7 @@ func TestChangesStayInside(t *testing.T) {
 	}
 	root, _ := os.OpenRoot(dir)
 	defer root.Close()
-	for _, p := range []string{"escape/secret", "link", "fifo"} {
+	for _, p := range []string{"escape/secret", "link", "fifo", "whiteout"} {
 		if f, err := OpenRegular(root, p); err == nil {
 			f.Close()
 			t.Errorf("OpenRegular(%s) opened it", p)
