@@ -47,7 +47,7 @@ func TestReceiveBlobsChecksTheClient(t *testing.T) {
 		}
 		work := &hacv1.Manifest{Files: []*hacv1.FileEntry{entry("train.py", old)}}
 		layer := &hacv1.Manifest{Files: []*hacv1.FileEntry{entry("train.py", old)}}
-		return cache, newIncoming(work, layer, []string{sumOf(old)})
+		return cache, newIncoming("1", work, layer, []string{sumOf(old)})
 	}
 	for _, c := range []struct {
 		name string

@@ -30,7 +30,7 @@ func layerFixture(t *testing.T, contents ...string) (*layerStore, map[string]str
 	for _, c := range contents {
 		raw := sha256.Sum256([]byte(c))
 		sum := hex.EncodeToString(raw[:])
-		w, err := cache.Create(sum)
+		w, err := cache.Create(sum, "1")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -521,7 +521,7 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 		return nil
 	}
 	if c.Image == "" || uid <= 0 {
-		done, err := w.receiveBlobs(stream, s, start.Manifest, start.Manifest, nil)
+		done, err := w.receiveBlobs(stream, s, c.User, start.Manifest, start.Manifest, nil)
 		if err != nil {
 			return files, transferFailed(err)
 		}
@@ -534,7 +534,7 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 	if err := a.fitsCache(all); err != nil {
 		return files, &prepError{"environment too large", false, err}
 	}
-	done, err := w.receiveBlobs(stream, s, all, start.Manifest, env.Layer)
+	done, err := w.receiveBlobs(stream, s, c.User, all, start.Manifest, env.Layer)
 	if err != nil {
 		return files, &prepError{"workspace transfer failed", true, fmt.Errorf("the workspace and the server's files could not be transferred: %v", err)}
 	}
@@ -557,14 +557,16 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 	return files, nil
 }
 
-// receiveBlobs asks for the blobs of the workspace and the server's layer
-// (nil for none) the cache lacks and stores them; m is both together. The
+// receiveBlobs asks user for the blobs of the workspace and the server's
+// layer (nil for none) that the cache lacks or that user never sent
+// (workspace.Cache.Reserve), and stores them; m is both together. The
 // cache keeps their blobs until release. A file that changed while the
 // client sent it arrives under another hash (Blob.changed_to), which its
 // entry then names.
-func (w *worker) receiveBlobs(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, m, work, layer *hacv1.Manifest) (release func(), err error) {
-	missing, reserved := w.a.cache.Reserve(m)
-	in := newIncoming(work, layer, missing)
+func (w *worker) receiveBlobs(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, user int64, m, work, layer *hacv1.Manifest) (release func(), err error) {
+	owner := strconv.FormatInt(user, 10)
+	missing, reserved := w.a.cache.Reserve(m, owner)
+	in := newIncoming(owner, work, layer, missing)
 	release = func() {
 		reserved()
 		for _, u := range in.unpin {
@@ -590,8 +592,9 @@ func (w *worker) receiveBlobs(stream *connect.BidiStream[hacv1.ExecRequest, hacv
 	return release, nil
 }
 
-// incoming is what a node still awaits of a workspace's blobs.
+// incoming is what a node still awaits of a workspace's blobs, from owner.
 type incoming struct {
+	owner       string
 	work, layer *hacv1.Manifest // layer is nil without one
 	// wanted are the blobs asked for: the size the manifest declares and
 	// the paths that name each (a path that changed in transit is served).
@@ -624,8 +627,8 @@ type changedBlob struct {
 	size int64
 }
 
-func newIncoming(work, layer *hacv1.Manifest, missing []string) *incoming {
-	in := &incoming{work: work, layer: layer, wanted: map[string]*wantedBlob{}, changed: map[entryKey]changedBlob{}}
+func newIncoming(owner string, work, layer *hacv1.Manifest, missing []string) *incoming {
+	in := &incoming{owner: owner, work: work, layer: layer, wanted: map[string]*wantedBlob{}, changed: map[entryKey]changedBlob{}}
 	for _, sum := range missing {
 		in.wanted[sum] = &wantedBlob{paths: map[entryPath]bool{}}
 	}
@@ -713,7 +716,7 @@ func (in *incoming) receive(cache *workspace.Cache, recv func() (*hacv1.ExecRequ
 			if in.wanted[b.Sha256] == nil {
 				return fmt.Errorf("blob %s was not asked for", b.Sha256)
 			}
-			if cur, err = cache.Create(b.Sha256); err != nil {
+			if cur, err = cache.Create(b.Sha256, in.owner); err != nil {
 				return err
 			}
 			curSum = b.Sha256

@@ -106,6 +106,37 @@ func TestAttackJobReadsAnotherTenant(t *testing.T) {
 	}
 }
 
+// TestAttackUploadProbesAnotherTenant: a tenant whose manifest names
+// content another tenant sent to the node is asked for that content, so
+// that what a node asks for says nothing of other tenants' files (a
+// confirmation attack on a guessed file: a password in a known template,
+// a colleague's checkpoint), and a hash alone never brings the content.
+func TestAttackUploadProbesAnotherTenant(t *testing.T) {
+	c := newCluster(t, "fake:2x80GiB")
+	alice, bob := c.tenant("alice", "a1"), c.tenant("bob", "b1")
+	files := map[string]string{"config.yaml": "password: hunter2\n"}
+	received := func() []string {
+		return regexp.MustCompile(`blobs_received=(\d+)`).FindAllString(c.agents[0].stderr.String(), -1)
+	}
+	for i, who := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"alice", alice, "blobs_received=1"}, // new to the node
+		{"alice", alice, "blobs_received=0"}, // hers
+		{"bob", bob, "blobs_received=1"},     // alice's, not his
+		{"bob", bob, "blobs_received=0"},     // now his too
+	} {
+		if r := runHac(t, who.env, workdir(t, files), nil, "run", "--", "cat", "config.yaml"); r.code != 0 || r.stdout != files["config.yaml"] {
+			t.Fatalf("%s's run %d: %+v", who.name, i+1, r)
+		}
+		if got := received(); len(got) != i+1 || got[i] != who.want {
+			t.Fatalf("%s's run %d: the node's uploads %v, want the last %s", who.name, i+1, got, who.want)
+		}
+	}
+}
+
 // TestAttackNodeFilesArePrivate: the agent's and the control plane's data
 // (blob cache, job folders, database, credentials) are the agent's user's
 // alone on the node, so that no local user or job can read or plant them.

@@ -41,6 +41,12 @@ type blob struct {
 	// file of the right size with other bytes); after that the agent
 	// alone can write them.
 	verified bool
+	// owners are the users who sent this content to this agent: only
+	// they are told that the node has it. Anyone else sends it again,
+	// so that the cache never answers whether another tenant has a file
+	// (a hash is no proof of holding its content). Not kept across a
+	// restart: after one, each user sends each blob once more.
+	owners map[string]bool
 }
 
 // NewCache opens (creating) a blob cache in dir of at most maxBytes, and
@@ -98,11 +104,12 @@ func (c *Cache) Has(sum string) bool {
 	return ok
 }
 
-// Reserve returns the hashes of a manifest's files that the cache lacks,
-// each once, and pins the manifest's blobs (those there and those to come)
-// until release is called, so that eviction cannot take them while the
-// job is being prepared.
-func (c *Cache) Reserve(m *hacv1.Manifest) (missing []string, release func()) {
+// Reserve returns the hashes of a manifest's files that owner must send,
+// each once: those the cache lacks, and those it holds that owner never
+// sent (see blob.owners). It pins the manifest's blobs (those there and
+// those to come) until release is called, so that eviction cannot take
+// them while the job is being prepared.
+func (c *Cache) Reserve(m *hacv1.Manifest, owner string) (missing []string, release func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	seen := map[string]bool{}
@@ -113,6 +120,9 @@ func (c *Cache) Reserve(m *hacv1.Manifest) (missing []string, release func()) {
 		seen[f.Sha256] = true
 		if b, ok := c.entries[f.Sha256]; ok {
 			b.pinned++
+			if !b.owners[owner] {
+				missing = append(missing, f.Sha256)
+			}
 		} else {
 			c.awaited[f.Sha256]++
 			missing = append(missing, f.Sha256)
@@ -165,20 +175,22 @@ var ErrDeclaredSize = errors.New("workspace: a declared size is not its content'
 // ErrHashMismatch means a blob's content does not match its name.
 var ErrHashMismatch = errors.New("workspace: blob content does not match its hash")
 
-// Writer receives one blob; Commit checks the hash and stores it.
+// Writer receives one blob; Commit checks the hash and stores it as one
+// that owner sent.
 type Writer struct {
-	c   *Cache
-	sum string
-	n   int64 // bytes written
-	f   *os.File
-	h   interface {
+	c     *Cache
+	sum   string
+	owner string
+	n     int64 // bytes written
+	f     *os.File
+	h     interface {
 		io.Writer
 		Sum([]byte) []byte
 	}
 }
 
-// Create starts writing the blob named sum.
-func (c *Cache) Create(sum string) (*Writer, error) {
+// Create starts writing the blob named sum, which owner sends.
+func (c *Cache) Create(sum, owner string) (*Writer, error) {
 	if !validHash(sum) {
 		return nil, fmt.Errorf("workspace: bad blob hash %q", sum)
 	}
@@ -186,7 +198,7 @@ func (c *Cache) Create(sum string) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Writer{c: c, sum: sum, f: f, h: sha256.New()}, nil
+	return &Writer{c: c, sum: sum, owner: owner, f: f, h: sha256.New()}, nil
 }
 
 func (w *Writer) Write(p []byte) (int, error) {
@@ -255,11 +267,15 @@ func (w *Writer) commit(pins int) error {
 	// Pinned for the jobs whose Reserve is waiting for it.
 	pins += c.awaited[w.sum]
 	delete(c.awaited, w.sum)
+	owners := map[string]bool{w.owner: true}
 	if old, ok := c.entries[w.sum]; ok {
 		c.size -= old.size
 		pins += old.pinned
+		for o := range old.owners {
+			owners[o] = true
+		}
 	}
-	c.entries[w.sum] = &blob{size: info.Size(), used: time.Now(), pinned: pins, verified: true}
+	c.entries[w.sum] = &blob{size: info.Size(), used: time.Now(), pinned: pins, verified: true, owners: owners}
 	c.size += info.Size()
 	c.evict()
 	return nil

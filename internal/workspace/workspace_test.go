@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -108,7 +109,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, _ := NewCache(t.TempDir(), 0)
-	missing, release := c.Reserve(m)
+	missing, release := c.Reserve(m, "1")
 	defer release()
 	if len(missing) != 2 {
 		t.Fatalf("missing = %v, want 2 blobs", missing)
@@ -116,7 +117,7 @@ func TestRoundTrip(t *testing.T) {
 	for _, sum := range missing {
 		for _, f := range m.Files {
 			if f.Sha256 == sum {
-				w, _ := c.Create(sum)
+				w, _ := c.Create(sum, "1")
 				data, _ := os.ReadFile(filepath.Join(src, f.Path))
 				w.Write(data)
 				if err := w.Commit(); err != nil {
@@ -126,7 +127,7 @@ func TestRoundTrip(t *testing.T) {
 			}
 		}
 	}
-	if again, _ := c.Reserve(m); len(again) != 0 {
+	if again, _ := c.Reserve(m, "1"); len(again) != 0 {
 		t.Fatal("a second upload of the same tree would send blobs again")
 	}
 	dest := t.TempDir()
@@ -155,7 +156,7 @@ func TestRoundTrip(t *testing.T) {
 
 func TestCacheRejectsWrongContent(t *testing.T) {
 	c, _ := NewCache(t.TempDir(), 0)
-	w, _ := c.Create(strings.Repeat("a", 64))
+	w, _ := c.Create(strings.Repeat("a", 64), "1")
 	w.Write([]byte("not that"))
 	if err := w.Commit(); !errors.Is(err, ErrHashMismatch) {
 		t.Fatalf("Commit = %v", err)
@@ -215,7 +216,7 @@ func FuzzIgnore(f *testing.F) {
 func put(t *testing.T, c *Cache, content string) string {
 	t.Helper()
 	sum := fmt.Sprintf("%x", sha256.Sum256([]byte(content)))
-	w, err := c.Create(sum)
+	w, err := c.Create(sum, "1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +233,7 @@ func TestCacheEvictsLeastRecentlyUsed(t *testing.T) {
 	dir := t.TempDir()
 	c, _ := NewCache(dir, 250)
 	m := &hacv1.Manifest{Files: []*hacv1.FileEntry{{Path: "a", Mode: 0o644, Size: 100, Sha256: fmt.Sprintf("%x", sha256.Sum256([]byte(strings.Repeat("a", 100))))}}}
-	missing, release := c.Reserve(m)
+	missing, release := c.Reserve(m, "1")
 	if len(missing) != 1 {
 		t.Fatalf("missing %v", missing)
 	}
@@ -378,13 +379,13 @@ func TestCommitAsWrongHashPinsNothing(t *testing.T) {
 	sum := sha256.Sum256(data)
 	victim := hex.EncodeToString(sum[:])
 	m := &hacv1.Manifest{Files: []*hacv1.FileEntry{{Path: "w.bin", Sha256: victim, Size: int64(len(data))}}}
-	_, release := c.Reserve(m)
-	w, _ := c.Create(victim)
+	_, release := c.Reserve(m, "1")
+	w, _ := c.Create(victim, "1")
 	w.Write(data)
 	if err := w.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	evil, _ := c.Create(EmptySum)
+	evil, _ := c.Create(EmptySum, "1")
 	evil.Write([]byte("junk"))
 	if _, err := evil.CommitAs(victim); err == nil {
 		t.Fatal("a blob under a hash its bytes do not have was taken")
@@ -395,5 +396,79 @@ func TestCommitAsWrongHashPinsNothing(t *testing.T) {
 	release()
 	if c.Has(victim) {
 		t.Fatal("the other job's blob stayed pinned after it let go")
+	}
+}
+
+// TestCacheAnswersOwnersOnly: a node tells a user it has a file's content
+// only when that user sent it. Another tenant who names the same hash is
+// asked for the content, whether or not it is cached, and cannot replace
+// it with other bytes; the cached blob stays pinned while it is awaited.
+func TestCacheAnswersOwnersOnly(t *testing.T) {
+	data := []byte("the first tenant's secret")
+	sum := sha256.Sum256(data)
+	name := hex.EncodeToString(sum[:])
+	m := &hacv1.Manifest{Files: []*hacv1.FileEntry{{Path: "key", Mode: 0o600, Size: int64(len(data)), Sha256: name}}}
+	c, _ := NewCache(t.TempDir(), int64(len(data))) // room for this blob alone
+	send := func(owner string, content []byte) error {
+		w, _ := c.Create(name, owner)
+		w.Write(content)
+		return w.Commit()
+	}
+	missing, release := c.Reserve(m, "alice")
+	if len(missing) != 1 {
+		t.Fatalf("alice's first upload: missing = %v", missing)
+	}
+	if err := send("alice", data); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if again, release := c.Reserve(m, "alice"); len(again) != 0 {
+		t.Fatalf("alice is asked again for what she sent: %v", again)
+	} else {
+		release()
+	}
+
+	missing, releaseBob := c.Reserve(m, "bob")
+	if !slices.Equal(missing, []string{name}) {
+		t.Fatalf("bob names a hash the node holds and is not asked for its content: missing = %v", missing)
+	}
+	// While bob is to send it, another blob past the cap evicts nothing
+	// he awaits.
+	other := []byte("carol's file")
+	osum := sha256.Sum256(other)
+	w, _ := c.Create(hex.EncodeToString(osum[:]), "carol")
+	w.Write(other)
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Has(name) {
+		t.Fatal("a blob bob's reservation awaits was evicted")
+	}
+	if err := send("bob", []byte("other bytes")); !errors.Is(err, ErrHashMismatch) {
+		t.Fatalf("bob replaced the content of a hash: %v", err)
+	}
+	if again, release := c.Reserve(m, "bob"); len(again) != 1 {
+		t.Fatalf("a wrong upload made bob an owner: missing = %v", again)
+	} else {
+		release()
+	}
+	if err := send("bob", data); err != nil {
+		t.Fatal(err)
+	}
+	releaseBob()
+	if !c.Has(name) { // carol's older blob goes first
+		t.Fatal("the blob bob sent was evicted before an older one")
+	}
+	for _, owner := range []string{"alice", "bob"} {
+		if again, release := c.Reserve(m, owner); len(again) != 0 {
+			t.Fatalf("%s is asked again for what %s sent: %v", owner, owner, again)
+		} else {
+			release()
+		}
+	}
+	if again, release := c.Reserve(m, "carol"); len(again) != 1 {
+		t.Fatalf("carol is told the node holds bob's and alice's file: missing = %v", again)
+	} else {
+		release()
 	}
 }
