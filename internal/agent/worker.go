@@ -495,6 +495,7 @@ func (f jobFiles) release() {
 // into dir.
 func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, c ticket.Claims, start *hacv1.Start, dir string, uid int) (files jobFiles, err error) {
 	a := w.a
+	owner := strconv.FormatInt(c.User, 10) // whose blobs and trees
 	transferFailed := func(err error) error {
 		return &prepError{"workspace transfer failed", true, fmt.Errorf("the workspace could not be transferred: %v", err)}
 	}
@@ -508,7 +509,7 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 			// overlay's idmapped layer costs a user namespace): a copy.
 			err = a.cache.Materialize(start.Manifest, dir, uid)
 		} else {
-			files.tree, files.releaseTree, err = a.trees.Acquire(strconv.FormatInt(c.User, 10), start.Manifest)
+			files.tree, files.releaseTree, err = a.trees.Acquire(owner, start.Manifest)
 		}
 		switch {
 		case errors.Is(err, workspace.ErrDeclaredSize):
@@ -521,7 +522,7 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 		return nil
 	}
 	if c.Image == "" || uid <= 0 {
-		done, err := w.receiveBlobs(stream, s, c.User, start.Manifest, start.Manifest, nil)
+		done, err := w.receiveBlobs(stream, s, owner, start.Manifest, start.Manifest, nil)
 		if err != nil {
 			return files, transferFailed(err)
 		}
@@ -534,7 +535,7 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 	if err := a.fitsCache(all); err != nil {
 		return files, &prepError{"environment too large", false, err}
 	}
-	done, err := w.receiveBlobs(stream, s, c.User, all, start.Manifest, env.Layer)
+	done, err := w.receiveBlobs(stream, s, owner, all, start.Manifest, env.Layer)
 	if err != nil {
 		return files, &prepError{"workspace transfer failed", true, fmt.Errorf("the workspace and the server's files could not be transferred: %v", err)}
 	}
@@ -557,14 +558,13 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 	return files, nil
 }
 
-// receiveBlobs asks user for the blobs of the workspace and the server's
-// layer (nil for none) that the cache lacks or that user never sent
+// receiveBlobs asks owner for the blobs of the workspace and the server's
+// layer (nil for none) that the cache lacks or that owner never sent
 // (workspace.Cache.Reserve), and stores them; m is both together. The
 // cache keeps their blobs until release. A file that changed while the
 // client sent it arrives under another hash (Blob.changed_to), which its
 // entry then names.
-func (w *worker) receiveBlobs(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, user int64, m, work, layer *hacv1.Manifest) (release func(), err error) {
-	owner := strconv.FormatInt(user, 10)
+func (w *worker) receiveBlobs(stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, owner string, m, work, layer *hacv1.Manifest) (release func(), err error) {
 	missing, reserved := w.a.cache.Reserve(m, owner)
 	in := newIncoming(owner, work, layer, missing)
 	release = func() {

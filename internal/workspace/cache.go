@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -271,9 +272,7 @@ func (w *Writer) commit(pins int) error {
 	if old, ok := c.entries[w.sum]; ok {
 		c.size -= old.size
 		pins += old.pinned
-		for o := range old.owners {
-			owners[o] = true
-		}
+		maps.Copy(owners, old.owners)
 	}
 	c.entries[w.sum] = &blob{size: info.Size(), used: time.Now(), pinned: pins, verified: true, owners: owners}
 	c.size += info.Size()
