@@ -34,6 +34,7 @@ type Conn struct {
 	Portal   hacv1connect.PortalServiceClient
 	Users    hacv1connect.UserServiceClient
 	Catalog  hacv1connect.CatalogServiceClient
+	Billing  hacv1connect.BillingServiceClient
 }
 
 // Dial returns a connection for cfg; nothing is sent until the first call.
@@ -49,6 +50,7 @@ func Dial(cfg Config) *Conn {
 		Portal:   hacv1connect.NewPortalServiceClient(h, cfg.Addr, opts),
 		Users:    hacv1connect.NewUserServiceClient(h, cfg.Addr, opts),
 		Catalog:  hacv1connect.NewCatalogServiceClient(h, cfg.Addr, opts),
+		Billing:  hacv1connect.NewBillingServiceClient(h, cfg.Addr, opts),
 	}
 }
 

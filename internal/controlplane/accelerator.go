@@ -64,7 +64,7 @@ func (a acceleratorService) Allocate(ctx context.Context, req *connect.Request[h
 	defer func() {
 		if !granted {
 			// The client went away or the send failed: withdraw.
-			a.s.broker.end(j.ID, store.JobCanceled, sql.NullInt64{}, "withdrawn by the client")
+			a.s.broker.end(j.ID, store.JobCanceled, sql.NullInt64{}, "withdrawn by the client", "")
 		}
 	}()
 	var last *hacv1.Waiting
@@ -245,7 +245,7 @@ func (a acceleratorService) Release(ctx context.Context, req *connect.Request[ha
 		code = sql.NullInt64{Int64: int64(req.Msg.ExitCode), Valid: true}
 		state = stateForExit(req.Msg.ExitCode)
 	}
-	if _, err := a.s.broker.end(j.ID, state, code, "released by the client"); err != nil {
+	if _, err := a.s.broker.end(j.ID, state, code, "released by the client", ""); err != nil {
 		return nil, apiError(err)
 	}
 	return connect.NewResponse(&hacv1.ReleaseResponse{}), nil
@@ -311,7 +311,7 @@ func (a acceleratorService) ResetAccelerator(ctx context.Context, req *connect.R
 	if !ok || j.State != store.JobRunning {
 		return connect.NewResponse(&hacv1.ResetAcceleratorResponse{}), nil
 	}
-	ended, err := a.s.broker.end(j.ID, store.JobCanceled, sql.NullInt64{}, "reset with hac smi --reset")
+	ended, err := a.s.broker.end(j.ID, store.JobCanceled, sql.NullInt64{}, "reset with hac smi --reset", "")
 	if err != nil {
 		return nil, apiError(err)
 	}

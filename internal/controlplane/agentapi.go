@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -109,12 +110,19 @@ func (a agentService) JobEnded(ctx context.Context, req *connect.Request[hacv1.J
 		return nil, apiError(fmt.Errorf("%w: job id %q", ErrInvalid, req.Msg.JobId))
 	}
 	j, ok := a.s.broker.job(id)
+	if !ok && req.Msg.InfrastructureFault {
+		// The client's release came first, but the node says the run
+		// failed on its side: it is not charged (SPEC A10).
+		if err := a.s.broker.markFault(id, req.Msg.Name, faultOf(req.Msg.Reason)); err != nil {
+			return nil, apiError(err)
+		}
+	}
 	if !ok || !j.onNode(req.Msg.Name) {
 		return connect.NewResponse(&hacv1.JobEndedResponse{}), nil
 	}
-	state, reason := stateForExit(req.Msg.ExitCode), req.Msg.Reason
+	state, reason, fault := stateForExit(req.Msg.ExitCode), req.Msg.Reason, ""
 	if req.Msg.InfrastructureFault {
-		state = store.JobLost
+		state, fault = store.JobLost, faultOf(reason)
 	} else if j.stopping != nil {
 		state = store.JobCanceled // it ended as hac cancel asked
 		if reason == "" {
@@ -124,8 +132,19 @@ func (a agentService) JobEnded(ctx context.Context, req *connect.Request[hacv1.J
 	if reason == "" {
 		reason = "program exited"
 	}
-	if _, err := a.s.broker.end(id, state, sql.NullInt64{Int64: int64(req.Msg.ExitCode), Valid: true}, reason); err != nil {
+	if _, err := a.s.broker.end(id, state, sql.NullInt64{Int64: int64(req.Msg.ExitCode), Valid: true}, reason, fault); err != nil {
 		return nil, apiError(err)
 	}
 	return connect.NewResponse(&hacv1.JobEndedResponse{}), nil
+}
+
+// faultOf is the fault a node reports, as the meter keeps it.
+func faultOf(reason string) string {
+	if len(reason) > 200 {
+		reason = reason[:200]
+	}
+	if reason == "" {
+		reason = "no reason given"
+	}
+	return "the node failed to run the job: " + strings.ToValidUTF8(reason, "?")
 }

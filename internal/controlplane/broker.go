@@ -81,8 +81,11 @@ type jobState struct {
 	// takes the lease back to a client's renewal.
 	suspendedByNode bool
 	endErr          error // set when the job ended before its grant
-	pid             int64 // the program's pid on its first node
-	usedMiB         int64
+	// fault names the infrastructure fault that ended the job (SPEC A10):
+	// its run is not charged. Empty for every other end.
+	fault   string
+	pid     int64 // the program's pid on its first node
+	usedMiB int64
 	// changed is signalled (without blocking) when the job's grant or end
 	// committed; its place in the queue is read when the client is told.
 	changed chan struct{}
@@ -156,7 +159,7 @@ func newBroker(ctx context.Context, cfg Config, st *store.Store, obs *observer) 
 		for _, j := range jobs {
 			if j.State == store.JobQueued {
 				// Its client waited on the old process and is gone.
-				if err := tx.EndJob(j.ID, store.JobCanceled, now, sql.NullInt64{}, "control plane restarted"); err != nil {
+				if err := tx.EndJob(j.ID, store.JobCanceled, now, sql.NullInt64{}, "control plane restarted", ""); err != nil {
 					return err
 				}
 				continue
@@ -295,7 +298,7 @@ func (b *broker) writeResult(tx *store.Tx, res sched.Result, now time.Time) erro
 		}
 	}
 	for _, r := range res.Rejects {
-		if err := tx.EndJob(r.JobID, store.JobCanceled, now, sql.NullInt64{}, r.Err.Error()); err != nil {
+		if err := tx.EndJob(r.JobID, store.JobCanceled, now, sql.NullInt64{}, r.Err.Error(), ""); err != nil {
 			return err
 		}
 	}
@@ -387,9 +390,9 @@ func (b *broker) submit(srv store.Server, memMiB int64, priority int, command st
 
 // end finishes a live job with a final state and frees what it held. It is
 // a no-op for a job that already ended, and reports whether it ended one.
-func (b *broker) end(id int64, state store.JobState, exitCode sql.NullInt64, reason string) (bool, error) {
+func (b *broker) end(id int64, state store.JobState, exitCode sql.NullInt64, reason, fault string) (bool, error) {
 	b.mu.Lock()
-	ch := b.endLocked(id, state, exitCode, reason)
+	ch := b.endLocked(id, state, exitCode, reason, fault)
 	b.mu.Unlock()
 	if ch == nil {
 		return false, nil
@@ -397,9 +400,29 @@ func (b *broker) end(id int64, state store.JobState, exitCode sql.NullInt64, rea
 	return true, b.settle(ch)
 }
 
+// markFault takes back the charge of job id, which ended as its client
+// said, when its node reports that an infrastructure fault ended it: at
+// most faultLate after the end. The write queues behind the end's, so that
+// it finds the end committed.
+func (b *broker) markFault(id int64, node, fault string) error {
+	b.mu.Lock()
+	notBefore := b.cfg.Now().Add(-faultLate)
+	ch := b.queueLocked(func(tx *store.Tx) error {
+		_, err := tx.MarkJobFault(id, node, fault, notBefore)
+		return err
+	}, nil)
+	b.mu.Unlock()
+	return b.settle(ch)
+}
+
+// faultLate is how long after a job's end its node may still report that
+// a fault ended it (the node retries its report for about a minute).
+const faultLate = 5 * time.Minute
+
 // endLocked ends a live job in memory and queues the write; it returns
-// nil when the job ended already.
-func (b *broker) endLocked(id int64, state store.JobState, exitCode sql.NullInt64, reason string) *change {
+// nil when the job ended already. fault, when not empty, names the
+// infrastructure fault that ended it: the run is not charged.
+func (b *broker) endLocked(id int64, state store.JobState, exitCode sql.NullInt64, reason, fault string) *change {
 	j := b.jobs[id]
 	if j == nil {
 		return nil
@@ -421,12 +444,12 @@ func (b *broker) endLocked(id int64, state store.JobState, exitCode sql.NullInt6
 		b.runTimes.add(j.UserID, j.Model, j.Command, now.Sub(j.AllocatedAt))
 		b.runningEnds = nil
 	}
-	j.State, j.EndedAt, j.ExitCode, j.EndReason = state, now, exitCode, reason
+	j.State, j.EndedAt, j.ExitCode, j.EndReason, j.fault = state, now, exitCode, reason, fault
 	b.ending[id] = j
 	publish := b.applyResultLocked(res, now)
 	b.log.Info("job ended", "job", id, "server", j.serverName, "state", state, "reason", reason)
 	return b.queueLocked(func(tx *store.Tx) error {
-		if err := tx.EndJob(id, state, now, exitCode, reason); err != nil {
+		if err := tx.EndJob(id, state, now, exitCode, reason, fault); err != nil {
 			return err
 		}
 		return b.writeResult(tx, res, now)
@@ -551,11 +574,11 @@ func (b *broker) expire() {
 		if j.Detached {
 			why = "lease expired: neither its client (before the start) nor its node (after) renewed it"
 		}
-		changes = append(changes, b.endLocked(id, store.JobLost, sql.NullInt64{}, why))
+		changes = append(changes, b.endLocked(id, store.JobLost, sql.NullInt64{}, why, "")) // the client's side: charged
 	}
 	for j, reason := range overdue {
 		if b.jobs[j.ID] == j {
-			changes = append(changes, b.endLocked(j.ID, store.JobCanceled, sql.NullInt64{}, reason+" (its node did not report the end in time)"))
+			changes = append(changes, b.endLocked(j.ID, store.JobCanceled, sql.NullInt64{}, reason+" (its node did not report the end in time)", ""))
 		}
 	}
 	if err := b.settleLocked(changes...); err != nil {
@@ -672,7 +695,7 @@ func (b *broker) endJobsOnLocked(name, reason string) error {
 	}
 	var changes []*change
 	for _, id := range ids {
-		changes = append(changes, b.endLocked(id, store.JobLost, sql.NullInt64{}, reason))
+		changes = append(changes, b.endLocked(id, store.JobLost, sql.NullInt64{}, reason, reason))
 	}
 	return b.settleLocked(changes...)
 }
@@ -1021,5 +1044,5 @@ func (b *broker) cancelQueuedLocked(id int64, reason string) (bool, error) {
 		return false, nil
 	}
 	j.endErr = fmt.Errorf("%w: job %d was %s", ErrCanceled, id, reason)
-	return true, b.settleLocked(b.endLocked(id, store.JobCanceled, sql.NullInt64{}, reason))
+	return true, b.settleLocked(b.endLocked(id, store.JobCanceled, sql.NullInt64{}, reason, ""))
 }

@@ -147,10 +147,10 @@ func (b *broker) reconcileLocked(cause error) {
 			b.endedLocked(j)
 			continue
 		case wasEnding:
-			again = append(again, endAgain{j: j, state: j.State, exitCode: j.ExitCode, reason: j.EndReason, err: j.endErr})
+			again = append(again, endAgain{j: j, state: j.State, exitCode: j.ExitCode, reason: j.EndReason, fault: j.fault, err: j.endErr})
 		}
 		j.State, j.AllocatedAt, j.Placements = sj.State, sj.AllocatedAt, sj.Placements
-		j.EndedAt, j.ExitCode, j.EndReason, j.endErr = time.Time{}, sql.NullInt64{}, "", nil
+		j.EndedAt, j.ExitCode, j.EndReason, j.fault, j.endErr = time.Time{}, sql.NullInt64{}, "", "", nil
 		j.granted = j.State == store.JobRunning
 		if j.granted && j.lease.IsZero() {
 			j.lease = now.Add(b.cfg.LeaseTTL)
@@ -184,6 +184,7 @@ type endAgain struct {
 	state    store.JobState
 	exitCode sql.NullInt64
 	reason   string
+	fault    string
 	err      error
 }
 
@@ -197,7 +198,7 @@ func (b *broker) endAgain(ends []endAgain) {
 			continue // it ended or was reconciled since
 		}
 		e.j.endErr = e.err
-		changes = append(changes, b.endLocked(e.j.ID, e.state, e.exitCode, e.reason))
+		changes = append(changes, b.endLocked(e.j.ID, e.state, e.exitCode, e.reason, e.fault))
 	}
 	b.mu.Unlock()
 	for _, ch := range changes {

@@ -101,7 +101,7 @@ func TestQueuePlaces(t *testing.T) {
 	if ok, err := s.broker.cancelQueued(jobs[6].ID, "canceled"); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
-	if ok, err := s.broker.end(jobs[1].ID, store.JobCompleted, sql.NullInt64{Valid: true}, ""); !ok || err != nil {
+	if ok, err := s.broker.end(jobs[1].ID, store.JobCompleted, sql.NullInt64{Valid: true}, "", ""); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
 	if cur, _ := s.broker.job(jobs[5].ID); cur.State != store.JobRunning {
@@ -109,7 +109,7 @@ func TestQueuePlaces(t *testing.T) {
 	}
 	check(jobs[7].ID, sched.PoolFull, 1, 1)
 	// s0's first job ends: its second competes for the pool, behind job 7.
-	if _, err := s.broker.end(jobs[0].ID, store.JobCompleted, sql.NullInt64{Valid: true}, ""); err != nil {
+	if _, err := s.broker.end(jobs[0].ID, store.JobCompleted, sql.NullInt64{Valid: true}, "", ""); err != nil {
 		t.Fatal(err)
 	}
 	if cur, _ := s.broker.job(jobs[7].ID); cur.State != store.JobRunning {
@@ -227,9 +227,9 @@ func TestFailedCommitReconciles(t *testing.T) {
 	br := s.broker
 	br.mu.Lock()
 	failing := br.queueLocked(func(*store.Tx) error { return errors.New("the disk is on fire") }, nil)
-	end := br.endLocked(a.ID, store.JobCompleted, sql.NullInt64{Valid: true}, "")
+	end := br.endLocked(a.ID, store.JobCompleted, sql.NullInt64{Valid: true}, "", "")
 	c.endErr = fmt.Errorf("%w: canceled by c", ErrCanceled)
-	cancel := br.endLocked(c.ID, store.JobCanceled, sql.NullInt64{}, "canceled by c")
+	cancel := br.endLocked(c.ID, store.JobCanceled, sql.NullInt64{}, "canceled by c", "")
 	if cur := br.copyLocked(b); cur.State != store.JobRunning || cur.granted {
 		t.Errorf("before the commit, b is %s (granted %v): want running in memory only", cur.State, cur.granted)
 	}

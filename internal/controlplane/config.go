@@ -10,6 +10,7 @@ import (
 
 	"github.com/hac-project/hac/internal/catalog"
 	"github.com/hac-project/hac/internal/guard"
+	"github.com/hac-project/hac/internal/meter"
 	"github.com/hac-project/hac/internal/store"
 	"github.com/hac-project/hac/internal/vm"
 )
@@ -45,6 +46,9 @@ type Config struct {
 	ConnLimits guard.Limits
 	// Quotas bound what one user may hold; an operator raises them.
 	Quotas Quotas
+	// Currency is what prices and charges are counted in; set it once, as
+	// stored amounts are its minor units.
+	Currency meter.Currency
 	// TLS is where the API's certificate comes from.
 	TLS    TLSConfig
 	Logger *slog.Logger
@@ -68,6 +72,7 @@ func DefaultConfig() Config {
 		PublicPorts:       [2]int{10000, 19999},
 		ConnLimits:        guard.DefaultLimits,
 		Quotas:            DefaultQuotas,
+		Currency:          meter.DefaultCurrency,
 		Logger:            slog.Default(),
 		Now:               time.Now,
 	}
@@ -108,6 +113,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("controlplane: public port range %d-%d: want 1 <= low <= high <= 65535", c.PublicPorts[0], c.PublicPorts[1])
 	case c.Quotas.WaitingJobs < 0 || c.Quotas.Servers < 0 || c.Quotas.PortForwards < 0:
 		return errors.New("controlplane: quotas must not be negative (0 means no bound)")
+	case c.Currency.Code == "":
+		return errors.New("controlplane: no currency: start from DefaultConfig")
 	case c.Logger == nil || c.Now == nil:
 		return errors.New("controlplane: Logger and Now must be set (start from DefaultConfig)")
 	}

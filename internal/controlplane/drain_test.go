@@ -162,7 +162,7 @@ func BenchmarkQueueDrain(b *testing.B) {
 				cpu0 := cpuTime()
 				t0 := time.Now()
 				for _, id := range held {
-					if _, err := s.broker.end(id, store.JobCompleted, sql.NullInt64{Valid: true}, ""); err != nil {
+					if _, err := s.broker.end(id, store.JobCompleted, sql.NullInt64{Valid: true}, "", ""); err != nil {
 						b.Fatal(err)
 					}
 				}

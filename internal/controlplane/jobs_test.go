@@ -174,7 +174,7 @@ func TestListJobsFilters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.broker.end(a.ID, store.JobCompleted, sql.NullInt64{Valid: true}, "program exited")
+	s.broker.end(a.ID, store.JobCompleted, sql.NullInt64{Valid: true}, "program exited", "")
 	if _, err := s.broker.submit(srv1, 16384, 0, "b", 0, false); err != nil {
 		t.Fatal(err)
 	}

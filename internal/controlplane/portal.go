@@ -203,7 +203,7 @@ func (p portalService) provision(srv store.Server, spec vm.Spec) {
 		state, reason = store.ServerError, err.Error()
 		p.s.cfg.Logger.Error("create server", "server", srv.Name, "err", err)
 	}
-	if err := p.s.store.Update(ctx, func(tx *store.Tx) error { return tx.SetServerState(srv.ID, state, reason) }); err != nil {
+	if err := p.s.store.Update(ctx, func(tx *store.Tx) error { return tx.SetServerState(srv.ID, state, reason, p.s.cfg.Now()) }); err != nil {
 		p.s.cfg.Logger.Error("record server state", "server", srv.Name, "err", err)
 	}
 }
@@ -225,7 +225,7 @@ func (p portalService) DeleteServer(ctx context.Context, req *connect.Request[ha
 		return nil, apiError(fmt.Errorf("%w: server %q is still being created: delete it once it is running or in error", ErrInvalid, srv.Name))
 	}
 	if j, ok := p.s.broker.serverJob(srv.ID); ok {
-		p.s.broker.end(j.ID, store.JobCanceled, sql.NullInt64{}, "the server was deleted")
+		p.s.broker.end(j.ID, store.JobCanceled, sql.NullInt64{}, "the server was deleted", "")
 	}
 	err = p.s.store.Update(ctx, func(tx *store.Tx) error {
 		if err := tx.RevokeTokens(store.ServerToken, srv.UserID, srv.ID, p.s.cfg.Now()); err != nil {
@@ -235,9 +235,9 @@ func (p portalService) DeleteServer(ctx context.Context, req *connect.Request[ha
 			return err
 		}
 		if srv.Kind == store.KindVM {
-			return tx.SetServerState(srv.ID, store.ServerDeleting, "")
+			return tx.SetServerState(srv.ID, store.ServerDeleting, "", p.s.cfg.Now())
 		}
-		return tx.MarkServerDeleted(srv.ID)
+		return tx.MarkServerDeleted(srv.ID, p.s.cfg.Now())
 	})
 	if err != nil {
 		return nil, apiError(err)
@@ -261,11 +261,11 @@ func (p portalService) teardown(srv store.Server) {
 	if err := p.s.cfg.Servers.Delete(ctx, serverID(srv.ID)); err != nil {
 		p.s.cfg.Logger.Error("delete server", "server", srv.Name, "err", err)
 		p.s.store.Update(ctx, func(tx *store.Tx) error {
-			return tx.SetServerState(srv.ID, store.ServerError, "delete failed: "+err.Error())
+			return tx.SetServerState(srv.ID, store.ServerError, "delete failed: "+err.Error(), p.s.cfg.Now())
 		})
 		return
 	}
-	if err := p.s.store.Update(ctx, func(tx *store.Tx) error { return tx.MarkServerDeleted(srv.ID) }); err != nil {
+	if err := p.s.store.Update(ctx, func(tx *store.Tx) error { return tx.MarkServerDeleted(srv.ID, p.s.cfg.Now()) }); err != nil {
 		p.s.cfg.Logger.Error("record deletion", "server", srv.Name, "err", err)
 	}
 }
@@ -326,7 +326,7 @@ func (p portalService) setRunning(ctx context.Context, name string, run bool) (s
 		err = drv.Start(ctx, serverID(srv.ID))
 	} else {
 		if j, ok := p.s.broker.serverJob(srv.ID); ok {
-			p.s.broker.end(j.ID, store.JobCanceled, sql.NullInt64{}, "the server was stopped")
+			p.s.broker.end(j.ID, store.JobCanceled, sql.NullInt64{}, "the server was stopped", "")
 		}
 		err = drv.Stop(ctx, serverID(srv.ID))
 	}
@@ -334,5 +334,5 @@ func (p portalService) setRunning(ctx context.Context, name string, run bool) (s
 		return srv, err
 	}
 	srv.State, srv.StateReason = want, ""
-	return srv, p.s.store.Update(ctx, func(tx *store.Tx) error { return tx.SetServerState(srv.ID, want, "") })
+	return srv, p.s.store.Update(ctx, func(tx *store.Tx) error { return tx.SetServerState(srv.ID, want, "", p.s.cfg.Now()) })
 }

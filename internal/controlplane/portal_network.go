@@ -368,7 +368,7 @@ func (s *Server) reconcileServers(ctx context.Context) error {
 			if err != nil {
 				state, reason = store.ServerError, err.Error()
 			}
-			s.store.Update(ctx, func(tx *store.Tx) error { return tx.SetServerState(srv.ID, state, reason) })
+			s.store.Update(ctx, func(tx *store.Tx) error { return tx.SetServerState(srv.ID, state, reason, s.cfg.Now()) })
 		}
 	}
 	ids, err := drv.List(ctx)

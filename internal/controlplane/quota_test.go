@@ -100,7 +100,7 @@ func TestBurstMeetsTheCap(t *testing.T) {
 		t.Fatal("bob's run was not submitted")
 	}
 	// Alice's runs take the pool one after another; bob's comes in turn.
-	if _, err := s.broker.end(holder.ID, store.JobCompleted, sql.NullInt64{Valid: true}, ""); err != nil {
+	if _, err := s.broker.end(holder.ID, store.JobCompleted, sql.NullInt64{Valid: true}, "", ""); err != nil {
 		t.Fatal(err)
 	}
 	for range 2000 {
@@ -116,7 +116,7 @@ func TestBurstMeetsTheCap(t *testing.T) {
 		if running == 0 {
 			t.Fatal("nothing runs and bob's run was not granted")
 		}
-		if _, err := s.broker.end(running, store.JobCompleted, sql.NullInt64{Valid: true}, ""); err != nil {
+		if _, err := s.broker.end(running, store.JobCompleted, sql.NullInt64{Valid: true}, "", ""); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -140,6 +140,7 @@ func (s *Server) handler() http.Handler {
 	api(hacv1connect.NewKeyPairServiceHandler(keyPairService{s}, users))
 	api(hacv1connect.NewPortalServiceHandler(portalService{s}, users))
 	api(hacv1connect.NewUserServiceHandler(userService{s}, users))
+	api(hacv1connect.NewBillingServiceHandler(billingService{s}, users))
 	api(hacv1connect.NewCatalogServiceHandler(catalogService{}, anyClient))
 	api(hacv1connect.NewAgentServiceHandler(agentService{s}, nodes))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -208,7 +208,11 @@ func (t *Tx) CreateServer(s Server) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("store: create server %q: %w", s.Name, err)
 	}
-	return r.LastInsertId()
+	id, err := r.LastInsertId()
+	if err != nil {
+		return 0, err
+	}
+	return id, t.meterServer(id, s.State, s.CreatedAt)
 }
 
 const serverColumns = `s.id, s.user_id, u.name, s.name, s.model, s.accelerator_token, s.created_at, s.kind, s.state, s.state_reason,
@@ -261,17 +265,22 @@ func (t *Tx) Servers(userID int64) ([]Server, error) {
 	return out, rows.Err()
 }
 
-// SetServerState records a vm server's state and why.
-func (t *Tx) SetServerState(id int64, state ServerState, reason string) error {
-	_, err := t.exec(`UPDATE servers SET state = ?, state_reason = ? WHERE id = ?`, state, reason, id)
-	return err
+// SetServerState records a vm server's state and why, at at, and meters
+// it from then at the state's price.
+func (t *Tx) SetServerState(id int64, state ServerState, reason string, at time.Time) error {
+	if _, err := t.exec(`UPDATE servers SET state = ?, state_reason = ? WHERE id = ?`, state, reason, id); err != nil {
+		return err
+	}
+	return t.meterServer(id, state, at)
 }
 
 // MarkServerDeleted ends a server for good: its name is freed for reuse,
 // its address returned, and its row kept for the jobs that cite it.
-func (t *Tx) MarkServerDeleted(id int64) error {
-	_, err := t.exec(`UPDATE servers SET state = 'deleted', state_reason = '', name = name || '~deleted~' || id, private_ip = NULL, keypair_id = NULL WHERE id = ?`, id)
-	return err
+func (t *Tx) MarkServerDeleted(id int64, at time.Time) error {
+	if _, err := t.exec(`UPDATE servers SET state = 'deleted', state_reason = '', name = name || '~deleted~' || id, private_ip = NULL, keypair_id = NULL WHERE id = ?`, id); err != nil {
+		return err
+	}
+	return t.meterServer(id, ServerDeleted, at)
 }
 
 // UsedPrivateIPs returns the addresses servers hold.

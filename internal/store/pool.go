@@ -208,7 +208,7 @@ func (t *Tx) GrantJob(id int64, at time.Time, ps []Placement) error {
 			return err
 		}
 	}
-	return nil
+	return t.openJobRecord(id, at, ps)
 }
 
 // StopJob records hac cancel's order to a running job.
@@ -217,11 +217,15 @@ func (t *Tx) StopJob(id int64, at time.Time, grace time.Duration, reason string)
 	return err
 }
 
-// EndJob records a job's final state.
-func (t *Tx) EndJob(id int64, state JobState, at time.Time, exitCode sql.NullInt64, reason string) error {
-	_, err := t.exec(`UPDATE jobs SET state = ?, ended_at = ?, exit_code = ?, end_reason = ? WHERE id = ?`,
-		state, nanos(at), exitCode, reason, id)
-	return err
+// EndJob records a job's final state and closes its meter record: fault,
+// when not empty, names the infrastructure fault that ended it, and its
+// run is not charged.
+func (t *Tx) EndJob(id int64, state JobState, at time.Time, exitCode sql.NullInt64, reason, fault string) error {
+	if _, err := t.exec(`UPDATE jobs SET state = ?, ended_at = ?, exit_code = ?, end_reason = ? WHERE id = ?`,
+		state, nanos(at), exitCode, reason, id); err != nil {
+		return err
+	}
+	return t.closeJobRecord(id, at, fault)
 }
 
 const jobColumns = `id, server_id, user_id, model, memory_mib, priority, command, client_pid, state, submitted_at, allocated_at, ended_at, exit_code, end_reason, detached, stop_at, stop_grace_ns, stop_reason FROM jobs`

@@ -53,7 +53,7 @@ func TestJobLifecycle(t *testing.T) {
 		if err := tx.GrantJob(jobID, now, []Placement{{Node: "n1", GPU: "GPU-1", MemoryMiB: 16}}); err != nil {
 			return err
 		}
-		return tx.EndJob(jobID, JobCompleted, now.Add(time.Second), sql.NullInt64{Int64: 0, Valid: true}, "program exited")
+		return tx.EndJob(jobID, JobCompleted, now.Add(time.Second), sql.NullInt64{Int64: 0, Valid: true}, "program exited", "")
 	})
 	if err != nil {
 		t.Fatal(err)

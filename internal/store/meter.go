@@ -1,0 +1,324 @@
+package store
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hac-project/hac/internal/meter"
+)
+
+// The meter (SPEC P4): a record opens when a job is granted or a server
+// made by hac runs or stops, and closes at the job's end or the server's
+// next state, in the same transaction as the change it meters. Closing
+// cuts the record into UTC hours at the prices in force (meter.Split) and
+// adds them to meter_hours, which reports read. A price takes effect no
+// earlier than the transaction that sets it, so that no closed record was
+// priced without it.
+
+// meterRecord is an open record.
+type meterRecord struct {
+	id, userID, serverID int64
+	kind                 meter.Kind
+	item                 string
+	startMS, gpus        int64
+}
+
+// openJobRecord opens the record of job id, granted at at.
+func (t *Tx) openJobRecord(id int64, at time.Time, ps []Placement) error {
+	gpus, nodes := map[string]bool{}, []string{}
+	var mem int64
+	for _, p := range ps {
+		gpus[p.GPU] = true
+		mem += p.MemoryMiB
+		if !slices.Contains(nodes, p.Node) {
+			nodes = append(nodes, p.Node)
+		}
+	}
+	_, err := t.exec(`INSERT INTO meter_records (price_kind, user_id, server_id, job_id, item, start_ms, gpus, memory_mib, nodes)
+		SELECT ?, user_id, server_id, id, model, ?, ?, ?, ? FROM jobs WHERE id = ?`,
+		meter.KindModel, meter.Millis(at), len(gpus), mem, strings.Join(nodes, ","), id)
+	return err
+}
+
+// closeJobRecord closes job id's record at at; fault, when not empty,
+// says which infrastructure fault ended it, and it is not charged.
+func (t *Tx) closeJobRecord(id int64, at time.Time, fault string) error {
+	rec, ok, err := t.openRecord(t.queryRow(`SELECT `+recordColumns+` FROM meter_records WHERE job_id = ? AND end_ms IS NULL`, id))
+	if err != nil || !ok {
+		return err
+	}
+	return t.closeRecord(rec, at, fault)
+}
+
+const recordColumns = `id, price_kind, user_id, server_id, item, start_ms, gpus`
+
+func (t *Tx) openRecord(row *sql.Row) (meterRecord, bool, error) {
+	var r meterRecord
+	err := row.Scan(&r.id, &r.kind, &r.userID, &r.serverID, &r.item, &r.startMS, &r.gpus)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, false, nil
+	}
+	return r, err == nil, err
+}
+
+func (t *Tx) closeRecord(r meterRecord, at time.Time, fault string) error {
+	end := max(meter.Millis(at), r.startMS)
+	if _, err := t.exec(`UPDATE meter_records SET end_ms = ?, fault = ? WHERE id = ?`, end, fault, r.id); err != nil {
+		return fmt.Errorf("store: close meter record: %w", err)
+	}
+	return t.addHours(r, end, fault == "", 1)
+}
+
+// addHours adds (sign 1) or takes back (sign -1) the hours of record r,
+// held until endMS, as charged or not.
+func (t *Tx) addHours(r meterRecord, endMS int64, charged bool, sign int64) error {
+	s, err := t.schedule(r.kind, r.item)
+	if err != nil {
+		return err
+	}
+	for _, p := range meter.Split(r.startMS, endMS, s) {
+		if _, err := t.exec(`INSERT INTO meter_hours (hour_ms, user_id, server_id, price_kind, item, per_hour, charged, held_ms, gpu_ms)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (hour_ms, user_id, server_id, price_kind, item, per_hour, charged)
+			DO UPDATE SET held_ms = held_ms + excluded.held_ms, gpu_ms = gpu_ms + excluded.gpu_ms`,
+			p.Hour.UnixMilli(), r.userID, r.serverID, r.kind, r.item, p.PerHour, charged, sign*p.HeldMS, sign*p.HeldMS*r.gpus); err != nil {
+			return fmt.Errorf("store: meter hours: %w", err)
+		}
+	}
+	return nil
+}
+
+// MarkJobFault records that an infrastructure fault on node ended job id
+// after its end was recorded as the client's (the node's word came
+// second): its run is no longer charged. It changes nothing for a job that
+// did not run on node, that ended before notBefore (its statement may have
+// been issued), or that is so marked already.
+func (t *Tx) MarkJobFault(id int64, node, fault string, notBefore time.Time) (bool, error) {
+	var r meterRecord
+	var end int64
+	var nodes string
+	err := t.queryRow(`SELECT `+recordColumns+`, end_ms, nodes FROM meter_records WHERE job_id = ? AND end_ms >= ? AND fault = ''`,
+		id, meter.Millis(notBefore)).Scan(&r.id, &r.kind, &r.userID, &r.serverID, &r.item, &r.startMS, &r.gpus, &end, &nodes)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && !slices.Contains(strings.Split(nodes, ","), node)) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if _, err := t.exec(`UPDATE meter_records SET fault = ? WHERE id = ?`, fault, r.id); err != nil {
+		return false, err
+	}
+	if err := t.addHours(r, end, true, -1); err != nil {
+		return false, err
+	}
+	return true, t.addHours(r, end, false, 1)
+}
+
+// serverPriceKind is the price a server pays in a state; ok is false for
+// the states that are free (creating, error, deleting, deleted).
+func serverPriceKind(state ServerState) (meter.Kind, bool) {
+	switch state {
+	case ServerRunning:
+		return meter.KindServer, true
+	case ServerStopped:
+		return meter.KindStoppedServer, true
+	}
+	return "", false
+}
+
+// meterServer closes server id's open record and opens the one of its
+// new state, at at; a server that is not made by hac is not metered.
+func (t *Tx) meterServer(id int64, state ServerState, at time.Time) error {
+	rec, open, err := t.openRecord(t.queryRow(`SELECT `+recordColumns+` FROM meter_records WHERE server_id = ? AND end_ms IS NULL AND job_id IS NULL`, id))
+	if err != nil {
+		return err
+	}
+	kind, billable := serverPriceKind(state)
+	if open && billable && rec.kind == kind {
+		return nil // the same price goes on
+	}
+	if open {
+		if err := t.closeRecord(rec, at, ""); err != nil {
+			return err
+		}
+	}
+	if !billable {
+		return nil
+	}
+	_, err = t.exec(`INSERT INTO meter_records (price_kind, user_id, server_id, item, start_ms)
+		SELECT ?, user_id, id, server_type, ? FROM servers WHERE id = ? AND kind = ?`, kind, meter.Millis(at), id, KindVM)
+	return err
+}
+
+// schedule is the prices of one item.
+func (t *Tx) schedule(kind meter.Kind, item string) (meter.Schedule, error) {
+	rows, err := t.query(`SELECT per_hour, effective_from FROM prices WHERE price_kind = ? AND item = ? ORDER BY effective_from`, kind, item)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var s meter.Schedule
+	for rows.Next() {
+		p := meter.Price{Kind: kind, Item: item}
+		var from int64
+		if err := rows.Scan(&p.PerHour, &from); err != nil {
+			return nil, err
+		}
+		p.From = time.Unix(0, from)
+		s = append(s, p)
+	}
+	return s, rows.Err()
+}
+
+// PriceEntry is a price as set, by whom and when.
+type PriceEntry struct {
+	meter.Price
+	SetAt time.Time
+	SetBy string
+}
+
+// ErrPastPrice refuses a price that would take effect before it is set.
+var ErrPastPrice = errors.New("store: a price cannot take effect in the past")
+
+// SetPrice records a price, in force from p.From, which must not be
+// before now: what is metered is never priced again. A price set again
+// for the same item and time replaces it.
+func (t *Tx) SetPrice(p meter.Price, now time.Time, by int64) error {
+	if p.From.Before(now) {
+		return ErrPastPrice
+	}
+	_, err := t.exec(`INSERT INTO prices (price_kind, item, per_hour, effective_from, set_at, set_by) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (price_kind, item, effective_from) DO UPDATE SET per_hour = excluded.per_hour, set_at = excluded.set_at, set_by = excluded.set_by`,
+		p.Kind, p.Item, p.PerHour, nanos(p.From), nanos(now), by)
+	return err
+}
+
+// Prices returns every price ever set, by kind, item and time.
+func (t *Tx) Prices() ([]PriceEntry, error) {
+	rows, err := t.query(`SELECT p.price_kind, p.item, p.per_hour, p.effective_from, p.set_at, u.name FROM prices p JOIN users u ON u.id = p.set_by
+		ORDER BY p.price_kind, p.item, p.effective_from`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []PriceEntry
+	for rows.Next() {
+		var e PriceEntry
+		var from, at int64
+		if err := rows.Scan(&e.Kind, &e.Item, &e.PerHour, &from, &at, &e.SetBy); err != nil {
+			return nil, err
+		}
+		e.From, e.SetAt = time.Unix(0, from), time.Unix(0, at)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// UsageFilter selects metered time: of one user (all when UserID is 0),
+// in the hours from From up to To.
+type UsageFilter struct {
+	UserID   int64
+	From, To time.Time
+	// Per is the finest time a report needs: an hour, a day, or 0 for
+	// none (the hours of each group are summed).
+	Per time.Duration
+}
+
+// Usage returns the closed records' time that f selects, summed per
+// f.Per (the Hour of each sum is its period's start).
+func (t *Tx) Usage(f UsageFilter) ([]meter.Usage, error) {
+	period := "0"
+	switch f.Per {
+	case time.Hour:
+		period = "h.hour_ms"
+	case 24 * time.Hour:
+		period = "h.hour_ms - h.hour_ms % 86400000"
+	}
+	rows, err := t.queryOnce(`SELECT `+period+` AS period, u.name, s.name, s.state, h.server_id, h.price_kind, h.item, h.per_hour, h.charged,
+		SUM(h.held_ms), SUM(h.gpu_ms)
+		FROM meter_hours h JOIN users u ON u.id = h.user_id JOIN servers s ON s.id = h.server_id
+		WHERE h.hour_ms >= ? AND h.hour_ms < ? AND (? = 0 OR h.user_id = ?)
+		GROUP BY period, h.user_id, h.server_id, h.price_kind, h.item, h.per_hour, h.charged
+		HAVING SUM(h.held_ms) != 0`,
+		meter.Millis(f.From), meter.Millis(f.To), f.UserID, f.UserID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []meter.Usage
+	for rows.Next() {
+		var u meter.Usage
+		var hour, serverID int64
+		var state ServerState
+		if err := rows.Scan(&hour, &u.User, &u.Server, &state, &serverID, &u.Kind, &u.Item, &u.PerHour, &u.Charged, &u.HeldMS, &u.GPUMS); err != nil {
+			return nil, err
+		}
+		u.Hour, u.Server = time.UnixMilli(hour).UTC(), shownServerName(u.Server, state, serverID)
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// shownServerName is a server's name as reports show it: a deleted one's
+// without the suffix that freed its name, marked deleted.
+func shownServerName(name string, state ServerState, id int64) string {
+	if state != ServerDeleted {
+		return name
+	}
+	name, _, _ = strings.Cut(name, "~deleted~")
+	return fmt.Sprintf("%s (deleted #%d)", name, id)
+}
+
+// OpenRecord is a record that has not closed: a running job, a server that
+// exists.
+type OpenRecord struct {
+	Kind               meter.Kind
+	User, Server, Item string
+	JobID, GPUs        int64
+	Start              time.Time
+	Schedule           meter.Schedule
+}
+
+// OpenRecords returns the open records of one user (all when userID is
+// 0) that started before to, with their prices.
+func (t *Tx) OpenRecords(userID int64, to time.Time) ([]OpenRecord, error) {
+	rows, err := t.query(`SELECT r.price_kind, u.name, s.name, s.state, s.id, r.item, COALESCE(r.job_id, 0), r.gpus, r.start_ms
+		FROM meter_records r JOIN users u ON u.id = r.user_id JOIN servers s ON s.id = r.server_id
+		WHERE r.end_ms IS NULL AND r.start_ms < ? AND (? = 0 OR r.user_id = ?) ORDER BY r.id`, meter.Millis(to), userID, userID)
+	if err != nil {
+		return nil, err
+	}
+	var out []OpenRecord
+	for rows.Next() {
+		var r OpenRecord
+		var state ServerState
+		var serverID, start int64
+		if err := rows.Scan(&r.Kind, &r.User, &r.Server, &state, &serverID, &r.Item, &r.JobID, &r.GPUs, &start); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		r.Server, r.Start = shownServerName(r.Server, state, serverID), time.UnixMilli(start)
+		out = append(out, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	schedules := map[[2]string]meter.Schedule{}
+	for i, r := range out {
+		k := [2]string{string(r.Kind), r.Item}
+		s, ok := schedules[k]
+		if !ok {
+			if s, err = t.schedule(r.Kind, r.Item); err != nil {
+				return nil, err
+			}
+			schedules[k] = s
+		}
+		out[i].Schedule = s
+	}
+	return out, nil
+}

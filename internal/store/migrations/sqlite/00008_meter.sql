@@ -1,0 +1,62 @@
+-- +goose Up
+-- Metering and billing (SPEC P4). meter_records holds every interval a job
+-- held pool resources (from its grant to its end) and every interval a
+-- server made by hac ran or stood stopped; end_ms is NULL while it lasts.
+-- fault is why an infrastructure fault ended a run (not charged; SPEC A10),
+-- empty for a run that is charged. Times in milliseconds since the epoch.
+CREATE TABLE meter_records (
+    id         INTEGER PRIMARY KEY,
+    price_kind TEXT    NOT NULL,
+    user_id    INTEGER NOT NULL REFERENCES users (id),
+    server_id  INTEGER NOT NULL REFERENCES servers (id),
+    job_id     INTEGER REFERENCES jobs (id),
+    item       TEXT    NOT NULL,
+    start_ms   INTEGER NOT NULL,
+    end_ms     INTEGER,
+    gpus       INTEGER NOT NULL DEFAULT 0,
+    memory_mib INTEGER NOT NULL DEFAULT 0,
+    nodes      TEXT    NOT NULL DEFAULT '',
+    fault      TEXT    NOT NULL DEFAULT ''
+);
+CREATE INDEX meter_records_job ON meter_records (job_id);
+CREATE INDEX meter_records_server ON meter_records (server_id, end_ms);
+CREATE INDEX meter_records_open ON meter_records (end_ms, start_ms);
+
+-- meter_hours sums the closed records by UTC hour, at the price in force:
+-- what reports and invoices read. charged is 0 for faulted runs.
+CREATE TABLE meter_hours (
+    hour_ms    INTEGER NOT NULL,
+    user_id    INTEGER NOT NULL,
+    server_id  INTEGER NOT NULL,
+    price_kind TEXT    NOT NULL,
+    item       TEXT    NOT NULL,
+    per_hour   INTEGER NOT NULL,
+    charged    INTEGER NOT NULL,
+    held_ms    INTEGER NOT NULL,
+    gpu_ms     INTEGER NOT NULL,
+    PRIMARY KEY (hour_ms, user_id, server_id, price_kind, item, per_hour, charged)
+);
+CREATE INDEX meter_hours_user ON meter_hours (user_id, hour_ms);
+
+-- prices are per hour in the currency's minor units, each in force from
+-- effective_from (nanoseconds) until the next of its kind and item.
+CREATE TABLE prices (
+    price_kind     TEXT    NOT NULL,
+    item           TEXT    NOT NULL,
+    per_hour       INTEGER NOT NULL,
+    effective_from INTEGER NOT NULL,
+    set_at         INTEGER NOT NULL,
+    set_by         INTEGER NOT NULL REFERENCES users (id),
+    PRIMARY KEY (price_kind, item, effective_from)
+);
+
+-- Servers that exist now are metered from now on.
+INSERT INTO meter_records (price_kind, user_id, server_id, item, start_ms)
+    SELECT CASE state WHEN 'stopped' THEN 'stopped-server' ELSE 'server' END, user_id, id, server_type,
+           CAST(strftime('%s', 'now') AS INTEGER) * 1000
+    FROM servers WHERE kind = 'vm' AND state IN ('running', 'stopped');
+
+-- +goose Down
+DROP TABLE prices;
+DROP TABLE meter_hours;
+DROP TABLE meter_records;
