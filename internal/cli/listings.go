@@ -45,7 +45,7 @@ func (a *app) listCmd(use, short string, fetch func(*cobra.Command, *client.Conn
 			return output.Write(a.stdout, format, t, data)
 		},
 	}
-	cmd.Flags().StringVarP(&format, "output", "o", "table", "table, wide (more columns), json or yaml (docs/output.md names the fields)")
+	cmd.Flags().StringVarP(&format, "output", "o", "table", "table, wide (more columns), json, yaml or csv (docs/output.md names the fields)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (as -o json)")
 	return cmd
 }
@@ -156,7 +156,7 @@ func (a *app) jobsCmd() *cobra.Command {
 	var since string
 	cmd := a.listCmd("jobs", "List recent jobs, newest first", func(cmd *cobra.Command, c *client.Conn) (output.Table, any, error) {
 		if since != "" {
-			t, err := parseSince(since, time.Now())
+			t, err := parseTime("--since", since, time.Now(), time.Local)
 			if err != nil {
 				return output.Table{}, nil, usageError{err}
 			}
@@ -183,17 +183,18 @@ token lists that server's jobs; an admin's anyone's.`
 	return cmd
 }
 
-// parseSince reads --since: a duration before now, or a date or time.
-func parseSince(s string, now time.Time) (time.Time, error) {
+// parseTime reads a time flag: a duration before now, or a date or time
+// in loc unless it names its offset (RFC 3339).
+func parseTime(flag, s string, now time.Time, loc *time.Location) (time.Time, error) {
 	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
 		return now.Add(-d), nil
 	}
 	for _, layout := range []string{time.RFC3339, "2006-01-02T15:04", "2006-01-02 15:04", time.DateOnly} {
-		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
+		if t, err := time.ParseInLocation(layout, s, loc); err == nil {
 			return t, nil
 		}
 	}
-	return time.Time{}, fmt.Errorf("--since %q: give a duration ago (24h, 90m) or a date (2026-12-01, 2026-12-01T15:04)", s)
+	return time.Time{}, fmt.Errorf("%s %q: give a duration ago (24h, 90m) or a date (2026-12-01, 2026-12-01T15:04)", flag, s)
 }
 
 // queueReason says where a job of hac queue stands, as squeue's REASON.

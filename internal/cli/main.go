@@ -181,6 +181,6 @@ func (a *app) rootCmd() *cobra.Command {
 	defer markUsageErrors(root)
 	defer addExamples(root)
 	root.AddCommand(a.serveCmd(), a.agentCmd(), a.nodeCmd(), a.runCmd(), a.envCmd(), a.smiCmd(), a.switchModelCmd(), a.serverCmd(),
-		a.jobCmd(), a.logsCmd(), a.attachCmd(), a.fetchCmd(), a.cancelCmd(), a.keypairCmd(), a.portForwardCmd(), a.firewallCmd(), a.nodesCmd(), a.jobsCmd(), a.queueCmd(), a.userCmd(), a.imageCmd(), a.referenceModelCmd(), a.versionCmd())
+		a.jobCmd(), a.logsCmd(), a.attachCmd(), a.fetchCmd(), a.cancelCmd(), a.keypairCmd(), a.portForwardCmd(), a.firewallCmd(), a.nodesCmd(), a.jobsCmd(), a.queueCmd(), a.userCmd(), a.priceCmd(), a.usageCmd(), a.invoiceCmd(), a.imageCmd(), a.referenceModelCmd(), a.versionCmd())
 	return root
 }

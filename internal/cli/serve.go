@@ -17,6 +17,7 @@ import (
 	"github.com/hac-project/hac/internal/agent"
 	"github.com/hac-project/hac/internal/controlplane"
 	"github.com/hac-project/hac/internal/gpu"
+	"github.com/hac-project/hac/internal/meter"
 	"github.com/hac-project/hac/internal/store"
 	"github.com/hac-project/hac/internal/token"
 	"github.com/hac-project/hac/internal/vm"
@@ -38,7 +39,7 @@ func defaultDataDir(getenv func(string) string, sub string) string {
 func (a *app) serveCmd() *cobra.Command {
 	cfg := controlplane.DefaultConfig()
 	var dev, fastCommit bool
-	var gpus, agentListen, dataDir, servers, publicPorts string
+	var gpus, agentListen, dataDir, servers, publicPorts, currency string
 	netCfg := local.DefaultConfig("")
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -60,6 +61,13 @@ named "dev", and writes the client config, so that hac run works at once.`,
 			}
 			if fastCommit {
 				cfg.Durability = store.Normal
+			}
+			if currency != "" {
+				cur, err := meter.LookupCurrency(currency)
+				if err != nil {
+					return usageError{fmt.Errorf("--currency: %w", err)}
+				}
+				cfg.Currency = cur
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 			if _, err := fmt.Sscanf(publicPorts, "%d-%d", &cfg.PublicPorts[0], &cfg.PublicPorts[1]); err != nil {
@@ -103,6 +111,7 @@ named "dev", and writes the client config, so that hac run works at once.`,
 	f.StringVar(&netCfg.PublicAddress, "public-address", netCfg.PublicAddress, "the address port forwards listen on")
 	f.StringVar(&netCfg.Table, "server-table", netCfg.Table, "--servers local: the nftables table (family ip) hac owns for forwards and firewall")
 	f.StringVar(&netCfg.ImageCache, "image-cache", "", "--servers local: a folder that keeps the downloaded debian-12 base for the next build on this machine")
+	f.StringVar(&currency, "currency", "", "what prices and charges are counted in, chosen once at the first start: USD (the default), EUR, GBP, KRW, JPY, CNY or INR")
 	f.StringVar(&publicPorts, "public-ports", "10000-19999", "the range of public ports forwards may use")
 	f.IntVar(&cfg.Quotas.WaitingJobs, "max-waiting-jobs", cfg.Quotas.WaitingJobs, "runs one user may have waiting at once (0: no bound)")
 	f.IntVar(&cfg.Quotas.Servers, "max-servers", cfg.Quotas.Servers, "servers one user may have (0: no bound)")

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,29 @@ import (
 	"github.com/hac-project/hac/internal/meter"
 	"github.com/hac-project/hac/internal/store"
 )
+
+// settleCurrency is the currency of the database's amounts: chosen at
+// the first start (cur, or meter.DefaultCurrency when cur has no code)
+// and kept, as prices are stored in its minor units. Another one later is
+// refused.
+func settleCurrency(ctx context.Context, st *store.Store, cur meter.Currency) (meter.Currency, error) {
+	var kept string
+	err := st.Update(ctx, func(tx *store.Tx) error {
+		var err error
+		if kept, err = tx.Setting("currency"); errors.Is(err, store.ErrNotFound) {
+			kept = cmp.Or(cur.Code, meter.DefaultCurrency.Code)
+			return tx.SetSetting("currency", kept)
+		}
+		return err
+	})
+	if err != nil {
+		return cur, fmt.Errorf("controlplane: currency: %w", err)
+	}
+	if cur.Code != "" && cur.Code != kept {
+		return cur, fmt.Errorf("controlplane: this control plane counts money in %s, and its prices are stored in %s's minor units: start it with --currency %s (or none)", kept, kept, kept)
+	}
+	return meter.LookupCurrency(kept)
+}
 
 // billingService implements hacv1connect.BillingServiceHandler: prices,
 // usage and invoices from the meter (store/meter.go, package meter).

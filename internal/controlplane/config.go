@@ -46,8 +46,9 @@ type Config struct {
 	ConnLimits guard.Limits
 	// Quotas bound what one user may hold; an operator raises them.
 	Quotas Quotas
-	// Currency is what prices and charges are counted in; set it once, as
-	// stored amounts are its minor units.
+	// Currency is what prices and charges are counted in: chosen at the
+	// first start (meter.DefaultCurrency when it has no code) and kept,
+	// as stored amounts are its minor units.
 	Currency meter.Currency
 	// TLS is where the API's certificate comes from.
 	TLS    TLSConfig
@@ -72,7 +73,6 @@ func DefaultConfig() Config {
 		PublicPorts:       [2]int{10000, 19999},
 		ConnLimits:        guard.DefaultLimits,
 		Quotas:            DefaultQuotas,
-		Currency:          meter.DefaultCurrency,
 		Logger:            slog.Default(),
 		Now:               time.Now,
 	}
@@ -113,8 +113,6 @@ func (c Config) Validate() error {
 		return fmt.Errorf("controlplane: public port range %d-%d: want 1 <= low <= high <= 65535", c.PublicPorts[0], c.PublicPorts[1])
 	case c.Quotas.WaitingJobs < 0 || c.Quotas.Servers < 0 || c.Quotas.PortForwards < 0:
 		return errors.New("controlplane: quotas must not be negative (0 means no bound)")
-	case c.Currency.Code == "":
-		return errors.New("controlplane: no currency: start from DefaultConfig")
 	case c.Logger == nil || c.Now == nil:
 		return errors.New("controlplane: Logger and Now must be set (start from DefaultConfig)")
 	}

@@ -55,6 +55,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Currency, err = settleCurrency(ctx, st, cfg.Currency); err != nil {
+		st.Close()
+		return nil, err
+	}
 	obs := newObserver()
 	st.ObserveCommits(obs.commit)
 	b, err := newBroker(ctx, cfg, st, obs)

@@ -322,3 +322,19 @@ func (t *Tx) OpenRecords(userID int64, to time.Time) ([]OpenRecord, error) {
 	}
 	return out, nil
 }
+
+// Setting returns a setting's value, or ErrNotFound.
+func (t *Tx) Setting(name string) (string, error) {
+	var v string
+	err := t.queryRow(`SELECT value FROM settings WHERE name = ?`, name).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	return v, err
+}
+
+// SetSetting records a setting.
+func (t *Tx) SetSetting(name, value string) error {
+	_, err := t.exec(`INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value`, name, value)
+	return err
+}

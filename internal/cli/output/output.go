@@ -5,6 +5,7 @@
 package output
 
 import (
+	"encoding/csv"
 	"fmt"
 	"io"
 	"slices"
@@ -17,7 +18,7 @@ import (
 )
 
 // Formats are the accepted -o values.
-var Formats = []string{"table", "wide", "json", "yaml"}
+var Formats = []string{"table", "wide", "json", "yaml", "csv"}
 
 // Table is a listing: a header and rows of cells. Columns named in Wide
 // show with -o wide only.
@@ -42,6 +43,8 @@ func Write(w io.Writer, format string, t Table, data any) error {
 		return writeTable(w, t.narrow())
 	case "wide":
 		return writeTable(w, t)
+	case "csv":
+		return writeCSV(w, t)
 	case "json":
 		return WriteJSON(w, data)
 	case "yaml":
@@ -52,6 +55,43 @@ func Write(w io.Writer, format string, t Table, data any) error {
 		return writeYAML(w, v)
 	}
 	return CheckFormat(format)
+}
+
+// writeCSV writes t whole, wide columns included, as RFC 4180 CSV. A cell
+// that a spreadsheet would run as a formula (it starts with =, +, -, @, a
+// tab or a carriage return: a tenant can name a server so) is prefixed
+// with a quote, as OWASP advises, and control characters are escaped as
+// in tables.
+func writeCSV(w io.Writer, t Table) error {
+	cw := csv.NewWriter(w)
+	cells := func(row []string) []string {
+		out := make([]string, len(row))
+		for i, c := range row {
+			c = Clean(c)
+			if c != "" && strings.ContainsRune("=+-@\t\r", rune(c[0])) && !isNumber(c) {
+				c = "'" + c
+			}
+			out[i] = c
+		}
+		return out
+	}
+	if err := cw.Write(cells(t.Header)); err != nil {
+		return err
+	}
+	for _, r := range t.Rows {
+		if err := cw.Write(cells(r)); err != nil {
+			return err
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// isNumber reports whether s is a plain decimal number, which a CSV cell
+// keeps as it is even with a sign.
+func isNumber(s string) bool {
+	_, err := strconv.ParseFloat(s, 64)
+	return err == nil && !strings.ContainsAny(s, "eEnNiIxXpP")
 }
 
 // WriteJSON writes v as indented JSON: API messages as FromProto says.
@@ -176,6 +216,13 @@ type Detail [][2]string
 
 // WriteDetail renders d as text, or data as JSON or YAML, by format.
 func WriteDetail(w io.Writer, format string, d Detail, data any) error {
+	if format == "csv" {
+		t := Table{Header: []string{"FIELD", "VALUE"}}
+		for _, kv := range d {
+			t.Rows = append(t.Rows, []string{kv[0], kv[1]})
+		}
+		return writeCSV(w, t)
+	}
 	if format != "table" && format != "wide" && format != "" {
 		return Write(w, format, Table{}, data)
 	}

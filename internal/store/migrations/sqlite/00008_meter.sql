@@ -50,6 +50,13 @@ CREATE TABLE prices (
     PRIMARY KEY (price_kind, item, effective_from)
 );
 
+-- settings are the control plane's own choices that must outlive a
+-- restart (the currency its amounts are counted in).
+CREATE TABLE settings (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
 -- Servers that exist now are metered from now on.
 INSERT INTO meter_records (price_kind, user_id, server_id, item, start_ms)
     SELECT CASE state WHEN 'stopped' THEN 'stopped-server' ELSE 'server' END, user_id, id, server_type,
@@ -57,6 +64,7 @@ INSERT INTO meter_records (price_kind, user_id, server_id, item, start_ms)
     FROM servers WHERE kind = 'vm' AND state IN ('running', 'stopped');
 
 -- +goose Down
+DROP TABLE settings;
 DROP TABLE prices;
 DROP TABLE meter_hours;
 DROP TABLE meter_records;
