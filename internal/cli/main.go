@@ -108,7 +108,13 @@ func isUsageError(err error) bool {
 // markUsageErrors makes every flag and argument error of cmd's tree a
 // usageError, so that Main tells them apart by type.
 func markUsageErrors(cmd *cobra.Command) {
-	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		var digit rune
+		if _, scanErr := fmt.Sscanf(err.Error(), "unknown shorthand flag: '%c'", &digit); scanErr == nil && digit >= '0' && digit <= '9' {
+			return usageError{fmt.Errorf("-%c...: a negative number is not an argument hac takes (prices, counts and sizes are 0 or more)", digit)}
+		}
+		return usageError{err}
+	})
 	if !cmd.Runnable() && cmd.HasSubCommands() {
 		// A group: alone it shows its help; with a word it does not know,
 		// that word is a usage error.

@@ -2,14 +2,17 @@ package controlplane
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/hac-project/hac/internal/meter"
 	"github.com/hac-project/hac/internal/store"
 )
 
@@ -21,6 +24,11 @@ type observer struct {
 	group    prometheus.Histogram
 	started  prometheus.Counter
 	ended    *prometheus.CounterVec // by final state
+	// The meter, as records close: held time by kind, item and whether
+	// it is charged; GPU time by model; charges by kind.
+	metered *prometheus.CounterVec
+	gpus    *prometheus.CounterVec
+	charges *prometheus.CounterVec
 }
 
 func newObserver() *observer {
@@ -42,11 +50,35 @@ func newObserver() *observer {
 		}),
 		started: prometheus.NewCounter(prometheus.CounterOpts{Name: "hac_jobs_started_total", Help: "Jobs granted the pool."}),
 		ended:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hac_jobs_ended_total", Help: "Jobs ended, by final state; with hac_jobs_started_total, the queue's drain rate."}, []string{"state"}),
+		metered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hac_metered_seconds_total",
+			Help: "Metered time of closed records, by price kind (model, server, stopped-server), item and whether it is charged (runs an infrastructure fault ended are not)."},
+			[]string{"kind", "item", "charged"}),
+		gpus: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hac_held_gpu_seconds_total",
+			Help: "GPU time jobs held, by accelerator model: held time times GPUs, counted when the job ends."}, []string{"model"}),
+		charges: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hac_charges_total",
+			Help: "Charges of closed records in the currency's major units (not rounded: statements round per line), by price kind; a fault its node reports late is not taken back here."},
+			[]string{"kind", "currency"}),
+	}
+}
+
+// meter is a store meter observer: it counts what each commit closed.
+func (o *observer) meter(cur meter.Currency) func([]store.Metered) {
+	major := math.Pow10(cur.Digits)
+	return func(ms []store.Metered) {
+		for _, m := range ms {
+			o.metered.WithLabelValues(string(m.Kind), m.Item, strconv.FormatBool(m.Charged)).Add(float64(m.HeldMS) / 1000)
+			if m.Kind == meter.KindModel {
+				o.gpus.WithLabelValues(m.Item).Add(float64(m.GPUMS) / 1000)
+			}
+			if m.Charged {
+				o.charges.WithLabelValues(string(m.Kind), cur.Code).Add(float64(m.HeldMS) * float64(m.PerHour) / 3.6e6 / major)
+			}
+		}
 	}
 }
 
 func (o *observer) register(reg *prometheus.Registry) {
-	reg.MustRegister(o.requests, o.commits, o.group, o.started, o.ended,
+	reg.MustRegister(o.requests, o.commits, o.group, o.started, o.ended, o.metered, o.gpus, o.charges,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }
 

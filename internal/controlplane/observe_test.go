@@ -50,6 +50,7 @@ func TestObservability(t *testing.T) {
 		`hac_api_request_duration_seconds_count{code="ok",procedure="/hac.v1.AcceleratorService/Release"} 1`,
 		"hac_store_commit_seconds_count", "hac_store_commit_changes_bucket",
 		"hac_jobs_started_total 1", `hac_jobs_ended_total{state="completed"} 1`,
+		`hac_metered_seconds_total{charged="true",item="small.16gb",kind="model"}`, `hac_held_gpu_seconds_total{model="small.16gb"}`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("/metrics lacks %s", want)

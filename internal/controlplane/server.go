@@ -61,6 +61,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	obs := newObserver()
 	st.ObserveCommits(obs.commit)
+	st.ObserveMeter(obs.meter(cfg.Currency))
 	b, err := newBroker(ctx, cfg, st, obs)
 	if err != nil {
 		st.Close()

@@ -73,6 +73,21 @@ func (t *Tx) closeRecord(r meterRecord, at time.Time, fault string) error {
 	return t.addHours(r, end, fault == "", 1)
 }
 
+// Metered is a piece of a closed meter record: time of one item at one
+// price.
+type Metered struct {
+	Kind    meter.Kind
+	Item    string
+	PerHour int64
+	Charged bool
+	HeldMS  int64
+	GPUMS   int64
+}
+
+// ObserveMeter sets what is told, after each commit, of the meter pieces
+// it closed (for counters); call it before any write.
+func (s *Store) ObserveMeter(fn func([]Metered)) { s.metered = fn }
+
 // addHours adds (sign 1) or takes back (sign -1) the hours of record r,
 // held until endMS, as charged or not.
 func (t *Tx) addHours(r meterRecord, endMS int64, charged bool, sign int64) error {
@@ -87,6 +102,9 @@ func (t *Tx) addHours(r meterRecord, endMS int64, charged bool, sign int64) erro
 			DO UPDATE SET held_ms = held_ms + excluded.held_ms, gpu_ms = gpu_ms + excluded.gpu_ms`,
 			p.Hour.UnixMilli(), r.userID, r.serverID, r.kind, r.item, p.PerHour, charged, sign*p.HeldMS, sign*p.HeldMS*r.gpus); err != nil {
 			return fmt.Errorf("store: meter hours: %w", err)
+		}
+		if sign > 0 {
+			t.metered = append(t.metered, Metered{Kind: r.kind, Item: r.item, PerHour: p.PerHour, Charged: charged, HeldMS: p.HeldMS, GPUMS: p.HeldMS * r.gpus})
 		}
 	}
 	return nil
@@ -115,7 +133,11 @@ func (t *Tx) MarkJobFault(id int64, node, fault string, notBefore time.Time) (bo
 	if err := t.addHours(r, end, true, -1); err != nil {
 		return false, err
 	}
-	return true, t.addHours(r, end, false, 1)
+	// The counters heard of this time at its close: not again.
+	told := len(t.metered)
+	err = t.addHours(r, end, false, 1)
+	t.metered = t.metered[:told]
+	return err == nil, err
 }
 
 // serverPriceKind is the price a server pays in a state; ok is false for

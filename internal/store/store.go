@@ -35,6 +35,8 @@ type Store struct {
 	// accounts counts commits that wrote tokens, users or servers.
 	accounts atomic.Uint64
 	group    group
+	// metered is told of the meter's pieces each commit closed.
+	metered func([]Metered)
 }
 
 // Durability says how hard a commit is pushed to disk.
@@ -122,6 +124,8 @@ type Tx struct {
 	stmts *statements
 	// accounts: a write touched tokens, users or servers.
 	accounts bool
+	// metered: the pieces of the meter records the transaction closed.
+	metered []Metered
 }
 
 // Update runs fn in one transaction and commits it if fn returns nil.
@@ -144,6 +148,9 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 		err = fmt.Errorf("store: commit: %w", err)
 	}
 	ended = true
+	if err == nil && len(t.metered) > 0 && s.metered != nil {
+		s.metered(t.metered)
+	}
 	if t.accounts {
 		// Even after a failed commit: what it wrote may have reached the
 		// disk, and a needless flush of a cache costs little.
