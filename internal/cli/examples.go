@@ -21,6 +21,7 @@ var examples = map[string]string{
 	"hac node drain":           "hac node drain gpu1            # no new jobs; running ones go on\nhac node drain gpu1 --resume",
 	"hac node remove":          "hac node remove gpu1",
 	"hac nodes":                "hac nodes\nhac nodes -o json | jq '.nodes[] | {name, state}'",
+	"hac price list":           "hac price list\nhac price list -o wide    # who set each price, and when",
 	"hac port-forward add":     "hac port-forward add web1 --private-port 22 --public-port 10022\nhac port-forward add web1 --private-port 8888      # a free public port is chosen",
 	"hac port-forward delete":  "hac port-forward delete 2",
 	"hac port-forward list":    "hac port-forward list",

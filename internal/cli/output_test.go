@@ -75,6 +75,9 @@ func TestOutputDocumented(t *testing.T) {
 		{"hac firewall list", &hacv1.ListFirewallRulesResponse{}},
 		{"hac reference-model list", &hacv1.ListReferenceModelsResponse{}},
 		{"hac smi", &hacv1.GetAcceleratorResponse{}},
+		{"hac price list", &hacv1.ListPricesResponse{}},
+		{"hac usage", &hacv1.GetUsageResponse{}},
+		{"hac invoice", &hacv1.GetInvoiceResponse{}},
 	}
 	const doc = "../../docs/output.md"
 	raw, err := os.ReadFile(doc)

@@ -59,7 +59,8 @@ func Write(w io.Writer, format string, t Table, data any) error {
 
 // writeCSV writes t whole, wide columns included, as RFC 4180 CSV. A cell
 // that a spreadsheet would run as a formula (it starts with =, +, -, @, a
-// tab or a carriage return: a tenant can name a server so) is prefixed
+// tab or a carriage return: a tenant can name a server so) and is more
+// than a lone "-" (no value) is prefixed
 // with a quote, as OWASP advises, and control characters are escaped as
 // in tables.
 func writeCSV(w io.Writer, t Table) error {
@@ -68,7 +69,7 @@ func writeCSV(w io.Writer, t Table) error {
 		out := make([]string, len(row))
 		for i, c := range row {
 			c = Clean(c)
-			if c != "" && strings.ContainsRune("=+-@\t\r", rune(c[0])) && !isNumber(c) {
+			if len(c) > 1 && strings.ContainsRune("=+-@\t\r", rune(c[0])) && !isNumber(c) {
 				c = "'" + c
 			}
 			out[i] = c

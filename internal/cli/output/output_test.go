@@ -2,6 +2,7 @@ package output
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 )
 
@@ -35,5 +36,19 @@ func TestTableCleansAndAligns(t *testing.T) {
 	}
 	if Width("학습") != 4 || Clean("plain") != "plain" {
 		t.Errorf("Width(학습) = %d, Clean(plain) = %q", Width("학습"), Clean("plain"))
+	}
+}
+
+// TestCSVDisarmsFormulas: a cell a spreadsheet would run (a tenant's
+// server named =HYPERLINK(...)) is quoted; numbers and "-" are kept.
+func TestCSVDisarmsFormulas(t *testing.T) {
+	var b strings.Builder
+	tab := Table{Header: []string{"A", "B", "C", "D", "E"}, Rows: [][]string{{"=HYPERLINK(\"http://x\")", "+1+1", "-12.50", "-", "@SUM(A1)"}}, Wide: []string{"E"}}
+	if err := Write(&b, "csv", tab, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := "A,B,C,D,E\n\"'=HYPERLINK(\"\"http://x\"\")\",'+1+1,-12.50,-,'@SUM(A1)\n"
+	if b.String() != want {
+		t.Fatalf("csv:\n%s\nwant:\n%s", b.String(), want)
 	}
 }

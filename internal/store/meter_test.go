@@ -1,0 +1,225 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hac-project/hac/internal/meter"
+)
+
+// TestServersAreMeteredByState: a server made by hac is metered at the
+// running price while it runs, at the stopped price while stopped, not
+// while it is being made, failed or deleted; a registered one never.
+func TestServersAreMeteredByState(t *testing.T) {
+	s := open(t, Normal)
+	ctx := context.Background()
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	var vmID int64
+	err := s.Update(ctx, func(tx *Tx) error {
+		uid, err := tx.CreateUser("alice", false, t0)
+		if err != nil {
+			return err
+		}
+		for _, p := range []meter.Price{{Kind: meter.KindServer, Item: "standard.2x4", PerHour: 100, From: t0}, {Kind: meter.KindStoppedServer, Item: "standard.2x4", PerHour: 10, From: t0}} {
+			if err := tx.SetPrice(p, t0, uid); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.CreateServer(Server{UserID: uid, Name: "mine", Model: "small.16gb", AcceleratorToken: "t1", CreatedAt: t0, Type: "standard.2x4"}); err != nil {
+			return err
+		}
+		vmID, err = tx.CreateServer(Server{UserID: uid, Name: "vm", Model: "small.16gb", AcceleratorToken: "t2", CreatedAt: t0, Kind: KindVM, State: ServerCreating, Type: "standard.2x4"})
+		if err != nil {
+			return err
+		}
+		steps := []struct {
+			state ServerState
+			after time.Duration
+		}{{ServerRunning, time.Minute}, {ServerRunning, time.Hour}, {ServerStopped, 2 * time.Hour}, {ServerError, 3 * time.Hour}, {ServerRunning, 4 * time.Hour}}
+		for _, st := range steps {
+			if err := tx.SetServerState(vmID, st.state, "", t0.Add(st.after)); err != nil {
+				return err
+			}
+		}
+		return tx.MarkServerDeleted(vmID, t0.Add(4*time.Hour+30*time.Minute))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var us []meter.Usage
+	s.View(ctx, func(tx *Tx) (err error) {
+		us, err = tx.Usage(UsageFilter{From: t0, To: t0.Add(24 * time.Hour)})
+		return err
+	})
+	inv := meter.MakeInvoice("alice", "2026-12", true, us)
+	// Running from 10:01 to 12:00 (1:59) and 14:00 to 14:30; stopped
+	// 12:00 to 13:00; free while created, failed, deleted.
+	want := map[meter.Kind]int64{meter.KindServer: (119 + 30) * 60_000, meter.KindStoppedServer: 60 * 60_000}
+	got := map[meter.Kind]int64{}
+	for _, l := range inv.Lines {
+		got[l.Kind] += l.HeldMS
+		if l.Server != "vm (deleted #"+strconv.FormatInt(vmID, 10)+")" {
+			t.Errorf("line of server %q", l.Server)
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("metered %v, want %v", got, want)
+	}
+	if inv.Total != 149*100/60+10+0 { // 248.33 rounds to 248; 10
+		t.Fatalf("total %d: %+v", inv.Total, inv.Lines)
+	}
+}
+
+// A million intervals for BenchmarkUsage, made once per run.
+var (
+	millionOnce sync.Once
+	millionDB   *Store
+	millionErr  error
+)
+
+const benchUsers, benchServersPerUser, benchIntervals = 100, 2, 1_000_000
+
+// millionIntervals is a store of 100 users with 2 servers each, whose jobs
+// held 1,000,000 intervals over 2026 (1 minute to 2 hours each, about
+// half the servers' time), priced at two models with a change in July.
+func millionIntervals(b *testing.B) *Store {
+	millionOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "hac-meter-bench")
+		if err != nil {
+			millionErr = err
+			return
+		}
+		s, err := OpenSQLite(context.Background(), filepath.Join(dir, "hac.db"), Normal)
+		if err != nil {
+			millionErr = err
+			return
+		}
+		millionDB = s
+		year := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		r := rand.New(rand.NewPCG(1, 2))
+		var servers []meterRecord
+		millionErr = s.Update(context.Background(), func(tx *Tx) error {
+			for u := range benchUsers {
+				uid, err := tx.CreateUser(fmt.Sprintf("user%d", u), false, year)
+				if err != nil {
+					return err
+				}
+				for k := range benchServersPerUser {
+					model := []string{"small.16gb", "xlarge.96gb"}[k]
+					id, err := tx.CreateServer(Server{UserID: uid, Name: fmt.Sprintf("s%d", k), Model: model, AcceleratorToken: fmt.Sprintf("t%d-%d", u, k), CreatedAt: year})
+					if err != nil {
+						return err
+					}
+					servers = append(servers, meterRecord{userID: uid, serverID: id, kind: meter.KindModel, item: model, gpus: int64(1 + k)})
+				}
+			}
+			for _, p := range []meter.Price{{meter.KindModel, "small.16gb", 120, year}, {meter.KindModel, "xlarge.96gb", 720, year},
+				{meter.KindModel, "small.16gb", 150, year.AddDate(0, 6, 0)}} {
+				if err := tx.SetPrice(p, year, 1); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		per := benchIntervals / len(servers)
+		step := int64(365*24*time.Hour/time.Millisecond) / int64(per)
+		for batch := 0; batch < per && millionErr == nil; batch += 1000 {
+			millionErr = s.Update(context.Background(), func(tx *Tx) error {
+				for i := batch; i < min(batch+1000, per); i++ {
+					for _, srv := range servers {
+						start := year.UnixMilli() + int64(i)*step + r.Int64N(step/4)
+						end := start + 60_000 + r.Int64N(min(step/2, 2*3_600_000))
+						res, err := tx.exec(`INSERT INTO meter_records (price_kind, user_id, server_id, item, start_ms, gpus) VALUES (?, ?, ?, ?, ?, ?)`,
+							srv.kind, srv.userID, srv.serverID, srv.item, start, srv.gpus)
+						if err != nil {
+							return err
+						}
+						rec := srv
+						rec.id, _ = res.LastInsertId()
+						rec.startMS = start
+						fault := ""
+						if r.IntN(50) == 0 {
+							fault = "node lost"
+						}
+						if err := tx.closeRecord(rec, time.UnixMilli(end), fault); err != nil {
+							return err
+						}
+					}
+				}
+				return nil
+			})
+		}
+	})
+	if millionErr != nil {
+		b.Fatal(millionErr)
+	}
+	return millionDB
+}
+
+// BenchmarkUsage is hac usage over 1,000,000 recorded intervals (SPEC P4
+// goal: under 1 s): what GetUsage does, the store's query and the report,
+// for an admin's and a user's common questions. The baseline reads the
+// intervals' times alone, the least a report from the raw records would
+// cost.
+func BenchmarkUsage(b *testing.B) {
+	s := millionIntervals(b)
+	year := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	nov := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name string
+		f    UsageFilter
+		by   meter.By
+	}{
+		{"admin-month-by-day", UsageFilter{From: nov, To: nov.AddDate(0, 1, 0), Per: 24 * time.Hour}, meter.ByDay},
+		{"admin-year-by-user", UsageFilter{From: year, To: year.AddDate(1, 0, 0)}, meter.ByUser},
+		{"admin-year-by-month", UsageFilter{From: year, To: year.AddDate(1, 0, 0), Per: 24 * time.Hour}, meter.ByMonth},
+		{"user-year-by-hour", UsageFilter{UserID: 7, From: year, To: year.AddDate(1, 0, 0), Per: time.Hour}, meter.ByHour},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				err := s.View(context.Background(), func(tx *Tx) error {
+					us, err := tx.Usage(c.f)
+					if err == nil && len(meter.Report(us, c.by)) == 0 {
+						err = fmt.Errorf("an empty report")
+					}
+					return err
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	b.Run("baseline-read-every-interval", func(b *testing.B) {
+		for b.Loop() {
+			err := s.View(context.Background(), func(tx *Tx) error {
+				rows, err := tx.query(`SELECT start_ms, end_ms FROM meter_records`)
+				if err != nil {
+					return err
+				}
+				defer rows.Close()
+				var n, a, e int64
+				for rows.Next() {
+					if err := rows.Scan(&a, &e); err != nil {
+						return err
+					}
+					n++
+				}
+				if n < benchIntervals {
+					return fmt.Errorf("%d intervals", n)
+				}
+				return rows.Err()
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
