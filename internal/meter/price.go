@@ -100,3 +100,24 @@ func Split(startMS, endMS int64, s Schedule) []Piece {
 	}
 	return out
 }
+
+// SumByDay sums pieces (in time order, as Split gives them) by UTC day and
+// price: the Hour of each is its day's start.
+func SumByDay(pieces []Piece) []Piece {
+	var out []Piece
+	for _, p := range pieces {
+		p.Hour = p.Hour.Truncate(24 * time.Hour)
+		found := false
+		for i := range out {
+			if out[i].Hour.Equal(p.Hour) && out[i].PerHour == p.PerHour {
+				out[i].HeldMS += p.HeldMS
+				found = true
+				break
+			}
+		}
+		if !found {
+			out = append(out, p)
+		}
+	}
+	return out
+}

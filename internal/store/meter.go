@@ -95,17 +95,32 @@ func (t *Tx) addHours(r meterRecord, endMS int64, charged bool, sign int64) erro
 	if err != nil {
 		return err
 	}
-	for _, p := range meter.Split(r.startMS, endMS, s) {
-		if _, err := t.exec(`INSERT INTO meter_hours (hour_ms, user_id, server_id, price_kind, item, per_hour, charged, held_ms, gpu_ms)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (hour_ms, user_id, server_id, price_kind, item, per_hour, charged)
-			DO UPDATE SET held_ms = held_ms + excluded.held_ms, gpu_ms = gpu_ms + excluded.gpu_ms`,
-			p.Hour.UnixMilli(), r.userID, r.serverID, r.kind, r.item, p.PerHour, charged, sign*p.HeldMS, sign*p.HeldMS*r.gpus); err != nil {
-			return fmt.Errorf("store: meter hours: %w", err)
+	pieces := meter.Split(r.startMS, endMS, s)
+	for _, p := range pieces {
+		if err := t.addTo("meter_hours", "hour_ms", r, p, charged, sign); err != nil {
+			return err
 		}
 		if sign > 0 {
 			t.metered = append(t.metered, Metered{Kind: r.kind, Item: r.item, PerHour: p.PerHour, Charged: charged, HeldMS: p.HeldMS, GPUMS: p.HeldMS * r.gpus})
 		}
+	}
+	for _, p := range meter.SumByDay(pieces) {
+		if err := t.addTo("meter_days", "day_ms", r, p, charged, sign); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addTo adds piece p of record r to a table of sums (meter_hours or
+// meter_days), under its period's start.
+func (t *Tx) addTo(table, period string, r meterRecord, p meter.Piece, charged bool, sign int64) error {
+	if _, err := t.exec(`INSERT INTO `+table+` (`+period+`, user_id, server_id, price_kind, item, per_hour, charged, held_ms, gpu_ms)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (`+period+`, user_id, server_id, price_kind, item, per_hour, charged)
+		DO UPDATE SET held_ms = held_ms + excluded.held_ms, gpu_ms = gpu_ms + excluded.gpu_ms`,
+		p.Hour.UnixMilli(), r.userID, r.serverID, r.kind, r.item, p.PerHour, charged, sign*p.HeldMS, sign*p.HeldMS*r.gpus); err != nil {
+		return fmt.Errorf("store: %s: %w", table, err)
 	}
 	return nil
 }
@@ -251,22 +266,51 @@ type UsageFilter struct {
 }
 
 // Usage returns the closed records' time that f selects, summed per
-// f.Per (the Hour of each sum is its period's start).
+// f.Per (the Hour of each sum is its period's start). Whole days come from
+// meter_days unless f.Per is an hour, the rest from meter_hours.
 func (t *Tx) Usage(f UsageFilter) ([]meter.Usage, error) {
-	period := "0"
+	const day = 24 * time.Hour
+	firstDay := f.From.Truncate(day)
+	if firstDay.Before(f.From) {
+		firstDay = firstDay.Add(day)
+	}
+	lastDay := f.To.Truncate(day)
+	if f.Per == time.Hour || !firstDay.Before(lastDay) {
+		return t.usageIn("meter_hours", "hour_ms", f.From, f.To, f)
+	}
+	var out []meter.Usage
+	for _, part := range []struct {
+		table, period string
+		from, to      time.Time
+	}{{"meter_hours", "hour_ms", f.From, firstDay}, {"meter_days", "day_ms", firstDay, lastDay}, {"meter_hours", "hour_ms", lastDay, f.To}} {
+		if !part.from.Before(part.to) {
+			continue
+		}
+		us, err := t.usageIn(part.table, part.period, part.from, part.to, f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, us...)
+	}
+	return out, nil
+}
+
+// usageIn sums one table's rows in [from, to) as f says.
+func (t *Tx) usageIn(table, period string, from, to time.Time, f UsageFilter) ([]meter.Usage, error) {
+	group := "0"
 	switch f.Per {
 	case time.Hour:
-		period = "h.hour_ms"
+		group = "h." + period
 	case 24 * time.Hour:
-		period = "h.hour_ms - h.hour_ms % 86400000"
+		group = "h." + period + " - h." + period + " % 86400000"
 	}
-	rows, err := t.queryOnce(`SELECT `+period+` AS period, u.name, s.name, s.state, h.server_id, h.price_kind, h.item, h.per_hour, h.charged,
+	rows, err := t.queryOnce(`SELECT `+group+` AS period, u.name, s.name, s.state, h.server_id, h.price_kind, h.item, h.per_hour, h.charged,
 		SUM(h.held_ms), SUM(h.gpu_ms)
-		FROM meter_hours h JOIN users u ON u.id = h.user_id JOIN servers s ON s.id = h.server_id
-		WHERE h.hour_ms >= ? AND h.hour_ms < ? AND (? = 0 OR h.user_id = ?)
+		FROM `+table+` h JOIN users u ON u.id = h.user_id JOIN servers s ON s.id = h.server_id
+		WHERE h.`+period+` >= ? AND h.`+period+` < ? AND (? = 0 OR h.user_id = ?)
 		GROUP BY period, h.user_id, h.server_id, h.price_kind, h.item, h.per_hour, h.charged
 		HAVING SUM(h.held_ms) != 0`,
-		meter.Millis(f.From), meter.Millis(f.To), f.UserID, f.UserID)
+		meter.Millis(from), meter.Millis(to), f.UserID, f.UserID)
 	if err != nil {
 		return nil, err
 	}
@@ -274,12 +318,12 @@ func (t *Tx) Usage(f UsageFilter) ([]meter.Usage, error) {
 	var out []meter.Usage
 	for rows.Next() {
 		var u meter.Usage
-		var hour, serverID int64
+		var at, serverID int64
 		var state ServerState
-		if err := rows.Scan(&hour, &u.User, &u.Server, &state, &serverID, &u.Kind, &u.Item, &u.PerHour, &u.Charged, &u.HeldMS, &u.GPUMS); err != nil {
+		if err := rows.Scan(&at, &u.User, &u.Server, &state, &serverID, &u.Kind, &u.Item, &u.PerHour, &u.Charged, &u.HeldMS, &u.GPUMS); err != nil {
 			return nil, err
 		}
-		u.Hour, u.Server = time.UnixMilli(hour).UTC(), shownServerName(u.Server, state, serverID)
+		u.Hour, u.Server = time.UnixMilli(at).UTC(), shownServerName(u.Server, state, serverID)
 		out = append(out, u)
 	}
 	return out, rows.Err()

@@ -120,8 +120,9 @@ func millionIntervals(b *testing.B) *Store {
 					servers = append(servers, meterRecord{userID: uid, serverID: id, kind: meter.KindModel, item: model, gpus: int64(1 + k)})
 				}
 			}
-			for _, p := range []meter.Price{{meter.KindModel, "small.16gb", 120, year}, {meter.KindModel, "xlarge.96gb", 720, year},
-				{meter.KindModel, "small.16gb", 150, year.AddDate(0, 6, 0)}} {
+			for _, p := range []meter.Price{{Kind: meter.KindModel, Item: "small.16gb", PerHour: 120, From: year},
+				{Kind: meter.KindModel, Item: "xlarge.96gb", PerHour: 720, From: year},
+				{Kind: meter.KindModel, Item: "small.16gb", PerHour: 150, From: year.AddDate(0, 6, 0)}} {
 				if err := tx.SetPrice(p, year, 1); err != nil {
 					return err
 				}
@@ -222,4 +223,61 @@ func BenchmarkUsage(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestDaysAgreeWithHours: a report read from whole days (meter_days) and
+// the edges' hours gives what the hours alone give, for random records
+// and ranges.
+func TestDaysAgreeWithHours(t *testing.T) {
+	s := open(t, Normal)
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	r := rand.New(rand.NewPCG(3, 4))
+	err := s.Update(ctx, func(tx *Tx) error {
+		uid, err := tx.CreateUser("alice", false, t0)
+		if err != nil {
+			return err
+		}
+		sid, err := tx.CreateServer(Server{UserID: uid, Name: "a", Model: "small.16gb", AcceleratorToken: "t", CreatedAt: t0})
+		if err != nil {
+			return err
+		}
+		for i := range 5 {
+			if err := tx.SetPrice(meter.Price{Kind: meter.KindModel, Item: "small.16gb", PerHour: int64(100 * (i + 1)), From: t0.Add(time.Duration(i) * 97 * time.Hour)}, t0, uid); err != nil {
+				return err
+			}
+		}
+		for range 300 {
+			start := t0.UnixMilli() + r.Int64N(20*24*3_600_000)
+			res, err := tx.exec(`INSERT INTO meter_records (price_kind, user_id, server_id, item, start_ms, gpus) VALUES ('model', ?, ?, 'small.16gb', ?, 1)`, uid, sid, start)
+			if err != nil {
+				return err
+			}
+			id, _ := res.LastInsertId()
+			rec := meterRecord{id: id, kind: meter.KindModel, userID: uid, serverID: sid, item: "small.16gb", startMS: start, gpus: 1}
+			if err := tx.closeRecord(rec, time.UnixMilli(start+r.Int64N(50*3_600_000)), ""); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		from := t0.Add(time.Duration(r.Int64N(15*24)) * time.Hour)
+		to := from.Add(time.Duration(1+r.Int64N(15*24)) * time.Hour)
+		var mixed, hours []meter.Usage
+		s.View(ctx, func(tx *Tx) (err error) {
+			if mixed, err = tx.Usage(UsageFilter{From: from, To: to}); err != nil {
+				return err
+			}
+			hours, err = tx.Usage(UsageFilter{From: from, To: to, Per: time.Hour})
+			return err
+		})
+		a, b := meter.MakeInvoice("alice", "x", true, mixed), meter.MakeInvoice("alice", "x", true, hours)
+		if fmt.Sprint(a) != fmt.Sprint(b) {
+			t.Fatalf("%v to %v: days and hours give\n%+v\n%+v", from, to, a, b)
+		}
+	}
 }

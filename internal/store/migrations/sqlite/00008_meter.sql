@@ -38,6 +38,23 @@ CREATE TABLE meter_hours (
 );
 CREATE INDEX meter_hours_user ON meter_hours (user_id, hour_ms);
 
+-- meter_days is meter_hours summed by UTC day: reports over months and
+-- years read it for their whole days (a year is 365 rows a server and
+-- price, not 8,760).
+CREATE TABLE meter_days (
+    day_ms     INTEGER NOT NULL,
+    user_id    INTEGER NOT NULL,
+    server_id  INTEGER NOT NULL,
+    price_kind TEXT    NOT NULL,
+    item       TEXT    NOT NULL,
+    per_hour   INTEGER NOT NULL,
+    charged    INTEGER NOT NULL,
+    held_ms    INTEGER NOT NULL,
+    gpu_ms     INTEGER NOT NULL,
+    PRIMARY KEY (day_ms, user_id, server_id, price_kind, item, per_hour, charged)
+);
+CREATE INDEX meter_days_user ON meter_days (user_id, day_ms);
+
 -- prices are per hour in the currency's minor units, each in force from
 -- effective_from (nanoseconds) until the next of its kind and item.
 CREATE TABLE prices (
@@ -66,5 +83,6 @@ INSERT INTO meter_records (price_kind, user_id, server_id, item, start_ms)
 -- +goose Down
 DROP TABLE settings;
 DROP TABLE prices;
+DROP TABLE meter_days;
 DROP TABLE meter_hours;
 DROP TABLE meter_records;
