@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hac-project/hac/internal/meter"
@@ -46,12 +47,18 @@ func (t *Tx) openJobRecord(id int64, at time.Time, ps []Placement) error {
 
 // closeJobRecord closes job id's record at at; fault, when not empty,
 // says which infrastructure fault ended it, and it is not charged.
+// One statement finds and closes it: this runs with every job's end.
 func (t *Tx) closeJobRecord(id int64, at time.Time, fault string) error {
-	rec, ok, err := t.openRecord(t.queryRow(`SELECT `+recordColumns+` FROM meter_records WHERE job_id = ? AND end_ms IS NULL`, id))
+	end := meter.Millis(at)
+	r, ok, err := t.openRecord(t.queryRow(`UPDATE meter_records SET end_ms = ?, fault = ? WHERE job_id = ? AND end_ms IS NULL RETURNING `+recordColumns,
+		end, fault, id))
 	if err != nil || !ok {
 		return err
 	}
-	return t.closeRecord(rec, at, fault)
+	if end < r.startMS { // a clock that went back: an empty interval
+		return t.closeRecord(r, at, fault)
+	}
+	return t.addHours(r, end, fault == "", 1)
 }
 
 const recordColumns = `id, price_kind, user_id, server_id, item, start_ms, gpus`
@@ -191,8 +198,39 @@ func (t *Tx) meterServer(id int64, state ServerState, at time.Time) error {
 	return err
 }
 
-// schedule is the prices of one item.
+// priceCache keeps the schedules the store's writer read, until a
+// commit that wrote prices: every job's end prices its record.
+type priceCache struct {
+	mu sync.Mutex
+	m  map[[2]string]meter.Schedule
+}
+
+// schedule is the prices of one item: from the writer's cache unless the
+// transaction set a price.
 func (t *Tx) schedule(kind meter.Kind, item string) (meter.Schedule, error) {
+	key := [2]string{string(kind), item}
+	cache := t.prices
+	if t.pricesWritten {
+		cache = nil
+	}
+	if cache != nil {
+		cache.mu.Lock()
+		s, ok := cache.m[key]
+		cache.mu.Unlock()
+		if ok {
+			return s, nil
+		}
+	}
+	s, err := t.readSchedule(kind, item)
+	if err == nil && cache != nil {
+		cache.mu.Lock()
+		cache.m[key] = s
+		cache.mu.Unlock()
+	}
+	return s, err
+}
+
+func (t *Tx) readSchedule(kind meter.Kind, item string) (meter.Schedule, error) {
 	rows, err := t.query(`SELECT per_hour, effective_from FROM prices WHERE price_kind = ? AND item = ? ORDER BY effective_from`, kind, item)
 	if err != nil {
 		return nil, err
@@ -228,6 +266,7 @@ func (t *Tx) SetPrice(p meter.Price, now time.Time, by int64) error {
 	if p.From.Before(now) {
 		return ErrPastPrice
 	}
+	t.pricesWritten = true
 	_, err := t.exec(`INSERT INTO prices (price_kind, item, per_hour, effective_from, set_at, set_by) VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT (price_kind, item, effective_from) DO UPDATE SET per_hour = excluded.per_hour, set_at = excluded.set_at, set_by = excluded.set_by`,
 		p.Kind, p.Item, p.PerHour, nanos(p.From), nanos(now), by)

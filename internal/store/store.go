@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/pressly/goose/v3"
+
+	"github.com/hac-project/hac/internal/meter"
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 )
 
@@ -37,6 +39,7 @@ type Store struct {
 	group    group
 	// metered is told of the meter's pieces each commit closed.
 	metered func([]Metered)
+	prices  priceCache
 }
 
 // Durability says how hard a commit is pushed to disk.
@@ -98,7 +101,7 @@ func OpenSQLite(ctx context.Context, path string, d Durability) (*Store, error) 
 		return nil, err
 	}
 	rdb.SetMaxOpenConns(4)
-	s := &Store{db: db, rdb: rdb, stmts: newStatements(db), rstmts: newStatements(rdb)}
+	s := &Store{db: db, rdb: rdb, stmts: newStatements(db), rstmts: newStatements(rdb), prices: priceCache{m: map[[2]string]meter.Schedule{}}}
 	s.group.idle = sync.NewCond(&s.group.mu)
 	return s, nil
 }
@@ -126,6 +129,10 @@ type Tx struct {
 	accounts bool
 	// metered: the pieces of the meter records the transaction closed.
 	metered []Metered
+	// prices is the writer's cache of price schedules (nil in reads);
+	// pricesWritten: the transaction set a price, and reads them afresh.
+	prices        *priceCache
+	pricesWritten bool
 }
 
 // Update runs fn in one transaction and commits it if fn returns nil.
@@ -134,7 +141,7 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)
 	}
-	t := &Tx{tx: tx, ctx: ctx, stmts: s.stmts}
+	t := &Tx{tx: tx, ctx: ctx, stmts: s.stmts, prices: &s.prices}
 	ended := false
 	defer func() {
 		if !ended {
@@ -148,6 +155,12 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 		err = fmt.Errorf("store: commit: %w", err)
 	}
 	ended = true
+	if t.pricesWritten {
+		// Even after a failed commit, as for the accounts.
+		s.prices.mu.Lock()
+		clear(s.prices.m)
+		s.prices.mu.Unlock()
+	}
 	if err == nil && len(t.metered) > 0 && s.metered != nil {
 		s.metered(t.metered)
 	}

@@ -18,9 +18,11 @@ CREATE TABLE meter_records (
     nodes      TEXT    NOT NULL DEFAULT '',
     fault      TEXT    NOT NULL DEFAULT ''
 );
-CREATE INDEX meter_records_job ON meter_records (job_id);
-CREATE INDEX meter_records_server ON meter_records (server_id, end_ms);
-CREATE INDEX meter_records_open ON meter_records (end_ms, start_ms);
+-- Partial indexes: a job's end, which updates end_ms with every run,
+-- leaves one entry of the open ones and touches no other.
+CREATE INDEX meter_records_job ON meter_records (job_id) WHERE job_id IS NOT NULL;
+CREATE INDEX meter_records_server ON meter_records (server_id) WHERE job_id IS NULL AND end_ms IS NULL;
+CREATE INDEX meter_records_open ON meter_records (start_ms) WHERE end_ms IS NULL;
 
 -- meter_hours sums the closed records by UTC hour, at the price in force:
 -- what reports and invoices read. charged is 0 for faulted runs.
