@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/big"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -34,7 +35,7 @@ func (c *clock) advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.
 // meteredPlane is a control plane on clk in dir with one node of gpus
 // GPUs, whose leases and nodes never time out unless a test says so; stop
 // shuts it down (a restart is another meteredPlane on the same dir).
-func meteredPlane(t *testing.T, dir string, clk *clock, gpus int) (s *Server, stop func()) {
+func meteredPlane(t *testing.T, dir string, clk *clock, gpus int) (s *Server, stop func(), node1 hacv1connect.AgentServiceClient) {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Listen, cfg.DataDir, cfg.Durability = "127.0.0.1:0", dir, store.Normal
@@ -55,9 +56,9 @@ func meteredPlane(t *testing.T, dir string, clk *clock, gpus int) (s *Server, st
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(stop)
 	if gpus > 0 {
-		addNode(t, s, apiclient.New(s.Pin()), 1, gpus)
+		node1 = addNode(t, s, apiclient.New(s.Pin()), 1, gpus)
 	}
-	return s, stop
+	return s, stop, node1
 }
 
 // as is a request context acting for the named user.
@@ -120,7 +121,7 @@ func end(t *testing.T, s *Server, id int64, state store.JobState, fault string) 
 func TestBilledIsHeld(t *testing.T) {
 	clk := &clock{now: time.Date(2026, 11, 30, 23, 0, 0, 0, time.UTC)}
 	dir := t.TempDir()
-	s, stop := meteredPlane(t, dir, clk, 1)                    // one 80 GiB GPU: five small.16gb
+	s, stop, _ := meteredPlane(t, dir, clk, 1)                 // one 80 GiB GPU: five small.16gb
 	setPrice(t, s, "model", "small.16gb", "3.60", time.Time{}) // 0.1 cent a second
 	clk.advance(time.Second)
 	var servers []store.Server
@@ -171,7 +172,7 @@ func TestBilledIsHeld(t *testing.T) {
 	// A restart in the middle of jobs[4]'s and the waiting job's runs.
 	stop()
 	clk.advance(30 * time.Minute)
-	s, _ = meteredPlane(t, dir, clk, 0)
+	s, _, _ = meteredPlane(t, dir, clk, 0)
 	end(t, s, jobs[4].ID, store.JobCompleted, "")
 	// The waiting job's client goes silent: its lease expires.
 	s.broker.beats.Lock()
@@ -230,7 +231,7 @@ func TestBilledIsHeld(t *testing.T) {
 // to give.
 func TestBillingRefusesBadInputAndOthers(t *testing.T) {
 	clk := &clock{now: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)}
-	s, _ := meteredPlane(t, t.TempDir(), clk, 1)
+	s, _, _ := meteredPlane(t, t.TempDir(), clk, 1)
 	userServer(t, s, "alice", "a")
 	userServer(t, s, "bob", "b")
 	b := billingService{s}
@@ -323,7 +324,7 @@ func TestInvoiceIsTheMeteredIntervalsTimesPrices(t *testing.T) {
 	for seed := range uint64(3) {
 		r := rand.New(rand.NewPCG(seed, 7))
 		clk := &clock{now: time.Date(2026, 10, 31, 20, 0, 0, 0, time.UTC)}
-		s, _ := meteredPlane(t, t.TempDir(), clk, 2)
+		s, _, _ := meteredPlane(t, t.TempDir(), clk, 2)
 		type price struct {
 			from    time.Time
 			perHour int64
@@ -458,3 +459,54 @@ func TestInvoiceIsTheMeteredIntervalsTimesPrices(t *testing.T) {
 }
 
 func onNode(j jobState, name string) bool { return j.onNode(name) }
+
+// TestFaultsAreFree: the ends an infrastructure fault makes, each through
+// its own path (the node's report, an agent restart, a node lost), are
+// not charged; a detached job that its node reports ended is.
+func TestFaultsAreFree(t *testing.T) {
+	clk := &clock{now: time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)}
+	s, _, node := meteredPlane(t, t.TempDir(), clk, 1)
+	setPrice(t, s, "model", "small.16gb", "6.00", time.Time{})
+	run := func(server string, detached bool) *jobState {
+		t.Helper()
+		j, err := s.broker.submit(userServer(t, s, "alice", server), 16384, 0, "x", 0, detached)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clk.advance(10 * time.Minute)
+		return j
+	}
+	jobEnded := func(j *jobState, fault bool) {
+		t.Helper()
+		req := &hacv1.JobEndedRequest{Name: "node1", JobId: strconv.FormatInt(j.ID, 10), ExitCode: 0, Reason: "sandbox", InfrastructureFault: fault}
+		if _, err := node.JobEnded(t.Context(), connect.NewRequest(req)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	jobEnded(run("detached", true), false) // charged: 10 minutes, 1.00
+	jobEnded(run("sandbox", false), true)
+	restarted := run("restarted", false)
+	s.broker.mu.Lock()
+	n := s.broker.nodes["node1"].Node
+	s.broker.mu.Unlock()
+	if err := s.broker.registerNode(n); err != nil { // the agent came back without its jobs
+		t.Fatal(err)
+	}
+	lost := run("lost", false)
+	s.broker.mu.Lock()
+	err := s.broker.loseNodeLocked("node1", "node lost: no heartbeat for 15s")
+	s.broker.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range []*jobState{restarted, lost} {
+		if _, live := s.broker.job(j.ID); live {
+			t.Fatalf("job %d still runs", j.ID)
+		}
+	}
+	clk.advance(40 * 24 * time.Hour)
+	inv := invoiceOf(t, s, "alice", "2026-12")
+	if charged, free := heldMS(inv, "model", true), heldMS(inv, "model", false); charged != 600_000 || free != 1_800_000 || inv.TotalMinor != 100 {
+		t.Fatalf("charged %d ms, free %d ms, total %d: %v", charged, free, inv.TotalMinor, inv.Lines)
+	}
+}
