@@ -174,10 +174,11 @@ func TestBilledIsHeld(t *testing.T) {
 	clk.advance(30 * time.Minute)
 	s, _, _ = meteredPlane(t, dir, clk, 0)
 	end(t, s, jobs[4].ID, store.JobCompleted, "")
-	// The waiting job's client goes silent: its lease expires.
-	s.broker.beats.Lock()
-	s.broker.running[waiting.ID].lease = clk.Now().Add(time.Minute)
-	s.broker.beats.Unlock()
+	// The waiting job's client renews its lease with the new process,
+	// then goes silent: its lease expires, and that is charged.
+	if err := s.broker.renew(waiting.ID, time.Minute, func(*jobState) bool { return true }); err != nil {
+		t.Fatal(err)
+	}
 	clk.advance(time.Minute + time.Second)
 	s.broker.expire()
 	if _, live := s.broker.job(waiting.ID); live {
@@ -508,5 +509,34 @@ func TestFaultsAreFree(t *testing.T) {
 	inv := invoiceOf(t, s, "alice", "2026-12")
 	if charged, free := heldMS(inv, "model", true), heldMS(inv, "model", false); charged != 600_000 || free != 1_800_000 || inv.TotalMinor != 100 {
 		t.Fatalf("charged %d ms, free %d ms, total %d: %v", charged, free, inv.TotalMinor, inv.Lines)
+	}
+}
+
+// TestUnheardEndAfterRestartIsFree: a job whose end came while the
+// control plane was down (neither its client nor its node spoke of it to
+// the new process) has its lease run out: the control plane lost its end,
+// its own fault, and the run is not charged (SPEC A10).
+func TestUnheardEndAfterRestartIsFree(t *testing.T) {
+	clk := &clock{now: time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)}
+	dir := t.TempDir()
+	s, stop, _ := meteredPlane(t, dir, clk, 1)
+	setPrice(t, s, "model", "small.16gb", "6.00", time.Time{})
+	j, err := s.broker.submit(userServer(t, s, "alice", "a"), 16384, 0, "x", 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(10 * time.Minute)
+	stop()
+	clk.advance(time.Hour)
+	s, _, _ = meteredPlane(t, dir, clk, 0)
+	s.broker.beats.Lock()
+	s.broker.running[j.ID].lease = clk.Now().Add(time.Minute)
+	s.broker.beats.Unlock()
+	clk.advance(2 * time.Minute)
+	s.broker.expire()
+	clk.advance(40 * 24 * time.Hour)
+	inv := invoiceOf(t, s, "alice", "2026-12")
+	if inv.TotalMinor != 0 || heldMS(inv, "model", false) != 72*60_000 {
+		t.Fatalf("an end the control plane lost: %v", inv.Lines)
 	}
 }

@@ -80,6 +80,11 @@ type jobState struct {
 	// its lease was held on that word; the next report that it is not
 	// takes the lease back to a client's renewal.
 	suspendedByNode bool
+	// reloaded: loaded as running after a restart, and neither its client
+	// (a renewal) nor its node (a heartbeat) has spoken of it since. If its
+	// lease runs out so, its end happened while the control plane was
+	// down and was not heard: a fault of the control plane's, not charged.
+	reloaded bool
 	endErr          error // set when the job ended before its grant
 	// fault names the infrastructure fault that ended the job (SPEC A10):
 	// its run is not charged. Empty for every other end.
@@ -168,7 +173,7 @@ func newBroker(ctx context.Context, cfg Config, st *store.Store, obs *observer) 
 			if err != nil {
 				return err
 			}
-			js.lease, js.granted = now.Add(cfg.LeaseTTL), true
+			js.lease, js.granted, js.reloaded = now.Add(cfg.LeaseTTL), true, true
 			if !j.StopAt.IsZero() {
 				// Its node may not have heard it: its grace starts again.
 				js.stopping = &stopOrder{since: now, grace: j.StopGrace, reason: j.StopReason}
@@ -523,7 +528,7 @@ func (b *broker) renew(id int64, ttl time.Duration, may func(*jobState) bool) er
 	if j == nil || !may(j) {
 		return fmt.Errorf("%w: job %d is not running", ErrUnknownJob, id)
 	}
-	j.lease = b.cfg.Now().Add(ttl)
+	j.lease, j.reloaded = b.cfg.Now().Add(ttl), false
 	return nil
 }
 
@@ -566,15 +571,20 @@ func (b *broker) expire() {
 		b.beats.Lock()
 		j := b.running[id]
 		renewed := j == nil || !now.After(j.lease) // since the look above
+		reloaded := j != nil && j.reloaded
 		b.beats.Unlock()
 		if renewed {
 			continue
 		}
-		why := "lease expired: the client stopped renewing it"
+		why, fault := "lease expired: the client stopped renewing it", "" // the client's side: charged
 		if j.Detached {
 			why = "lease expired: neither its client (before the start) nor its node (after) renewed it"
 		}
-		changes = append(changes, b.endLocked(id, store.JobLost, sql.NullInt64{}, why, "")) // the client's side: charged
+		if reloaded {
+			why = "the control plane restarted, and neither the job's client nor its node spoke of it again: its end was not heard"
+			fault = why
+		}
+		changes = append(changes, b.endLocked(id, store.JobLost, sql.NullInt64{}, why, fault))
 	}
 	for j, reason := range overdue {
 		if b.jobs[j.ID] == j {
@@ -792,7 +802,7 @@ func (b *broker) heartbeat(name string, running map[int64]jobReport) beatAnswer 
 		}
 		first := j.Placements[0].Node == name
 		if first {
-			j.pid = r.pid
+			j.pid, j.reloaded = r.pid, false
 			if j.Detached {
 				j.lease = now.Add(b.cfg.LeaseTTL)
 			}
