@@ -51,7 +51,7 @@ priced again. Selecting or switching a model is free.`,
 				return err
 			}
 			p := resp.Msg.Price
-			fmt.Fprintf(a.stdout, "The %s price of %s is %s an hour from %s.\n", p.Kind, p.Item, p.PerHour, utc(p.EffectiveFrom))
+			fmt.Fprintf(a.stdout, "The %s price of %s is %s an hour from %s UTC.\n", p.Kind, p.Item, p.PerHour, inZone(p.EffectiveFrom, time.UTC))
 			return nil
 		},
 	}
@@ -61,10 +61,11 @@ priced again. Selecting or switching a model is free.`,
 		if err != nil {
 			return output.Table{}, nil, err
 		}
-		t := output.Table{Header: []string{"KIND", "ITEM", "PER HOUR (" + resp.Msg.Currency + ")", "FROM (UTC)", "STATE", "SET BY", "SET AT (UTC)"},
-			Wide: []string{"SET BY", "SET AT (UTC)"}}
+		loc, zone := displayZone(resp.Msg.DisplayZone)
+		t := output.Table{Header: []string{"KIND", "ITEM", "PER HOUR (" + resp.Msg.Currency + ")", "FROM (" + zone + ")", "STATE", "SET BY", "SET AT (" + zone + ")"},
+			Wide: []string{"SET BY", "SET AT (" + zone + ")"}}
 		for _, p := range resp.Msg.Prices {
-			t.Rows = append(t.Rows, []string{p.Kind, p.Item, p.PerHour, utc(p.EffectiveFrom), p.State, p.SetBy, utc(p.SetAt)})
+			t.Rows = append(t.Rows, []string{p.Kind, p.Item, p.PerHour, inZone(p.EffectiveFrom, loc), p.State, p.SetBy, inZone(p.SetAt, loc)})
 		}
 		return t, resp.Msg, nil
 	})
@@ -72,12 +73,21 @@ priced again. Selecting or switching a model is free.`,
 	return cmd
 }
 
-// utc prints a time of the meter, which keeps UTC.
-func utc(t *timestamppb.Timestamp) string {
+// displayZone is the operator's time zone that the control plane names,
+// with the name to show; UTC when this machine does not know it.
+func displayZone(name string) (*time.Location, string) {
+	if loc, err := time.LoadLocation(name); err == nil && name != "" {
+		return loc, name
+	}
+	return time.UTC, "UTC"
+}
+
+// inZone prints a time of the meter in the operator's zone.
+func inZone(t *timestamppb.Timestamp, loc *time.Location) string {
 	if t == nil {
 		return "-"
 	}
-	return t.AsTime().UTC().Format("2006-01-02 15:04:05")
+	return t.AsTime().In(loc).Format("2006-01-02 15:04:05")
 }
 
 func (a *app) usageCmd() *cobra.Command {
@@ -132,10 +142,15 @@ user's with --user.`
 }
 
 func usageTable(u *hacv1.GetUsageResponse) output.Table {
-	by := map[string]string{"hour": "HOUR (UTC)", "day": "DAY (UTC)", "month": "MONTH (UTC)", "server": "SERVER", "model": "MODEL OR TYPE", "user": "USER"}[u.By]
+	loc, zone := displayZone(u.DisplayZone)
+	by := map[string]string{"hour": "HOUR (" + zone + ")", "day": "DAY (UTC)", "month": "MONTH (UTC)", "server": "SERVER", "model": "MODEL OR TYPE", "user": "USER"}[u.By]
 	t := output.Table{Header: []string{by, "KIND", "HOURS", "GPU HOURS", "FREE HOURS", "CHARGE (" + u.Currency + ")"}}
 	for _, l := range u.Lines {
-		t.Rows = append(t.Rows, []string{l.Key, l.Kind, meter.FormatHours(l.HeldMs), meter.FormatHours(l.GpuMs), meter.FormatHours(l.FreeMs), l.Charge})
+		key := l.Key
+		if hour, err := time.Parse("2006-01-02T15:04Z", key); err == nil && u.By == "hour" {
+			key = hour.In(loc).Format("2006-01-02 15:04")
+		}
+		t.Rows = append(t.Rows, []string{key, l.Kind, meter.FormatHours(l.HeldMs), meter.FormatHours(l.GpuMs), meter.FormatHours(l.FreeMs), l.Charge})
 	}
 	total := "TOTAL"
 	if u.Open {

@@ -39,7 +39,7 @@ func defaultDataDir(getenv func(string) string, sub string) string {
 func (a *app) serveCmd() *cobra.Command {
 	cfg := controlplane.DefaultConfig()
 	var dev, fastCommit bool
-	var gpus, agentListen, dataDir, servers, publicPorts, currency string
+	var gpus, agentListen, dataDir, servers, publicPorts, currency, zone string
 	netCfg := local.DefaultConfig("")
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -61,6 +61,13 @@ named "dev", and writes the client config, so that hac run works at once.`,
 			}
 			if fastCommit {
 				cfg.Durability = store.Normal
+			}
+			if zone != "" {
+				loc, err := time.LoadLocation(zone)
+				if err != nil {
+					return usageError{fmt.Errorf("--display-zone %q: not a time zone this machine knows (give an IANA name such as Asia/Seoul): %w", zone, err)}
+				}
+				cfg.DisplayZone = loc
 			}
 			if currency != "" {
 				cur, err := meter.LookupCurrency(currency)
@@ -111,6 +118,7 @@ named "dev", and writes the client config, so that hac run works at once.`,
 	f.StringVar(&netCfg.PublicAddress, "public-address", netCfg.PublicAddress, "the address port forwards listen on")
 	f.StringVar(&netCfg.Table, "server-table", netCfg.Table, "--servers local: the nftables table (family ip) hac owns for forwards and firewall")
 	f.StringVar(&netCfg.ImageCache, "image-cache", "", "--servers local: a folder that keeps the downloaded debian-12 base for the next build on this machine")
+	f.StringVar(&zone, "display-zone", "", "the time zone (IANA name, such as Asia/Seoul) hac usage and hac price list show times in; the meter keeps UTC (default UTC)")
 	f.StringVar(&currency, "currency", "", "what prices and charges are counted in, chosen once at the first start: USD (the default), EUR, GBP, KRW, JPY, CNY or INR")
 	f.StringVar(&publicPorts, "public-ports", "10000-19999", "the range of public ports forwards may use")
 	f.IntVar(&cfg.Quotas.WaitingJobs, "max-waiting-jobs", cfg.Quotas.WaitingJobs, "runs one user may have waiting at once (0: no bound)")

@@ -119,7 +119,7 @@ func (b billingService) ListPrices(ctx context.Context, _ *connect.Request[hacv1
 		return nil, apiError(err)
 	}
 	now := b.s.cfg.Now()
-	out := &hacv1.ListPricesResponse{Currency: b.s.cfg.Currency.Code}
+	out := &hacv1.ListPricesResponse{Currency: b.s.cfg.Currency.Code, DisplayZone: b.s.displayZone()}
 	for i, e := range entries {
 		state := "in-force"
 		switch {
@@ -189,7 +189,7 @@ func (b billingService) GetUsage(ctx context.Context, req *connect.Request[hacv1
 		return nil, apiError(err)
 	}
 	cur := b.s.cfg.Currency
-	out := &hacv1.GetUsageResponse{Currency: cur.Code, By: string(by), From: timestamppb.New(from), To: timestamppb.New(to), Open: open}
+	out := &hacv1.GetUsageResponse{Currency: cur.Code, By: string(by), From: timestamppb.New(from), To: timestamppb.New(to), Open: open, DisplayZone: b.s.displayZone()}
 	for _, l := range meter.Report(usage, by) {
 		out.Lines = append(out.Lines, &hacv1.UsageLine{Key: l.Key, Kind: string(l.Kind), HeldMs: l.HeldMS, FreeMs: l.FreeMS, GpuMs: l.GPUMS,
 			ChargeMinor: l.Charge, Charge: cur.Format(l.Charge)})
@@ -323,6 +323,14 @@ func (b billingService) GetInvoice(ctx context.Context, req *connect.Request[hac
 		out.Invoices = append(out.Invoices, pi)
 	}
 	return connect.NewResponse(out), nil
+}
+
+// displayZone names the operator's time zone.
+func (s *Server) displayZone() string {
+	if s.cfg.DisplayZone == nil {
+		return "UTC"
+	}
+	return s.cfg.DisplayZone.String()
 }
 
 // settled reports whether nothing can change what was metered before to:

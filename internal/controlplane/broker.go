@@ -85,7 +85,7 @@ type jobState struct {
 	// lease runs out so, its end happened while the control plane was
 	// down and was not heard: a fault of the control plane's, not charged.
 	reloaded bool
-	endErr          error // set when the job ended before its grant
+	endErr   error // set when the job ended before its grant
 	// fault names the infrastructure fault that ended the job (SPEC A10):
 	// its run is not charged. Empty for every other end.
 	fault   string

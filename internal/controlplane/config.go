@@ -50,6 +50,9 @@ type Config struct {
 	// first start (meter.DefaultCurrency when it has no code) and kept,
 	// as stored amounts are its minor units.
 	Currency meter.Currency
+	// DisplayZone is the operator's time zone, for showing the meter's
+	// times (which it keeps in UTC); UTC when nil.
+	DisplayZone *time.Location
 	// TLS is where the API's certificate comes from.
 	TLS    TLSConfig
 	Logger *slog.Logger

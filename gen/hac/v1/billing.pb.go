@@ -276,9 +276,12 @@ func (*ListPricesRequest) Descriptor() ([]byte, []int) {
 }
 
 type ListPricesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Currency      string                 `protobuf:"bytes,1,opt,name=currency,proto3" json:"currency,omitempty"`
-	Prices        []*Price               `protobuf:"bytes,2,rep,name=prices,proto3" json:"prices,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Currency string                 `protobuf:"bytes,1,opt,name=currency,proto3" json:"currency,omitempty"`
+	Prices   []*Price               `protobuf:"bytes,2,rep,name=prices,proto3" json:"prices,omitempty"`
+	// display_zone is the operator's time zone (IANA name) for showing
+	// times; the meter itself keeps UTC.
+	DisplayZone   string `protobuf:"bytes,3,opt,name=display_zone,json=displayZone,proto3" json:"display_zone,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -325,6 +328,13 @@ func (x *ListPricesResponse) GetPrices() []*Price {
 		return x.Prices
 	}
 	return nil
+}
+
+func (x *ListPricesResponse) GetDisplayZone() string {
+	if x != nil {
+		return x.DisplayZone
+	}
+	return ""
 }
 
 type GetUsageRequest struct {
@@ -411,7 +421,10 @@ type GetUsageResponse struct {
 	Total      string                 `protobuf:"bytes,7,opt,name=total,proto3" json:"total,omitempty"`
 	// open: some lines include runs and servers that have not ended, metered
 	// up to now.
-	Open          bool `protobuf:"varint,8,opt,name=open,proto3" json:"open,omitempty"`
+	Open bool `protobuf:"varint,8,opt,name=open,proto3" json:"open,omitempty"`
+	// display_zone is the operator's time zone (IANA name) for showing hours;
+	// days and months are UTC.
+	DisplayZone   string `protobuf:"bytes,9,opt,name=display_zone,json=displayZone,proto3" json:"display_zone,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -500,6 +513,13 @@ func (x *GetUsageResponse) GetOpen() bool {
 		return x.Open
 	}
 	return false
+}
+
+func (x *GetUsageResponse) GetDisplayZone() string {
+	if x != nil {
+		return x.DisplayZone
+	}
+	return ""
 }
 
 // UsageLine is a group's time and charge of one kind.
@@ -926,15 +946,16 @@ const file_hac_v1_billing_proto_rawDesc = "" +
 	"\x06set_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05setAt\x12\x15\n" +
 	"\x06set_by\x18\a \x01(\tR\x05setBy\x12\x14\n" +
 	"\x05state\x18\b \x01(\tR\x05state\"\x13\n" +
-	"\x11ListPricesRequest\"W\n" +
+	"\x11ListPricesRequest\"z\n" +
 	"\x12ListPricesResponse\x12\x1a\n" +
 	"\bcurrency\x18\x01 \x01(\tR\bcurrency\x12%\n" +
-	"\x06prices\x18\x02 \x03(\v2\r.hac.v1.PriceR\x06prices\"\x91\x01\n" +
+	"\x06prices\x18\x02 \x03(\v2\r.hac.v1.PriceR\x06prices\x12!\n" +
+	"\fdisplay_zone\x18\x03 \x01(\tR\vdisplayZone\"\x91\x01\n" +
 	"\x0fGetUsageRequest\x12.\n" +
 	"\x04from\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
 	"\x02to\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\x12\x0e\n" +
 	"\x02by\x18\x03 \x01(\tR\x02by\x12\x12\n" +
-	"\x04user\x18\x04 \x01(\tR\x04user\"\x8e\x02\n" +
+	"\x04user\x18\x04 \x01(\tR\x04user\"\xb1\x02\n" +
 	"\x10GetUsageResponse\x12\x1a\n" +
 	"\bcurrency\x18\x01 \x01(\tR\bcurrency\x12\x0e\n" +
 	"\x02by\x18\x02 \x01(\tR\x02by\x12.\n" +
@@ -944,7 +965,8 @@ const file_hac_v1_billing_proto_rawDesc = "" +
 	"\vtotal_minor\x18\x06 \x01(\x03R\n" +
 	"totalMinor\x12\x14\n" +
 	"\x05total\x18\a \x01(\tR\x05total\x12\x12\n" +
-	"\x04open\x18\b \x01(\bR\x04open\"\xb5\x01\n" +
+	"\x04open\x18\b \x01(\bR\x04open\x12!\n" +
+	"\fdisplay_zone\x18\t \x01(\tR\vdisplayZone\"\xb5\x01\n" +
 	"\tUsageLine\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x17\n" +
