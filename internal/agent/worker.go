@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -488,6 +489,18 @@ func (f jobFiles) release() {
 	}
 }
 
+// nodeFailed reports whether a transfer failed on the node's side: its
+// disk refused a write (a path error: full, read-only, gone). Every other
+// failure is the client's: a stream it closed or broke, a protocol it did
+// not keep, content that is not its hash. Only the node's own failures
+// are infrastructure faults (a run that is not charged, SPEC A10): a client
+// must not be able to make its run free by breaking its own upload.
+func nodeFailed(err error) bool {
+	var pe *fs.PathError
+	var le *os.LinkError
+	return !errors.Is(err, workspace.ErrHashMismatch) && (errors.As(err, &pe) || errors.As(err, &le))
+}
+
 // receiveFiles takes in a job's workspace and, for a job on its server's
 // files, the server's changes and image (fetched meanwhile). A sandboxed
 // job's workspace is a tree shared while its manifest is unchanged (its
@@ -496,8 +509,8 @@ func (f jobFiles) release() {
 func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[hacv1.ExecRequest, hacv1.ExecResponse], s *sender, c ticket.Claims, start *hacv1.Start, dir string, uid int) (files jobFiles, err error) {
 	a := w.a
 	owner := strconv.FormatInt(c.User, 10) // whose blobs and trees
-	transferFailed := func(err error) error {
-		return &prepError{"workspace transfer failed", true, fmt.Errorf("the workspace could not be transferred: %v", err)}
+	transferFailed := func(what string, err error) error {
+		return &prepError{"workspace transfer failed", nodeFailed(err), fmt.Errorf("%s could not be transferred: %v", what, err)}
 	}
 	// workspaceFiles makes the received workspace the job's. An error is
 	// the node's (its disk), but for a declared size that is not its
@@ -524,7 +537,7 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 	if c.Image == "" || uid <= 0 {
 		done, err := w.receiveBlobs(stream, s, owner, start.Manifest, start.Manifest, nil)
 		if err != nil {
-			return files, transferFailed(err)
+			return files, transferFailed("the workspace", err)
 		}
 		defer done()
 		return files, workspaceFiles()
@@ -537,7 +550,7 @@ func (w *worker) receiveFiles(ctx context.Context, stream *connect.BidiStream[ha
 	}
 	done, err := w.receiveBlobs(stream, s, owner, all, start.Manifest, env.Layer)
 	if err != nil {
-		return files, &prepError{"workspace transfer failed", true, fmt.Errorf("the workspace and the server's files could not be transferred: %v", err)}
+		return files, transferFailed("the workspace and the server's files", err)
 	}
 	defer done()
 	select {

@@ -156,7 +156,7 @@ func usageTable(u *hacv1.GetUsageResponse) output.Table {
 	if u.Open {
 		total = "TOTAL (so far)"
 	}
-	t.Rows = append(t.Rows, []string{total, "", "", "", "", u.Total})
+	t.Footer = [][]string{{total, "", "", "", "", u.Total}}
 	return t
 }
 
@@ -207,7 +207,7 @@ func invoiceTable(invs []*hacv1.Invoice) output.Table {
 			}
 			t.Rows = append(t.Rows, []string{inv.User, inv.Month, yes[inv.Final], l.Kind, l.Item, l.Server, l.PerHour, meter.FormatHours(l.HeldMs), meter.FormatHours(l.GpuMs), charged, l.Charge})
 		}
-		t.Rows = append(t.Rows, []string{inv.User, inv.Month, yes[inv.Final], "total", "", "", "", "", "", "", inv.Total})
+		t.Footer = append(t.Footer, []string{inv.User, inv.Month, yes[inv.Final], "total", "", "", "", "", "", "", inv.Total})
 	}
 	return t
 }

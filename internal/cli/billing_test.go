@@ -17,7 +17,7 @@ func TestUsageTableShowsHoursInTheOperatorsZone(t *testing.T) {
 	if tab.Header[0] != "HOUR (Asia/Seoul)" || tab.Rows[0][0] != "2026-12-01 23:00" || tab.Rows[0][2] != "0.5000" || tab.Header[5] != "CHARGE (KRW)" {
 		t.Fatalf("%v %v", tab.Header, tab.Rows)
 	}
-	if last := tab.Rows[len(tab.Rows)-1]; !strings.Contains(last[0], "so far") || last[5] != "1500" {
+	if last := tab.Footer[0]; len(tab.Rows) != 1 || !strings.Contains(last[0], "so far") || last[5] != "1500" {
 		t.Fatalf("total row %v", last)
 	}
 	u.By, u.Lines[0].Key = "day", "2026-12-01"

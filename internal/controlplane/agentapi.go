@@ -117,7 +117,10 @@ func (a agentService) JobEnded(ctx context.Context, req *connect.Request[hacv1.J
 			return nil, apiError(err)
 		}
 	}
-	if !ok || !j.onNode(req.Msg.Name) {
+	if !ok || len(j.Placements) == 0 || j.Placements[0].Node != req.Msg.Name {
+		// Only the node that runs the program (its first) says how it
+		// ended: a job's other nodes hold GPUs for it, and a client can
+		// open a stream on them and break it.
 		return connect.NewResponse(&hacv1.JobEndedResponse{}), nil
 	}
 	state, reason, fault := stateForExit(req.Msg.ExitCode), req.Msg.Reason, ""

@@ -64,33 +64,47 @@ func (b billingService) SetPrice(ctx context.Context, req *connect.Request[hacv1
 	if err != nil {
 		return nil, apiError(fmt.Errorf("%w: %v", ErrInvalid, err))
 	}
-	now := b.s.cfg.Now()
-	from := now
+	var asked time.Time
 	if m.EffectiveFrom != nil {
 		if err := m.EffectiveFrom.CheckValid(); err != nil {
 			return nil, apiError(fmt.Errorf("%w: effective from: %v", ErrInvalid, err))
 		}
-		from = m.EffectiveFrom.AsTime()
+		if asked = m.EffectiveFrom.AsTime(); !asked.Before(store.MaxPriceFrom) {
+			return nil, apiError(fmt.Errorf("%w: effective from %s is too far ahead: give a time before 2200", ErrInvalid, asked.UTC().Format(time.RFC3339)))
+		}
 	}
 	// A price takes effect on a whole second, and never before the
 	// transaction that records it (store.SetPrice): what was metered
-	// before is never priced again.
-	from = from.Truncate(time.Second)
-	if from.Before(now) {
-		if now.Sub(from) > time.Second && m.EffectiveFrom != nil {
-			return nil, apiError(fmt.Errorf("%w: effective from %s is in the past: a price change never rewrites what was metered; give a later time, or none for now", ErrInvalid, from.UTC().Format(time.RFC3339)))
+	// before is never priced again. A price for now takes the next whole
+	// second, again if the transaction came later than that.
+	var price meter.Price
+	var now time.Time
+	for try := 0; ; try++ {
+		now = b.s.cfg.Now()
+		from := asked
+		if m.EffectiveFrom == nil {
+			from = now
 		}
-		from = now.Truncate(time.Second).Add(time.Second)
-	}
-	price := meter.Price{Kind: kind, Item: m.Item, PerHour: perHour, From: from}
-	err = b.s.store.Update(ctx, func(tx *store.Tx) error { return tx.SetPrice(price, b.s.cfg.Now(), p.user.ID) })
-	if errors.Is(err, store.ErrPastPrice) {
-		return nil, apiError(fmt.Errorf("%w: effective from %s passed while the price was recorded: try again", ErrInvalid, from.UTC().Format(time.RFC3339)))
+		from = from.Truncate(time.Second)
+		if from.Before(now) {
+			if m.EffectiveFrom != nil && now.Sub(from) > time.Second {
+				return nil, apiError(fmt.Errorf("%w: effective from %s is in the past: a price change never rewrites what was metered; give a later time, or none for now", ErrInvalid, from.UTC().Format(time.RFC3339)))
+			}
+			from = now.Truncate(time.Second).Add(time.Second)
+		}
+		price = meter.Price{Kind: kind, Item: m.Item, PerHour: perHour, From: from}
+		err = b.s.store.Update(ctx, func(tx *store.Tx) error { return tx.SetPrice(price, b.s.cfg.Now(), p.user.ID) })
+		if !errors.Is(err, store.ErrPastPrice) {
+			break
+		}
+		if m.EffectiveFrom != nil || try == 2 {
+			return nil, apiError(fmt.Errorf("%w: effective from %s passed while the price was recorded: give a later time", ErrInvalid, from.UTC().Format(time.RFC3339)))
+		}
 	}
 	if err != nil {
 		return nil, apiError(err)
 	}
-	b.s.cfg.Logger.Info("price set", "kind", kind, "item", m.Item, "per_hour", b.s.cfg.Currency.Format(perHour), "from", from, "by", p.user.Name)
+	b.s.cfg.Logger.Info("price set", "kind", kind, "item", m.Item, "per_hour", b.s.cfg.Currency.Format(perHour), "from", price.From, "by", p.user.Name)
 	return connect.NewResponse(&hacv1.SetPriceResponse{Price: b.priceProto(store.PriceEntry{Price: price, SetAt: now, SetBy: p.user.Name}, "")}), nil
 }
 
@@ -184,12 +198,12 @@ func (b billingService) GetUsage(ctx context.Context, req *connect.Request[hacv1
 	case meter.ByDay, meter.ByMonth:
 		per = 24 * time.Hour
 	}
-	usage, open, err := b.s.usage(ctx, store.UsageFilter{UserID: userID, From: from, To: to, Per: per}, now)
+	usage, live, err := b.s.usage(ctx, store.UsageFilter{UserID: userID, From: from, To: to, Per: per}, now)
 	if err != nil {
 		return nil, apiError(err)
 	}
 	cur := b.s.cfg.Currency
-	out := &hacv1.GetUsageResponse{Currency: cur.Code, By: string(by), From: timestamppb.New(from), To: timestamppb.New(to), Open: open, DisplayZone: b.s.displayZone()}
+	out := &hacv1.GetUsageResponse{Currency: cur.Code, By: string(by), From: timestamppb.New(from), To: timestamppb.New(to), Open: len(live) > 0, DisplayZone: b.s.displayZone()}
 	for _, l := range meter.Report(usage, by) {
 		out.Lines = append(out.Lines, &hacv1.UsageLine{Key: l.Key, Kind: string(l.Kind), HeldMs: l.HeldMS, FreeMs: l.FreeMS, GpuMs: l.GPUMS,
 			ChargeMinor: l.Charge, Charge: cur.Format(l.Charge)})
@@ -232,25 +246,27 @@ func timeRange(f, t *timestamppb.Timestamp, def, now time.Time) (time.Time, time
 }
 
 // usage is the metered time f selects: the closed records' hours, and the
-// open records' time up to now, at the prices in force. open says whether
-// any open record counted.
-func (s *Server) usage(ctx context.Context, f store.UsageFilter, now time.Time) ([]meter.Usage, bool, error) {
+// open records' time up to now, at the prices in force, read in one
+// transaction; live are the open records that counted.
+func (s *Server) usage(ctx context.Context, f store.UsageFilter, now time.Time) (_ []meter.Usage, live []store.OpenRecord, _ error) {
 	var closed []meter.Usage
-	var live []store.OpenRecord
+	var all []store.OpenRecord
 	err := s.store.View(ctx, func(tx *store.Tx) error {
 		var err error
 		if closed, err = tx.Usage(f); err != nil {
 			return err
 		}
-		live, err = tx.OpenRecords(f.UserID, f.To)
+		all, err = tx.OpenRecords(f.UserID, f.To)
 		return err
 	})
 	if err != nil {
-		return nil, false, err
+		return nil, nil, err
 	}
-	open := false
 	start, end := meter.Millis(f.From), min(meter.Millis(f.To), meter.Millis(now))
-	for _, r := range live {
+	for _, r := range all {
+		if meter.Millis(r.Start) < end {
+			live = append(live, r)
+		}
 		for _, p := range meter.Split(max(meter.Millis(r.Start), start), end, r.Schedule) {
 			hour := p.Hour
 			switch f.Per {
@@ -261,10 +277,9 @@ func (s *Server) usage(ctx context.Context, f store.UsageFilter, now time.Time) 
 			}
 			closed = append(closed, meter.Usage{Hour: hour, User: r.User, Server: r.Server, Kind: r.Kind, Item: r.Item,
 				PerHour: p.PerHour, Charged: true, HeldMS: p.HeldMS, GPUMS: p.HeldMS * r.GPUs})
-			open = true
 		}
 	}
-	return closed, open, nil
+	return closed, live, nil
 }
 
 func (b billingService) GetInvoice(ctx context.Context, req *connect.Request[hacv1.GetInvoiceRequest]) (*connect.Response[hacv1.GetInvoiceResponse], error) {
@@ -280,10 +295,12 @@ func (b billingService) GetInvoice(ctx context.Context, req *connect.Request[hac
 	if err != nil {
 		return nil, apiError(err)
 	}
-	usage, _, err := b.s.usage(ctx, store.UsageFilter{UserID: userID, From: from, To: to}, now)
+	usage, live, err := b.s.usage(ctx, store.UsageFilter{UserID: userID, From: from, To: to}, now)
 	if err != nil {
 		return nil, apiError(err)
 	}
+	// A month is final once it ended faultLate ago (a node's late word on a
+	// run is heard until then) and nothing it metered is still open.
 	byUser := map[string][]meter.Usage{}
 	final := map[string]bool{}
 	var users []string
@@ -294,14 +311,8 @@ func (b billingService) GetInvoice(ctx context.Context, req *connect.Request[hac
 		}
 		byUser[u.User] = append(byUser[u.User], u)
 	}
-	if err := b.s.store.View(ctx, func(tx *store.Tx) error {
-		open, err := tx.OpenRecords(userID, to)
-		for _, r := range open {
-			final[r.User] = false // it may still add time to the month
-		}
-		return err
-	}); err != nil {
-		return nil, apiError(err)
+	for _, r := range live {
+		final[r.User] = false // it may still add time to the month
 	}
 	if userID != 0 && len(users) == 0 {
 		users = []string{principalFrom(ctx).user.Name}

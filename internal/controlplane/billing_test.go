@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"io"
 	"log/slog"
+	"maps"
 	"math/big"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -353,7 +355,8 @@ func TestInvoiceIsTheMeteredIntervalsTimesPrices(t *testing.T) {
 					live[j.ID] = j
 				}
 			case op < 8 && len(live) > 0:
-				for id := range live {
+				ids := slices.Sorted(maps.Keys(live)) // the seed decides, not the map's order
+				for _, id := range ids[r.IntN(len(ids)):] {
 					cur, ok := s.broker.job(id)
 					if !ok {
 						delete(live, id)
@@ -373,15 +376,20 @@ func TestInvoiceIsTheMeteredIntervalsTimesPrices(t *testing.T) {
 						state, fault = store.JobLost, "node lost"
 					}
 					end(t, s, id, state, fault)
+					endedAt := clk.Now()
 					free := fault != ""
 					if kind == 3 && r.IntN(2) == 0 {
 						clk.advance(time.Duration(r.Int64N(int64(time.Minute))))
 						if err := s.broker.markFault(id, "node1", "late"); err != nil {
 							t.Fatal(err)
 						}
-						free = onNode(cur, "node1")
+						// Heard from the job's first node, for a run that did
+						// not begin in a month already final.
+						settled := clk.Now().Add(-faultLate).UTC()
+						free = cur.Placements[0].Node == "node1" &&
+							!cur.AllocatedAt.Before(time.Date(settled.Year(), settled.Month(), 1, 0, 0, 0, 0, time.UTC))
 					}
-					held = append(held, interval{cur.userName, cur.serverName, cur.AllocatedAt, clk.Now(), free})
+					held = append(held, interval{cur.userName, cur.serverName, cur.AllocatedAt, endedAt, free})
 					delete(live, id)
 					break
 				}
@@ -393,7 +401,7 @@ func TestInvoiceIsTheMeteredIntervalsTimesPrices(t *testing.T) {
 			}
 		}
 		// Whatever is left ends now.
-		for id := range live {
+		for _, id := range slices.Sorted(maps.Keys(live)) {
 			cur, ok := s.broker.job(id)
 			if !ok {
 				continue
@@ -458,8 +466,6 @@ func TestInvoiceIsTheMeteredIntervalsTimesPrices(t *testing.T) {
 		}
 	}
 }
-
-func onNode(j jobState, name string) bool { return j.onNode(name) }
 
 // TestFaultsAreFree: the ends an infrastructure fault makes, each through
 // its own path (the node's report, an agent restart, a node lost), are
@@ -538,5 +544,51 @@ func TestUnheardEndAfterRestartIsFree(t *testing.T) {
 	inv := invoiceOf(t, s, "alice", "2026-12")
 	if inv.TotalMinor != 0 || heldMS(inv, "model", false) != 72*60_000 {
 		t.Fatalf("an end the control plane lost: %v", inv.Lines)
+	}
+}
+
+// TestFinalStatementsStay: a final statement comes out the same after
+// everything that could touch it later: a node's late fault report on a
+// run that began in the month and ended in the next, and the deletion of
+// a server it names. (Found by a review; the late fault once took a
+// final November's charge back.)
+func TestFinalStatementsStay(t *testing.T) {
+	clk := &clock{now: time.Date(2026, 11, 30, 23, 0, 0, 0, time.UTC)}
+	s, _, node := meteredPlane(t, t.TempDir(), clk, 1)
+	setPrice(t, s, "model", "small.16gb", "3.60", time.Time{})
+	clk.advance(time.Second)
+	srv := userServer(t, s, "alice", "a")
+	j, err := s.broker.submit(srv, 16384, 0, "x", 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(2 * time.Hour) // 2026-12-01 01:00:01
+	end(t, s, j.ID, store.JobCompleted, "")
+	before := invoiceOf(t, s, "alice", "2026-11")
+	if !before.Final || before.TotalMinor != 360 {
+		t.Fatalf("November: %v", before)
+	}
+	clk.advance(time.Minute)
+	req := &hacv1.JobEndedRequest{Name: "node1", JobId: strconv.FormatInt(j.ID, 10), Reason: "sandbox", InfrastructureFault: true}
+	if _, err := node.JobEnded(t.Context(), connect.NewRequest(req)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.store.Update(t.Context(), func(tx *store.Tx) error { return tx.MarkServerDeleted(srv.ID, clk.Now()) }); err != nil {
+		t.Fatal(err)
+	}
+	if after := invoiceOf(t, s, "alice", "2026-11"); after.String() != before.String() {
+		t.Fatalf("a final statement changed:\n%v\n%v", before, after)
+	}
+}
+
+// TestFarFuturePriceRefused: a price from 2200 on would not fit its
+// stored time (it once wrapped to 1715 and priced runs already made).
+func TestFarFuturePriceRefused(t *testing.T) {
+	clk := &clock{now: time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)}
+	s, _, _ := meteredPlane(t, t.TempDir(), clk, 0)
+	_, err := (billingService{s}).SetPrice(as(t, s, "admin"), connect.NewRequest(&hacv1.SetPriceRequest{Kind: "model", Item: "small.16gb", Amount: "100.00",
+		EffectiveFrom: timestamppb.New(time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC))}))
+	if err == nil || !strings.Contains(err.Error(), "before 2200") {
+		t.Fatalf("a price for 2300: %v", err)
 	}
 }

@@ -406,14 +406,19 @@ func (b *broker) end(id int64, state store.JobState, exitCode sql.NullInt64, rea
 }
 
 // markFault takes back the charge of job id, which ended as its client
-// said, when its node reports that an infrastructure fault ended it: at
-// most faultLate after the end. The write queues behind the end's, so that
-// it finds the end committed.
+// said, when its first node (where its program runs) reports that an
+// infrastructure fault ended it: at most faultLate after the end, and not
+// for a run that began in a month whose statement is final. The write
+// queues behind the end's, so that it finds the end committed.
 func (b *broker) markFault(id int64, node, fault string) error {
 	b.mu.Lock()
 	notBefore := b.cfg.Now().Add(-faultLate)
+	// A month is final once it ended faultLate ago: a run that began
+	// in one keeps its charge.
+	t := notBefore.UTC()
+	settledBefore := time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
 	ch := b.queueLocked(func(tx *store.Tx) error {
-		_, err := tx.MarkJobFault(id, node, fault, notBefore)
+		_, err := tx.MarkJobFault(id, node, fault, notBefore, settledBefore)
 		return err
 	}, nil)
 	b.mu.Unlock()
@@ -428,11 +433,20 @@ const faultLate = 5 * time.Minute
 // nil when the job ended already. fault, when not empty, names the
 // infrastructure fault that ended it: the run is not charged.
 func (b *broker) endLocked(id int64, state store.JobState, exitCode sql.NullInt64, reason, fault string) *change {
+	return b.endAtLocked(id, time.Time{}, state, exitCode, reason, fault)
+}
+
+// endAtLocked is endLocked with the time the job ended, when it is not now
+// (an end queued again after a failed commit keeps its time).
+func (b *broker) endAtLocked(id int64, ended time.Time, state store.JobState, exitCode sql.NullInt64, reason, fault string) *change {
 	j := b.jobs[id]
 	if j == nil {
 		return nil
 	}
 	now := b.cfg.Now()
+	if ended.IsZero() || ended.After(now) || ended.Before(j.AllocatedAt) {
+		ended = now
+	}
 	var gone *jobState
 	if j.State == store.JobRunning {
 		b.queue.Free(j.ServerID)
@@ -446,15 +460,15 @@ func (b *broker) endLocked(id int64, state store.JobState, exitCode sql.NullInt6
 		if b.snap != nil {
 			sched.Release(b.snap, j.plan())
 		}
-		b.runTimes.add(j.UserID, j.Model, j.Command, now.Sub(j.AllocatedAt))
+		b.runTimes.add(j.UserID, j.Model, j.Command, ended.Sub(j.AllocatedAt))
 		b.runningEnds = nil
 	}
-	j.State, j.EndedAt, j.ExitCode, j.EndReason, j.fault = state, now, exitCode, reason, fault
+	j.State, j.EndedAt, j.ExitCode, j.EndReason, j.fault = state, ended, exitCode, reason, fault
 	b.ending[id] = j
 	publish := b.applyResultLocked(res, now)
 	b.log.Info("job ended", "job", id, "server", j.serverName, "state", state, "reason", reason)
 	return b.queueLocked(func(tx *store.Tx) error {
-		if err := tx.EndJob(id, state, now, exitCode, reason, fault); err != nil {
+		if err := tx.EndJob(id, state, ended, exitCode, reason, fault); err != nil {
 			return err
 		}
 		return b.writeResult(tx, res, now)

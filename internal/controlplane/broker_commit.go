@@ -147,7 +147,7 @@ func (b *broker) reconcileLocked(cause error) {
 			b.endedLocked(j)
 			continue
 		case wasEnding:
-			again = append(again, endAgain{j: j, state: j.State, exitCode: j.ExitCode, reason: j.EndReason, fault: j.fault, err: j.endErr})
+			again = append(again, endAgain{j: j, at: j.EndedAt, state: j.State, exitCode: j.ExitCode, reason: j.EndReason, fault: j.fault, err: j.endErr})
 		}
 		j.State, j.AllocatedAt, j.Placements = sj.State, sj.AllocatedAt, sj.Placements
 		j.EndedAt, j.ExitCode, j.EndReason, j.fault, j.endErr = time.Time{}, sql.NullInt64{}, "", "", nil
@@ -181,6 +181,7 @@ const endAgainAfter = time.Second
 // endAgain is an end that did not commit, to queue again.
 type endAgain struct {
 	j        *jobState
+	at       time.Time // when it ended: a retry does not move it
 	state    store.JobState
 	exitCode sql.NullInt64
 	reason   string
@@ -198,7 +199,7 @@ func (b *broker) endAgain(ends []endAgain) {
 			continue // it ended or was reconciled since
 		}
 		e.j.endErr = e.err
-		changes = append(changes, b.endLocked(e.j.ID, e.state, e.exitCode, e.reason, e.fault))
+		changes = append(changes, b.endAtLocked(e.j.ID, e.at, e.state, e.exitCode, e.reason, e.fault))
 	}
 	b.mu.Unlock()
 	for _, ch := range changes {

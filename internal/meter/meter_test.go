@@ -219,7 +219,7 @@ func TestParseMonthAndBy(t *testing.T) {
 	if _, err := ParseBy("week"); err == nil || !strings.Contains(err.Error(), "hour, day, month") {
 		t.Errorf("--by week: %v", err)
 	}
-	if FormatHours(msPerHour*3/2) != "1.5000" || FormatHours(1800) != "0.0005" || FormatHours(1799) != "0.0005" || FormatHours(1) != "0.0000" {
+	if FormatHours(msPerHour*3/2) != "1.5000" || FormatHours(1800) != "0.0005" || FormatHours(1799) != "0.0005" || FormatHours(1) != "0.0000" || FormatHours(-msPerHour) != "-1.0000" {
 		t.Errorf("FormatHours: %s %s %s", FormatHours(msPerHour*3/2), FormatHours(1800), FormatHours(1799))
 	}
 }

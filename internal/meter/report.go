@@ -77,7 +77,7 @@ type Line struct {
 	Kind   Kind
 	HeldMS int64 // charged time
 	FreeMS int64 // time not charged (infrastructure faults)
-	GPUMS  int64
+	GPUMS  int64 // charged time times GPUs
 	Charge int64 // minor units
 }
 
@@ -99,12 +99,12 @@ func Report(us []Usage, b By) []Line {
 			l = &Line{Key: k, Kind: u.Kind}
 			lines[[2]string{k, string(u.Kind)}] = l
 		}
-		l.GPUMS += u.GPUMS
 		if !u.Charged {
 			l.FreeMS += u.HeldMS
 			continue
 		}
 		l.HeldMS += u.HeldMS
+		l.GPUMS += u.GPUMS
 		held[at{k, u.Kind, u.PerHour}] += u.HeldMS
 	}
 	for a, ms := range held {
@@ -198,6 +198,10 @@ func ParseMonth(s string) (from, to time.Time, err error) {
 // FormatHours prints milliseconds as hours with four decimals (0.36 s),
 // rounded half up.
 func FormatHours(ms int64) string {
+	sign := ""
+	if ms < 0 {
+		sign, ms = "-", -ms
+	}
 	tenThousandths := (ms*10 + msPerHour/2000) / (msPerHour / 1000)
-	return fmt.Sprintf("%d.%04d", tenThousandths/10000, tenThousandths%10000)
+	return fmt.Sprintf("%s%d.%04d", sign, tenThousandths/10000, tenThousandths%10000)
 }

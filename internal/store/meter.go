@@ -134,22 +134,27 @@ func (t *Tx) addTo(table, period string, r meterRecord, p meter.Piece, charged b
 
 // MarkJobFault records that an infrastructure fault on node ended job id
 // after its end was recorded as the client's (the node's word came
-// second): its run is no longer charged. It changes nothing for a job that
-// did not run on node, that ended before notBefore (its statement may have
-// been issued), or that is so marked already.
-func (t *Tx) MarkJobFault(id int64, node, fault string, notBefore time.Time) (bool, error) {
+// second): its run is no longer charged, and the job's record says so. It
+// changes nothing for a job whose program did not run on node (its first
+// node), that ended before notBefore, or started before settledBefore (a
+// month whose statement is final), or that is so marked already.
+func (t *Tx) MarkJobFault(id int64, node, fault string, notBefore, settledBefore time.Time) (bool, error) {
 	var r meterRecord
 	var end int64
 	var nodes string
-	err := t.queryRow(`SELECT `+recordColumns+`, end_ms, nodes FROM meter_records WHERE job_id = ? AND end_ms >= ? AND fault = ''`,
-		id, meter.Millis(notBefore)).Scan(&r.id, &r.kind, &r.userID, &r.serverID, &r.item, &r.startMS, &r.gpus, &end, &nodes)
-	if errors.Is(err, sql.ErrNoRows) || (err == nil && !slices.Contains(strings.Split(nodes, ","), node)) {
+	err := t.queryRow(`SELECT `+recordColumns+`, end_ms, nodes FROM meter_records WHERE job_id = ? AND end_ms >= ? AND start_ms >= ? AND fault = ''`,
+		id, meter.Millis(notBefore), meter.Millis(settledBefore)).Scan(&r.id, &r.kind, &r.userID, &r.serverID, &r.item, &r.startMS, &r.gpus, &end, &nodes)
+	first, _, _ := strings.Cut(nodes, ",")
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && first != node) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
 	if _, err := t.exec(`UPDATE meter_records SET fault = ? WHERE id = ?`, fault, r.id); err != nil {
+		return false, err
+	}
+	if _, err := t.exec(`UPDATE jobs SET state = ?, end_reason = ? WHERE id = ?`, JobLost, fault, id); err != nil {
 		return false, err
 	}
 	if err := t.addHours(r, end, true, -1); err != nil {
@@ -259,6 +264,13 @@ type PriceEntry struct {
 // ErrPastPrice refuses a price that would take effect before it is set.
 var ErrPastPrice = errors.New("store: a price cannot take effect in the past")
 
+// ErrFarPrice refuses a price from MaxPriceFrom on: its time would not
+// fit the nanoseconds it is stored in.
+var ErrFarPrice = errors.New("store: a price takes effect before 2200")
+
+// MaxPriceFrom bounds when a price can take effect.
+var MaxPriceFrom = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+
 // SetPrice records a price, in force from p.From, which must not be
 // before now: what is metered is never priced again. A price set again
 // for the same item and time replaces it.
@@ -266,7 +278,17 @@ func (t *Tx) SetPrice(p meter.Price, now time.Time, by int64) error {
 	if p.From.Before(now) {
 		return ErrPastPrice
 	}
+	if !p.From.Before(MaxPriceFrom) {
+		return fmt.Errorf("store: a price from %v: %w", p.From, ErrFarPrice)
+	}
 	t.pricesWritten = true
+	if t.prices != nil {
+		// Before the commit too: the next writer may start the moment it
+		// returns, before Update clears the cache again.
+		t.prices.mu.Lock()
+		clear(t.prices.m)
+		t.prices.mu.Unlock()
+	}
 	_, err := t.exec(`INSERT INTO prices (price_kind, item, per_hour, effective_from, set_at, set_by) VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT (price_kind, item, effective_from) DO UPDATE SET per_hour = excluded.per_hour, set_at = excluded.set_at, set_by = excluded.set_by`,
 		p.Kind, p.Item, p.PerHour, nanos(p.From), nanos(now), by)
@@ -343,7 +365,7 @@ func (t *Tx) usageIn(table, period string, from, to time.Time, f UsageFilter) ([
 	case 24 * time.Hour:
 		group = "h." + period + " - h." + period + " % 86400000"
 	}
-	rows, err := t.queryOnce(`SELECT `+group+` AS period, u.name, s.name, s.state, h.server_id, h.price_kind, h.item, h.per_hour, h.charged,
+	rows, err := t.queryOnce(`SELECT `+group+` AS period, u.name, s.name, h.price_kind, h.item, h.per_hour, h.charged,
 		SUM(h.held_ms), SUM(h.gpu_ms)
 		FROM `+table+` h JOIN users u ON u.id = h.user_id JOIN servers s ON s.id = h.server_id
 		WHERE h.`+period+` >= ? AND h.`+period+` < ? AND (? = 0 OR h.user_id = ?)
@@ -357,25 +379,22 @@ func (t *Tx) usageIn(table, period string, from, to time.Time, f UsageFilter) ([
 	var out []meter.Usage
 	for rows.Next() {
 		var u meter.Usage
-		var at, serverID int64
-		var state ServerState
-		if err := rows.Scan(&at, &u.User, &u.Server, &state, &serverID, &u.Kind, &u.Item, &u.PerHour, &u.Charged, &u.HeldMS, &u.GPUMS); err != nil {
+		var at int64
+		if err := rows.Scan(&at, &u.User, &u.Server, &u.Kind, &u.Item, &u.PerHour, &u.Charged, &u.HeldMS, &u.GPUMS); err != nil {
 			return nil, err
 		}
-		u.Hour, u.Server = time.UnixMilli(at).UTC(), shownServerName(u.Server, state, serverID)
+		u.Hour, u.Server = time.UnixMilli(at).UTC(), shownServerName(u.Server)
 		out = append(out, u)
 	}
 	return out, rows.Err()
 }
 
-// shownServerName is a server's name as reports show it: a deleted one's
-// without the suffix that freed its name, marked deleted.
-func shownServerName(name string, state ServerState, id int64) string {
-	if state != ServerDeleted {
-		return name
-	}
+// shownServerName is a server's name as reports show it: the name it was
+// made with, also once deleted (deletion renames it, to free the name), so
+// that a statement reads the same before and after.
+func shownServerName(name string) string {
 	name, _, _ = strings.Cut(name, "~deleted~")
-	return fmt.Sprintf("%s (deleted #%d)", name, id)
+	return name
 }
 
 // OpenRecord is a record that has not closed: a running job, a server that
@@ -391,7 +410,7 @@ type OpenRecord struct {
 // OpenRecords returns the open records of one user (all when userID is
 // 0) that started before to, with their prices.
 func (t *Tx) OpenRecords(userID int64, to time.Time) ([]OpenRecord, error) {
-	rows, err := t.query(`SELECT r.price_kind, u.name, s.name, s.state, s.id, r.item, COALESCE(r.job_id, 0), r.gpus, r.start_ms
+	rows, err := t.query(`SELECT r.price_kind, u.name, s.name, r.item, COALESCE(r.job_id, 0), r.gpus, r.start_ms
 		FROM meter_records r JOIN users u ON u.id = r.user_id JOIN servers s ON s.id = r.server_id
 		WHERE r.end_ms IS NULL AND r.start_ms < ? AND (? = 0 OR r.user_id = ?) ORDER BY r.id`, meter.Millis(to), userID, userID)
 	if err != nil {
@@ -400,13 +419,12 @@ func (t *Tx) OpenRecords(userID int64, to time.Time) ([]OpenRecord, error) {
 	var out []OpenRecord
 	for rows.Next() {
 		var r OpenRecord
-		var state ServerState
-		var serverID, start int64
-		if err := rows.Scan(&r.Kind, &r.User, &r.Server, &state, &serverID, &r.Item, &r.JobID, &r.GPUs, &start); err != nil {
+		var start int64
+		if err := rows.Scan(&r.Kind, &r.User, &r.Server, &r.Item, &r.JobID, &r.GPUs, &start); err != nil {
 			rows.Close()
 			return nil, err
 		}
-		r.Server, r.Start = shownServerName(r.Server, state, serverID), time.UnixMilli(start)
+		r.Server, r.Start = shownServerName(r.Server), time.UnixMilli(start)
 		out = append(out, r)
 	}
 	rows.Close()

@@ -21,11 +21,13 @@ import (
 var Formats = []string{"table", "wide", "json", "yaml", "csv"}
 
 // Table is a listing: a header and rows of cells. Columns named in Wide
-// show with -o wide only.
+// show with -o wide only. Footer rows (totals) follow the rows in tables
+// and are left out of CSV, whose every row is data.
 type Table struct {
 	Header []string
 	Rows   [][]string
 	Wide   []string
+	Footer [][]string
 }
 
 // CheckFormat refuses an -o value that is not one of Formats.
@@ -40,9 +42,9 @@ func CheckFormat(format string) error {
 func Write(w io.Writer, format string, t Table, data any) error {
 	switch format {
 	case "table", "":
-		return writeTable(w, t.narrow())
+		return writeTable(w, t.withFooter().narrow())
 	case "wide":
-		return writeTable(w, t)
+		return writeTable(w, t.withFooter())
 	case "csv":
 		return writeCSV(w, t)
 	case "json":
@@ -102,6 +104,12 @@ func WriteJSON(w io.Writer, v any) error {
 		return err
 	}
 	return writeJSON(w, o)
+}
+
+// withFooter is t with its footer as rows.
+func (t Table) withFooter() Table {
+	t.Rows = append(t.Rows[:len(t.Rows):len(t.Rows)], t.Footer...)
+	return t
 }
 
 // narrow leaves out the wide columns.

@@ -82,6 +82,16 @@ INSERT INTO meter_records (price_kind, user_id, server_id, item, start_ms)
            CAST(strftime('%s', 'now') AS INTEGER) * 1000
     FROM servers WHERE kind = 'vm' AND state IN ('running', 'stopped');
 
+-- Jobs that run now are metered from their grant: a control plane keeps
+-- them across the upgrade's restart.
+INSERT INTO meter_records (price_kind, user_id, server_id, job_id, item, start_ms, gpus, memory_mib, nodes)
+    SELECT 'model', j.user_id, j.server_id, j.id, j.model, COALESCE(j.allocated_at, 0) / 1000000,
+           (SELECT COUNT(DISTINCT p.gpu_uuid) FROM placements p WHERE p.job_id = j.id),
+           (SELECT COALESCE(SUM(p.memory_mib), 0) FROM placements p WHERE p.job_id = j.id),
+           COALESCE((SELECT group_concat(n.node_name) FROM (SELECT node_name, MIN(rowid) AS first FROM placements
+                     WHERE job_id = j.id GROUP BY node_name ORDER BY first) n), '')
+    FROM jobs j WHERE j.state = 'running';
+
 -- +goose Down
 DROP TABLE settings;
 DROP TABLE prices;
