@@ -148,12 +148,11 @@ func (b billingService) ListPrices(ctx context.Context, _ *connect.Request[hacv1
 }
 
 // whose resolves the user a report is for: the caller, or with an admin's
-// token the named user, or everyone (0) when all is allowed and none is
-// named.
-func (s *Server) whose(ctx context.Context, name string, all bool) (int64, error) {
+// token the named user, or everyone (0) when an admin names none.
+func (s *Server) whose(ctx context.Context, name string) (int64, error) {
 	p := principalFrom(ctx)
 	switch {
-	case name == "" && p.user.Admin && all:
+	case name == "" && p.user.Admin:
 		return 0, nil
 	case name == "" || name == p.user.Name:
 		return p.user.ID, nil
@@ -187,7 +186,7 @@ func (b billingService) GetUsage(ctx context.Context, req *connect.Request[hacv1
 	if err != nil {
 		return nil, apiError(err)
 	}
-	userID, err := b.s.whose(ctx, m.User, true)
+	userID, err := b.s.whose(ctx, m.User)
 	if err != nil {
 		return nil, apiError(err)
 	}
@@ -291,7 +290,7 @@ func (b billingService) GetInvoice(ctx context.Context, req *connect.Request[hac
 	if !from.Before(now) {
 		return nil, apiError(fmt.Errorf("%w: month %s has not begun: nothing is metered in it yet", ErrInvalid, req.Msg.Month))
 	}
-	userID, err := b.s.whose(ctx, req.Msg.User, true)
+	userID, err := b.s.whose(ctx, req.Msg.User)
 	if err != nil {
 		return nil, apiError(err)
 	}

@@ -1,5 +1,7 @@
 // Package store keeps the control plane's durable state in SQL: users,
-// servers, tokens (hashed), nodes and their GPUs, jobs and their placements.
+// servers, tokens (hashed), nodes and their GPUs, jobs and their placements,
+// and the meter: what each job held and each server was, priced by the
+// hour (meter.go).
 // SQLite is the default (one file, WAL, migrations embedded); the SQL stays in
 // the subset PostgreSQL shares so that a second dialect needs only its own
 // migrations folder.

@@ -16,9 +16,9 @@ import (
 // made by hac runs or stops, and closes at the job's end or the server's
 // next state, in the same transaction as the change it meters. Closing
 // cuts the record into UTC hours at the prices in force (meter.Split) and
-// adds them to meter_hours, which reports read. A price takes effect no
-// earlier than the transaction that sets it, so that no closed record was
-// priced without it.
+// adds them to meter_hours and, summed by day, to meter_days, which
+// reports read. A price takes effect no earlier than the transaction that
+// sets it, so that no closed record was priced without it.
 
 // meterRecord is an open record.
 type meterRecord struct {
