@@ -122,14 +122,15 @@ func (a *app) usageCmd() *cobra.Command {
 		}
 		return usageTable(resp.Msg), resp.Msg, nil
 	})
-	cmd.Long = `Show the time your programs held accelerators and your servers existed,
-grouped by --by, with what it costs at the prices in force (hac price
-list). Waiting in the queue is free; so is a run that an infrastructure
-fault ended (node lost, agent restart, worker start failure): its time
-shows under FREE HOURS. Hours are UTC; the report covers whole hours from
---from (default: the start of this month) to --to (default: now), and
-time still running counts up to now. An admin sees everyone's, or one
-user's with --user.`
+	cmd.Long = `Show the time your programs held accelerators and your servers ran or
+stood stopped, grouped by --by, with what it costs at the prices in force
+(hac price list). Waiting in the queue is free; so is a run that an
+infrastructure fault ended (node lost, agent restart, worker start
+failure): its time shows under FREE HOURS. The meter keeps UTC (days and
+months are UTC days and months; --by hour shows hours in the operator's
+zone); the report covers whole hours from --from (default: the start of
+this month) to --to (default: now), and time still running counts up to
+now. An admin sees everyone's, or one user's with --user.`
 	cmd.Example = `  hac usage
   hac usage --by model --from 2026-11-01 --to 2026-12-01
   hac usage --by hour --from 24h
