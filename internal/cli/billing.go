@@ -173,7 +173,12 @@ func (a *app) invoiceCmd() *cobra.Command {
 		}
 		return invoiceTable(resp.Msg.Invoices), resp.Msg, nil
 	})
-	cmd.Args = cobra.ExactArgs(1)
+	cmd.Args = func(_ *cobra.Command, args []string) error {
+		if len(args) != 1 {
+			return usageError{fmt.Errorf("hac invoice takes one month, as YYYY-MM: hac invoice %s", time.Now().UTC().Format("2006-01"))}
+		}
+		return nil
+	}
 	run := cmd.RunE
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		req.Month = args[0]
