@@ -592,3 +592,43 @@ func TestFarFuturePriceRefused(t *testing.T) {
 		t.Fatalf("a price for 2300: %v", err)
 	}
 }
+
+// TestOnlyTheFirstNodeEndsAJob: a job across two nodes runs its program on
+// the first; a fault the second reports (where a client can open a stream
+// and break it) neither ends the job nor takes its charge back.
+func TestOnlyTheFirstNodeEndsAJob(t *testing.T) {
+	clk := &clock{now: time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)}
+	s, _, node1 := meteredPlane(t, t.TempDir(), clk, 1)
+	node2 := addNode(t, s, apiclient.New(s.Pin()), 2, 1)
+	setPrice(t, s, "model", "small.16gb", "6.00", time.Time{})
+	j, err := s.broker.submit(userServer(t, s, "alice", "a"), 120*1024, 0, "x", 0, false) // more than one 80 GiB GPU
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, _ := s.broker.job(j.ID)
+	if cur.State != store.JobRunning || cur.Placements[0].Node == cur.Placements[len(cur.Placements)-1].Node {
+		t.Fatalf("the job is not across two nodes: %s %+v", cur.State, cur.Placements)
+	}
+	other, otherName := node2, "node2" // the node that does not run the program
+	if cur.Placements[0].Node == "node2" {
+		other, otherName = node1, "node1"
+	}
+	clk.advance(10 * time.Minute)
+	fault := func(n hacv1connect.AgentServiceClient, name string) {
+		t.Helper()
+		req := &hacv1.JobEndedRequest{Name: name, JobId: strconv.FormatInt(j.ID, 10), ExitCode: 1, Reason: "workspace", InfrastructureFault: true}
+		if _, err := n.JobEnded(t.Context(), connect.NewRequest(req)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fault(other, otherName)
+	if now, live := s.broker.job(j.ID); !live || now.State != store.JobRunning {
+		t.Fatalf("the second node's word ended the job: %+v", now)
+	}
+	end(t, s, j.ID, store.JobCompleted, "") // the client's release
+	fault(other, otherName)                 // late, from the wrong node
+	clk.advance(40 * 24 * time.Hour)
+	if inv := invoiceOf(t, s, "alice", "2026-12"); inv.TotalMinor != 100 {
+		t.Fatalf("charged %d, want 100 (10 minutes at 6.00): %v", inv.TotalMinor, inv.Lines)
+	}
+}

@@ -58,7 +58,7 @@ func (t *Tx) closeJobRecord(id int64, at time.Time, fault string) error {
 	if end < r.startMS { // a clock that went back: an empty interval
 		return t.closeRecord(r, at, fault)
 	}
-	return t.addHours(r, end, fault == "", 1)
+	return t.addClosed(r, end, fault == "")
 }
 
 const recordColumns = `id, price_kind, user_id, server_id, item, start_ms, gpus`
@@ -77,7 +77,17 @@ func (t *Tx) closeRecord(r meterRecord, at time.Time, fault string) error {
 	if _, err := t.exec(`UPDATE meter_records SET end_ms = ?, fault = ? WHERE id = ?`, end, fault, r.id); err != nil {
 		return fmt.Errorf("store: close meter record: %w", err)
 	}
-	return t.addHours(r, end, fault == "", 1)
+	return t.addClosed(r, end, fault == "")
+}
+
+// addClosed adds the hours of record r, closed at endMS, and tells the
+// counters of them after the commit.
+func (t *Tx) addClosed(r meterRecord, endMS int64, charged bool) error {
+	pieces, err := t.addHours(r, endMS, charged, 1)
+	for _, p := range pieces {
+		t.metered = append(t.metered, Metered{Kind: r.kind, Item: r.item, PerHour: p.PerHour, Charged: charged, HeldMS: p.HeldMS, GPUMS: p.HeldMS * r.gpus})
+	}
+	return err
 }
 
 // Metered is a piece of a closed meter record: time of one item at one
@@ -96,27 +106,24 @@ type Metered struct {
 func (s *Store) ObserveMeter(fn func([]Metered)) { s.metered = fn }
 
 // addHours adds (sign 1) or takes back (sign -1) the hours of record r,
-// held until endMS, as charged or not.
-func (t *Tx) addHours(r meterRecord, endMS int64, charged bool, sign int64) error {
+// held until endMS, as charged or not, and returns them.
+func (t *Tx) addHours(r meterRecord, endMS int64, charged bool, sign int64) ([]meter.Piece, error) {
 	s, err := t.schedule(r.kind, r.item)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	pieces := meter.Split(r.startMS, endMS, s)
 	for _, p := range pieces {
 		if err := t.addTo("meter_hours", "hour_ms", r, p, charged, sign); err != nil {
-			return err
-		}
-		if sign > 0 {
-			t.metered = append(t.metered, Metered{Kind: r.kind, Item: r.item, PerHour: p.PerHour, Charged: charged, HeldMS: p.HeldMS, GPUMS: p.HeldMS * r.gpus})
+			return nil, err
 		}
 	}
 	for _, p := range meter.SumByDay(pieces) {
 		if err := t.addTo("meter_days", "day_ms", r, p, charged, sign); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return pieces, nil
 }
 
 // addTo adds piece p of record r to a table of sums (meter_hours or
@@ -157,13 +164,11 @@ func (t *Tx) MarkJobFault(id int64, node, fault string, notBefore, settledBefore
 	if _, err := t.exec(`UPDATE jobs SET state = ?, end_reason = ? WHERE id = ?`, JobLost, fault, id); err != nil {
 		return false, err
 	}
-	if err := t.addHours(r, end, true, -1); err != nil {
+	// The counters heard of this time at its close: they are not told.
+	if _, err := t.addHours(r, end, true, -1); err != nil {
 		return false, err
 	}
-	// The counters heard of this time at its close: not again.
-	told := len(t.metered)
-	err = t.addHours(r, end, false, 1)
-	t.metered = t.metered[:told]
+	_, err = t.addHours(r, end, false, 1)
 	return err == nil, err
 }
 
@@ -204,7 +209,7 @@ func (t *Tx) meterServer(id int64, state ServerState, at time.Time) error {
 }
 
 // priceCache keeps the schedules the store's writer read, until a
-// commit that wrote prices: every job's end prices its record.
+// transaction sets a price: every job's end prices its record.
 type priceCache struct {
 	mu sync.Mutex
 	m  map[[2]string]meter.Schedule
@@ -281,10 +286,11 @@ func (t *Tx) SetPrice(p meter.Price, now time.Time, by int64) error {
 	if !p.From.Before(MaxPriceFrom) {
 		return fmt.Errorf("store: a price from %v: %w", p.From, ErrFarPrice)
 	}
+	// This transaction reads prices afresh from here on, and the cache
+	// is emptied now, before the commit: the next writer may start the
+	// moment it returns.
 	t.pricesWritten = true
 	if t.prices != nil {
-		// Before the commit too: the next writer may start the moment it
-		// returns, before Update clears the cache again.
 		t.prices.mu.Lock()
 		clear(t.prices.m)
 		t.prices.mu.Unlock()

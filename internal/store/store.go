@@ -155,12 +155,6 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 		err = fmt.Errorf("store: commit: %w", err)
 	}
 	ended = true
-	if t.pricesWritten {
-		// Even after a failed commit, as for the accounts.
-		s.prices.mu.Lock()
-		clear(s.prices.m)
-		s.prices.mu.Unlock()
-	}
 	if err == nil && len(t.metered) > 0 && s.metered != nil {
 		s.metered(t.metered)
 	}

@@ -61,28 +61,21 @@ func Write(w io.Writer, format string, t Table, data any) error {
 
 // writeCSV writes t whole, wide columns included, as RFC 4180 CSV. A cell
 // that a spreadsheet would run as a formula (it starts with =, +, -, @, a
-// tab or a carriage return: a tenant can name a server so) and is more
-// than a lone "-" (no value) is prefixed
-// with a quote, as OWASP advises, and control characters are escaped as
-// in tables.
+// tab or a carriage return, and is more than a lone "-": a tenant can name
+// a server so) is prefixed with a quote, as OWASP advises; control
+// characters are escaped as in tables.
 func writeCSV(w io.Writer, t Table) error {
 	cw := csv.NewWriter(w)
-	cells := func(row []string) []string {
-		out := make([]string, len(row))
+	for _, row := range append([][]string{t.Header}, t.Rows...) {
+		cells := make([]string, len(row))
 		for i, c := range row {
 			c = Clean(c)
 			if len(c) > 1 && strings.ContainsRune("=+-@\t\r", rune(c[0])) && !isNumber(c) {
 				c = "'" + c
 			}
-			out[i] = c
+			cells[i] = c
 		}
-		return out
-	}
-	if err := cw.Write(cells(t.Header)); err != nil {
-		return err
-	}
-	for _, r := range t.Rows {
-		if err := cw.Write(cells(r)); err != nil {
+		if err := cw.Write(cells); err != nil {
 			return err
 		}
 	}
